@@ -1,0 +1,61 @@
+// CPU implementations of every engine op, in f32. They are a real backend (threaded with
+// OpenMP, GEMMs through OpenBLAS) and the reference every CUDA kernel is tested against.
+// All tensors are contiguous row-major (see engine/tensor.h) unless a stride is given.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+namespace clip {
+
+enum class Act : uint8_t { none, gelu, quick_gelu };  // gelu = exact erf GELU
+const char* act_name(Act a);
+Act act_from_name(const char* s);  // "none", "gelu", "quick_gelu"; throws otherwise
+
+inline float gelu_ref(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+inline float quick_gelu_ref(float x) { return x / (1.0f + expf(-1.702f * x)); }
+
+// y[M,N] = act(x[M,K] · w[N,K]ᵀ + b[N]); b may be null. w is laid out as nn.Linear stores it.
+void linear_cpu(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N,
+                int64_t K, Act act);
+// y[i] = act(x[i]) over n elements (in place allowed).
+void act_cpu(float* y, const float* x, int64_t n, Act act);
+// y[M,C] = (x - mean) / sqrt(var + eps) * g + b over the last dim; statistics in f32.
+void layernorm_cpu(float* y, const float* x, const float* g, const float* b, int64_t M,
+                   int64_t C, float eps);
+// sum = x + r; y = layernorm(sum). Either output may alias x.
+void add_layernorm_cpu(float* sum, float* y, const float* x, const float* r, const float* g,
+                       const float* b, int64_t M, int64_t C, float eps);
+// y[i] = a[i] + b[i % nb]: b broadcast over the leading dims of a (nb divides n).
+void add_cpu(float* y, const float* a, const float* b, int64_t n, int64_t nb);
+// Softmax over the last dim of x[M,N].
+void softmax_cpu(float* y, const float* x, int64_t M, int64_t N);
+// Multi-head attention straight from the fused QKV projection.
+// qkv [B, T, 3C] with C = NH*HS: q = cols [0,C), k = [C,2C), v = [2C,3C); head h uses
+// cols h*HS..h*HS+HS of each. out [B, T, C]. softmax(q kᵀ / sqrt(HS)) v, with key j > query i
+// masked when causal.
+void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                   bool causal);
+// Patch embedding, a conv with stride = kernel = P and no bias.
+// px [B, 3, H, W], w [C, 3, P, P] -> out [B, (H/P)*(W/P), C], patches in row-major grid order.
+void patch_embed_cpu(float* out, const float* px, const float* w, int64_t B, int64_t H,
+                     int64_t W, int64_t P, int64_t C);
+// out [B, 1+G, C]: row 0 = cls + pos[0]; row 1+g = patches[b, g] + pos[1+g]. pos [1+G, C].
+void class_pos_embed_cpu(float* out, const float* patches, const float* cls, const float* pos,
+                         int64_t B, int64_t G, int64_t C);
+// out [N, C] = table[ids[i]]; table [V, C]. Throws on an id outside [0, V).
+void embedding_cpu(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,
+                   int64_t V);
+// out [B, C] = x[b, idx[b], :] for x [B, T, C]. Throws on an index outside [0, T).
+void gather_rows_cpu(float* out, const float* x, const int32_t* idx, int64_t B, int64_t T,
+                     int64_t C);
+// y[M,C] = x / max(||x||, 1e-12) per row.
+void l2_normalize_cpu(float* y, const float* x, int64_t M, int64_t C);
+// out [M, N] = scale * cos(a_i, b_j) for a [M, C], b [N, C].
+void cosine_sim_cpu(float* out, const float* a, const float* b, int64_t M, int64_t N,
+                    int64_t C, float scale);
+// For each row of a [M, C], the k best rows of b [N, C] by scale * cos: indices and scores,
+// best first (ties: lower index first). k <= N.
+void cosine_topk_cpu(int32_t* idx, float* score, const float* a, const float* b, int64_t M,
+                     int64_t N, int64_t C, float scale, int64_t k);
+
+}  // namespace clip

@@ -1,0 +1,154 @@
+#include "engine/tensor.h"
+
+#include <cstdlib>
+#include <limits>
+
+#ifdef CLIP_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace clip {
+
+Shape::Shape(std::initializer_list<int64_t> dims) {
+  CLIP_CHECK(dims.size() <= (size_t)kMaxDims, "a tensor has at most %d dimensions, got %zu",
+             kMaxDims, dims.size());
+  for (int64_t v : dims) d[nd++] = v;
+}
+
+Shape Shape::of(const std::vector<int64_t>& dims) {
+  CLIP_CHECK(dims.size() <= (size_t)kMaxDims, "a tensor has at most %d dimensions, got %zu",
+             kMaxDims, dims.size());
+  Shape s;
+  for (int64_t v : dims) {
+    CLIP_CHECK(v >= 0, "negative dimension %lld", (long long)v);
+    s.d[s.nd++] = v;
+  }
+  return s;
+}
+
+int64_t Shape::numel() const {
+  int64_t n = 1;
+  for (int i = 0; i < nd; i++) n *= d[i];
+  return n;
+}
+
+bool Shape::operator==(const Shape& o) const {
+  if (nd != o.nd) return false;
+  for (int i = 0; i < nd; i++)
+    if (d[i] != o.d[i]) return false;
+  return true;
+}
+
+std::string Shape::str() const {
+  std::string s = "[";
+  for (int i = 0; i < nd; i++) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+Tensor::Tensor(void* data_, DType dtype_, Shape shape_, Device device_)
+    : data(data_), dtype(dtype_), device(device_), shape(shape_) {
+  int64_t s = 1;
+  for (int i = shape.nd - 1; i >= 0; i--) {
+    stride[i] = s;
+    s *= shape.d[i];
+  }
+}
+
+bool Tensor::contiguous() const {
+  int64_t s = 1;
+  for (int i = shape.nd - 1; i >= 0; i--) {
+    if (shape.d[i] != 1 && stride[i] != s) return false;
+    s *= shape.d[i];
+  }
+  return true;
+}
+
+Tensor Tensor::slice(int dim, int64_t start, int64_t len) const {
+  if (dim < 0) dim += shape.nd;
+  CLIP_CHECK(dim >= 0 && dim < shape.nd, "slice: dim %d out of range for %s", dim,
+             shape.str().c_str());
+  CLIP_CHECK(start >= 0 && len >= 0 && start + len <= shape.d[dim],
+             "slice: rows [%lld, %lld) out of range for dim %d of %s", (long long)start,
+             (long long)(start + len), dim, shape.str().c_str());
+  Tensor v = *this;
+  v.data = (uint8_t*)data + start * stride[dim] * (int64_t)dtype_size(dtype);
+  v.shape.d[dim] = len;
+  return v;
+}
+
+Tensor Tensor::reshape(Shape s) const {
+  CLIP_CHECK(contiguous(), "reshape: %s is not contiguous", str().c_str());
+  CLIP_CHECK(s.numel() == numel(), "reshape: cannot view %s as %s", shape.str().c_str(),
+             s.str().c_str());
+  return Tensor(data, dtype, s, device);
+}
+
+std::string Tensor::str() const {
+  return std::string(dtype_name(dtype)) + shape.str() + " " + device_name(device);
+}
+
+Buffer::Buffer(size_t nbytes, Device device) : size_(nbytes), device_(device) {
+  if (nbytes == 0) return;
+  if (device == Device::cpu) {
+    data_ = std::aligned_alloc(256, (nbytes + 255) / 256 * 256);
+    CLIP_CHECK(data_, "out of host memory allocating %zu bytes", nbytes);
+  } else {
+#ifdef CLIP_HAVE_CUDA
+    cudaError_t e = cudaMalloc(&data_, nbytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      fail("out of GPU memory allocating %zu bytes: %s", nbytes, cudaGetErrorString(e));
+    }
+#else
+    fail("this build has no CUDA support");
+#endif
+  }
+}
+
+Buffer::~Buffer() {
+  if (!data_) return;
+  if (device_ == Device::cpu) std::free(data_);
+#ifdef CLIP_HAVE_CUDA
+  else cudaFree(data_);
+#endif
+}
+
+Buffer::Buffer(Buffer&& o) noexcept : data_(o.data_), size_(o.size_), device_(o.device_) {
+  o.data_ = nullptr;
+  o.size_ = 0;
+}
+
+Buffer& Buffer::operator=(Buffer&& o) noexcept {
+  if (this != &o) {
+    this->~Buffer();
+    data_ = o.data_;
+    size_ = o.size_;
+    device_ = o.device_;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+HostTensor::HostTensor(DType dtype, Shape shape) {
+  storage = std::make_shared<std::vector<uint8_t>>((size_t)shape.numel() * dtype_size(dtype));
+  t = Tensor(storage->data(), dtype, shape, Device::cpu);
+}
+
+bool cuda_available() {
+#ifdef CLIP_HAVE_CUDA
+  static int n = [] {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return count;
+  }();
+  return n > 0;
+#else
+  return false;
+#endif
+}
+
+}  // namespace clip

@@ -1,0 +1,92 @@
+// Tensors. Dimension order is PyTorch's everywhere in this project: row-major, the last
+// dimension is contiguous, shape[0] is the outermost (batch) dimension. Short dimension
+// names used in comments: B batch, T tokens, C channels (width), NH heads, HS head size,
+// V vocabulary, E embedding size.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/base.h"
+
+namespace clip {
+
+constexpr int kMaxDims = 4;
+
+struct Shape {
+  int nd = 0;
+  int64_t d[kMaxDims] = {0, 0, 0, 0};
+
+  Shape() = default;
+  Shape(std::initializer_list<int64_t> dims);
+  static Shape of(const std::vector<int64_t>& dims);  // throws for > 4 dims or negative sizes
+  int64_t numel() const;
+  int64_t operator[](int i) const { return d[i < 0 ? i + nd : i]; }
+  int64_t& operator[](int i) { return d[i < 0 ? i + nd : i]; }
+  int64_t last() const { return d[nd - 1]; }
+  int64_t rows() const { return nd == 0 ? 1 : numel() / last(); }  // product of all but last
+  bool operator==(const Shape& o) const;
+  bool operator!=(const Shape& o) const { return !(*this == o); }
+  std::string str() const;  // "[2, 77, 512]"
+};
+
+// A tensor is a non-owning view: data pointer, dtype, device, shape and element strides.
+// Storage is owned elsewhere (a Buffer, the weights file mapping, a graph's arena).
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::f32;
+  Device device = Device::cpu;
+  Shape shape;
+  int64_t stride[kMaxDims] = {0, 0, 0, 0};  // in elements
+
+  Tensor() = default;
+  Tensor(void* data, DType dtype, Shape shape, Device device = Device::cpu);  // contiguous
+
+  int64_t numel() const { return shape.numel(); }
+  size_t nbytes() const { return (size_t)numel() * dtype_size(dtype); }
+  bool contiguous() const;
+  template <typename T> T* ptr() const { return (T*)data; }
+  // A view of rows [start, start+len) of dimension `dim` (no copy; may be non-contiguous).
+  Tensor slice(int dim, int64_t start, int64_t len) const;
+  // Same storage, new shape; needs a contiguous tensor and the same element count.
+  Tensor reshape(Shape s) const;
+  std::string str() const;  // "f32[2, 77, 512] cpu"
+};
+
+// Owned memory on one device (aligned to 256 bytes). Used for weights uploaded to the GPU,
+// graph arenas and test data.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(size_t nbytes, Device device);
+  ~Buffer();
+  Buffer(Buffer&& o) noexcept;
+  Buffer& operator=(Buffer&& o) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+  Device device_ = Device::cpu;
+};
+
+// A contiguous CPU tensor together with its storage (for tests, tools and results).
+struct HostTensor {
+  std::shared_ptr<std::vector<uint8_t>> storage;
+  Tensor t;
+  HostTensor() = default;
+  HostTensor(DType dtype, Shape shape);
+  float* f32() const { return t.ptr<float>(); }
+  int32_t* i32() const { return t.ptr<int32_t>(); }
+};
+
+// True when the process can use a CUDA device (built with CUDA and a GPU is present).
+bool cuda_available();
+
+}  // namespace clip

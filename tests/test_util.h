@@ -1,0 +1,54 @@
+// Shared test helpers: where the shared fixtures are, random data, and the one tolerance
+// rule used by every numeric test: |got - ref| <= atol + rtol * |ref|, non-finite values
+// reported separately, the worst error and the first failing pairs printed.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace clip::test {
+
+// CLIP_GOLDEN_DIR, else ../shared/golden beside the checkout. Empty when absent.
+std::string golden_dir();
+// CLIP_VOCAB_DIR, else ../shared/clip beside the checkout. Empty when absent.
+std::string vocab_dir();
+std::string source_dir();  // the checkout
+std::string binary_dir();  // the build directory
+
+#define CLIP_REQUIRE_GOLDEN()                                                         \
+  do {                                                                                \
+    if (::clip::test::golden_dir().empty())                                           \
+      GTEST_SKIP() << "golden fixtures not found: set CLIP_GOLDEN_DIR or put them in " \
+                      "../shared/golden";                                             \
+  } while (0)
+#define CLIP_REQUIRE_VOCAB()                                                                \
+  do {                                                                                      \
+    if (::clip::test::vocab_dir().empty())                                                  \
+      GTEST_SKIP() << "BPE vocabulary not found: set CLIP_VOCAB_DIR or put it in ../shared/clip"; \
+  } while (0)
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f);
+std::vector<float> randu(size_t n, uint64_t seed, float lo, float hi);
+
+struct CompareResult {
+  bool ok = true;
+  double max_abs = 0, max_rel = 0;
+  size_t n_bad = 0, n_nonfinite = 0;
+  std::string report;  // worst error and the first failing pairs
+};
+CompareResult compare(const float* got, const double* ref, size_t n, double atol, double rtol);
+CompareResult compare(const float* got, const float* ref, size_t n, double atol, double rtol);
+
+#define EXPECT_CLOSE(got, ref, n, atol, rtol)                                      \
+  do {                                                                             \
+    auto _r = ::clip::test::compare((got), (ref), (n), (atol), (rtol));            \
+    EXPECT_TRUE(_r.ok) << _r.report;                                               \
+  } while (0)
+
+double cosine(const float* a, const float* b, size_t n);
+std::string read_file(const std::string& path);
+
+}  // namespace clip::test
