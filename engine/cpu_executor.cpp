@@ -1,0 +1,125 @@
+// The CPU backend: runs a Graph node by node over the f32 CPU ops, with every activation
+// placed in one arena by plan_memory().
+#include <cstring>
+
+#include "engine/cpu_ops.h"
+#include "engine/graph.h"
+
+namespace clip {
+
+namespace {
+
+class CpuExecutor final : public Executor {
+ public:
+  explicit CpuExecutor(const Graph& g) : g_(g), plan_(plan_memory(g)), arena_(plan_.peak_bytes, Device::cpu) {
+    for (const auto& v : g_.values())
+      if (v.kind == ValueInfo::weight)
+        CLIP_CHECK(v.dtype == DType::f32 || v.dtype == DType::i32,
+                   "CPU graph: weight %s is %s; the CPU backend takes f32 weights", v.name.c_str(),
+                   dtype_name(v.dtype));
+  }
+
+  const MemoryPlan& plan() const override { return plan_; }
+
+  std::vector<HostTensor> run(const std::vector<Tensor>& inputs) override {
+    const auto& ins = g_.inputs();
+    CLIP_CHECK(inputs.size() == ins.size(), "graph takes %zu inputs, got %zu", ins.size(), inputs.size());
+    ptr_.assign(g_.values().size(), nullptr);
+    for (size_t i = 0; i < ins.size(); i++) {
+      const auto& vi = g_.info(ins[i]);
+      const Tensor& t = inputs[i];
+      CLIP_CHECK(t.device == Device::cpu && t.dtype == vi.dtype && t.shape == vi.shape && t.contiguous(),
+                 "input %s: expected contiguous cpu %s%s, got %s", vi.name.c_str(),
+                 dtype_name(vi.dtype), vi.shape.str().c_str(), t.str().c_str());
+      ptr_[ins[i]] = t.data;
+    }
+    for (size_t v = 0; v < g_.values().size(); v++) {
+      const auto& vi = g_.values()[v];
+      if (vi.kind == ValueInfo::weight) ptr_[v] = vi.bound.data;
+      if (vi.kind == ValueInfo::activation) ptr_[v] = (uint8_t*)arena_.data() + plan_.offset[v];
+    }
+    for (const Node& n : g_.nodes()) exec(n);
+    std::vector<HostTensor> outs;
+    for (Value v : g_.outputs()) {
+      const auto& vi = g_.info(v);
+      HostTensor h(DType::f32, vi.shape);
+      convert_cpu(h.t.data, DType::f32, ptr_[v], vi.dtype, vi.shape.numel());
+      outs.push_back(h);
+    }
+    return outs;
+  }
+
+ private:
+  float* f(Value v) const { return (float*)ptr_[v]; }
+  const Shape& shape(Value v) const { return g_.info(v).shape; }
+
+  void exec(const Node& n) {
+    const Value y = n.out[0];
+    const Shape& s = shape(y);
+    switch (n.op) {
+      case Op::linear: {
+        const Shape& w = shape(n.in[1]);
+        linear_cpu(f(y), f(n.in[0]), f(n.in[1]), n.in.size() > 2 ? f(n.in[2]) : nullptr,
+                   s.rows(), w[0], w[1], n.act);
+        break;
+      }
+      case Op::layernorm:
+        layernorm_cpu(f(y), f(n.in[0]), f(n.in[1]), f(n.in[2]), s.rows(), s.last(), n.eps);
+        break;
+      case Op::add_layernorm:
+        add_layernorm_cpu(f(y), f(n.out[1]), f(n.in[0]), f(n.in[1]), f(n.in[2]), f(n.in[3]),
+                          s.rows(), s.last(), n.eps);
+        break;
+      case Op::add:
+        add_cpu(f(y), f(n.in[0]), f(n.in[1]), s.numel(), shape(n.in[1]).numel());
+        break;
+      case Op::act: act_cpu(f(y), f(n.in[0]), s.numel(), n.act); break;
+      case Op::softmax: softmax_cpu(f(y), f(n.in[0]), s.rows(), s.last()); break;
+      case Op::attention:
+        attention_cpu(f(y), f(n.in[0]), s[0], s[1], n.heads, s[2] / n.heads, n.causal);
+        break;
+      case Op::patch_embed: {
+        const Shape& px = shape(n.in[0]);
+        const Shape& w = shape(n.in[1]);
+        patch_embed_cpu(f(y), f(n.in[0]), f(n.in[1]), px[0], px[2], px[3], w[2], w[0]);
+        break;
+      }
+      case Op::class_pos:
+        class_pos_embed_cpu(f(y), f(n.in[0]), f(n.in[1]), f(n.in[2]), s[0], s[1] - 1, s[2]);
+        break;
+      case Op::embedding: {
+        const Shape& tb = shape(n.in[1]);
+        embedding_cpu(f(y), (const int32_t*)ptr_[n.in[0]], f(n.in[1]), s[0] * s[1], tb[1], tb[0]);
+        break;
+      }
+      case Op::gather_rows: {
+        const Shape& x = shape(n.in[0]);
+        gather_rows_cpu(f(y), f(n.in[0]), (const int32_t*)ptr_[n.in[1]], x[0], x[1], x[2]);
+        break;
+      }
+      case Op::l2_normalize: l2_normalize_cpu(f(y), f(n.in[0]), s.rows(), s.last()); break;
+      case Op::cosine_sim: {
+        const Shape& a = shape(n.in[0]);
+        cosine_sim_cpu(f(y), f(n.in[0]), f(n.in[1]), s[0], s[1], a[1], n.scale);
+        break;
+      }
+      case Op::cast:
+        convert_cpu(ptr_[y], g_.info(y).dtype, ptr_[n.in[0]], g_.info(n.in[0]).dtype, s.numel());
+        break;
+    }
+  }
+
+  Graph g_;
+  MemoryPlan plan_;
+  Buffer arena_;
+  std::vector<void*> ptr_;
+};
+
+}  // namespace
+
+std::unique_ptr<Executor> compile_cpu(const Graph& g) {
+  CLIP_CHECK(g.device() == Device::cpu, "compile_cpu: graph is for %s", device_name(g.device()));
+  return std::make_unique<CpuExecutor>(g);
+}
+
+}  // namespace clip

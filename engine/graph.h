@@ -1,0 +1,131 @@
+// The compute graph: ops on tensors as nodes, built once per (model, batch size, device,
+// dtype). Shapes are inferred as nodes are added (a mismatch throws an error naming the op
+// and the shapes). compile() plans activation memory by liveness into one arena and returns
+// an Executor for the CPU or CUDA backend.
+//
+// Values are ids. A value is a graph input (bound at run time), a weight (bound at build
+// time to a tensor on the graph's device, in the graph's dtype) or an activation (planned).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_ops.h"
+#include "engine/tensor.h"
+
+namespace clip {
+
+using Value = int;
+constexpr Value kNoValue = -1;
+
+enum class Op : uint8_t {
+  linear,         // in: x [.., K], w [N, K], b [N]?         out: act(x wᵀ + b) [.., N]
+  layernorm,      // in: x [.., C], g [C], b [C]              out: [.., C]
+  add_layernorm,  // in: x, r [.., C], g, b                   out: sum = x + r, layernorm(sum)
+  add,            // in: a [..], b (trailing dims of a)       out: a + b (b broadcast)
+  act,            // in: x                                    out: act(x)
+  softmax,        // in: x [.., N]                            out: softmax over N
+  attention,      // in: qkv [B, T, 3C]                       out: [B, T, C]
+  patch_embed,    // in: px [B, 3, H, W], w [C, 3, P, P]      out: [B, (H/P)(W/P), C]
+  class_pos,      // in: patches [B, G, C], cls [C], pos [1+G, C]  out: [B, 1+G, C]
+  embedding,      // in: ids [B, T] i32, table [V, C]         out: [B, T, C]
+  gather_rows,    // in: x [B, T, C], idx [B] i32             out: [B, C]
+  l2_normalize,   // in: x [.., C]                            out: [.., C]
+  cosine_sim,     // in: a [M, C], b [N, C]                   out: scale * cos [M, N]
+  cast,           // in: x                                    out: x in another dtype
+};
+const char* op_name(Op op);
+
+struct ValueInfo {
+  enum Kind : uint8_t { input, weight, activation } kind = activation;
+  Shape shape;
+  DType dtype = DType::f32;
+  std::string name;
+  Tensor bound;            // weights only
+  int producer = -1;       // node index for activations
+  int last_use = -1;       // last node reading it (set by compile); outputs live to the end
+  bool is_output = false;
+};
+
+struct Node {
+  Op op;
+  std::vector<Value> in, out;
+  Act act = Act::none;
+  bool causal = false;
+  int heads = 0;
+  float eps = 0.0f;    // layernorm
+  float scale = 1.0f;  // cosine_sim
+};
+
+// Activation memory: one arena; value v lives at [offset[v], offset[v] + size[v]).
+struct MemoryPlan {
+  std::vector<size_t> offset, size;  // per value; 0-size for non-activations
+  size_t peak_bytes = 0;             // arena size
+  size_t naive_bytes = 0;            // sum of all activation sizes
+};
+
+class Graph {
+ public:
+  // dtype of the float activations (f32 on CPU; f32, f16 or bf16 on CUDA).
+  Graph(Device device, DType dtype);
+
+  Value input(const std::string& name, DType dtype, Shape shape);
+  Value weight(const std::string& name, const Tensor& t);  // must be on the graph's device
+
+  Value linear(Value x, Value w, Value b = kNoValue, Act act = Act::none);
+  Value layernorm(Value x, Value g, Value b, float eps);
+  // Returns {x + r, layernorm(x + r)}.
+  std::pair<Value, Value> add_layernorm(Value x, Value r, Value g, Value b, float eps);
+  Value add(Value a, Value b);
+  Value activation(Value x, Act act);
+  Value softmax(Value x);
+  Value attention(Value qkv, int heads, bool causal);
+  Value patch_embed(Value px, Value w);
+  Value class_pos(Value patches, Value cls, Value pos);
+  Value embedding(Value ids, Value table);
+  Value gather_rows(Value x, Value idx);
+  Value l2_normalize(Value x);
+  Value cosine_sim(Value a, Value b, float scale);
+  Value cast(Value x, DType dtype);
+  void output(Value v);
+
+  Device device() const { return device_; }
+  DType dtype() const { return dtype_; }
+  const ValueInfo& info(Value v) const { return values_.at(v); }
+  const std::vector<ValueInfo>& values() const { return values_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const std::vector<Value>& inputs() const { return inputs_; }
+  const std::vector<Value>& outputs() const { return outputs_; }
+
+ private:
+  Value new_value(ValueInfo::Kind kind, Shape shape, DType dtype, const std::string& name);
+  Value add_node(Node n, Shape out_shape, DType out_dtype);
+  const ValueInfo& check(Value v, const char* op) const;
+  Device device_;
+  DType dtype_;
+  std::vector<ValueInfo> values_;
+  std::vector<Node> nodes_;
+  std::vector<Value> inputs_, outputs_;
+};
+
+// Liveness-based placement: a value is live from its producing node to its last reader
+// (graph outputs to the end); values whose lifetimes overlap never share bytes. Each offset
+// is aligned to 256 bytes.
+MemoryPlan plan_memory(const Graph& g);
+
+// Runs a compiled graph. Inputs are host tensors in input order (same dtype and shape as
+// declared); outputs come back as host f32 tensors in output order.
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual std::vector<HostTensor> run(const std::vector<Tensor>& inputs) = 0;
+  virtual const MemoryPlan& plan() const = 0;
+};
+
+class CudaContext;  // engine/cuda_context.h
+// Compiles g for its device. CUDA graphs need a context (streams, cuBLASLt, workspace).
+std::unique_ptr<Executor> compile(const Graph& g, CudaContext* ctx = nullptr);
+std::unique_ptr<Executor> compile_cpu(const Graph& g);
+std::unique_ptr<Executor> compile_cuda(const Graph& g, CudaContext& ctx);  // engine/cuda_executor.cu
+
+}  // namespace clip

@@ -1,0 +1,324 @@
+// Every CPU op against a plain double-precision implementation written here, over CLIP's
+// real shapes (sequence 50, 77, 197, 257; width 512, 768, 1024; heads 8, 12, 16; head dim
+// 64) and odd ones (1, 3, 17). Tolerance for f32 compute against f64: |d| <= atol + rtol|ref|
+// with rtol = 1e-5 (about 100 f32 ulps, covering reduction-order effects over K <= 4096) and
+// atol = 1e-5 (values are O(1)).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "engine/base.h"
+#include "engine/cpu_ops.h"
+#include "tests/test_util.h"
+
+using namespace clip;
+using clip::test::randn;
+
+namespace {
+constexpr double kAtol = 1e-5, kRtol = 1e-5;
+
+double gelu_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+double qgelu_d(double x) { return x / (1.0 + std::exp(-1.702 * x)); }
+double act_d(double x, Act a) { return a == Act::gelu ? gelu_d(x) : a == Act::quick_gelu ? qgelu_d(x) : x; }
+
+void layernorm_d(double* y, const double* x, const float* g, const float* b, int C, double eps) {
+  double mean = 0, var = 0;
+  for (int c = 0; c < C; c++) mean += x[c];
+  mean /= C;
+  for (int c = 0; c < C; c++) var += (x[c] - mean) * (x[c] - mean);
+  var /= C;
+  for (int c = 0; c < C; c++) y[c] = (x[c] - mean) / std::sqrt(var + eps) * g[c] + b[c];
+}
+}  // namespace
+
+// ---- linear: M rows x (N, K) --------------------------------------------------------
+struct LinearCase { int M, N, K; Act act; bool bias; };
+class LinearTest : public ::testing::TestWithParam<LinearCase> {};
+
+TEST_P(LinearTest, MatchesDouble) {
+  auto p = GetParam();
+  auto x = randn((size_t)p.M * p.K, 1), w = randn((size_t)p.N * p.K, 2, 1.0f / std::sqrt((float)p.K));
+  auto b = randn(p.N, 3, 0.1f);
+  std::vector<float> y((size_t)p.M * p.N);
+  linear_cpu(y.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.K, p.act);
+  std::vector<double> ref((size_t)p.M * p.N);
+  for (int m = 0; m < p.M; m++)
+    for (int n = 0; n < p.N; n++) {
+      double s = p.bias ? b[n] : 0;
+      for (int k = 0; k < p.K; k++) s += (double)x[(size_t)m * p.K + k] * w[(size_t)n * p.K + k];
+      ref[(size_t)m * p.N + n] = act_d(s, p.act);
+    }
+  EXPECT_CLOSE(y.data(), ref.data(), y.size(), kAtol, kRtol);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Clip, LinearTest,
+    ::testing::Values(LinearCase{1, 512, 512, Act::none, true}, LinearCase{3, 768, 768, Act::none, false},
+                      LinearCase{17, 1536, 512, Act::none, true}, LinearCase{50, 2304, 768, Act::none, true},
+                      LinearCase{77, 2048, 512, Act::quick_gelu, true}, LinearCase{77, 512, 2048, Act::none, true},
+                      LinearCase{50, 3072, 768, Act::gelu, true}, LinearCase{33, 1024, 1024, Act::quick_gelu, true},
+                      LinearCase{5, 7, 3, Act::gelu, true}, LinearCase{64, 4096, 1024, Act::none, true}),
+    [](const auto& i) {
+      auto p = i.param;
+      return "M" + std::to_string(p.M) + "_N" + std::to_string(p.N) + "_K" + std::to_string(p.K) + "_" +
+             act_name(p.act) + (p.bias ? "_bias" : "_nobias");
+    });
+
+TEST(Linear, RowsDoNotDependOnBatch) {
+  // The same row gives bitwise the same output whichever batch it is in.
+  const int N = 768, K = 768, M = 70;
+  auto x = randn((size_t)M * K, 4), w = randn((size_t)N * K, 5, 0.03f), b = randn(N, 6);
+  std::vector<float> all((size_t)M * N), one(N);
+  linear_cpu(all.data(), x.data(), w.data(), b.data(), M, N, K, Act::quick_gelu);
+  for (int m = 0; m < M; m++) {
+    linear_cpu(one.data(), x.data() + (size_t)m * K, w.data(), b.data(), 1, N, K, Act::quick_gelu);
+    EXPECT_EQ(0, std::memcmp(one.data(), all.data() + (size_t)m * N, N * sizeof(float))) << "row " << m;
+  }
+}
+
+// ---- layernorm and residual + layernorm ----------------------------------------------
+struct NormCase { int M, C; };
+class LayerNormTest : public ::testing::TestWithParam<NormCase> {};
+
+TEST_P(LayerNormTest, MatchesDouble) {
+  auto p = GetParam();
+  size_t n = (size_t)p.M * p.C;
+  auto x = randn(n, 7, 3.0f), r = randn(n, 8), g = randn(p.C, 9, 0.1f), b = randn(p.C, 10, 0.1f);
+  for (auto& v : g) v += 1.0f;
+  for (size_t i = 0; i < n; i++) x[i] += 5.0f;  // a non-zero mean
+  std::vector<float> y(n), sum(n), y2(n);
+  layernorm_cpu(y.data(), x.data(), g.data(), b.data(), p.M, p.C, 1e-5f);
+  add_layernorm_cpu(sum.data(), y2.data(), x.data(), r.data(), g.data(), b.data(), p.M, p.C, 1e-5f);
+  std::vector<double> ref(n), xs(n), ref2(n), xd(x.begin(), x.end());
+  for (size_t i = 0; i < n; i++) xs[i] = (double)x[i] + r[i];
+  for (int m = 0; m < p.M; m++) {
+    layernorm_d(&ref[(size_t)m * p.C], &xd[(size_t)m * p.C], g.data(), b.data(), p.C, 1e-5);
+    layernorm_d(&ref2[(size_t)m * p.C], &xs[(size_t)m * p.C], g.data(), b.data(), p.C, 1e-5);
+  }
+  EXPECT_CLOSE(y.data(), ref.data(), n, 1e-4, 1e-4);  // mean/var over C in f32
+  EXPECT_CLOSE(sum.data(), xs.data(), n, 0, 1e-7);
+  EXPECT_CLOSE(y2.data(), ref2.data(), n, 1e-4, 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Clip, LayerNormTest,
+                         ::testing::Values(NormCase{1, 512}, NormCase{3, 768}, NormCase{17, 1024},
+                                           NormCase{50, 768}, NormCase{77, 512}, NormCase{197, 768},
+                                           NormCase{257, 1024}, NormCase{5, 17}),
+                         [](const auto& i) { return "M" + std::to_string(i.param.M) + "_C" + std::to_string(i.param.C); });
+
+TEST(LayerNorm, EpsIsUsed) {
+  // A constant row has zero variance: the output is b exactly and depends on eps only via g*0.
+  std::vector<float> x(8, 2.5f), g(8, 1.0f), b(8, 0.25f), y(8);
+  layernorm_cpu(y.data(), x.data(), g.data(), b.data(), 1, 8, 1e-5f);
+  for (float v : y) EXPECT_EQ(v, 0.25f);
+  // With a large eps the scale shrinks: var = 1 for x = +-1, so y = x / sqrt(1 + eps).
+  std::vector<float> x2 = {1, -1, 1, -1}, g2(4, 1.0f), b2(4, 0.0f), y2(4);
+  layernorm_cpu(y2.data(), x2.data(), g2.data(), b2.data(), 1, 4, 3.0f);
+  EXPECT_NEAR(y2[0], 0.5f, 1e-6);
+}
+
+// ---- activations, add, softmax -------------------------------------------------------
+TEST(Activation, GeluAndQuickGeluMatchDouble) {
+  auto x = randn(10000, 11, 3.0f);
+  for (Act a : {Act::gelu, Act::quick_gelu, Act::none}) {
+    std::vector<float> y(x.size());
+    act_cpu(y.data(), x.data(), (int64_t)x.size(), a);
+    std::vector<double> ref(x.size());
+    for (size_t i = 0; i < x.size(); i++) ref[i] = act_d(x[i], a);
+    EXPECT_CLOSE(y.data(), ref.data(), y.size(), 1e-6, 1e-6);
+  }
+  EXPECT_NE(gelu_ref(1.0f), quick_gelu_ref(1.0f));  // the two are different functions
+}
+
+TEST(Add, BroadcastsOverLeadingDims) {
+  const int B = 3, T = 77, C = 512;
+  auto a = randn((size_t)B * T * C, 12), b = randn((size_t)T * C, 13);
+  std::vector<float> y(a.size());
+  add_cpu(y.data(), a.data(), b.data(), (int64_t)a.size(), (int64_t)b.size());
+  for (size_t i = 0; i < a.size(); i++) ASSERT_EQ(y[i], a[i] + b[i % b.size()]);
+  EXPECT_THROW(add_cpu(y.data(), a.data(), b.data(), (int64_t)a.size(), 5), Error);
+}
+
+TEST(Softmax, MatchesDouble) {
+  for (int N : {1, 3, 17, 50, 77, 197, 257}) {
+    const int M = 5;
+    auto x = randn((size_t)M * N, 14 + N, 4.0f);
+    std::vector<float> y(x.size());
+    softmax_cpu(y.data(), x.data(), M, N);
+    std::vector<double> ref(x.size());
+    for (int m = 0; m < M; m++) {
+      double mx = -1e300, s = 0;
+      for (int i = 0; i < N; i++) mx = std::max(mx, (double)x[m * N + i]);
+      for (int i = 0; i < N; i++) s += std::exp(x[m * N + i] - mx);
+      for (int i = 0; i < N; i++) ref[m * N + i] = std::exp(x[m * N + i] - mx) / s;
+    }
+    EXPECT_CLOSE(y.data(), ref.data(), y.size(), 1e-7, 1e-5);
+  }
+}
+
+// ---- attention -------------------------------------------------------------------------
+struct AttnCase { int B, T, NH, HS; bool causal; };
+class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
+
+TEST_P(AttentionTest, MatchesDouble) {
+  auto p = GetParam();
+  const int C = p.NH * p.HS, C3 = 3 * C;
+  auto qkv = randn((size_t)p.B * p.T * C3, 20 + p.T, 1.0f);
+  std::vector<float> out((size_t)p.B * p.T * C);
+  attention_cpu(out.data(), qkv.data(), p.B, p.T, p.NH, p.HS, p.causal);
+  std::vector<double> ref(out.size()), s(p.T);
+  for (int b = 0; b < p.B; b++)
+    for (int h = 0; h < p.NH; h++)
+      for (int i = 0; i < p.T; i++) {
+        const float* q = &qkv[((size_t)b * p.T + i) * C3 + h * p.HS];
+        int nk = p.causal ? i + 1 : p.T;
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j < nk; j++) {
+          const float* k = &qkv[((size_t)b * p.T + j) * C3 + C + h * p.HS];
+          double d = 0;
+          for (int e = 0; e < p.HS; e++) d += (double)q[e] * k[e];
+          s[j] = d / std::sqrt((double)p.HS);
+          mx = std::max(mx, s[j]);
+        }
+        for (int j = 0; j < nk; j++) sum += (s[j] = std::exp(s[j] - mx));
+        for (int e = 0; e < p.HS; e++) {
+          double o = 0;
+          for (int j = 0; j < nk; j++) o += s[j] * qkv[((size_t)b * p.T + j) * C3 + 2 * C + h * p.HS + e];
+          ref[((size_t)b * p.T + i) * C + h * p.HS + e] = o / sum;
+        }
+      }
+  EXPECT_CLOSE(out.data(), ref.data(), out.size(), 1e-5, 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Clip, AttentionTest,
+    ::testing::Values(AttnCase{2, 50, 12, 64, false}, AttnCase{2, 77, 8, 64, true},
+                      AttnCase{1, 197, 12, 64, false}, AttnCase{1, 257, 16, 64, false},
+                      AttnCase{1, 77, 12, 64, true}, AttnCase{3, 1, 8, 64, true},
+                      AttnCase{2, 3, 2, 64, false}, AttnCase{2, 17, 2, 64, true},
+                      AttnCase{1, 17, 3, 32, false}),
+    [](const auto& i) {
+      auto p = i.param;
+      return "B" + std::to_string(p.B) + "_T" + std::to_string(p.T) + "_NH" + std::to_string(p.NH) +
+             "_HS" + std::to_string(p.HS) + (p.causal ? "_causal" : "_full");
+    });
+
+TEST(Attention, CausalIgnoresLaterTokens) {
+  // Under the causal mask, changing tokens after position i leaves rows <= i unchanged.
+  const int T = 20, NH = 2, HS = 64, C = NH * HS;
+  auto qkv = randn((size_t)T * 3 * C, 30);
+  std::vector<float> a((size_t)T * C), b((size_t)T * C);
+  attention_cpu(a.data(), qkv.data(), 1, T, NH, HS, true);
+  for (size_t i = (size_t)10 * 3 * C; i < qkv.size(); i++) qkv[i] += 1.0f;
+  attention_cpu(b.data(), qkv.data(), 1, T, NH, HS, true);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), (size_t)10 * C * sizeof(float)));
+  EXPECT_NE(0, std::memcmp(a.data(), b.data(), (size_t)T * C * sizeof(float)));
+}
+
+// ---- patch embedding, class/pos, embedding, gather, normalize, cosine ----------------
+struct PatchCase { int B, res, P, C; };
+class PatchEmbedTest : public ::testing::TestWithParam<PatchCase> {};
+
+TEST_P(PatchEmbedTest, MatchesDoubleConv) {
+  auto p = GetParam();
+  const int G1 = p.res / p.P, G = G1 * G1, K = 3 * p.P * p.P;
+  auto px = randn((size_t)p.B * 3 * p.res * p.res, 40), w = randn((size_t)p.C * K, 41, 1.0f / std::sqrt((float)K));
+  std::vector<float> out((size_t)p.B * G * p.C);
+  patch_embed_cpu(out.data(), px.data(), w.data(), p.B, p.res, p.res, p.P, p.C);
+  std::vector<double> ref(out.size());
+  for (int b = 0; b < p.B; b++)
+    for (int gy = 0; gy < G1; gy++)
+      for (int gx = 0; gx < G1; gx++)
+        for (int o = 0; o < p.C; o++) {
+          double s = 0;
+          for (int c = 0; c < 3; c++)
+            for (int ky = 0; ky < p.P; ky++)
+              for (int kx = 0; kx < p.P; kx++)
+                s += (double)px[(((size_t)b * 3 + c) * p.res + gy * p.P + ky) * p.res + gx * p.P + kx] *
+                     w[(((size_t)o * 3 + c) * p.P + ky) * p.P + kx];
+          ref[((size_t)b * G + gy * G1 + gx) * p.C + o] = s;
+        }
+  EXPECT_CLOSE(out.data(), ref.data(), out.size(), kAtol, kRtol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Clip, PatchEmbedTest,
+                         ::testing::Values(PatchCase{2, 224, 32, 768}, PatchCase{1, 224, 16, 768},
+                                           PatchCase{1, 64, 16, 128}, PatchCase{3, 51, 17, 5},
+                                           PatchCase{1, 336, 14, 64}),
+                         [](const auto& i) {
+                           auto p = i.param;
+                           return "B" + std::to_string(p.B) + "_res" + std::to_string(p.res) + "_P" +
+                                  std::to_string(p.P) + "_C" + std::to_string(p.C);
+                         });
+
+TEST(ClassPos, PrependsClassAndAddsPositions) {
+  const int B = 2, G = 49, C = 768;
+  auto pt = randn((size_t)B * G * C, 50), cls = randn(C, 51), pos = randn((size_t)(G + 1) * C, 52);
+  std::vector<float> out((size_t)B * (G + 1) * C);
+  class_pos_embed_cpu(out.data(), pt.data(), cls.data(), pos.data(), B, G, C);
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t <= G; t++)
+      for (int c = 0; c < C; c++) {
+        float want = (t == 0 ? cls[c] : pt[((size_t)b * G + t - 1) * C + c]) + pos[(size_t)t * C + c];
+        ASSERT_EQ(out[((size_t)b * (G + 1) + t) * C + c], want);
+      }
+}
+
+TEST(Embedding, GathersRowsAndRejectsBadIds) {
+  const int V = 100, C = 16;
+  auto table = randn((size_t)V * C, 60);
+  std::vector<int32_t> ids = {0, 99, 5, 5};
+  std::vector<float> out(ids.size() * C);
+  embedding_cpu(out.data(), ids.data(), table.data(), (int64_t)ids.size(), C, V);
+  for (size_t i = 0; i < ids.size(); i++)
+    EXPECT_EQ(0, std::memcmp(&out[i * C], &table[(size_t)ids[i] * C], C * 4));
+  ids[2] = 100;
+  EXPECT_THROW(embedding_cpu(out.data(), ids.data(), table.data(), 4, C, V), Error);
+  ids[2] = -1;
+  EXPECT_THROW(embedding_cpu(out.data(), ids.data(), table.data(), 4, C, V), Error);
+}
+
+TEST(GatherRows, PicksOneRowPerBatch) {
+  const int B = 3, T = 77, C = 512;
+  auto x = randn((size_t)B * T * C, 61);
+  std::vector<int32_t> idx = {76, 0, 9};
+  std::vector<float> out((size_t)B * C);
+  gather_rows_cpu(out.data(), x.data(), idx.data(), B, T, C);
+  for (int b = 0; b < B; b++) EXPECT_EQ(0, std::memcmp(&out[(size_t)b * C], &x[((size_t)b * T + idx[b]) * C], C * 4));
+  idx[1] = 77;
+  EXPECT_THROW(gather_rows_cpu(out.data(), x.data(), idx.data(), B, T, C), Error);
+}
+
+TEST(Normalize, UnitRowsAndCosine) {
+  const int M = 7, N = 1000, C = 512;
+  auto a = randn((size_t)M * C, 70), b = randn((size_t)N * C, 71, 3.0f);
+  std::vector<float> an(a.size());
+  l2_normalize_cpu(an.data(), a.data(), M, C);
+  for (int m = 0; m < M; m++) {
+    double s = 0;
+    for (int c = 0; c < C; c++) s += (double)an[m * C + c] * an[m * C + c];
+    EXPECT_NEAR(s, 1.0, 1e-6);
+  }
+  std::vector<float> sim((size_t)M * N);
+  cosine_sim_cpu(sim.data(), a.data(), b.data(), M, N, C, 100.0f);
+  std::vector<double> ref(sim.size());
+  for (int m = 0; m < M; m++)
+    for (int n = 0; n < N; n++) ref[(size_t)m * N + n] = 100.0 * clip::test::cosine(&a[(size_t)m * C], &b[(size_t)n * C], C);
+  EXPECT_CLOSE(sim.data(), ref.data(), sim.size(), 1e-4, 1e-5);
+
+  // Top-k agrees with a full sort of the double reference.
+  const int k = 10;
+  std::vector<int32_t> idx((size_t)M * k);
+  std::vector<float> score((size_t)M * k);
+  cosine_topk_cpu(idx.data(), score.data(), a.data(), b.data(), M, N, C, 100.0f, k);
+  for (int m = 0; m < M; m++) {
+    std::vector<int> order(N);
+    for (int n = 0; n < N; n++) order[n] = n;
+    std::sort(order.begin(), order.end(), [&](int x, int y) { return ref[(size_t)m * N + x] > ref[(size_t)m * N + y]; });
+    for (int i = 0; i < k; i++) {
+      EXPECT_EQ(idx[(size_t)m * k + i], order[i]) << "query " << m << " rank " << i;
+      EXPECT_NEAR(score[(size_t)m * k + i], ref[(size_t)m * N + order[i]], 1e-4);
+    }
+  }
+}
