@@ -1,0 +1,80 @@
+// OpenAI CLIP's byte-level BPE tokenizer (clip/simple_tokenizer.py + clip.tokenize), reproduced
+// exactly: ftfy 6.3.1 default fixes, html.unescape twice, whitespace collapse, Python
+// str.lower(), the pre-tokenizer regex as a hand-written scanner over Unicode categories,
+// bytes_to_unicode, "</w>" word ends and merges by rank. See shared/golden/README.md.
+//
+// Thread safety: a Tokenizer is immutable after construction except for its word cache,
+// which is guarded by a shared mutex, so encode() may be called from many threads at once.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "clip/config.h"
+
+namespace clip {
+
+// One text as model input: context_length ids ([SOT] + bpe ids + [EOT], zero padded).
+struct Encoded {
+  std::vector<int32_t> ids;  // context_length ints
+  bool truncated = false;    // the text did not fit; the last id was forced to EOT
+  int eot_pos = 0;           // index of the first end-of-text id (where text features pool)
+};
+
+class Tokenizer {
+ public:
+  // Throws clip::Error if the vocab lacks <|startoftext|>, <|endoftext|>, one of the 512
+  // byte-level tokens, or a merge refers to a token that is not in the vocab.
+  explicit Tokenizer(const BpeVocab& vocab);
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+
+  // clip.tokenize(text, context_length, truncate=True) for one text.
+  // Throws clip::Error("invalid UTF-8 at byte N") on malformed input.
+  Encoded encode(const std::string& utf8_text, int context_length = 77) const;
+  // SimpleTokenizer.encode: cleaning, pre-tokenizing and BPE; ids without SOT/EOT.
+  std::vector<int32_t> bpe(const std::string& utf8_text) const;
+  // The text the pre-tokenizer sees: ftfy, html unescape x2, whitespace, lower.
+  std::string clean(const std::string& utf8_text) const;
+  // The pieces the pre-tokenizer regex finds in already-cleaned text (UTF-8).
+  static std::vector<std::string> pre_tokenize(const std::string& cleaned_utf8);
+
+  int32_t sot_id() const { return sot_; }
+  int32_t eot_id() const { return eot_; }
+  size_t vocab_size() const { return tokens_.size(); }
+  const std::string& token(int32_t id) const { return tokens_.at((size_t)id); }  // vocab string
+
+ private:
+  struct Cache;
+  void bpe_piece(const std::string& piece, std::vector<int32_t>& out) const;
+  void bpe_word(const std::string& piece, std::vector<int32_t>& out) const;
+
+  std::vector<std::string> tokens_;
+  std::unordered_map<std::string, int32_t> token_to_id_;
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (a,b) -> (rank, merged id)
+  int32_t byte_id_[256] = {};
+  int32_t byte_eow_id_[256] = {};
+  int32_t sot_ = -1, eot_ = -1;
+  std::unique_ptr<Cache> cache_;
+};
+
+// Text helpers shared by the tokenizer and its tests (clip/tokenizer_text.cpp).
+namespace text {
+// Strict UTF-8 -> code points. Throws clip::Error("invalid UTF-8 at byte N").
+std::u32string utf8_decode(const std::string& s);
+std::string utf8_encode(const std::u32string& s);
+// ftfy.fix_text with ftfy 6.3.1's default configuration.
+std::u32string ftfy_fix_text(const std::u32string& s);
+// Python's html.unescape.
+std::u32string html_unescape(const std::u32string& s);
+// Python's str.lower() (full lowercase mapping, final sigma).
+std::u32string py_lower(const std::u32string& s);
+bool py_isspace(char32_t c);
+// Unicode NFC (utf8proc).
+std::u32string nfc(const std::u32string& s);
+}  // namespace text
+
+}  // namespace clip

@@ -1,0 +1,498 @@
+// Text cleaning for the CLIP tokenizer, following the Python reference step by step:
+// ftfy 6.3.1 fix_text (default TextFixerConfig), html.unescape, str.isspace, str.lower.
+// All functions work on code points (std::u32string), like Python's str.
+#include <utf8proc.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "clip/tokenizer.h"
+#include "clip/tokenizer_entities.h"
+#include "engine/base.h"
+
+namespace clip::text {
+
+std::u32string utf8_decode(const std::string& s) {
+  std::u32string out;
+  out.reserve(s.size());
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t n = s.size(), i = 0;
+  while (i < n) {
+    unsigned c = p[i];
+    if (c < 0x80) {
+      out.push_back(c);
+      i++;
+      continue;
+    }
+    int len;
+    char32_t cp, min;
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
+    else fail("invalid UTF-8 at byte %zu", i);
+    if (i + len > n) fail("invalid UTF-8 at byte %zu", i);
+    for (int k = 1; k < len; k++) {
+      unsigned cc = p[i + k];
+      if ((cc & 0xC0) != 0x80) fail("invalid UTF-8 at byte %zu", i);
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      fail("invalid UTF-8 at byte %zu", i);
+    out.push_back(cp);
+    i += len;
+  }
+  return out;
+}
+
+static void utf8_append(std::string& out, char32_t c) {
+  if (c < 0x80) {
+    out.push_back((char)c);
+  } else if (c < 0x800) {
+    out.push_back((char)(0xC0 | (c >> 6)));
+    out.push_back((char)(0x80 | (c & 0x3F)));
+  } else if (c < 0x10000) {
+    out.push_back((char)(0xE0 | (c >> 12)));
+    out.push_back((char)(0x80 | ((c >> 6) & 0x3F)));
+    out.push_back((char)(0x80 | (c & 0x3F)));
+  } else {
+    out.push_back((char)(0xF0 | (c >> 18)));
+    out.push_back((char)(0x80 | ((c >> 12) & 0x3F)));
+    out.push_back((char)(0x80 | ((c >> 6) & 0x3F)));
+    out.push_back((char)(0x80 | (c & 0x3F)));
+  }
+}
+
+std::string utf8_encode(const std::u32string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char32_t c : s) utf8_append(out, c);
+  return out;
+}
+
+// Decodes a UTF-8 string known to be valid (tables, utf8proc output).
+static std::u32string utf8_decode_trusted(const char* s) { return utf8_decode(std::string(s)); }
+
+static bool all_ascii(const std::u32string& s) {
+  for (char32_t c : s)
+    if (c >= 0x80) return false;
+  return true;
+}
+
+std::u32string nfc(const std::u32string& s) {
+  if (all_ascii(s)) return s;
+  std::string u8 = utf8_encode(s);
+  utf8proc_uint8_t* res = nullptr;
+  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(u8.data()),
+                                    (utf8proc_ssize_t)u8.size(), &res,
+                                    (utf8proc_option_t)(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  if (n < 0) return s;  // cannot happen for valid code points; leave the text as is
+  std::u32string out = utf8_decode(std::string(reinterpret_cast<char*>(res), (size_t)n));
+  std::free(res);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// HTML entities
+
+static const char* find_entity(const detail::HtmlEntity* tab, size_t n, const std::string& name) {
+  const detail::HtmlEntity* end = tab + n;
+  const detail::HtmlEntity* it = std::lower_bound(
+      tab, end, name, [](const detail::HtmlEntity& e, const std::string& k) { return std::strcmp(e.name, k.c_str()) < 0; });
+  if (it != end && name == it->name) return it->text;
+  return nullptr;
+}
+static const char* html5_lookup(const std::string& name) {
+  return find_entity(detail::kHtml5Entities, std::size(detail::kHtml5Entities), name);
+}
+
+static bool is_ascii_digit(char32_t c) { return c >= '0' && c <= '9'; }
+static bool is_ascii_hex(char32_t c) {
+  return is_ascii_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+static bool is_ascii_alnum(char32_t c) {
+  return is_ascii_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+// html._invalid_charrefs: 0x00, 0x0d and 0x80..0x9f read as windows-1252.
+static const char32_t kCp1252High[32] = {
+    0x20AC, 0x81,   0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
+    0x2039, 0x0152, 0x8D,   0x017D, 0x8F,   0x90,   0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
+    0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D,   0x017E, 0x0178};
+
+static bool html_invalid_codepoint(uint64_t n) {
+  return (n >= 0x1 && n <= 0x8) || n == 0xB || (n >= 0xE && n <= 0x1F) || (n >= 0x7F && n <= 0x9F) ||
+         (n >= 0xFDD0 && n <= 0xFDEF) || (n & 0xFFFE) == 0xFFFE;
+}
+
+// One match of html's _charref regex starting at s[i] == '&'. Returns false when the regex
+// does not match there; otherwise sets len (code points consumed) and the replacement.
+static bool html_charref(const std::u32string& s, size_t i, size_t& len, std::u32string& rep) {
+  size_t n = s.size(), j = i + 1;
+  if (j < n && s[j] == '#') {
+    size_t k = j + 1;
+    bool hex = k < n && (s[k] == 'x' || s[k] == 'X');
+    if (hex) k++;
+    size_t d0 = k;
+    uint64_t num = 0;
+    bool big = false;
+    while (k < n && (hex ? is_ascii_hex(s[k]) : is_ascii_digit(s[k]))) {
+      char32_t c = s[k];
+      unsigned v = is_ascii_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10;
+      num = num * (hex ? 16 : 10) + v;
+      if (num > 0x10FFFF) big = true, num = 0x110000;
+      k++;
+    }
+    if (k == d0) return false;  // '#' is excluded from the named-entity alternative too
+    if (k < n && s[k] == ';') k++;
+    len = k - i;
+    rep.clear();
+    if (!big && num == 0) rep = U"\uFFFD";
+    else if (!big && num == 0x0D) rep = U"\r";
+    else if (!big && num >= 0x80 && num <= 0x9F) rep = std::u32string(1, kCp1252High[num - 0x80]);
+    else if (big || (num >= 0xD800 && num <= 0xDFFF)) rep = U"\uFFFD";
+    else if (html_invalid_codepoint(num)) rep.clear();
+    else rep = std::u32string(1, (char32_t)num);
+    return true;
+  }
+  // [^\t\n\f <&#;]{1,32};?
+  size_t k = j;
+  while (k < n && k - j < 32) {
+    char32_t c = s[k];
+    if (c == '\t' || c == '\n' || c == '\f' || c == ' ' || c == '<' || c == '&' || c == '#' || c == ';') break;
+    k++;
+  }
+  if (k == j) return false;
+  if (k < n && s[k] == ';') k++;
+  len = k - i;
+  std::u32string name32 = s.substr(j, k - j);
+  std::string name = utf8_encode(name32);
+  if (const char* t = html5_lookup(name)) {
+    rep = utf8_decode_trusted(t);
+    return true;
+  }
+  for (size_t x = name32.size() - 1; x >= 2; x--) {  // longest legacy prefix
+    if (const char* t = html5_lookup(utf8_encode(name32.substr(0, x)))) {
+      rep = utf8_decode_trusted(t) + name32.substr(x);
+      return true;
+    }
+  }
+  rep = U"&" + name32;
+  return true;
+}
+
+std::u32string html_unescape(const std::u32string& s) {
+  if (s.find(U'&') == std::u32string::npos) return s;
+  std::u32string out, rep;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    size_t len;
+    if (s[i] == '&' && html_charref(s, i, len, rep)) {
+      out += rep;
+      i += len;
+    } else {
+      out.push_back(s[i++]);
+    }
+  }
+  return out;
+}
+
+// ftfy.fixes.unescape_html: only "&#?[0-9A-Za-z]{1,24};" entities, named ones from the html5
+// table (with ';') plus ftfy's upper-case variants.
+static std::u32string ftfy_unescape_html(const std::u32string& s) {
+  if (s.find(U'&') == std::u32string::npos) return s;
+  std::u32string out;
+  out.reserve(s.size());
+  size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    if (s[i] == '&') {
+      size_t j = i + 1;
+      bool num = j < n && s[j] == '#';
+      if (num) j++;
+      size_t k = j;
+      while (k < n && is_ascii_alnum(s[k])) k++;
+      if (k > j && k - j <= 24 && k < n && s[k] == ';') {
+        std::u32string ent = s.substr(i, k + 1 - i);
+        std::u32string rep = ent;
+        std::string name = utf8_encode(ent.substr(1));
+        if (!num) {
+          const char* t = html5_lookup(name);
+          if (!t) t = find_entity(detail::kFtfyUpperEntities, std::size(detail::kFtfyUpperEntities), name);
+          if (t) rep = utf8_decode_trusted(t);
+        } else {
+          std::u32string u = html_unescape(ent);
+          if (u.find(U';') == std::u32string::npos) rep = u;
+        }
+        out += rep;
+        i = k + 1;
+        continue;
+      }
+    }
+    out.push_back(s[i++]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// ftfy fixers
+
+// sloppy-windows-1252: byte 0x80..0x9f -> character (undefined bytes map to themselves).
+static char32_t sloppy1252(unsigned b) { return b >= 0x80 && b <= 0x9F ? kCp1252High[b - 0x80] : b; }
+
+static int sloppy1252_encode(char32_t c) {
+  if (c < 0x80 || (c >= 0xA0 && c <= 0xFF)) return (int)c;
+  for (int b = 0; b < 32; b++)
+    if (kCp1252High[b] == c) return 0x80 + b;
+  return -1;
+}
+
+// Strict UTF-8 decoding of bytes; false if invalid.
+static bool try_utf8(const std::vector<unsigned char>& b, std::u32string& out) {
+  try {
+    out = utf8_decode(std::string(b.begin(), b.end()));
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// Mojibake check: does the text, read back as single-byte characters, contain a complete
+// multi-byte UTF-8 sequence? (A reduced form of ftfy.badness.is_bad.)
+static bool looks_like_mojibake(const std::vector<int>& bytes) {
+  size_t n = bytes.size();
+  for (size_t i = 0; i < n; i++) {
+    int b = bytes[i], len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+    if (!len || i + len > n) continue;
+    bool ok = true;
+    for (int k = 1; k < len; k++) ok = ok && bytes[i + k] >= 0x80 && bytes[i + k] <= 0xBF;
+    if (ok) return true;
+  }
+  return false;
+}
+
+// ftfy's fix_encoding, limited to the common cases: the whole segment is UTF-8 that was
+// decoded as Latin-1 or Windows-1252 (possibly several times).
+static std::u32string fix_encoding(std::u32string s) {
+  for (int round = 0; round < 8; round++) {
+    if (all_ascii(s)) return s;
+    bool fixed = false;
+    for (int enc = 0; enc < 2 && !fixed; enc++) {
+      std::vector<int> bytes;
+      bytes.reserve(s.size());
+      bool ok = true;
+      for (char32_t c : s) {
+        int b = enc == 0 ? (c <= 0xFF ? (int)c : -1) : sloppy1252_encode(c);
+        if (b < 0) { ok = false; break; }
+        bytes.push_back(b);
+      }
+      if (!ok || !looks_like_mojibake(bytes)) continue;
+      std::vector<unsigned char> ub(bytes.begin(), bytes.end());
+      std::u32string out;
+      if (try_utf8(ub, out)) {
+        s = std::move(out);
+        fixed = true;
+      }
+    }
+    if (!fixed) return s;
+  }
+  return s;
+}
+
+static char32_t ligature(char32_t c, const char32_t*& rep) {
+  switch (c) {
+    case 0x0132: rep = U"IJ"; return 1;
+    case 0x0133: rep = U"ij"; return 1;
+    case 0x0149: rep = U"\u02BCn"; return 1;
+    case 0x01F1: rep = U"DZ"; return 1;
+    case 0x01F2: rep = U"Dz"; return 1;
+    case 0x01F3: rep = U"dz"; return 1;
+    case 0x01C4: rep = U"D\u017D"; return 1;
+    case 0x01C5: rep = U"D\u017E"; return 1;
+    case 0x01C6: rep = U"d\u017E"; return 1;
+    case 0x01C7: rep = U"LJ"; return 1;
+    case 0x01C8: rep = U"Lj"; return 1;
+    case 0x01C9: rep = U"lj"; return 1;
+    case 0x01CA: rep = U"NJ"; return 1;
+    case 0x01CB: rep = U"Nj"; return 1;
+    case 0x01CC: rep = U"nj"; return 1;
+    case 0xFB00: rep = U"ff"; return 1;
+    case 0xFB01: rep = U"fi"; return 1;
+    case 0xFB02: rep = U"fl"; return 1;
+    case 0xFB03: rep = U"ffi"; return 1;
+    case 0xFB04: rep = U"ffl"; return 1;
+    case 0xFB05: rep = U"\u017Ft"; return 1;
+    case 0xFB06: rep = U"st"; return 1;
+    default: return 0;
+  }
+}
+
+// ftfy.chardata.WIDTH_MAP: U+3000 -> ' ', U+FF01..U+FFEF -> their NFKC form when different.
+static const std::u32string* width_map() {
+  static const std::u32string* table = [] {
+    auto* t = new std::u32string[0xFFF0 - 0xFF01];
+    for (char32_t c = 0xFF01; c < 0xFFF0; c++) {
+      std::string u8 = utf8_encode(std::u32string(1, c));
+      utf8proc_uint8_t* res = nullptr;
+      utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(u8.data()),
+                                        (utf8proc_ssize_t)u8.size(), &res,
+                                        (utf8proc_option_t)(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT));
+      if (n >= 0) {
+        std::u32string alt = utf8_decode(std::string(reinterpret_cast<char*>(res), (size_t)n));
+        if (alt != std::u32string(1, c)) t[c - 0xFF01] = alt;
+      }
+      std::free(res);
+    }
+    return t;
+  }();
+  return table;
+}
+
+static bool is_removed_control(char32_t c) {
+  return c <= 0x08 || c == 0x0B || (c >= 0x0E && c <= 0x1F) || c == 0x7F || (c >= 0x206A && c <= 0x206F) ||
+         c == 0xFEFF || (c >= 0xFFF9 && c <= 0xFFFC);
+}
+
+static bool is_unicode_digit(char32_t c) { return utf8proc_category((utf8proc_int32_t)c) == UTF8PROC_CATEGORY_ND; }
+
+// The per-character fixers of one fix_and_explain round, after fix_encoding.
+static std::u32string fix_chars(const std::u32string& s) {
+  std::u32string a;
+  a.reserve(s.size());
+  const std::u32string* wmap = width_map();
+  for (char32_t c : s) {
+    if (c >= 0x80 && c <= 0x9F) c = sloppy1252(c);  // fix_c1_controls
+    const char32_t* rep = nullptr;
+    if (ligature(c, rep)) {  // fix_latin_ligatures
+      a += rep;
+      continue;
+    }
+    if (c == 0x3000) { a.push_back(' '); continue; }  // fix_character_width
+    if (c >= 0xFF01 && c < 0xFFF0 && !wmap[c - 0xFF01].empty()) { a += wmap[c - 0xFF01]; continue; }
+    if (c >= 0x2018 && c <= 0x201B) c = '\'';  // uncurl_quotes
+    else if (c >= 0x201C && c <= 0x201F) c = '"';
+    a.push_back(c);
+  }
+  // fix_line_breaks: \r\n, \r, U+2028, U+2029, U+0085 -> \n
+  std::u32string b;
+  b.reserve(a.size());
+  for (size_t i = 0; i < a.size(); i++) {
+    char32_t c = a[i];
+    if (c == '\r') {
+      if (i + 1 < a.size() && a[i + 1] == '\n') i++;
+      c = '\n';
+    } else if (c == 0x2028 || c == 0x2029 || c == 0x85) {
+      c = '\n';
+    }
+    b.push_back(c);
+  }
+  // remove_terminal_escapes: \x1b\[[\d;]*[a-zA-Z]
+  std::u32string d;
+  d.reserve(b.size());
+  for (size_t i = 0; i < b.size(); i++) {
+    if (b[i] == 0x1B && i + 1 < b.size() && b[i + 1] == '[') {
+      size_t k = i + 2;
+      while (k < b.size() && (b[k] == ';' || is_unicode_digit(b[k]))) k++;
+      if (k < b.size() && ((b[k] >= 'a' && b[k] <= 'z') || (b[k] >= 'A' && b[k] <= 'Z'))) {
+        i = k;
+        continue;
+      }
+    }
+    d.push_back(b[i]);
+  }
+  // remove_control_chars
+  std::u32string e;
+  e.reserve(d.size());
+  for (char32_t c : d)
+    if (!is_removed_control(c)) e.push_back(c);
+  return e;
+}
+
+static std::u32string fix_segment(std::u32string s, bool unescape) {
+  if (s.find(U'<') != std::u32string::npos) unescape = false;
+  for (int round = 0; round < 16; round++) {
+    std::u32string orig = s;
+    if (unescape) s = ftfy_unescape_html(s);
+    s = fix_encoding(std::move(s));
+    s = nfc(fix_chars(s));
+    if (s == orig) break;
+  }
+  return s;
+}
+
+std::u32string ftfy_fix_text(const std::u32string& s) {
+  std::u32string out;
+  out.reserve(s.size());
+  bool unescape = true;  // unescape_html="auto": off from the first segment holding '<'
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t nl = s.find(U'\n', pos);
+    size_t end = nl == std::u32string::npos ? s.size() : nl + 1;
+    end = std::min(end, pos + (size_t)1000000);
+    std::u32string seg = s.substr(pos, end - pos);
+    if (seg.find(U'<') != std::u32string::npos) unescape = false;
+    out += fix_segment(std::move(seg), unescape);
+    pos = end;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// str.isspace / str.lower
+
+bool py_isspace(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
+}
+
+static bool is_cased(char32_t c) {
+  auto cat = utf8proc_category((utf8proc_int32_t)c);
+  if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT) return true;
+  return utf8proc_tolower((utf8proc_int32_t)c) != (utf8proc_int32_t)c ||
+         utf8proc_toupper((utf8proc_int32_t)c) != (utf8proc_int32_t)c;
+}
+
+static bool is_case_ignorable(char32_t c) {
+  switch (c) {
+    case 0x27: case 0x2E: case 0x3A: case 0x5E: case 0x60: case 0xA8: case 0xAD: case 0xAF:
+    case 0xB4: case 0xB7: case 0xB8: case 0x387: case 0x55F: case 0x5F4: case 0x2018:
+    case 0x2019: case 0x2024: case 0x2027: case 0xFE13: case 0xFE52: case 0xFE55:
+    case 0xFF07: case 0xFF0E: case 0xFF1A:
+      return true;
+    default:
+      break;
+  }
+  auto cat = utf8proc_category((utf8proc_int32_t)c);
+  return cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_ME || cat == UTF8PROC_CATEGORY_CF ||
+         cat == UTF8PROC_CATEGORY_LM || cat == UTF8PROC_CATEGORY_SK;
+}
+
+std::u32string py_lower(const std::u32string& s) {
+  std::u32string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); i++) {
+    char32_t c = s[i];
+    if (c < 0x80) {
+      out.push_back(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    } else if (c == 0x130) {  // SpecialCasing: İ -> i + combining dot above
+      out.push_back('i');
+      out.push_back(0x307);
+    } else if (c == 0x3A3) {  // final sigma, as CPython's handle_capital_sigma
+      size_t j = i;
+      bool final_sigma = false;
+      while (j > 0 && is_case_ignorable(s[j - 1])) j--;
+      final_sigma = j > 0 && is_cased(s[j - 1]);
+      if (final_sigma) {
+        size_t k = i + 1;
+        while (k < s.size() && is_case_ignorable(s[k])) k++;
+        final_sigma = k == s.size() || !is_cased(s[k]);
+      }
+      out.push_back(final_sigma ? 0x3C2 : 0x3C3);
+    } else {
+      out.push_back((char32_t)utf8proc_tolower((utf8proc_int32_t)c));
+    }
+  }
+  return out;
+}
+
+}  // namespace clip::text
