@@ -1,0 +1,770 @@
+// load_weights: format detection, canonical names, config inference and validation.
+#include "weights/weights.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "weights/internal.h"
+
+namespace clip {
+
+using json = nlohmann::json;
+using namespace weights_detail;
+
+// ---------------------------------------------------------------------------------------
+// small shared helpers
+
+namespace weights_detail {
+
+size_t raw_size(RawType t) {
+  switch (t) {
+    case RawType::f64: case RawType::i64: return 8;
+    case RawType::f32: case RawType::i32: return 4;
+    case RawType::f16: case RawType::bf16: case RawType::i16: return 2;
+    case RawType::i8: case RawType::u8: case RawType::boolean: return 1;
+  }
+  return 1;
+}
+
+const char* raw_name(RawType t) {
+  switch (t) {
+    case RawType::f32: return "f32";
+    case RawType::f16: return "f16";
+    case RawType::bf16: return "bf16";
+    case RawType::f64: return "f64";
+    case RawType::i64: return "i64";
+    case RawType::i32: return "i32";
+    case RawType::i16: return "i16";
+    case RawType::i8: return "i8";
+    case RawType::u8: return "u8";
+    case RawType::boolean: return "bool";
+  }
+  return "?";
+}
+
+bool raw_is_weight(RawType t) {
+  return t == RawType::f32 || t == RawType::f16 || t == RawType::bf16;
+}
+
+DType raw_to_dtype(RawType t) {
+  if (t == RawType::f16) return DType::f16;
+  if (t == RawType::bf16) return DType::bf16;
+  return DType::f32;
+}
+
+uint8_t* Holder::alloc(size_t n) {
+  bufs.emplace_back(new uint8_t[n ? n : 1]);
+  return bufs.back().get();
+}
+
+Mapping::~Mapping() {
+  if (data) munmap((void*)data, size);
+}
+
+std::shared_ptr<Mapping> map_file(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  CLIP_CHECK(fd >= 0, "%s: cannot open: %s", path.c_str(), strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    fail("%s: not a regular file", path.c_str());
+  }
+  auto m = std::make_shared<Mapping>();
+  m->size = (size_t)st.st_size;
+  if (m->size) {
+    void* p = mmap(nullptr, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      close(fd);
+      fail("%s: cannot map %zu bytes: %s", path.c_str(), m->size, strerror(e));
+    }
+    m->data = (const uint8_t*)p;
+  }
+  close(fd);
+  return m;
+}
+
+int64_t checked_nbytes(const std::vector<int64_t>& shape, size_t elem_size,
+                       const std::string& what) {
+  int64_t n = (int64_t)elem_size;
+  for (int64_t d : shape) {
+    CLIP_CHECK(d >= 0, "%s: negative dimension %lld", what.c_str(), (long long)d);
+    if (d == 0) return 0;
+  }
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n) || n > (int64_t(1) << 62))
+      fail("%s: shape %s is too large (element count overflows)", what.c_str(),
+           shape_str(shape).c_str());
+  return n;
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace weights_detail
+
+// ---------------------------------------------------------------------------------------
+// Weights
+
+const WeightTensor* Weights::find(const std::string& name) const {
+  for (const WeightTensor& t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+const WeightTensor& Weights::get(const std::string& name) const {
+  const WeightTensor* t = find(name);
+  CLIP_CHECK(t, "%s: no tensor '%s'", path.c_str(), name.c_str());
+  return *t;
+}
+
+size_t Weights::total_bytes() const {
+  size_t n = 0;
+  for (const WeightTensor& t : tensors) n += t.nbytes();
+  return n;
+}
+
+std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& c) {
+  int64_t W = c.text_width, Wv = c.vision_width, E = c.embed_dim, P = c.vision_patch_size;
+  int64_t G = P > 0 ? c.image_resolution / P : 0;
+  std::vector<std::pair<std::string, Shape>> v;
+  v.push_back({"positional_embedding", {c.context_length, W}});
+  v.push_back({"text_projection", {W, E}});
+  v.push_back({"logit_scale", Shape{}});
+  v.push_back({"visual.class_embedding", {Wv}});
+  v.push_back({"visual.positional_embedding", {G * G + 1, Wv}});
+  v.push_back({"visual.proj", {Wv, E}});
+  v.push_back({"visual.conv1.weight", {Wv, 3, P, P}});
+  v.push_back({"visual.ln_pre.weight", {Wv}});
+  v.push_back({"visual.ln_pre.bias", {Wv}});
+  auto blocks = [&](const std::string& prefix, int layers, int64_t w, int64_t m) {
+    for (int i = 0; i < layers; i++) {
+      std::string p = prefix + std::to_string(i) + ".";
+      v.push_back({p + "attn.in_proj_weight", {3 * w, w}});
+      v.push_back({p + "attn.in_proj_bias", {3 * w}});
+      v.push_back({p + "attn.out_proj.weight", {w, w}});
+      v.push_back({p + "attn.out_proj.bias", {w}});
+      v.push_back({p + "ln_1.weight", {w}});
+      v.push_back({p + "ln_1.bias", {w}});
+      v.push_back({p + "mlp.c_fc.weight", {m, w}});
+      v.push_back({p + "mlp.c_fc.bias", {m}});
+      v.push_back({p + "mlp.c_proj.weight", {w, m}});
+      v.push_back({p + "mlp.c_proj.bias", {w}});
+      v.push_back({p + "ln_2.weight", {w}});
+      v.push_back({p + "ln_2.bias", {w}});
+    }
+  };
+  blocks("visual.transformer.resblocks.", c.vision_layers, Wv, c.vision_mlp);
+  v.push_back({"visual.ln_post.weight", {Wv}});
+  v.push_back({"visual.ln_post.bias", {Wv}});
+  blocks("transformer.resblocks.", c.text_layers, W, c.text_mlp);
+  v.push_back({"token_embedding.weight", {c.vocab_size, W}});
+  v.push_back({"ln_final.weight", {W}});
+  v.push_back({"ln_final.bias", {W}});
+  return v;
+}
+
+namespace weights_detail {
+
+// Checks a config for sane, consistent values (used by every loader, the native one too).
+void check_config(const ModelConfig& c, const std::string& file) {
+  auto pos = [&](int v, const char* what) {
+    CLIP_CHECK(v > 0 && v <= (1 << 24), "%s: config %s = %d is out of range", file.c_str(),
+               what, v);
+  };
+  pos(c.embed_dim, "embed_dim");
+  pos(c.image_resolution, "image_resolution");
+  pos(c.vision_patch_size, "vision_patch_size");
+  pos(c.vision_width, "vision_width");
+  pos(c.vision_heads, "vision_heads");
+  pos(c.vision_mlp, "vision_mlp");
+  pos(c.context_length, "context_length");
+  pos(c.vocab_size, "vocab_size");
+  pos(c.text_width, "text_width");
+  pos(c.text_heads, "text_heads");
+  pos(c.text_mlp, "text_mlp");
+  CLIP_CHECK(c.vision_layers >= 0 && c.vision_layers <= 4096 && c.text_layers >= 0 &&
+                 c.text_layers <= 4096,
+             "%s: config layer counts out of range (%d, %d)", file.c_str(), c.vision_layers,
+             c.text_layers);
+  CLIP_CHECK(c.image_resolution % c.vision_patch_size == 0,
+             "%s: image_resolution %d is not a multiple of the patch size %d", file.c_str(),
+             c.image_resolution, c.vision_patch_size);
+  CLIP_CHECK(c.vision_width % c.vision_heads == 0 && c.text_width % c.text_heads == 0,
+             "%s: widths (%d, %d) are not multiples of the head counts (%d, %d)", file.c_str(),
+             c.vision_width, c.text_width, c.vision_heads, c.text_heads);
+  CLIP_CHECK(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0 && c.layer_norm_eps < 1,
+             "%s: layer_norm_eps %g is out of range", file.c_str(), (double)c.layer_norm_eps);
+  CLIP_CHECK(c.activation == Act::gelu || c.activation == Act::quick_gelu,
+             "%s: activation must be gelu or quick_gelu", file.c_str());
+}
+
+// Checks that `w.tensors` are exactly the canonical tensors of `w.config`, in order, with
+// the right shapes and weight dtypes.
+void check_canonical(const Weights& w) {
+  check_config(w.config, w.path);
+  auto want = canonical_tensors(w.config);
+  CLIP_CHECK(w.tensors.size() == want.size(), "%s: %zu tensors, the config needs %zu",
+             w.path.c_str(), w.tensors.size(), want.size());
+  for (size_t i = 0; i < want.size(); i++) {
+    const WeightTensor& t = w.tensors[i];
+    CLIP_CHECK(t.name == want[i].first, "%s: tensor %zu is '%s', expected '%s'", w.path.c_str(),
+               i, t.name.c_str(), want[i].first.c_str());
+    CLIP_CHECK(t.shape == want[i].second, "%s: tensor '%s' has shape %s, expected %s",
+               w.path.c_str(), t.name.c_str(), t.shape.str().c_str(),
+               want[i].second.str().c_str());
+  }
+  if (w.has_vocab)
+    CLIP_CHECK((int64_t)w.vocab.tokens.size() == w.config.vocab_size,
+               "%s: the tokenizer has %zu tokens but the model's vocab_size is %d",
+               w.path.c_str(), w.vocab.tokens.size(), w.config.vocab_size);
+}
+
+}  // namespace weights_detail
+
+// ---------------------------------------------------------------------------------------
+// config files
+
+namespace {
+
+struct SideConfig {
+  std::optional<Act> activation;
+  std::optional<float> eps;
+  std::optional<int> text_heads, vision_heads;
+  std::map<std::string, int64_t> expect;  // config field -> value the tensors must give
+  std::string file;
+};
+
+json read_json(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  CLIP_CHECK(f.good(), "%s: cannot open", path.c_str());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string s = ss.str();
+  CLIP_CHECK(s.size() < (size_t(64) << 20), "%s: config file too large", path.c_str());
+  try {
+    return json::parse(s);
+  } catch (const json::exception& e) {
+    fail("%s: not valid JSON: %s", path.c_str(), e.what());
+  }
+}
+
+bool file_exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+bool dir_exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+std::string dirname_of(const std::string& p) {
+  size_t s = p.find_last_of('/');
+  if (s == std::string::npos) return ".";
+  return s == 0 ? "/" : p.substr(0, s);
+}
+
+Act act_from_config(const json& v, const std::string& file) {
+  CLIP_CHECK(v.is_string(), "%s: hidden_act is not a string", file.c_str());
+  std::string s = v.get<std::string>();
+  if (s == "quick_gelu") return Act::quick_gelu;
+  if (s == "gelu") return Act::gelu;
+  fail("%s: hidden_act '%s' is not supported (quick_gelu or gelu)", file.c_str(), s.c_str());
+}
+
+int get_int(const json& o, const char* key, const std::string& file) {
+  const json& v = o.at(key);
+  CLIP_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT_MAX,
+             "%s: '%s' is not a non-negative integer", file.c_str(), key);
+  return v.get<int>();
+}
+
+// Hugging Face CLIPConfig (config.json with text_config / vision_config).
+void parse_hf_config(const json& j, SideConfig& sc) {
+  const std::string& f = sc.file;
+  CLIP_CHECK(j.is_object(), "%s: not a JSON object", f.c_str());
+  std::optional<Act> ta, va;
+  std::optional<float> te, ve;
+  auto tower = [&](const char* key, const char* pre, std::optional<Act>& act,
+                   std::optional<float>& eps, std::optional<int>& heads) {
+    if (!j.contains(key)) return;
+    const json& t = j[key];
+    CLIP_CHECK(t.is_object(), "%s: '%s' is not an object", f.c_str(), key);
+    act = t.contains("hidden_act") ? act_from_config(t["hidden_act"], f) : Act::quick_gelu;
+    if (t.contains("layer_norm_eps")) {
+      CLIP_CHECK(t["layer_norm_eps"].is_number(), "%s: layer_norm_eps is not a number",
+                 f.c_str());
+      eps = t["layer_norm_eps"].get<float>();
+    }
+    if (t.contains("num_attention_heads")) heads = get_int(t, "num_attention_heads", f);
+    static const char* fields[] = {"hidden_size", "intermediate_size", "num_hidden_layers",
+                                   "image_size", "patch_size", "vocab_size",
+                                   "max_position_embeddings"};
+    for (const char* fl : fields)
+      if (t.contains(fl)) sc.expect[std::string(pre) + fl] = get_int(t, fl, f);
+  };
+  tower("text_config", "text_config.", ta, te, sc.text_heads);
+  tower("vision_config", "vision_config.", va, ve, sc.vision_heads);
+  if (j.contains("projection_dim")) sc.expect["projection_dim"] = get_int(j, "projection_dim", f);
+  if (ta && va)
+    CLIP_CHECK(*ta == *va, "%s: text and vision hidden_act differ (%s vs %s); one activation "
+               "per model is supported", f.c_str(), act_name(*ta), act_name(*va));
+  if (ta || va) sc.activation = ta ? ta : va;
+  if (te && ve)
+    CLIP_CHECK(*te == *ve, "%s: text and vision layer_norm_eps differ", f.c_str());
+  if (te || ve) sc.eps = te ? te : ve;
+}
+
+// open_clip model config ({"model_cfg": {...}} or the model config itself).
+void parse_open_clip_config(const json& j0, SideConfig& sc) {
+  const std::string& f = sc.file;
+  CLIP_CHECK(j0.is_object(), "%s: not a JSON object", f.c_str());
+  const json& j = j0.contains("model_cfg") ? j0["model_cfg"] : j0;
+  CLIP_CHECK(j.is_object(), "%s: model_cfg is not an object", f.c_str());
+  bool quick = j.contains("quick_gelu") && j["quick_gelu"].is_boolean() &&
+               j["quick_gelu"].get<bool>();
+  sc.activation = quick ? Act::quick_gelu : Act::gelu;
+  if (j.contains("embed_dim")) sc.expect["embed_dim"] = get_int(j, "embed_dim", f);
+  if (j.contains("text_cfg") && j["text_cfg"].is_object()) {
+    const json& t = j["text_cfg"];
+    if (t.contains("heads")) sc.text_heads = get_int(t, "heads", f);
+    if (t.contains("width")) sc.expect["text_cfg.width"] = get_int(t, "width", f);
+    if (t.contains("layers")) sc.expect["text_cfg.layers"] = get_int(t, "layers", f);
+  }
+  if (j.contains("vision_cfg") && j["vision_cfg"].is_object()) {
+    const json& v = j["vision_cfg"];
+    int head_width = v.contains("head_width") ? get_int(v, "head_width", f) : 64;
+    if (v.contains("width")) {
+      int w = get_int(v, "width", f);
+      sc.expect["vision_cfg.width"] = w;
+      CLIP_CHECK(head_width > 0, "%s: head_width is 0", f.c_str());
+      sc.vision_heads = w / head_width;
+    }
+    if (v.contains("layers") && v["layers"].is_number_integer())
+      sc.expect["vision_cfg.layers"] = get_int(v, "layers", f);
+    if (v.contains("patch_size")) sc.expect["vision_cfg.patch_size"] = get_int(v, "patch_size", f);
+    if (v.contains("image_size") && v["image_size"].is_number_integer())
+      sc.expect["vision_cfg.image_size"] = get_int(v, "image_size", f);
+  }
+}
+
+SideConfig read_side_config(const std::string& path) {
+  SideConfig sc;
+  sc.file = path;
+  json j = read_json(path);
+  if (j.is_object() && (j.contains("text_config") || j.contains("vision_config")))
+    parse_hf_config(j, sc);
+  else if (j.is_object() &&
+           (j.contains("model_cfg") || j.contains("vision_cfg") || j.contains("text_cfg")))
+    parse_open_clip_config(j, sc);
+  else
+    sc.file.clear();  // not a CLIP config: ignored
+  return sc;
+}
+
+void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
+  json j = read_json(path);
+  CLIP_CHECK(j.is_object(), "%s: not a JSON object", path.c_str());
+  auto triple = [&](const char* key, float* out) {
+    if (!j.contains(key)) return;
+    const json& v = j[key];
+    CLIP_CHECK(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() &&
+                   v[2].is_number(),
+               "%s: '%s' must be three numbers", path.c_str(), key);
+    for (int i = 0; i < 3; i++) out[i] = v[(size_t)i].get<float>();
+  };
+  triple("image_mean", pp.mean);
+  triple("image_std", pp.std);
+  for (int i = 0; i < 3; i++)
+    CLIP_CHECK(pp.std[i] > 0 && std::isfinite(pp.std[i]) && std::isfinite(pp.mean[i]),
+               "%s: image_std must be positive and finite", path.c_str());
+  if (j.contains("size")) {
+    const json& s = j["size"];
+    if (s.is_number_integer()) pp.resolution = get_int(j, "size", path);
+    else if (s.is_object() && s.contains("shortest_edge"))
+      pp.resolution = get_int(s, "shortest_edge", path);
+  }
+  if (j.contains("resample") && j["resample"].is_number_integer()) {
+    static const char* names[] = {"nearest", "lanczos", "bilinear", "bicubic", "box", "hamming"};
+    int r = j["resample"].get<int>();
+    CLIP_CHECK(r >= 0 && r < 6, "%s: unknown resample %d", path.c_str(), r);
+    pp.interpolation = names[r];
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// canonicalisation
+
+int layer_count(const std::map<std::string, const RawTensor*>& by, const std::string& prefix,
+                const std::string& file) {
+  int n = 0;
+  for (auto it = by.lower_bound(prefix); it != by.end() && it->first.rfind(prefix, 0) == 0;
+       ++it) {
+    const std::string rest = it->first.substr(prefix.size());
+    size_t dot = rest.find('.');
+    std::string num = rest.substr(0, dot);
+    CLIP_CHECK(!num.empty() && num.size() <= 5 &&
+                   num.find_first_not_of("0123456789") == std::string::npos,
+               "%s: unexpected tensor '%s'", file.c_str(), it->first.c_str());
+    n = std::max(n, std::stoi(num) + 1);
+  }
+  return n;
+}
+
+Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
+                     const LoadOptions& opts) {
+  map_hf_names(set, path);
+  std::map<std::string, const RawTensor*> by;
+  for (RawTensor& t : set.tensors) {
+    if (t.name.rfind("module.", 0) == 0) t.name = t.name.substr(7);
+    CLIP_CHECK(by.emplace(t.name, &t).second, "%s: duplicate tensor '%s'", path.c_str(),
+               t.name.c_str());
+  }
+  for (auto& [n, t] : by)
+    if (n.rfind("visual.layer1.", 0) == 0 || n.rfind("visual.attnpool.", 0) == 0)
+      fail("%s: this is a ResNet CLIP model (tensor '%s'); only ViT models are supported",
+           path.c_str(), n.c_str());
+  CLIP_CHECK(!by.empty(), "%s: the checkpoint holds no tensors", path.c_str());
+  auto dim = [&](const char* name, int i, int nd) -> int {
+    auto it = by.find(name);
+    CLIP_CHECK(it != by.end(), "%s: missing tensor '%s'", path.c_str(), name);
+    const RawTensor& t = *it->second;
+    CLIP_CHECK((int)t.shape.size() == nd, "%s: tensor '%s' has shape %s, expected %d dims",
+               path.c_str(), name, shape_str(t.shape).c_str(), nd);
+    CLIP_CHECK(t.shape[(size_t)i] <= (1 << 24),
+               "%s: tensor '%s' has shape %s, too large for a CLIP model", path.c_str(), name,
+               shape_str(t.shape).c_str());
+    return (int)t.shape[(size_t)i];
+  };
+  ModelConfig c;
+  c.vision_width = dim("visual.conv1.weight", 0, 4);
+  c.vision_patch_size = dim("visual.conv1.weight", 3, 4);
+  int pos_rows = dim("visual.positional_embedding", 0, 2);
+  int grid = (int)std::lround(std::sqrt((double)std::max(pos_rows - 1, 0)));
+  CLIP_CHECK(pos_rows >= 2 && grid * grid + 1 == pos_rows,
+             "%s: visual.positional_embedding has %d rows, not a square grid + 1",
+             path.c_str(), pos_rows);
+  c.image_resolution = grid * c.vision_patch_size;
+  c.embed_dim = dim("text_projection", 1, 2);
+  c.context_length = dim("positional_embedding", 0, 2);
+  c.vocab_size = dim("token_embedding.weight", 0, 2);
+  c.text_width = dim("ln_final.weight", 0, 1);
+  c.vision_layers = layer_count(by, "visual.transformer.resblocks.", path);
+  c.text_layers = layer_count(by, "transformer.resblocks.", path);
+  c.vision_mlp = c.vision_layers ? dim("visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
+                                 : 4 * c.vision_width;
+  c.text_mlp = c.text_layers ? dim("transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
+                             : 4 * c.text_width;
+  c.vision_heads = sc.vision_heads ? *sc.vision_heads : std::max(1, c.vision_width / 64);
+  c.text_heads = sc.text_heads ? *sc.text_heads : std::max(1, c.text_width / 64);
+  if (sc.eps) c.layer_norm_eps = *sc.eps;
+  c.activation = Act::quick_gelu;
+  if (sc.activation) c.activation = *sc.activation;
+  if (opts.activation) c.activation = *opts.activation;
+  check_config(c, path);
+
+  // what the config file says must agree with the tensors
+  const std::map<std::string, int64_t> got = {
+      {"text_config.hidden_size", c.text_width},
+      {"text_config.intermediate_size", c.text_mlp},
+      {"text_config.num_hidden_layers", c.text_layers},
+      {"text_config.vocab_size", c.vocab_size},
+      {"text_config.max_position_embeddings", c.context_length},
+      {"vision_config.hidden_size", c.vision_width},
+      {"vision_config.intermediate_size", c.vision_mlp},
+      {"vision_config.num_hidden_layers", c.vision_layers},
+      {"vision_config.image_size", c.image_resolution},
+      {"vision_config.patch_size", c.vision_patch_size},
+      {"projection_dim", c.embed_dim},
+      {"embed_dim", c.embed_dim},
+      {"text_cfg.width", c.text_width},
+      {"text_cfg.layers", c.text_layers},
+      {"vision_cfg.width", c.vision_width},
+      {"vision_cfg.layers", c.vision_layers},
+      {"vision_cfg.patch_size", c.vision_patch_size},
+      {"vision_cfg.image_size", c.image_resolution}};
+  for (auto& [k, v] : sc.expect) {
+    auto it = got.find(k);
+    if (it != got.end())
+      CLIP_CHECK(it->second == v, "%s: %s says %s = %lld but the tensors in %s give %lld",
+                 sc.file.c_str(), "the config", k.c_str(), (long long)v, path.c_str(),
+                 (long long)it->second);
+  }
+
+  Weights w;
+  w.path = path;
+  w.format = set.format;
+  w.config = c;
+  w.preprocess.resolution = c.image_resolution;
+  auto want = canonical_tensors(c);
+  std::set<std::string> wanted;
+  for (auto& [name, shape] : want) {
+    wanted.insert(name);
+    auto it = by.find(name);
+    CLIP_CHECK(it != by.end(), "%s: missing tensor '%s' (expected shape %s)", path.c_str(),
+               name.c_str(), shape.str().c_str());
+    const RawTensor& t = *it->second;
+    std::vector<int64_t> ts = t.shape;
+    if (name == "logit_scale" && ts == std::vector<int64_t>{1}) ts.clear();
+    bool same = (int)ts.size() == shape.nd;
+    for (int i = 0; same && i < shape.nd; i++) same = ts[(size_t)i] == shape.d[i];
+    CLIP_CHECK(same, "%s: tensor '%s' has shape %s, expected %s", path.c_str(), name.c_str(),
+               shape_str(t.shape).c_str(), shape.str().c_str());
+    CLIP_CHECK(raw_is_weight(t.type),
+               "%s: tensor '%s' has dtype %s; weights must be f16, bf16 or f32", path.c_str(),
+               name.c_str(), raw_name(t.type));
+    WeightTensor wt;
+    wt.name = name;
+    wt.dtype = raw_to_dtype(t.type);
+    wt.shape = shape;
+    wt.data = t.data;
+    w.tensors.push_back(wt);
+  }
+  static const std::set<std::string> ignored = {"input_resolution", "context_length",
+                                                "vocab_size", "attn_mask"};
+  for (auto& [n, t] : by)
+    CLIP_CHECK(wanted.count(n) || ignored.count(n),
+               "%s: unexpected tensor '%s' %s (not part of a CLIP ViT model with %d vision "
+               "and %d text layers)",
+               path.c_str(), n.c_str(), shape_str(t->shape).c_str(), c.vision_layers,
+               c.text_layers);
+  const WeightTensor& ls = w.get("logit_scale");
+  float v = 0;
+  convert_cpu(&v, DType::f32, ls.data, ls.dtype, 1);
+  w.logit_scale = v;
+  w.storage = set.holder;
+  return w;
+}
+
+void attach_vocab(Weights& w, const std::string& vocab_path) {
+  w.vocab = load_bpe_vocab(vocab_path);
+  w.has_vocab = true;
+  CLIP_CHECK((int64_t)w.vocab.tokens.size() == w.config.vocab_size,
+             "%s: the tokenizer has %zu tokens but the model in %s has vocab_size %d",
+             vocab_path.c_str(), w.vocab.tokens.size(), w.path.c_str(), w.config.vocab_size);
+}
+
+bool is_zip(const uint8_t* p, size_t n) {
+  return n >= 4 && p[0] == 'P' && p[1] == 'K' &&
+         ((p[2] == 3 && p[3] == 4) || (p[2] == 5 && p[3] == 6));
+}
+
+// Reads one checkpoint file (no directory) into a RawSet.
+RawSet read_file_raw(const std::string& path, const std::shared_ptr<Mapping>& m) {
+  const uint8_t* p = m->data;
+  size_t n = m->size;
+  CLIP_CHECK(n > 0, "%s: the file is empty", path.c_str());
+  if (is_zip(p, n)) {
+    RawSet s = parse_torch_zip_buffer(p, n, path);
+    return s;  // copies out of the zip; the mapping is not needed afterwards
+  }
+  if (p[0] == 0x80 && n >= 2 && p[1] <= 5)
+    fail("%s: a legacy (pre-1.6, non-zip) torch file; re-save it with torch.save(...) from "
+         "torch >= 1.6", path.c_str());
+  if (n >= 9 && p[8] == '{') {
+    RawSet s;
+    RawSet r = parse_safetensors_buffer(p, n, path, *s.holder);
+    r.holder = s.holder;
+    r.holder->parts.push_back(m);
+    return r;
+  }
+  fail("%s: unrecognised file format (not a native, torch zip or safetensors file)",
+       path.c_str());
+}
+
+Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
+                    const LoadOptions& opts) {
+  auto in = [&](const char* f) { return dir + "/" + f; };
+  SideConfig sc;
+  if (file_exists(in("config.json"))) {
+    sc.file = in("config.json");
+    parse_hf_config(read_json(sc.file), sc);
+  }
+  RawSet set;
+  set.format = "hf";
+  auto add_safetensors = [&](const std::string& file) {
+    auto m = map_file(file);
+    RawSet r = parse_safetensors_buffer(m->data, m->size, file, *set.holder);
+    set.holder->parts.push_back(m);
+    for (RawTensor& t : r.tensors) set.tensors.push_back(std::move(t));
+  };
+  auto add_torch = [&](const std::string& file) {
+    auto m = map_file(file);
+    CLIP_CHECK(m->size > 0, "%s: the file is empty", file.c_str());
+    RawSet r = parse_torch_zip_buffer(m->data, m->size, file);
+    set.holder->parts.push_back(r.holder);
+    for (RawTensor& t : r.tensors) set.tensors.push_back(std::move(t));
+  };
+  auto sharded = [&](const std::string& index,
+                     const std::function<void(const std::string&)>& add) {
+    json j = read_json(index);
+    CLIP_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
+               "%s: no weight_map", index.c_str());
+    std::set<std::string> files;
+    for (auto& [k, v] : j["weight_map"].items()) {
+      CLIP_CHECK(v.is_string(), "%s: weight_map entry '%s' is not a file name", index.c_str(),
+                 k.c_str());
+      std::string f = v.get<std::string>();
+      CLIP_CHECK(!f.empty() && f.find('/') == std::string::npos && f != "." && f != "..",
+                 "%s: shard name '%s' must be a plain file name", index.c_str(), f.c_str());
+      files.insert(f);
+    }
+    CLIP_CHECK(!files.empty(), "%s: weight_map is empty", index.c_str());
+    for (const std::string& f : files) add(dir + "/" + f);
+  };
+  if (file_exists(in("model.safetensors"))) add_safetensors(in("model.safetensors"));
+  else if (file_exists(in("model.safetensors.index.json")))
+    sharded(in("model.safetensors.index.json"), add_safetensors);
+  else if (file_exists(in("pytorch_model.bin"))) add_torch(in("pytorch_model.bin"));
+  else if (file_exists(in("pytorch_model.bin.index.json")))
+    sharded(in("pytorch_model.bin.index.json"), add_torch);
+  else
+    fail("%s: a directory without model.safetensors, sharded model-*.safetensors with "
+         "model.safetensors.index.json, or pytorch_model.bin", dir.c_str());
+  Weights w = canonicalize(set, dir, sc, opts);
+  if (file_exists(in("preprocessor_config.json")))
+    read_preprocessor_config(in("preprocessor_config.json"), w.preprocess);
+  if (!vocab_path.empty()) attach_vocab(w, vocab_path);
+  else if (file_exists(in("vocab.json")) && file_exists(in("merges.txt")))
+    attach_vocab(w, in("vocab.json"));
+  return w;
+}
+
+}  // namespace
+
+Weights load_weights(const std::string& path, const std::string& vocab_path) {
+  return load_weights(path, vocab_path, LoadOptions{});
+}
+
+Weights load_weights(const std::string& path, const std::string& vocab_path,
+                     const LoadOptions& opts) {
+  CLIP_CHECK(!path.empty(), "no checkpoint path given");
+  if (dir_exists(path)) return load_hf_dir(path, vocab_path, opts);
+  auto m = map_file(path);
+  if (m->size >= 8 && std::memcmp(m->data, kNativeMagic, 8) == 0) {
+    Weights w = parse_native_buffer(m->data, m->size, path);
+    auto holder = std::make_shared<Holder>();
+    holder->parts.push_back(m);
+    w.storage = holder;
+    if (opts.activation) w.config.activation = *opts.activation;
+    if (!vocab_path.empty()) attach_vocab(w, vocab_path);
+    return w;
+  }
+  RawSet set = read_file_raw(path, m);
+  SideConfig sc;
+  if (opts.use_side_config) {
+    std::string dir = dirname_of(path);
+    for (const char* f : {"open_clip_config.json", "config.json"})
+      if (file_exists(dir + "/" + f)) {
+        sc = read_side_config(dir + "/" + f);
+        if (!sc.file.empty()) break;
+      }
+  }
+  Weights w = canonicalize(set, path, sc, opts);
+  if (!vocab_path.empty()) attach_vocab(w, vocab_path);
+  return w;
+}
+
+// ---------------------------------------------------------------------------------------
+// describe
+
+static std::string human_bytes(size_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  double v = (double)n;
+  int u = 0;
+  while (v >= 1024 && u < 3) {
+    v /= 1024;
+    u++;
+  }
+  return strprintf(u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+std::string describe(const Weights& w) {
+  const ModelConfig& c = w.config;
+  std::map<std::string, int> dtypes;
+  for (const WeightTensor& t : w.tensors) dtypes[dtype_name(t.dtype)]++;
+  std::string dt;
+  for (auto& [k, v] : dtypes) dt += (dt.empty() ? "" : ", ") + k + " x" + std::to_string(v);
+  int grid = c.vision_patch_size ? c.image_resolution / c.vision_patch_size : 0;
+  std::string s;
+  s += strprintf("file:        %s\n", w.path.c_str());
+  s += strprintf("format:      %s\n", w.format.c_str());
+  s += strprintf("model:       ViT, embed %d, image %dpx, patch %d (grid %dx%d)\n", c.embed_dim,
+                 c.image_resolution, c.vision_patch_size, grid, grid);
+  s += strprintf("vision:      width %d, layers %d, heads %d, mlp %d\n", c.vision_width,
+                 c.vision_layers, c.vision_heads, c.vision_mlp);
+  s += strprintf("text:        width %d, layers %d, heads %d, mlp %d, context %d, vocab %d\n",
+                 c.text_width, c.text_layers, c.text_heads, c.text_mlp, c.context_length,
+                 c.vocab_size);
+  s += strprintf("activation:  %s, layer_norm_eps %g\n", act_name(c.activation),
+                 (double)c.layer_norm_eps);
+  s += strprintf("logit_scale: %.9g (exp %.9g)\n", (double)w.logit_scale,
+                 std::exp((double)w.logit_scale));
+  const PreprocessConfig& p = w.preprocess;
+  s += strprintf("preprocess:  %dpx %s, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
+                 p.resolution, p.interpolation.c_str(), p.mean[0], p.mean[1], p.mean[2],
+                 p.std[0], p.std[1], p.std[2]);
+  if (w.has_vocab)
+    s += strprintf("tokenizer:   %zu tokens, %zu merges\n", w.vocab.tokens.size(),
+                   w.vocab.merges.size());
+  else
+    s += "tokenizer:   none (pass --vocab)\n";
+  s += strprintf("tensors:     %zu (%s), %s (%zu bytes)\n", w.tensors.size(), dt.c_str(),
+                 human_bytes(w.total_bytes()).c_str(), w.total_bytes());
+  return s;
+}
+
+std::string describe_json(const Weights& w) {
+  const ModelConfig& c = w.config;
+  json j;
+  j["file"] = w.path;
+  j["format"] = w.format;
+  j["config"] = {{"embed_dim", c.embed_dim},
+                 {"image_resolution", c.image_resolution},
+                 {"vision_patch_size", c.vision_patch_size},
+                 {"vision_width", c.vision_width},
+                 {"vision_layers", c.vision_layers},
+                 {"vision_heads", c.vision_heads},
+                 {"vision_mlp", c.vision_mlp},
+                 {"context_length", c.context_length},
+                 {"vocab_size", c.vocab_size},
+                 {"text_width", c.text_width},
+                 {"text_layers", c.text_layers},
+                 {"text_heads", c.text_heads},
+                 {"text_mlp", c.text_mlp},
+                 {"layer_norm_eps", c.layer_norm_eps},
+                 {"activation", act_name(c.activation)}};
+  j["logit_scale"] = w.logit_scale;
+  j["preprocess"] = {{"resolution", w.preprocess.resolution},
+                     {"mean", {w.preprocess.mean[0], w.preprocess.mean[1], w.preprocess.mean[2]}},
+                     {"std", {w.preprocess.std[0], w.preprocess.std[1], w.preprocess.std[2]}},
+                     {"interpolation", w.preprocess.interpolation}};
+  j["tokenizer"] = w.has_vocab ? json{{"tokens", w.vocab.tokens.size()},
+                                      {"merges", w.vocab.merges.size()}}
+                               : json(nullptr);
+  json ts = json::array();
+  for (const WeightTensor& t : w.tensors) {
+    std::vector<int64_t> sh(t.shape.d, t.shape.d + t.shape.nd);
+    ts.push_back({{"name", t.name}, {"dtype", dtype_name(t.dtype)}, {"shape", sh}});
+  }
+  j["tensors"] = ts;
+  j["total_bytes"] = w.total_bytes();
+  return j.dump(2) + "\n";
+}
+
+}  // namespace clip

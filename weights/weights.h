@@ -1,0 +1,82 @@
+// Reading CLIP checkpoints in every format people have, without Python, and our own
+// fast-loading native file.
+//
+// Formats read by load_weights (detected from the content, not the name):
+//   native               our file (see save_native): mmapped, zero copy
+//   openai-torchscript   OpenAI's released .pt (a TorchScript zip: data.pkl + data/<key>)
+//   state-dict           torch.save(state_dict) zip, incl. {"state_dict": ...} wrappers and
+//                        `module.` prefixes (open_clip checkpoints); pytorch_model.bin
+//   safetensors          one .safetensors file, OpenAI or Hugging Face names
+//   hf                   a Hugging Face CLIPModel directory: config.json, model.safetensors
+//                        (or sharded model-0000N-of-0000M.safetensors + index, or
+//                        pytorch_model.bin), preprocessor_config.json, vocab.json, merges.txt
+//
+// Whatever the source, the result holds the canonical tensors: OpenAI's state_dict names and
+// layouts (HF q/k/v concatenated into in_proj, HF projections transposed back to [W, E]),
+// in OpenAI's key order, in the source dtype, bit-identical across formats. The three int
+// buffers of OpenAI's files (input_resolution, context_length, vocab_size) are dropped.
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "clip/config.h"
+#include "engine/base.h"
+#include "engine/tensor.h"
+
+namespace clip {
+
+struct WeightTensor {
+  std::string name;
+  DType dtype = DType::f32;
+  Shape shape;
+  const void* data = nullptr;  // host memory, contiguous, owned by Weights::storage
+  size_t nbytes() const { return (size_t)shape.numel() * dtype_size(dtype); }
+};
+
+struct Weights {
+  std::string path;    // what was loaded
+  std::string format;  // "native", "openai-torchscript", "state-dict", "safetensors", "hf"
+  ModelConfig config;
+  PreprocessConfig preprocess;
+  bool has_vocab = false;
+  BpeVocab vocab;
+  float logit_scale = 0;  // the raw parameter (log scale), as stored
+  std::vector<WeightTensor> tensors;  // canonical names, canonical order
+  std::shared_ptr<void> storage;      // keeps the mmap / extracted buffers alive
+
+  const WeightTensor& get(const std::string& name) const;  // throws clip::Error
+  const WeightTensor* find(const std::string& name) const;
+  size_t total_bytes() const;
+};
+
+struct LoadOptions {
+  // Overrides the activation from the file / config files. State dicts carry no activation;
+  // without a config beside them they are read as quick_gelu (OpenAI's models).
+  std::optional<Act> activation;
+  // Reads config.json / open_clip_config.json beside a state dict or .safetensors file.
+  bool use_side_config = true;
+};
+
+Weights load_weights(const std::string& path, const std::string& vocab_path = "");
+Weights load_weights(const std::string& path, const std::string& vocab_path,
+                     const LoadOptions& opts);
+
+// Writes our native file:
+//   "CLIPENG\0" | u32 version | u64 header length | JSON header | pad | tensor data
+// The JSON header holds the config (incl. activation and eps), logit scale, preprocessing
+// constants, the tokenizer (tokens in id order and merges), and the tensor table (name,
+// dtype, shape, offset from the data start, nbytes). The data start and every tensor are
+// aligned to 64 bytes. Tensors are converted to `dtype` (f16, bf16 or f32).
+void save_native(const Weights& w, const std::string& out_path, DType dtype);
+
+// Text for `clip info`: format, config, tensor count, dtypes, total bytes.
+std::string describe(const Weights& w);
+// The same as JSON (for `clip info --json`).
+std::string describe_json(const Weights& w);
+
+// The canonical tensor names and shapes for a config, in canonical order.
+std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& c);
+
+}  // namespace clip
