@@ -1,0 +1,105 @@
+// Host launchers of every CUDA kernel. Conventions (all launchers):
+//   - arguments are outputs, then inputs, then sizes, then the stream;
+//   - pointers are device pointers to contiguous row-major tensors (PyTorch order, see
+//     engine/tensor.h); float tensors are all in the one dtype `dt` (f32, f16 or bf16),
+//     index tensors are int32;
+//   - every launch is checked and every failed assumption throws clip::Error;
+//   - nothing is allocated and nothing synchronises, so every launcher can be captured
+//     into a CUDA graph.
+// Each function computes exactly the function of the same name in engine/cpu_ops.h.
+// Dimension names: B batch, T tokens, C channels, NH heads, HS head size, G patches.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "engine/base.h"
+#include "engine/cpu_ops.h"
+
+namespace clip {
+class CudaContext;
+}
+
+namespace clip::cuda {
+
+// kernels/attention.cu. out [B, T, C] = softmax(q kᵀ / sqrt(HS)) v per head, read straight
+// from qkv [B, T, 3C] (q | k | v column blocks, head h at cols h*HS..). HS must be 64,
+// 1 <= T <= 1024, C = NH*HS.
+void attention_forward(void* out, const void* qkv, int B, int T, int NH, int HS, bool causal,
+                       DType dt, cudaStream_t stream);
+
+// kernels/layernorm.cu. y [M, C] = layernorm(x) with f32 statistics; C <= 2048.
+void layernorm_forward(void* y, const void* x, const void* g, const void* b, int64_t M, int C,
+                       float eps, DType dt, cudaStream_t stream);
+// sum = x + r; y = layernorm(sum). sum and y may alias x (not each other).
+void add_layernorm_forward(void* sum, void* y, const void* x, const void* r, const void* g,
+                           const void* b, int64_t M, int C, float eps, DType dt,
+                           cudaStream_t stream);
+
+// kernels/activation.cu. y [M, N] = act(x + bias[N]); bias may be null; y may alias x.
+void bias_act_forward(void* y, const void* x, const void* bias, int64_t M, int64_t N, Act act,
+                      DType dt, cudaStream_t stream);
+// y[i] = act(x[i]) over n elements; y may alias x.
+void act_forward(void* y, const void* x, int64_t n, Act act, DType dt, cudaStream_t stream);
+
+// kernels/elementwise.cu.
+// y[i] = a[i] + b[i % nb] (nb divides n); y may alias a.
+void add_forward(void* y, const void* a, const void* b, int64_t n, int64_t nb, DType dt,
+                 cudaStream_t stream);
+// y = x converted from xt to yt (float dtypes; i32 only to i32).
+void cast_forward(void* y, DType yt, const void* x, DType xt, int64_t n, cudaStream_t stream);
+// out [B, 1+G, C]: row 0 = cls + pos[0]; row 1+g = patches[b, g] + pos[1+g].
+void class_pos_forward(void* out, const void* patches, const void* cls, const void* pos, int B,
+                       int G, int C, DType dt, cudaStream_t stream);
+// out [N, C] = table[ids[i]] for table [V, C]. An id outside [0, V) gives a NaN row (the
+// executor validates ids on the host before they reach the device).
+void embedding_forward(void* out, const int32_t* ids, const void* table, int64_t N, int C,
+                       int64_t V, DType dt, cudaStream_t stream);
+// out [B, C] = x[b, idx[b], :] for x [B, T, C]; an index outside [0, T) gives a NaN row.
+void gather_rows_forward(void* out, const void* x, const int32_t* idx, int B, int T, int C,
+                         DType dt, cudaStream_t stream);
+// y [M, C] = x / max(||x||, 1e-12) per row; y may alias x.
+void l2_normalize_forward(void* y, const void* x, int64_t M, int C, DType dt,
+                          cudaStream_t stream);
+// inv [M] (f32) = 1 / max(||x_i||, 1e-12): row inverse norms, used by cosine_topk.
+void row_inv_norm_forward(float* inv, const void* x, int64_t M, int C, DType dt,
+                          cudaStream_t stream);
+// y [M, N] = softmax over the last dim; y may alias x.
+void softmax_forward(void* y, const void* x, int64_t M, int N, DType dt, cudaStream_t stream);
+
+// kernels/patch_embed.cu.
+// cols [B*G, 3*P*P]: patch (b, gy, gx) flattened as (channel, py, px), the layout of the
+// conv weight w [C, 3, P, P], so patch_embed = cols · wᵀ. G = (H/P)*(W/P).
+void patch_gather_forward(void* cols, const void* px, int B, int H, int W, int P, DType dt,
+                          cudaStream_t stream);
+// out [B, G, C] = patch_embed(px [B, 3, H, W], w [C, 3, P, P]); `cols` is scratch of
+// patch_embed_scratch_bytes() bytes.
+void patch_embed_forward(CudaContext& ctx, void* out, const void* px, const void* w, int B,
+                         int H, int W, int P, int C, DType dt, void* cols, cudaStream_t stream);
+size_t patch_embed_scratch_bytes(int B, int H, int W, int P, DType dt);
+
+// kernels/linear.cu. y [M, N] = act(alpha * x [M, K] · w [N, K]ᵀ + b [N]) through cuBLASLt
+// with f32 accumulation; b may be null. The plan (layouts, epilogue, algorithm) is chosen
+// once per (M, N, K, dtype, epilogue, alignment) and cached in ctx.
+void linear_forward(CudaContext& ctx, void* y, const void* x, const void* w, const void* b,
+                    int64_t M, int64_t N, int64_t K, Act act, DType dt, cudaStream_t stream,
+                    float alpha = 1.0f);
+
+// kernels/cosine_topk.cu.
+// out [M, N] = scale * cos(a_i, b_j): both sides L2-normalized into scratch (of
+// cosine_sim_scratch_bytes() bytes), then one GEMM with alpha = scale.
+void cosine_sim_forward(CudaContext& ctx, void* out, const void* a, const void* b, int64_t M,
+                        int64_t N, int C, float scale, DType dt, void* scratch,
+                        cudaStream_t stream);
+size_t cosine_sim_scratch_bytes(int64_t M, int64_t N, int C, DType dt);
+// For each row of a [M, C], the k best rows of b [N, C] by scale * cos (best first, ties to
+// the lower index): idx [M, k] int32 and score [M, k] f32. Fused: the M x N score matrix is
+// never written. k <= 32, C <= 4096. `scratch` holds cosine_topk_scratch_bytes() bytes.
+void cosine_topk_forward(int32_t* idx, float* score, const void* a, const void* b, int64_t M,
+                         int64_t N, int C, float scale, int k, DType dt, void* scratch,
+                         int num_sms, cudaStream_t stream);
+size_t cosine_topk_scratch_bytes(int64_t M, int64_t N, int k, int num_sms);
+// The split of N that cosine_topk uses (exposed for tests): number of column splits.
+int cosine_topk_splits(int64_t M, int64_t N, int num_sms);
+
+}  // namespace clip::cuda
