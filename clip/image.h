@@ -1,0 +1,65 @@
+// Image decoding and preprocessing exactly as OpenAI's clip._transform(n_px) on torchvision
+// 0.14 + Pillow 9.4: Resize(n_px, BICUBIC) in the decoded mode -> CenterCrop(n_px) ->
+// convert("RGB") -> ToTensor -> Normalize. The rules are spelled out in
+// shared/golden/README.md ("Preprocessing rules"); each step below names the one it follows.
+//
+// Decoders: libjpeg-turbo (JPEG, as Pillow), libpng (PNG, keeping the colour type so palette
+// images stay mode P), stb_image (BMP, GIF first frame).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "clip/config.h"
+
+namespace clip {
+
+struct ImageLimits {
+  int64_t max_pixels = 89478485;  // Pillow's default MAX_IMAGE_PIXELS; refused from the header
+};
+
+// Pillow's image modes that decoding can produce ("1" is One).
+enum class ImageMode { L, LA, RGB, RGBA, P, I, CMYK, One };
+const char* image_mode_name(ImageMode m);
+int image_mode_channels(ImageMode m);  // bytes per pixel in DecodedImage::pixels (I: 0)
+
+// A decoded image in Pillow's mode. 8-bit modes: interleaved HWC bytes in `pixels`
+// (One: 0/255 bytes, P: palette indices). Mode I: int32 values in `pixels_i`.
+struct DecodedImage {
+  int width = 0, height = 0;
+  ImageMode mode = ImageMode::RGB;
+  std::vector<uint8_t> pixels;
+  std::vector<int32_t> pixels_i;
+  std::vector<uint8_t> palette;  // P: 256 RGB triples
+};
+
+// Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,
+// corrupt, unrecognized or too-large input (the size is checked before any pixel is decoded).
+DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {});
+
+// What the geometric steps did (for tests and diagnostics; mirrors golden.json's fields).
+struct PreprocessInfo {
+  int resized_w = 0, resized_h = 0;  // Resize output size
+  int crop_left = 0, crop_top = 0;   // CenterCrop offsets into the resized image
+  bool resampled = false;            // false when the image already had the target size
+  bool nearest = false;              // mode P / 1: Pillow uses NEAREST
+};
+
+// Resize (in the decoded mode) + center crop + convert("RGB"): HWC uint8 [n_px, n_px, 3].
+std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n_px, PreprocessInfo* info = nullptr);
+
+// ToTensor + Normalize: HWC uint8 [n, n, 3] -> CHW float [3, n, n], in float32 as torch does.
+void normalize_rgb8(const uint8_t* rgb, int n_px, const PreprocessConfig& cfg, float* out);
+
+// Decode + preprocess exactly as OpenAI's clip._transform(cfg.resolution): out = float
+// [3, res, res] CHW, normalized. Throws clip::Error whose message names the file.
+void preprocess_image_file(const std::string& path, const PreprocessConfig& cfg, float* out,
+                           const ImageLimits& lim = {});
+void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string& name, const PreprocessConfig& cfg,
+                            float* out, const ImageLimits& lim = {});
+
+// By extension: jpg jpeg png bmp gif (case-insensitive).
+bool is_image_path(const std::string& path);
+
+}  // namespace clip

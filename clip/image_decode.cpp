@@ -1,0 +1,322 @@
+// Image decoding into Pillow's modes (see clip/image.h). libjpeg-turbo and libpng report
+// errors through longjmp, so each decoder runs in a small function that owns its setjmp and
+// returns an error string; C++ objects it touches are created before setjmp.
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+
+#include <jpeglib.h>
+#include <jerror.h>
+#include <png.h>
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
+#define STBI_NO_STDIO
+#define STBI_FAILURE_USERMSG
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include <stb_image.h>
+#pragma GCC diagnostic pop
+
+#include "clip/image.h"
+#include "engine/base.h"
+
+namespace clip {
+
+const char* image_mode_name(ImageMode m) {
+  switch (m) {
+    case ImageMode::L: return "L";
+    case ImageMode::LA: return "LA";
+    case ImageMode::RGB: return "RGB";
+    case ImageMode::RGBA: return "RGBA";
+    case ImageMode::P: return "P";
+    case ImageMode::I: return "I";
+    case ImageMode::CMYK: return "CMYK";
+    case ImageMode::One: return "1";
+  }
+  return "?";
+}
+
+int image_mode_channels(ImageMode m) {
+  switch (m) {
+    case ImageMode::L: case ImageMode::P: case ImageMode::One: return 1;
+    case ImageMode::LA: return 2;
+    case ImageMode::RGB: return 3;
+    case ImageMode::RGBA: case ImageMode::CMYK: return 4;
+    case ImageMode::I: return 0;
+  }
+  return 0;
+}
+
+static void check_size(const std::string& name, int64_t w, int64_t h, const ImageLimits& lim) {
+  CLIP_CHECK(w > 0 && h > 0, "%s: invalid image size %lldx%lld", name.c_str(), (long long)w, (long long)h);
+  CLIP_CHECK(w * h <= lim.max_pixels, "%s: too many pixels: %lldx%lld = %lld > limit %lld", name.c_str(),
+             (long long)w, (long long)h, (long long)(w * h), (long long)lim.max_pixels);
+}
+
+// ---------------------------------------------------------------------------------------
+// JPEG (libjpeg-turbo, default ISLOW IDCT and fancy upsampling, as Pillow)
+
+namespace {
+struct JpegErr {
+  jpeg_error_mgr mgr;
+  jmp_buf jmp;
+  char msg[JMSG_LENGTH_MAX];
+};
+
+void jpeg_error_exit(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegErr*>(c->err);
+  (*c->err->format_message)(c, e->msg);
+  longjmp(e->jmp, 1);
+}
+
+// A truncated stream is an error (Pillow: "image file is truncated"); other warnings are not.
+void jpeg_emit(j_common_ptr c, int level) {
+  if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) jpeg_error_exit(c);
+}
+}  // namespace
+
+// Returns "" on success, "!<message>" when the header exceeds the limits, else the problem.
+static std::string jpeg_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
+                               DecodedImage& out) {
+  jpeg_decompress_struct cinfo;
+  JpegErr err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_error_exit;
+  err.mgr.emit_message = jpeg_emit;
+  err.msg[0] = 0;
+  if (setjmp(err.jmp)) {
+    jpeg_destroy_decompress(&cinfo);
+    return std::string("corrupt or truncated JPEG: ") + err.msg;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, (unsigned long)size);
+  jpeg_read_header(&cinfo, TRUE);
+  int64_t w = cinfo.image_width, h = cinfo.image_height;
+  if (w <= 0 || h <= 0 || w * h > lim.max_pixels) {
+    jpeg_destroy_decompress(&cinfo);
+    try {
+      check_size(name, w, h, lim);
+    } catch (const Error& e) {
+      return std::string("!") + e.what();
+    }
+  }
+  int comps = cinfo.num_components;
+  if (comps == 1) {
+    cinfo.out_color_space = JCS_GRAYSCALE;
+    out.mode = ImageMode::L;
+  } else if (comps == 3) {
+    cinfo.out_color_space = JCS_RGB;
+    out.mode = ImageMode::RGB;
+  } else if (comps == 4) {
+    cinfo.out_color_space = JCS_CMYK;
+    out.mode = ImageMode::CMYK;
+  } else {
+    jpeg_destroy_decompress(&cinfo);
+    return "unsupported JPEG with " + std::to_string(comps) + " components";
+  }
+  jpeg_start_decompress(&cinfo);
+  out.width = (int)cinfo.output_width;
+  out.height = (int)cinfo.output_height;
+  size_t stride = (size_t)out.width * (size_t)cinfo.output_components;
+  out.pixels.resize(stride * (size_t)out.height);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = out.pixels.data() + stride * cinfo.output_scanline;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  if (out.mode == ImageMode::CMYK)  // Pillow's rawmode "CMYK;I": Adobe's inverted CMYK
+    for (auto& v : out.pixels) v = (uint8_t)(255 - v);
+  return "";
+}
+
+// ---------------------------------------------------------------------------------------
+// PNG (libpng). 16-bit channels keep the high byte, except 16-bit gray which is mode I.
+
+namespace {
+struct PngSrc {
+  const uint8_t* data;
+  size_t size, pos;
+};
+struct PngErr {
+  jmp_buf jmp;
+  char msg[256];
+};
+void png_read_mem(png_structp p, png_bytep out, png_size_t n) {
+  auto* s = static_cast<PngSrc*>(png_get_io_ptr(p));
+  if (n > s->size - s->pos) png_error(p, "file is truncated");
+  std::memcpy(out, s->data + s->pos, n);
+  s->pos += n;
+}
+void png_err_fn(png_structp p, png_const_charp msg) {
+  auto* e = static_cast<PngErr*>(png_get_error_ptr(p));
+  std::snprintf(e->msg, sizeof(e->msg), "%s", msg);
+  longjmp(e->jmp, 1);
+}
+void png_warn_fn(png_structp, png_const_charp) {}
+}  // namespace
+
+static std::string png_decode(const uint8_t* data, size_t size, const ImageLimits& lim, DecodedImage& out,
+                              int64_t& hdr_w, int64_t& hdr_h) {
+  PngSrc src{data, size, 0};
+  PngErr err;
+  err.msg[0] = 0;
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, png_err_fn, png_warn_fn);
+  if (!png) return "out of memory";
+  png_infop info = png_create_info_struct(png);
+  std::vector<png_bytep> rows;
+  std::vector<uint8_t> buf;
+  if (!info) {
+    png_destroy_read_struct(&png, nullptr, nullptr);
+    return "out of memory";
+  }
+  if (setjmp(err.jmp)) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return std::string("corrupt or truncated PNG: ") + err.msg;
+  }
+  png_set_read_fn(png, &src, png_read_mem);
+  png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+  png_read_info(png, info);
+  png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+  hdr_w = w;
+  hdr_h = h;
+  if ((int64_t)w * (int64_t)h > lim.max_pixels) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return "!";
+  }
+  int depth = png_get_bit_depth(png, info), ct = png_get_color_type(png, info);
+  int channels = 0;
+  bool mode_i = false;
+  switch (ct) {
+    case PNG_COLOR_TYPE_GRAY:
+      if (depth == 16) {
+        mode_i = true;
+        out.mode = ImageMode::I;
+        channels = 2;  // big-endian bytes, combined below
+      } else {
+        out.mode = depth == 1 ? ImageMode::One : ImageMode::L;
+        if (depth < 8) png_set_expand_gray_1_2_4_to_8(png);  // Pillow's "L;2"/"L;4" scale the same way
+        channels = 1;
+      }
+      break;
+    case PNG_COLOR_TYPE_GRAY_ALPHA: out.mode = ImageMode::LA; channels = 2; break;
+    case PNG_COLOR_TYPE_RGB: out.mode = ImageMode::RGB; channels = 3; break;
+    case PNG_COLOR_TYPE_RGB_ALPHA: out.mode = ImageMode::RGBA; channels = 4; break;
+    case PNG_COLOR_TYPE_PALETTE: {
+      out.mode = ImageMode::P;
+      channels = 1;
+      if (depth < 8) png_set_packing(png);
+      // Pillow starts a palette as a gray ramp and overwrites the PLTE entries.
+      out.palette.resize(768);
+      for (int i = 0; i < 256; i++) out.palette[3 * i] = out.palette[3 * i + 1] = out.palette[3 * i + 2] = (uint8_t)i;
+      png_colorp pal = nullptr;
+      int npal = 0;
+      if (png_get_PLTE(png, info, &pal, &npal) & PNG_INFO_PLTE) {
+        for (int i = 0; i < npal && i < 256; i++) {
+          out.palette[3 * i] = pal[i].red;
+          out.palette[3 * i + 1] = pal[i].green;
+          out.palette[3 * i + 2] = pal[i].blue;
+        }
+      }
+      break;
+    }
+    default:
+      png_error(png, "unsupported colour type");
+  }
+  if (depth == 16 && !mode_i) png_set_strip_16(png);  // high byte, as Pillow's "RGB;16B"
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  size_t rowbytes = png_get_rowbytes(png, info);
+  if (rowbytes != (size_t)w * (size_t)channels) png_error(png, "unexpected row size");
+  buf.resize(rowbytes * h);
+  rows.resize(h);
+  for (png_uint_32 y = 0; y < h; y++) rows[y] = buf.data() + rowbytes * y;
+  png_read_image(png, rows.data());
+  png_read_end(png, nullptr);
+  png_destroy_read_struct(&png, &info, nullptr);
+  out.width = (int)w;
+  out.height = (int)h;
+  if (mode_i) {
+    out.pixels_i.resize((size_t)w * h);
+    for (size_t i = 0; i < out.pixels_i.size(); i++) out.pixels_i[i] = (buf[2 * i] << 8) | buf[2 * i + 1];
+  } else {
+    out.pixels = std::move(buf);
+  }
+  return "";
+}
+
+// ---------------------------------------------------------------------------------------
+// BMP / GIF (stb_image). Palette BMPs are P in Pillow (or L / 1 for a gray ramp palette) and
+// GIFs are P; NEAREST on the expanded RGB equals NEAREST on indices, so stb's RGB output is
+// kept and only the mode records which resampling applies.
+
+static uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
+static uint16_t le16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static ImageMode bmp_mode(const uint8_t* data, size_t size, int comp) {
+  if (size >= 30 && le32(data + 14) >= 40) {
+    uint32_t hsize = le32(data + 14);
+    int bpp = le16(data + 28);
+    if (bpp <= 8 && bpp > 0 && size >= 50) {
+      uint32_t colors = le32(data + 46);
+      if (colors == 0 || colors > (1u << bpp)) colors = 1u << bpp;
+      size_t off = 14 + (size_t)hsize;
+      bool gray = colors >= 2 && off + 4 * (size_t)colors <= size;
+      for (uint32_t i = 0; gray && i < colors; i++) {
+        const uint8_t* e = data + off + 4 * i;
+        uint32_t v = i * 255 / (colors - 1);
+        gray = e[0] == v && e[1] == v && e[2] == v;
+      }
+      if (gray) return colors == 2 ? ImageMode::One : ImageMode::L;
+      return ImageMode::P;
+    }
+  }
+  return comp == 4 ? ImageMode::RGBA : ImageMode::RGB;
+}
+
+static void stb_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
+                       bool is_bmp, DecodedImage& out) {
+  CLIP_CHECK(size <= (size_t)INT32_MAX, "%s: file too large", name.c_str());
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(data, (int)size, &w, &h, &comp))
+    fail("%s: corrupt or unsupported %s: %s", name.c_str(), is_bmp ? "BMP" : "GIF", stbi_failure_reason());
+  check_size(name, w, h, lim);
+  ImageMode mode = is_bmp ? bmp_mode(data, size, comp) : ImageMode::P;
+  int want = mode == ImageMode::RGBA ? 4 : (mode == ImageMode::L || mode == ImageMode::One) ? 1 : 3;
+  unsigned char* px = stbi_load_from_memory(data, (int)size, &w, &h, &comp, want);
+  if (!px) fail("%s: corrupt or truncated %s: %s", name.c_str(), is_bmp ? "BMP" : "GIF", stbi_failure_reason());
+  out.width = w;
+  out.height = h;
+  out.pixels.assign(px, px + (size_t)w * h * want);
+  stbi_image_free(px);
+  out.mode = mode;  // mode P from stb keeps RGB triples and an empty palette
+}
+
+DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim) {
+  CLIP_CHECK(data || size == 0, "%s: no data", name.c_str());
+  CLIP_CHECK(size > 0, "%s: empty file", name.c_str());
+  DecodedImage out;
+  auto starts = [&](const char* magic, size_t n) { return size >= n && std::memcmp(data, magic, n) == 0; };
+  if (starts("\xFF\xD8\xFF", 3)) {
+    std::string e = jpeg_decode(data, size, name, lim, out);
+    if (!e.empty() && e[0] == '!') throw Error(e.substr(1));
+    CLIP_CHECK(e.empty(), "%s: %s", name.c_str(), e.c_str());
+  } else if (starts("\x89PNG\r\n\x1a\n", 8)) {
+    int64_t w = 0, h = 0;
+    std::string e = png_decode(data, size, lim, out, w, h);
+    if (e == "!") check_size(name, w, h, lim);
+    CLIP_CHECK(e.empty(), "%s: %s", name.c_str(), e.c_str());
+  } else if (starts("BM", 2)) {
+    stb_decode(data, size, name, lim, true, out);
+  } else if (starts("GIF87a", 6) || starts("GIF89a", 6)) {
+    stb_decode(data, size, name, lim, false, out);
+  } else {
+    fail("%s: not an image (unrecognized format; JPEG, PNG, BMP and GIF are supported)", name.c_str());
+  }
+  return out;
+}
+
+}  // namespace clip

@@ -1,0 +1,260 @@
+// Preprocessing tests: the 14 golden images of both models (decoded mode, resize size, crop
+// offsets, the uint8 stage and the normalized float pixels, bit-exact), then bad input.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+
+#include "clip/image.h"
+#include "engine/base.h"
+#include "tests/test_util.h"
+
+namespace clip {
+namespace {
+
+using nlohmann::json;
+
+const json& golden(const std::string& model) {
+  static std::map<std::string, json> cache;
+  auto& j = cache[model];
+  if (j.is_null()) {
+    std::string s = test::read_file(test::golden_dir() + "/" + model + "/golden.json");
+    j = s.empty() ? json::object() : json::parse(s);
+  }
+  return j;
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::string s = test::read_file(path);
+  return std::vector<uint8_t>(s.begin(), s.end());
+}
+
+struct ImageParam {
+  std::string model;
+  int index;
+};
+
+class PreprocessGolden : public ::testing::TestWithParam<ImageParam> {};
+
+TEST_P(PreprocessGolden, BitExact) {
+  CLIP_REQUIRE_GOLDEN();
+  const json& g = golden(GetParam().model);
+  ASSERT_TRUE(g.contains("images"));
+  const json& ref = g["images"].at((size_t)GetParam().index);
+  const int n = g["config"]["image_resolution"].get<int>();
+  std::string path = test::golden_dir() + "/images/" + ref["file"].get<std::string>();
+  SCOPED_TRACE(path);
+
+  std::vector<uint8_t> bytes = read_bytes(path);
+  ASSERT_FALSE(bytes.empty());
+  DecodedImage im = decode_image(bytes.data(), bytes.size(), path);
+  EXPECT_EQ(image_mode_name(im.mode), ref["mode"].get<std::string>());
+  EXPECT_EQ(im.width, ref["size"][0].get<int>());
+  EXPECT_EQ(im.height, ref["size"][1].get<int>());
+
+  PreprocessInfo info;
+  std::vector<uint8_t> rgb = resize_crop_rgb8(im, n, &info);
+  EXPECT_EQ(info.resized_w, ref["resized_size"][0].get<int>());
+  EXPECT_EQ(info.resized_h, ref["resized_size"][1].get<int>());
+  EXPECT_EQ(info.crop_left, ref["crop_left_top"][0].get<int>());
+  EXPECT_EQ(info.crop_top, ref["crop_left_top"][1].get<int>());
+
+  PreprocessConfig cfg;
+  cfg.resolution = n;
+  std::vector<float> want = ref["pixels"].get<std::vector<float>>();
+  ASSERT_EQ(want.size(), (size_t)3 * n * n);
+
+  // uint8 stage: invert the reference normalization (exact to well under half a level)
+  int max_u8 = 0;
+  for (int c = 0; c < 3; c++)
+    for (int p = 0; p < n * n; p++) {
+      double x = (double)want[(size_t)c * n * n + p] * cfg.std[c] + cfg.mean[c];
+      int u = (int)std::lround(x * 255.0);
+      max_u8 = std::max(max_u8, std::abs(u - (int)rgb[(size_t)p * 3 + c]));
+    }
+  EXPECT_EQ(max_u8, 0) << "max uint8 difference before normalization";
+
+  std::vector<float> got((size_t)3 * n * n, NAN);
+  preprocess_image_file(path, cfg, got.data());
+  double max_diff = 0;
+  size_t n_diff = 0;
+  for (size_t i = 0; i < got.size(); i++) {
+    double d = std::fabs((double)got[i] - (double)want[i]);
+    if (!(d == 0)) n_diff++;
+    if (d > max_diff || std::isnan(d)) max_diff = std::isnan(d) ? INFINITY : d;
+  }
+  RecordProperty("max_abs_diff", std::to_string(max_diff));
+  std::printf("  %-28s %-5s max |pixel diff| = %g (%zu of %zu differ), max u8 diff = %d\n",
+              ref["file"].get<std::string>().c_str(), image_mode_name(im.mode), max_diff, n_diff, got.size(), max_u8);
+  EXPECT_EQ(max_diff, 0.0) << n_diff << " values differ";
+}
+
+std::vector<ImageParam> image_params() {
+  std::vector<ImageParam> out;
+  for (const char* m : {"tiny-vit", "tiny-vit-gelu"})
+    for (int i = 0; i < 14; i++) out.push_back({m, i});
+  return out;
+}
+
+std::string image_param_name(const ::testing::TestParamInfo<ImageParam>& info) {
+  static const char* names[] = {"p01_chelsea_baseline", "p02_coffee_progressive", "p03_camera_gray",
+                                "p04_astronaut_rgb",    "p05_rgba_transparent",   "p06_palette",
+                                "p07_rgb16",            "p08_astronaut_bmp",      "p09_wide_900x60",
+                                "p10_tall_60x900",      "p11_tiny_3x5",           "p12_exact_64x64",
+                                "p13_odd_333x500",      "p14_exif_orientation6"};
+  std::string m = info.param.model == "tiny-vit" ? "tinyvit" : "tinyvitgelu";
+  return m + "_" + names[info.param.index];
+}
+
+INSTANTIATE_TEST_SUITE_P(Images, PreprocessGolden, ::testing::ValuesIn(image_params()), image_param_name);
+
+// Larger resolutions exercise more resize paths; the result must keep the same decoded mode
+// rules and stay finite and within the normalized range.
+TEST(Preprocess, OtherResolutionsAreConsistent) {
+  CLIP_REQUIRE_GOLDEN();
+  std::string path = test::golden_dir() + "/images/p01_chelsea_baseline.jpg";
+  for (int res : {96, 224}) {
+    PreprocessConfig cfg;
+    cfg.resolution = res;
+    std::vector<float> out((size_t)3 * res * res);
+    preprocess_image_file(path, cfg, out.data());
+    for (int c = 0; c < 3; c++) {
+      float lo = (0 - cfg.mean[c]) / cfg.std[c], hi = (1 - cfg.mean[c]) / cfg.std[c];
+      for (int p = 0; p < res * res; p++) {
+        float v = out[(size_t)c * res * res + p];
+        ASSERT_TRUE(v >= lo && v <= hi) << v;
+      }
+    }
+  }
+}
+
+TEST(Preprocess, IsImagePath) {
+  EXPECT_TRUE(is_image_path("a/b/c.JPG"));
+  EXPECT_TRUE(is_image_path("x.jpeg"));
+  EXPECT_TRUE(is_image_path("x.Png"));
+  EXPECT_TRUE(is_image_path("x.bmp"));
+  EXPECT_TRUE(is_image_path("x.gif"));
+  EXPECT_FALSE(is_image_path("x.txt"));
+  EXPECT_FALSE(is_image_path("dir.jpg/file"));
+  EXPECT_FALSE(is_image_path("jpg"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input: each is a clip::Error naming the file, never a crash.
+
+std::string tmp_dir() {
+  std::string d = test::binary_dir() + "/test_preprocess_tmp";
+  mkdir(d.c_str(), 0755);
+  return d;
+}
+
+std::string write_file(const std::string& name, const std::vector<uint8_t>& data) {
+  std::string path = tmp_dir() + "/" + name;
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(data.data()), (std::streamsize)data.size());
+  return path;
+}
+
+void expect_error(const std::string& path, const char* what, const ImageLimits& lim = {}) {
+  PreprocessConfig cfg;
+  cfg.resolution = 64;
+  std::vector<float> out((size_t)3 * 64 * 64);
+  try {
+    preprocess_image_file(path, cfg, out.data(), lim);
+    ADD_FAILURE() << "no error for " << path;
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  }
+}
+
+void put_be32(std::vector<uint8_t>& v, uint32_t x) {
+  for (int s = 24; s >= 0; s -= 8) v.push_back((uint8_t)(x >> s));
+}
+
+void put_chunk(std::vector<uint8_t>& v, const char* type, const std::vector<uint8_t>& data) {
+  put_be32(v, (uint32_t)data.size());
+  size_t start = v.size();
+  v.insert(v.end(), type, type + 4);
+  v.insert(v.end(), data.begin(), data.end());
+  put_be32(v, (uint32_t)crc32(0, &v[start], (uInt)(v.size() - start)));
+}
+
+TEST(PreprocessBadInput, EmptyFile) { expect_error(write_file("empty.jpg", {}), "empty file"); }
+
+TEST(PreprocessBadInput, MissingFile) { expect_error(tmp_dir() + "/does_not_exist.png", "cannot open"); }
+
+TEST(PreprocessBadInput, TruncatedJpeg) {
+  CLIP_REQUIRE_GOLDEN();
+  std::vector<uint8_t> b = read_bytes(test::golden_dir() + "/images/p01_chelsea_baseline.jpg");
+  ASSERT_GT(b.size(), 1000u);
+  b.resize(b.size() / 2);
+  expect_error(write_file("truncated.jpg", b), "truncated");
+  b.resize(300);  // inside the headers
+  expect_error(write_file("truncated_header.jpg", b), "JPEG");
+}
+
+TEST(PreprocessBadInput, TextNamedJpg) {
+  std::string s = "this is not an image, just some text\n";
+  expect_error(write_file("text.jpg", std::vector<uint8_t>(s.begin(), s.end())), "not an image");
+}
+
+TEST(PreprocessBadInput, HugePngRefusedFromHeader) {
+  std::vector<uint8_t> v = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  std::vector<uint8_t> ihdr;
+  put_be32(ihdr, 100000);
+  put_be32(ihdr, 100000);
+  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});  // 8-bit RGB
+  put_chunk(v, "IHDR", ihdr);
+  // no IDAT at all: if the decoder went past the header it would fail differently
+  put_chunk(v, "IEND", {});
+  expect_error(write_file("huge.png", v), "too many pixels");
+}
+
+TEST(PreprocessBadInput, PixelLimitIsConfigurable) {
+  CLIP_REQUIRE_GOLDEN();
+  ImageLimits lim;
+  lim.max_pixels = 1000;
+  for (const char* f : {"p01_chelsea_baseline.jpg", "p04_astronaut_rgb.png", "p08_astronaut.bmp"})
+    expect_error(test::golden_dir() + "/images/" + f, "too many pixels", lim);
+}
+
+TEST(PreprocessBadInput, CorruptPngCrc) {
+  CLIP_REQUIRE_GOLDEN();
+  std::vector<uint8_t> b = read_bytes(test::golden_dir() + "/images/p04_astronaut_rgb.png");
+  // find the first IDAT chunk and flip a byte of its data
+  size_t pos = 8;
+  bool done = false;
+  while (pos + 12 <= b.size() && !done) {
+    uint32_t len = (uint32_t)b[pos] << 24 | b[pos + 1] << 16 | b[pos + 2] << 8 | b[pos + 3];
+    if (std::memcmp(&b[pos + 4], "IDAT", 4) == 0) {
+      b[pos + 8 + len / 2] ^= 0x55;
+      done = true;
+    }
+    pos += 12 + len;
+  }
+  ASSERT_TRUE(done);
+  expect_error(write_file("bad_crc.png", b), "PNG");
+  // a corrupt IHDR CRC too
+  std::vector<uint8_t> c = read_bytes(test::golden_dir() + "/images/p04_astronaut_rgb.png");
+  c[29] ^= 0xFF;
+  expect_error(write_file("bad_ihdr_crc.png", c), "PNG");
+}
+
+TEST(PreprocessBadInput, TruncatedPngAndBmp) {
+  CLIP_REQUIRE_GOLDEN();
+  std::vector<uint8_t> p = read_bytes(test::golden_dir() + "/images/p04_astronaut_rgb.png");
+  p.resize(p.size() / 2);
+  expect_error(write_file("truncated.png", p), "truncated");
+  std::vector<uint8_t> m = read_bytes(test::golden_dir() + "/images/p08_astronaut.bmp");
+  m.resize(m.size() / 2);
+  expect_error(write_file("truncated.bmp", m), "BMP");
+}
+
+}  // namespace
+}  // namespace clip
