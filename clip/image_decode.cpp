@@ -253,6 +253,7 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
 // GIFs are P; NEAREST on the expanded RGB equals NEAREST on indices, so stb's RGB output is
 // kept and only the mode records which resampling applies.
 
+static uint32_t be32(const uint8_t* p) { return ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
 static uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
 static uint16_t le16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
@@ -284,6 +285,15 @@ static void stb_decode(const uint8_t* data, size_t size, const std::string& name
   if (!stbi_info_from_memory(data, (int)size, &w, &h, &comp))
     fail("%s: corrupt or unsupported %s: %s", name.c_str(), is_bmp ? "BMP" : "GIF", stbi_failure_reason());
   check_size(name, w, h, lim);
+  if (is_bmp && size >= 34) {  // uncompressed BMPs must hold every row (Pillow: "truncated")
+    uint32_t off = le32(data + 10), compression = le32(data + 30);
+    int bpp = le16(data + 28);
+    if (le32(data + 14) >= 40 && (compression == 0 || compression == 3) && bpp > 0) {
+      uint64_t row = ((uint64_t)bpp * (uint64_t)w + 31) / 32 * 4;
+      CLIP_CHECK((uint64_t)off + row * (uint64_t)h <= size, "%s: BMP file is truncated (%zu bytes, need %llu)",
+                 name.c_str(), size, (unsigned long long)(off + row * (uint64_t)h));
+    }
+  }
   ImageMode mode = is_bmp ? bmp_mode(data, size, comp) : ImageMode::P;
   int want = mode == ImageMode::RGBA ? 4 : (mode == ImageMode::L || mode == ImageMode::One) ? 1 : 3;
   unsigned char* px = stbi_load_from_memory(data, (int)size, &w, &h, &comp, want);
@@ -305,6 +315,9 @@ DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& n
     if (!e.empty() && e[0] == '!') throw Error(e.substr(1));
     CLIP_CHECK(e.empty(), "%s: %s", name.c_str(), e.c_str());
   } else if (starts("\x89PNG\r\n\x1a\n", 8)) {
+    // refuse from IHDR alone, before libpng reads further chunks
+    if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)
+      check_size(name, be32(data + 16), be32(data + 20), lim);
     int64_t w = 0, h = 0;
     std::string e = png_decode(data, size, lim, out, w, h);
     if (e == "!") check_size(name, w, h, lim);
