@@ -319,7 +319,10 @@ int32_t Machine::run() {
         if (stack_.size() != 1 || !marks_.empty()) error("STOP with a stack of the wrong size");
         return stack_.back();
       }
-      case '(': marks_.push_back(stack_.size()); break;
+      case '(':
+        if (marks_.size() >= lim_.max_stack) error("too many MARKs");
+        marks_.push_back(stack_.size());
+        break;
       case '0': pop(); break;
       case '1': pop_mark(); break;
       case '2': push(top()); break;
