@@ -1,0 +1,303 @@
+// The CUDA backend: runs a Graph on one device, one stream, replayed as a CUDA graph.
+//
+// compile_cuda (once):
+//   - plan_memory() places every activation in one arena Buffer of plan.peak_bytes;
+//   - each graph input gets a device staging buffer and a pinned host buffer; each output a
+//     pinned host buffer; weights are used in place (ValueInfo::bound, device tensors in the
+//     graph's dtype);
+//   - one scratch Buffer, as large as the largest op scratch (patch matrix of patch_embed,
+//     normalized copies of cosine_sim).
+// run:
+//   - inputs are checked (count, dtype, shape; token ids and row indices that feed embedding
+//     or gather_rows against their table sizes, so a bad id is an error here and never a
+//     read out of bounds on the device), then copied into the pinned staging buffers;
+//   - first run: the whole sequence (H2D copies, every node's kernels and cuBLASLt calls,
+//     D2H copies) is enqueued once eagerly, which loads the kernels, builds and caches the
+//     cuBLASLt plans and reports any error outside a capture; then the same sequence is
+//     captured into a CUDA graph, instantiated, and launched;
+//   - later runs: one cudaGraphLaunch;
+//   - one cudaStreamSynchronize, then the pinned outputs are converted to host f32 tensors.
+// No device allocation and no host synchronisation in the steady state except that final
+// sync (the returned HostTensors are host allocations by the Executor interface).
+#include <climits>
+#include <cstring>
+
+#include "engine/cuda_context.h"
+#include "engine/graph.h"
+#include "kernels/cuda_common.cuh"
+#include "kernels/kernels.h"
+
+namespace clip {
+namespace {
+
+int to_int(int64_t v, const char* what) {
+  CLIP_CHECK(v >= 0 && v <= INT_MAX, "%s = %lld does not fit the CUDA kernels' int sizes", what,
+             (long long)v);
+  return (int)v;
+}
+
+struct PinnedHost {
+  void* p = nullptr;
+  size_t n = 0;
+  explicit PinnedHost(size_t bytes) : n(bytes) {
+    if (bytes) CUDA_CHECK(cudaMallocHost(&p, bytes));
+  }
+  ~PinnedHost() {
+    if (p) cudaFreeHost(p);
+  }
+  PinnedHost(const PinnedHost&) = delete;
+  PinnedHost& operator=(const PinnedHost&) = delete;
+};
+
+class CudaExecutor final : public Executor {
+ public:
+  CudaExecutor(const Graph& g, CudaContext& ctx) : g_(g), ctx_(ctx), plan_(plan_memory(g)) {
+    ctx_.activate();
+    arena_ = Buffer(plan_.peak_bytes, Device::cuda);
+    const auto& vals = g_.values();
+    ptr_.assign(vals.size(), nullptr);
+    index_bound_.assign(vals.size(), -1);
+    for (size_t v = 0; v < vals.size(); v++) {
+      const ValueInfo& vi = vals[v];
+      if (vi.kind == ValueInfo::weight) {
+        CLIP_CHECK(vi.bound.device == Device::cuda && vi.bound.contiguous(),
+                   "CUDA graph: weight %s must be a contiguous device tensor, got %s",
+                   vi.name.c_str(), vi.bound.str().c_str());
+        ptr_[v] = vi.bound.data;
+      } else if (vi.kind == ValueInfo::activation) {
+        ptr_[v] = (uint8_t*)arena_.data() + plan_.offset[v];
+      }
+    }
+    for (Value v : g_.inputs()) {
+      const size_t nb = (size_t)g_.info(v).shape.numel() * dtype_size(g_.info(v).dtype);
+      in_dev_.emplace_back(nb, Device::cuda);
+      in_host_.emplace_back(std::make_unique<PinnedHost>(nb));
+      ptr_[v] = in_dev_.back().data();
+    }
+    for (Value v : g_.outputs()) {
+      const size_t nb = (size_t)g_.info(v).shape.numel() * dtype_size(g_.info(v).dtype);
+      out_host_.emplace_back(std::make_unique<PinnedHost>(nb));
+    }
+    size_t scratch = 0;
+    for (const Node& n : g_.nodes()) {
+      const DType dt = g_.info(n.out[0]).dtype;
+      if (n.op == Op::patch_embed) {
+        const Shape& px = shape(n.in[0]);
+        const Shape& w = shape(n.in[1]);
+        scratch = std::max(scratch, cuda::patch_embed_scratch_bytes(
+                                        (int)px[0], (int)px[2], (int)px[3], (int)w[2], dt));
+      } else if (n.op == Op::cosine_sim) {
+        scratch = std::max(scratch, cuda::cosine_sim_scratch_bytes(shape(n.in[0])[0],
+                                                                   shape(n.in[1])[0],
+                                                                   (int)shape(n.in[0])[1], dt));
+      } else if (n.op == Op::embedding) {
+        index_bound_[n.in[0]] = shape(n.in[1])[0];  // ids < V
+      } else if (n.op == Op::gather_rows) {
+        index_bound_[n.in[1]] = shape(n.in[0])[1];  // idx < T
+      }
+    }
+    scratch_ = Buffer(scratch, Device::cuda);
+  }
+
+  ~CudaExecutor() override {
+    if (exec_) cudaGraphExecDestroy(exec_);
+  }
+
+  const MemoryPlan& plan() const override { return plan_; }
+
+  std::vector<HostTensor> run(const std::vector<Tensor>& inputs) override {
+    ctx_.activate();
+    const auto& ins = g_.inputs();
+    CLIP_CHECK(inputs.size() == ins.size(), "graph takes %zu inputs, got %zu", ins.size(),
+               inputs.size());
+    for (size_t i = 0; i < ins.size(); i++) {
+      const ValueInfo& vi = g_.info(ins[i]);
+      const Tensor& t = inputs[i];
+      CLIP_CHECK(t.device == Device::cpu && t.dtype == vi.dtype && t.shape == vi.shape &&
+                     t.contiguous(),
+                 "input %s: expected contiguous cpu %s%s, got %s", vi.name.c_str(),
+                 dtype_name(vi.dtype), vi.shape.str().c_str(), t.str().c_str());
+      const int64_t bound = index_bound_[ins[i]];
+      if (bound >= 0) {
+        const int32_t* id = t.ptr<int32_t>();
+        for (int64_t j = 0; j < t.numel(); j++)
+          CLIP_CHECK(id[j] >= 0 && id[j] < bound, "input %s: index %d at position %lld is "
+                     "outside [0, %lld)", vi.name.c_str(), id[j], (long long)j,
+                     (long long)bound);
+      }
+      if (t.nbytes()) std::memcpy(in_host_[i]->p, t.data, t.nbytes());
+    }
+
+    cudaStream_t st = ctx_.stream();
+    if (!exec_) {
+      enqueue(st);  // eager: loads kernels, builds cuBLASLt plans, reports errors
+      cudaGraph_t graph = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+      try {
+        enqueue(st);
+      } catch (...) {
+        cudaStreamEndCapture(st, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        throw;
+      }
+      CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+      cudaError_t e = cudaGraphInstantiate(&exec_, graph, 0);
+      cudaGraphDestroy(graph);
+      CUDA_CHECK(e);
+    }
+    CUDA_CHECK(cudaGraphLaunch(exec_, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+
+    std::vector<HostTensor> outs;
+    const auto& os = g_.outputs();
+    for (size_t i = 0; i < os.size(); i++) {
+      const ValueInfo& vi = g_.info(os[i]);
+      HostTensor h(DType::f32, vi.shape);
+      const int64_t n = vi.shape.numel();
+      if (vi.dtype == DType::i32) {
+        const int32_t* src = (const int32_t*)out_host_[i]->p;
+        for (int64_t j = 0; j < n; j++) h.f32()[j] = (float)src[j];
+      } else if (n) {
+        convert_cpu(h.t.data, DType::f32, out_host_[i]->p, vi.dtype, n);
+      }
+      outs.push_back(h);
+    }
+    return outs;
+  }
+
+ private:
+  const Shape& shape(Value v) const { return g_.info(v).shape; }
+
+  // Every float operand of a node must be in the dtype the node computes in.
+  void same_dtype(const Node& n, DType dt, std::initializer_list<Value> vs) const {
+    for (Value v : vs)
+      CLIP_CHECK(g_.info(v).dtype == dt, "%s: operand %s is %s, the op computes in %s",
+                 op_name(n.op), g_.info(v).name.c_str(), dtype_name(g_.info(v).dtype),
+                 dtype_name(dt));
+  }
+
+  void enqueue(cudaStream_t st) {
+    const auto& ins = g_.inputs();
+    for (size_t i = 0; i < ins.size(); i++)
+      if (in_host_[i]->n)
+        CUDA_CHECK(cudaMemcpyAsync(ptr_[ins[i]], in_host_[i]->p, in_host_[i]->n,
+                                   cudaMemcpyHostToDevice, st));
+    for (const Node& n : g_.nodes()) exec(n, st);
+    const auto& os = g_.outputs();
+    for (size_t i = 0; i < os.size(); i++)
+      if (out_host_[i]->n)
+        CUDA_CHECK(cudaMemcpyAsync(out_host_[i]->p, ptr_[os[i]], out_host_[i]->n,
+                                   cudaMemcpyDeviceToHost, st));
+  }
+
+  void exec(const Node& n, cudaStream_t st) {
+    const Value y = n.out[0];
+    const DType dt = g_.info(y).dtype;
+    const Shape& s = shape(y);
+    void* Y = ptr_[y];
+    auto P = [&](Value v) { return (const void*)ptr_[v]; };
+    const Value x = n.in[0];
+    switch (n.op) {
+      case Op::linear: {
+        const Shape& w = shape(n.in[1]);
+        const bool has_b = n.in.size() > 2;
+        same_dtype(n, dt, {x, n.in[1]});
+        if (has_b) same_dtype(n, dt, {n.in[2]});
+        cuda::linear_forward(ctx_, Y, P(x), P(n.in[1]), has_b ? P(n.in[2]) : nullptr, s.rows(),
+                             w[0], w[1], n.act, dt, st);
+        break;
+      }
+      case Op::layernorm:
+        same_dtype(n, dt, {x, n.in[1], n.in[2]});
+        cuda::layernorm_forward(Y, P(x), P(n.in[1]), P(n.in[2]), s.rows(),
+                                to_int(s.last(), "layernorm C"), n.eps, dt, st);
+        break;
+      case Op::add_layernorm:
+        same_dtype(n, dt, {x, n.in[1], n.in[2], n.in[3]});
+        cuda::add_layernorm_forward(Y, ptr_[n.out[1]], P(x), P(n.in[1]), P(n.in[2]),
+                                    P(n.in[3]), s.rows(), to_int(s.last(), "layernorm C"),
+                                    n.eps, dt, st);
+        break;
+      case Op::add:
+        same_dtype(n, dt, {x, n.in[1]});
+        cuda::add_forward(Y, P(x), P(n.in[1]), s.numel(), shape(n.in[1]).numel(), dt, st);
+        break;
+      case Op::act:
+        same_dtype(n, dt, {x});
+        cuda::act_forward(Y, P(x), s.numel(), n.act, dt, st);
+        break;
+      case Op::softmax:
+        same_dtype(n, dt, {x});
+        cuda::softmax_forward(Y, P(x), s.rows(), to_int(s.last(), "softmax N"), dt, st);
+        break;
+      case Op::attention:
+        same_dtype(n, dt, {x});
+        CLIP_CHECK(n.heads > 0 && s[2] % n.heads == 0, "attention: %lld channels, %d heads",
+                   (long long)s[2], n.heads);
+        cuda::attention_forward(Y, P(x), to_int(s[0], "attention B"), to_int(s[1], "attention T"),
+                                n.heads, (int)(s[2] / n.heads), n.causal, dt, st);
+        break;
+      case Op::patch_embed: {
+        same_dtype(n, dt, {x, n.in[1]});
+        const Shape& px = shape(x);
+        const Shape& w = shape(n.in[1]);
+        cuda::patch_embed_forward(ctx_, Y, P(x), P(n.in[1]), to_int(px[0], "B"),
+                                  to_int(px[2], "H"), to_int(px[3], "W"), to_int(w[2], "P"),
+                                  to_int(w[0], "C"), dt, scratch_.data(), st);
+        break;
+      }
+      case Op::class_pos:
+        same_dtype(n, dt, {x, n.in[1], n.in[2]});
+        cuda::class_pos_forward(Y, P(x), P(n.in[1]), P(n.in[2]), to_int(s[0], "B"),
+                                to_int(s[1] - 1, "G"), to_int(s[2], "C"), dt, st);
+        break;
+      case Op::embedding: {
+        same_dtype(n, dt, {n.in[1]});
+        const Shape& tb = shape(n.in[1]);
+        cuda::embedding_forward(Y, (const int32_t*)P(x), P(n.in[1]), s[0] * s[1],
+                                to_int(tb[1], "C"), tb[0], dt, st);
+        break;
+      }
+      case Op::gather_rows: {
+        same_dtype(n, dt, {x});
+        const Shape& xs = shape(x);
+        cuda::gather_rows_forward(Y, P(x), (const int32_t*)P(n.in[1]), to_int(xs[0], "B"),
+                                  to_int(xs[1], "T"), to_int(xs[2], "C"), dt, st);
+        break;
+      }
+      case Op::l2_normalize:
+        same_dtype(n, dt, {x});
+        cuda::l2_normalize_forward(Y, P(x), s.rows(), to_int(s.last(), "C"), dt, st);
+        break;
+      case Op::cosine_sim:
+        same_dtype(n, dt, {x, n.in[1]});
+        cuda::cosine_sim_forward(ctx_, Y, P(x), P(n.in[1]), s[0], s[1],
+                                 to_int(shape(x)[1], "C"), n.scale, dt, scratch_.data(), st);
+        break;
+      case Op::cast:
+        cuda::cast_forward(Y, dt, P(x), g_.info(x).dtype, s.numel(), st);
+        break;
+    }
+  }
+
+  Graph g_;
+  CudaContext& ctx_;
+  MemoryPlan plan_;
+  Buffer arena_, scratch_;
+  std::vector<Buffer> in_dev_;
+  std::vector<std::unique_ptr<PinnedHost>> in_host_, out_host_;
+  std::vector<void*> ptr_;
+  std::vector<int64_t> index_bound_;  // per value: exclusive bound of its int32 entries, or -1
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Executor> compile_cuda(const Graph& g, CudaContext& ctx) {
+  CLIP_CHECK(g.device() == Device::cuda, "compile_cuda: graph is for %s",
+             device_name(g.device()));
+  return std::make_unique<CudaExecutor>(g, ctx);
+}
+
+}  // namespace clip
