@@ -1,6 +1,7 @@
 #include "engine/tensor.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #ifdef CLIP_HAVE_CUDA
@@ -133,6 +134,23 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
 HostTensor::HostTensor(DType dtype, Shape shape) {
   storage = std::make_shared<std::vector<uint8_t>>((size_t)shape.numel() * dtype_size(dtype));
   t = Tensor(storage->data(), dtype, shape, Device::cpu);
+}
+
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n) {
+  if (n == 0) return;
+  if (dst_dev == Device::cpu && src_dev == Device::cpu) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+#ifdef CLIP_HAVE_CUDA
+  cudaMemcpyKind kind = dst_dev == Device::cpu   ? cudaMemcpyDeviceToHost
+                        : src_dev == Device::cpu ? cudaMemcpyHostToDevice
+                                                 : cudaMemcpyDeviceToDevice;
+  cudaError_t e = cudaMemcpy(dst, src, n, kind);
+  CLIP_CHECK(e == cudaSuccess, "cudaMemcpy of %zu bytes failed: %s", n, cudaGetErrorString(e));
+#else
+  fail("this build has no CUDA support");
+#endif
 }
 
 bool cuda_available() {

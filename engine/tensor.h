@@ -86,6 +86,9 @@ struct HostTensor {
   int32_t* i32() const { return t.ptr<int32_t>(); }
 };
 
+// Copies n bytes between host and device memory (synchronous).
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n);
+
 // True when the process can use a CUDA device (built with CUDA and a GPU is present).
 bool cuda_available();
 

@@ -1,0 +1,96 @@
+// The CLIP library API: load a model from any supported checkpoint, tokenize, preprocess,
+// encode images and texts, and score them. The `clip` tool and the tests use only this.
+//
+//   clip::Model m = clip::Model::load("ViT-B-32.pt", {.vocab_path = "bpe_simple_vocab_16e6.txt.gz"});
+//   auto img = m.encode_image_files({"cat.jpg"});       // [1, E], not normalized
+//   auto txt = m.encode_texts({"a photo of a cat"});     // [1, E]
+//   auto logits = m.logits(img, txt);                    // [1, 1] = logit_scale * cos
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "clip/config.h"
+#include "clip/image.h"
+#include "clip/tokenizer.h"
+#include "engine/graph.h"
+#include "engine/tensor.h"
+#include "weights/weights.h"
+
+namespace clip {
+
+struct ModelOptions {
+  Device device = Device::cpu;
+  DType dtype = DType::f32;           // compute dtype: f32 on CPU; f32, f16 or bf16 on CUDA
+  std::string vocab_path;             // tokenizer for checkpoints that carry none
+  std::optional<Act> activation;      // override the activation inferred from the checkpoint
+  int max_batch = 64;                 // encode_* split larger inputs into chunks of this size
+  bool trim_text = true;              // run texts only up to the batch's last end-of-text
+};
+
+// "auto" device: CUDA when a GPU is present. "auto" dtype: f32 on CPU, f16 on CUDA.
+Device parse_device(const std::string& s);
+DType parse_compute_dtype(const std::string& s, Device device);
+
+class CudaContext;
+
+class Model {
+ public:
+  static std::unique_ptr<Model> load(const std::string& path, const ModelOptions& opts = {});
+  ~Model();
+
+  const ModelConfig& config() const { return weights_.config; }
+  const PreprocessConfig& preprocess_config() const { return weights_.preprocess; }
+  const Weights& weights() const { return weights_; }
+  Device device() const { return opts_.device; }
+  DType dtype() const { return opts_.dtype; }
+  int embed_dim() const { return weights_.config.embed_dim; }
+  // exp(logit_scale), clamped at 100 as the reference clamps it.
+  float logit_scale() const;
+
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const Tokenizer& tokenizer() const;  // throws when the checkpoint carried no vocabulary
+
+  // Tokens [B, context_length] -> text embeddings [B, E] (not normalized). Each batch runs
+  // only up to its longest end-of-text position: exact under the causal mask.
+  HostTensor encode_tokens(const int32_t* tokens, int64_t B);
+  HostTensor encode_texts(const std::vector<std::string>& texts);
+  // Pixels [B, 3, R, R] (preprocessed) -> image embeddings [B, E] (not normalized).
+  HostTensor encode_pixels(const float* pixels, int64_t B);
+  HostTensor encode_image_files(const std::vector<std::string>& paths);
+  // Decodes and preprocesses one image file into out [3, R, R].
+  void preprocess_file(const std::string& path, float* out) const;
+  int64_t pixels_per_image() const;
+
+  // logit_scale * cos(image_i, text_j): [I, T].
+  HostTensor logits(const HostTensor& image_emb, const HostTensor& text_emb) const;
+
+  // Graphs compiled so far (tower, batch size, tokens) and their planned arena bytes.
+  std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> compiled_graphs() const;
+
+ private:
+  Model() = default;
+  void prepare_weights();
+  Tensor w(const std::string& name) const;  // prepared weight (device, dtype)
+  Graph build_vision(int64_t B) const;
+  Graph build_text(int64_t B, int64_t T) const;
+  Executor& executor(const std::string& tower, int64_t B, int64_t T);
+  HostTensor encode_tokens_chunk(const int32_t* tokens, int64_t B);
+
+  ModelOptions opts_;
+  Weights weights_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
+  std::vector<Buffer> storage_;               // owns prepared_ data
+  std::unique_ptr<CudaContext> cuda_;
+  std::map<std::tuple<std::string, int64_t, int64_t>, std::unique_ptr<Executor>> executors_;
+};
+
+// Row-wise L2 normalization of a host [N, D] tensor.
+HostTensor normalize_rows(const HostTensor& x);
+
+}  // namespace clip

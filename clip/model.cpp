@@ -1,0 +1,328 @@
+// The CLIP model on the engine: both towers built from one transformer-block builder,
+// compiled per (tower, batch size, tokens) and cached.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "clip/clip.h"
+#ifdef CLIP_HAVE_CUDA
+#include "engine/cuda_context.h"
+#else
+namespace clip {
+class CudaContext {};  // CPU-only build: never constructed
+}  // namespace clip
+#endif
+
+namespace clip {
+
+Device parse_device(const std::string& s) {
+  if (s == "auto") return cuda_available() ? Device::cuda : Device::cpu;
+  if (s == "cpu") return Device::cpu;
+  if (s == "cuda") {
+#ifndef CLIP_HAVE_CUDA
+    fail("--device cuda: this build has no CUDA support");
+#endif
+    CLIP_CHECK(cuda_available(), "--device cuda: no CUDA GPU is available on this machine");
+    return Device::cuda;
+  }
+  fail("unknown device '%s' (expected auto, cpu or cuda)", s.c_str());
+}
+
+DType parse_compute_dtype(const std::string& s, Device device) {
+  if (s == "auto") return device == Device::cuda ? DType::f16 : DType::f32;
+  DType t = dtype_from_name(s);
+  CLIP_CHECK(t != DType::i32, "compute dtype must be f32, f16 or bf16, not %s", s.c_str());
+  CLIP_CHECK(device == Device::cuda || t == DType::f32,
+             "the CPU backend computes in f32; --dtype %s needs --device cuda", s.c_str());
+  return t;
+}
+
+std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& opts) {
+  std::unique_ptr<Model> m(new Model());
+  m->opts_ = opts;
+  CLIP_CHECK(opts.max_batch >= 1, "max batch must be at least 1, got %d", opts.max_batch);
+  if (opts.device == Device::cpu)
+    CLIP_CHECK(opts.dtype == DType::f32, "the CPU backend computes in f32, not %s", dtype_name(opts.dtype));
+  LoadOptions lo;
+  lo.activation = opts.activation;
+  m->weights_ = load_weights(path, opts.vocab_path, lo);
+  if (m->weights_.has_vocab) m->tokenizer_ = std::make_unique<Tokenizer>(m->weights_.vocab);
+#ifdef CLIP_HAVE_CUDA
+  if (opts.device == Device::cuda) m->cuda_ = std::make_unique<CudaContext>(0);
+#else
+  CLIP_CHECK(opts.device == Device::cpu, "this build has no CUDA support");
+#endif
+  m->prepare_weights();
+  return m;
+}
+
+Model::~Model() {
+  executors_.clear();  // executors reference the CUDA context and prepared weights
+}
+
+float Model::logit_scale() const { return std::min(std::exp(weights_.logit_scale), 100.0f); }
+
+const Tokenizer& Model::tokenizer() const {
+  CLIP_CHECK(tokenizer_, "%s carries no tokenizer vocabulary: pass --vocab (bpe_simple_vocab_16e6.txt.gz or vocab.json)",
+             weights_.path.c_str());
+  return *tokenizer_;
+}
+
+int64_t Model::pixels_per_image() const {
+  int64_t r = weights_.config.image_resolution;
+  return 3 * r * r;
+}
+
+// Every weight is converted once to the compute dtype and placed on the device; the two
+// projections are transposed so every matrix product is a linear (x wᵀ). All tensors of
+// one model share one allocation, uploaded to the GPU in one copy.
+void Model::prepare_weights() {
+  DType dt = opts_.dtype;
+  struct Item { std::string name; Shape shape; const WeightTensor* src; bool transpose; };
+  std::vector<Item> items;
+  for (const auto& t : weights_.tensors) {
+    if (t.name == "logit_scale") continue;
+    bool tr = t.name == "visual.proj" || t.name == "text_projection";
+    Shape s = t.shape;
+    if (tr) s = Shape{t.shape[1], t.shape[0]};
+    items.push_back({tr ? t.name + ".T" : t.name, s, &t, tr});
+  }
+  size_t total = 0;
+  std::vector<size_t> off;
+  for (auto& it : items) {
+    off.push_back(total);
+    total += ((size_t)it.shape.numel() * dtype_size(dt) + 255) / 256 * 256;
+  }
+  Buffer host(total, Device::cpu);
+  for (size_t i = 0; i < items.size(); i++) {
+    const auto& it = items[i];
+    uint8_t* dst = (uint8_t*)host.data() + off[i];
+    int64_t n = it.shape.numel();
+    if (!it.transpose) {
+      convert_cpu(dst, dt, it.src->data, it.src->dtype, n);
+    } else {
+      std::vector<float> f((size_t)n), tr((size_t)n);
+      convert_cpu(f.data(), DType::f32, it.src->data, it.src->dtype, n);
+      int64_t R = it.src->shape[0], C = it.src->shape[1];
+      for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < C; c++) tr[(size_t)(c * R + r)] = f[(size_t)(r * C + c)];
+      convert_cpu(dst, dt, tr.data(), DType::f32, n);
+    }
+  }
+  Buffer dev;
+  uint8_t* base = (uint8_t*)host.data();
+  if (opts_.device == Device::cuda) {
+    dev = Buffer(total, Device::cuda);
+    copy_bytes(dev.data(), Device::cuda, host.data(), Device::cpu, total);
+    base = (uint8_t*)dev.data();
+  }
+  for (size_t i = 0; i < items.size(); i++)
+    prepared_[items[i].name] = Tensor(base + off[i], dt, items[i].shape, opts_.device);
+  if (opts_.device == Device::cuda) storage_.push_back(std::move(dev));
+  else storage_.push_back(std::move(host));
+}
+
+Tensor Model::w(const std::string& name) const {
+  auto it = prepared_.find(name);
+  CLIP_CHECK(it != prepared_.end(), "%s: missing tensor %s", weights_.path.c_str(), name.c_str());
+  return it->second;
+}
+
+namespace {
+
+// The residual stream of a transformer: x plus a pending delta that is added by the next
+// layernorm (fused residual add + LayerNorm) or at the end.
+struct Stream {
+  Value x;
+  Value pending = kNoValue;
+};
+
+Value norm(Graph& g, Stream& s, Value gamma, Value beta, float eps) {
+  if (s.pending == kNoValue) return g.layernorm(s.x, gamma, beta, eps);
+  auto [sum, y] = g.add_layernorm(s.x, s.pending, gamma, beta, eps);
+  s.x = sum;
+  s.pending = kNoValue;
+  return y;
+}
+
+}  // namespace
+
+// One residual block, shared by both towers:
+//   x = x + out_proj(attention(in_proj(ln_1(x))))      (causal for text)
+//   x = x + c_proj(act(c_fc(ln_2(x))))
+static void transformer_block(Graph& g, Stream& s, const std::string& p,
+                              const std::function<Value(const std::string&)>& W, int heads,
+                              bool causal, float eps, Act act) {
+  Value h = norm(g, s, W(p + "ln_1.weight"), W(p + "ln_1.bias"), eps);
+  Value qkv = g.linear(h, W(p + "attn.in_proj_weight"), W(p + "attn.in_proj_bias"));
+  Value a = g.attention(qkv, heads, causal);
+  s.pending = g.linear(a, W(p + "attn.out_proj.weight"), W(p + "attn.out_proj.bias"));
+  Value h2 = norm(g, s, W(p + "ln_2.weight"), W(p + "ln_2.bias"), eps);
+  Value m = g.linear(h2, W(p + "mlp.c_fc.weight"), W(p + "mlp.c_fc.bias"), act);
+  s.pending = g.linear(m, W(p + "mlp.c_proj.weight"), W(p + "mlp.c_proj.bias"));
+}
+
+static Value finish(Graph& g, Stream& s) {
+  return s.pending == kNoValue ? s.x : g.add(s.x, s.pending);
+}
+
+// Vision: pixels [B,3,R,R] -> patches [B,G,W] -> +class,+pos [B,1+G,W] -> ln_pre -> blocks
+//         -> class row [B,W] -> ln_post -> proj [B,E]
+Graph Model::build_vision(int64_t B) const {
+  const ModelConfig& c = weights_.config;
+  Graph g(opts_.device, opts_.dtype);
+  auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
+  int64_t R = c.image_resolution;
+  Value px = g.input("pixels", DType::f32, {B, 3, R, R});
+  Value cls_idx = g.input("class_index", DType::i32, {B});
+  if (opts_.dtype != DType::f32) px = g.cast(px, opts_.dtype);
+  Value x = g.patch_embed(px, W("visual.conv1.weight"));
+  x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
+  Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
+  for (int l = 0; l < c.vision_layers; l++)
+    transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W,
+                      c.vision_heads, false, c.layer_norm_eps, c.activation);
+  x = g.gather_rows(finish(g, s), cls_idx);
+  x = g.layernorm(x, W("visual.ln_post.weight"), W("visual.ln_post.bias"), c.layer_norm_eps);
+  g.output(g.linear(x, W("visual.proj.T")));
+  return g;
+}
+
+// Text: ids [B,T] -> token embedding + pos[:T] [B,T,W] -> causal blocks -> row at the
+//       end-of-text position [B,W] -> ln_final -> text_projection [B,E]
+Graph Model::build_text(int64_t B, int64_t T) const {
+  const ModelConfig& c = weights_.config;
+  Graph g(opts_.device, opts_.dtype);
+  auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
+  Value ids = g.input("tokens", DType::i32, {B, T});
+  Value eot = g.input("eot_index", DType::i32, {B});
+  Value x = g.embedding(ids, W("token_embedding.weight"));
+  x = g.add(x, g.weight("positional_embedding[:T]", w("positional_embedding").slice(0, 0, T)));
+  Stream s{x};
+  for (int l = 0; l < c.text_layers; l++)
+    transformer_block(g, s, "transformer.resblocks." + std::to_string(l) + ".", W, c.text_heads,
+                      true, c.layer_norm_eps, c.activation);
+  x = g.gather_rows(finish(g, s), eot);
+  x = g.layernorm(x, W("ln_final.weight"), W("ln_final.bias"), c.layer_norm_eps);
+  g.output(g.linear(x, W("text_projection.T")));
+  return g;
+}
+
+Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
+  auto key = std::make_tuple(tower, B, T);
+  auto it = executors_.find(key);
+  if (it != executors_.end()) return *it->second;
+  Graph g = tower == "vision" ? build_vision(B) : build_text(B, T);
+  auto ex = compile(g, cuda_.get());
+  return *(executors_[key] = std::move(ex));
+}
+
+std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> Model::compiled_graphs() const {
+  std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> r;
+  for (auto& [k, e] : executors_)
+    r.emplace_back(std::get<0>(k), std::get<1>(k), std::get<2>(k), e->plan().peak_bytes);
+  return r;
+}
+
+static HostTensor concat_rows(const std::vector<HostTensor>& parts, int64_t D) {
+  int64_t n = 0;
+  for (auto& p : parts) n += p.t.shape[0];
+  HostTensor out(DType::f32, {n, D});
+  int64_t r = 0;
+  for (auto& p : parts) {
+    std::memcpy(out.f32() + r * D, p.f32(), (size_t)(p.t.shape[0] * D) * sizeof(float));
+    r += p.t.shape[0];
+  }
+  return out;
+}
+
+HostTensor Model::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
+  const int64_t ctx = weights_.config.context_length;
+  // The reference pools at argmax(tokens): the first end-of-text (the highest id).
+  std::vector<int32_t> eot((size_t)B);
+  int64_t T = 1;
+  for (int64_t b = 0; b < B; b++) {
+    const int32_t* row = tokens + b * ctx;
+    int64_t best = 0;
+    for (int64_t t = 1; t < ctx; t++)
+      if (row[t] > row[best]) best = t;
+    eot[(size_t)b] = (int32_t)best;
+    T = std::max(T, best + 1);
+  }
+  if (!opts_.trim_text) T = ctx;
+  std::vector<int32_t> ids((size_t)(B * T));
+  for (int64_t b = 0; b < B; b++)
+    std::memcpy(&ids[(size_t)(b * T)], tokens + b * ctx, (size_t)T * sizeof(int32_t));
+  Executor& ex = executor("text", B, T);
+  auto out = ex.run({Tensor(ids.data(), DType::i32, {B, T}), Tensor(eot.data(), DType::i32, {B})});
+  return out[0];
+}
+
+HostTensor Model::encode_tokens(const int32_t* tokens, int64_t B) {
+  const int64_t ctx = weights_.config.context_length;
+  for (int64_t i = 0; i < B * ctx; i++)
+    CLIP_CHECK(tokens[i] >= 0 && tokens[i] < weights_.config.vocab_size,
+               "token id %d (text %lld, position %lld) is outside the vocabulary of %d", tokens[i],
+               (long long)(i / ctx), (long long)(i % ctx), weights_.config.vocab_size);
+  std::vector<HostTensor> parts;
+  for (int64_t b0 = 0; b0 < B; b0 += opts_.max_batch)
+    parts.push_back(encode_tokens_chunk(tokens + b0 * ctx, std::min<int64_t>(opts_.max_batch, B - b0)));
+  return concat_rows(parts, embed_dim());
+}
+
+HostTensor Model::encode_texts(const std::vector<std::string>& texts) {
+  const Tokenizer& tok = tokenizer();
+  const int ctx = weights_.config.context_length;
+  std::vector<int32_t> ids(texts.size() * (size_t)ctx);
+  for (size_t i = 0; i < texts.size(); i++) {
+    Encoded e = tok.encode(texts[i], ctx);
+    std::copy(e.ids.begin(), e.ids.end(), ids.begin() + (ptrdiff_t)(i * (size_t)ctx));
+  }
+  return encode_tokens(ids.data(), (int64_t)texts.size());
+}
+
+HostTensor Model::encode_pixels(const float* pixels, int64_t B) {
+  const int64_t n = pixels_per_image();
+  std::vector<HostTensor> parts;
+  for (int64_t b0 = 0; b0 < B; b0 += opts_.max_batch) {
+    int64_t nb = std::min<int64_t>(opts_.max_batch, B - b0);
+    int64_t R = weights_.config.image_resolution;
+    std::vector<int32_t> zeros((size_t)nb, 0);
+    Executor& ex = executor("vision", nb, 0);
+    auto out = ex.run({Tensor((void*)(pixels + b0 * n), DType::f32, {nb, 3, R, R}),
+                       Tensor(zeros.data(), DType::i32, {nb})});
+    parts.push_back(out[0]);
+  }
+  return concat_rows(parts, embed_dim());
+}
+
+void Model::preprocess_file(const std::string& path, float* out) const {
+  PreprocessConfig pc = weights_.preprocess;
+  pc.resolution = weights_.config.image_resolution;
+  preprocess_image_file(path, pc, out);
+}
+
+HostTensor Model::encode_image_files(const std::vector<std::string>& paths) {
+  const int64_t n = pixels_per_image();
+  std::vector<float> px(paths.size() * (size_t)n);
+  for (size_t i = 0; i < paths.size(); i++) preprocess_file(paths[i], px.data() + i * (size_t)n);
+  return encode_pixels(px.data(), (int64_t)paths.size());
+}
+
+HostTensor normalize_rows(const HostTensor& x) {
+  HostTensor y(DType::f32, x.t.shape);
+  l2_normalize_cpu(y.f32(), x.f32(), x.t.shape.rows(), x.t.shape.last());
+  return y;
+}
+
+HostTensor Model::logits(const HostTensor& img, const HostTensor& txt) const {
+  CLIP_CHECK(img.t.shape.nd == 2 && txt.t.shape.nd == 2 && img.t.shape[1] == txt.t.shape[1],
+             "logits: image embeddings %s and text embeddings %s do not match",
+             img.t.shape.str().c_str(), txt.t.shape.str().c_str());
+  int64_t M = img.t.shape[0], N = txt.t.shape[0], D = img.t.shape[1];
+  HostTensor out(DType::f32, {M, N});
+  if (M && N) cosine_sim_cpu(out.f32(), img.f32(), txt.f32(), M, N, D, logit_scale());
+  return out;
+}
+
+}  // namespace clip

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the two trees the tests run in:
+#   build/       Release; with CUDA when nvcc is present (sm_80 + sm_90); the `clip` tool at build/clip
+#   build-asan/  CPU-only, AddressSanitizer + UndefinedBehaviorSanitizer
+# Warnings are errors (CLIP_WERROR=OFF in the environment turns that off).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+WERROR=${CLIP_WERROR:-ON}
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCLIP_WERROR="$WERROR" ${CLIP_CMAKE_ARGS:-} >/dev/null
+cmake --build build -j "$JOBS"
+if [ "${CLIP_SKIP_ASAN:-0}" != 1 ]; then
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLIP_CUDA=OFF -DCLIP_SANITIZE=ON \
+    -DCLIP_WERROR="$WERROR" >/dev/null
+  cmake --build build-asan -j "$JOBS"
+fi

@@ -1,0 +1,215 @@
+// Golden tests against the OpenAI reference outputs in ../shared/golden, for every model and
+// each of its checkpoint formats, staged: tokens, pixels, embeddings (from the reference
+// pixels and tokens), logits, then end to end from the image files. A mismatch reports the
+// first stage that differs. CPU f32 bounds: cosine >= 0.99999 and max |d| <= 1e-4 on the
+// L2-normalized embeddings; logits |d| <= 1e-4 + 1e-4|ref|.
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "clip/clip.h"
+#include "tests/test_util.h"
+
+using namespace clip;
+using json = nlohmann::json;
+
+namespace {
+
+struct Case {
+  std::string model, format;
+};
+
+std::string case_name(const Case& c) {
+  std::string s = c.model + "_" + c.format;
+  for (auto& ch : s)
+    if (!isalnum((unsigned char)ch)) ch = '_';
+  return s;
+}
+
+std::string checkpoint(const Case& c) {
+  std::string dir = test::golden_dir() + "/" + c.model + "/";
+  if (c.format == "openai") return dir + "openai.pt";
+  if (c.format == "state_dict") return dir + "state_dict.pt";
+  return dir + "hf";
+}
+
+json load_golden(const std::string& model) {
+  std::ifstream f(test::golden_dir() + "/" + model + "/golden.json");
+  return json::parse(f);
+}
+
+ModelOptions options(const json& g) {
+  ModelOptions o;
+  o.vocab_path = test::vocab_dir() + "/bpe_simple_vocab_16e6.txt.gz";
+  // State dicts carry no activation; the golden config says which one the model uses.
+  o.activation = act_from_name(g["config"]["activation"].get<std::string>().c_str());
+  return o;
+}
+
+struct EmbStats {
+  double min_cos = 1, max_abs = 0;
+};
+
+// Compares L2-normalized rows of got [N, D] with ref rows.
+EmbStats compare_embeddings(const HostTensor& got, const json& ref) {
+  EmbStats s;
+  int64_t N = got.t.shape[0], D = got.t.shape[1];
+  HostTensor gn = normalize_rows(got);
+  for (int64_t i = 0; i < N; i++) {
+    std::vector<float> r = ref[(size_t)i].get<std::vector<float>>();
+    EXPECT_EQ((int64_t)r.size(), D);
+    std::vector<float> rn(r.size());
+    l2_normalize_cpu(rn.data(), r.data(), 1, D);
+    s.min_cos = std::min(s.min_cos, test::cosine(gn.f32() + i * D, rn.data(), (size_t)D));
+    for (int64_t d = 0; d < D; d++)
+      s.max_abs = std::max(s.max_abs, (double)std::fabs(gn.f32()[i * D + d] - rn[(size_t)d]));
+  }
+  return s;
+}
+
+class GoldenTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GoldenTest, StagedMatch) {
+  CLIP_REQUIRE_GOLDEN();
+  CLIP_REQUIRE_VOCAB();
+  const Case c = GetParam();
+  json g = load_golden(c.model);
+  if (g["config"]["omitted_formats"].contains(c.format) ||
+      (c.format == "openai" && !std::ifstream(checkpoint(c))))
+    GTEST_SKIP() << c.model << " has no " << c.format << " checkpoint (see the golden README)";
+  auto m = Model::load(checkpoint(c), options(g));
+  const int64_t R = m->config().image_resolution, P = 3 * R * R;
+
+  // Stage 1: tokens.
+  auto texts = g["texts"].get<std::vector<std::string>>();
+  auto tokens = g["tokens"].get<std::vector<std::vector<int32_t>>>();
+  for (size_t j = 0; j < texts.size(); j++)
+    ASSERT_EQ(m->tokenizer().encode(texts[j]).ids, tokens[j]) << "first stage that differs: tokens, text " << j;
+
+  // Stage 2: pixels from the image files.
+  std::vector<float> ref_px, our_px;
+  double px_max = 0;
+  size_t px_exact = 0, px_n = 0;
+  std::string images_dir = test::golden_dir() + "/" + c.model + "/" + g["images_dir"].get<std::string>();
+  std::vector<std::string> files;
+  for (auto& im : g["images"]) {
+    auto ref = im["pixels"].get<std::vector<float>>();
+    ASSERT_EQ((int64_t)ref.size(), P);
+    std::vector<float> px((size_t)P);
+    files.push_back(images_dir + "/" + im["file"].get<std::string>());
+    m->preprocess_file(files.back(), px.data());
+    for (int64_t i = 0; i < P; i++) {
+      double d = std::fabs(px[(size_t)i] - ref[(size_t)i]);
+      px_max = std::max(px_max, d);
+      px_exact += d == 0;
+    }
+    px_n += (size_t)P;
+    ref_px.insert(ref_px.end(), ref.begin(), ref.end());
+    our_px.insert(our_px.end(), px.begin(), px.end());
+  }
+  printf("[%s] pixels: max |d| %.3g, %zu of %zu exact\n", case_name(c).c_str(), px_max, px_exact, px_n);
+  ASSERT_LE(px_max, 1.0 / 255 / 0.26130258 + 1e-6) << "first stage that differs: pixels (more than 1 u8 level)";
+
+  // Stage 3: embeddings from the reference pixels and tokens.
+  const int64_t NI = (int64_t)g["images"].size(), NT = (int64_t)texts.size();
+  std::vector<int32_t> tok_flat;
+  for (auto& t : tokens) tok_flat.insert(tok_flat.end(), t.begin(), t.end());
+  HostTensor ie = m->encode_pixels(ref_px.data(), NI);
+  HostTensor te = m->encode_tokens(tok_flat.data(), NT);
+  EmbStats si = compare_embeddings(ie, g["image_embeds"]);
+  EmbStats st = compare_embeddings(te, g["text_embeds"]);
+  printf("[%s] image embeddings: min cos %.9f, max |d| %.3g; text: min cos %.9f, max |d| %.3g\n",
+         case_name(c).c_str(), si.min_cos, si.max_abs, st.min_cos, st.max_abs);
+  EXPECT_GE(si.min_cos, 0.99999) << "first stage that differs: image embeddings";
+  EXPECT_LE(si.max_abs, 1e-4) << "first stage that differs: image embeddings";
+  EXPECT_GE(st.min_cos, 0.99999) << "first stage that differs: text embeddings";
+  EXPECT_LE(st.max_abs, 1e-4) << "first stage that differs: text embeddings";
+  if (HasFailure()) return;
+
+  // Stage 4: logits.
+  EXPECT_NEAR(m->logit_scale(), g["config"]["logit_scale_exp"].get<double>(), 1e-5);
+  HostTensor lg = m->logits(ie, te);
+  std::vector<double> ref_lg;
+  for (auto& row : g["logits_per_image"])
+    for (auto& v : row) ref_lg.push_back(v.get<double>());
+  ASSERT_EQ(ref_lg.size(), (size_t)(NI * NT));
+  auto r = test::compare(lg.f32(), ref_lg.data(), ref_lg.size(), 1e-4, 1e-4);
+  printf("[%s] logits: %s\n", case_name(c).c_str(), r.report.c_str());
+  EXPECT_TRUE(r.ok) << "first stage that differs: logits\n" << r.report;
+
+  // End to end from the image files (pixels may differ by a u8 level from the reference).
+  HostTensor ie2 = m->encode_image_files(files);
+  EmbStats se = compare_embeddings(ie2, g["image_embeds"]);
+  printf("[%s] end to end from files: min cos %.9f, max |d| %.3g\n", case_name(c).c_str(), se.min_cos, se.max_abs);
+  EXPECT_GE(se.min_cos, px_max == 0 ? 0.99999 : 0.9999) << "end-to-end image embeddings";
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, GoldenTest,
+                         ::testing::Values(Case{"tiny-vit", "openai"}, Case{"tiny-vit", "state_dict"},
+                                           Case{"tiny-vit", "hf"}, Case{"tiny-vit-gelu", "state_dict"},
+                                           Case{"tiny-vit-gelu", "hf"}),
+                         [](const auto& i) { return case_name(i.param); });
+
+class ModelPropertyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (test::golden_dir().empty() || test::vocab_dir().empty()) GTEST_SKIP() << "golden fixtures or vocabulary not found";
+    g = load_golden("tiny-vit");
+    m = Model::load(test::golden_dir() + "/tiny-vit/hf", options(g));
+  }
+  json g;
+  std::unique_ptr<Model> m;
+};
+
+TEST_F(ModelPropertyTest, ImageEmbeddingDoesNotDependOnBatch) {
+  const int64_t P = m->pixels_per_image(), N = 7;
+  std::vector<float> px;
+  for (int64_t i = 0; i < N; i++) {
+    auto r = g["images"][(size_t)i]["pixels"].get<std::vector<float>>();
+    px.insert(px.end(), r.begin(), r.end());
+  }
+  HostTensor all = m->encode_pixels(px.data(), N);
+  const int64_t D = m->embed_dim();
+  for (int64_t i = 0; i < N; i++) {
+    HostTensor one = m->encode_pixels(px.data() + i * P, 1);
+    EXPECT_EQ(0, std::memcmp(one.f32(), all.f32() + i * D, (size_t)D * 4)) << "image " << i;
+  }
+}
+
+TEST_F(ModelPropertyTest, TextEmbeddingDoesNotDependOnBatchOrTrimming) {
+  auto texts = g["texts"].get<std::vector<std::string>>();
+  HostTensor all = m->encode_texts(texts);
+  const int64_t D = m->embed_dim();
+  for (size_t i = 0; i < texts.size(); i++) {
+    HostTensor one = m->encode_texts({texts[i]});
+    EXPECT_EQ(0, std::memcmp(one.f32(), all.f32() + (int64_t)i * D, (size_t)D * 4)) << "text " << i;
+  }
+  // Running every text over the full 77 tokens gives bitwise the same embeddings as running
+  // each batch only up to its last end-of-text (short prompts take a fraction of the work).
+  ModelOptions o = options(g);
+  o.trim_text = false;
+  auto full = Model::load(test::golden_dir() + "/tiny-vit/hf", o);
+  HostTensor untrimmed = full->encode_texts(texts);
+  EXPECT_EQ(0, std::memcmp(untrimmed.f32(), all.f32(), (size_t)(texts.size() * D) * 4));
+  HostTensor short_one = m->encode_texts({"a photo of a cat"});
+  bool trimmed = false;
+  for (auto& [tower, B, T, bytes] : m->compiled_graphs())
+    if (tower == "text" && B == 1 && T < 77) trimmed = true;
+  EXPECT_TRUE(trimmed) << "a short prompt should run on fewer than 77 tokens";
+}
+
+TEST_F(ModelPropertyTest, LogitScaleIsClampedAt100) {
+  EXPECT_NEAR(m->logit_scale(), 14.2985229, 1e-5);
+  EXPECT_LE(m->logit_scale(), 100.0f);
+}
+
+TEST_F(ModelPropertyTest, BadTokenIdIsAnError) {
+  std::vector<int32_t> ids(77, 0);
+  ids[0] = 49406;
+  ids[1] = 60000;
+  ids[2] = 49407;
+  EXPECT_THROW(m->encode_tokens(ids.data(), 1), Error);
+}
+
+}  // namespace

@@ -1,0 +1,288 @@
+// clip embed: image and text embeddings as JSON Lines or .npy.
+//
+// Inputs run in order, images first then texts. Image decoding runs on a pool of threads
+// one batch ahead of the model. A failed input gets an {"error": ...} record in its place and
+// the run goes on (exit status 3). Files are written to OUT.tmp and renamed at the end, also
+// after SIGINT/SIGTERM (which stop the run after the current batch), so OUT always holds a
+// valid prefix of the run; --resume continues from it without duplicates or gaps.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tools/common.h"
+
+namespace clip::tool {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct Item {
+  bool image;
+  std::string source;
+};
+
+struct Record {
+  bool image;
+  std::string source;
+  std::vector<float> emb;  // empty when failed
+  std::string error;
+};
+
+std::string quote(const std::string& s) {
+  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string record_line(const Record& r, bool with_embedding, int64_t row) {
+  std::string s = std::string("{\"type\":\"") + (r.image ? "image" : "text") + "\",\"source\":" + quote(r.source);
+  if (!r.error.empty()) return s + ",\"error\":" + quote(r.error) + "}";
+  if (!with_embedding) return s + ",\"row\":" + std::to_string(row) + "}";
+  s += ",\"embedding\":[";
+  char buf[32];
+  for (size_t i = 0; i < r.emb.size(); i++) {
+    snprintf(buf, sizeof buf, "%s%.9g", i ? "," : "", r.emb[i]);
+    s += buf;
+  }
+  return s + "]}";
+}
+
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+// Records already in OUT (for --resume).
+std::vector<Record> read_existing(const std::string& out, bool npy) {
+  std::vector<Record> recs;
+  std::string lines_path = npy ? out + ".jsonl" : out;
+  if (!fs::exists(lines_path)) return recs;
+  NpyArray arr;
+  if (npy) arr = read_npy(out);
+  std::ifstream f(lines_path, std::ios::binary);
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(f, line)) {
+    lineno++;
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    CLIP_CHECK(!j.is_discarded() && j.is_object() && j.contains("type") && j.contains("source"),
+               "--resume: %s line %ld is not an embed record", lines_path.c_str(), (long)lineno);
+    Record r{j["type"] == "image", j["source"].get<std::string>(), {}, ""};
+    if (j.contains("error")) {
+      r.error = j["error"].get<std::string>();
+    } else if (npy) {
+      int64_t row = j.value("row", (int64_t)-1);
+      CLIP_CHECK(row >= 0 && row < arr.rows, "--resume: %s line %ld names row %ld outside %s",
+                 lines_path.c_str(), (long)lineno, (long)row, out.c_str());
+      r.emb.assign(arr.data.begin() + row * arr.cols, arr.data.begin() + (row + 1) * arr.cols);
+    } else {
+      r.emb = j.at("embedding").get<std::vector<float>>();
+    }
+    recs.push_back(std::move(r));
+  }
+  return recs;
+}
+
+// Decodes and preprocesses a batch of images on a pool of threads.
+struct Pixels {
+  std::vector<float> data;          // one slot per path
+  std::vector<std::string> errors;  // "" when fine
+};
+
+Pixels preprocess_batch(const Model& m, const std::vector<std::string>& paths) {
+  Pixels p;
+  const size_t n = (size_t)m.pixels_per_image();
+  p.data.resize(paths.size() * n);
+  p.errors.resize(paths.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next++) < paths.size();) {
+      try {
+        m.preprocess_file(paths[i], p.data.data() + i * n);
+      } catch (const std::exception& e) {
+        p.errors[i] = e.what();
+      }
+    }
+  };
+  size_t nt = std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < nt; t++) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  return p;
+}
+
+struct EmbedArgs {
+  ModelArgs model;
+  std::vector<std::string> images, texts;
+  std::string image_list, text_file, out;
+  bool no_normalize = false, resume = false;
+};
+
+int run_embed(const EmbedArgs& a) {
+  std::vector<Item> items;
+  for (auto& p : collect_images(a.images, a.image_list)) items.push_back({true, p});
+  for (auto& t : collect_texts(a.texts, a.text_file)) items.push_back({false, t});
+  if (items.empty()) throw UsageError("embed: no inputs: give --image, --image-list, --text or --text-file");
+  const bool to_file = !a.out.empty();
+  const bool npy = to_file && ends_with(a.out, ".npy");
+  if (to_file && !npy && !ends_with(a.out, ".jsonl"))
+    throw UsageError("embed: -o must end in .jsonl or .npy: " + a.out);
+  if (a.resume && !to_file) throw UsageError("embed: --resume needs -o OUT");
+
+  std::vector<Record> done;
+  if (a.resume) done = read_existing(a.out, npy);
+  CLIP_CHECK(done.size() <= items.size(), "--resume: %s holds %zu records but the run has only %zu inputs",
+             a.out.c_str(), done.size(), items.size());
+  for (size_t i = 0; i < done.size(); i++)
+    CLIP_CHECK(done[i].image == items[i].image && done[i].source == items[i].source,
+               "--resume: record %zu of %s (%s) does not match input %zu (%s): not the same run",
+               i + 1, a.out.c_str(), done[i].source.c_str(), i + 1, items[i].source.c_str());
+
+  auto model = a.model.load();
+  const int64_t D = model->embed_dim();
+  const size_t B = (size_t)(a.model.batch_size > 0 ? a.model.batch_size : (model->device() == Device::cuda ? 256 : 64));
+  install_interrupt_handler();
+
+  // Output sinks. Stdout gets lines as they are ready; files are rewritten atomically.
+  std::string tmp = a.out + ".tmp";
+  std::ofstream lines;
+  if (to_file) {
+    lines.open(npy ? a.out + ".jsonl.tmp" : tmp, std::ios::binary | std::ios::trunc);
+    CLIP_CHECK(lines, "cannot write %s", (npy ? a.out + ".jsonl.tmp" : tmp).c_str());
+  }
+  std::vector<float> rows;  // .npy data
+  int64_t nrows = 0;
+  bool any_failed = false;
+  auto emit = [&](const Record& r) {
+    if (!r.error.empty()) any_failed = true;
+    if (npy) {
+      if (r.error.empty()) {
+        rows.insert(rows.end(), r.emb.begin(), r.emb.end());
+        lines << record_line(r, false, nrows++) << '\n';
+      } else {
+        lines << record_line(r, false, -1) << '\n';
+      }
+    } else if (to_file) {
+      lines << record_line(r, true, 0) << '\n';
+    } else {
+      fputs((record_line(r, true, 0) + "\n").c_str(), stdout);
+    }
+  };
+  for (auto& r : done) emit(r);
+  auto finalize = [&] {
+    if (!to_file) {
+      fflush(stdout);
+      return;
+    }
+    lines.close();
+    CLIP_CHECK(!lines.fail(), "error writing %s", a.out.c_str());
+    if (npy) {
+      write_npy(tmp, rows.data(), nrows, D);
+      fs::rename(a.out + ".jsonl.tmp", a.out + ".jsonl");
+    }
+    fs::rename(tmp, a.out);
+  };
+  auto normalize = [&](std::vector<float>& v) {
+    if (a.no_normalize) return;
+    l2_normalize_cpu(v.data(), v.data(), 1, (int64_t)v.size());
+  };
+
+  Progress progress("embed", (int64_t)items.size());
+  progress.add((int64_t)done.size());
+  size_t i = done.size();
+  // Images: batch k+1 is decoded while the model runs batch k.
+  size_t img_end = i;
+  while (img_end < items.size() && items[img_end].image) img_end++;
+  auto batch_paths = [&](size_t from) {
+    std::vector<std::string> p;
+    for (size_t j = from; j < std::min(from + B, img_end); j++) p.push_back(items[j].source);
+    return p;
+  };
+  std::future<Pixels> next;
+  if (i < img_end) next = std::async(std::launch::async, preprocess_batch, std::cref(*model), batch_paths(i));
+  while (i < img_end && !interrupted()) {
+    size_t nb = std::min(B, img_end - i);
+    Pixels px = next.get();
+    if (i + nb < img_end) next = std::async(std::launch::async, preprocess_batch, std::cref(*model), batch_paths(i + nb));
+    const size_t n = (size_t)model->pixels_per_image();
+    std::vector<float> good;
+    for (size_t j = 0; j < nb; j++)
+      if (px.errors[j].empty()) good.insert(good.end(), px.data.begin() + j * n, px.data.begin() + (j + 1) * n);
+    HostTensor emb;
+    if (!good.empty()) emb = model->encode_pixels(good.data(), (int64_t)(good.size() / n));
+    size_t g = 0;
+    for (size_t j = 0; j < nb; j++) {
+      Record r{true, items[i + j].source, {}, px.errors[j]};
+      if (r.error.empty()) {
+        r.emb.assign(emb.f32() + g * D, emb.f32() + (g + 1) * D);
+        g++;
+        normalize(r.emb);
+      }
+      emit(r);
+    }
+    i += nb;
+    progress.add((int64_t)nb);
+  }
+  if (next.valid()) next.wait();
+  // Texts.
+  while (i < items.size() && !interrupted()) {
+    size_t nb = std::min(B, items.size() - i);
+    const int ctx = model->config().context_length;
+    std::vector<int32_t> ids;
+    std::vector<std::string> errors(nb);
+    for (size_t j = 0; j < nb; j++) {
+      try {
+        Encoded e = model->tokenizer().encode(items[i + j].source, ctx);
+        ids.insert(ids.end(), e.ids.begin(), e.ids.end());
+      } catch (const Error& e) {
+        if (!model->has_tokenizer()) throw;
+        errors[j] = e.what();
+      }
+    }
+    HostTensor emb;
+    if (!ids.empty()) emb = model->encode_tokens(ids.data(), (int64_t)(ids.size() / ctx));
+    size_t g = 0;
+    for (size_t j = 0; j < nb; j++) {
+      Record r{false, items[i + j].source, {}, errors[j]};
+      if (r.error.empty()) {
+        r.emb.assign(emb.f32() + g * D, emb.f32() + (g + 1) * D);
+        g++;
+        normalize(r.emb);
+      }
+      emit(r);
+    }
+    i += nb;
+    progress.add((int64_t)nb);
+  }
+  progress.finish();
+  finalize();
+  if (interrupted()) {
+    fprintf(stderr, "clip: interrupted after %zu of %zu inputs; %s holds them (continue with --resume)\n", i,
+            items.size(), to_file ? a.out.c_str() : "stdout");
+    return 130;
+  }
+  return any_failed ? kExitSomeInputsFailed : kExitOk;
+}
+
+CommandRun setup(CLI::App* sub) {
+  auto a = std::make_shared<EmbedArgs>();
+  a->model.add(sub);
+  sub->add_option("--image", a->images, "Image file or directory (walked recursively, sorted); repeatable");
+  sub->add_option("--image-list", a->image_list, "File with one image path per line");
+  sub->add_option("--text", a->texts, "Text to embed; repeatable");
+  sub->add_option("--text-file", a->text_file, "File with one text per line");
+  sub->add_option("-o,--output", a->out, "Write to OUT.jsonl, or OUT.npy (float32 [N, D]) plus OUT.npy.jsonl");
+  sub->add_flag("--no-normalize", a->no_normalize, "Do not L2-normalize the embeddings");
+  sub->add_flag("--resume", a->resume, "Continue an interrupted run into the same -o OUT");
+  return [a] { return run_embed(*a); };
+}
+
+Register reg("embed", "Embed images and texts (JSON Lines or .npy)", setup);
+
+}  // namespace
+}  // namespace clip::tool

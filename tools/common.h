@@ -1,0 +1,60 @@
+// Shared pieces of the `clip` subcommands: model options, input lists, .npy files,
+// progress display, JSON output.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clip/clip.h"
+#include "tools/command.h"
+
+namespace clip::tool {
+
+// --model, --vocab, --device, --dtype, --batch-size, --activation
+struct ModelArgs {
+  std::string model, vocab, device = "auto", dtype = "auto", activation;
+  int batch_size = 0;  // 0: 64 on CPU, 256 on CUDA
+  void add(CLI::App* app, bool model_required = true);
+  std::unique_ptr<Model> load() const;
+};
+
+// Image inputs in the order given: files as they are, directories walked recursively in
+// sorted order (image files only), list files read line by line.
+std::vector<std::string> collect_images(const std::vector<std::string>& paths,
+                                        const std::string& list_file);
+// Text inputs: --text values, then the lines of --text-file (empty lines skipped).
+std::vector<std::string> collect_texts(const std::vector<std::string>& texts,
+                                       const std::string& text_file);
+
+// Float32 [rows, cols] little-endian .npy (version 1.0).
+void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols);
+struct NpyArray {
+  int64_t rows = 0, cols = 0;
+  std::vector<float> data;
+};
+NpyArray read_npy(const std::string& path);  // float32 2-D C-order only; throws otherwise
+
+// Count, rate and ETA on stderr when it is a terminal; silent otherwise.
+class Progress {
+ public:
+  Progress(const std::string& what, int64_t total);
+  void add(int64_t n);
+  void finish();
+
+ private:
+  std::string what_;
+  int64_t total_, done_ = 0;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+// Cooperative interruption: SIGINT/SIGTERM set a flag that long runs check between batches.
+void install_interrupt_handler();
+bool interrupted();
+
+// Softmax of a row (for probabilities over texts or labels).
+std::vector<float> softmax(const float* x, int64_t n);
+
+}  // namespace clip::tool
