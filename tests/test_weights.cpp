@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 #include <unistd.h>
+#include <zip.h>
 
 #include "test_util.h"
 #include "weights/internal.h"
@@ -314,4 +315,419 @@ TEST(Weights, NativeBadFiles) {
   EXPECT_ERROR(save_native(a, good, DType::i32), "f16, bf16 or f32");
   unlink(good.c_str());
   unlink(bad.c_str());
+}
+
+// ---------------------------------------------------------------------------------------
+// pickles and torch zips, built byte by byte
+
+namespace {
+
+// Protocol-2 pickle writer for the few opcodes the tests need.
+struct Pickle {
+  std::string b = "\x80\x02";
+  Pickle& op(const std::string& s) { b += s; return *this; }
+  Pickle& str(const std::string& s) {
+    uint32_t n = (uint32_t)s.size();
+    b += 'X';
+    b.append((const char*)&n, 4);
+    b += s;
+    return *this;
+  }
+  Pickle& num(int32_t v) {
+    b += 'J';
+    b.append((const char*)&v, 4);
+    return *this;
+  }
+  Pickle& global(const std::string& m, const std::string& n) { return op("c" + m + "\n" + n + "\n"); }
+  Pickle& ordered_dict() { return global("collections", "OrderedDict").op(")R"); }
+  // _rebuild_tensor_v2(('storage', torch.<type>, key, 'cpu', numel), offset, size, stride,
+  //                    False, OrderedDict())
+  Pickle& tensor(const std::string& type, const std::string& key, int numel, int offset,
+                 const std::vector<int>& size, const std::vector<int>& stride) {
+    global("torch._utils", "_rebuild_tensor_v2").op("(");
+    op("(").str("storage").global("torch", type).str(key).str("cpu").num(numel).op("tQ");
+    num(offset).op("(");
+    for (int s : size) num(s);
+    op("t(");
+    for (int s : stride) num(s);
+    op("t\x89");
+    ordered_dict();
+    return op("tR");
+  }
+  std::string done() { return b + "."; }
+};
+
+struct Member {
+  std::string name, data;
+  bool deflate = false;
+};
+
+std::string make_zip(const std::vector<Member>& members) {
+  std::string path = tmp_path("mk.zip");
+  int err = 0;
+  zip_t* za = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
+  EXPECT_TRUE(za);
+  for (const Member& m : members) {
+    zip_source_t* s = zip_source_buffer(za, m.data.data(), m.data.size(), 0);
+    zip_int64_t i = zip_file_add(za, m.name.c_str(), s, ZIP_FL_OVERWRITE);
+    EXPECT_GE(i, 0);
+    zip_set_file_compression(za, (zip_uint64_t)i, m.deflate ? ZIP_CM_DEFLATE : ZIP_CM_STORE, 0);
+  }
+  EXPECT_EQ(zip_close(za), 0);
+  std::string b = file_bytes(path);
+  unlink(path.c_str());
+  return b;
+}
+
+std::string f16_bytes(const std::vector<float>& v) {
+  std::string s;
+  for (float x : v) {
+    uint16_t h = f32_to_f16(x);
+    s.append((const char*)&h, 2);
+  }
+  return s;
+}
+
+std::vector<std::string> pickle_names(const std::string& p,
+                                      const weights_detail::PickleLimits& lim = {}) {
+  return weights_detail::parse_pickle_names(p.data(), p.size(), "t.pkl", lim);
+}
+
+weights_detail::RawSet torch_zip(const std::string& zip) {
+  return weights_detail::parse_torch_zip_buffer(zip.data(), zip.size(), "t.pt");
+}
+
+}  // namespace
+
+TEST(Weights, PickleRefusesGlobals) {
+  const char* evil[][2] = {{"os", "system"},       {"builtins", "eval"},
+                           {"subprocess", "Popen"}, {"posix", "system"},
+                           {"builtins", "exec"},    {"__builtin__", "getattr"},
+                           {"torch", "load"},       {"torch._utils", "os"}};
+  for (auto& e : evil) {
+    std::string g = "'" + std::string(e[0]) + "." + e[1] + "'";
+    const char* gs = g.c_str();
+    std::string p = Pickle().global(e[0], e[1]).str("echo pwned").op("\x85R").done();
+    EXPECT_ERROR(pickle_names(p), "t.pkl", gs, "not allowed");
+    // protocol 4 STACK_GLOBAL
+    std::string p4 = "\x80\x04";
+    p4 += '\x8c';
+    p4 += (char)strlen(e[0]);
+    p4 += e[0];
+    p4 += '\x8c';
+    p4 += (char)strlen(e[1]);
+    p4 += e[1];
+    p4 += "\x93)R.";
+    EXPECT_ERROR(pickle_names(p4), gs, "not allowed");
+  }
+  // inside a checkpoint zip: the error names the file and the global
+  std::string pkl = Pickle().global("os", "system").str("rm -rf /").op("\x85R").done();
+  std::string path = tmp_path("evil.pt");
+  write_file(path, make_zip({{"evil/data.pkl", pkl}}));
+  EXPECT_ERROR(load_weights(path), "evil.pt", "'os.system'", "not allowed");
+  unlink(path.c_str());
+}
+
+TEST(Weights, PickleBoundsAndNesting) {
+  // a chain of 100000 nested dicts: refused by depth, no stack overflow
+  Pickle deep;
+  deep.op("}");
+  for (int i = 0; i < 100000; i++) deep.str("a").op("}");
+  for (int i = 0; i < 100000; i++) deep.op("s");
+  EXPECT_ERROR(pickle_names(deep.done()), "t.pkl", "nested deeper");
+  // a dict containing itself
+  std::string cyc = Pickle().op("}q\x01").str("a").op("h\x01s").done();
+  EXPECT_ERROR(pickle_names(cyc), "nested deeper");
+  // 40 levels of d_i = {a: d_(i-1), b: d_(i-1)}: 2^40 paths, bounded by the visit cap
+  Pickle dag2;
+  dag2.op(std::string("}q\0" "0", 4));
+  for (int i = 1; i <= 40; i++) {
+    dag2.op("(").str("a").op("h" + std::string(1, (char)(i - 1)));
+    dag2.str("b").op("h" + std::string(1, (char)(i - 1))).op("dq" + std::string(1, (char)i));
+    dag2.op("0");
+  }
+  dag2.op("h" + std::string(1, (char)40));
+  EXPECT_ERROR(pickle_names(dag2.done()), "too large");
+  // stack, mark and memo limits
+  weights_detail::PickleLimits small;
+  small.max_stack = 1000;
+  small.max_memo = 10;
+  EXPECT_ERROR(pickle_names(Pickle().op(std::string(2000, '(')).done(), small), "MARK");
+  EXPECT_ERROR(pickle_names(Pickle().op(std::string(2000, 'N')).done(), small), "stack");
+  Pickle memo;
+  memo.op("N");
+  for (int i = 0; i < 20; i++) memo.op("q" + std::string(1, (char)i));
+  EXPECT_ERROR(pickle_names(memo.done(), small), "memo");
+  // huge declared string length, bad opcodes, underflow, no STOP
+  EXPECT_ERROR(pickle_names(std::string("\x80\x02X\xff\xff\xff\xff") + "abc."), "truncated");
+  EXPECT_ERROR(pickle_names(std::string("\x80\x02\xff.")), "opcode 0xff");
+  EXPECT_ERROR(pickle_names(std::string("\x80\x02s.")), "underflow");
+  EXPECT_ERROR(pickle_names(std::string("\x80\x02N")), "truncated");
+  EXPECT_ERROR(pickle_names(std::string("\x80\x02h\x05.")), "memo");
+  // every prefix of a valid checkpoint pickle fails cleanly
+  std::string ok = Pickle().ordered_dict().op("(").str("w")
+                       .tensor("HalfStorage", "0", 6, 0, {2, 3}, {3, 1}).op("u").done();
+  EXPECT_EQ(pickle_names(ok), std::vector<std::string>{"w"});
+  for (size_t n = 0; n < ok.size(); n++)
+    EXPECT_FALSE(error_of([&] { pickle_names(ok.substr(0, n)); }).empty()) << n;
+}
+
+TEST(Weights, TorchZipStoragesAndViews) {
+  std::string data = f16_bytes({0, 1, 2, 3, 4, 5});
+  // [2,3] view with strides (1,2) of a 6-element storage: element (i,j) = storage[i + 2j]
+  std::string pkl = Pickle().ordered_dict().op("(").str("t")
+                        .tensor("HalfStorage", "0", 6, 0, {2, 3}, {1, 2})
+                        .str("c").tensor("HalfStorage", "0", 6, 2, {2, 2}, {2, 1})
+                        .op("u").done();
+  auto set = torch_zip(make_zip({{"m/data.pkl", pkl}, {"m/data/0", data}}));
+  ASSERT_EQ(set.tensors.size(), 2u);
+  EXPECT_EQ(set.format, "state-dict");
+  const uint16_t* t = (const uint16_t*)set.tensors[0].data;
+  float want[6] = {0, 2, 4, 1, 3, 5};
+  for (int i = 0; i < 6; i++) EXPECT_EQ(f16_to_f32(t[i]), want[i]);
+  const uint16_t* c = (const uint16_t*)set.tensors[1].data;  // contiguous at offset 2
+  for (int i = 0; i < 4; i++) EXPECT_EQ(f16_to_f32(c[i]), (float)(i + 2));
+
+  auto one = [&](const std::string& p, const std::vector<Member>& extra) {
+    std::vector<Member> m = {{"m/data.pkl", p}};
+    m.insert(m.end(), extra.begin(), extra.end());
+    return make_zip(m);
+  };
+  auto pk = [&](int numel, int offset, std::vector<int> size, std::vector<int> stride) {
+    return Pickle().ordered_dict().op("(").str("t")
+        .tensor("HalfStorage", "0", numel, offset, size, stride).op("u").done();
+  };
+  EXPECT_ERROR(torch_zip(one(pk(6, 0, {4, 4}, {4, 1}), {{"m/data/0", data}})), "t.pt",
+               "reaches element");
+  EXPECT_ERROR(torch_zip(one(pk(6, 5, {2}, {1}), {{"m/data/0", data}})), "reaches element");
+  EXPECT_ERROR(torch_zip(one(pk(6, 0, {2, 3}, {3, 1}), {})), "t.pt", "missing");
+  EXPECT_ERROR(torch_zip(one(pk(6, 0, {2, 3}, {3, 1}), {{"m/data/0", "0123456789"}})),
+               "has 10 bytes, expected 12");
+  EXPECT_ERROR(torch_zip(one(pk(6, 0, {1 << 30, 1 << 30, 1 << 30}, {0, 0, 0}), {{"m/data/0", data}})),
+               "too large");
+  EXPECT_ERROR(torch_zip(make_zip({{"x/other", "abc"}})), "t.pt", "no data.pkl");
+  EXPECT_ERROR(torch_zip(std::string("PK\x03\x04garbage garbage garbage garbage")), "t.pt",
+               "zip");
+  EXPECT_ERROR(torch_zip(std::string("PK")), "t.pt", "not a zip");
+}
+
+TEST(Weights, ZipBombRefused) {
+  std::string zeros(20 << 20, '\0');
+  std::string z = make_zip({{"bomb/data.pkl", zeros, true}});
+  ASSERT_LT(z.size(), 200000u);  // deflate squeezes 20 MiB of zeros to ~20 KiB
+  auto patch_size = [&](uint32_t declared) {
+    std::string b = z;
+    size_t local = b.find("PK\x03\x04"), central = b.find("PK\x01\x02");
+    EXPECT_NE(local, std::string::npos);
+    EXPECT_NE(central, std::string::npos);
+    std::memcpy(&b[local + 22], &declared, 4);
+    std::memcpy(&b[central + 24], &declared, 4);
+    return b;
+  };
+  // declares 1000 bytes, inflates to 20 MiB: stopped after the declared size
+  EXPECT_ERROR(torch_zip(patch_size(1000)), "t.pt", "bomb/data.pkl");
+  // declares ~4 GiB from ~20 KiB: refused before inflating anything
+  EXPECT_ERROR(torch_zip(patch_size(0xfff00000u)), "t.pt", "bomb/data.pkl", "ratio");
+  // a lowered member limit applies to honest members too
+  weights_detail::ZipReader r(z.data(), z.size(), "t.pt");
+  r.max_member_bytes = 1 << 20;
+  EXPECT_ERROR(r.member_size("bomb/data.pkl"), "over the limit");
+}
+
+TEST(Weights, StateDictWrapperAndModulePrefix) {
+  CLIP_REQUIRE_GOLDEN();
+  Weights ref = load_weights(model_dir("tiny-vit") + "/state_dict.pt");
+  // {"epoch": 3, "state_dict": {"module.<name>": tensor}} with deflated storages, as
+  // open_clip training checkpoints are laid out
+  Pickle p;
+  p.op("}(").str("epoch").num(3).str("state_dict").ordered_dict().op("(");
+  std::vector<Member> members;
+  for (size_t i = 0; i < ref.tensors.size(); i++) {
+    const WeightTensor& t = ref.tensors[i];
+    std::vector<int> size, stride;
+    int s = 1;
+    for (int d = t.shape.nd - 1; d >= 0; d--) {
+      stride.insert(stride.begin(), s);
+      s *= (int)t.shape.d[d];
+    }
+    for (int d = 0; d < t.shape.nd; d++) size.push_back((int)t.shape.d[d]);
+    p.str("module." + t.name).tensor("HalfStorage", std::to_string(i), (int)t.shape.numel(), 0,
+                                     size, stride);
+    members.push_back({"archive/data/" + std::to_string(i),
+                       std::string((const char*)t.data, t.nbytes()), i % 2 == 0});
+  }
+  p.op("u").op("u");
+  members.push_back({"archive/data.pkl", p.done(), true});
+  std::string path = tmp_path("wrapped.pt");
+  write_file(path, make_zip(members));
+  Weights w = load_weights(path);
+  EXPECT_EQ(w.format, "state-dict");
+  expect_identical(ref, w);
+  unlink(path.c_str());
+}
+
+TEST(Weights, LegacyAndUnknownFiles) {
+  std::string path = tmp_path("legacy.pt");
+  write_file(path, std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15));
+  EXPECT_ERROR(load_weights(path), "legacy.pt", "legacy");
+  write_file(path, "hello world, this is not a checkpoint");
+  EXPECT_ERROR(load_weights(path), "legacy.pt", "unrecognised");
+  unlink(path.c_str());
+  EXPECT_ERROR(load_weights("/nonexistent/x.pt"), "/nonexistent/x.pt", "cannot open");
+  EXPECT_ERROR(load_weights("/tmp"), "/tmp", "model.safetensors");
+}
+
+// ---------------------------------------------------------------------------------------
+// safetensors and HF directories
+
+namespace {
+
+struct StParts {
+  json header;
+  std::string data;
+};
+
+StParts split_st(const std::string& b) {
+  uint64_t n = 0;
+  std::memcpy(&n, b.data(), 8);
+  return {json::parse(b.substr(8, (size_t)n)), b.substr(8 + (size_t)n)};
+}
+
+std::string join_st(const json& h, const std::string& data) {
+  std::string hs = h.dump();
+  uint64_t n = hs.size();
+  return std::string((const char*)&n, 8) + hs + data;
+}
+
+}  // namespace
+
+TEST(Weights, SafetensorsBadFiles) {
+  CLIP_REQUIRE_GOLDEN();
+  std::string b = file_bytes(model_dir("tiny-vit") + "/hf/model.safetensors");
+  StParts sp = split_st(b);
+  std::string path = tmp_path("bad.safetensors");
+  auto load_bad = [&](const std::string& bytes) {
+    write_file(path, bytes);
+    load_weights(path);
+  };
+  auto edited = [&](auto fn) {
+    json h = sp.header;
+    fn(h);
+    return join_st(h, sp.data);
+  };
+  EXPECT_ERROR(load_bad(b.substr(0, 5)), "bad.safetensors");
+  std::string hl = b;
+  hl[6] = 1;
+  EXPECT_ERROR(load_bad(hl), "bad.safetensors", "header length", "past the end");
+  EXPECT_ERROR(load_bad(b.substr(0, b.size() - 10)), "bad.safetensors", "outside");
+  std::string js = b;
+  js[9] = ']';
+  EXPECT_ERROR(load_bad(js), "not valid JSON");
+  EXPECT_ERROR(load_bad(edited([](json& h) { h["logit_scale"]["dtype"] = "F8_E4M3"; })),
+               "logit_scale", "unknown dtype 'F8_E4M3'");
+  EXPECT_ERROR(load_bad(edited([](json& h) {
+                 h["logit_scale"]["shape"] = {uint64_t(1) << 40, uint64_t(1) << 40};
+               })),
+               "logit_scale", "overflow");
+  EXPECT_ERROR(load_bad(edited([](json& h) { h["logit_scale"]["shape"] = {2}; })),
+               "logit_scale", "needs 4");
+  EXPECT_ERROR(load_bad(edited([](json& h) {
+                 h["logit_scale"]["data_offsets"] = {uint64_t(1) << 60, (uint64_t(1) << 60) + 2};
+               })),
+               "logit_scale", "outside");
+  EXPECT_ERROR(load_bad(edited([](json& h) { h.erase("vision_model.post_layernorm.bias"); })),
+               "bad.safetensors", "missing tensor 'visual.ln_post.bias'");
+  EXPECT_ERROR(load_bad(edited([](json& h) {
+                 h.erase("text_model.encoder.layers.1.self_attn.k_proj.weight");
+               })),
+               "k_proj is missing", "transformer.resblocks.1.attn.in_proj_weight");
+  EXPECT_ERROR(load_bad(edited([](json& h) {
+                 h["vision_model.pre_layrnorm.weight"]["shape"] = {2, 64};
+               })),
+               "visual.ln_pre.weight", "[2, 64]", "expected [128]");
+  EXPECT_ERROR(load_bad(edited([](json& h) {
+                 h["extra.weight"] = h["logit_scale"];
+               })),
+               "unexpected tensor 'extra.weight'");
+  EXPECT_ERROR(load_bad(edited([](json& h) { h["logit_scale"]["dtype"] = "I16"; })),
+               "logit_scale", "dtype i16");
+  unlink(path.c_str());
+}
+
+TEST(Weights, HfDirectoryConfigChecks) {
+  CLIP_REQUIRE_GOLDEN();
+  std::string src = model_dir("tiny-vit-gelu") + "/hf";
+  std::string dir = tmp_path("hfdir");
+  ASSERT_EQ(system(("rm -rf " + dir + " && cp -r " + src + " " + dir).c_str()), 0);
+  Weights ref = load_weights(src);
+  EXPECT_EQ(ref.config.activation, Act::gelu);
+  // sharded safetensors with an index
+  std::string b = file_bytes(dir + "/model.safetensors");
+  StParts sp = split_st(b);
+  json h1 = json::object(), h2 = json::object(), index = {{"weight_map", json::object()}};
+  std::string d1, d2;
+  int k = 0;
+  for (auto& [name, e] : sp.header.items()) {
+    if (name == "__metadata__") continue;
+    bool first = (k++ % 2) == 0;
+    json& h = first ? h1 : h2;
+    std::string& d = first ? d1 : d2;
+    uint64_t lo = e["data_offsets"][0], hi = e["data_offsets"][1];
+    json ne = e;
+    ne["data_offsets"] = {d.size(), d.size() + (hi - lo)};
+    d += sp.data.substr(lo, hi - lo);
+    h[name] = ne;
+    index["weight_map"][name] = first ? "model-00001-of-00002.safetensors"
+                                      : "model-00002-of-00002.safetensors";
+  }
+  unlink((dir + "/model.safetensors").c_str());
+  write_file(dir + "/model-00001-of-00002.safetensors", join_st(h1, d1));
+  write_file(dir + "/model-00002-of-00002.safetensors", join_st(h2, d2));
+  write_file(dir + "/model.safetensors.index.json", index.dump());
+  Weights sh = load_weights(dir);
+  expect_identical(ref, sh);
+  EXPECT_EQ(sh.config.activation, Act::gelu);
+  // config.json that disagrees with the tensors
+  json cfg = json::parse(file_bytes(dir + "/config.json"));
+  cfg["vision_config"]["num_hidden_layers"] = 3;
+  write_file(dir + "/config.json", cfg.dump());
+  EXPECT_ERROR(load_weights(dir), "config.json", "num_hidden_layers = 3", "give 2");
+  cfg["vision_config"]["num_hidden_layers"] = 2;
+  cfg["vision_config"]["hidden_act"] = "relu";
+  write_file(dir + "/config.json", cfg.dump());
+  EXPECT_ERROR(load_weights(dir), "config.json", "relu");
+  cfg["vision_config"]["hidden_act"] = "gelu";
+  write_file(dir + "/config.json", cfg.dump());
+  unlink((dir + "/model.safetensors.index.json").c_str());
+  EXPECT_ERROR(load_weights(dir), "model.safetensors");
+  ASSERT_EQ(system(("rm -rf " + dir).c_str()), 0);
+}
+
+TEST(Weights, SideConfigAndVocab) {
+  CLIP_REQUIRE_GOLDEN();
+  CLIP_REQUIRE_VOCAB();
+  // a state dict with an open_clip config beside it: activation from the config
+  std::string dir = tmp_path("oc");
+  ASSERT_EQ(system(("rm -rf " + dir + " && mkdir -p " + dir + " && cp " +
+                    model_dir("tiny-vit-gelu") + "/state_dict.pt " + dir).c_str()), 0);
+  json oc = {{"model_cfg",
+              {{"embed_dim", 64},
+               {"vision_cfg", {{"image_size", 64}, {"layers", 2}, {"width", 128}, {"patch_size", 16}}},
+               {"text_cfg", {{"context_length", 77}, {"vocab_size", 49408}, {"width", 128},
+                             {"heads", 2}, {"layers", 2}}}}}};
+  write_file(dir + "/open_clip_config.json", oc.dump());
+  Weights w = load_weights(dir + "/state_dict.pt");
+  EXPECT_EQ(w.config.activation, Act::gelu);
+  expect_config(w, golden_config("tiny-vit-gelu"));
+  oc["model_cfg"]["quick_gelu"] = true;
+  write_file(dir + "/open_clip_config.json", oc.dump());
+  EXPECT_EQ(load_weights(dir + "/state_dict.pt").config.activation, Act::quick_gelu);
+  // vocab from OpenAI's .gz and from vocab.json; wrong-size vocab refused
+  Weights v = load_weights(dir + "/state_dict.pt", test::vocab_dir() + "/bpe_simple_vocab_16e6.txt.gz");
+  EXPECT_TRUE(v.has_vocab);
+  EXPECT_EQ(v.vocab.tokens.size(), 49408u);
+  Weights v2 = load_weights(dir + "/state_dict.pt", test::vocab_dir() + "/vocab.json");
+  EXPECT_EQ(v.vocab.tokens, v2.vocab.tokens);
+  EXPECT_EQ(v.vocab.merges, v2.vocab.merges);
+  ASSERT_EQ(system(("rm -rf " + dir).c_str()), 0);
 }
