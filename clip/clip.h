@@ -41,6 +41,8 @@ class CudaContext;
 class Model {
  public:
   static std::unique_ptr<Model> load(const std::string& path, const ModelOptions& opts = {});
+  // A model from weights already in memory (e.g. random weights of a named architecture).
+  static std::unique_ptr<Model> from_weights(Weights weights, const ModelOptions& opts = {});
   ~Model();
 
   const ModelConfig& config() const { return weights_.config; }

@@ -38,14 +38,19 @@ DType parse_compute_dtype(const std::string& s, Device device) {
 }
 
 std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& opts) {
+  LoadOptions lo;
+  lo.activation = opts.activation;
+  return from_weights(load_weights(path, opts.vocab_path, lo), opts);
+}
+
+std::unique_ptr<Model> Model::from_weights(Weights weights, const ModelOptions& opts) {
   std::unique_ptr<Model> m(new Model());
   m->opts_ = opts;
   CLIP_CHECK(opts.max_batch >= 1, "max batch must be at least 1, got %d", opts.max_batch);
   if (opts.device == Device::cpu)
     CLIP_CHECK(opts.dtype == DType::f32, "the CPU backend computes in f32, not %s", dtype_name(opts.dtype));
-  LoadOptions lo;
-  lo.activation = opts.activation;
-  m->weights_ = load_weights(path, opts.vocab_path, lo);
+  m->weights_ = std::move(weights);
+  if (opts.activation) m->weights_.config.activation = *opts.activation;
   if (m->weights_.has_vocab) m->tokenizer_ = std::make_unique<Tokenizer>(m->weights_.vocab);
 #ifdef CLIP_HAVE_CUDA
   if (opts.device == Device::cuda) m->cuda_ = std::make_unique<CudaContext>(0);
