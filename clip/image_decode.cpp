@@ -3,6 +3,7 @@
 // returns an error string; C++ objects it touches are created before setjmp.
 #include <csetjmp>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 
 #include <jpeglib.h>
@@ -52,8 +53,9 @@ int image_mode_channels(ImageMode m) {
 
 static void check_size(const std::string& name, int64_t w, int64_t h, const ImageLimits& lim) {
   CLIP_CHECK(w > 0 && h > 0, "%s: invalid image size %lldx%lld", name.c_str(), (long long)w, (long long)h);
-  CLIP_CHECK(w * h <= lim.max_pixels, "%s: too many pixels: %lldx%lld = %lld > limit %lld", name.c_str(),
-             (long long)w, (long long)h, (long long)(w * h), (long long)lim.max_pixels);
+  // w, h may each be up to 2^32 - 1 (PNG): compare without forming an overflowing product
+  CLIP_CHECK(w <= lim.max_pixels / h, "%s: too many pixels: %lldx%lld = %.0f > limit %lld", name.c_str(),
+             (long long)w, (long long)h, (double)w * (double)h, (long long)lim.max_pixels);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -95,7 +97,7 @@ static std::string jpeg_decode(const uint8_t* data, size_t size, const std::stri
   jpeg_mem_src(&cinfo, data, (unsigned long)size);
   jpeg_read_header(&cinfo, TRUE);
   int64_t w = cinfo.image_width, h = cinfo.image_height;
-  if (w <= 0 || h <= 0 || w * h > lim.max_pixels) {
+  if (w <= 0 || h <= 0 || w > lim.max_pixels / h) {
     jpeg_destroy_decompress(&cinfo);
     try {
       check_size(name, w, h, lim);
@@ -183,7 +185,7 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
   png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
   hdr_w = w;
   hdr_h = h;
-  if ((int64_t)w * (int64_t)h > lim.max_pixels) {
+  if ((int64_t)w > lim.max_pixels / std::max<int64_t>(1, (int64_t)h)) {
     png_destroy_read_struct(&png, &info, nullptr);
     return "!";
   }

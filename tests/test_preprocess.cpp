@@ -216,6 +216,18 @@ TEST(PreprocessBadInput, HugePngRefusedFromHeader) {
   expect_error(write_file("huge.png", v), "too many pixels");
 }
 
+// Regression (found by fuzz_image): a 0xFFFFFFFF x 0xFFFFFFFF IHDR overflowed the w*h check.
+TEST(PreprocessBadInput, MaxSizePngHeaderDoesNotOverflow) {
+  std::vector<uint8_t> v = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  std::vector<uint8_t> ihdr;
+  put_be32(ihdr, 0xFFFFFFFFu);
+  put_be32(ihdr, 0xFFFFFFFFu);
+  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});
+  put_chunk(v, "IHDR", ihdr);
+  put_chunk(v, "IEND", {});
+  expect_error(write_file("max_size.png", v), "too many pixels");
+}
+
 TEST(PreprocessBadInput, PixelLimitIsConfigurable) {
   CLIP_REQUIRE_GOLDEN();
   ImageLimits lim;
