@@ -91,7 +91,7 @@ std::string error_of(F fn) {
 
 }  // namespace
 
-TEST(Weights, GoldenTinyVitAllFormatsBitIdentical) {
+TEST(weights, GoldenTinyVitAllFormatsBitIdentical) {
   CLIP_REQUIRE_GOLDEN();
   std::string d = model_dir("tiny-vit");
   json g = golden_config("tiny-vit");
@@ -124,7 +124,7 @@ TEST(Weights, GoldenTinyVitAllFormatsBitIdentical) {
   EXPECT_ERROR(pt.get("nope"), "openai.pt", "nope");
 }
 
-TEST(Weights, GoldenTinyVitGelu) {
+TEST(weights, GoldenTinyVitGelu) {
   CLIP_REQUIRE_GOLDEN();
   std::string d = model_dir("tiny-vit-gelu");
   json g = golden_config("tiny-vit-gelu");
@@ -177,7 +177,7 @@ std::string join_native(const json& h, const std::string& data) {
 
 }  // namespace
 
-TEST(Weights, NativeRoundTripAllFormats) {
+TEST(weights, NativeRoundTripAllFormats) {
   CLIP_REQUIRE_GOLDEN();
   std::string d = model_dir("tiny-vit");
   std::string out = tmp_path("rt.clip");
@@ -204,7 +204,7 @@ TEST(Weights, NativeRoundTripAllFormats) {
   unlink(out.c_str());
 }
 
-TEST(Weights, NativeDtypeConversions) {
+TEST(weights, NativeDtypeConversions) {
   CLIP_REQUIRE_GOLDEN();
   std::string d = model_dir("tiny-vit");
   Weights a = load_weights(d + "/state_dict.pt");
@@ -229,7 +229,7 @@ TEST(Weights, NativeDtypeConversions) {
   for (auto& p : {p32, p16, pbf}) unlink(p.c_str());
 }
 
-TEST(Weights, NativeBadFiles) {
+TEST(weights, NativeBadFiles) {
   CLIP_REQUIRE_GOLDEN();
   Weights a = load_weights(model_dir("tiny-vit") + "/hf");
   std::string good = tmp_path("good.clip"), bad = tmp_path("bad.clip");
@@ -399,7 +399,7 @@ weights_detail::RawSet torch_zip(const std::string& zip) {
 
 }  // namespace
 
-TEST(Weights, PickleRefusesGlobals) {
+TEST(weights, PickleRefusesGlobals) {
   const char* evil[][2] = {{"os", "system"},       {"builtins", "eval"},
                            {"subprocess", "Popen"}, {"posix", "system"},
                            {"builtins", "exec"},    {"__builtin__", "getattr"},
@@ -428,7 +428,7 @@ TEST(Weights, PickleRefusesGlobals) {
   unlink(path.c_str());
 }
 
-TEST(Weights, PickleBoundsAndNesting) {
+TEST(weights, PickleBoundsAndNesting) {
   // a chain of 100000 nested dicts: refused by depth, no stack overflow
   Pickle deep;
   deep.op("}");
@@ -472,7 +472,7 @@ TEST(Weights, PickleBoundsAndNesting) {
     EXPECT_FALSE(error_of([&] { pickle_names(ok.substr(0, n)); }).empty()) << n;
 }
 
-TEST(Weights, TorchZipStoragesAndViews) {
+TEST(weights, TorchZipStoragesAndViews) {
   std::string data = f16_bytes({0, 1, 2, 3, 4, 5});
   // [2,3] view with strides (1,2) of a 6-element storage: element (i,j) = storage[i + 2j]
   std::string pkl = Pickle().ordered_dict().op("(").str("t")
@@ -511,7 +511,7 @@ TEST(Weights, TorchZipStoragesAndViews) {
   EXPECT_ERROR(torch_zip(std::string("PK")), "t.pt", "not a zip");
 }
 
-TEST(Weights, ZipBombRefused) {
+TEST(weights, ZipBombRefused) {
   std::string zeros(20 << 20, '\0');
   std::string z = make_zip({{"bomb/data.pkl", zeros, true}});
   ASSERT_LT(z.size(), 200000u);  // deflate squeezes 20 MiB of zeros to ~20 KiB
@@ -534,7 +534,7 @@ TEST(Weights, ZipBombRefused) {
   EXPECT_ERROR(r.member_size("bomb/data.pkl"), "over the limit");
 }
 
-TEST(Weights, StateDictWrapperAndModulePrefix) {
+TEST(weights, StateDictWrapperAndModulePrefix) {
   CLIP_REQUIRE_GOLDEN();
   Weights ref = load_weights(model_dir("tiny-vit") + "/state_dict.pt");
   // {"epoch": 3, "state_dict": {"module.<name>": tensor}} with deflated storages, as
@@ -566,7 +566,7 @@ TEST(Weights, StateDictWrapperAndModulePrefix) {
   unlink(path.c_str());
 }
 
-TEST(Weights, LegacyAndUnknownFiles) {
+TEST(weights, LegacyAndUnknownFiles) {
   std::string path = tmp_path("legacy.pt");
   write_file(path, std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15));
   EXPECT_ERROR(load_weights(path), "legacy.pt", "legacy");
@@ -601,7 +601,7 @@ std::string join_st(const json& h, const std::string& data) {
 
 }  // namespace
 
-TEST(Weights, SafetensorsBadFiles) {
+TEST(weights, SafetensorsBadFiles) {
   CLIP_REQUIRE_GOLDEN();
   std::string b = file_bytes(model_dir("tiny-vit") + "/hf/model.safetensors");
   StParts sp = split_st(b);
@@ -654,7 +654,7 @@ TEST(Weights, SafetensorsBadFiles) {
   unlink(path.c_str());
 }
 
-TEST(Weights, HfDirectoryConfigChecks) {
+TEST(weights, HfDirectoryConfigChecks) {
   CLIP_REQUIRE_GOLDEN();
   std::string src = model_dir("tiny-vit-gelu") + "/hf";
   std::string dir = tmp_path("hfdir");
@@ -703,7 +703,7 @@ TEST(Weights, HfDirectoryConfigChecks) {
   ASSERT_EQ(system(("rm -rf " + dir).c_str()), 0);
 }
 
-TEST(Weights, SideConfigAndVocab) {
+TEST(weights, SideConfigAndVocab) {
   CLIP_REQUIRE_GOLDEN();
   CLIP_REQUIRE_VOCAB();
   // a state dict with an open_clip config beside it: activation from the config
@@ -730,4 +730,28 @@ TEST(Weights, SideConfigAndVocab) {
   EXPECT_EQ(v.vocab.tokens, v2.vocab.tokens);
   EXPECT_EQ(v.vocab.merges, v2.vocab.merges);
   ASSERT_EQ(system(("rm -rf " + dir).c_str()), 0);
+}
+
+// The fuzz seeds in tests/fuzz_corpus stay valid inputs (so fuzzing starts past the checks).
+TEST(weights, FuzzSeedsAreValid) {
+  std::string dir = test::source_dir() + "/tests/fuzz_corpus";
+  for (const char* f : {"tiny.clip", "tiny_vocab.clip"}) {
+    Weights w = load_weights(dir + "/native/" + f);
+    EXPECT_EQ(w.config.text_width, 4) << f;
+  }
+  for (const char* f : {"tiny_hf.safetensors", "tiny_openai.safetensors"}) {
+    Weights w = load_weights(dir + "/safetensors/" + f);
+    EXPECT_EQ(w.config.vocab_size, 3) << f;
+    EXPECT_EQ(w.tensors.size(), canonical_tensors(w.config).size());
+  }
+  expect_identical(load_weights(dir + "/safetensors/tiny_hf.safetensors"),
+                   load_weights(dir + "/safetensors/tiny_hf.safetensors"));
+  for (const char* f : {"tiny_zip.pt", "tiny_zip_deflate.pt"}) {
+    std::string b = file_bytes(dir + "/pickle/" + f);
+    auto set = torch_zip(b);
+    ASSERT_EQ(set.tensors.size(), 3u) << f;
+    EXPECT_EQ(set.tensors[2].type, weights_detail::RawType::i64);
+  }
+  for (const char* f : {"state_dict.pkl", "torchscript.pkl", "tiny.pkl"})
+    EXPECT_FALSE(pickle_names(file_bytes(dir + "/pickle/" + f)).empty()) << f;
 }

@@ -1,0 +1,17 @@
+// libFuzzer target: the safetensors parser, then the canonical-name mapping over its result.
+#include <cstddef>
+#include <cstdint>
+
+#include "weights/internal.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace clip::weights_detail;
+  try {
+    RawSet set;
+    RawSet r = parse_safetensors_buffer(data, size, "fuzz.safetensors", *set.holder);
+    r.holder = set.holder;
+    map_hf_names(r, "fuzz.safetensors");
+  } catch (const clip::Error&) {
+  }
+  return 0;
+}
