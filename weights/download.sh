@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Downloads a CLIP checkpoint, verifies its SHA-256, and converts it to our native file.
+#
+#   weights/download.sh ViT-B/32|ViT-B/16|ViT-L/14|ViT-L/14@336px [OUT_DIR]
+#   weights/download.sh hf <hf-repo, e.g. openai/clip-vit-base-patch32> [OUT_DIR] [--sha256 HASH]
+#   weights/download.sh open_clip <hf-repo, e.g. laion/CLIP-ViT-B-32-laion2B-s34B-b79K> [OUT_DIR] [--sha256 HASH]
+#
+# OpenAI's files are checked against the SHA-256 in their URL (as openai/CLIP's clip.py does).
+# Hugging Face files have no hash published outside the Hub: pass the weights file's SHA-256
+# (shown on its Hub page) with --sha256 to check it; without it the computed hash is printed.
+# Needs curl, sha256sum and the clip binary (CLIP_BIN, default build/clip).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+clip_bin="${CLIP_BIN:-$here/build/clip}"
+base="https://openaipublic.azureedge.net/clip/models"
+vocab_url="https://github.com/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz"
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || usage
+
+fetch() {  # url dest
+  if [ -s "$2" ]; then echo "have $2"; return; fi
+  echo "downloading $1"
+  curl -fL --retry 3 -o "$2.part" "$1"
+  mv "$2.part" "$2"
+}
+check() {  # file expected-sha256 (may be empty)
+  local got
+  got="$(sha256sum "$1" | cut -d' ' -f1)"
+  if [ -z "$2" ]; then
+    echo "sha256 $1: $got (no expected hash given; pass --sha256 to verify)"
+  elif [ "$got" != "$2" ]; then
+    echo "SHA-256 mismatch for $1: got $got, expected $2" >&2
+    exit 1
+  else
+    echo "sha256 ok: $1"
+  fi
+}
+
+kind="$1"
+case "$kind" in
+  ViT-B/32) sha=40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af; file=ViT-B-32.pt ;;
+  ViT-B/16) sha=5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f; file=ViT-B-16.pt ;;
+  ViT-L/14) sha=b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836; file=ViT-L-14.pt ;;
+  ViT-L/14@336px) sha=3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02; file=ViT-L-14-336px.pt ;;
+  hf|open_clip) ;;
+  *) echo "unknown model '$kind'" >&2; usage ;;
+esac
+[ -x "$clip_bin" ] || { echo "no clip binary at $clip_bin (build it, or set CLIP_BIN)" >&2; exit 1; }
+
+if [ "$kind" = hf ] || [ "$kind" = open_clip ]; then
+  [ $# -ge 2 ] || usage
+  repo="$2"; shift 2
+  out=models
+  if [ $# -ge 1 ] && [ "${1#--}" = "$1" ]; then out="$1"; shift; fi
+  want=""
+  while [ $# -gt 0 ]; do
+    case "$1" in --sha256) want="$2"; shift 2 ;; *) usage ;; esac
+  done
+  name="$(basename "$repo")"
+  dir="$out/$name"
+  mkdir -p "$dir"
+  url="https://huggingface.co/$repo/resolve/main"
+  if [ "$kind" = hf ]; then
+    for f in config.json preprocessor_config.json vocab.json merges.txt; do fetch "$url/$f" "$dir/$f"; done
+    fetch "$url/model.safetensors" "$dir/model.safetensors"
+    check "$dir/model.safetensors" "$want"
+    "$clip_bin" convert "$dir" -o "$out/$name.clip"
+  else
+    fetch "$url/open_clip_config.json" "$dir/open_clip_config.json"
+    fetch "$url/open_clip_pytorch_model.bin" "$dir/open_clip_pytorch_model.bin"
+    check "$dir/open_clip_pytorch_model.bin" "$want"
+    fetch "$vocab_url" "$out/bpe_simple_vocab_16e6.txt.gz"
+    "$clip_bin" convert "$dir/open_clip_pytorch_model.bin" --vocab "$out/bpe_simple_vocab_16e6.txt.gz" \
+      -o "$out/$name.clip"
+  fi
+else
+  out="${2:-models}"
+  mkdir -p "$out"
+  fetch "$base/$sha/$file" "$out/$file"
+  check "$out/$file" "$sha"
+  fetch "$vocab_url" "$out/bpe_simple_vocab_16e6.txt.gz"
+  "$clip_bin" convert "$out/$file" --vocab "$out/bpe_simple_vocab_16e6.txt.gz" -o "$out/${file%.pt}.clip"
+fi
+"$clip_bin" info "$out"/*.clip | sed -n '1,12p'
