@@ -257,11 +257,13 @@ static bool try_utf8(const std::vector<unsigned char>& b, std::u32string& out) {
 }
 
 // Mojibake check: does the text, read back as single-byte characters, contain a complete
-// multi-byte UTF-8 sequence? (A reduced form of ftfy.badness.is_bad.)
+// multi-byte UTF-8 sequence of the usual mojibake kinds? (A reduced form of ftfy.badness.is_bad.)
 static bool looks_like_mojibake(const std::vector<int>& bytes) {
   size_t n = bytes.size();
   for (size_t i = 0; i < n; i++) {
-    int b = bytes[i], len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+    // Two-byte sequences only with the leads of "Â"/"Ã" (U+0080..U+00FF mojibake); others,
+    // like "É’", are too often legitimate text.
+    int b = bytes[i], len = b == 0xC2 || b == 0xC3 ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
     if (!len || i + len > n) continue;
     bool ok = true;
     for (int k = 1; k < len; k++) ok = ok && bytes[i + k] >= 0x80 && bytes[i + k] <= 0xBF;

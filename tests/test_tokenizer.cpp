@@ -179,6 +179,8 @@ TEST(TokenizerClean, FtfyFixes) {
   EXPECT_EQ(t.clean("x\xC2\x85y"), "x\xE2\x80\xA6y");       // C1 NEL read as windows-1252: "…"
   EXPECT_EQ(t.clean("cafe\xCC\x81"), "caf\xC3\xA9");        // NFC
   EXPECT_EQ(t.clean("s\xC3\x83\xC2\xB3"), "s\xC3\xB3");     // mojibake "sÃ³" -> "só"
+  EXPECT_EQ(t.clean("\xC3\xA2\xE2\x82\xAC\xE2\x84\xA2"), "'");  // "â€™" -> "’" -> "'"
+  EXPECT_EQ(t.clean("CAF\xC3\x89\xE2\x80\x99S"), "caf\xC3\xA9's");  // legitimate "CAFÉ’S" is kept
   EXPECT_EQ(t.clean("&EACUTE;t&eacute;"), "\xC3\xA9t\xC3\xA9");  // ftfy upper-case entity, then lower()
   EXPECT_EQ(t.clean("&amp;amp;amp;"), "&");                  // ftfy + html.unescape twice
   EXPECT_EQ(t.clean("<b>&amp;amp;amp;</b>"), "<b>&amp;</b>");  // '<' turns ftfy's unescape off
