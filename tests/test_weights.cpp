@@ -304,8 +304,13 @@ TEST(weights, NativeBadFiles) {
   }
   {
     json h = np.header;
-    h["vocab"]["tokens"].erase(0);
-    EXPECT_ERROR(load_bad(join_native(h, np.data)), "49407 tokens", "vocab_size is 49408");
+    h["vocab"]["nbytes"] = 100;
+    EXPECT_ERROR(load_bad(join_native(h, np.data)), "bad.clip", "tokenizer");
+  }
+  {
+    json h = np.header;
+    h["vocab"]["offset"] = uint64_t(1) << 40;
+    EXPECT_ERROR(load_bad(join_native(h, np.data)), "bad.clip", "tokenizer", "outside");
   }
   EXPECT_ERROR(load_bad(join_native(json::array(), np.data)), "not a JSON object");
   std::string broken = b;

@@ -7,11 +7,14 @@
 //              {"config": {...ModelConfig, activation by name...},
 //               "preprocess": {"resolution", "mean", "std", "interpolation"},
 //               "logit_scale": f, "source_format": "...",
-//               "vocab": null | {"tokens": [49408 strings in id order],
-//                                "merges": ["a b", ... in rank order]},
+//               "vocab": null | {"offset": from the data start, "nbytes"},
 //               "tensors": [{"name", "dtype": "f16"|"bf16"|"f32", "shape": [...],
 //                            "offset": from the data start, "nbytes"}, ...]}
-//   align64(20 + H)   tensor data; each tensor starts at a multiple of 64 bytes.
+//   align64(20 + H)   data section: the tokenizer blob, then the tensors, each item starting
+//                     at a multiple of 64 bytes from the data start.
+//   tokenizer blob:   u32 n_tokens, u32 n_merges, n_tokens x (u32 len, bytes) in id order,
+//                     n_merges x (u32 len, bytes, u32 len, bytes) in rank order (all LE).
+//                     Binary rather than JSON: ~100k short strings parse ~10x faster.
 //
 // The tensors are exactly the canonical ones (weights/weights.h), in canonical order.
 // The loader validates every field and explains what is wrong.
@@ -71,20 +74,29 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
                      {"interpolation", p.interpolation}};
   h["logit_scale"] = logit_scale;
   h["source_format"] = w.format;
+  std::string blob;
+  auto put_str = [&](const std::string& x) {
+    CLIP_CHECK(x.size() < (1u << 20), "%s: a tokenizer string is too long", w.path.c_str());
+    uint32_t n = (uint32_t)x.size();
+    for (int i = 0; i < 4; i++) blob += (char)(n >> (8 * i));
+    blob += x;
+  };
+  size_t off = 0;
   if (w.has_vocab) {
-    json merges = json::array();
+    uint32_t counts[2] = {(uint32_t)w.vocab.tokens.size(), (uint32_t)w.vocab.merges.size()};
+    for (uint32_t c : counts)
+      for (int i = 0; i < 4; i++) blob += (char)(c >> (8 * i));
+    for (const std::string& t : w.vocab.tokens) put_str(t);
     for (auto& [a, b] : w.vocab.merges) {
-      CLIP_CHECK(a.find(' ') == std::string::npos && b.find(' ') == std::string::npos,
-                 "%s: a merge part holds a space ('%s' '%s')", w.path.c_str(), a.c_str(),
-                 b.c_str());
-      merges.push_back(a + " " + b);
+      put_str(a);
+      put_str(b);
     }
-    h["vocab"] = {{"tokens", w.vocab.tokens}, {"merges", std::move(merges)}};
+    h["vocab"] = {{"offset", 0}, {"nbytes", blob.size()}};
+    off = align_up(blob.size(), kNativeAlign);
   } else {
     h["vocab"] = nullptr;
   }
   json ts = json::array();
-  size_t off = 0;
   std::vector<size_t> offsets;
   for (const WeightTensor& t : w.tensors) {
     size_t nb = (size_t)t.shape.numel() * dtype_size(dtype);
@@ -124,7 +136,8 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
   size_t pos = 20 + hs.size();
   size_t data_start = align_up(pos, kNativeAlign);
   put(zeros, data_start - pos);
-  pos = 0;
+  put(blob.data(), blob.size());
+  pos = blob.size();
   std::vector<uint8_t> buf;
   for (size_t i = 0; i < w.tensors.size(); i++) {
     const WeightTensor& t = w.tensors[i];
@@ -265,24 +278,40 @@ Weights parse_native_buffer(const void* data, size_t size, const std::string& na
 
   const json& voc = field(h, "vocab", name, "the header");
   if (!voc.is_null()) {
-    const json& toks = field(voc, "tokens", name, "vocab");
-    const json& merges = field(voc, "merges", name, "vocab");
-    CLIP_CHECK(toks.is_array() && merges.is_array(),
-               "%s: native header: vocab.tokens and vocab.merges must be arrays", f);
-    w.vocab.tokens.reserve(toks.size());
-    for (const json& t : toks) {
-      CLIP_CHECK(t.is_string(), "%s: native header: vocab token is not a string", f);
-      w.vocab.tokens.push_back(t.get<std::string>());
+    uint64_t off = u64_field(voc, "offset", name, "vocab");
+    uint64_t nb = u64_field(voc, "nbytes", name, "vocab");
+    CLIP_CHECK(off <= data_size && nb <= data_size - off,
+               "%s: the tokenizer bytes [%llu, %llu) are outside the %zu-byte data section", f,
+               (unsigned long long)off, (unsigned long long)(off + nb), data_size);
+    const uint8_t* b = p + data_start + off;
+    size_t pos = 0;
+    auto u32 = [&]() -> uint32_t {
+      CLIP_CHECK(nb - pos >= 4, "%s: the tokenizer blob is truncated", f);
+      uint32_t v = 0;
+      for (int i = 0; i < 4; i++) v |= (uint32_t)b[pos + (size_t)i] << (8 * i);
+      pos += 4;
+      return v;
+    };
+    auto str = [&]() -> std::string {
+      uint32_t n = u32();
+      CLIP_CHECK(n <= nb - pos, "%s: the tokenizer blob is truncated", f);
+      std::string x((const char*)b + pos, n);
+      pos += n;
+      return x;
+    };
+    uint32_t nt = u32(), nm = u32();
+    CLIP_CHECK(nt <= nb / 4 && nm <= nb / 8, "%s: the tokenizer blob claims %u tokens and %u "
+               "merges in %llu bytes", f, nt, nm, (unsigned long long)nb);
+    w.vocab.tokens.reserve(nt);
+    for (uint32_t i = 0; i < nt; i++) w.vocab.tokens.push_back(str());
+    w.vocab.merges.reserve(nm);
+    for (uint32_t i = 0; i < nm; i++) {
+      std::string a = str();
+      std::string c = str();
+      w.vocab.merges.emplace_back(std::move(a), std::move(c));
     }
-    w.vocab.merges.reserve(merges.size());
-    for (const json& t : merges) {
-      CLIP_CHECK(t.is_string(), "%s: native header: merge is not a string", f);
-      const std::string& s = t.get_ref<const std::string&>();
-      size_t sp = s.find(' ');
-      CLIP_CHECK(sp != std::string::npos && sp > 0 && sp + 1 < s.size(),
-                 "%s: native header: merge '%s' is not \"a b\"", f, s.c_str());
-      w.vocab.merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
-    }
+    CLIP_CHECK(pos == nb, "%s: the tokenizer blob has %llu unused bytes", f,
+               (unsigned long long)(nb - pos));
     w.has_vocab = true;
   }
 
