@@ -49,7 +49,7 @@ step build 240 "cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUIL
 
 step ctest 180 "ctest --test-dir $BUILD --output-on-failure -j8"
 
-MEMCHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*Attention*_B2_T77_NH8_*:*LayerNorm*_C17_*'
+MEMCHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*Attention*_B2_T77_NH8_*:*LayerNorm*_C17_*:*OutputsMayAliasX*'
 MEMCHECK_FILTER+=':*LayerNorm*_C768_*:*BiasAct*_M3_N17_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
 MEMCHECK_FILTER+=':*DTypeTest.L2NormalizeAndSoftmax*:*DTypeTest.ClassPosEmbed*'
 MEMCHECK_FILTER+=':*DTypeTest.EmbeddingAndGatherRows*:*DTypeTest.AddBroadcast*:*GraphTest*'

@@ -151,7 +151,7 @@ const DType kDTypes[] = {DType::f32, DType::f16, DType::bf16};
 
 // ---- host-only tests (always run) ----------------------------------------------------------
 
-TEST(CosineTopkSplits, EverySplitNonEmptyAndCoversAllTiles) {
+TEST(kernels_host, CosineTopkSplitsCoverAllTiles) {
   for (int64_t M : {1, 3, 64, 1000, 100000})
     for (int64_t N : {1, 17, 128, 129, 20000, 1000000})
       for (int sms : {1, 108, 132}) {
@@ -167,7 +167,7 @@ TEST(CosineTopkSplits, EverySplitNonEmptyAndCoversAllTiles) {
       }
 }
 
-TEST(KernelLimits, BadSizesThrowWithoutDevice) {
+TEST(kernels_host, BadSizesThrowWithoutDevice) {
   // Launchers check their assumptions before touching the device.
   EXPECT_THROW(cuda::attention_forward(nullptr, nullptr, 1, 77, 8, 32, false, DType::f16, nullptr),
                Error);
@@ -254,7 +254,7 @@ TEST_P(AttentionTest, MatchesCpu) {
   check_output("attention", *dout, got, ref, naive, p.dt, std::max(p.T, 64));
   EXPECT_EQ(din->guard_damage(), 0u);
 }
-INSTANTIATE_TEST_SUITE_P(Kernels, AttentionTest, testing::ValuesIn(attn_params()), attn_name);
+INSTANTIATE_TEST_SUITE_P(kernels, AttentionTest, testing::ValuesIn(attn_params()), attn_name);
 
 // ---- layernorm ----------------------------------------------------------------------------
 
@@ -305,9 +305,9 @@ TEST_P(LayerNormTest, MatchesCpu) {
   check_output("layernorm y", *dy, download(*dy, n, p.dt), y, ny, p.dt, p.C);
   if (p.fused) check_output("layernorm sum", *dsum, download(*dsum, n, p.dt), sum, nsum, p.dt, 1);
 }
-INSTANTIATE_TEST_SUITE_P(Kernels, LayerNormTest, testing::ValuesIn(ln_params()), ln_name);
+INSTANTIATE_TEST_SUITE_P(kernels, LayerNormTest, testing::ValuesIn(ln_params()), ln_name);
 
-TEST(LayerNormInPlace, OutputsMayAliasX) {
+TEST(kernels_layernorm, OutputsMayAliasX) {
   REQUIRE_CUDA();
   const int64_t M = 5;
   const int C = 768;
@@ -370,7 +370,7 @@ TEST_P(BiasActTest, MatchesCpu) {
     cuda::act_forward(dy->data(), dx->data(), n, p.act, p.dt, stream());
   check_output("bias_act", *dy, download(*dy, n, p.dt), ref, naive, p.dt, 1);
 }
-INSTANTIATE_TEST_SUITE_P(Kernels, BiasActTest, testing::ValuesIn(act_params()), act_param_name);
+INSTANTIATE_TEST_SUITE_P(kernels, BiasActTest, testing::ValuesIn(act_params()), act_param_name);
 
 // ---- linear (cuBLASLt) --------------------------------------------------------------------
 
@@ -425,7 +425,7 @@ TEST_P(LinearTest, MatchesCpu) {
                        p.M, p.N, p.K, p.act, p.dt, stream());
   EXPECT_EQ(ctx().linear_plan_count(), plans);
 }
-INSTANTIATE_TEST_SUITE_P(Kernels, LinearTest, testing::ValuesIn(lin_params()), lin_name);
+INSTANTIATE_TEST_SUITE_P(kernels, LinearTest, testing::ValuesIn(lin_params()), lin_name);
 
 // ---- elementwise ----------------------------------------------------------------------------
 
@@ -637,9 +637,9 @@ TEST_P(CosineTopkTest, MatchesCpu) {
     }
   }
 }
-INSTANTIATE_TEST_SUITE_P(Kernels, CosineTopkTest, testing::ValuesIn(topk_params()), topk_name);
+INSTANTIATE_TEST_SUITE_P(kernels, CosineTopkTest, testing::ValuesIn(topk_params()), topk_name);
 
-INSTANTIATE_TEST_SUITE_P(Kernels, DTypeTest, testing::ValuesIn(kDTypes), dtype_param_name);
+INSTANTIATE_TEST_SUITE_P(kernels, DTypeTest, testing::ValuesIn(kDTypes), dtype_param_name);
 
 // ---- graph level: compile_cpu vs compile_cuda ------------------------------------------------
 
@@ -753,7 +753,7 @@ TEST_P(GraphTest, CudaMatchesCpu) {
   bad_ids[3] = kV;
   EXPECT_THROW(exe->run({Tensor(bad_ids.data(), DType::i32, Shape{kB, kT}), in[1]}), Error);
 }
-INSTANTIATE_TEST_SUITE_P(Kernels, GraphTest, testing::ValuesIn(kDTypes), dtype_param_name);
+INSTANTIATE_TEST_SUITE_P(kernels, GraphTest, testing::ValuesIn(kDTypes), dtype_param_name);
 
 }  // namespace
 }  // namespace clip
