@@ -270,3 +270,61 @@ TEST(PreprocessBadInput, TruncatedPngAndBmp) {
 
 }  // namespace
 }  // namespace clip
+
+namespace clip {
+namespace {
+
+// The seed images of fuzz/fuzz_image decode to Pillow's modes (PNG colour types, BMP
+// palettes, JPEG component counts) and preprocess to finite, in-range values.
+struct ModeCase {
+  const char* file;
+  const char* mode;
+  int w, h;
+};
+
+class PreprocessModes : public ::testing::TestWithParam<ModeCase> {};
+
+TEST_P(PreprocessModes, DecodesToPillowMode) {
+  std::string path = test::source_dir() + "/tests/fuzz_corpus/image/" + GetParam().file;
+  std::vector<uint8_t> b = read_bytes(path);
+  ASSERT_FALSE(b.empty()) << path;
+  DecodedImage im = decode_image(b.data(), b.size(), path);
+  EXPECT_STREQ(image_mode_name(im.mode), GetParam().mode);
+  EXPECT_EQ(im.width, GetParam().w);
+  EXPECT_EQ(im.height, GetParam().h);
+  PreprocessInfo info;
+  std::vector<uint8_t> rgb = resize_crop_rgb8(im, 16, &info);
+  EXPECT_EQ(rgb.size(), 16u * 16 * 3);
+  EXPECT_EQ(info.nearest, im.mode == ImageMode::P || im.mode == ImageMode::One);
+  if (im.mode == ImageMode::L || im.mode == ImageMode::I || im.mode == ImageMode::One || im.mode == ImageMode::LA) {
+    for (size_t p = 0; p < 256; p++) {
+      EXPECT_TRUE(rgb[p * 3] == rgb[p * 3 + 1] && rgb[p * 3] == rgb[p * 3 + 2]);
+    }
+  }
+  if (im.mode == ImageMode::One) {
+    for (uint8_t v : rgb) {
+      EXPECT_TRUE(v == 0 || v == 255);
+    }
+  }
+}
+
+std::string mode_case_name(const ::testing::TestParamInfo<ModeCase>& info) {
+  std::string s = info.param.file;
+  for (auto& c : s)
+    if (!isalnum((unsigned char)c)) c = '_';
+  return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, PreprocessModes,
+                         ::testing::Values(ModeCase{"rgb.jpg", "RGB", 9, 7}, ModeCase{"gray.jpg", "L", 9, 7},
+                                           ModeCase{"cmyk.jpg", "CMYK", 9, 7}, ModeCase{"progressive.jpg", "RGB", 9, 7},
+                                           ModeCase{"palette4.png", "P", 7, 5}, ModeCase{"gray16.png", "I", 7, 5},
+                                           ModeCase{"gray2.png", "L", 7, 5}, ModeCase{"mono1.png", "1", 7, 5},
+                                           ModeCase{"rgba.png", "RGBA", 7, 5}, ModeCase{"la.png", "LA", 7, 5},
+                                           ModeCase{"rgb16.png", "RGB", 3, 2}, ModeCase{"rgb24.bmp", "RGB", 7, 5},
+                                           ModeCase{"pal8.bmp", "P", 7, 5}, ModeCase{"gray8.bmp", "L", 7, 5},
+                                           ModeCase{"one.gif", "P", 1, 1}, ModeCase{"tiny_rgb.png", "RGB", 3, 5}),
+                         mode_case_name);
+
+}  // namespace
+}  // namespace clip
