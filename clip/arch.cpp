@@ -1,0 +1,185 @@
+// Named architectures (OpenAI's CLIP model cards / clip/model.py build_model) and random
+// weights for them.
+#include "clip/arch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "engine/base.h"
+
+namespace clip {
+
+namespace {
+
+struct Arch {
+  const char* name;
+  ModelConfig config;
+};
+
+ModelConfig make(int embed, int res, int patch, int vw, int vl, int tw, int tl) {
+  ModelConfig c;
+  c.embed_dim = embed;
+  c.image_resolution = res;
+  c.vision_patch_size = patch;
+  c.vision_width = vw;
+  c.vision_layers = vl;
+  c.vision_heads = vw / 64;  // OpenAI: vision_heads = vision_width // 64
+  c.vision_mlp = 4 * vw;
+  c.context_length = 77;
+  c.vocab_size = 49408;
+  c.text_width = tw;
+  c.text_layers = tl;
+  c.text_heads = tw / 64;  // OpenAI: transformer_heads = transformer_width // 64
+  c.text_mlp = 4 * tw;
+  c.layer_norm_eps = 1e-5f;
+  c.activation = Act::quick_gelu;
+  return c;
+}
+
+const std::vector<Arch>& archs() {
+  //                                  E    R    P   Wv   Lv   Wt  Lt
+  static const std::vector<Arch> a = {
+      {"ViT-B-32", make(512, 224, 32, 768, 12, 512, 12)},
+      {"ViT-B-16", make(512, 224, 16, 768, 12, 512, 12)},
+      {"ViT-L-14", make(768, 224, 14, 1024, 24, 768, 12)},
+      {"ViT-L-14-336", make(768, 336, 14, 1024, 24, 768, 12)},
+  };
+  return a;
+}
+
+// splitmix64: a small, fast, well-mixed generator; one independent stream per block of
+// values so the fill can run in parallel and still give the same values everywhere.
+inline uint64_t splitmix64(uint64_t& s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Fills x[0..n) with mean + std * z, z ~ N(0, 1) approximated by the Irwin-Hall sum of four
+// 16-bit uniforms from one 64-bit draw, centred and scaled to unit variance (|z| <= 3.46):
+// one generator step per value, ~10x faster than Box-Muller, fine for benchmark weights.
+void fill_normal(float* x, int64_t n, float mean, float std, uint64_t stream) {
+  constexpr int64_t kBlock = 1 << 16;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  // Each 16-bit uniform is (k + 0.5) / 65536: mean 1/2, variance ~1/12; the sum of four has
+  // mean 2 and variance 1/3.
+  const float scale = std * std::sqrt(3.0f) / 65536.0f, shift = 4 * 32768.0f - 2.0f;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; blk++) {
+    uint64_t s = stream ^ (0xd1b54a32d192ed03ull * (uint64_t)(blk + 1));
+    splitmix64(s);
+    const int64_t end = std::min(n, (blk + 1) * kBlock);
+    for (int64_t i = blk * kBlock; i < end; i++) {
+      uint64_t r = splitmix64(s);
+      float sum = (float)((r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48));
+      x[i] = mean + (sum - shift) * scale;
+    }
+  }
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+std::vector<std::string> arch_names() {
+  std::vector<std::string> v;
+  for (const auto& a : archs()) v.push_back(a.name);
+  return v;
+}
+
+ModelConfig arch_config(const std::string& name) {
+  std::string n = name;
+  size_t slash = n.find('/');
+  if (slash != std::string::npos) n[slash] = '-';
+  for (const auto& a : archs())
+    if (n == a.name) return a.config;
+  std::string known;
+  for (const auto& a : archs()) known += std::string(known.empty() ? "" : ", ") + a.name;
+  fail("unknown architecture '%s' (known: %s)", name.c_str(), known.c_str());
+}
+
+Weights random_weights(const ModelConfig& c, uint64_t seed, DType dtype) {
+  CLIP_CHECK(dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16,
+             "random weights: dtype must be f32, f16 or bf16, not %s", dtype_name(dtype));
+  auto want = canonical_tensors(c);
+  std::vector<size_t> off;
+  size_t total = 0;
+  for (const auto& [name, shape] : want) {
+    off.push_back(total);
+    total += ((size_t)shape.numel() * dtype_size(dtype) + 63) / 64 * 64;
+  }
+  void* mem = std::aligned_alloc(64, std::max<size_t>(total, 64));
+  CLIP_CHECK(mem, "random weights: cannot allocate %zu bytes", total);
+  std::shared_ptr<void> storage(mem, std::free);
+
+  Weights w;
+  w.path = "random:seed=" + std::to_string(seed);
+  w.format = "random";
+  w.config = c;
+  w.preprocess.resolution = c.image_resolution;
+  w.has_vocab = false;
+  w.logit_scale = std::log(1.0f / 0.07f);
+
+  std::vector<float> f32;
+  for (size_t i = 0; i < want.size(); i++) {
+    const std::string& name = want[i].first;
+    const Shape& shape = want[i].second;
+    const int64_t n = shape.numel();
+    float* dst = dtype == DType::f32 ? (float*)((uint8_t*)mem + off[i]) : nullptr;
+    if (!dst) {
+      f32.resize((size_t)n);
+      dst = f32.data();
+    }
+    const uint64_t stream = seed * 0x9e3779b97f4a7c15ull + (uint64_t)(i + 1) * 0xbf58476d1ce4e5b9ull;
+    if (name == "logit_scale") {
+      dst[0] = w.logit_scale;
+    } else if (ends_with(name, "ln_1.weight") || ends_with(name, "ln_2.weight") ||
+               ends_with(name, "ln_pre.weight") || ends_with(name, "ln_post.weight") ||
+               name == "ln_final.weight") {
+      fill_normal(dst, n, 1.0f, 0.02f, stream);
+    } else if (ends_with(name, "bias")) {
+      fill_normal(dst, n, 0.0f, 0.01f, stream);
+    } else if (name == "token_embedding.weight") {
+      fill_normal(dst, n, 0.0f, 0.02f, stream);
+    } else if (name == "positional_embedding" || name == "visual.positional_embedding" ||
+               name == "visual.class_embedding") {
+      fill_normal(dst, n, 0.0f, 0.01f, stream);
+    } else {
+      // Matrices: nn.Linear stores [out, in]; the two projections are used as x @ P with
+      // P [in, out]; the patch convolution has fan-in 3·P·P.
+      int64_t fan_in = shape.nd == 4                                           ? shape[1] * shape[2] * shape[3]
+                       : (name == "visual.proj" || name == "text_projection") ? shape[0]
+                                                                               : shape[1];
+      fill_normal(dst, n, 0.0f, (float)(1.0 / std::sqrt((double)fan_in)), stream);
+    }
+    if (dtype != DType::f32) convert_cpu((uint8_t*)mem + off[i], dtype, dst, DType::f32, n);
+    WeightTensor t;
+    t.name = name;
+    t.dtype = dtype;
+    t.shape = shape;
+    t.data = (uint8_t*)mem + off[i];
+    w.tensors.push_back(t);
+  }
+  w.storage = std::move(storage);
+  return w;
+}
+
+double image_flops(const ModelConfig& c) {
+  const double P = c.vision_patch_size, G = std::pow((double)(c.image_resolution / c.vision_patch_size), 2);
+  const double T = G + 1, W = c.vision_width, M = c.vision_mlp, E = c.embed_dim;
+  return 2 * G * 3 * P * P * W + c.vision_layers * (2 * T * (4 * W * W + 2 * W * M) + 4 * T * T * W) +
+         2 * W * E;
+}
+
+double text_flops(const ModelConfig& c, int64_t tokens) {
+  const double T = (double)tokens, W = c.text_width, M = c.text_mlp, E = c.embed_dim;
+  return c.text_layers * (2 * T * (4 * W * W + 2 * W * M) + 2 * T * (T + 1) * W) + 2 * W * E;
+}
+
+}  // namespace clip

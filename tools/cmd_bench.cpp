@@ -1,0 +1,354 @@
+// clip bench: throughput of the image and text encoders over batch sizes, FLOP/s from the
+// analytic formula in clip/arch.h against the device's peak, time to the first embedding and
+// peak resident memory.
+//
+// Each (tower, batch) point runs `--warmup` untimed passes (the first one compiles the graph)
+// and then `--repeats` timed passes; the median is reported. Times are wall clock around the
+// library call (encode_pixels / encode_tokens), so on a GPU they include the input upload
+// and the embedding download. Texts are token arrays built directly: SOT + random ids + EOT
+// + zero padding, either filling all 77 positions ("text77") or 5-15 tokens long
+// ("text_short", the length of typical prompts; the model runs each batch only up to its
+// longest end-of-text).
+//
+// CPU peak = cores x clock (/proc/cpuinfo "cpu MHz") x FMA units x SIMD lanes x 2, with 2
+// FMA units per core and 16 f32 lanes for AVX-512 (8 for AVX2, 4 otherwise); --peak-gflops
+// overrides it. GPU peak from the device's SM count and clock: dense tensor-core f16/bf16
+// FLOP per clock per SM (4096 on sm_90: 989 TFLOP/s on an H100 SXM at 1.83 GHz; 2048 on
+// sm_80) or 2 x FP32 lanes per SM for f32.
+#include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "clip/arch.h"
+#include "tools/common.h"
+#ifdef CLIP_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace clip::tool {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int32_t kSot = 49406, kEot = 49407;
+
+struct BenchArgs {
+  ModelArgs model;
+  std::string arch, tower = "all", save_native, image;
+  std::vector<int> batch_sizes;
+  int repeats = 0, warmup = 1;
+  uint64_t seed = 1;
+  double peak_gflops = 0;
+  bool json = false, first_embedding = false;
+};
+
+// Seconds since this process started, from /proc/self/stat (clock-tick resolution, 10 ms).
+double seconds_since_process_start() {
+  std::ifstream st("/proc/self/stat");
+  std::string s((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+  size_t p = s.rfind(')');
+  if (p == std::string::npos) return -1;
+  std::istringstream rest(s.substr(p + 2));
+  std::string field;
+  unsigned long long start_ticks = 0;
+  for (int i = 3; i <= 22 && rest >> field; i++)
+    if (i == 22) start_ticks = std::stoull(field);
+  std::ifstream up("/proc/uptime");
+  double uptime = 0;
+  up >> uptime;
+  return uptime - (double)start_ticks / (double)sysconf(_SC_CLK_TCK);
+}
+
+double peak_rss_mb() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+double cpu_mhz() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("cpu MHz", 0) == 0) return std::stod(line.substr(line.find(':') + 1));
+  return 0;
+}
+
+struct Peak {
+  double gflops = 0;
+  std::string how, device;
+};
+
+Peak device_peak(Device dev, DType dt, double override_gflops) {
+  Peak p;
+  if (dev == Device::cpu) {
+    int cores = omp_get_max_threads();
+    double ghz = cpu_mhz() / 1000.0;
+    int lanes = __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 4;
+    p.gflops = cores * ghz * 2 /*FMA units*/ * lanes * 2 /*FLOP per FMA*/;
+    p.device = cpu_model() + strprintf(" (%d threads)", cores);
+    p.how = strprintf("%d cores x %.2f GHz x 2 FMA units x %d f32 lanes x 2 FLOP", cores, ghz, lanes);
+  } else {
+#ifdef CLIP_HAVE_CUDA
+    cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    int clock_khz = 0;
+    cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0);
+    int cc = prop.major * 10 + prop.minor;
+    double per_sm;
+    if (dt == DType::f32) {
+      per_sm = 2.0 * (cc == 80 ? 64 : 128);
+    } else {
+      per_sm = cc >= 90 ? 4096 : cc == 80 ? 2048 : 1024;
+    }
+    p.gflops = prop.multiProcessorCount * (clock_khz / 1e6) * per_sm;
+    p.device = prop.name;
+    p.how = strprintf("%d SMs x %.3f GHz x %.0f FLOP/clock/SM (%s, dense)", prop.multiProcessorCount,
+                      clock_khz / 1e6, per_sm, dt == DType::f32 ? "FP32 cores" : "tensor cores");
+#else
+    (void)dt;
+#endif
+  }
+  if (override_gflops > 0) {
+    p.gflops = override_gflops;
+    p.how = "--peak-gflops";
+  }
+  return p;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Token rows [B, ctx]: SOT + random ids + EOT + zero padding, lengths (SOT and EOT included)
+// drawn from [lo, hi].
+std::vector<int32_t> make_tokens(int64_t B, int ctx, int lo, int hi, std::mt19937_64& rng) {
+  std::vector<int32_t> t((size_t)(B * ctx), 0);
+  std::uniform_int_distribution<int32_t> id(1, kSot - 1);
+  std::uniform_int_distribution<int> len(lo, hi);
+  for (int64_t b = 0; b < B; b++) {
+    int32_t* row = t.data() + b * ctx;
+    int n = std::min(len(rng), ctx);
+    row[0] = kSot;
+    for (int i = 1; i < n - 1; i++) row[i] = id(rng);
+    row[n - 1] = kEot;
+  }
+  return t;
+}
+
+int64_t longest(const std::vector<int32_t>& t, int64_t B, int ctx) {
+  int64_t T = 1;
+  for (int64_t b = 0; b < B; b++)
+    for (int i = 0; i < ctx; i++)
+      if (t[(size_t)(b * ctx + i)] == kEot) T = std::max<int64_t>(T, i + 1);
+  return T;
+}
+
+struct Point {
+  std::string tower;
+  int64_t batch = 0, tokens = 0;
+  std::vector<double> seconds;
+  double flops_per_item = 0;
+};
+
+int run_bench(const BenchArgs& a) {
+  const double t_enter = seconds_since_process_start();
+  const auto t0 = Clock::now();
+  if (a.arch.empty() == a.model.model.empty()) throw UsageError("bench: give exactly one of --model or --arch");
+  ModelOptions o;
+  o.device = parse_device(a.model.device);
+  o.dtype = parse_compute_dtype(a.model.dtype, o.device);
+  o.vocab_path = a.model.vocab;
+  if (!a.model.activation.empty()) o.activation = act_from_name(a.model.activation.c_str());
+  std::vector<int> sizes = a.batch_sizes;
+  if (sizes.empty()) sizes = o.device == Device::cuda ? std::vector<int>{1, 8, 64, 256, 1024} : std::vector<int>{1, 8, 32};
+  for (int b : sizes)
+    if (b < 1) throw UsageError("bench: batch sizes must be positive");
+  o.max_batch = a.model.batch_size > 0 ? a.model.batch_size : *std::max_element(sizes.begin(), sizes.end());
+  const int repeats = a.repeats > 0 ? a.repeats : (o.device == Device::cuda ? 20 : 5);
+
+  std::unique_ptr<Model> m;
+  if (!a.arch.empty()) {
+    DType wt = o.dtype;  // random weights are made directly in the compute dtype
+    m = Model::from_weights(random_weights(arch_config(a.arch), a.seed, wt), o);
+  } else {
+    m = Model::load(a.model.model, o);
+  }
+  const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const ModelConfig& c = m->config();
+  const int ctx = c.context_length;
+  if (!a.save_native.empty()) save_native(m->weights(), a.save_native, DType::f32);
+
+  std::mt19937_64 rng(a.seed);
+  json record;
+  record["model"] = a.arch.empty() ? a.model.model : "random " + a.arch;
+  record["device"] = device_name(o.device);
+  record["dtype"] = dtype_name(o.dtype);
+
+  if (a.first_embedding) {
+    // One image and one text, as `clip embed` would do them, right after loading.
+    std::vector<float> px((size_t)m->pixels_per_image());
+    if (!a.image.empty()) {
+      m->preprocess_file(a.image, px.data());
+    } else {
+      std::normal_distribution<float> nd;
+      for (auto& v : px) v = nd(rng);
+    }
+    HostTensor img = m->encode_pixels(px.data(), 1);
+    HostTensor txt;
+    if (m->has_tokenizer()) {
+      txt = m->encode_texts({"a photo of a cat"});
+    } else {
+      std::vector<int32_t> t = make_tokens(1, ctx, 7, 7, rng);
+      txt = m->encode_tokens(t.data(), 1);
+    }
+    const double in_process = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double since_start = seconds_since_process_start();
+    record["first_embedding"] = {{"load_s", load_s},
+                                 {"in_process_s", in_process},
+                                 {"process_start_to_command_s", t_enter},
+                                 {"process_start_to_embedding_s", since_start},
+                                 {"peak_rss_mb", peak_rss_mb()}};
+    if (!a.json) {
+      printf("load %.3f s; load + 1 image + 1 text %.3f s; process start to first embedding %.2f s "
+             "(/proc clock ticks); peak RSS %.0f MB\n",
+             load_s, in_process, since_start, peak_rss_mb());
+    }
+    if (a.tower == "none") {
+      if (a.json) printf("%s\n", record.dump(2).c_str());
+      return kExitOk;
+    }
+  }
+
+  const Peak peak = device_peak(o.device, o.dtype, a.peak_gflops);
+  const bool gpu = o.device == Device::cuda;
+  const char* unit = gpu ? "TFLOP/s" : "GFLOP/s";
+  const double unit_scale = gpu ? 1e12 : 1e9;
+  if (!a.json) {
+    printf("model %s: %s, E %d | vision %dx%d/%d W %d L %d H %d | text W %d L %d H %d ctx %d\n",
+           a.arch.empty() ? a.model.model.c_str() : ("random " + a.arch).c_str(), c.activation == Act::gelu ? "gelu" : "quick_gelu",
+           c.embed_dim, c.image_resolution, c.image_resolution, c.vision_patch_size, c.vision_width,
+           c.vision_layers, c.vision_heads, c.text_width, c.text_layers, c.text_heads, ctx);
+    printf("device %s, %s; peak %.1f %s (%s)\n", peak.device.c_str(), dtype_name(o.dtype),
+           peak.gflops * 1e9 / unit_scale, unit, peak.how.c_str());
+    printf("load %.3f s; warm-up %d, median of %d\n", load_s, a.warmup, repeats);
+    printf("%-10s %6s %6s %10s %10s %10s %9s %8s\n", "tower", "batch", "tokens", "ms/batch", "items/s",
+           "GFLOP/item", unit, "% peak");
+  }
+
+  std::vector<Point> points;
+  auto measure = [&](Point p, const std::function<void()>& fn) {
+    for (int i = 0; i < a.warmup; i++) fn();
+    for (int i = 0; i < repeats; i++) {
+      auto s = Clock::now();
+      fn();
+      p.seconds.push_back(std::chrono::duration<double>(Clock::now() - s).count());
+      if (interrupted()) break;
+    }
+    const double med = median(p.seconds);
+    const double rate = (double)p.batch / med, fl = rate * p.flops_per_item;
+    if (!a.json)
+      printf("%-10s %6lld %6lld %10.2f %10.2f %10.3f %9.2f %7.1f%%\n", p.tower.c_str(), (long long)p.batch,
+             (long long)p.tokens, med * 1e3, rate, p.flops_per_item / 1e9, fl / unit_scale,
+             100.0 * fl / (peak.gflops * 1e9));
+    fflush(stdout);
+    points.push_back(p);
+  };
+
+  const bool do_image = a.tower == "all" || a.tower == "image";
+  const bool do_text = a.tower == "all" || a.tower == "text";
+  for (int B : sizes) {
+    if (interrupted()) break;
+    if (do_image) {
+      std::vector<float> px((size_t)(B * m->pixels_per_image()));
+      std::normal_distribution<float> nd;
+      for (auto& v : px) v = nd(rng);
+      Point p{"image", B, (c.image_resolution / c.vision_patch_size) * (c.image_resolution / c.vision_patch_size) + 1, {}, image_flops(c)};
+      measure(p, [&] { m->encode_pixels(px.data(), B); });
+    }
+    if (do_text) {
+      std::vector<int32_t> full = make_tokens(B, ctx, ctx, ctx, rng);
+      measure(Point{"text77", B, ctx, {}, text_flops(c, ctx)}, [&] { m->encode_tokens(full.data(), B); });
+      std::vector<int32_t> shrt = make_tokens(B, ctx, 5, 15, rng);
+      int64_t T = longest(shrt, B, ctx);
+      measure(Point{"text_short", B, T, {}, text_flops(c, T)}, [&] { m->encode_tokens(shrt.data(), B); });
+    }
+  }
+
+  record["config"] = {{"embed_dim", c.embed_dim}, {"image_resolution", c.image_resolution},
+                      {"vision_patch_size", c.vision_patch_size}, {"vision_width", c.vision_width},
+                      {"vision_layers", c.vision_layers}, {"vision_heads", c.vision_heads},
+                      {"text_width", c.text_width}, {"text_layers", c.text_layers},
+                      {"text_heads", c.text_heads}, {"context_length", ctx}};
+  record["peak"] = {{"gflops", peak.gflops}, {"how", peak.how}, {"device", peak.device}};
+  record["threads"] = omp_get_max_threads();
+  record["load_s"] = load_s;
+  record["warmup"] = a.warmup;
+  record["repeats"] = repeats;
+  record["results"] = json::array();
+  for (const auto& p : points) {
+    const double med = median(p.seconds);
+    record["results"].push_back({{"tower", p.tower}, {"batch", p.batch}, {"tokens", p.tokens},
+                                 {"median_s", med}, {"seconds", p.seconds},
+                                 {"items_per_s", (double)p.batch / med},
+                                 {"flops_per_item", p.flops_per_item},
+                                 {"gflops", (double)p.batch / med * p.flops_per_item / 1e9},
+                                 {"peak_fraction", (double)p.batch / med * p.flops_per_item / (peak.gflops * 1e9)}});
+  }
+  record["peak_rss_mb"] = peak_rss_mb();
+  if (a.json) {
+    printf("%s\n", record.dump(2).c_str());
+  } else {
+    printf("peak RSS %.0f MB\n", peak_rss_mb());
+  }
+  return kExitOk;
+}
+
+CommandRun setup(CLI::App* sub) {
+  auto a = std::make_shared<BenchArgs>();
+  a->model.add(sub, false);
+  std::string names;
+  for (const auto& n : arch_names()) names += (names.empty() ? "" : ", ") + n;
+  sub->add_option("--arch", a->arch, "A named architecture with random weights (no download): " + names);
+  sub->add_option("--batch-sizes", a->batch_sizes, "Comma-separated batch sizes (default 1,8,32 on CPU; 1,8,64,256,1024 on GPU)")
+      ->delimiter(',');
+  sub->add_option("--repeats", a->repeats, "Timed passes per point; the median is reported (default 5 on CPU, 20 on GPU)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--warmup", a->warmup, "Untimed passes per point before timing (default 1)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--tower", a->tower, "What to time: all, image, text or none")
+      ->check(CLI::IsMember({"all", "image", "text", "none"}));
+  sub->add_option("--seed", a->seed, "Seed for random weights and inputs (default 1)");
+  sub->add_option("--peak-gflops", a->peak_gflops, "Device peak in GFLOP/s (default: estimated)");
+  sub->add_flag("--first-embedding", a->first_embedding,
+                "Also report the time from process start to the first image + text embedding and the peak RSS");
+  sub->add_option("--image", a->image, "Image file for --first-embedding (default random pixels)");
+  sub->add_option("--save-native", a->save_native, "Write the model's weights (e.g. the random ones) as a native f32 file");
+  sub->add_flag("--json", a->json, "Print one JSON record");
+  return [a] {
+    install_interrupt_handler();
+    return run_bench(*a);
+  };
+}
+
+Register reg("bench", "Benchmark the encoders: items/s, FLOP/s vs peak, first embedding, peak RSS", setup);
+
+}  // namespace
+}  // namespace clip::tool
