@@ -181,7 +181,8 @@ static void make_files(const std::string& dir) {
 
 // Child: load (and optionally touch), then write "ms_after_start rss_kb" to fd.
 static int child(const std::string& path, bool touch, double t0, int fd) {
-  Weights w = load_weights(path);
+  Weights w;
+  if (path != "-") w = load_weights(path);
   uint64_t sum = 0;
   if (touch)
     for (const WeightTensor& t : w.tensors) {
@@ -259,14 +260,18 @@ int main(int argc, char** argv) {
       std::string path;
     };
     std::vector<Case> cases = {
+        {"(process start, no load)", "-"},
         {"native (mmap, zero copy)", dir + "/bench_vitb32.clip"},
         {"safetensors, OpenAI names", dir + "/bench_vitb32_openai.safetensors"},
         {"safetensors, HF names", dir + "/bench_vitb32_hf.safetensors"}};
     printf("\n%-28s %9s %12s %12s %14s %14s\n", "format", "file MB", "load ms", "touched ms",
            "RSS MB (load)", "RSS MB (touch)");
     for (const Case& c : cases) {
-      std::ifstream f(c.path, std::ios::binary | std::ios::ate);
-      double mb = (double)f.tellg() / 1e6;
+      double mb = 0;
+      if (c.path != "-") {
+        std::ifstream f(c.path, std::ios::binary | std::ios::ate);
+        mb = (double)f.tellg() / 1e6;
+      }
       std::vector<double> a, b;
       long ra = 0, rb = 0;
       for (int r = 0; r < reps; r++) {
@@ -283,7 +288,8 @@ int main(int argc, char** argv) {
     }
     printf("\nmedian of %d runs each, each in a fresh process; warm page cache.\n", reps);
     if (!keep)
-      for (const Case& c : cases) unlink(c.path.c_str());
+      for (const Case& c : cases)
+        if (c.path != "-") unlink(c.path.c_str());
   } catch (const clip::Error& e) {
     fprintf(stderr, "bench_load: %s\n", e.what());
     return 1;
