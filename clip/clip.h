@@ -30,6 +30,8 @@ struct ModelOptions {
   std::optional<Act> activation;      // override the activation inferred from the checkpoint
   int max_batch = 64;                 // encode_* split larger inputs into chunks of this size
   bool trim_text = true;              // run texts only up to the batch's last end-of-text
+  size_t memory_limit = 0;            // activation arena limit in bytes (0: none); over it, or
+                                      // out of GPU memory, a batch is split and retried
 };
 
 // "auto" device: CUDA when a GPU is present. "auto" dtype: f32 on CPU, f16 on CUDA.
@@ -82,6 +84,11 @@ class Model {
   Graph build_text(int64_t B, int64_t T) const;
   Executor& executor(const std::string& tower, int64_t B, int64_t T);
   HostTensor encode_tokens_chunk(const int32_t* tokens, int64_t B);
+  HostTensor encode_pixels_chunk(const float* pixels, int64_t B);
+  // Runs chunk(b0, nb) over [0, B) in batches of at most batch_limit_; a batch that runs out
+  // of memory is retried at half the size, which then stays the limit.
+  HostTensor in_batches(int64_t B, const std::function<HostTensor(int64_t, int64_t)>& chunk);
+  int64_t batch_limit_ = 0;
 
   ModelOptions opts_;
   Weights weights_;

@@ -2,6 +2,7 @@
 // compiled per (tower, batch size, tokens) and cached.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "clip/clip.h"
@@ -50,6 +51,7 @@ std::unique_ptr<Model> Model::from_weights(Weights weights, const ModelOptions& 
   if (opts.device == Device::cpu)
     CLIP_CHECK(opts.dtype == DType::f32, "the CPU backend computes in f32, not %s", dtype_name(opts.dtype));
   m->weights_ = std::move(weights);
+  m->batch_limit_ = opts.max_batch;
   if (opts.activation) m->weights_.config.activation = *opts.activation;
   if (m->weights_.has_vocab) m->tokenizer_ = std::make_unique<Tokenizer>(m->weights_.vocab);
 #ifdef CLIP_HAVE_CUDA
@@ -218,6 +220,12 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
   auto it = executors_.find(key);
   if (it != executors_.end()) return *it->second;
   Graph g = tower == "vision" ? build_vision(B) : build_text(B, T);
+  if (opts_.memory_limit) {
+    size_t need = plan_memory(g).peak_bytes;
+    if (need > opts_.memory_limit)
+      throw OutOfMemory(strprintf("the %s graph for batch %lld needs %zu activation bytes, over the limit of %zu",
+                                  tower.c_str(), (long long)B, need, opts_.memory_limit));
+  }
   auto ex = compile(g, cuda_.get());
   return *(executors_[key] = std::move(ex));
 }
@@ -269,9 +277,24 @@ HostTensor Model::encode_tokens(const int32_t* tokens, int64_t B) {
     CLIP_CHECK(tokens[i] >= 0 && tokens[i] < weights_.config.vocab_size,
                "token id %d (text %lld, position %lld) is outside the vocabulary of %d", tokens[i],
                (long long)(i / ctx), (long long)(i % ctx), weights_.config.vocab_size);
+  return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_tokens_chunk(tokens + b0 * ctx, nb); });
+}
+
+HostTensor Model::in_batches(int64_t B, const std::function<HostTensor(int64_t, int64_t)>& chunk) {
   std::vector<HostTensor> parts;
-  for (int64_t b0 = 0; b0 < B; b0 += opts_.max_batch)
-    parts.push_back(encode_tokens_chunk(tokens + b0 * ctx, std::min<int64_t>(opts_.max_batch, B - b0)));
+  for (int64_t b0 = 0; b0 < B;) {
+    int64_t nb = std::min<int64_t>(batch_limit_, B - b0);
+    try {
+      parts.push_back(chunk(b0, nb));
+    } catch (const OutOfMemory& e) {
+      if (nb == 1) throw;
+      batch_limit_ = nb / 2;
+      executors_.clear();  // frees arenas of the larger batches
+      fprintf(stderr, "clip: %s; retrying with batch size %lld\n", e.what(), (long long)batch_limit_);
+      continue;
+    }
+    b0 += nb;
+  }
   return concat_rows(parts, embed_dim());
 }
 
@@ -286,19 +309,17 @@ HostTensor Model::encode_texts(const std::vector<std::string>& texts) {
   return encode_tokens(ids.data(), (int64_t)texts.size());
 }
 
+HostTensor Model::encode_pixels_chunk(const float* pixels, int64_t B) {
+  int64_t R = weights_.config.image_resolution;
+  std::vector<int32_t> zeros((size_t)B, 0);  // the class token is row 0
+  Executor& ex = executor("vision", B, 0);
+  auto out = ex.run({Tensor((void*)pixels, DType::f32, {B, 3, R, R}), Tensor(zeros.data(), DType::i32, {B})});
+  return out[0];
+}
+
 HostTensor Model::encode_pixels(const float* pixels, int64_t B) {
   const int64_t n = pixels_per_image();
-  std::vector<HostTensor> parts;
-  for (int64_t b0 = 0; b0 < B; b0 += opts_.max_batch) {
-    int64_t nb = std::min<int64_t>(opts_.max_batch, B - b0);
-    int64_t R = weights_.config.image_resolution;
-    std::vector<int32_t> zeros((size_t)nb, 0);
-    Executor& ex = executor("vision", nb, 0);
-    auto out = ex.run({Tensor((void*)(pixels + b0 * n), DType::f32, {nb, 3, R, R}),
-                       Tensor(zeros.data(), DType::i32, {nb})});
-    parts.push_back(out[0]);
-  }
-  return concat_rows(parts, embed_dim());
+  return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_pixels_chunk(pixels + b0 * n, nb); });
 }
 
 void Model::preprocess_file(const std::string& path, float* out) const {

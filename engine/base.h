@@ -14,6 +14,12 @@ struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An allocation failed (GPU memory, or a configured memory limit). Callers may retry with
+// less work, e.g. a smaller batch.
+struct OutOfMemory : Error {
+  using Error::Error;
+};
+
 std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

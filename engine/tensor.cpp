@@ -98,7 +98,7 @@ Buffer::Buffer(size_t nbytes, Device device) : size_(nbytes), device_(device) {
     cudaError_t e = cudaMalloc(&data_, nbytes);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      fail("out of GPU memory allocating %zu bytes: %s", nbytes, cudaGetErrorString(e));
+      throw OutOfMemory(strprintf("out of GPU memory allocating %zu bytes: %s", nbytes, cudaGetErrorString(e)));
     }
 #else
     fail("this build has no CUDA support");

@@ -212,4 +212,35 @@ TEST_F(ModelPropertyTest, BadTokenIdIsAnError) {
   EXPECT_THROW(m->encode_tokens(ids.data(), 1), Error);
 }
 
+
+TEST_F(ModelPropertyTest, OutOfMemoryRetriesWithSmallerBatches) {
+  // A memory limit that fits batch 2 but not 8: encoding 8 images retries at 4, then 2, and
+  // gives the same embeddings as an unlimited run.
+  const int64_t P = m->pixels_per_image(), N = 8;
+  std::vector<float> px;
+  for (int64_t i = 0; i < N; i++) {
+    auto r = g["images"][(size_t)i]["pixels"].get<std::vector<float>>();
+    px.insert(px.end(), r.begin(), r.end());
+  }
+  HostTensor ref = m->encode_pixels(px.data(), N);
+  size_t eight = 0;
+  for (auto& [tower, B, T, bytes] : m->compiled_graphs()) (void)B, (void)T, eight = bytes;
+  ModelOptions o = options(g);
+  o.memory_limit = eight / 3;  // batch 8 needs `eight` bytes; batch 2 about a quarter
+  auto lim = Model::load(test::golden_dir() + "/tiny-vit/hf", o);
+  testing::internal::CaptureStderr();
+  HostTensor got = lim->encode_pixels(px.data(), N);
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("retrying with batch size 4"), std::string::npos) << err;
+  EXPECT_NE(err.find("retrying with batch size 2"), std::string::npos) << err;
+  EXPECT_EQ(0, std::memcmp(ref.f32(), got.f32(), (size_t)(N * m->embed_dim()) * 4));
+  (void)P;
+  // When even one item does not fit, the error reaches the caller.
+  o.memory_limit = 1024;
+  auto tiny = Model::load(test::golden_dir() + "/tiny-vit/hf", o);
+  testing::internal::CaptureStderr();
+  EXPECT_THROW(tiny->encode_pixels(px.data(), 2), OutOfMemory);
+  testing::internal::GetCapturedStderr();
+}
+
 }  // namespace
