@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <zip.h>
 
 #include "test_util.h"
@@ -759,4 +760,35 @@ TEST(weights, FuzzSeedsAreValid) {
   }
   for (const char* f : {"state_dict.pkl", "torchscript.pkl", "tiny.pkl"})
     EXPECT_FALSE(pickle_names(file_bytes(dir + "/pickle/" + f)).empty()) << f;
+}
+
+// `clip convert` and `clip info` end to end (skipped when the clip binary is not built).
+TEST(weights, ConvertAndInfoCommands) {
+  CLIP_REQUIRE_GOLDEN();
+  std::string bin = test::binary_dir() + "/clip";
+  if (access(bin.c_str(), X_OK) != 0) GTEST_SKIP() << "no " << bin;
+  std::string d = model_dir("tiny-vit-gelu");
+  std::string out = tmp_path("cli.clip"), log = tmp_path("cli.log");
+  std::string cmd = bin + " convert " + d + "/state_dict.pt -o " + out +
+                    " --dtype f32 --activation gelu > " + log + " 2>&1";
+  ASSERT_EQ(system(cmd.c_str()), 0) << file_bytes(log);
+  Weights w = load_weights(out);
+  EXPECT_EQ(w.config.activation, Act::gelu);
+  EXPECT_EQ(w.get("ln_final.weight").dtype, DType::f32);
+  ASSERT_EQ(system((bin + " info " + out + " > " + log + " 2>&1").c_str()), 0);
+  std::string info = file_bytes(log);
+  EXPECT_NE(info.find("format:      native"), std::string::npos) << info;
+  EXPECT_NE(info.find("gelu"), std::string::npos) << info;
+  ASSERT_EQ(system((bin + " info --json " + d + "/hf > " + log + " 2>&1").c_str()), 0);
+  json j = json::parse(file_bytes(log));
+  EXPECT_EQ(j["format"], "hf");
+  EXPECT_EQ(j["tensors"].size(), 62u);
+  // errors: exit 1 with the file named; usage problems: exit 2
+  int rc = system((bin + " info /nonexistent.pt > " + log + " 2>&1").c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 1);
+  EXPECT_NE(file_bytes(log).find("/nonexistent.pt"), std::string::npos);
+  rc = system((bin + " convert " + d + "/hf -o " + out + " --dtype q4 > " + log + " 2>&1").c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  unlink(out.c_str());
+  unlink(log.c_str());
 }
