@@ -792,3 +792,41 @@ TEST(weights, ConvertAndInfoCommands) {
   unlink(out.c_str());
   unlink(log.c_str());
 }
+
+// An HF directory holding pytorch_model.bin (a torch zip with HF names) instead of safetensors.
+TEST(weights, HfDirectoryWithPytorchModelBin) {
+  CLIP_REQUIRE_GOLDEN();
+  std::string src = model_dir("tiny-vit") + "/hf";
+  Weights ref = load_weights(src);
+  StParts sp = split_st(file_bytes(src + "/model.safetensors"));
+  Pickle p;
+  p.ordered_dict().op("(");
+  std::vector<Member> members;
+  int key = 0;
+  for (auto& [name, e] : sp.header.items()) {
+    if (name == "__metadata__") continue;
+    std::vector<int> size, stride;
+    int s = 1;
+    for (auto it = e["shape"].rbegin(); it != e["shape"].rend(); ++it) {
+      stride.insert(stride.begin(), s);
+      s *= it->get<int>();
+    }
+    for (auto& d : e["shape"]) size.push_back(d.get<int>());
+    uint64_t lo = e["data_offsets"][0], hi = e["data_offsets"][1];
+    std::string type = e["dtype"] == "F16" ? "HalfStorage" : "LongStorage";
+    p.str(name).tensor(type, std::to_string(key), s, 0, size, stride);
+    members.push_back({"pytorch_model/data/" + std::to_string(key), sp.data.substr(lo, hi - lo)});
+    key++;
+  }
+  p.op("u");
+  members.push_back({"pytorch_model/data.pkl", p.done()});
+  std::string dir = tmp_path("hfbin");
+  ASSERT_EQ(system(("rm -rf " + dir + " && mkdir -p " + dir + " && cp " + src + "/*.json " +
+                    src + "/merges.txt " + dir).c_str()), 0);
+  write_file(dir + "/pytorch_model.bin", make_zip(members));
+  Weights w = load_weights(dir);
+  EXPECT_EQ(w.format, "hf");
+  expect_identical(ref, w);
+  EXPECT_TRUE(w.has_vocab);
+  ASSERT_EQ(system(("rm -rf " + dir).c_str()), 0);
+}
