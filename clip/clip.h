@@ -1,10 +1,12 @@
 // The CLIP library API: load a model from any supported checkpoint, tokenize, preprocess,
 // encode images and texts, and score them. The `clip` tool and the tests use only this.
 //
-//   clip::Model m = clip::Model::load("ViT-B-32.pt", {.vocab_path = "bpe_simple_vocab_16e6.txt.gz"});
-//   auto img = m.encode_image_files({"cat.jpg"});       // [1, E], not normalized
-//   auto txt = m.encode_texts({"a photo of a cat"});     // [1, E]
-//   auto logits = m.logits(img, txt);                    // [1, 1] = logit_scale * cos
+//   clip::ModelOptions opts;
+//   opts.vocab_path = "bpe_simple_vocab_16e6.txt.gz";
+//   auto m = clip::Model::load("ViT-B-32.pt", opts);
+//   auto img = m->encode_image_files({"cat.jpg"});      // [1, E], not normalized
+//   auto txt = m->encode_texts({"a photo of a cat"});    // [1, E]
+//   auto logits = m->logits(img, txt);                   // [1, 1] = logit_scale * cos
 #pragma once
 #include <functional>
 #include <map>

@@ -90,7 +90,7 @@ int run_search(const SearchArgs& a) {
     if (a.json)
       out.push_back({{"rank", i + 1}, {"row", top[(size_t)i]}, {"score", score[(size_t)i]}, {"source", s}});
     else
-      printf("%3ld  %.4f  %6d  %s\n", (long)(i + 1), score[(size_t)i], top[(size_t)i], s.c_str());
+      printf("%3ld  %8.4f  %8d  %s\n", (long)(i + 1), score[(size_t)i], top[(size_t)i], s.c_str());
   }
   if (a.json) printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   return kExitOk;

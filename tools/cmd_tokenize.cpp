@@ -29,7 +29,7 @@ int run_tokenize(const TokenizeArgs& a) {
   }
   Tokenizer tok(vocab);
   int rc = kExitOk;
-  using json = nlohmann::json;
+  using json = nlohmann::ordered_json;
   for (const auto& t : texts) {
     json j;
     j["text"] = t;
