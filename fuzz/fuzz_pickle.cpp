@@ -11,7 +11,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size >= 2 && data[0] == 'P' && data[1] == 'K') {
       ZipReader zip(data, size, "fuzz.pt");
       zip.max_member_bytes = 64 << 20;
-      read_torch_zip(zip);
+      RawSet set = read_torch_zip(zip);
+      canonical_weights(set, "fuzz.pt");
     } else {
       PickleLimits lim;
       lim.max_stack = 1 << 16;

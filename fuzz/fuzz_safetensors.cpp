@@ -1,4 +1,5 @@
-// libFuzzer target: the safetensors parser, then the canonical-name mapping over its result.
+// libFuzzer target: the safetensors parser, then name mapping, config inference and the
+// canonical checks over its result.
 #include <cstddef>
 #include <cstdint>
 
@@ -10,7 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     RawSet set;
     RawSet r = parse_safetensors_buffer(data, size, "fuzz.safetensors", *set.holder);
     r.holder = set.holder;
-    map_hf_names(r, "fuzz.safetensors");
+    canonical_weights(r, "fuzz.safetensors");
   } catch (const clip::Error&) {
   }
   return 0;

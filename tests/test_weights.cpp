@@ -758,6 +758,8 @@ TEST(weights, FuzzSeedsAreValid) {
     ASSERT_EQ(set.tensors.size(), 3u) << f;
     EXPECT_EQ(set.tensors[2].type, weights_detail::RawType::i64);
   }
+  Weights tm = load_weights(dir + "/pickle/tiny_model.pt");  // wrapped, `module.` prefixes
+  expect_identical(tm, load_weights(dir + "/safetensors/tiny_openai.safetensors"));
   for (const char* f : {"state_dict.pkl", "torchscript.pkl", "tiny.pkl"})
     EXPECT_FALSE(pickle_names(file_bytes(dir + "/pickle/" + f)).empty()) << f;
 }

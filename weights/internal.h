@@ -119,5 +119,8 @@ void check_canonical(const Weights& w);
 // HF CLIPModel names -> OpenAI names (q/k/v concatenated, projections transposed).
 // Tensors already under OpenAI names pass through. Drops ignorable buffers.
 void map_hf_names(RawSet& set, const std::string& file);
+// HF mapping, `module.` prefixes, config inference and the canonical checks, with no config
+// files or options (load_weights adds those). `set` keeps owning the memory.
+Weights canonical_weights(RawSet& set, const std::string& path);
 
 }  // namespace clip::weights_detail

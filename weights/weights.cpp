@@ -428,10 +428,11 @@ int layer_count(const std::map<std::string, const RawTensor*>& by, const std::st
 
 Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
                      const LoadOptions& opts) {
+  for (RawTensor& t : set.tensors)  // DataParallel / DDP wrappers
+    if (t.name.rfind("module.", 0) == 0) t.name = t.name.substr(7);
   map_hf_names(set, path);
   std::map<std::string, const RawTensor*> by;
   for (RawTensor& t : set.tensors) {
-    if (t.name.rfind("module.", 0) == 0) t.name = t.name.substr(7);
     CLIP_CHECK(by.emplace(t.name, &t).second, "%s: duplicate tensor '%s'", path.c_str(),
                t.name.c_str());
   }
@@ -459,7 +460,10 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
   CLIP_CHECK(pos_rows >= 2 && grid * grid + 1 == pos_rows,
              "%s: visual.positional_embedding has %d rows, not a square grid + 1",
              path.c_str(), pos_rows);
-  c.image_resolution = grid * c.vision_patch_size;
+  int64_t res = (int64_t)grid * c.vision_patch_size;
+  CLIP_CHECK(res <= (1 << 24), "%s: image resolution %lld (grid %d x patch %d) is too large",
+             path.c_str(), (long long)res, grid, c.vision_patch_size);
+  c.image_resolution = (int)res;
   c.embed_dim = dim("text_projection", 1, 2);
   c.context_length = dim("positional_embedding", 0, 2);
   c.vocab_size = dim("token_embedding.weight", 0, 2);
@@ -646,6 +650,12 @@ Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
 }
 
 }  // namespace
+
+namespace weights_detail {
+Weights canonical_weights(RawSet& set, const std::string& path) {
+  return canonicalize(set, path, SideConfig{}, LoadOptions{});
+}
+}  // namespace weights_detail
 
 Weights load_weights(const std::string& path, const std::string& vocab_path) {
   return load_weights(path, vocab_path, LoadOptions{});
