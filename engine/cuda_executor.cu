@@ -91,9 +91,9 @@ class CudaExecutor final : public Executor {
                                                                    shape(n.in[1])[0],
                                                                    (int)shape(n.in[0])[1], dt));
       } else if (n.op == Op::embedding) {
-        index_bound_[n.in[0]] = shape(n.in[1])[0];  // ids < V
+        bound_index(n.in[0], shape(n.in[1])[0]);  // ids < V
       } else if (n.op == Op::gather_rows) {
-        index_bound_[n.in[1]] = shape(n.in[0])[1];  // idx < T
+        bound_index(n.in[1], shape(n.in[0])[1]);  // idx < T
       }
     }
     scratch_ = Buffer(scratch, Device::cuda);
@@ -168,6 +168,11 @@ class CudaExecutor final : public Executor {
 
  private:
   const Shape& shape(Value v) const { return g_.info(v).shape; }
+  // An index value may feed several lookups: keep the tightest bound.
+  void bound_index(Value v, int64_t bound) {
+    int64_t& b = index_bound_[v];
+    b = b < 0 ? bound : std::min(b, bound);
+  }
 
   // Every float operand of a node must be in the dtype the node computes in.
   void same_dtype(const Node& n, DType dt, std::initializer_list<Value> vs) const {

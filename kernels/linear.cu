@@ -9,7 +9,9 @@
 //
 // Types: f16 / bf16 storage with f32 accumulation and f32 alpha/beta
 // (CUBLAS_COMPUTE_32F, scale CUDA_R_32F); f32 with CUBLAS_COMPUTE_32F (true f32, no TF32).
-// Epilogues are used only where they compute exactly our function: BIAS for act = none.
+// Epilogues are used only where they compute exactly our function: BIAS for act = none,
+// and only for a 16-byte aligned bias (cuBLASLt's bias epilogue reads it in vectors and has
+// no alignment preference to filter algorithms on); any other bias goes to the bias kernel.
 // cuBLASLt's GELU epilogues are the tanh approximation (we need erf) and it has no
 // QuickGELU, so an activation runs as a GEMM without bias followed by the vectorized
 // bias + activation kernel (kernels/activation.cu).
@@ -98,7 +100,7 @@ void linear_forward(CudaContext& ctx, void* y, const void* x, const void* w, con
              (long long)M, (long long)N, (long long)K);
   CLIP_CHECK(y != x && y != w, "linear: y must not alias x or w");
   if (M == 0) return;
-  const bool bias_epilogue = b != nullptr && act == Act::none;
+  const bool bias_epilogue = b != nullptr && act == Act::none && aligned16(b);
   LinearPlanKey key;
   key.M = M;
   key.N = N;
@@ -115,7 +117,8 @@ void linear_forward(CudaContext& ctx, void* y, const void* x, const void* w, con
   CUBLAS_CHECK(cublasLtMatmul(ctx.lt(), plan->desc, &alpha, w, plan->a, x, plan->b, &beta, y,
                               plan->c, y, plan->c, &plan->algo, ctx.workspace(),
                               ctx.workspace_bytes(), stream));
-  if (act != Act::none) bias_act_forward(y, y, b, M, N, act, dt, stream);
+  if (act != Act::none || (b != nullptr && !bias_epilogue))
+    bias_act_forward(y, y, b, M, N, act, dt, stream);
 }
 
 }  // namespace clip::cuda

@@ -427,6 +427,29 @@ TEST_P(LinearTest, MatchesCpu) {
 }
 INSTANTIATE_TEST_SUITE_P(kernels, LinearTest, testing::ValuesIn(lin_params()), lin_name);
 
+// A bias that is not 16-byte aligned (one element into its buffer) must not go to cuBLASLt's
+// BIAS epilogue, which reads it in vectors; the bias kernel adds it instead.
+TEST(kernels_linear, UnalignedBias) {
+  REQUIRE_CUDA();
+  for (DType dt : kDTypes) {
+    const int64_t M = 5, N = 24, K = 32;
+    auto x = rounded(test::randn(M * K, 44), dt);
+    auto w = rounded(test::randn(N * K, 45, 1.0f / std::sqrt((float)K)), dt);
+    auto b = rounded(test::randn(N + 1, 46, 0.5f), dt);
+    std::vector<float> ref(M * N), naive(M * N);
+    linear_cpu(ref.data(), x.data(), w.data(), b.data() + 1, M, N, K, Act::none);
+    linear_cpu(naive.data(), x.data(), w.data(), nullptr, M, N, K, Act::none);
+    for (size_t i = 0; i < naive.size(); i++)
+      naive[i] = round_to(round_to(naive[i], dt) + b[1 + i % N], dt);
+    auto dx = upload(x, dt), dw = upload(w, dt), db = upload(b, dt), dy = alloc_out(M * N, dt);
+    const void* bias = (const uint8_t*)db->data() + dtype_size(dt);
+    ASSERT_FALSE(cuda::aligned16(bias));
+    cuda::linear_forward(ctx(), dy->data(), dx->data(), dw->data(), bias, M, N, K, Act::none, dt,
+                         stream());
+    check_output("linear unaligned bias", *dy, download(*dy, M * N, dt), ref, naive, dt, K);
+  }
+}
+
 // ---- elementwise ----------------------------------------------------------------------------
 
 class DTypeTest : public testing::TestWithParam<DType> {};
