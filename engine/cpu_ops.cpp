@@ -32,25 +32,24 @@ static inline float apply_act(float x, Act a) {
   return a == Act::gelu ? gelu_ref(x) : a == Act::quick_gelu ? quick_gelu_ref(x) : x;
 }
 
-// GEMMs go through OpenBLAS, always called with exactly kGemmRowBlock rows (the last block
-// is zero-padded), so the arithmetic for a row never depends on how many rows the batch has:
-// OpenBLAS picks different kernels for different M, and then an image's embedding would
-// change with the batch it lands in. Rows are B*T, so the padding costs little.
-static constexpr int64_t kGemmRowBlock = 32;
+// GEMMs go through OpenBLAS. OpenBLAS picks different kernels for small M, and then an
+// image's embedding would change with the batch it lands in; from kMinGemmRows rows up the
+// arithmetic for a row does not depend on M (tested bitwise), so fewer rows are zero-padded
+// to kMinGemmRows and more rows go in one call (which packs the weights once). Rows are B*T,
+// so the padding only ever applies to the final projections.
+static constexpr int64_t kMinGemmRows = 32;
 
 void linear_cpu(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N,
                 int64_t K, Act act) {
-  int64_t full = M / kGemmRowBlock * kGemmRowBlock;
-  for (int64_t m0 = 0; m0 < full; m0 += kGemmRowBlock)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)kGemmRowBlock, (int)N, (int)K, 1.0f,
-                x + m0 * K, (int)K, w, (int)K, 0.0f, y + m0 * N, (int)N);
-  if (full < M) {
-    int64_t rest = M - full;
-    std::vector<float> xp((size_t)(kGemmRowBlock * K), 0.0f), yp((size_t)(kGemmRowBlock * N));
-    std::memcpy(xp.data(), x + full * K, (size_t)(rest * K) * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)kGemmRowBlock, (int)N, (int)K, 1.0f,
+  if (M >= kMinGemmRows) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)K, w,
+                (int)K, 0.0f, y, (int)N);
+  } else if (M > 0) {
+    std::vector<float> xp((size_t)(kMinGemmRows * K), 0.0f), yp((size_t)(kMinGemmRows * N));
+    std::memcpy(xp.data(), x, (size_t)(M * K) * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)kMinGemmRows, (int)N, (int)K, 1.0f,
                 xp.data(), (int)K, w, (int)K, 0.0f, yp.data(), (int)N);
-    std::memcpy(y + full * N, yp.data(), (size_t)(rest * N) * sizeof(float));
+    std::memcpy(y, yp.data(), (size_t)(M * N) * sizeof(float));
   }
   if (!b && act == Act::none) return;
 #pragma omp parallel for schedule(static)

@@ -12,7 +12,7 @@ PKGS=(
   libutf8proc-dev                # Unicode categories, case mapping, NFC
   libzip-dev zlib1g-dev          # zip archives (torch checkpoints), gzip (BPE vocab)
   libcli11-dev                   # command-line parsing
-  libopenblas-dev                # CPU GEMM
+  libopenblas-openmp-dev         # CPU GEMM (OpenMP build: one thread pool with ours)
   clang libclang-rt-14-dev       # libFuzzer targets
 )
 missing=()

@@ -65,17 +65,30 @@ INSTANTIATE_TEST_SUITE_P(
              act_name(p.act) + (p.bias ? "_bias" : "_nobias");
     });
 
-TEST(Linear, RowsDoNotDependOnBatch) {
-  // The same row gives bitwise the same output whichever batch it is in.
-  const int N = 768, K = 768, M = 70;
-  auto x = randn((size_t)M * K, 4), w = randn((size_t)N * K, 5, 0.03f), b = randn(N, 6);
-  std::vector<float> all((size_t)M * N), one(N);
-  linear_cpu(all.data(), x.data(), w.data(), b.data(), M, N, K, Act::quick_gelu);
-  for (int m = 0; m < M; m++) {
-    linear_cpu(one.data(), x.data() + (size_t)m * K, w.data(), b.data(), 1, N, K, Act::quick_gelu);
-    EXPECT_EQ(0, std::memcmp(one.data(), all.data() + (size_t)m * N, N * sizeof(float))) << "row " << m;
+struct RowCase { int N, K; };
+class LinearRowsTest : public ::testing::TestWithParam<RowCase> {};
+
+TEST_P(LinearRowsTest, RowsDoNotDependOnBatch) {
+  // The same row gives bitwise the same output whichever batch (and position) it is in.
+  const auto p = GetParam();
+  const int M = 1700;
+  auto x = randn((size_t)M * p.K, 4), w = randn((size_t)p.N * p.K, 5, 0.03f), b = randn(p.N, 6);
+  std::vector<float> all((size_t)M * p.N), part((size_t)M * p.N);
+  linear_cpu(all.data(), x.data(), w.data(), b.data(), M, p.N, p.K, Act::quick_gelu);
+  for (int rows : {1, 2, 7, 31, 32, 33, 50, 77, 97, 400, 1601}) {
+    int start = (rows * 37) % (M - rows + 1);
+    linear_cpu(part.data(), x.data() + (size_t)start * p.K, w.data(), b.data(), rows, p.N, p.K, Act::quick_gelu);
+    for (int r = 0; r < rows; r++)
+      ASSERT_EQ(0, std::memcmp(part.data() + (size_t)r * p.N, all.data() + (size_t)(start + r) * p.N, p.N * sizeof(float)))
+          << "row " << start + r << " in a batch of " << rows;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Clip, LinearRowsTest,
+                         ::testing::Values(RowCase{768, 768}, RowCase{2304, 768}, RowCase{3072, 768},
+                                           RowCase{768, 3072}, RowCase{512, 512}, RowCase{2048, 512},
+                                           RowCase{512, 768}, RowCase{1024, 1024}, RowCase{17, 5}),
+                         [](const auto& i) { return "N" + std::to_string(i.param.N) + "_K" + std::to_string(i.param.K); });
 
 // ---- layernorm and residual + layernorm ----------------------------------------------
 struct NormCase { int M, C; };
