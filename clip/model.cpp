@@ -81,29 +81,30 @@ int64_t Model::pixels_per_image() const {
 }
 
 // Every weight is converted once to the compute dtype and placed on the device; the two
-// projections are transposed so every matrix product is a linear (x wᵀ). All tensors of
-// one model share one allocation, uploaded to the GPU in one copy.
+// projections are transposed so every matrix product is a linear (x wᵀ). On the CPU, f32
+// tensors of the checkpoint (a mapped native file) are used in place; the rest share one
+// allocation, which on CUDA is uploaded in one copy.
 void Model::prepare_weights() {
   DType dt = opts_.dtype;
-  struct Item { std::string name; Shape shape; const WeightTensor* src; bool transpose; };
+  struct Item { std::string name; Shape shape; const WeightTensor* src; bool transpose; size_t off; };
   std::vector<Item> items;
+  size_t total = 0;
   for (const auto& t : weights_.tensors) {
     if (t.name == "logit_scale") continue;
     bool tr = t.name == "visual.proj" || t.name == "text_projection";
-    Shape s = t.shape;
-    if (tr) s = Shape{t.shape[1], t.shape[0]};
-    items.push_back({tr ? t.name + ".T" : t.name, s, &t, tr});
-  }
-  size_t total = 0;
-  std::vector<size_t> off;
-  for (auto& it : items) {
-    off.push_back(total);
-    total += ((size_t)it.shape.numel() * dtype_size(dt) + 255) / 256 * 256;
+    if (opts_.device == Device::cpu && !tr && t.dtype == dt) {
+      prepared_[t.name] = Tensor(const_cast<void*>(t.data), dt, t.shape, Device::cpu);
+      continue;
+    }
+    Shape s = tr ? Shape{t.shape[1], t.shape[0]} : t.shape;
+    items.push_back({tr ? t.name + ".T" : t.name, s, &t, tr, total});
+    total += ((size_t)s.numel() * dtype_size(dt) + 255) / 256 * 256;
   }
   Buffer host(total, Device::cpu);
+#pragma omp parallel for schedule(dynamic)
   for (size_t i = 0; i < items.size(); i++) {
     const auto& it = items[i];
-    uint8_t* dst = (uint8_t*)host.data() + off[i];
+    uint8_t* dst = (uint8_t*)host.data() + it.off;
     int64_t n = it.shape.numel();
     if (!it.transpose) {
       convert_cpu(dst, dt, it.src->data, it.src->dtype, n);
@@ -116,17 +117,16 @@ void Model::prepare_weights() {
       convert_cpu(dst, dt, tr.data(), DType::f32, n);
     }
   }
-  Buffer dev;
   uint8_t* base = (uint8_t*)host.data();
   if (opts_.device == Device::cuda) {
-    dev = Buffer(total, Device::cuda);
+    Buffer dev(total, Device::cuda);
     copy_bytes(dev.data(), Device::cuda, host.data(), Device::cpu, total);
     base = (uint8_t*)dev.data();
+    storage_.push_back(std::move(dev));
+  } else {
+    storage_.push_back(std::move(host));
   }
-  for (size_t i = 0; i < items.size(); i++)
-    prepared_[items[i].name] = Tensor(base + off[i], dt, items[i].shape, opts_.device);
-  if (opts_.device == Device::cuda) storage_.push_back(std::move(dev));
-  else storage_.push_back(std::move(host));
+  for (const auto& it : items) prepared_[it.name] = Tensor(base + it.off, dt, it.shape, opts_.device);
 }
 
 Tensor Model::w(const std::string& name) const {

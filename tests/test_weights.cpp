@@ -432,6 +432,24 @@ TEST(weights, PickleRefusesGlobals) {
   write_file(path, make_zip({{"evil/data.pkl", pkl}}));
   EXPECT_ERROR(load_weights(path), "evil.pt", "'os.system'", "not allowed");
   unlink(path.c_str());
+
+  // Checkpoints whose pickles would create a marker file if anything ran them: each load
+  // is refused and the marker never appears.
+  std::string marker = tmp_path("pwned_marker");
+  unlink(marker.c_str());
+  const char* runners[][2] = {{"os", "system"}, {"builtins", "eval"}, {"subprocess", "Popen"}};
+  for (auto& r : runners) {
+    std::string cmd = std::string(r[1]) == "eval" ? "__import__('os').system('touch " + marker + "')"
+                                                  : "touch " + marker;
+    std::string evil_pkl = std::string(r[1]) == "Popen"
+                               ? Pickle().global(r[0], r[1]).op("(").str("sh").str("-c").str(cmd).op("l").op("\x85R").done()
+                               : Pickle().global(r[0], r[1]).str(cmd).op("\x85R").done();
+    std::string evil = tmp_path("evil_" + std::string(r[1]) + ".pt");
+    write_file(evil, make_zip({{"evil/data.pkl", evil_pkl}}));
+    EXPECT_ERROR(load_weights(evil), "not allowed");
+    unlink(evil.c_str());
+  }
+  EXPECT_NE(access(marker.c_str(), F_OK), 0) << "a checkpoint ran code: " << marker << " exists";
 }
 
 TEST(weights, PickleBoundsAndNesting) {
