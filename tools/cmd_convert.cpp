@@ -39,7 +39,7 @@ clip::tool::CommandRun setup(CLI::App* sub) {
   };
 }
 
-clip::tool::Register reg("convert", "convert a CLIP checkpoint to the native weights file",
+clip::tool::Register reg("convert", "Convert a CLIP checkpoint to the native weights file",
                          setup);
 
 }  // namespace

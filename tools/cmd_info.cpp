@@ -29,6 +29,6 @@ clip::tool::CommandRun setup(CLI::App* sub) {
   };
 }
 
-clip::tool::Register reg("info", "show the format, config and tensors of a checkpoint", setup);
+clip::tool::Register reg("info", "Show the format, config and tensors of a checkpoint", setup);
 
 }  // namespace
