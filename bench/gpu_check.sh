@@ -7,6 +7,11 @@
 #   3. compute-sanitizer memcheck on a quick subset of the kernel tests
 #   4. compute-sanitizer racecheck on the kernels that use shared memory
 #   5. the kernel benchmark (CSV)
+#   6. the end-to-end benchmark: `clip bench --arch ViT-B-32 --device cuda --dtype f16`, then the
+#      PyTorch baseline (bench/torch_gpu_baseline.py: eager and torch.compile) in the same session
+# The GPU machine fetches nothing: when the project's Debian libraries are missing there, the
+# .deb files that scripts/gpu_deps.sh downloaded into .debs/ (carry it) are unpacked into
+# .deps-root/ and the build uses them.
 # Logs go to $OUT when set, else build-gpu-check/logs. A summary is printed at the end and
 # the exit status is non-zero when any step failed. Meant to finish well under 8 minutes on
 # an H100.
@@ -44,7 +49,21 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
   >"$LOGS/device.txt" 2>&1
 echo "device: $(cat "$LOGS/device.txt")"
 
-step build 240 "cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release \
+DEPS_ARG=""
+if [ -d .debs ] && [ ! -f /usr/include/zip.h ]; then
+  R=$PWD/.deps-root
+  rm -rf "$R" && mkdir -p "$R"
+  for f in .debs/*.deb; do dpkg-deb -x "$f" "$R"; done
+  export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  DEPS_ARG="-DCLIP_DEPS_ROOT=$R"
+  echo "dependencies: unpacked $(ls .debs | wc -l) packages into $R"
+fi
+
+if [ -d .gpu-shared ]; then  # scripts/gpu_fixtures.sh: the goldens the GPU tests compare with
+  export CLIP_GOLDEN_DIR=$PWD/.gpu-shared/golden CLIP_VOCAB_DIR=$PWD/.gpu-shared/clip
+fi
+
+step build 300 "cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release $DEPS_ARG \
   && cmake --build $BUILD -j$JOBS"
 
 step ctest 180 "ctest --test-dir $BUILD --output-on-failure -j8"
@@ -61,6 +80,11 @@ step racecheck 120 "$SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/
   --gtest_filter='$RACECHECK_FILTER'"
 
 step bench 150 "$BUILD/bench/bench_kernels | tee '$LOGS/bench_kernels.csv'"
+
+step e2e 120 "$BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,64,1024 --repeats 10 \
+  --first-embedding | tee '$LOGS/clip_bench.txt'"
+
+step torch 240 "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,64,1024 | tee '$LOGS/torch_baseline.jsonl'"
 
 echo
 echo "== summary (logs in $LOGS)"
