@@ -41,6 +41,7 @@ Device parse_device(const std::string& s);
 DType parse_compute_dtype(const std::string& s, Device device);
 
 class CudaContext;
+class CpuContext;
 
 class Model {
  public:
@@ -98,6 +99,7 @@ class Model {
   std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
   std::vector<Buffer> storage_;               // owns prepared_ data
   std::unique_ptr<CudaContext> cuda_;
+  std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
   std::map<std::tuple<std::string, int64_t, int64_t>, std::unique_ptr<Executor>> executors_;
 };
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "clip/clip.h"
+#include "engine/cpu_gemm.h"
 #ifdef CLIP_HAVE_CUDA
 #include "engine/cuda_context.h"
 #else
@@ -59,6 +60,7 @@ std::unique_ptr<Model> Model::from_weights(Weights weights, const ModelOptions& 
 #else
   CLIP_CHECK(opts.device == Device::cpu, "this build has no CUDA support");
 #endif
+  if (opts.device == Device::cpu) m->cpu_ = std::make_unique<CpuContext>();
   m->prepare_weights();
   return m;
 }
@@ -226,7 +228,7 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
       throw OutOfMemory(strprintf("the %s graph for batch %lld needs %zu activation bytes, over the limit of %zu",
                                   tower.c_str(), (long long)B, need, opts_.memory_limit));
   }
-  auto ex = compile(g, cuda_.get());
+  auto ex = compile(g, cuda_.get(), cpu_.get());
   return *(executors_[key] = std::move(ex));
 }
 

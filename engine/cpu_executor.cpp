@@ -2,6 +2,7 @@
 // placed in one arena by plan_memory().
 #include <cstring>
 
+#include "engine/cpu_gemm.h"
 #include "engine/cpu_ops.h"
 #include "engine/graph.h"
 
@@ -11,7 +12,8 @@ namespace {
 
 class CpuExecutor final : public Executor {
  public:
-  explicit CpuExecutor(const Graph& g) : g_(g), plan_(plan_memory(g)), arena_(plan_.peak_bytes, Device::cpu) {
+  CpuExecutor(const Graph& g, CpuContext* cpu)
+      : g_(g), cpu_(cpu), plan_(plan_memory(g)), arena_(plan_.peak_bytes, Device::cpu) {
     for (const auto& v : g_.values())
       if (v.kind == ValueInfo::weight)
         CLIP_CHECK(v.dtype == DType::f32 || v.dtype == DType::i32,
@@ -59,8 +61,13 @@ class CpuExecutor final : public Executor {
     switch (n.op) {
       case Op::linear: {
         const Shape& w = shape(n.in[1]);
-        linear_cpu(f(y), f(n.in[0]), f(n.in[1]), n.in.size() > 2 ? f(n.in[2]) : nullptr,
-                   s.rows(), w[0], w[1], n.act);
+        const float* b = n.in.size() > 2 ? f(n.in[2]) : nullptr;
+        if (cpu_) {
+          cpu_->linear(f(y), f(n.in[0]), f(n.in[1]), s.rows(), w[0], w[1]);
+          bias_act_cpu(f(y), b, s.rows(), w[0], n.act);
+        } else {
+          linear_cpu(f(y), f(n.in[0]), f(n.in[1]), b, s.rows(), w[0], w[1], n.act);
+        }
         break;
       }
       case Op::layernorm:
@@ -110,6 +117,7 @@ class CpuExecutor final : public Executor {
   }
 
   Graph g_;
+  CpuContext* cpu_;
   MemoryPlan plan_;
   Buffer arena_;
   std::vector<void*> ptr_;
@@ -117,9 +125,9 @@ class CpuExecutor final : public Executor {
 
 }  // namespace
 
-std::unique_ptr<Executor> compile_cpu(const Graph& g) {
+std::unique_ptr<Executor> compile_cpu(const Graph& g, CpuContext* cpu) {
   CLIP_CHECK(g.device() == Device::cpu, "compile_cpu: graph is for %s", device_name(g.device()));
-  return std::make_unique<CpuExecutor>(g);
+  return std::make_unique<CpuExecutor>(g, cpu);
 }
 
 }  // namespace clip

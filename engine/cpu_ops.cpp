@@ -1,7 +1,6 @@
 #include "engine/cpu_ops.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -36,43 +35,26 @@ static inline float apply_act(float x, Act a) {
 // GEMMs go through OpenBLAS. OpenBLAS picks different kernels for small M, and then an
 // image's embedding would change with the batch it lands in; from kMinGemmRows rows up the
 // arithmetic for a row does not depend on M (tested bitwise), so fewer rows are zero-padded
-// to kMinGemmRows. Up to kSplitNRows rows, each thread runs a single-threaded GEMM on its
-// own slice of N (OpenBLAS would split the few rows between threads and starve its kernel);
-// more rows go in one multi-threaded call, which packs the weights once.
-static constexpr int64_t kMinGemmRows = 32, kSplitNRows = 512;
-
-static void gemm(float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K, int64_t ldy) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)K, w, (int)K,
-              0.0f, y, (int)ldy);
-}
+// to kMinGemmRows and more rows go in one call. (The CPU backend's linear layers use
+// engine/cpu_gemm.h, which packs the weights once; this is the reference.)
+static constexpr int64_t kMinGemmRows = 32;
 
 void linear_cpu(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N,
                 int64_t K, Act act) {
-  if (M <= 0) return;
-  std::vector<float> xp, yp;
-  const float* xs = x;
-  float* ys = y;
-  int64_t Mg = M;
-  if (M < kMinGemmRows) {
-    xp.assign((size_t)(kMinGemmRows * K), 0.0f);
-    yp.resize((size_t)(kMinGemmRows * N));
+  if (M >= kMinGemmRows) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)K, w,
+                (int)K, 0.0f, y, (int)N);
+  } else if (M > 0) {
+    std::vector<float> xp((size_t)(kMinGemmRows * K), 0.0f), yp((size_t)(kMinGemmRows * N));
     std::memcpy(xp.data(), x, (size_t)(M * K) * sizeof(float));
-    xs = xp.data();
-    ys = yp.data();
-    Mg = kMinGemmRows;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)kMinGemmRows, (int)N, (int)K, 1.0f,
+                xp.data(), (int)K, w, (int)K, 0.0f, yp.data(), (int)N);
+    std::memcpy(y, yp.data(), (size_t)(M * N) * sizeof(float));
   }
-  const int nt = omp_get_max_threads();
-  if (Mg <= kSplitNRows && nt > 1 && N >= 64 * nt) {
-#pragma omp parallel num_threads(nt)
-    {
-      const int t = omp_get_thread_num();
-      const int64_t n0 = N * t / nt / 16 * 16, n1 = t + 1 == nt ? N : N * (t + 1) / nt / 16 * 16;
-      gemm(ys + n0, xs, w + n0 * K, Mg, n1 - n0, K, N);  // single-threaded inside the region
-    }
-  } else {
-    gemm(ys, xs, w, Mg, N, K, N);
-  }
-  if (ys != y) std::memcpy(y, ys, (size_t)(M * N) * sizeof(float));
+  bias_act_cpu(y, b, M, N, act);
+}
+
+void bias_act_cpu(float* y, const float* b, int64_t M, int64_t N, Act act) {
   if (!b && act == Act::none) return;
 #pragma omp parallel for schedule(static)
   for (int64_t m = 0; m < M; m++) {

@@ -246,8 +246,8 @@ MemoryPlan plan_memory(const Graph& g) {
   return p;
 }
 
-std::unique_ptr<Executor> compile(const Graph& g, CudaContext* ctx) {
-  if (g.device() == Device::cpu) return compile_cpu(g);
+std::unique_ptr<Executor> compile(const Graph& g, CudaContext* ctx, CpuContext* cpu) {
+  if (g.device() == Device::cpu) return compile_cpu(g, cpu);
 #ifdef CLIP_HAVE_CUDA
   CLIP_CHECK(ctx, "compiling a CUDA graph needs a CudaContext");
   return compile_cuda(g, *ctx);

@@ -123,9 +123,12 @@ class Executor {
 };
 
 class CudaContext;  // engine/cuda_context.h
-// Compiles g for its device. CUDA graphs need a context (streams, cuBLASLt, workspace).
-std::unique_ptr<Executor> compile(const Graph& g, CudaContext* ctx = nullptr);
-std::unique_ptr<Executor> compile_cpu(const Graph& g);
+class CpuContext;   // engine/cpu_gemm.h
+// Compiles g for its device. CUDA graphs need a context (streams, cuBLASLt, workspace). On
+// the CPU, a context holds linear weights packed once (shared by all graphs of a model);
+// without one, linear layers use the reference linear_cpu.
+std::unique_ptr<Executor> compile(const Graph& g, CudaContext* cuda = nullptr, CpuContext* cpu = nullptr);
+std::unique_ptr<Executor> compile_cpu(const Graph& g, CpuContext* cpu = nullptr);
 std::unique_ptr<Executor> compile_cuda(const Graph& g, CudaContext& ctx);  // engine/cuda_executor.cu
 
 }  // namespace clip

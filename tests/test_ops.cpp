@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/base.h"
+#include "engine/cpu_gemm.h"
 #include "engine/cpu_ops.h"
 #include "tests/test_util.h"
 
@@ -50,6 +51,12 @@ TEST_P(LinearTest, MatchesDouble) {
       ref[(size_t)m * p.N + n] = act_d(s, p.act);
     }
   EXPECT_CLOSE(y.data(), ref.data(), y.size(), kAtol, kRtol);
+  // The CPU backend's packed-weight path (oneDNN) computes the same function.
+  CpuContext ctx;
+  std::vector<float> yp((size_t)p.M * p.N);
+  ctx.linear(yp.data(), x.data(), w.data(), p.M, p.N, p.K);
+  bias_act_cpu(yp.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.act);
+  EXPECT_CLOSE(yp.data(), ref.data(), yp.size(), kAtol, kRtol);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -73,21 +80,28 @@ TEST_P(LinearRowsTest, RowsDoNotDependOnBatch) {
   const auto p = GetParam();
   const int M = 1700;
   auto x = randn((size_t)M * p.K, 4), w = randn((size_t)p.N * p.K, 5, 0.03f), b = randn(p.N, 6);
-  std::vector<float> all((size_t)M * p.N), part((size_t)M * p.N);
+  std::vector<float> all((size_t)M * p.N), part((size_t)M * p.N), all_p((size_t)M * p.N);
   linear_cpu(all.data(), x.data(), w.data(), b.data(), M, p.N, p.K, Act::quick_gelu);
+  CpuContext ctx;  // the packed-weight path of the CPU backend
+  ctx.linear(all_p.data(), x.data(), w.data(), M, p.N, p.K);
   for (int rows : {1, 2, 7, 31, 32, 33, 50, 77, 97, 400, 1601}) {
     int start = (rows * 37) % (M - rows + 1);
     linear_cpu(part.data(), x.data() + (size_t)start * p.K, w.data(), b.data(), rows, p.N, p.K, Act::quick_gelu);
     for (int r = 0; r < rows; r++)
       ASSERT_EQ(0, std::memcmp(part.data() + (size_t)r * p.N, all.data() + (size_t)(start + r) * p.N, p.N * sizeof(float)))
           << "row " << start + r << " in a batch of " << rows;
+    ctx.linear(part.data(), x.data() + (size_t)start * p.K, w.data(), rows, p.N, p.K);
+    for (int r = 0; r < rows; r++)
+      ASSERT_EQ(0, std::memcmp(part.data() + (size_t)r * p.N, all_p.data() + (size_t)(start + r) * p.N, p.N * sizeof(float)))
+          << "packed path: row " << start + r << " in a batch of " << rows;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Clip, LinearRowsTest,
                          ::testing::Values(RowCase{768, 768}, RowCase{2304, 768}, RowCase{3072, 768},
                                            RowCase{768, 3072}, RowCase{512, 512}, RowCase{2048, 512},
-                                           RowCase{512, 768}, RowCase{1024, 1024}, RowCase{17, 5}),
+                                           RowCase{512, 768}, RowCase{1024, 1024}, RowCase{4096, 1024},
+                                           RowCase{1024, 4096}, RowCase{768, 1024}, RowCase{17, 5}),
                          [](const auto& i) { return "N" + std::to_string(i.param.N) + "_K" + std::to_string(i.param.K); });
 
 // ---- layernorm and residual + layernorm ----------------------------------------------
