@@ -155,14 +155,19 @@ int run_embed(const EmbedArgs& a) {
     lines.open(npy ? a.out + ".jsonl.tmp" : tmp, std::ios::binary | std::ios::trunc);
     CLIP_CHECK(lines, "cannot write %s", (npy ? a.out + ".jsonl.tmp" : tmp).c_str());
   }
-  std::vector<float> rows;  // .npy data
+  std::ofstream npy_out;  // .npy rows are streamed; the header is rewritten at the end
   int64_t nrows = 0;
+  if (npy) {
+    npy_out.open(tmp, std::ios::binary | std::ios::trunc);
+    CLIP_CHECK(npy_out, "cannot write %s", tmp.c_str());
+    npy_out << npy_header(0, D);
+  }
   bool any_failed = false;
   auto emit = [&](const Record& r) {
     if (!r.error.empty()) any_failed = true;
     if (npy) {
       if (r.error.empty()) {
-        rows.insert(rows.end(), r.emb.begin(), r.emb.end());
+        npy_out.write((const char*)r.emb.data(), (std::streamsize)(r.emb.size() * sizeof(float)));
         lines << record_line(r, false, nrows++) << '\n';
       } else {
         lines << record_line(r, false, -1) << '\n';
@@ -182,7 +187,10 @@ int run_embed(const EmbedArgs& a) {
     lines.close();
     CLIP_CHECK(!lines.fail(), "error writing %s", a.out.c_str());
     if (npy) {
-      write_npy(tmp, rows.data(), nrows, D);
+      npy_out.seekp(0);
+      npy_out << npy_header(nrows, D);
+      npy_out.close();
+      CLIP_CHECK(!npy_out.fail(), "error writing %s", tmp.c_str());
       fs::rename(a.out + ".jsonl.tmp", a.out + ".jsonl");
     }
     fs::rename(tmp, a.out);

@@ -84,19 +84,25 @@ std::vector<std::string> collect_texts(const std::vector<std::string>& texts,
   return out;
 }
 
+std::string npy_header(int64_t rows, int64_t cols) {
+  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
+                     std::to_string(cols) + "), }";
+  std::string h = std::string("\x93NUMPY\x01\x00", 8);
+  const size_t total = 128;  // fixed, so the header can be rewritten in place once rows are known
+  CLIP_CHECK(10 + dict.size() + 1 <= total, ".npy shape too large");
+  uint16_t hl = (uint16_t)(total - 10);
+  h += (char)(hl & 0xff);
+  h += (char)(hl >> 8);
+  h += dict;
+  h.append(total - 1 - h.size(), ' ');
+  return h + '\n';
+}
+
 void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) +
-                       ", " + std::to_string(cols) + "), }";
-  size_t total = 10 + header.size() + 1;
-  header.append((64 - total % 64) % 64, ' ');
-  header += '\n';
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   CLIP_CHECK(f, "cannot write %s", path.c_str());
-  const char magic[] = "\x93NUMPY\x01\x00";
-  f.write(magic, 8);
-  uint16_t hl = (uint16_t)header.size();
-  f.put((char)(hl & 0xff)).put((char)(hl >> 8));
-  f.write(header.data(), (std::streamsize)header.size());
+  std::string h = npy_header(rows, cols);
+  f.write(h.data(), (std::streamsize)h.size());
   f.write((const char*)data, (std::streamsize)(rows * cols * (int64_t)sizeof(float)));
   CLIP_CHECK(f.good(), "error writing %s", path.c_str());
 }
