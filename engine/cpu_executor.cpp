@@ -19,6 +19,15 @@ class CpuExecutor final : public Executor {
         CLIP_CHECK(v.dtype == DType::f32 || v.dtype == DType::i32,
                    "CPU graph: weight %s is %s; the CPU backend takes f32 weights", v.name.c_str(),
                    dtype_name(v.dtype));
+    if (cpu_) {
+      std::vector<CpuContext::LinearShape> ws;
+      for (const Node& n : g_.nodes())
+        if (n.op == Op::linear) {
+          const ValueInfo& w = g_.info(n.in[1]);
+          ws.push_back({(const float*)w.bound.data, w.shape[0], w.shape[1]});
+        }
+      cpu_->prepare(ws);
+    }
   }
 
   const MemoryPlan& plan() const override { return plan_; }

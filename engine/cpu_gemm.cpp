@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <vector>
 
@@ -87,16 +88,35 @@ CpuContext::CpuContext() : impl_(std::make_unique<Impl>()) {}
 CpuContext::~CpuContext() = default;
 
 const PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->packs.find(w);
+    if (it != impl_->packs.end()) return *it->second;
+  }
+  std::unique_ptr<PackedWeight> p;
+  try {
+    p = std::make_unique<PackedWeight>(impl_->eng, w, N, K);  // outside the lock: packs run in parallel
+  } catch (const dnnl::error& e) {
+    fail("packing a [%lld, %lld] weight for the CPU backend failed: %s", (long long)N, (long long)K, e.what());
+  }
   std::lock_guard<std::mutex> lock(impl_->mu);
-  auto& p = impl_->packs[w];
-  if (!p) {
+  auto& slot = impl_->packs[w];
+  if (!slot) slot = std::move(p);
+  return *slot;
+}
+
+void CpuContext::prepare(const std::vector<LinearShape>& weights) {
+  std::vector<std::string> errors(weights.size());
+#pragma omp parallel for schedule(dynamic)
+  for (size_t i = 0; i < weights.size(); i++) {
     try {
-      p = std::make_unique<PackedWeight>(impl_->eng, w, N, K);
-    } catch (const dnnl::error& e) {
-      fail("packing a [%lld, %lld] weight for the CPU backend failed: %s", (long long)N, (long long)K, e.what());
+      pack(weights[i].w, weights[i].N, weights[i].K);
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
     }
   }
-  return *p;
+  for (auto& e : errors)
+    if (!e.empty()) throw Error(e);
 }
 
 void CpuContext::linear(float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K) {

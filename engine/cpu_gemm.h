@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 namespace clip {
 
@@ -25,6 +26,12 @@ class CpuContext {
   // y[M, N] = x[M, K] · w[N, K]ᵀ (no bias). w must stay valid and unchanged while the context
   // lives; it is packed on first use.
   void linear(float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K);
+  // Packs these weights now, in parallel (a graph's linear weights, at compile time).
+  struct LinearShape {
+    const float* w;
+    int64_t N, K;
+  };
+  void prepare(const std::vector<LinearShape>& weights);
   size_t packed_bytes() const;
 
  private:

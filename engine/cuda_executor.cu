@@ -15,11 +15,13 @@
 //     D2H copies) is enqueued once eagerly, which loads the kernels, builds and caches the
 //     cuBLASLt plans and reports any error outside a capture; then the same sequence is
 //     captured into a CUDA graph, instantiated, and launched;
-//   - later runs: one cudaGraphLaunch;
+//   - later runs: one cudaGraphLaunch (if capture failed, said once on stderr, every run
+//     enqueues the nodes directly);
 //   - one cudaStreamSynchronize, then the pinned outputs are converted to host f32 tensors.
 // No device allocation and no host synchronisation in the steady state except that final
 // sync (the returned HostTensors are host allocations by the Executor interface).
 #include <climits>
+#include <cstdio>
 #include <cstring>
 
 #include "engine/cuda_context.h"
@@ -129,24 +131,23 @@ class CudaExecutor final : public Executor {
     }
 
     cudaStream_t st = ctx_.stream();
-    if (!exec_) {
+    bool ran = false;
+    if (!exec_ && !eager_) {
       enqueue(st);  // eager: loads kernels, builds cuBLASLt plans, reports errors
-      cudaGraph_t graph = nullptr;
-      CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+      ran = true;
       try {
-        enqueue(st);
-      } catch (...) {
-        cudaStreamEndCapture(st, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        cudaGetLastError();
-        throw;
+        capture(st);
+      } catch (const Error& e) {
+        // The eager pass above already computed this run's outputs; later runs stay eager.
+        eager_ = true;
+        fprintf(stderr, "clip: CUDA graph capture failed (%s); running this graph without it\n", e.what());
       }
-      CUDA_CHECK(cudaStreamEndCapture(st, &graph));
-      cudaError_t e = cudaGraphInstantiate(&exec_, graph, 0);
-      cudaGraphDestroy(graph);
-      CUDA_CHECK(e);
     }
-    CUDA_CHECK(cudaGraphLaunch(exec_, st));
+    if (exec_) {
+      CUDA_CHECK(cudaGraphLaunch(exec_, st));
+    } else if (!ran) {
+      enqueue(st);
+    }
     CUDA_CHECK(cudaStreamSynchronize(st));
 
     std::vector<HostTensor> outs;
@@ -180,6 +181,25 @@ class CudaExecutor final : public Executor {
       CLIP_CHECK(g_.info(v).dtype == dt, "%s: operand %s is %s, the op computes in %s",
                  op_name(n.op), g_.info(v).name.c_str(), dtype_name(g_.info(v).dtype),
                  dtype_name(dt));
+  }
+
+  // Records the whole run (copies and kernels) into a CUDA graph and instantiates it.
+  void capture(cudaStream_t st) {
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue(st);
+    } catch (...) {
+      cudaStreamEndCapture(st, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+    cudaError_t e = cudaGraphInstantiate(&exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) exec_ = nullptr;
+    CUDA_CHECK(e);
   }
 
   void enqueue(cudaStream_t st) {
@@ -295,6 +315,7 @@ class CudaExecutor final : public Executor {
   std::vector<void*> ptr_;
   std::vector<int64_t> index_bound_;  // per value: exclusive bound of its int32 entries, or -1
   cudaGraphExec_t exec_ = nullptr;
+  bool eager_ = false;  // capture failed: run the nodes directly
 };
 
 }  // namespace
