@@ -200,6 +200,19 @@ int run_embed(const EmbedArgs& a) {
     l2_normalize_cpu(v.data(), v.data(), 1, (int64_t)v.size());
   };
 
+  // Records for items [i, i + nb): the good ones take the rows of emb in order.
+  auto emit_batch = [&](size_t i, size_t nb, const std::vector<std::string>& errors, const HostTensor& emb) {
+    size_t g = 0;
+    for (size_t j = 0; j < nb; j++) {
+      Record r{items[i + j].image, items[i + j].source, {}, errors[j]};
+      if (r.error.empty()) {
+        r.emb.assign(emb.f32() + g * D, emb.f32() + (g + 1) * D);
+        g++;
+        normalize(r.emb);
+      }
+      emit(r);
+    }
+  };
   Progress progress("embed", (int64_t)items.size());
   progress.add((int64_t)done.size());
   size_t i = done.size();
@@ -223,16 +236,7 @@ int run_embed(const EmbedArgs& a) {
       if (px.errors[j].empty()) good.insert(good.end(), px.data.begin() + j * n, px.data.begin() + (j + 1) * n);
     HostTensor emb;
     if (!good.empty()) emb = model->encode_pixels(good.data(), (int64_t)(good.size() / n));
-    size_t g = 0;
-    for (size_t j = 0; j < nb; j++) {
-      Record r{true, items[i + j].source, {}, px.errors[j]};
-      if (r.error.empty()) {
-        r.emb.assign(emb.f32() + g * D, emb.f32() + (g + 1) * D);
-        g++;
-        normalize(r.emb);
-      }
-      emit(r);
-    }
+    emit_batch(i, nb, px.errors, emb);
     i += nb;
     progress.add((int64_t)nb);
   }
@@ -254,16 +258,7 @@ int run_embed(const EmbedArgs& a) {
     }
     HostTensor emb;
     if (!ids.empty()) emb = model->encode_tokens(ids.data(), (int64_t)(ids.size() / ctx));
-    size_t g = 0;
-    for (size_t j = 0; j < nb; j++) {
-      Record r{false, items[i + j].source, {}, errors[j]};
-      if (r.error.empty()) {
-        r.emb.assign(emb.f32() + g * D, emb.f32() + (g + 1) * D);
-        g++;
-        normalize(r.emb);
-      }
-      emit(r);
-    }
+    emit_batch(i, nb, errors, emb);
     i += nb;
     progress.add((int64_t)nb);
   }

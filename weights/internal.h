@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "weights/weights.h"
 
 namespace clip::weights_detail {
@@ -122,5 +124,8 @@ void map_hf_names(RawSet& set, const std::string& file);
 // HF mapping, `module.` prefixes, config inference and the canonical checks, with no config
 // files or options (load_weights adds those). `set` keeps owning the memory.
 Weights canonical_weights(RawSet& set, const std::string& path);
+
+// The config as the JSON object the native header and `clip info --json` use.
+nlohmann::json config_json(const ModelConfig& c);
 
 }  // namespace clip::weights_detail

@@ -35,7 +35,7 @@ using namespace weights_detail;
 
 static size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-static json config_json(const ModelConfig& c) {
+json weights_detail::config_json(const ModelConfig& c) {
   return {{"embed_dim", c.embed_dim},
           {"image_resolution", c.image_resolution},
           {"vision_patch_size", c.vision_patch_size},
@@ -66,7 +66,7 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
   convert_cpu(&logit_scale, DType::f32, &conv, dtype, 1);
 
   json h;
-  h["config"] = config_json(w.config);
+  h["config"] = weights_detail::config_json(w.config);
   const PreprocessConfig& p = w.preprocess;
   h["preprocess"] = {{"resolution", p.resolution},
                      {"mean", {p.mean[0], p.mean[1], p.mean[2]}},

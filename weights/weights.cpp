@@ -744,21 +744,7 @@ std::string describe_json(const Weights& w) {
   json j;
   j["file"] = w.path;
   j["format"] = w.format;
-  j["config"] = {{"embed_dim", c.embed_dim},
-                 {"image_resolution", c.image_resolution},
-                 {"vision_patch_size", c.vision_patch_size},
-                 {"vision_width", c.vision_width},
-                 {"vision_layers", c.vision_layers},
-                 {"vision_heads", c.vision_heads},
-                 {"vision_mlp", c.vision_mlp},
-                 {"context_length", c.context_length},
-                 {"vocab_size", c.vocab_size},
-                 {"text_width", c.text_width},
-                 {"text_layers", c.text_layers},
-                 {"text_heads", c.text_heads},
-                 {"text_mlp", c.text_mlp},
-                 {"layer_norm_eps", c.layer_norm_eps},
-                 {"activation", act_name(c.activation)}};
+  j["config"] = weights_detail::config_json(c);
   j["logit_scale"] = w.logit_scale;
   j["preprocess"] = {{"resolution", w.preprocess.resolution},
                      {"mean", {w.preprocess.mean[0], w.preprocess.mean[1], w.preprocess.mean[2]}},
