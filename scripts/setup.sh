@@ -14,7 +14,7 @@ PKGS=(
   libcli11-dev                   # command-line parsing
   libopenblas-openmp-dev         # CPU GEMM reference (OpenMP build: one thread pool with ours)
   libdnnl-dev                    # oneDNN: CPU linear layers with weights packed once
-  clang libclang-rt-14-dev       # libFuzzer targets
+  clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (clang, its OpenMP)
 )
 missing=()
 for p in "${PKGS[@]}"; do
