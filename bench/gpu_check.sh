@@ -6,7 +6,8 @@
 #   2. the whole ctest suite, GPU tests included
 #   3. compute-sanitizer memcheck on a quick subset of the kernel tests
 #   4. compute-sanitizer racecheck on the kernels that use shared memory
-#   5. the kernel benchmark (CSV)
+#   5. the kernel benchmark (CSV), then PyTorch's SDPA (cuDNN, flash, mem-efficient backends)
+#      at the same attention shapes (bench/torch_attention_baseline.py)
 #   6. the end-to-end benchmark: `clip bench --arch ViT-B-32 --device cuda --dtype f16`, then the
 #      PyTorch baseline (bench/torch_gpu_baseline.py: eager and torch.compile) in the same session
 # The GPU machine fetches nothing: when the project's Debian libraries are missing there, the
@@ -63,28 +64,30 @@ if [ -d .gpu-shared ]; then  # scripts/gpu_fixtures.sh: the goldens the GPU test
   export CLIP_GOLDEN_DIR=$PWD/.gpu-shared/golden CLIP_VOCAB_DIR=$PWD/.gpu-shared/clip
 fi
 
-step build 300 "cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release $DEPS_ARG \
+step build 240 "cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release $DEPS_ARG \
   && cmake --build $BUILD -j$JOBS"
 
-step ctest 180 "ctest --test-dir $BUILD --output-on-failure -j8"
+step ctest 120 "ctest --test-dir $BUILD --output-on-failure -j8"
 
 MEMCHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*Attention*_B2_T77_NH8_*:*LayerNorm*_C17_*:*OutputsMayAliasX*'
 MEMCHECK_FILTER+=':*LayerNorm*_C768_*:*BiasAct*_M3_N17_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
 MEMCHECK_FILTER+=':*DTypeTest.L2NormalizeAndSoftmax*:*DTypeTest.ClassPosEmbed*'
 MEMCHECK_FILTER+=':*DTypeTest.EmbeddingAndGatherRows*:*DTypeTest.AddBroadcast*:*GraphTest*'
-step memcheck 150 "$SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_kernels \
+step memcheck 90 "$SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$MEMCHECK_FILTER'"
 
 RACECHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
-step racecheck 120 "$SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \
+step racecheck 60 "$SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$RACECHECK_FILTER'"
 
-step bench 150 "$BUILD/bench/bench_kernels | tee '$LOGS/bench_kernels.csv'"
+step bench 60 "$BUILD/bench/bench_kernels | tee '$LOGS/bench_kernels.csv'"
 
-step e2e 120 "$BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,64,1024 --repeats 10 \
+step sdpa 45 "python3 bench/torch_attention_baseline.py | tee '$LOGS/torch_attention.csv'"
+
+step e2e 45 "$BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,64,1024 --repeats 10 \
   --first-embedding | tee '$LOGS/clip_bench.txt'"
 
-step torch 240 "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,64,1024 | tee '$LOGS/torch_baseline.jsonl'"
+step torch 120 "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,1024 | tee '$LOGS/torch_baseline.jsonl'"
 
 echo
 echo "== summary (logs in $LOGS)"
