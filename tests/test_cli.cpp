@@ -44,8 +44,13 @@ std::string tmpdir(const std::string& name) {
 }
 
 // Runs build/clip with args; stdout and stderr captured through files. If interrupt_when is
-// set, SIGINT is sent once it returns true (polled every 20 ms).
-RunResult clip_run(const std::vector<std::string>& args, const std::function<bool()>& interrupt_when = nullptr) {
+// set, SIGINT is sent once it returns true (polled every 20 ms). Commands that run the model
+// get --device cpu unless they name a device, so the f32 bounds hold on a GPU machine too.
+RunResult clip_run(std::vector<std::string> args, const std::function<bool()>& interrupt_when = nullptr) {
+  const bool runs_model = !args.empty() && (args[0] == "embed" || args[0] == "score" || args[0] == "classify" ||
+                                            args[0] == "search" || args[0] == "bench");
+  if (runs_model && std::find(args.begin(), args.end(), "--device") == args.end())
+    args.insert(args.begin() + 1, {"--device", "cpu"});
   std::string dir = tmpdir("run");
   std::string out = dir + "/out", err = dir + "/err";
   pid_t pid = fork();
@@ -232,6 +237,27 @@ TEST_F(CliGolden, ConvertThenEmbedGivesTheSameEmbeddings) {
   ASSERT_EQ(a.rc, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
   fs::remove_all(dir);
+}
+
+TEST_F(CliGolden, EmbedOnCudaMatchesGoldens) {
+  if (!clip::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  for (const char* dtype : {"f32", "f16"}) {
+    std::vector<std::string> args = {"embed", "--model", model, "--image", gd + "/images", "--device", "cuda", "--dtype", dtype};
+    auto texts = g["texts"].get<std::vector<std::string>>();
+    for (auto& t : texts) args.insert(args.end(), {"--text", t});
+    RunResult r = clip_run(args);
+    ASSERT_EQ(r.rc, 0) << r.err;
+    auto lines = parse_lines(r.out);
+    size_t ni = g["images"].size();
+    ASSERT_EQ(lines.size(), ni + texts.size());
+    const double min_cos = std::string(dtype) == "f32" ? 0.99999 : 0.999;
+    for (size_t i = 0; i < lines.size(); i++) {
+      auto got = lines[i]["embedding"].get<std::vector<float>>();
+      auto ref = normalized(i < ni ? g["image_embeds"][i].get<std::vector<float>>()
+                                   : g["text_embeds"][i - ni].get<std::vector<float>>());
+      EXPECT_GE(clip::test::cosine(got.data(), ref.data(), ref.size()), min_cos) << dtype << " line " << i;
+    }
+  }
 }
 
 TEST(Cli, UsageAndErrorExitCodes) {
