@@ -103,6 +103,12 @@ class Model {
   std::map<std::tuple<std::string, int64_t, int64_t>, std::unique_ptr<Executor>> executors_;
 };
 
+// For each of M queries [M, D], the k rows of index [N, D] with the highest cosine, best
+// first, as idx [M, k] and score [M, k]. On CUDA (k <= 32) the fused GPU top-k, whose hits are
+// rescored exactly in f32; on the CPU the blocked top-k. Host pointers either way.
+void cosine_topk(int32_t* idx, float* score, const float* queries, int64_t M, const float* index, int64_t N,
+                 int64_t D, int64_t k, Device device);
+
 // Row-wise L2 normalization of a host [N, D] tensor.
 HostTensor normalize_rows(const HostTensor& x);
 

@@ -304,3 +304,41 @@ TEST_F(ModelPropertyTest, OutOfMemoryRetriesWithSmallerBatches) {
 }
 
 }  // namespace
+
+namespace {
+
+// clip::cosine_topk: the CPU path against a brute-force sort; on CUDA the GPU path against the
+// CPU one (random unit-ish vectors, so the top scores are well separated).
+TEST(CosineTopk, LibrarySearchMatchesBruteForce) {
+  const int64_t M = 3, N = 5000, D = 64, k = 10;
+  auto q = test::randn((size_t)(M * D), 1), db = test::randn((size_t)(N * D), 2);
+  std::vector<int32_t> idx((size_t)(M * k));
+  std::vector<float> score((size_t)(M * k));
+  cosine_topk(idx.data(), score.data(), q.data(), M, db.data(), N, D, k, Device::cpu);
+  for (int64_t m = 0; m < M; m++) {
+    std::vector<std::pair<double, int32_t>> all;
+    for (int64_t n = 0; n < N; n++) all.push_back({test::cosine(&q[(size_t)(m * D)], &db[(size_t)(n * D)], D), (int32_t)n});
+    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.first > b.first; });
+    for (int64_t i = 0; i < k; i++) {
+      EXPECT_EQ(idx[(size_t)(m * k + i)], all[(size_t)i].second) << "query " << m << " rank " << i;
+      EXPECT_NEAR(score[(size_t)(m * k + i)], all[(size_t)i].first, 1e-5);
+    }
+  }
+  EXPECT_THROW(cosine_topk(idx.data(), score.data(), q.data(), M, db.data(), N, D, N + 1, Device::cpu), Error);
+}
+
+TEST(CosineTopk, GpuSearchMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t M = 3, N = 5000, D = 64, k = 10;
+  auto q = test::randn((size_t)(M * D), 1), db = test::randn((size_t)(N * D), 2);
+  std::vector<int32_t> idx((size_t)(M * k));
+  std::vector<float> score((size_t)(M * k));
+  cosine_topk(idx.data(), score.data(), q.data(), M, db.data(), N, D, k, Device::cpu);
+  std::vector<int32_t> gidx((size_t)(M * k));
+  std::vector<float> gscore((size_t)(M * k));
+  cosine_topk(gidx.data(), gscore.data(), q.data(), M, db.data(), N, D, k, Device::cuda);
+  EXPECT_EQ(gidx, idx);
+  for (size_t i = 0; i < score.size(); i++) EXPECT_NEAR(gscore[i], score[i], 1e-5);
+}
+
+}  // namespace

@@ -1,14 +1,9 @@
 // clip search: the top-k rows of an embedding file written by `clip embed -o EMB.npy` for a
 // text or image query, with their sources (from EMB.npy.jsonl) and cosine scores.
-#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tools/common.h"
-#ifdef CLIP_HAVE_CUDA
-#include "engine/cuda_context.h"
-#include "kernels/kernels.h"
-#endif
 
 namespace clip::tool {
 namespace {
@@ -34,35 +29,6 @@ std::vector<std::string> row_sources(const std::string& index, int64_t rows) {
   return src;
 }
 
-#ifdef CLIP_HAVE_CUDA
-// The fused GPU top-k over the whole index in f16 (the score matrix is never written), then
-// the k hits rescored exactly in f32 on the host.
-void topk_cuda(int32_t* top, float* score, const float* q, const NpyArray& db, int64_t k) {
-  CudaContext ctx(0);
-  const int64_t n = db.rows * db.cols;
-  std::vector<uint16_t> h((size_t)n), qh((size_t)db.cols);
-  convert_cpu(h.data(), DType::f16, db.data.data(), DType::f32, n);
-  convert_cpu(qh.data(), DType::f16, q, DType::f32, db.cols);
-  Buffer B((size_t)n * 2, Device::cuda), Q((size_t)db.cols * 2, Device::cuda);
-  Buffer I((size_t)k * 4, Device::cuda), S((size_t)k * 4, Device::cuda);
-  Buffer scratch(cuda::cosine_topk_scratch_bytes(1, db.rows, (int)k, ctx.num_sms()), Device::cuda);
-  copy_bytes(B.data(), Device::cuda, h.data(), Device::cpu, (size_t)n * 2);
-  copy_bytes(Q.data(), Device::cuda, qh.data(), Device::cpu, (size_t)db.cols * 2);
-  cuda::cosine_topk_forward((int32_t*)I.data(), (float*)S.data(), Q.data(), B.data(), 1, db.rows,
-                            (int)db.cols, 1.0f, (int)k, DType::f16, scratch.data(), ctx.num_sms(), ctx.stream());
-  ctx.synchronize();
-  copy_bytes(top, Device::cpu, I.data(), Device::cuda, (size_t)k * 4);
-  std::vector<std::pair<float, int32_t>> hits;
-  for (int64_t i = 0; i < k; i++) {
-    float s;
-    cosine_sim_cpu(&s, q, db.data.data() + (int64_t)top[i] * db.cols, 1, 1, db.cols, 1.0f);
-    hits.push_back({s, top[i]});
-  }
-  std::stable_sort(hits.begin(), hits.end(), [](auto& x, auto& y) { return x.first > y.first; });
-  for (int64_t i = 0; i < k; i++) top[i] = hits[(size_t)i].second, score[i] = hits[(size_t)i].first;
-}
-#endif
-
 int run_search(const SearchArgs& a) {
   if (a.query.empty() == a.query_image.empty()) throw UsageError("search: give exactly one of --query or --query-image");
   NpyArray idx = read_npy(a.index);
@@ -74,15 +40,7 @@ int run_search(const SearchArgs& a) {
   const int64_t k = std::min<int64_t>(a.k, idx.rows);
   std::vector<int32_t> top((size_t)k);
   std::vector<float> score((size_t)k);
-#ifdef CLIP_HAVE_CUDA
-  if (m->device() == Device::cuda && k <= 32) {
-    topk_cuda(top.data(), score.data(), q.f32(), idx, k);
-  } else {
-    cosine_topk_cpu(top.data(), score.data(), q.f32(), idx.data.data(), 1, idx.rows, idx.cols, 1.0f, k);
-  }
-#else
-  cosine_topk_cpu(top.data(), score.data(), q.f32(), idx.data.data(), 1, idx.rows, idx.cols, 1.0f, k);
-#endif
+  cosine_topk(top.data(), score.data(), q.f32(), 1, idx.data.data(), idx.rows, idx.cols, k, m->device());
   auto src = row_sources(a.index, idx.rows);
   nlohmann::json out = nlohmann::json::array();
   for (int64_t i = 0; i < k; i++) {
