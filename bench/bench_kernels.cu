@@ -36,6 +36,7 @@
 #include "engine/tensor.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/kernels.h"
+#include "kernels/topk_warp.cuh"
 
 using namespace clip;
 using clip::cuda::ceil_div;
@@ -140,22 +141,7 @@ __global__ void rows_topk_kernel(int* idx, float* score, const T* s, int64_t M, 
     const int64_t c = c0 + lane;
     const float v = c < N ? clip::cuda::to_float(s[row * N + c]) : -INFINITY;
     const int vi = (int)c;
-    float ks = __shfl_sync(0xffffffffu, ls, k - 1);
-    int ki = __shfl_sync(0xffffffffu, li, k - 1);
-    unsigned mask = __ballot_sync(0xffffffffu, c < N && (v > ks || (v == ks && vi < ki)));
-    while (mask) {
-      const int src = __ffs(mask) - 1;
-      mask &= mask - 1;
-      const float cs = __shfl_sync(0xffffffffu, v, src);
-      const int ci = __shfl_sync(0xffffffffu, vi, src);
-      ks = __shfl_sync(0xffffffffu, ls, k - 1);
-      ki = __shfl_sync(0xffffffffu, li, k - 1);
-      if (!(cs > ks || (cs == ks && ci < ki))) continue;
-      const int pos = __popc(__ballot_sync(0xffffffffu, lane < k && (ls > cs || (ls == cs && li < ci))));
-      const float us = __shfl_up_sync(0xffffffffu, ls, 1);
-      const int ui = __shfl_up_sync(0xffffffffu, li, 1);
-      if (lane == pos) { ls = cs; li = ci; } else if (lane > pos) { ls = us; li = ui; }
-    }
+    clip::cuda::topk_offer(ls, li, v, vi, c < N, k, lane);
   }
   if (lane < k) {
     idx[row * k + lane] = li;

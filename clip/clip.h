@@ -68,9 +68,16 @@ class Model {
   HostTensor encode_texts(const std::vector<std::string>& texts);
   // Pixels [B, 3, R, R] (preprocessed) -> image embeddings [B, E] (not normalized).
   HostTensor encode_pixels(const float* pixels, int64_t B);
-  HostTensor encode_image_files(const std::vector<std::string>& paths);
+  HostTensor encode_image_files(const std::vector<std::string>& paths);  // throws on the first bad file
   // Decodes and preprocesses one image file into out [3, R, R].
   void preprocess_file(const std::string& path, float* out) const;
+  // Decodes and preprocesses image files on a pool of threads: one [3, R, R] slot per path,
+  // and per path the error ("" when it decoded).
+  struct Pixels {
+    std::vector<float> data;
+    std::vector<std::string> errors;
+  };
+  Pixels preprocess_files(const std::vector<std::string>& paths) const;
   int64_t pixels_per_image() const;
 
   // logit_scale * cos(image_i, text_j): [I, T].

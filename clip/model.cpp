@@ -1,9 +1,11 @@
 // The CLIP model on the engine: both towers built from one transformer-block builder,
 // compiled per (tower, batch size, tokens) and cached.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "clip/clip.h"
 #include "engine/cpu_gemm.h"
@@ -330,11 +332,33 @@ void Model::preprocess_file(const std::string& path, float* out) const {
   preprocess_image_file(path, pc, out);
 }
 
+Model::Pixels Model::preprocess_files(const std::vector<std::string>& paths) const {
+  Pixels p;
+  const size_t n = (size_t)pixels_per_image();
+  p.data.resize(paths.size() * n);
+  p.errors.resize(paths.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next++) < paths.size();) {
+      try {
+        preprocess_file(paths[i], p.data.data() + i * n);
+      } catch (const std::exception& e) {
+        p.errors[i] = e.what();
+      }
+    }
+  };
+  size_t nt = std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < nt; t++) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  return p;
+}
+
 HostTensor Model::encode_image_files(const std::vector<std::string>& paths) {
-  const int64_t n = pixels_per_image();
-  std::vector<float> px(paths.size() * (size_t)n);
-  for (size_t i = 0; i < paths.size(); i++) preprocess_file(paths[i], px.data() + i * (size_t)n);
-  return encode_pixels(px.data(), (int64_t)paths.size());
+  Pixels px = preprocess_files(paths);
+  for (const auto& e : px.errors) CLIP_CHECK(e.empty(), "%s", e.c_str());
+  return encode_pixels(px.data.data(), (int64_t)paths.size());
 }
 
 HostTensor normalize_rows(const HostTensor& x) {

@@ -30,6 +30,7 @@
 
 #include "kernels/cuda_common.cuh"
 #include "kernels/kernels.h"
+#include "kernels/topk_warp.cuh"
 
 namespace clip::cuda {
 namespace {
@@ -49,38 +50,6 @@ constexpr size_t kScoreBytes = (size_t)kBM * kScoreLd * sizeof(float);
 constexpr size_t kSmemBytes = kScoreBytes > tiles_bytes<float>() ? kScoreBytes : tiles_bytes<float>();
 static_assert(kSmemBytes >= tiles_bytes<__half>(), "shared buffer too small");
 static_assert(kSmemBytes <= 48 * 1024, "static shared memory over 48 KB");
-
-__device__ __forceinline__ bool better(float s, int i, float s2, int i2) {
-  return s > s2 || (s == s2 && i < i2);
-}
-
-// Offers each lane's candidate (s, i) (only where `valid`) to a warp's top-k list held one
-// entry per lane (ls, li), sorted best first. Candidates are taken in lane order.
-__device__ __forceinline__ void topk_offer(float& ls, int& li, float s, int i, bool valid, int k,
-                                           int lane) {
-  float ks = __shfl_sync(0xffffffffu, ls, k - 1);
-  int ki = __shfl_sync(0xffffffffu, li, k - 1);
-  unsigned mask = __ballot_sync(0xffffffffu, valid && better(s, i, ks, ki));
-  while (mask) {
-    const int src = __ffs(mask) - 1;
-    mask &= mask - 1;
-    const float cs = __shfl_sync(0xffffffffu, s, src);
-    const int ci = __shfl_sync(0xffffffffu, i, src);
-    ks = __shfl_sync(0xffffffffu, ls, k - 1);
-    ki = __shfl_sync(0xffffffffu, li, k - 1);
-    if (!better(cs, ci, ks, ki)) continue;  // uniform: the list moved on
-    const int pos = __popc(__ballot_sync(0xffffffffu, lane < k && better(ls, li, cs, ci)));
-    const float us = __shfl_up_sync(0xffffffffu, ls, 1);
-    const int ui = __shfl_up_sync(0xffffffffu, li, 1);
-    if (lane == pos) {
-      ls = cs;
-      li = ci;
-    } else if (lane > pos) {
-      ls = us;
-      li = ui;
-    }
-  }
-}
 
 template <typename T, int VEC>
 __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t row0, int64_t rows,

@@ -118,15 +118,20 @@ class CliGolden : public ::testing::Test {
     std::ifstream f(gd + "/tiny-vit/golden.json");
     g = json::parse(f);
   }
+  // `clip embed` over every golden image and text, with extra options.
+  RunResult embed_goldens(const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"embed", "--model", model, "--image", gd + "/images"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    for (auto& t : g["texts"]) args.insert(args.end(), {"--text", t.get<std::string>()});
+    return clip_run(args);
+  }
   std::string gd, model;
   json g;
 };
 
 TEST_F(CliGolden, EmbedJsonMatchesGoldens) {
-  std::vector<std::string> args = {"embed", "--model", model, "--image", gd + "/images", "--device", "cpu"};
   auto texts = g["texts"].get<std::vector<std::string>>();
-  for (auto& t : texts) args.insert(args.end(), {"--text", t});
-  RunResult r = clip_run(args);
+  RunResult r = embed_goldens({"--device", "cpu"});
   ASSERT_EQ(r.rc, 0) << r.err;
   auto lines = parse_lines(r.out);
   size_t ni = g["images"].size();
@@ -242,10 +247,8 @@ TEST_F(CliGolden, ConvertThenEmbedGivesTheSameEmbeddings) {
 TEST_F(CliGolden, EmbedOnCudaMatchesGoldens) {
   if (!clip::cuda_available()) GTEST_SKIP() << "no CUDA device";
   for (const char* dtype : {"f32", "f16"}) {
-    std::vector<std::string> args = {"embed", "--model", model, "--image", gd + "/images", "--device", "cuda", "--dtype", dtype};
     auto texts = g["texts"].get<std::vector<std::string>>();
-    for (auto& t : texts) args.insert(args.end(), {"--text", t});
-    RunResult r = clip_run(args);
+    RunResult r = embed_goldens({"--device", "cuda", "--dtype", dtype});
     ASSERT_EQ(r.rc, 0) << r.err;
     auto lines = parse_lines(r.out);
     size_t ni = g["images"].size();

@@ -87,35 +87,6 @@ std::vector<Record> read_existing(const std::string& out, bool npy) {
   return recs;
 }
 
-// Decodes and preprocesses a batch of images on a pool of threads.
-struct Pixels {
-  std::vector<float> data;          // one slot per path
-  std::vector<std::string> errors;  // "" when fine
-};
-
-Pixels preprocess_batch(const Model& m, const std::vector<std::string>& paths) {
-  Pixels p;
-  const size_t n = (size_t)m.pixels_per_image();
-  p.data.resize(paths.size() * n);
-  p.errors.resize(paths.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next++) < paths.size();) {
-      try {
-        m.preprocess_file(paths[i], p.data.data() + i * n);
-      } catch (const std::exception& e) {
-        p.errors[i] = e.what();
-      }
-    }
-  };
-  size_t nt = std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < nt; t++) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-  return p;
-}
-
 struct EmbedArgs {
   ModelArgs model;
   std::vector<std::string> images, texts;
@@ -224,12 +195,12 @@ int run_embed(const EmbedArgs& a) {
     for (size_t j = from; j < std::min(from + B, img_end); j++) p.push_back(items[j].source);
     return p;
   };
-  std::future<Pixels> next;
-  if (i < img_end) next = std::async(std::launch::async, preprocess_batch, std::cref(*model), batch_paths(i));
+  std::future<Model::Pixels> next;
+  if (i < img_end) next = std::async(std::launch::async, [&, p = batch_paths(i)] { return model->preprocess_files(p); });
   while (i < img_end && !interrupted()) {
     size_t nb = std::min(B, img_end - i);
-    Pixels px = next.get();
-    if (i + nb < img_end) next = std::async(std::launch::async, preprocess_batch, std::cref(*model), batch_paths(i + nb));
+    Model::Pixels px = next.get();
+    if (i + nb < img_end) next = std::async(std::launch::async, [&, p = batch_paths(i + nb)] { return model->preprocess_files(p); });
     const size_t n = (size_t)model->pixels_per_image();
     std::vector<float> good;
     for (size_t j = 0; j < nb; j++)

@@ -98,15 +98,6 @@ std::string npy_header(int64_t rows, int64_t cols) {
   return h + '\n';
 }
 
-void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  CLIP_CHECK(f, "cannot write %s", path.c_str());
-  std::string h = npy_header(rows, cols);
-  f.write(h.data(), (std::streamsize)h.size());
-  f.write((const char*)data, (std::streamsize)(rows * cols * (int64_t)sizeof(float)));
-  CLIP_CHECK(f.good(), "error writing %s", path.c_str());
-}
-
 NpyArray read_npy(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   CLIP_CHECK(f, "cannot open %s", path.c_str());

@@ -28,10 +28,9 @@ std::vector<std::string> collect_images(const std::vector<std::string>& paths,
 std::vector<std::string> collect_texts(const std::vector<std::string>& texts,
                                        const std::string& text_file);
 
-// Float32 [rows, cols] little-endian .npy (version 1.0). The header is always 128 bytes, so a
-// file can be streamed and its header rewritten once the row count is known.
+// The header of a float32 [rows, cols] little-endian .npy (version 1.0), always 128 bytes, so
+// a file can be streamed and its header rewritten once the row count is known.
 std::string npy_header(int64_t rows, int64_t cols);
-void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols);
 struct NpyArray {
   int64_t rows = 0, cols = 0;
   std::vector<float> data;
