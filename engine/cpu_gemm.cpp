@@ -70,7 +70,14 @@ class PackedWeight {
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, any, dst), attr, eng);
     Chunk c{k0, kc, dnnl::matmul(pd), dnnl::memory(pd.weights_desc(), eng)};
     dnnl::memory from(user, eng, const_cast<float*>(w + k0));
-    dnnl::reorder(from, c.packed).execute(s, from, c.packed);
+    // Weights are packed from several threads at once (CpuContext::prepare), and oneDNN's
+    // library-managed scratchpad is one global buffer, so each reorder brings its own.
+    dnnl::primitive_attr rattr;
+    rattr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::reorder::primitive_desc rpd(from, c.packed, rattr);
+    dnnl::memory scratch(rpd.scratchpad_desc(), eng);
+    dnnl::reorder(rpd).execute(s, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, c.packed}, {DNNL_ARG_SCRATCHPAD, scratch}});
+    s.wait();  // scratch must outlive the reorder
     return c;
   }
 

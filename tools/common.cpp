@@ -1,5 +1,6 @@
 #include "tools/common.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 namespace clip::tool {
 
@@ -161,15 +163,28 @@ void Progress::finish() {
 }
 
 static std::atomic<int> g_signal{0};
-static void on_signal(int sig) { g_signal = sig; }
+static std::atomic<bool> g_graceful{false};
 
-void install_interrupt_handler() {
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+// SIGINT and SIGTERM are blocked in every thread (worker threads inherit the mask) and taken
+// by one waiting thread, so a signal never lands in a compute thread: delivered there, its
+// frame was seen to corrupt the heap inside oneDNN's generated code during `clip embed`.
+void start_signal_thread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (!g_graceful || g_signal) _exit(128 + sig);  // no graceful stop here, or a second signal
+      g_signal = sig;
+    }
+  }).detach();
 }
+
+void install_interrupt_handler() { g_graceful = true; }
 
 bool interrupted() { return g_signal != 0; }
 

@@ -51,7 +51,10 @@ class Progress {
   std::chrono::steady_clock::time_point start_, last_;
 };
 
-// Cooperative interruption: SIGINT/SIGTERM set a flag that long runs check between batches.
+// Signals: start_signal_thread() runs first in main. SIGINT/SIGTERM then end the process
+// (exit status 128 + signal), unless the command called install_interrupt_handler(): then the
+// first one sets a flag that long runs check between batches, and a second one ends it.
+void start_signal_thread();
 void install_interrupt_handler();
 bool interrupted();
 

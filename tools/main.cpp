@@ -8,6 +8,7 @@
 
 #include "engine/base.h"
 #include "tools/command.h"
+#include "tools/common.h"
 
 namespace clip::tool {
 std::vector<CommandInfo>& commands() {
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
     setenv("GOMP_SPINCOUNT", "20000", 1);
     execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
   }
+  start_signal_thread();  // before any other thread exists
   CLI::App app{"clip: CLIP image and text embeddings on CPU and CUDA"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "clip 0.1");
