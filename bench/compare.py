@@ -15,6 +15,9 @@ What it does, in one run on one machine:
   5. Times process start to first embedding (one image, one text) and peak RSS for
      `clip embed` on a native file vs a fresh Python process doing the same with open_clip.
   6. Writes bench/results_cpu.json and bench/results_cpu.png.
+With --bf16 it also times our bf16 mode (`clip bench --dtype bf16`: linear layers multiply
+bf16 operands, on AMX where the CPU has it) against PyTorch under torch.autocast(bfloat16),
+and checks both against PyTorch f32 (cosine).
 
 All engines use the same number of threads (--threads, default: all cores). Only the
 baselines need Python packages; building and testing the project needs none of this.
@@ -109,6 +112,8 @@ def main():
                     help="writes OUT.json and OUT.png")
     ap.add_argument("--skip-first-embedding", action="store_true")
     ap.add_argument("--towers", default="image,text77,text_short")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time bf16: ours with --dtype bf16 against PyTorch under torch.autocast(bfloat16)")
     args = ap.parse_args()
     ensure_venv()
 
@@ -197,6 +202,18 @@ def main():
             tt = model.encode_text(tk(["a photo of a cat"])).numpy()[0]
         check["ours_vs_torch_image_cos"] = cos(ours[0], ti)
         check["ours_vs_torch_text_cos"] = cos(ours[1], tt)
+        if args.bf16:
+            out = subprocess.run([args.clip, "embed", "--model", weights, "--vocab", vocab, "--no-normalize",
+                                  "--dtype", "bf16", "--image", image_file, "--text", "a photo of a cat"],
+                                 capture_output=True, text=True, env=env, check=True).stdout.splitlines()
+            ours = [np.array(json.loads(line)["embedding"], dtype=np.float32) for line in out]
+            check["ours_bf16_vs_torch_f32_image_cos"] = cos(ours[0], ti)
+            check["ours_bf16_vs_torch_f32_text_cos"] = cos(ours[1], tt)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                bi = model.encode_image(preprocess(PILImage.open(image_file)).unsqueeze(0)).float().numpy()[0]
+                bt = model.encode_text(tk(["a photo of a cat"])).float().numpy()[0]
+            check["torch_bf16_vs_torch_f32_image_cos"] = cos(bi, ti)
+            check["torch_bf16_vs_torch_f32_text_cos"] = cos(bt, tt)
     print("agreement (cosine):", json.dumps(check))
 
     # --- throughput, alternating --------------------------------------------------------------
@@ -231,6 +248,20 @@ def main():
         for p in ours_record["results"]:
             if p["tower"] in towers:
                 add("ours", p["tower"], p["batch"], p["seconds"])
+        if args.bf16:
+            print(f"round {r + 1}/{args.rounds}: ours bf16", flush=True)
+            rec = json.loads(subprocess.run(cmd + ["--dtype", "bf16"], capture_output=True, text=True, env=env,
+                                            check=True).stdout)
+            for p in rec["results"]:
+                if p["tower"] in towers:
+                    add("ours-bf16", p["tower"], p["batch"], p["seconds"])
+            print(f"round {r + 1}/{args.rounds}: pytorch bf16 (autocast)", flush=True)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                for B in sizes:
+                    for t in towers:
+                        x = torch.from_numpy(inputs[(t, B)])
+                        f = model.encode_image if t == "image" else model.encode_text
+                        add("pytorch-bf16", t, B, time_fn(lambda: f(x), args.repeats))
         print(f"round {r + 1}/{args.rounds}: pytorch", flush=True)
         with torch.inference_mode():
             for B in sizes:
@@ -257,6 +288,13 @@ def main():
         for B in sizes:
             o, p, x = (by[(e, t, B)]["items_per_s"] for e in ("ours", "pytorch", "onnxruntime"))
             print(f"{t:<11}{B:>6}{o:>10.2f}{p:>10.2f}{x:>10.2f}{o / p:>9.2f}x{o / x:>7.2f}x")
+    if args.bf16:
+        print(f"\n{args.arch}, bf16 (ours: --dtype bf16; PyTorch: torch.autocast bfloat16)")
+        print(f"{'tower':<11}{'batch':>6}{'ours/s':>10}{'torch/s':>10}{'vs torch':>10}{'vs torch f32':>14}{'vs ORT f32':>12}")
+        for t in towers:
+            for B in sizes:
+                o, p, pf, x = (by[(e, t, B)]["items_per_s"] for e in ("ours-bf16", "pytorch-bf16", "pytorch", "onnxruntime"))
+                print(f"{t:<11}{B:>6}{o:>10.2f}{p:>10.2f}{o / p:>9.2f}x{o / pf:>13.2f}x{o / x:>11.2f}x")
 
     # --- first embedding and peak RSS ---------------------------------------------------------
     first = {}
@@ -297,7 +335,10 @@ def main():
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(towers), figsize=(5 * len(towers), 4))
     for ax, t in zip(np.atleast_1d(axes), towers):
-        for e, style in (("ours", "o-"), ("pytorch", "s--"), ("onnxruntime", "^:")):
+        engines = [("ours", "o-"), ("pytorch", "s--"), ("onnxruntime", "^:")]
+        if args.bf16:
+            engines += [("ours-bf16", "o-"), ("pytorch-bf16", "s--")]
+        for e, style in engines:
             ax.plot(sizes, [by[(e, t, B)]["items_per_s"] for B in sizes], style, label=e)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
@@ -305,7 +346,7 @@ def main():
         ax.set_title(f"{args.arch} {t}")
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.suptitle(f"CPU f32, {args.threads} threads: {cpu_model()}")
+    fig.suptitle(f"CPU {'f32 and bf16' if args.bf16 else 'f32'}, {args.threads} threads: {cpu_model()}")
     fig.tight_layout()
     fig.savefig(args.out + ".png", dpi=100)
     print(f"\nwrote {args.out}.json and {args.out}.png")

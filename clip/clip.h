@@ -27,7 +27,9 @@ namespace clip {
 
 struct ModelOptions {
   Device device = Device::cpu;
-  DType dtype = DType::f32;           // compute dtype: f32 on CPU; f32, f16 or bf16 on CUDA
+  DType dtype = DType::f32;           // compute dtype: f32 or bf16 on CPU (bf16: the linear
+                                      // layers multiply in bf16, see engine/cpu_gemm.h);
+                                      // f32, f16 or bf16 on CUDA
   std::string vocab_path;             // tokenizer for checkpoints that carry none
   std::optional<Act> activation;      // override the activation inferred from the checkpoint
   int max_batch = 64;                 // encode_* split larger inputs into chunks of this size
@@ -83,12 +85,18 @@ class Model {
   // logit_scale * cos(image_i, text_j): [I, T].
   HostTensor logits(const HostTensor& image_emb, const HostTensor& text_emb) const;
 
+  // From now on every encoder pass adds its per-op times to p (nullptr: stop).
+  void set_profile(OpProfile* p);
+
   // Graphs compiled so far (tower, batch size, tokens) and their planned arena bytes.
   std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> compiled_graphs() const;
 
  private:
   Model() = default;
   void prepare_weights();
+  // The dtype of the graphs' weights and activations: the compute dtype on CUDA; f32 on the
+  // CPU, whose bf16 mode rounds only the operands of the linear layers (CpuContext).
+  DType graph_dtype() const { return opts_.device == Device::cpu ? DType::f32 : opts_.dtype; }
   Tensor w(const std::string& name) const;  // prepared weight (device, dtype)
   Graph build_vision(int64_t B) const;
   Graph build_text(int64_t B, int64_t T) const;
@@ -108,6 +116,7 @@ class Model {
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
   std::map<std::tuple<std::string, int64_t, int64_t>, std::unique_ptr<Executor>> executors_;
+  OpProfile* profile_ = nullptr;
 };
 
 // For each of M queries [M, D], the k rows of index [N, D] with the highest cosine, best

@@ -36,8 +36,8 @@ DType parse_compute_dtype(const std::string& s, Device device) {
   if (s == "auto") return device == Device::cuda ? DType::f16 : DType::f32;
   DType t = dtype_from_name(s);
   CLIP_CHECK(t != DType::i32, "compute dtype must be f32, f16 or bf16, not %s", s.c_str());
-  CLIP_CHECK(device == Device::cuda || t == DType::f32,
-             "the CPU backend computes in f32; --dtype %s needs --device cuda", s.c_str());
+  CLIP_CHECK(device == Device::cuda || t != DType::f16,
+             "the CPU backend computes in f32 or bf16; --dtype f16 needs --device cuda");
   return t;
 }
 
@@ -52,7 +52,8 @@ std::unique_ptr<Model> Model::from_weights(Weights weights, const ModelOptions& 
   m->opts_ = opts;
   CLIP_CHECK(opts.max_batch >= 1, "max batch must be at least 1, got %d", opts.max_batch);
   if (opts.device == Device::cpu)
-    CLIP_CHECK(opts.dtype == DType::f32, "the CPU backend computes in f32, not %s", dtype_name(opts.dtype));
+    CLIP_CHECK(opts.dtype == DType::f32 || opts.dtype == DType::bf16,
+               "the CPU backend computes in f32 or bf16, not %s", dtype_name(opts.dtype));
   m->weights_ = std::move(weights);
   m->batch_limit_ = opts.max_batch;
   if (opts.activation) m->weights_.config.activation = *opts.activation;
@@ -62,7 +63,7 @@ std::unique_ptr<Model> Model::from_weights(Weights weights, const ModelOptions& 
 #else
   CLIP_CHECK(opts.device == Device::cpu, "this build has no CUDA support");
 #endif
-  if (opts.device == Device::cpu) m->cpu_ = std::make_unique<CpuContext>();
+  if (opts.device == Device::cpu) m->cpu_ = std::make_unique<CpuContext>(opts.dtype);
   m->prepare_weights();
   return m;
 }
@@ -89,7 +90,7 @@ int64_t Model::pixels_per_image() const {
 // tensors of the checkpoint (a mapped native file) are used in place; the rest share one
 // allocation, which on CUDA is uploaded in one copy.
 void Model::prepare_weights() {
-  DType dt = opts_.dtype;
+  DType dt = graph_dtype();
   struct Item { std::string name; Shape shape; const WeightTensor* src; bool transpose; size_t off; };
   std::vector<Item> items;
   size_t total = 0;
@@ -181,12 +182,12 @@ static Value finish(Graph& g, Stream& s) {
 //         -> class row [B,W] -> ln_post -> proj [B,E]
 Graph Model::build_vision(int64_t B) const {
   const ModelConfig& c = weights_.config;
-  Graph g(opts_.device, opts_.dtype);
+  Graph g(opts_.device, graph_dtype());
   auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
   int64_t R = c.image_resolution;
   Value px = g.input("pixels", DType::f32, {B, 3, R, R});
   Value cls_idx = g.input("class_index", DType::i32, {B});
-  if (opts_.dtype != DType::f32) px = g.cast(px, opts_.dtype);
+  if (graph_dtype() != DType::f32) px = g.cast(px, graph_dtype());
   Value x = g.patch_embed(px, W("visual.conv1.weight"));
   x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
   Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
@@ -203,7 +204,7 @@ Graph Model::build_vision(int64_t B) const {
 //       end-of-text position [B,W] -> ln_final -> text_projection [B,E]
 Graph Model::build_text(int64_t B, int64_t T) const {
   const ModelConfig& c = weights_.config;
-  Graph g(opts_.device, opts_.dtype);
+  Graph g(opts_.device, graph_dtype());
   auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
   Value ids = g.input("tokens", DType::i32, {B, T});
   Value eot = g.input("eot_index", DType::i32, {B});
@@ -231,7 +232,13 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
                                   tower.c_str(), (long long)B, need, opts_.memory_limit));
   }
   auto ex = compile(g, cuda_.get(), cpu_.get());
+  ex->set_profile(profile_);
   return *(executors_[key] = std::move(ex));
+}
+
+void Model::set_profile(OpProfile* p) {
+  profile_ = p;
+  for (auto& [key, ex] : executors_) ex->set_profile(p);
 }
 
 std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> Model::compiled_graphs() const {

@@ -1,5 +1,6 @@
 // The CPU backend: runs a Graph node by node over the f32 CPU ops, with every activation
 // placed in one arena by plan_memory().
+#include <chrono>
 #include <cstring>
 
 #include "engine/cpu_gemm.h"
@@ -22,9 +23,9 @@ class CpuExecutor final : public Executor {
     if (cpu_) {
       std::vector<CpuContext::LinearShape> ws;
       for (const Node& n : g_.nodes())
-        if (n.op == Op::linear) {
-          const ValueInfo& w = g_.info(n.in[1]);
-          ws.push_back({(const float*)w.bound.data, w.shape[0], w.shape[1]});
+        if (n.op == Op::linear || n.op == Op::patch_embed) {
+          const ValueInfo& w = g_.info(n.in[1]);  // patch_embed: [C, 3, P, P] is [C, 3 * P * P]
+          ws.push_back({(const float*)w.bound.data, w.shape[0], w.shape.numel() / w.shape[0]});
         }
       cpu_->prepare(ws);
     }
@@ -49,7 +50,18 @@ class CpuExecutor final : public Executor {
       if (vi.kind == ValueInfo::weight) ptr_[v] = vi.bound.data;
       if (vi.kind == ValueInfo::activation) ptr_[v] = (uint8_t*)arena_.data() + plan_.offset[v];
     }
-    for (const Node& n : g_.nodes()) exec(n);
+    if (profile_) {
+      if (labels_.empty())
+        for (const Node& n : g_.nodes()) labels_.push_back(node_label(g_, n));
+      for (size_t i = 0; i < g_.nodes().size(); i++) {
+        auto t0 = std::chrono::steady_clock::now();
+        exec(g_.nodes()[i]);
+        profile_->add(labels_[i], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      profile_->passes++;
+    } else {
+      for (const Node& n : g_.nodes()) exec(n);
+    }
     std::vector<HostTensor> outs;
     for (Value v : g_.outputs()) {
       const auto& vi = g_.info(v);
@@ -72,8 +84,7 @@ class CpuExecutor final : public Executor {
         const Shape& w = shape(n.in[1]);
         const float* b = n.in.size() > 2 ? f(n.in[2]) : nullptr;
         if (cpu_) {
-          cpu_->linear(f(y), f(n.in[0]), f(n.in[1]), s.rows(), w[0], w[1]);
-          bias_act_cpu(f(y), b, s.rows(), w[0], n.act);
+          cpu_->linear(f(y), f(n.in[0]), f(n.in[1]), b, s.rows(), w[0], w[1], n.act);
         } else {
           linear_cpu(f(y), f(n.in[0]), f(n.in[1]), b, s.rows(), w[0], w[1], n.act);
         }
@@ -97,7 +108,14 @@ class CpuExecutor final : public Executor {
       case Op::patch_embed: {
         const Shape& px = shape(n.in[0]);
         const Shape& w = shape(n.in[1]);
-        patch_embed_cpu(f(y), f(n.in[0]), f(n.in[1]), px[0], px[2], px[3], w[2], w[0]);
+        if (cpu_) {
+          const int64_t rows = px[0] * (px[2] / w[2]) * (px[3] / w[2]), K = 3 * w[2] * w[2];
+          patches_.resize((size_t)(rows * K));
+          patch_gather_cpu(patches_.data(), f(n.in[0]), px[0], px[2], px[3], w[2]);
+          cpu_->linear(f(y), patches_.data(), f(n.in[1]), nullptr, rows, w[0], K);
+        } else {
+          patch_embed_cpu(f(y), f(n.in[0]), f(n.in[1]), px[0], px[2], px[3], w[2], w[0]);
+        }
         break;
       }
       case Op::class_pos:
@@ -130,6 +148,8 @@ class CpuExecutor final : public Executor {
   MemoryPlan plan_;
   Buffer arena_;
   std::vector<void*> ptr_;
+  std::vector<std::string> labels_;  // per node, for profiling
+  std::vector<float> patches_;       // patch_embed's gathered patches
 };
 
 }  // namespace

@@ -2,41 +2,59 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string>
+#include <map>
+#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
-#include <vector>
-
-#include "engine/base.h"
+#include <string>
+#include <tuple>
+#include <unordered_map>
 
 namespace clip {
 
-static constexpr int64_t kMinRows = 32;
+using dt = dnnl::memory::data_type;
 
 // Above kMaxChunk, oneDNN may split the reduction over K differently for different M (seen
-// for K = 1024), so K is cut into fixed chunks of at most kMaxChunk: the first chunk writes
-// y, the others add to it (a sum post-op), the same sequence whatever M is.
+// for K = 1024), so K is cut into fixed chunks of at most kMaxChunk.
 static constexpr int64_t kMaxChunk = 768;
+// The row count the packing layout is queried with (the layout is the same for every M).
+static constexpr int64_t kPackRows = 64;
+// With fewer rows, oneDNN adds a chunk's products onto y in another order (seen for M = 1),
+// so fewer rows are zero-padded to kMinRows.
+static constexpr int64_t kMinRows = 32;
 
 class PackedWeight {
  public:
-  PackedWeight(const dnnl::engine& eng, const float* w, int64_t N, int64_t K) : N_(N), K_(K) {
+  PackedWeight(const dnnl::engine& eng, dt type, const float* w, int64_t N, int64_t K) : type_(type), N_(N), K_(K) {
     int64_t n_chunks = (K + kMaxChunk - 1) / kMaxChunk;
     int64_t step = ((K + n_chunks - 1) / n_chunks + 63) / 64 * 64;
     dnnl::stream s(eng);
-    for (int64_t k0 = 0; k0 < K; k0 += step) {
-      chunks_.push_back(make_chunk(eng, s, w, k0, std::min(step, K - k0), k0 > 0));
-    }
-    s.wait();
+    for (int64_t k0 = 0; k0 < K; k0 += step) chunks_.push_back(make_chunk(eng, s, w, k0, std::min(step, K - k0)));
   }
 
-  void run(const dnnl::engine& eng, float* y, const float* x, int64_t M) const {
-    using dt = dnnl::memory::data_type;
-    dnnl::memory dst({{M, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, y);
+  // rounded: scratch for the bf16 input rows.
+  void run(const dnnl::engine& eng, float* y, const float* x, const float* b, int64_t M, Act act,
+           std::vector<uint16_t>& rounded) {
+    const Prims& p = prims(eng, M, b != nullptr, act);
     dnnl::stream s(eng);
-    for (const Chunk& c : chunks_) {
+    const void* src = x;
+    int64_t ld = K_;
+    if (type_ == dt::bf16) {  // round the input rows to bf16 once, for all chunks
+      if (rounded.size() < (size_t)(M * K_)) rounded.resize((size_t)(M * K_));
+      dnnl::memory from({{M, K_}, dt::f32, dnnl::memory::format_tag::ab}, eng, const_cast<float*>(x));
+      dnnl::memory to({{M, K_}, dt::bf16, dnnl::memory::format_tag::ab}, eng, rounded.data());
+      p.to_bf16.execute(s, from, to);
+      src = rounded.data();
+    }
+    dnnl::memory dst({{M, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, y);
+    for (size_t i = 0; i < chunks_.size(); i++) {
+      const Chunk& c = chunks_[i];
       // x[:, k0:k0+kc] as a strided view of x [M, K].
-      dnnl::memory src({{M, c.kc}, dt::f32, dnnl::memory::dims{K_, 1}}, eng, const_cast<float*>(x + c.k0));
-      c.prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, c.packed}, {DNNL_ARG_DST, dst}});
+      const char* at = (const char*)src + c.k0 * (type_ == dt::bf16 ? 2 : 4);
+      dnnl::memory xs({{M, c.kc}, type_, dnnl::memory::dims{ld, 1}}, eng, const_cast<char*>(at));
+      std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, c.packed}, {DNNL_ARG_DST, dst}};
+      const bool last = i + 1 == chunks_.size();
+      if (last && b) args[DNNL_ARG_BIAS] = dnnl::memory({{1, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, const_cast<float*>(b));
+      p.matmul[i].execute(s, args);
     }
     s.wait();
   }
@@ -50,25 +68,21 @@ class PackedWeight {
  private:
   struct Chunk {
     int64_t k0, kc;
-    dnnl::matmul prim;
     dnnl::memory packed;
   };
+  struct Prims {
+    std::vector<dnnl::matmul> matmul;  // per chunk
+    dnnl::reorder to_bf16;             // f32 -> bf16 input rows (bf16 only)
+  };
 
-  Chunk make_chunk(const dnnl::engine& eng, dnnl::stream& s, const float* w, int64_t k0, int64_t kc, bool accumulate) {
-    using dt = dnnl::memory::data_type;
+  Chunk make_chunk(const dnnl::engine& eng, dnnl::stream& s, const float* w, int64_t k0, int64_t kc) {
     // w[:, k0:k0+kc] of w [N, K] row-major is the matmul's weights [kc, N] with strides {1, K}.
     dnnl::memory::desc user({kc, N_}, dt::f32, dnnl::memory::dims{1, K_});
-    dnnl::memory::desc any({kc, N_}, dt::f32, dnnl::memory::format_tag::any);
-    dnnl::memory::desc src({DNNL_RUNTIME_DIM_VAL, kc}, dt::f32, dnnl::memory::dims{K_, 1});
-    dnnl::memory::desc dst({DNNL_RUNTIME_DIM_VAL, N_}, dt::f32, dnnl::memory::format_tag::ab);
-    dnnl::primitive_attr attr;
-    if (accumulate) {
-      dnnl::post_ops ops;
-      ops.append_sum(1.0f);
-      attr.set_post_ops(ops);
-    }
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, any, dst), attr, eng);
-    Chunk c{k0, kc, dnnl::matmul(pd), dnnl::memory(pd.weights_desc(), eng)};
+    dnnl::memory::desc any({kc, N_}, type_, dnnl::memory::format_tag::any);
+    dnnl::memory::desc src({kPackRows, kc}, type_, dnnl::memory::dims{K_, 1});
+    dnnl::memory::desc dst({kPackRows, N_}, dt::f32, dnnl::memory::format_tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, any, dst), eng);
+    Chunk c{k0, kc, dnnl::memory(pd.weights_desc(), eng)};
     dnnl::memory from(user, eng, const_cast<float*>(w + k0));
     // Weights are packed from several threads at once (CpuContext::prepare), and oneDNN's
     // library-managed scratchpad is one global buffer, so each reorder brings its own.
@@ -81,20 +95,63 @@ class PackedWeight {
     return c;
   }
 
+  // The primitives for M rows (made once per M, bias and activation).
+  const Prims& prims(const dnnl::engine& eng, int64_t M, bool bias, Act act) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto key = std::make_tuple(M, bias, act);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    Prims p;
+    for (size_t i = 0; i < chunks_.size(); i++) {
+      const Chunk& c = chunks_[i];
+      const bool last = i + 1 == chunks_.size();
+      dnnl::memory::desc src({M, c.kc}, type_, dnnl::memory::dims{K_, 1});
+      dnnl::memory::desc dst({M, N_}, dt::f32, dnnl::memory::format_tag::ab);
+      dnnl::primitive_attr attr;
+      dnnl::post_ops ops;
+      if (i > 0) ops.append_sum(1.0f);
+      if (last && act == Act::quick_gelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.702f, 0.0f);
+      if (last && act == Act::gelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+      attr.set_post_ops(ops);
+      // The packed layout, stated: a primitive that wanted another one would fail here
+      // rather than read the weights wrongly.
+      const dnnl::memory::desc& wd = c.packed.get_desc();
+      auto d = last && bias ? dnnl::matmul::desc(src, wd, dnnl::memory::desc({1, N_}, dt::f32, dnnl::memory::format_tag::ab), dst)
+                            : dnnl::matmul::desc(src, wd, dst);
+      p.matmul.emplace_back(dnnl::matmul::primitive_desc(d, attr, eng));
+    }
+    if (type_ == dt::bf16) {
+      dnnl::memory::desc f({M, K_}, dt::f32, dnnl::memory::format_tag::ab), h({M, K_}, dt::bf16, dnnl::memory::format_tag::ab);
+      p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(eng, f, eng, h));
+    }
+    return cache_.emplace(key, std::move(p)).first->second;
+  }
+
+  dt type_;
   int64_t N_, K_;
   std::vector<Chunk> chunks_;
+  std::mutex mu_;
+  std::map<std::tuple<int64_t, bool, Act>, Prims> cache_;
 };
 
 struct CpuContext::Impl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  DType compute;
   std::mutex mu;
   std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
+  std::vector<uint16_t> rounded;  // bf16 input rows of the running linear layer
 };
 
-CpuContext::CpuContext() : impl_(std::make_unique<Impl>()) {}
+CpuContext::CpuContext(DType compute) : impl_(std::make_unique<Impl>()) {
+  CLIP_CHECK(compute == DType::f32 || compute == DType::bf16, "the CPU backend computes in f32 or bf16, not %s",
+             dtype_name(compute));
+  impl_->compute = compute;
+}
 CpuContext::~CpuContext() = default;
 
-const PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
+DType CpuContext::compute_dtype() const { return impl_->compute; }
+
+PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     auto it = impl_->packs.find(w);
@@ -102,9 +159,11 @@ const PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
   }
   std::unique_ptr<PackedWeight> p;
   try {
-    p = std::make_unique<PackedWeight>(impl_->eng, w, N, K);  // outside the lock: packs run in parallel
+    // Outside the lock: packs run in parallel.
+    p = std::make_unique<PackedWeight>(impl_->eng, impl_->compute == DType::bf16 ? dt::bf16 : dt::f32, w, N, K);
   } catch (const dnnl::error& e) {
-    fail("packing a [%lld, %lld] weight for the CPU backend failed: %s", (long long)N, (long long)K, e.what());
+    fail("packing a [%lld, %lld] weight for the CPU backend (%s) failed: %s", (long long)N, (long long)K,
+         dtype_name(impl_->compute), e.what());
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
   auto& slot = impl_->packs[w];
@@ -126,21 +185,22 @@ void CpuContext::prepare(const std::vector<LinearShape>& weights) {
     if (!e.empty()) throw Error(e);
 }
 
-void CpuContext::linear(float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K) {
+void CpuContext::linear(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
+                        Act act) {
   if (M <= 0) return;
-  const PackedWeight& p = pack(w, N, K);
+  PackedWeight& p = pack(w, N, K);
   try {
     if (M >= kMinRows) {
-      p.run(impl_->eng, y, x, M);
+      p.run(impl_->eng, y, x, b, M, act, impl_->rounded);
       return;
     }
     std::vector<float> xp((size_t)(kMinRows * K), 0.0f), yp((size_t)(kMinRows * N));
     std::memcpy(xp.data(), x, (size_t)(M * K) * sizeof(float));
-    p.run(impl_->eng, yp.data(), xp.data(), kMinRows);
+    p.run(impl_->eng, yp.data(), xp.data(), b, kMinRows, act, impl_->rounded);
     std::memcpy(y, yp.data(), (size_t)(M * N) * sizeof(float));
   } catch (const dnnl::error& e) {
-    fail("CPU linear [%lld x %lld] x [%lld x %lld]ᵀ failed: %s", (long long)M, (long long)K, (long long)N,
-         (long long)K, e.what());
+    fail("CPU linear [%lld x %lld] x [%lld x %lld]ᵀ (%s) failed: %s", (long long)M, (long long)K, (long long)N,
+         (long long)K, dtype_name(impl_->compute), e.what());
   }
 }
 

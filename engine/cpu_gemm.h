@@ -1,15 +1,29 @@
-// Linear layers for the CPU backend with weights packed once. A weight w [N, K] is reordered
-// at first use into oneDNN's blocked layout for a matmul primitive whose row count M is a
-// run-time value, so one packed copy and one primitive serve every batch size, and no call
-// re-packs the weights (OpenBLAS re-packs them on every call, which at batch 1 costs as much
-// as the multiply). With M fixed at run time the arithmetic for a row does not depend on M
-// (tested bitwise); fewer than kMinRows rows are zero-padded, as in linear_cpu.
+// Linear layers for the CPU backend, y[M, N] = act(x[M, K] · w[N, K]ᵀ + b[N]), through oneDNN
+// with the weights packed once.
+//
+// A weight is reordered at first use into oneDNN's blocked layout. That layout is the same for
+// every row count M, so one packed copy serves all batch sizes, while each M gets its own
+// matmul primitive (cached; oneDNN's brgemm kernels want M at creation time, and are ~25%
+// faster at batch 1 than the run-time-M ones). Bias and activation are fused into the last
+// step (a bias argument and an eltwise post-op: QuickGELU is oneDNN's swish with alpha 1.702,
+// GELU its erf form), so the output is written once.
+//
+// Arithmetic for a row does not depend on M (tested bitwise): K is cut into fixed chunks of
+// at most kMaxChunk (the first chunk writes y, the others add to it), so no kernel splits the
+// reduction differently for a different M, and fewer than 32 rows are zero-padded to 32.
+//
+// Compute dtype:
+//   f32:  f32 products and sums (AVX-512 FMA).
+//   bf16: weights are packed as bf16 and each input row is rounded to bf16; products are
+//         summed in f32 (AMX or AVX512-BF16 where the CPU has them). Bias, activation and
+//         everything outside the linear layers stay f32.
 #pragma once
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <unordered_map>
 #include <vector>
+
+#include "engine/base.h"
+#include "engine/cpu_ops.h"
 
 namespace clip {
 
@@ -18,14 +32,16 @@ class PackedWeight;
 // Owns the packed weights of one model (shared by the graphs of all its batch sizes).
 class CpuContext {
  public:
-  CpuContext();
+  explicit CpuContext(DType compute = DType::f32);  // f32 or bf16
   ~CpuContext();
   CpuContext(const CpuContext&) = delete;
   CpuContext& operator=(const CpuContext&) = delete;
 
-  // y[M, N] = x[M, K] · w[N, K]ᵀ (no bias). w must stay valid and unchanged while the context
-  // lives; it is packed on first use.
-  void linear(float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K);
+  DType compute_dtype() const;
+  // y[M, N] = act(x[M, K] · w[N, K]ᵀ + b[N]); b may be null. w (and b) must stay valid and
+  // unchanged while the context lives; w is packed on first use.
+  void linear(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
+              Act act = Act::none);
   // Packs these weights now, in parallel (a graph's linear weights, at compile time).
   struct LinearShape {
     const float* w;
@@ -35,7 +51,7 @@ class CpuContext {
   size_t packed_bytes() const;
 
  private:
-  const PackedWeight& pack(const float* w, int64_t N, int64_t K);
+  PackedWeight& pack(const float* w, int64_t N, int64_t K);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -1,6 +1,7 @@
 #include "engine/cpu_ops.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -68,35 +69,97 @@ void act_cpu(float* y, const float* x, int64_t n, Act act) {
   for (int64_t i = 0; i < n; i++) y[i] = apply_act(x[i], act);
 }
 
+// The hot row loops are compiled three times (AVX-512, AVX2+FMA, baseline x86-64) and the
+// best one for the running CPU is picked at load time; reductions keep 16 partial sums so that
+// they vectorize.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CLIP_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLIP_SIMD_CLONES
+#endif
+
+// e^x as Cephes' expf computes it (x = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial for e^r;
+// about 1 ulp), written without branches or calls so that loops over it vectorize. x is
+// clamped to [-87.3, 88.7]; NaN stays NaN.
+static inline float exp_vec(float x) {
+  x = std::min(std::max(x, -87.3f), 88.7f);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln2)
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = ((int32_t)n + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// Reductions over a row keep 16 partial sums, one per lane (x[i] goes to lane i % 16), so
+// that they vectorize; the partials are added at the end.
+static inline float sum16(const float* part) {
+  float s = 0;
+  for (int l = 0; l < 16; l++) s += part[l];
+  return s;
+}
+
+template <typename F>
+static inline void for16(int64_t n, F&& f) {  // f(i, lane) for i < n, in blocks of 16
+  int64_t i0 = 0;
+  for (; i0 + 16 <= n; i0 += 16)
+    for (int l = 0; l < 16; l++) f(i0 + l, l);
+  for (int64_t i = i0; i < n; i++) f(i, (int)(i - i0));
+}
+
 static inline void layernorm_row(float* y, const float* x, const float* g, const float* b,
                                  int64_t C, float eps) {
-  float mean = 0;
-  for (int64_t c = 0; c < C; c++) mean += x[c];
-  mean /= (float)C;
-  float var = 0;
-  for (int64_t c = 0; c < C; c++) {
-    float d = x[c] - mean;
-    var += d * d;
-  }
-  var /= (float)C;
-  float rstd = 1.0f / std::sqrt(var + eps);
+  float part[16] = {};
+  for16(C, [&](int64_t c, int l) { part[l] += x[c]; });
+  const float mean = sum16(part) / (float)C;
+  std::fill(part, part + 16, 0.0f);
+  for16(C, [&](int64_t c, int l) { part[l] += (x[c] - mean) * (x[c] - mean); });
+  const float rstd = 1.0f / std::sqrt(sum16(part) / (float)C + eps);
   for (int64_t c = 0; c < C; c++) y[c] = (x[c] - mean) * rstd * g[c] + b[c];
 }
 
-void layernorm_cpu(float* y, const float* x, const float* g, const float* b, int64_t M,
-                   int64_t C, float eps) {
-#pragma omp parallel for schedule(static)
+CLIP_SIMD_CLONES static void layernorm_rows(float* y, const float* x, const float* g, const float* b, int64_t M,
+                                            int64_t C, float eps) {
   for (int64_t m = 0; m < M; m++) layernorm_row(y + m * C, x + m * C, g, b, C, eps);
 }
 
-void add_layernorm_cpu(float* sum, float* y, const float* x, const float* r, const float* g,
-                       const float* b, int64_t M, int64_t C, float eps) {
-#pragma omp parallel for schedule(static)
+CLIP_SIMD_CLONES static void add_layernorm_rows(float* sum, float* y, const float* x, const float* r, const float* g,
+                                                const float* b, int64_t M, int64_t C, float eps) {
   for (int64_t m = 0; m < M; m++) {
     float* s = sum + m * C;
     for (int64_t c = 0; c < C; c++) s[c] = x[m * C + c] + r[m * C + c];
     layernorm_row(y + m * C, s, g, b, C, eps);
   }
+}
+
+// Rows split evenly over the threads, each thread's block in one call.
+template <typename F>
+static void parallel_rows(int64_t M, F&& rows) {
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t m0 = M * t / nt, m1 = M * (t + 1) / nt;
+    if (m1 > m0) rows(m0, m1 - m0);
+  }
+}
+
+void layernorm_cpu(float* y, const float* x, const float* g, const float* b, int64_t M,
+                   int64_t C, float eps) {
+  parallel_rows(M, [&](int64_t m0, int64_t n) { layernorm_rows(y + m0 * C, x + m0 * C, g, b, n, C, eps); });
+}
+
+void add_layernorm_cpu(float* sum, float* y, const float* x, const float* r, const float* g,
+                       const float* b, int64_t M, int64_t C, float eps) {
+  parallel_rows(M, [&](int64_t m0, int64_t n) {
+    add_layernorm_rows(sum + m0 * C, y + m0 * C, x + m0 * C, r + m0 * C, g, b, n, C, eps);
+  });
 }
 
 void add_cpu(float* y, const float* a, const float* b, int64_t n, int64_t nb) {
@@ -108,73 +171,124 @@ void add_cpu(float* y, const float* a, const float* b, int64_t n, int64_t nb) {
 }
 
 static inline void softmax_row(float* y, const float* x, int64_t N) {
-  float mx = -INFINITY;
-  for (int64_t i = 0; i < N; i++) mx = std::max(mx, x[i]);
-  float s = 0;
-  for (int64_t i = 0; i < N; i++) {
-    y[i] = std::exp(x[i] - mx);
-    s += y[i];
-  }
-  float inv = 1.0f / s;
+  float part[16];
+  std::fill(part, part + 16, -INFINITY);
+  for16(N, [&](int64_t i, int l) { part[l] = part[l] > x[i] ? part[l] : x[i]; });
+  float mx = part[0];
+  for (int l = 1; l < 16; l++) mx = std::max(mx, part[l]);
+  std::fill(part, part + 16, 0.0f);
+  for16(N, [&](int64_t i, int l) {
+    y[i] = exp_vec(x[i] - mx);
+    part[l] += y[i];
+  });
+  const float inv = 1.0f / sum16(part);
   for (int64_t i = 0; i < N; i++) y[i] *= inv;
 }
 
-void softmax_cpu(float* y, const float* x, int64_t M, int64_t N) {
-#pragma omp parallel for schedule(static)
+CLIP_SIMD_CLONES static void softmax_rows(float* y, const float* x, int64_t M, int64_t N) {
   for (int64_t m = 0; m < M; m++) softmax_row(y + m * N, x + m * N, N);
 }
 
-void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t NH, int64_t HS,
-                   bool causal) {
-  const int64_t C = NH * HS, C3 = 3 * C;
+void softmax_cpu(float* y, const float* x, int64_t M, int64_t N) {
+  parallel_rows(M, [&](int64_t m0, int64_t n) { softmax_rows(y + m0 * N, x + m0 * N, n, N); });
+}
+
+// 16 floats as one value (GCC vector extension; one AVX-512 register, two AVX ones, four SSE
+// ones in the clones), loaded and stored at any float alignment.
+typedef float v16 __attribute__((vector_size(64), aligned(4), may_alias));
+
+// One head: q, k, v rows of T positions, stride ld floats; out rows with stride ldo.
+// Scratch: kt [HS, Tp] (K transposed, Tp = T rounded up to 16, zero tail) and s [4, Tp].
+// Four query rows go together: their scores for 16 keys, and then their outputs for 16 head
+// dims, are 4 independent vector accumulators (one would wait on its own FMA latency).
+CLIP_SIMD_CLONES static void attention_head(float* out, int64_t ldo, const float* q, const float* k,
+                                            const float* v, int64_t ld, int64_t T, int64_t HS, bool causal,
+                                            float* kt, float* s) {
+  constexpr int R = 4;
+  const int64_t Tp = (T + 15) / 16 * 16;
   const float scale = 1.0f / std::sqrt((float)HS);
-#pragma omp parallel
-  {
-    std::vector<float> s(T), kt(HS * T), acc(HS);
-#pragma omp for schedule(static) collapse(2)
-    for (int64_t b = 0; b < B; b++)
-      for (int64_t h = 0; h < NH; h++) {
-        const float* base = qkv + b * T * C3 + h * HS;
-        // K transposed [HS, T] so the score loop runs over contiguous keys.
-        for (int64_t j = 0; j < T; j++)
-          for (int64_t d = 0; d < HS; d++) kt[d * T + j] = base[j * C3 + C + d];
-        for (int64_t i = 0; i < T; i++) {
-          const float* q = base + i * C3;
-          int64_t nk = causal ? i + 1 : T;
-          std::fill(s.begin(), s.begin() + nk, 0.0f);
-          for (int64_t d = 0; d < HS; d++) {
-            float qd = q[d] * scale;
-            const float* kd = &kt[d * T];
-            for (int64_t j = 0; j < nk; j++) s[j] += qd * kd[j];
-          }
-          softmax_row(s.data(), s.data(), nk);
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          for (int64_t j = 0; j < nk; j++) {
-            const float* v = base + j * C3 + 2 * C;
-            float p = s[j];
-            for (int64_t d = 0; d < HS; d++) acc[d] += p * v[d];
-          }
-          std::memcpy(out + (b * T + i) * C + h * HS, acc.data(), HS * sizeof(float));
-        }
+  for (int64_t j = 0; j < Tp; j++)
+    for (int64_t d = 0; d < HS; d++) kt[d * Tp + j] = j < T ? k[j * ld + d] : 0.0f;
+  for (int64_t i0 = 0; i0 < T; i0 += R) {
+    const float* qr[R];  // rows past T repeat the last row; their results are dropped
+    for (int r = 0; r < R; r++) qr[r] = q + std::min(i0 + r, T - 1) * ld;
+    const int64_t nk_max = causal ? std::min(i0 + R, T) : T;  // keys any of the rows sees
+    for (int64_t j0 = 0; j0 < nk_max; j0 += 16) {
+      v16 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      for (int64_t d = 0; d < HS; d++) {
+        const v16 kd = *(const v16*)(kt + d * Tp + j0);
+        a0 += (qr[0][d] * scale) * kd;
+        a1 += (qr[1][d] * scale) * kd;
+        a2 += (qr[2][d] * scale) * kd;
+        a3 += (qr[3][d] * scale) * kd;
+      }
+      *(v16*)(s + 0 * Tp + j0) = a0;
+      *(v16*)(s + 1 * Tp + j0) = a1;
+      *(v16*)(s + 2 * Tp + j0) = a2;
+      *(v16*)(s + 3 * Tp + j0) = a3;
+    }
+    for (int r = 0; r < R; r++) {
+      float* sr = s + r * Tp;
+      const int64_t nk = causal ? std::min(i0 + r + 1, T) : T;
+      softmax_row(sr, sr, nk);
+      for (int64_t j = nk; j < nk_max; j++) sr[j] = 0.0f;  // masked keys add exactly 0
+    }
+    int64_t d0 = 0;
+    for (; d0 + 16 <= HS; d0 += 16) {
+      v16 a[R] = {};
+      for (int64_t j = 0; j < nk_max; j++) {
+        const v16 vj = *(const v16*)(v + j * ld + d0);
+        a[0] += s[0 * Tp + j] * vj;
+        a[1] += s[1 * Tp + j] * vj;
+        a[2] += s[2 * Tp + j] * vj;
+        a[3] += s[3 * Tp + j] * vj;
+      }
+      for (int r = 0; r < R && i0 + r < T; r++) *(v16*)(out + (i0 + r) * ldo + d0) = a[r];
+    }
+    for (int r = 0; r < R && i0 + r < T; r++)
+      for (int64_t d = d0; d < HS; d++) {  // head dims past the last 16
+        float a = 0.0f;
+        for (int64_t j = 0; j < nk_max; j++) a += s[r * Tp + j] * v[j * ld + d];
+        out[(i0 + r) * ldo + d] = a;
       }
   }
 }
 
-void patch_embed_cpu(float* out, const float* px, const float* w, int64_t B, int64_t H,
-                     int64_t W, int64_t P, int64_t C) {
-  const int64_t GH = H / P, GW = W / P, G = GH * GW, K = 3 * P * P;
-  // Gather patches [B*G, 3*P*P] in the weight's (c, ky, kx) order, then one GEMM.
-  std::vector<float> patches((size_t)(B * G * K));
+void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                   bool causal) {
+  const int64_t C = NH * HS, C3 = 3 * C, Tp = (T + 15) / 16 * 16;
+#pragma omp parallel
+  {
+    std::vector<float> kt((size_t)(HS * Tp)), sc((size_t)(4 * Tp));
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t h = 0; h < NH; h++) {
+        const float* base = qkv + b * T * C3 + h * HS;
+        attention_head(out + b * T * C + h * HS, C, base, base + C, base + 2 * C, C3, T, HS, causal, kt.data(),
+                       sc.data());
+      }
+  }
+}
+
+void patch_gather_cpu(float* patches, const float* px, int64_t B, int64_t H, int64_t W, int64_t P) {
+  const int64_t GW = W / P, G = (H / P) * GW, K = 3 * P * P;
 #pragma omp parallel for schedule(static) collapse(2)
   for (int64_t b = 0; b < B; b++)
     for (int64_t g = 0; g < G; g++) {
       int64_t gy = g / GW, gx = g % GW;
-      float* dst = &patches[(size_t)((b * G + g) * K)];
+      float* dst = patches + (b * G + g) * K;
       for (int64_t c = 0; c < 3; c++)
         for (int64_t ky = 0; ky < P; ky++)
           std::memcpy(dst + (c * P + ky) * P, px + ((b * 3 + c) * H + gy * P + ky) * W + gx * P,
                       P * sizeof(float));
     }
+}
+
+void patch_embed_cpu(float* out, const float* px, const float* w, int64_t B, int64_t H,
+                     int64_t W, int64_t P, int64_t C) {
+  const int64_t G = (H / P) * (W / P), K = 3 * P * P;
+  std::vector<float> patches((size_t)(B * G * K));
+  patch_gather_cpu(patches.data(), px, B, H, W, P);
   linear_cpu(out, patches.data(), w, nullptr, B * G, C, K, Act::none);
 }
 

@@ -37,6 +37,9 @@ void softmax_cpu(float* y, const float* x, int64_t M, int64_t N);
 // masked when causal.
 void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t NH, int64_t HS,
                    bool causal);
+// Patches of px [B, 3, H, W] as rows [B * (H/P)(W/P), 3 * P * P] in the conv weight's
+// (c, ky, kx) order: the patch embedding is then a linear layer.
+void patch_gather_cpu(float* patches, const float* px, int64_t B, int64_t H, int64_t W, int64_t P);
 // Patch embedding, a conv with stride = kernel = P and no bias.
 // px [B, 3, H, W], w [C, 3, P, P] -> out [B, (H/P)*(W/P), C], patches in row-major grid order.
 void patch_embed_cpu(float* out, const float* px, const float* w, int64_t B, int64_t H,

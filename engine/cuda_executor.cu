@@ -103,6 +103,7 @@ class CudaExecutor final : public Executor {
 
   ~CudaExecutor() override {
     if (exec_) cudaGraphExecDestroy(exec_);
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
   }
 
   const MemoryPlan& plan() const override { return plan_; }
@@ -132,7 +133,10 @@ class CudaExecutor final : public Executor {
 
     cudaStream_t st = ctx_.stream();
     bool ran = false;
-    if (!exec_ && !eager_) {
+    if (profile_) {
+      enqueue_profiled(st);
+      ran = true;
+    } else if (!exec_ && !eager_) {
       enqueue(st);  // eager: loads kernels, builds cuBLASLt plans, reports errors
       ran = true;
       try {
@@ -143,12 +147,20 @@ class CudaExecutor final : public Executor {
         fprintf(stderr, "clip: CUDA graph capture failed (%s); running this graph without it\n", e.what());
       }
     }
-    if (exec_) {
+    if (exec_ && !profile_) {
       CUDA_CHECK(cudaGraphLaunch(exec_, st));
     } else if (!ran) {
       enqueue(st);
     }
     CUDA_CHECK(cudaStreamSynchronize(st));
+    if (profile_) {
+      for (size_t i = 0; i < g_.nodes().size(); i++) {
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]));
+        profile_->add(labels_[i], ms * 1e-3);
+      }
+      profile_->passes++;
+    }
 
     std::vector<HostTensor> outs;
     const auto& os = g_.outputs();
@@ -209,6 +221,31 @@ class CudaExecutor final : public Executor {
         CUDA_CHECK(cudaMemcpyAsync(ptr_[ins[i]], in_host_[i]->p, in_host_[i]->n,
                                    cudaMemcpyHostToDevice, st));
     for (const Node& n : g_.nodes()) exec(n, st);
+    const auto& os = g_.outputs();
+    for (size_t i = 0; i < os.size(); i++)
+      if (out_host_[i]->n)
+        CUDA_CHECK(cudaMemcpyAsync(out_host_[i]->p, ptr_[os[i]], out_host_[i]->n,
+                                   cudaMemcpyDeviceToHost, st));
+  }
+
+  // The same sequence without a graph, with an event pair around every node (profiling).
+  void enqueue_profiled(cudaStream_t st) {
+    const auto& nodes = g_.nodes();
+    if (events_.empty()) {
+      events_.resize(2 * nodes.size());
+      for (auto& e : events_) CUDA_CHECK(cudaEventCreate(&e));
+      for (const Node& n : nodes) labels_.push_back(node_label(g_, n));
+    }
+    const auto& ins = g_.inputs();
+    for (size_t i = 0; i < ins.size(); i++)
+      if (in_host_[i]->n)
+        CUDA_CHECK(cudaMemcpyAsync(ptr_[ins[i]], in_host_[i]->p, in_host_[i]->n,
+                                   cudaMemcpyHostToDevice, st));
+    for (size_t i = 0; i < nodes.size(); i++) {
+      CUDA_CHECK(cudaEventRecord(events_[2 * i], st));
+      exec(nodes[i], st);
+      CUDA_CHECK(cudaEventRecord(events_[2 * i + 1], st));
+    }
     const auto& os = g_.outputs();
     for (size_t i = 0; i < os.size(); i++)
       if (out_host_[i]->n)
@@ -316,6 +353,8 @@ class CudaExecutor final : public Executor {
   std::vector<int64_t> index_bound_;  // per value: exclusive bound of its int32 entries, or -1
   cudaGraphExec_t exec_ = nullptr;
   bool eager_ = false;  // capture failed: run the nodes directly
+  std::vector<cudaEvent_t> events_;  // profiling: before/after each node
+  std::vector<std::string> labels_;
 };
 
 }  // namespace

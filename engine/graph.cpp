@@ -24,6 +24,58 @@ const char* op_name(Op op) {
   return "?";
 }
 
+void OpProfile::add(const std::string& label, double seconds) {
+  Entry& e = ops[label];
+  e.seconds += seconds;
+  e.calls++;
+}
+
+std::string OpProfile::table(size_t max_rows) const {
+  std::vector<std::pair<std::string, Entry>> rows(ops.begin(), ops.end());
+  std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.second.seconds > b.second.seconds; });
+  double total = 0;
+  for (auto& r : rows) total += r.second.seconds;
+  const double per = passes > 0 ? (double)passes : 1.0;
+  std::string out = strprintf("  %8s %6s %6s  %s\n", "ms/pass", "share", "calls", "op");
+  double rest = 0;
+  for (size_t i = 0; i < rows.size(); i++) {
+    const Entry& e = rows[i].second;
+    if (i >= max_rows) {
+      rest += e.seconds;
+      continue;
+    }
+    out += strprintf("  %8.3f %5.1f%% %6.0f  %s\n", e.seconds * 1e3 / per, 100.0 * e.seconds / total,
+                     e.calls / per, rows[i].first.c_str());
+  }
+  if (rest > 0) out += strprintf("  %8.3f %5.1f%% %6s  (%zu more)\n", rest * 1e3 / per, 100.0 * rest / total, "",
+                                 rows.size() - max_rows);
+  out += strprintf("  %8.3f 100.0%%         total\n", total * 1e3 / per);
+  return out;
+}
+
+std::string node_label(const Graph& g, const Node& n) {
+  std::string s = op_name(n.op);
+  const Shape& x = g.info(n.in[0]).shape;
+  const Shape& y = g.info(n.out[0]).shape;
+  switch (n.op) {
+    case Op::linear: {
+      const Shape& w = g.info(n.in[1]).shape;
+      s += strprintf(" [%lld,%lld]x[%lld,%lld]", (long long)x.rows(), (long long)x.last(), (long long)w[0],
+                     (long long)w[1]);
+      if (n.in.size() > 2) s += "+bias";
+      if (n.act != Act::none) s += std::string("+") + act_name(n.act);
+      break;
+    }
+    case Op::attention:
+      s += strprintf(" B%lld T%lld H%d d%lld%s", (long long)y[0], (long long)y[1], n.heads,
+                     (long long)(y[2] / n.heads), n.causal ? " causal" : "");
+      break;
+    case Op::act: s += std::string(" ") + act_name(n.act) + " " + y.str(); break;
+    default: s += " " + y.str(); break;
+  }
+  return s;
+}
+
 Graph::Graph(Device device, DType dtype) : device_(device), dtype_(dtype) {
   CLIP_CHECK(dtype != DType::i32, "graph activations must be a float dtype");
   CLIP_CHECK(device == Device::cuda || dtype == DType::f32,

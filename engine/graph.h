@@ -6,6 +6,7 @@
 // Values are ids. A value is a graph input (bound at run time), a weight (bound at build
 // time to a tensor on the graph's device, in the graph's dtype) or an activation (planned).
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -113,6 +114,22 @@ class Graph {
 // is aligned to 256 bytes.
 MemoryPlan plan_memory(const Graph& g);
 
+// Time per node, summed by label ("linear [50,768]x[2304,768]+quick_gelu", "attention
+// B1 T50 H12 d64"): where a pass spends its time. CPU: wall clock around each op; CUDA:
+// events around each node on an eager (uncaptured) run.
+struct OpProfile {
+  struct Entry {
+    double seconds = 0;
+    int64_t calls = 0;
+  };
+  std::map<std::string, Entry> ops;
+  int64_t passes = 0;
+  void add(const std::string& label, double seconds);
+  // The ops by time, largest first: label, calls per pass, ms per pass, share.
+  std::string table(size_t max_rows = 20) const;
+};
+std::string node_label(const Graph& g, const Node& n);
+
 // Runs a compiled graph. Inputs are host tensors in input order (same dtype and shape as
 // declared); outputs come back as host f32 tensors in output order.
 class Executor {
@@ -120,6 +137,11 @@ class Executor {
   virtual ~Executor() = default;
   virtual std::vector<HostTensor> run(const std::vector<Tensor>& inputs) = 0;
   virtual const MemoryPlan& plan() const = 0;
+  // Runs after this add their per-node times to p (nullptr: stop profiling).
+  void set_profile(OpProfile* p) { profile_ = p; }
+
+ protected:
+  OpProfile* profile_ = nullptr;
 };
 
 class CudaContext;  // engine/cuda_context.h

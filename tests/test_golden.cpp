@@ -47,6 +47,25 @@ ModelOptions options(const json& g) {
   return o;
 }
 
+// The reference pixels of every image [N, 3, R, R] and the tokens of every text [N, ctx].
+std::vector<float> all_pixels(const json& g) {
+  std::vector<float> px;
+  for (auto& im : g["images"]) {
+    auto r = im["pixels"].get<std::vector<float>>();
+    px.insert(px.end(), r.begin(), r.end());
+  }
+  return px;
+}
+
+std::vector<int32_t> all_tokens(const json& g) {
+  std::vector<int32_t> tok;
+  for (auto& t : g["tokens"]) {
+    auto r = t.get<std::vector<int32_t>>();
+    tok.insert(tok.end(), r.begin(), r.end());
+  }
+  return tok;
+}
+
 struct EmbStats {
   double min_cos = 1, max_abs = 0;
 };
@@ -211,6 +230,45 @@ TEST_F(ModelPropertyTest, BadTokenIdIsAnError) {
   EXPECT_THROW(m->encode_tokens(ids.data(), 1), Error);
 }
 
+// The CPU's bf16 mode (linear layers multiply bf16-rounded operands, AMX where the CPU has
+// it): the bound of the CUDA bf16 test (cosine >= 0.999), and still bitwise independent of
+// the batch.
+class GoldenCpuBf16Test : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenCpuBf16Test, MatchesReference) {
+  CLIP_REQUIRE_GOLDEN();
+  CLIP_REQUIRE_VOCAB();
+  json g = load_golden(GetParam());
+  ModelOptions o = options(g);
+  o.dtype = DType::bf16;
+  auto m = Model::load(test::golden_dir() + "/" + GetParam() + "/hf", o);
+  const std::vector<float> px = all_pixels(g);
+  const std::vector<int32_t> tok = all_tokens(g);
+  const int64_t NI = (int64_t)g["images"].size(), NT = (int64_t)g["tokens"].size(), E = m->embed_dim();
+  HostTensor ie = m->encode_pixels(px.data(), NI), te = m->encode_tokens(tok.data(), NT);
+  EmbStats si = compare_embeddings(ie, g["image_embeds"]), st = compare_embeddings(te, g["text_embeds"]);
+  printf("[cpu bf16 %s] image: min cos %.7f max |d| %.3g; text: min cos %.7f max |d| %.3g\n", GetParam().c_str(),
+         si.min_cos, si.max_abs, st.min_cos, st.max_abs);
+  EXPECT_GE(si.min_cos, 0.999);
+  EXPECT_GE(st.min_cos, 0.999);
+  // The bf16 mode really rounds: its output is not the f32 model's.
+  ModelOptions of = options(g);
+  auto mf = Model::load(test::golden_dir() + "/" + GetParam() + "/hf", of);
+  HostTensor fe = mf->encode_pixels(px.data(), NI);
+  EXPECT_NE(0, std::memcmp(fe.f32(), ie.f32(), (size_t)(NI * E) * 4)) << "bf16 mode computed in f32";
+  HostTensor last = m->encode_pixels(px.data() + (NI - 1) * m->pixels_per_image(), 1);
+  EXPECT_EQ(0, std::memcmp(last.f32(), ie.f32() + (NI - 1) * E, (size_t)E * 4)) << "image row depends on its batch";
+  HostTensor t1 = m->encode_tokens(tok.data() + (NT - 1) * m->config().context_length, 1);
+  EXPECT_EQ(0, std::memcmp(t1.f32(), te.f32() + (NT - 1) * E, (size_t)E * 4)) << "text row depends on its batch";
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, GoldenCpuBf16Test, ::testing::Values("tiny-vit", "tiny-vit-gelu"),
+                         [](const auto& i) {
+                           std::string s = i.param;
+                           for (auto& ch : s)
+                             if (!isalnum((unsigned char)ch)) ch = '_';
+                           return s;
+                         });
 
 // CUDA: the same model through the same graphs on the GPU. f32: the CPU bounds (cosine >=
 // 0.99999, max |d| <= 1e-4 on normalized embeddings); f16 and bf16: cosine >= 0.999. A CUDA
@@ -234,16 +292,8 @@ TEST_P(GoldenCudaTest, MatchesReference) {
   o.dtype = c.dtype;
   auto m = Model::load(test::golden_dir() + "/" + c.model + "/hf", o);
   const int64_t NI = (int64_t)g["images"].size();
-  std::vector<float> px;
-  for (auto& im : g["images"]) {
-    auto r = im["pixels"].get<std::vector<float>>();
-    px.insert(px.end(), r.begin(), r.end());
-  }
-  std::vector<int32_t> tok;
-  for (auto& t : g["tokens"]) {
-    auto r = t.get<std::vector<int32_t>>();
-    tok.insert(tok.end(), r.begin(), r.end());
-  }
+  const std::vector<float> px = all_pixels(g);
+  const std::vector<int32_t> tok = all_tokens(g);
   const int64_t NT = (int64_t)g["tokens"].size();
   HostTensor ie = m->encode_pixels(px.data(), NI), te = m->encode_tokens(tok.data(), NT);
   EmbStats si = compare_embeddings(ie, g["image_embeds"]), st = compare_embeddings(te, g["text_embeds"]);

@@ -54,8 +54,7 @@ TEST_P(LinearTest, MatchesDouble) {
   // The CPU backend's packed-weight path (oneDNN) computes the same function.
   CpuContext ctx;
   std::vector<float> yp((size_t)p.M * p.N);
-  ctx.linear(yp.data(), x.data(), w.data(), p.M, p.N, p.K);
-  bias_act_cpu(yp.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.act);
+  ctx.linear(yp.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.K, p.act);
   EXPECT_CLOSE(yp.data(), ref.data(), yp.size(), kAtol, kRtol);
 }
 
@@ -73,24 +72,27 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 struct RowCase { int N, K; };
-class LinearRowsTest : public ::testing::TestWithParam<RowCase> {};
+class LinearRowsTest : public ::testing::TestWithParam<std::tuple<RowCase, DType>> {};
 
 TEST_P(LinearRowsTest, RowsDoNotDependOnBatch) {
-  // The same row gives bitwise the same output whichever batch (and position) it is in.
-  const auto p = GetParam();
+  // The same row gives bitwise the same output whichever batch (and position) it is in: the
+  // reference (OpenBLAS) and the packed-weight path of the CPU backend in f32 and bf16.
+  const auto [p, dt] = GetParam();
   const int M = 1700;
   auto x = randn((size_t)M * p.K, 4), w = randn((size_t)p.N * p.K, 5, 0.03f), b = randn(p.N, 6);
   std::vector<float> all((size_t)M * p.N), part((size_t)M * p.N), all_p((size_t)M * p.N);
-  linear_cpu(all.data(), x.data(), w.data(), b.data(), M, p.N, p.K, Act::quick_gelu);
-  CpuContext ctx;  // the packed-weight path of the CPU backend
-  ctx.linear(all_p.data(), x.data(), w.data(), M, p.N, p.K);
+  if (dt == DType::f32) linear_cpu(all.data(), x.data(), w.data(), b.data(), M, p.N, p.K, Act::quick_gelu);
+  CpuContext ctx(dt);
+  ctx.linear(all_p.data(), x.data(), w.data(), b.data(), M, p.N, p.K, Act::quick_gelu);
   for (int rows : {1, 2, 7, 31, 32, 33, 50, 77, 97, 400, 1601}) {
     int start = (rows * 37) % (M - rows + 1);
-    linear_cpu(part.data(), x.data() + (size_t)start * p.K, w.data(), b.data(), rows, p.N, p.K, Act::quick_gelu);
-    for (int r = 0; r < rows; r++)
-      ASSERT_EQ(0, std::memcmp(part.data() + (size_t)r * p.N, all.data() + (size_t)(start + r) * p.N, p.N * sizeof(float)))
-          << "row " << start + r << " in a batch of " << rows;
-    ctx.linear(part.data(), x.data() + (size_t)start * p.K, w.data(), rows, p.N, p.K);
+    if (dt == DType::f32) {
+      linear_cpu(part.data(), x.data() + (size_t)start * p.K, w.data(), b.data(), rows, p.N, p.K, Act::quick_gelu);
+      for (int r = 0; r < rows; r++)
+        ASSERT_EQ(0, std::memcmp(part.data() + (size_t)r * p.N, all.data() + (size_t)(start + r) * p.N, p.N * sizeof(float)))
+            << "row " << start + r << " in a batch of " << rows;
+    }
+    ctx.linear(part.data(), x.data() + (size_t)start * p.K, w.data(), b.data(), rows, p.N, p.K, Act::quick_gelu);
     for (int r = 0; r < rows; r++)
       ASSERT_EQ(0, std::memcmp(part.data() + (size_t)r * p.N, all_p.data() + (size_t)(start + r) * p.N, p.N * sizeof(float)))
           << "packed path: row " << start + r << " in a batch of " << rows;
@@ -98,11 +100,36 @@ TEST_P(LinearRowsTest, RowsDoNotDependOnBatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Clip, LinearRowsTest,
-                         ::testing::Values(RowCase{768, 768}, RowCase{2304, 768}, RowCase{3072, 768},
-                                           RowCase{768, 3072}, RowCase{512, 512}, RowCase{2048, 512},
-                                           RowCase{512, 768}, RowCase{1024, 1024}, RowCase{4096, 1024},
-                                           RowCase{1024, 4096}, RowCase{768, 1024}, RowCase{17, 5}),
-                         [](const auto& i) { return "N" + std::to_string(i.param.N) + "_K" + std::to_string(i.param.K); });
+                         ::testing::Combine(::testing::Values(RowCase{768, 768}, RowCase{2304, 768}, RowCase{3072, 768},
+                                                              RowCase{768, 3072}, RowCase{512, 512}, RowCase{2048, 512},
+                                                              RowCase{512, 768}, RowCase{1024, 1024}, RowCase{4096, 1024},
+                                                              RowCase{1024, 4096}, RowCase{768, 1024}, RowCase{17, 5}),
+                                            ::testing::Values(DType::f32, DType::bf16)),
+                         [](const auto& i) {
+                           const RowCase& c = std::get<0>(i.param);
+                           return "N" + std::to_string(c.N) + "_K" + std::to_string(c.K) + "_" +
+                                  dtype_name(std::get<1>(i.param));
+                         });
+
+// The bf16 mode computes the f32 function of the bf16-rounded operands: against a double
+// reference from rounded x and w, only the f32 accumulation differs.
+TEST_P(LinearTest, Bf16MatchesRoundedOperands) {
+  auto p = GetParam();
+  auto x = randn((size_t)p.M * p.K, 1), w = randn((size_t)p.N * p.K, 2, 1.0f / std::sqrt((float)p.K));
+  auto b = randn(p.N, 3, 0.1f);
+  auto round = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+  std::vector<double> ref((size_t)p.M * p.N);
+  for (int m = 0; m < p.M; m++)
+    for (int n = 0; n < p.N; n++) {
+      double s = p.bias ? b[n] : 0;
+      for (int k = 0; k < p.K; k++) s += (double)round(x[(size_t)m * p.K + k]) * round(w[(size_t)n * p.K + k]);
+      ref[(size_t)m * p.N + n] = act_d(s, p.act);
+    }
+  CpuContext ctx(DType::bf16);
+  std::vector<float> y((size_t)p.M * p.N);
+  ctx.linear(y.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.K, p.act);
+  EXPECT_CLOSE(y.data(), ref.data(), y.size(), kAtol, kRtol);
+}
 
 // ---- layernorm and residual + layernorm ----------------------------------------------
 struct NormCase { int M, C; };

@@ -50,7 +50,7 @@ struct BenchArgs {
   int repeats = 0, warmup = 1;
   uint64_t seed = 1;
   double peak_gflops = 0;
-  bool json = false, first_embedding = false;
+  bool json = false, first_embedding = false, profile = false;
 };
 
 // Seconds since this process started, from /proc/self/stat (clock-tick resolution, 10 ms).
@@ -90,6 +90,13 @@ double cpu_mhz() {
   return 0;
 }
 
+bool cpu_flag(const std::string& flag) {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("flags", 0) == 0) return (line + " ").find(" " + flag + " ") != std::string::npos;
+  return false;
+}
+
 struct Peak {
   double gflops = 0;
   std::string how, device;
@@ -100,10 +107,19 @@ Peak device_peak(Device dev, DType dt, double override_gflops) {
   if (dev == Device::cpu) {
     int cores = omp_get_max_threads();
     double ghz = cpu_mhz() / 1000.0;
-    int lanes = __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 4;
-    p.gflops = cores * ghz * 2 /*FMA units*/ * lanes * 2 /*FLOP per FMA*/;
     p.device = cpu_model() + strprintf(" (%d threads)", cores);
-    p.how = strprintf("%d cores x %.2f GHz x 2 FMA units x %d f32 lanes x 2 FLOP", cores, ghz, lanes);
+    if (dt == DType::bf16 && cpu_flag("amx_bf16")) {
+      // AMX: one TDPBF16PS (16x32 by 32x16 tiles, 8192 multiply-adds) per 16 cycles.
+      p.gflops = cores * ghz * 1024;
+      p.how = strprintf("%d cores x %.2f GHz x 1024 bf16 FLOP/cycle (AMX)", cores, ghz);
+    } else if (dt == DType::bf16 && cpu_flag("avx512_bf16")) {
+      p.gflops = cores * ghz * 2 * 32 * 2;
+      p.how = strprintf("%d cores x %.2f GHz x 2 VDPBF16PS units x 32 bf16 pairs x 2 FLOP", cores, ghz);
+    } else {
+      int lanes = __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 4;
+      p.gflops = cores * ghz * 2 /*FMA units*/ * lanes * 2 /*FLOP per FMA*/;
+      p.how = strprintf("%d cores x %.2f GHz x 2 FMA units x %d f32 lanes x 2 FLOP", cores, ghz, lanes);
+    }
   } else {
 #ifdef CLIP_HAVE_CUDA
     cudaDeviceProp prop;
@@ -167,6 +183,7 @@ struct Point {
   int64_t batch = 0, tokens = 0;
   std::vector<double> seconds;
   double flops_per_item = 0;
+  json profile;  // --profile --json: per-op times
 };
 
 int run_bench(const BenchArgs& a) {
@@ -187,7 +204,8 @@ int run_bench(const BenchArgs& a) {
 
   std::unique_ptr<Model> m;
   if (!a.arch.empty()) {
-    DType wt = o.dtype;  // random weights are made directly in the compute dtype
+    // Random weights are made directly in the dtype the graphs use (CPU: f32).
+    DType wt = o.device == Device::cpu ? DType::f32 : o.dtype;
     m = Model::from_weights(random_weights(arch_config(a.arch), a.seed, wt), o);
   } else {
     m = Model::load(a.model.model, o);
@@ -269,6 +287,22 @@ int run_bench(const BenchArgs& a) {
       printf("%-10s %6lld %6lld %10.2f %10.2f %10.3f %9.2f %7.1f%%\n", p.tower.c_str(), (long long)p.batch,
              (long long)p.tokens, med * 1e3, rate, p.flops_per_item / 1e9, fl / unit_scale,
              100.0 * fl / (peak.gflops * 1e9));
+    if (a.profile) {
+      // Extra passes with per-op timing, after the timed ones so they do not change them.
+      OpProfile prof;
+      m->set_profile(&prof);
+      for (int i = 0; i < repeats; i++) fn();
+      m->set_profile(nullptr);
+      if (a.json) {
+        json ops = json::array();
+        for (const auto& [label, e] : prof.ops)
+          ops.push_back({{"op", label}, {"calls_per_pass", (double)e.calls / prof.passes},
+                         {"ms_per_pass", e.seconds * 1e3 / prof.passes}});
+        p.profile = ops;
+      } else {
+        printf("%s", prof.table().c_str());
+      }
+    }
     fflush(stdout);
     points.push_back(p);
   };
@@ -281,15 +315,15 @@ int run_bench(const BenchArgs& a) {
       std::vector<float> px((size_t)(B * m->pixels_per_image()));
       std::normal_distribution<float> nd;
       for (auto& v : px) v = nd(rng);
-      Point p{"image", B, (c.image_resolution / c.vision_patch_size) * (c.image_resolution / c.vision_patch_size) + 1, {}, image_flops(c)};
+      Point p{"image", B, (c.image_resolution / c.vision_patch_size) * (c.image_resolution / c.vision_patch_size) + 1, {}, image_flops(c), {}};
       measure(p, [&] { m->encode_pixels(px.data(), B); });
     }
     if (do_text) {
       std::vector<int32_t> full = make_tokens(B, ctx, ctx, ctx, rng);
-      measure(Point{"text77", B, ctx, {}, text_flops(c, ctx)}, [&] { m->encode_tokens(full.data(), B); });
+      measure(Point{"text77", B, ctx, {}, text_flops(c, ctx), {}}, [&] { m->encode_tokens(full.data(), B); });
       std::vector<int32_t> shrt = make_tokens(B, ctx, 5, 15, rng);
       int64_t T = longest(shrt, B, ctx);
-      measure(Point{"text_short", B, T, {}, text_flops(c, T)}, [&] { m->encode_tokens(shrt.data(), B); });
+      measure(Point{"text_short", B, T, {}, text_flops(c, T), {}}, [&] { m->encode_tokens(shrt.data(), B); });
     }
   }
 
@@ -312,6 +346,7 @@ int run_bench(const BenchArgs& a) {
                                  {"flops_per_item", p.flops_per_item},
                                  {"gflops", (double)p.batch / med * p.flops_per_item / 1e9},
                                  {"peak_fraction", (double)p.batch / med * p.flops_per_item / (peak.gflops * 1e9)}});
+    if (!p.profile.is_null()) record["results"].back()["profile"] = p.profile;
   }
   record["peak_rss_mb"] = peak_rss_mb();
   if (a.json) {
@@ -341,6 +376,8 @@ CommandRun setup(CLI::App* sub) {
                 "Also report the time from process start to the first image + text embedding and the peak RSS");
   sub->add_option("--image", a->image, "Image file for --first-embedding (default random pixels)");
   sub->add_option("--save-native", a->save_native, "Write the model's weights (e.g. the random ones) as a native f32 file");
+  sub->add_flag("--profile", a->profile,
+                "After each point, time every op over --repeats more passes and print where the time goes");
   sub->add_flag("--json", a->json, "Print one JSON record");
   return [a] {
     install_interrupt_handler();
