@@ -31,26 +31,24 @@ class PackedWeight {
     for (int64_t k0 = 0; k0 < K; k0 += step) chunks_.push_back(make_chunk(eng, s, w, k0, std::min(step, K - k0)));
   }
 
-  // rounded: scratch for the bf16 input rows.
+  // rounded: scratch for the bf16 input (bf16 only), chunk after chunk.
   void run(const dnnl::engine& eng, float* y, const float* x, const float* b, int64_t M, Act act,
            std::vector<uint16_t>& rounded) {
     const Prims& p = prims(eng, M, b != nullptr, act);
     dnnl::stream s(eng);
-    const void* src = x;
-    int64_t ld = K_;
-    if (type_ == dt::bf16) {  // round the input rows to bf16 once, for all chunks
-      if (rounded.size() < (size_t)(M * K_)) rounded.resize((size_t)(M * K_));
-      dnnl::memory from({{M, K_}, dt::f32, dnnl::memory::format_tag::ab}, eng, const_cast<float*>(x));
-      dnnl::memory to({{M, K_}, dt::bf16, dnnl::memory::format_tag::ab}, eng, rounded.data());
-      p.to_bf16.execute(s, from, to);
-      src = rounded.data();
-    }
+    const bool bf16 = type_ == dt::bf16;
+    if (bf16 && rounded.size() < (size_t)(M * K_)) rounded.resize((size_t)(M * K_));
     dnnl::memory dst({{M, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, y);
     for (size_t i = 0; i < chunks_.size(); i++) {
       const Chunk& c = chunks_[i];
-      // x[:, k0:k0+kc] as a strided view of x [M, K].
-      const char* at = (const char*)src + c.k0 * (type_ == dt::bf16 ? 2 : 4);
-      dnnl::memory xs({{M, c.kc}, type_, dnnl::memory::dims{ld, 1}}, eng, const_cast<char*>(at));
+      // x[:, k0:k0+kc] as a strided view of x [M, K]; in bf16, rounded into its own
+      // contiguous block [M, kc] first.
+      dnnl::memory xs({{M, c.kc}, dt::f32, dnnl::memory::dims{K_, 1}}, eng, const_cast<float*>(x + c.k0));
+      if (bf16) {
+        dnnl::memory xr({{M, c.kc}, dt::bf16, dnnl::memory::dims{c.kc, 1}}, eng, rounded.data() + M * c.k0);
+        p.to_bf16[i].execute(s, xs, xr);
+        xs = xr;
+      }
       std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, c.packed}, {DNNL_ARG_DST, dst}};
       const bool last = i + 1 == chunks_.size();
       if (last && b) args[DNNL_ARG_BIAS] = dnnl::memory({{1, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, const_cast<float*>(b));
@@ -71,15 +69,15 @@ class PackedWeight {
     dnnl::memory packed;
   };
   struct Prims {
-    std::vector<dnnl::matmul> matmul;  // per chunk
-    dnnl::reorder to_bf16;             // f32 -> bf16 input rows (bf16 only)
+    std::vector<dnnl::matmul> matmul;   // per chunk
+    std::vector<dnnl::reorder> to_bf16;  // per chunk: f32 input columns -> bf16 block (bf16 only)
   };
 
   Chunk make_chunk(const dnnl::engine& eng, dnnl::stream& s, const float* w, int64_t k0, int64_t kc) {
     // w[:, k0:k0+kc] of w [N, K] row-major is the matmul's weights [kc, N] with strides {1, K}.
     dnnl::memory::desc user({kc, N_}, dt::f32, dnnl::memory::dims{1, K_});
     dnnl::memory::desc any({kc, N_}, type_, dnnl::memory::format_tag::any);
-    dnnl::memory::desc src({kPackRows, kc}, type_, dnnl::memory::dims{K_, 1});
+    dnnl::memory::desc src({kPackRows, kc}, type_, dnnl::memory::dims{type_ == dt::bf16 ? kc : K_, 1});
     dnnl::memory::desc dst({kPackRows, N_}, dt::f32, dnnl::memory::format_tag::ab);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, any, dst), eng);
     Chunk c{k0, kc, dnnl::memory(pd.weights_desc(), eng)};
@@ -105,8 +103,12 @@ class PackedWeight {
     for (size_t i = 0; i < chunks_.size(); i++) {
       const Chunk& c = chunks_[i];
       const bool last = i + 1 == chunks_.size();
-      dnnl::memory::desc src({M, c.kc}, type_, dnnl::memory::dims{K_, 1});
+      dnnl::memory::desc src({M, c.kc}, type_, dnnl::memory::dims{type_ == dt::bf16 ? c.kc : K_, 1});
       dnnl::memory::desc dst({M, N_}, dt::f32, dnnl::memory::format_tag::ab);
+      if (type_ == dt::bf16) {
+        dnnl::memory::desc from({M, c.kc}, dt::f32, dnnl::memory::dims{K_, 1});
+        p.to_bf16.emplace_back(dnnl::reorder::primitive_desc(eng, from, eng, src));
+      }
       dnnl::primitive_attr attr;
       dnnl::post_ops ops;
       if (i > 0) ops.append_sum(1.0f);
@@ -119,10 +121,6 @@ class PackedWeight {
       auto d = last && bias ? dnnl::matmul::desc(src, wd, dnnl::memory::desc({1, N_}, dt::f32, dnnl::memory::format_tag::ab), dst)
                             : dnnl::matmul::desc(src, wd, dst);
       p.matmul.emplace_back(dnnl::matmul::primitive_desc(d, attr, eng));
-    }
-    if (type_ == dt::bf16) {
-      dnnl::memory::desc f({M, K_}, dt::f32, dnnl::memory::format_tag::ab), h({M, K_}, dt::bf16, dnnl::memory::format_tag::ab);
-      p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(eng, f, eng, h));
     }
     return cache_.emplace(key, std::move(p)).first->second;
   }
