@@ -31,22 +31,22 @@ class PackedWeight {
     for (int64_t k0 = 0; k0 < K; k0 += step) chunks_.push_back(make_chunk(eng, s, w, k0, std::min(step, K - k0)));
   }
 
-  // rounded: scratch for the bf16 input (bf16 only), chunk after chunk.
+  // staging: scratch for the input, chunk after chunk (see staged()).
   void run(const dnnl::engine& eng, float* y, const float* x, const float* b, int64_t M, Act act,
-           std::vector<uint16_t>& rounded) {
+           std::vector<char>& staging) {
     const Prims& p = prims(eng, M, b != nullptr, act);
     dnnl::stream s(eng);
-    const bool bf16 = type_ == dt::bf16;
-    if (bf16 && rounded.size() < (size_t)(M * K_)) rounded.resize((size_t)(M * K_));
+    const size_t esize = type_ == dt::bf16 ? 2 : 4;
+    if (staged() && staging.size() < M * K_ * esize) staging.resize(M * K_ * esize);
     dnnl::memory dst({{M, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, y);
     for (size_t i = 0; i < chunks_.size(); i++) {
       const Chunk& c = chunks_[i];
-      // x[:, k0:k0+kc] as a strided view of x [M, K]; in bf16, rounded into its own
-      // contiguous block [M, kc] first.
+      // x[:, k0:k0+kc] as a strided view of x [M, K], or staged: copied (and in bf16
+      // rounded) into its own contiguous block [M, kc].
       dnnl::memory xs({{M, c.kc}, dt::f32, dnnl::memory::dims{K_, 1}}, eng, const_cast<float*>(x + c.k0));
-      if (bf16) {
-        dnnl::memory xr({{M, c.kc}, dt::bf16, dnnl::memory::dims{c.kc, 1}}, eng, rounded.data() + M * c.k0);
-        p.to_bf16[i].execute(s, xs, xr);
+      if (staged()) {
+        dnnl::memory xr({{M, c.kc}, type_, dnnl::memory::dims{c.kc, 1}}, eng, staging.data() + M * c.k0 * esize);
+        p.stage[i].execute(s, xs, xr);
         xs = xr;
       }
       std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, c.packed}, {DNNL_ARG_DST, dst}};
@@ -70,14 +70,14 @@ class PackedWeight {
   };
   struct Prims {
     std::vector<dnnl::matmul> matmul;   // per chunk
-    std::vector<dnnl::reorder> to_bf16;  // per chunk: f32 input columns -> bf16 block (bf16 only)
+    std::vector<dnnl::reorder> stage;   // per chunk: f32 input columns -> contiguous block (if staged)
   };
 
   Chunk make_chunk(const dnnl::engine& eng, dnnl::stream& s, const float* w, int64_t k0, int64_t kc) {
     // w[:, k0:k0+kc] of w [N, K] row-major is the matmul's weights [kc, N] with strides {1, K}.
     dnnl::memory::desc user({kc, N_}, dt::f32, dnnl::memory::dims{1, K_});
     dnnl::memory::desc any({kc, N_}, type_, dnnl::memory::format_tag::any);
-    dnnl::memory::desc src({kPackRows, kc}, type_, dnnl::memory::dims{type_ == dt::bf16 ? kc : K_, 1});
+    dnnl::memory::desc src({kPackRows, kc}, type_, dnnl::memory::dims{staged() ? kc : K_, 1});
     dnnl::memory::desc dst({kPackRows, N_}, dt::f32, dnnl::memory::format_tag::ab);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, any, dst), eng);
     Chunk c{k0, kc, dnnl::memory(pd.weights_desc(), eng)};
@@ -103,11 +103,11 @@ class PackedWeight {
     for (size_t i = 0; i < chunks_.size(); i++) {
       const Chunk& c = chunks_[i];
       const bool last = i + 1 == chunks_.size();
-      dnnl::memory::desc src({M, c.kc}, type_, dnnl::memory::dims{type_ == dt::bf16 ? c.kc : K_, 1});
+      dnnl::memory::desc src({M, c.kc}, type_, dnnl::memory::dims{staged() ? c.kc : K_, 1});
       dnnl::memory::desc dst({M, N_}, dt::f32, dnnl::memory::format_tag::ab);
-      if (type_ == dt::bf16) {
+      if (staged()) {
         dnnl::memory::desc from({M, c.kc}, dt::f32, dnnl::memory::dims{K_, 1});
-        p.to_bf16.emplace_back(dnnl::reorder::primitive_desc(eng, from, eng, src));
+        p.stage.emplace_back(dnnl::reorder::primitive_desc(eng, from, eng, src));
       }
       dnnl::primitive_attr attr;
       dnnl::post_ops ops;
@@ -125,6 +125,10 @@ class PackedWeight {
     return cache_.emplace(key, std::move(p)).first->second;
   }
 
+  // A bf16 input is staged: rounded chunk by chunk into contiguous blocks (oneDNN's AMX
+  // kernels ran 2x slower on a strided column block of a bf16 input; its f32 kernels do not).
+  bool staged() const { return type_ == dt::bf16; }
+
   dt type_;
   int64_t N_, K_;
   std::vector<Chunk> chunks_;
@@ -137,7 +141,7 @@ struct CpuContext::Impl {
   DType compute;
   std::mutex mu;
   std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
-  std::vector<uint16_t> rounded;  // bf16 input rows of the running linear layer
+  std::vector<char> staging;  // the staged input of the running linear layer
 };
 
 CpuContext::CpuContext(DType compute) : impl_(std::make_unique<Impl>()) {
@@ -189,12 +193,12 @@ void CpuContext::linear(float* y, const float* x, const float* w, const float* b
   PackedWeight& p = pack(w, N, K);
   try {
     if (M >= kMinRows) {
-      p.run(impl_->eng, y, x, b, M, act, impl_->rounded);
+      p.run(impl_->eng, y, x, b, M, act, impl_->staging);
       return;
     }
     std::vector<float> xp((size_t)(kMinRows * K), 0.0f), yp((size_t)(kMinRows * N));
     std::memcpy(xp.data(), x, (size_t)(M * K) * sizeof(float));
-    p.run(impl_->eng, yp.data(), xp.data(), b, kMinRows, act, impl_->rounded);
+    p.run(impl_->eng, yp.data(), xp.data(), b, kMinRows, act, impl_->staging);
     std::memcpy(y, yp.data(), (size_t)(M * N) * sizeof(float));
   } catch (const dnnl::error& e) {
     fail("CPU linear [%lld x %lld] x [%lld x %lld]ᵀ (%s) failed: %s", (long long)M, (long long)K, (long long)N,
