@@ -10,6 +10,7 @@
 #      at the same attention shapes (bench/torch_attention_baseline.py)
 #   6. the end-to-end benchmark: `clip bench --arch ViT-B-32 --device cuda --dtype f16`, then the
 #      PyTorch baseline (bench/torch_gpu_baseline.py: eager and torch.compile) in the same session
+#   7. where the GPU time goes: `clip bench --profile` (CUDA events around every node)
 # The GPU machine fetches nothing: when the project's Debian libraries are missing there, the
 # .deb files that scripts/gpu_deps.sh downloaded into .debs/ (carry it) are unpacked into
 # .deps-root/ and the build uses them.
@@ -88,6 +89,9 @@ step e2e 45 "$BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch
   --first-embedding | tee '$LOGS/clip_bench.txt'"
 
 step torch 120 "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,1024 | tee '$LOGS/torch_baseline.jsonl'"
+
+step profile 30 "$BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,1024 --repeats 3 \
+  --tower image --profile | tee '$LOGS/clip_profile.txt'"
 
 echo
 echo "== summary (logs in $LOGS)"

@@ -198,29 +198,34 @@ void softmax_cpu(float* y, const float* x, int64_t M, int64_t N) {
 typedef float v16 __attribute__((vector_size(64), aligned(4), may_alias));
 
 // One head: q, k, v rows of T positions, stride ld floats; out rows with stride ldo.
-// Scratch: kt [HS, Tp] (K transposed, Tp = T rounded up to 16, zero tail) and s [4, Tp].
+// Scratch: kt [HS, Tp] (K transposed, Tp = T rounded up to 16, zero tail), s [4, Tp] and
+// qs [HS, 4].
 // Four query rows go together: their scores for 16 keys, and then their outputs for 16 head
 // dims, are 4 independent vector accumulators (one would wait on its own FMA latency).
 CLIP_SIMD_CLONES static void attention_head(float* out, int64_t ldo, const float* q, const float* k,
                                             const float* v, int64_t ld, int64_t T, int64_t HS, bool causal,
-                                            float* kt, float* s) {
+                                            float* kt, float* s, float* qs) {
   constexpr int R = 4;
   const int64_t Tp = (T + 15) / 16 * 16;
   const float scale = 1.0f / std::sqrt((float)HS);
   for (int64_t j = 0; j < Tp; j++)
     for (int64_t d = 0; d < HS; d++) kt[d * Tp + j] = j < T ? k[j * ld + d] : 0.0f;
   for (int64_t i0 = 0; i0 < T; i0 += R) {
-    const float* qr[R];  // rows past T repeat the last row; their results are dropped
-    for (int r = 0; r < R; r++) qr[r] = q + std::min(i0 + r, T - 1) * ld;
+    // The 4 query rows, scaled, d-major: qs[d * R + r]. Rows past T repeat the last row;
+    // their results are dropped.
+    for (int r = 0; r < R; r++) {
+      const float* qi = q + std::min(i0 + r, T - 1) * ld;
+      for (int64_t d = 0; d < HS; d++) qs[d * R + r] = qi[d] * scale;
+    }
     const int64_t nk_max = causal ? std::min(i0 + R, T) : T;  // keys any of the rows sees
     for (int64_t j0 = 0; j0 < nk_max; j0 += 16) {
       v16 a0 = {}, a1 = {}, a2 = {}, a3 = {};
       for (int64_t d = 0; d < HS; d++) {
         const v16 kd = *(const v16*)(kt + d * Tp + j0);
-        a0 += (qr[0][d] * scale) * kd;
-        a1 += (qr[1][d] * scale) * kd;
-        a2 += (qr[2][d] * scale) * kd;
-        a3 += (qr[3][d] * scale) * kd;
+        a0 += qs[d * R + 0] * kd;
+        a1 += qs[d * R + 1] * kd;
+        a2 += qs[d * R + 2] * kd;
+        a3 += qs[d * R + 3] * kd;
       }
       *(v16*)(s + 0 * Tp + j0) = a0;
       *(v16*)(s + 1 * Tp + j0) = a1;
@@ -259,13 +264,13 @@ void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t N
   const int64_t C = NH * HS, C3 = 3 * C, Tp = (T + 15) / 16 * 16;
 #pragma omp parallel
   {
-    std::vector<float> kt((size_t)(HS * Tp)), sc((size_t)(4 * Tp));
+    std::vector<float> kt((size_t)(HS * Tp)), sc((size_t)(4 * Tp)), qs((size_t)(HS * 4));
 #pragma omp for schedule(static) collapse(2)
     for (int64_t b = 0; b < B; b++)
       for (int64_t h = 0; h < NH; h++) {
         const float* base = qkv + b * T * C3 + h * HS;
         attention_head(out + b * T * C + h * HS, C, base, base + C, base + 2 * C, C3, T, HS, causal, kt.data(),
-                       sc.data());
+                       sc.data(), qs.data());
       }
   }
 }

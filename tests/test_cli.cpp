@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -287,6 +288,44 @@ TEST_F(CliGolden, NoInputsAndNoGpuAreClearErrors) {
     EXPECT_NE(c.rc, 0);
     EXPECT_NE(c.err.find("cuda"), std::string::npos) << c.err;
   }
+}
+
+TEST_F(CliGolden, BenchJsonRecordAndProfile) {
+  for (const char* dtype : {"f32", "bf16"}) {
+    RunResult r = clip_run({"bench", "--model", model, "--dtype", dtype, "--batch-sizes", "1,3", "--repeats", "2",
+                            "--json", "--profile", "--first-embedding"});
+    ASSERT_EQ(r.rc, 0) << r.err;
+    json rec = json::parse(r.out);
+    EXPECT_EQ(rec["dtype"], dtype);
+    EXPECT_GT(rec["peak"]["gflops"].get<double>(), 0.0);
+    EXPECT_GT(rec["first_embedding"]["process_start_to_embedding_s"].get<double>(), 0.0);
+    const int layers = rec["config"]["vision_layers"], text_layers = rec["config"]["text_layers"];
+    std::map<std::string, int> points;
+    for (auto& p : rec["results"]) {
+      points[p["tower"].get<std::string>()]++;
+      const double rate = p["items_per_s"], med = p["median_s"];
+      EXPECT_EQ(p["seconds"].size(), 2u);
+      EXPECT_NEAR(rate, p["batch"].get<double>() / med, 1e-6 * rate);
+      EXPECT_NEAR(p["gflops"].get<double>(), rate * p["flops_per_item"].get<double>() / 1e9, 1e-6 * rate);
+      // The per-op profile: one attention per layer per pass, every linear layer timed.
+      double attention_calls = 0, linear_calls = 0;
+      for (auto& op : p["profile"]) {
+        const std::string name = op["op"];
+        EXPECT_GE(op["ms_per_pass"].get<double>(), 0.0) << name;
+        if (name.rfind("attention", 0) == 0) attention_calls += op["calls_per_pass"].get<double>();
+        if (name.rfind("linear", 0) == 0) linear_calls += op["calls_per_pass"].get<double>();
+      }
+      const int L = p["tower"] == "image" ? layers : text_layers;
+      EXPECT_EQ(attention_calls, L) << p["tower"];
+      EXPECT_EQ(linear_calls, 4 * L + 1) << p["tower"];  // qkv, out, fc, proj per layer + projection
+    }
+    EXPECT_EQ(points["image"], 2);
+    EXPECT_EQ(points["text77"], 2);
+    EXPECT_EQ(points["text_short"], 2);
+  }
+  RunResult f16 = clip_run({"bench", "--model", model, "--dtype", "f16", "--batch-sizes", "1"});
+  EXPECT_NE(f16.rc, 0);
+  EXPECT_NE(f16.err.find("f16 needs --device cuda"), std::string::npos) << f16.err;
 }
 
 // ---- bulk run, interruption and resume ------------------------------------------------

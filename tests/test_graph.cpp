@@ -1,6 +1,6 @@
 // Graph tests: shape inference errors name the op and the shapes; memory planning never
 // lets two live tensors overlap and its peak is below the naive sum; the CPU executor
-// computes the same as the ops called directly.
+// computes the same as the ops called directly; the profiler times every node by label.
 #include <cstring>
 #include <vector>
 
@@ -148,4 +148,36 @@ TEST(Graph, ExecutorChecksInputs) {
   std::vector<float> bad(6);
   EXPECT_THROW(exec->run({Tensor(bad.data(), DType::f32, {2, 3})}), Error);
   EXPECT_THROW(exec->run({}), Error);
+}
+
+TEST(Graph, ProfileTimesEveryNodeByLabel) {
+  const int B = 2, T = 17, C = 64, NH = 2, L = 2;
+  BlockGraph bg;
+  Graph g = make_block_graph(bg, B, T, C, NH, L, true);
+  auto exec = compile(g);
+  auto x = randn((size_t)B * T * C, 5);
+  auto plain = exec->run({Tensor(x.data(), DType::f32, {B, T, C})});
+  OpProfile prof;
+  exec->set_profile(&prof);
+  auto profiled = exec->run({Tensor(x.data(), DType::f32, {B, T, C})});
+  exec->run({Tensor(x.data(), DType::f32, {B, T, C})});
+  exec->set_profile(nullptr);
+  exec->run({Tensor(x.data(), DType::f32, {B, T, C})});  // not counted
+  EXPECT_EQ(0, std::memcmp(plain[0].f32(), profiled[0].f32(), (size_t)B * T * C * sizeof(float)));
+  EXPECT_EQ(prof.passes, 2);
+  int64_t calls = 0;
+  for (const auto& [label, e] : prof.ops) {
+    calls += e.calls;
+    EXPECT_GT(e.seconds, 0.0) << label;
+  }
+  EXPECT_EQ(calls, 2 * (int64_t)g.nodes().size());
+  // Same-shaped nodes of the L layers share a label: L calls per pass.
+  ASSERT_TRUE(prof.ops.count("linear [34,64]x[256,64]+quick_gelu"));
+  EXPECT_EQ(prof.ops.at("linear [34,64]x[256,64]+quick_gelu").calls, 2 * L);
+  ASSERT_TRUE(prof.ops.count("linear [34,64]x[192,64]+bias"));
+  ASSERT_TRUE(prof.ops.count("attention B2 T17 H2 d32 causal"));
+  EXPECT_EQ(prof.ops.at("attention B2 T17 H2 d32 causal").calls, 2 * L);
+  const std::string t = prof.table(3);
+  EXPECT_NE(t.find("total"), std::string::npos) << t;
+  EXPECT_NE(t.find("more)"), std::string::npos) << t;  // rows past the third are summed
 }
