@@ -65,7 +65,8 @@ class Model {
   const Tokenizer& tokenizer() const;  // throws when the checkpoint carried no vocabulary
 
   // Tokens [B, context_length] -> text embeddings [B, E] (not normalized). Each batch runs
-  // only up to its longest end-of-text position: exact under the causal mask.
+  // only up to its longest end-of-text position: exact under the causal mask. More texts than
+  // one batch are batched by length (rows still come back in input order).
   HostTensor encode_tokens(const int32_t* tokens, int64_t B);
   HostTensor encode_texts(const std::vector<std::string>& texts);
   // Pixels [B, 3, R, R] (preprocessed) -> image embeddings [B, E] (not normalized).
@@ -88,7 +89,7 @@ class Model {
   // From now on every encoder pass adds its per-op times to p (nullptr: stop).
   void set_profile(OpProfile* p);
 
-  // Graphs compiled so far (tower, batch size, tokens) and their planned arena bytes.
+  // Graphs compiled and kept (tower, batch size, tokens) and their planned arena bytes.
   std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> compiled_graphs() const;
 
  private:
@@ -115,7 +116,13 @@ class Model {
   std::vector<Buffer> storage_;               // owns prepared_ data
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
-  std::map<std::tuple<std::string, int64_t, int64_t>, std::unique_ptr<Executor>> executors_;
+  struct Compiled {
+    std::unique_ptr<Executor> ex;
+    uint64_t last_use = 0;
+  };
+  static constexpr size_t kMaxExecutors = 8;  // compiled graphs kept (least recently used go)
+  std::map<std::tuple<std::string, int64_t, int64_t>, Compiled> executors_;
+  uint64_t uses_ = 0;
   OpProfile* profile_ = nullptr;
 };
 

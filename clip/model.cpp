@@ -223,7 +223,10 @@ Graph Model::build_text(int64_t B, int64_t T) const {
 Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
   auto key = std::make_tuple(tower, B, T);
   auto it = executors_.find(key);
-  if (it != executors_.end()) return *it->second;
+  if (it != executors_.end()) {
+    it->second.last_use = ++uses_;
+    return *it->second.ex;
+  }
   Graph g = tower == "vision" ? build_vision(B) : build_text(B, T);
   if (opts_.memory_limit) {
     size_t need = plan_memory(g).peak_bytes;
@@ -231,20 +234,31 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
       throw OutOfMemory(strprintf("the %s graph for batch %lld needs %zu activation bytes, over the limit of %zu",
                                   tower.c_str(), (long long)B, need, opts_.memory_limit));
   }
-  auto ex = compile(g, cuda_.get(), cpu_.get());
-  ex->set_profile(profile_);
-  return *(executors_[key] = std::move(ex));
+  // Each graph holds its own activation arena, and texts make one graph per (batch, length):
+  // beyond kMaxExecutors the least recently used one goes (rebuilding it costs milliseconds;
+  // the packed weights are shared and stay).
+  if (executors_.size() >= kMaxExecutors) {
+    auto lru = executors_.begin();
+    for (auto e = executors_.begin(); e != executors_.end(); ++e)
+      if (e->second.last_use < lru->second.last_use) lru = e;
+    executors_.erase(lru);
+  }
+  Compiled& c = executors_[key];
+  c.ex = compile(g, cuda_.get(), cpu_.get());
+  c.ex->set_profile(profile_);
+  c.last_use = ++uses_;
+  return *c.ex;
 }
 
 void Model::set_profile(OpProfile* p) {
   profile_ = p;
-  for (auto& [key, ex] : executors_) ex->set_profile(p);
+  for (auto& [key, c] : executors_) c.ex->set_profile(p);
 }
 
 std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> Model::compiled_graphs() const {
   std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> r;
-  for (auto& [k, e] : executors_)
-    r.emplace_back(std::get<0>(k), std::get<1>(k), std::get<2>(k), e->plan().peak_bytes);
+  for (auto& [k, c] : executors_)
+    r.emplace_back(std::get<0>(k), std::get<1>(k), std::get<2>(k), c.ex->plan().peak_bytes);
   return r;
 }
 
@@ -260,18 +274,22 @@ static HostTensor concat_rows(const std::vector<HostTensor>& parts, int64_t D) {
   return out;
 }
 
+// Position of a text's end-of-text token: the reference pools at argmax(tokens), the first
+// end-of-text (the highest id).
+static int64_t eot_position(const int32_t* row, int64_t ctx) {
+  int64_t best = 0;
+  for (int64_t t = 1; t < ctx; t++)
+    if (row[t] > row[best]) best = t;
+  return best;
+}
+
 HostTensor Model::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
   const int64_t ctx = weights_.config.context_length;
-  // The reference pools at argmax(tokens): the first end-of-text (the highest id).
   std::vector<int32_t> eot((size_t)B);
   int64_t T = 1;
   for (int64_t b = 0; b < B; b++) {
-    const int32_t* row = tokens + b * ctx;
-    int64_t best = 0;
-    for (int64_t t = 1; t < ctx; t++)
-      if (row[t] > row[best]) best = t;
-    eot[(size_t)b] = (int32_t)best;
-    T = std::max(T, best + 1);
+    eot[(size_t)b] = (int32_t)eot_position(tokens + b * ctx, ctx);
+    T = std::max<int64_t>(T, eot[(size_t)b] + 1);
   }
   if (!opts_.trim_text) T = ctx;
   std::vector<int32_t> ids((size_t)(B * T));
@@ -288,7 +306,27 @@ HostTensor Model::encode_tokens(const int32_t* tokens, int64_t B) {
     CLIP_CHECK(tokens[i] >= 0 && tokens[i] < weights_.config.vocab_size,
                "token id %d (text %lld, position %lld) is outside the vocabulary of %d", tokens[i],
                (long long)(i / ctx), (long long)(i % ctx), weights_.config.vocab_size);
-  return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_tokens_chunk(tokens + b0 * ctx, nb); });
+  if (B <= batch_limit_ || !opts_.trim_text)
+    return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_tokens_chunk(tokens + b0 * ctx, nb); });
+  // More texts than one batch: batches are cut from the texts sorted by length, so each runs
+  // only as far as its own longest text instead of the longest of a random mix. Exact: an
+  // embedding does not depend on its batch or on where the batch is cut off (tested bitwise
+  // on the CPU). Rows come back in input order.
+  std::vector<int64_t> order((size_t)B), len((size_t)B);
+  for (int64_t b = 0; b < B; b++) {
+    order[(size_t)b] = b;
+    len[(size_t)b] = eot_position(tokens + b * ctx, ctx);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return len[(size_t)a] < len[(size_t)b]; });
+  std::vector<int32_t> sorted((size_t)(B * ctx));
+  for (int64_t i = 0; i < B; i++)
+    std::memcpy(&sorted[(size_t)(i * ctx)], tokens + order[(size_t)i] * ctx, (size_t)ctx * sizeof(int32_t));
+  HostTensor got = in_batches(B, [&](int64_t b0, int64_t nb) { return encode_tokens_chunk(sorted.data() + b0 * ctx, nb); });
+  const int64_t E = embed_dim();
+  HostTensor out(DType::f32, {B, E});
+  for (int64_t i = 0; i < B; i++)
+    std::memcpy(out.f32() + order[(size_t)i] * E, got.f32() + i * E, (size_t)E * sizeof(float));
+  return out;
 }
 
 HostTensor Model::in_batches(int64_t B, const std::function<HostTensor(int64_t, int64_t)>& chunk) {

@@ -33,10 +33,13 @@ class PackedWeight {
 
   // staging: scratch for the input, chunk after chunk (see staged()).
   void run(const dnnl::engine& eng, float* y, const float* x, const float* b, int64_t M, Act act,
-           std::vector<char>& staging) {
+           std::vector<char>& staging, std::vector<char>& scratch) {
     const Prims& p = prims(eng, M, b != nullptr, act);
     dnnl::stream s(eng);
     const size_t esize = type_ == dt::bf16 ? 2 : 4;
+    if (scratch.size() < p.scratch_bytes + 64) scratch.resize(p.scratch_bytes + 64);
+    dnnl::memory pad({{(int64_t)p.scratch_bytes}, dt::u8, dnnl::memory::format_tag::a}, eng,
+                     (void*)(((uintptr_t)scratch.data() + 63) & ~(uintptr_t)63));
     if (staged() && staging.size() < M * K_ * esize) staging.resize(M * K_ * esize);
     dnnl::memory dst({{M, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, y);
     for (size_t i = 0; i < chunks_.size(); i++) {
@@ -52,6 +55,7 @@ class PackedWeight {
       std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, c.packed}, {DNNL_ARG_DST, dst}};
       const bool last = i + 1 == chunks_.size();
       if (last && b) args[DNNL_ARG_BIAS] = dnnl::memory({{1, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, const_cast<float*>(b));
+      args[DNNL_ARG_SCRATCHPAD] = pad;
       p.matmul[i].execute(s, args);
     }
     s.wait();
@@ -71,6 +75,7 @@ class PackedWeight {
   struct Prims {
     std::vector<dnnl::matmul> matmul;   // per chunk
     std::vector<dnnl::reorder> stage;   // per chunk: f32 input columns -> contiguous block (if staged)
+    size_t scratch_bytes = 0;           // the largest matmul scratchpad
   };
 
   Chunk make_chunk(const dnnl::engine& eng, dnnl::stream& s, const float* w, int64_t k0, int64_t kc) {
@@ -115,12 +120,17 @@ class PackedWeight {
       if (last && act == Act::quick_gelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.702f, 0.0f);
       if (last && act == Act::gelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
       attr.set_post_ops(ops);
+      // Scratchpads come from the context (one buffer for all primitives): a model makes a
+      // primitive per weight and row count, and texts have many row counts.
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       // The packed layout, stated: a primitive that wanted another one would fail here
       // rather than read the weights wrongly.
       const dnnl::memory::desc& wd = c.packed.get_desc();
       auto d = last && bias ? dnnl::matmul::desc(src, wd, dnnl::memory::desc({1, N_}, dt::f32, dnnl::memory::format_tag::ab), dst)
                             : dnnl::matmul::desc(src, wd, dst);
-      p.matmul.emplace_back(dnnl::matmul::primitive_desc(d, attr, eng));
+      dnnl::matmul::primitive_desc pd(d, attr, eng);
+      p.scratch_bytes = std::max(p.scratch_bytes, pd.scratchpad_desc().get_size());
+      p.matmul.emplace_back(pd);
     }
     return cache_.emplace(key, std::move(p)).first->second;
   }
@@ -142,6 +152,7 @@ struct CpuContext::Impl {
   std::mutex mu;
   std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
   std::vector<char> staging;  // the staged input of the running linear layer
+  std::vector<char> scratch;  // oneDNN scratchpad of the running linear layer
 };
 
 CpuContext::CpuContext(DType compute) : impl_(std::make_unique<Impl>()) {
@@ -193,12 +204,12 @@ void CpuContext::linear(float* y, const float* x, const float* w, const float* b
   PackedWeight& p = pack(w, N, K);
   try {
     if (M >= kMinRows) {
-      p.run(impl_->eng, y, x, b, M, act, impl_->staging);
+      p.run(impl_->eng, y, x, b, M, act, impl_->staging, impl_->scratch);
       return;
     }
     std::vector<float> xp((size_t)(kMinRows * K), 0.0f), yp((size_t)(kMinRows * N));
     std::memcpy(xp.data(), x, (size_t)(M * K) * sizeof(float));
-    p.run(impl_->eng, yp.data(), xp.data(), b, kMinRows, act, impl_->staging);
+    p.run(impl_->eng, yp.data(), xp.data(), b, kMinRows, act, impl_->staging, impl_->scratch);
     std::memcpy(y, yp.data(), (size_t)(M * N) * sizeof(float));
   } catch (const dnnl::error& e) {
     fail("CPU linear [%lld x %lld] x [%lld x %lld]ᵀ (%s) failed: %s", (long long)M, (long long)K, (long long)N,

@@ -217,6 +217,31 @@ TEST_F(ModelPropertyTest, TextEmbeddingDoesNotDependOnBatchOrTrimming) {
   EXPECT_TRUE(trimmed) << "a short prompt should run on fewer than 77 tokens";
 }
 
+TEST_F(ModelPropertyTest, TextsAreBatchedByLengthAndComeBackInOrder) {
+  // 40 texts of 1-40 words in a scrambled order, batches of 4: the library sorts them by
+  // length into batches; every row is bitwise the text's embedding alone, in input order.
+  ModelOptions o = options(g);
+  o.max_batch = 4;
+  auto mb = Model::load(test::golden_dir() + "/tiny-vit/hf", o);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 40; i++) {
+    int words = (i * 17) % 40 + 1;
+    std::string t;
+    for (int w = 0; w < words; w++) t += (w ? " " : "") + std::string(w % 3 ? "cat" : "photo");
+    texts.push_back(t);
+  }
+  HostTensor all = mb->encode_texts(texts);
+  const int64_t D = mb->embed_dim();
+  for (size_t i = 0; i < texts.size(); i += 3) {
+    HostTensor one = m->encode_texts({texts[i]});
+    EXPECT_EQ(0, std::memcmp(one.f32(), all.f32() + (int64_t)i * D, (size_t)D * 4)) << "text " << i;
+  }
+  // Texts of many lengths make one graph per (batch, length); only the most recent are kept.
+  auto graphs = mb->compiled_graphs();
+  EXPECT_LE(graphs.size(), 8u);
+  for (auto& [tower, B, T, bytes] : graphs) EXPECT_LE(B, 4);
+}
+
 TEST_F(ModelPropertyTest, LogitScaleIsClampedAt100) {
   EXPECT_NEAR(m->logit_scale(), 14.2985229, 1e-5);
   EXPECT_LE(m->logit_scale(), 100.0f);

@@ -3,8 +3,9 @@
 // Inputs run in order, images first then texts. Image decoding runs on a pool of threads
 // one batch ahead of the model. A failed input gets an {"error": ...} record in its place and
 // the run goes on (exit status 3). Files are written to OUT.tmp and renamed at the end, also
-// after SIGINT/SIGTERM (which stop the run after the current batch), so OUT always holds a
-// valid prefix of the run; --resume continues from it without duplicates or gaps.
+// after SIGINT/SIGTERM (which stop the run after the current batch; texts go 8 batches at a
+// time, batched by length), so OUT always holds a valid prefix of the run; --resume
+// continues from it without duplicates or gaps.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -212,9 +213,10 @@ int run_embed(const EmbedArgs& a) {
     progress.add((int64_t)nb);
   }
   if (next.valid()) next.wait();
-  // Texts.
+  // Texts, 8 batches at a time: the library batches them by length, so a batch of short
+  // prompts does not run as long as the longest text of a random mix.
   while (i < items.size() && !interrupted()) {
-    size_t nb = std::min(B, items.size() - i);
+    size_t nb = std::min(8 * B, items.size() - i);
     const int ctx = model->config().context_length;
     std::vector<int32_t> ids;
     std::vector<std::string> errors(nb);
