@@ -80,10 +80,12 @@ void act_cpu(float* y, const float* x, int64_t n, Act act) {
 
 // e^x as Cephes' expf computes it (x = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial for e^r;
 // about 1 ulp), written without branches or calls so that loops over it vectorize. x is
-// clamped to [-87.3, 88.7]; NaN stays NaN.
+// clamped to [-87.3, 88]; NaN stays NaN. n is read from the bits of 1.5 * 2^23 + x / ln2
+// (no float-to-int conversion, which is undefined for NaN).
 static inline float exp_vec(float x) {
-  x = std::min(std::max(x, -87.3f), 88.7f);
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln2)
+  x = std::min(std::max(x, -87.3f), 88.0f);
+  const float t = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23 + round(x / ln2)
+  const float n = t - 12582912.0f;
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -92,7 +94,9 @@ static inline float exp_vec(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = ((int32_t)n + 127) << 23;  // 2^n
+  uint32_t u;
+  std::memcpy(&u, &t, sizeof(u));
+  const uint32_t bits = (u - 0x4B400000u + 127u) << 23;  // 2^n
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;

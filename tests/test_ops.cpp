@@ -211,6 +211,28 @@ TEST(Softmax, MatchesDouble) {
   }
 }
 
+TEST(Softmax, ExtremeInputs) {
+  // Masked (-inf) and far-below-max entries get (close to) 0, a huge spread stays finite, a
+  // row of equal values is uniform, and a NaN makes its row NaN rather than a plausible
+  // distribution. Wide scores exercise the exp's clamping and its exponent bits.
+  const float inf = INFINITY;
+  std::vector<float> x = {-inf, 0.0f, -1000.0f, 5.0f,  // row 0
+                          80.0f, -80.0f, 0.0f, 88.5f,  // row 1
+                          3.0f, 3.0f, 3.0f, 3.0f,      // row 2
+                          1.0f, NAN, 2.0f, 0.0f};      // row 3
+  std::vector<float> y(x.size());
+  softmax_cpu(y.data(), x.data(), 4, 4);
+  EXPECT_LT(y[0], 1e-30f);
+  EXPECT_LT(y[2], 1e-30f);
+  EXPECT_NEAR(y[1], 1.0 / (1.0 + std::exp(5.0)), 1e-7);
+  EXPECT_NEAR(y[3], 1.0 / (1.0 + std::exp(-5.0)), 1e-7);
+  EXPECT_NEAR(y[7], 1.0 / (1.0 + std::exp(-8.5)), 1e-7);
+  EXPECT_NEAR(y[4], std::exp(-8.5) / (1.0 + std::exp(-8.5)), 1e-9);
+  for (int i = 0; i < 12; i++) EXPECT_TRUE(std::isfinite(y[i])) << i;
+  for (int i = 8; i < 12; i++) EXPECT_FLOAT_EQ(y[i], 0.25f);
+  for (int i = 12; i < 16; i++) EXPECT_TRUE(std::isnan(y[i])) << i;
+}
+
 // ---- attention -------------------------------------------------------------------------
 struct AttnCase { int B, T, NH, HS; bool causal; };
 class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
