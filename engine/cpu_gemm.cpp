@@ -13,9 +13,10 @@ namespace clip {
 
 using dt = dnnl::memory::data_type;
 
-// Above kMaxChunk, oneDNN may split the reduction over K differently for different M (seen
-// for K = 1024), so K is cut into fixed chunks of at most kMaxChunk.
-static constexpr int64_t kMaxChunk = 768;
+// In bf16, oneDNN splits a long reduction over K differently for different M (seen for K =
+// 3072 and 4096), so K is cut into fixed chunks of at most kMaxChunkBf16. Its f32 kernels with
+// M fixed at creation keep one order (tested up to K = 4096), and run faster in one piece.
+static constexpr int64_t kMaxChunkBf16 = 768;
 // The row count the packing layout is queried with (the layout is the same for every M).
 static constexpr int64_t kPackRows = 64;
 // With fewer rows, oneDNN adds a chunk's products onto y in another order (seen for M = 1),
@@ -25,7 +26,8 @@ static constexpr int64_t kMinRows = 32;
 class PackedWeight {
  public:
   PackedWeight(const dnnl::engine& eng, dt type, const float* w, int64_t N, int64_t K) : type_(type), N_(N), K_(K) {
-    int64_t n_chunks = (K + kMaxChunk - 1) / kMaxChunk;
+    const int64_t max_chunk = type == dt::bf16 ? kMaxChunkBf16 : K;
+    int64_t n_chunks = (K + max_chunk - 1) / max_chunk;
     int64_t step = ((K + n_chunks - 1) / n_chunks + 63) / 64 * 64;
     dnnl::stream s(eng);
     for (int64_t k0 = 0; k0 < K; k0 += step) chunks_.push_back(make_chunk(eng, s, w, k0, std::min(step, K - k0)));

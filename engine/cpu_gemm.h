@@ -8,9 +8,9 @@
 // step (a bias argument and an eltwise post-op: QuickGELU is oneDNN's swish with alpha 1.702,
 // GELU its erf form), so the output is written once.
 //
-// Arithmetic for a row does not depend on M (tested bitwise): K is cut into fixed chunks of
-// at most kMaxChunk (the first chunk writes y, the others add to it), so no kernel splits the
-// reduction differently for a different M, and fewer than 32 rows are zero-padded to 32.
+// Arithmetic for a row does not depend on M (tested bitwise): in bf16, K is cut into fixed
+// chunks of at most 768 (the first chunk writes y, the others add to it), so no kernel splits
+// the reduction differently for a different M, and fewer than 32 rows are zero-padded to 32.
 //
 // Compute dtype:
 //   f32:  f32 products and sums (AVX-512 FMA).
