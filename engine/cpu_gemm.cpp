@@ -22,6 +22,8 @@ static constexpr int64_t kPackRows = 64;
 // With fewer rows, oneDNN adds a chunk's products onto y in another order (seen for M = 1),
 // so fewer rows are zero-padded to kMinRows.
 static constexpr int64_t kMinRows = 32;
+// Primitives kept per weight (one set per row count, bias and activation).
+static constexpr size_t kMaxRowCounts = 16;
 
 class PackedWeight {
  public:
@@ -33,32 +35,30 @@ class PackedWeight {
     for (int64_t k0 = 0; k0 < K; k0 += step) chunks_.push_back(make_chunk(eng, s, w, k0, std::min(step, K - k0)));
   }
 
-  // staging: scratch for the input, chunk after chunk (see staged()).
-  void run(const dnnl::engine& eng, float* y, const float* x, const float* b, int64_t M, Act act,
+  // staging: scratch for the input, chunk after chunk (see staged()). The memory objects and
+  // argument maps are made once per row count (see prims()); a call only points them at x, y,
+  // b and the scratch buffers, so the steady state allocates nothing.
+  void run(const dnnl::engine& eng, dnnl::stream& s, float* y, const float* x, const float* b, int64_t M, Act act,
            std::vector<char>& staging, std::vector<char>& scratch) {
-    const Prims& p = prims(eng, M, b != nullptr, act);
-    dnnl::stream s(eng);
+    Prims& p = prims(eng, M, b != nullptr, act);
     const size_t esize = type_ == dt::bf16 ? 2 : 4;
     if (scratch.size() < p.scratch_bytes + 64) scratch.resize(p.scratch_bytes + 64);
-    dnnl::memory pad({{(int64_t)p.scratch_bytes}, dt::u8, dnnl::memory::format_tag::a}, eng,
-                     (void*)(((uintptr_t)scratch.data() + 63) & ~(uintptr_t)63));
+    void* pad = (void*)(((uintptr_t)scratch.data() + 63) & ~(uintptr_t)63);
     if (staged() && staging.size() < M * K_ * esize) staging.resize(M * K_ * esize);
-    dnnl::memory dst({{M, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, y);
     for (size_t i = 0; i < chunks_.size(); i++) {
       const Chunk& c = chunks_[i];
+      Prims::Call& call = p.calls[i];
       // x[:, k0:k0+kc] as a strided view of x [M, K], or staged: copied (and in bf16
       // rounded) into its own contiguous block [M, kc].
-      dnnl::memory xs({{M, c.kc}, dt::f32, dnnl::memory::dims{K_, 1}}, eng, const_cast<float*>(x + c.k0));
+      call.x.set_data_handle(const_cast<float*>(x + c.k0));
       if (staged()) {
-        dnnl::memory xr({{M, c.kc}, type_, dnnl::memory::dims{c.kc, 1}}, eng, staging.data() + M * c.k0 * esize);
-        p.stage[i].execute(s, xs, xr);
-        xs = xr;
+        call.args.at(DNNL_ARG_SRC).set_data_handle(staging.data() + M * c.k0 * esize);
+        p.stage[i].execute(s, call.x, call.args.at(DNNL_ARG_SRC));
       }
-      std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, c.packed}, {DNNL_ARG_DST, dst}};
-      const bool last = i + 1 == chunks_.size();
-      if (last && b) args[DNNL_ARG_BIAS] = dnnl::memory({{1, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, const_cast<float*>(b));
-      args[DNNL_ARG_SCRATCHPAD] = pad;
-      p.matmul[i].execute(s, args);
+      call.args.at(DNNL_ARG_DST).set_data_handle(y);
+      call.args.at(DNNL_ARG_SCRATCHPAD).set_data_handle(pad);
+      if (b && i + 1 == chunks_.size()) call.args.at(DNNL_ARG_BIAS).set_data_handle(const_cast<float*>(b));
+      p.matmul[i].execute(s, call.args);
     }
     s.wait();
   }
@@ -78,6 +78,12 @@ class PackedWeight {
     std::vector<dnnl::matmul> matmul;   // per chunk
     std::vector<dnnl::reorder> stage;   // per chunk: f32 input columns -> contiguous block (if staged)
     size_t scratch_bytes = 0;           // the largest matmul scratchpad
+    struct Call {
+      dnnl::memory x;                                // the chunk's columns of x [M, K]
+      std::unordered_map<int, dnnl::memory> args;    // the matmul's arguments
+    };
+    std::vector<Call> calls;                         // per chunk
+    uint64_t last_use = 0;
   };
 
   Chunk make_chunk(const dnnl::engine& eng, dnnl::stream& s, const float* w, int64_t k0, int64_t kc) {
@@ -101,12 +107,23 @@ class PackedWeight {
   }
 
   // The primitives for M rows (made once per M, bias and activation).
-  const Prims& prims(const dnnl::engine& eng, int64_t M, bool bias, Act act) {
+  Prims& prims(const dnnl::engine& eng, int64_t M, bool bias, Act act) {
     std::lock_guard<std::mutex> lock(mu_);
     auto key = std::make_tuple(M, bias, act);
     auto it = cache_.find(key);
-    if (it != cache_.end()) return it->second;
+    if (it != cache_.end()) {
+      it->second.last_use = ++uses_;
+      return it->second;
+    }
+    // Texts make a row count per (batch, length): the kMaxRowCounts most recently used stay.
+    if (cache_.size() >= kMaxRowCounts) {
+      auto lru = cache_.begin();
+      for (auto e = cache_.begin(); e != cache_.end(); ++e)
+        if (e->second.last_use < lru->second.last_use) lru = e;
+      cache_.erase(lru);
+    }
     Prims p;
+    p.last_use = ++uses_;
     for (size_t i = 0; i < chunks_.size(); i++) {
       const Chunk& c = chunks_[i];
       const bool last = i + 1 == chunks_.size();
@@ -133,6 +150,16 @@ class PackedWeight {
       dnnl::matmul::primitive_desc pd(d, attr, eng);
       p.scratch_bytes = std::max(p.scratch_bytes, pd.scratchpad_desc().get_size());
       p.matmul.emplace_back(pd);
+      // Memory objects without data yet: run() sets the pointers.
+      Prims::Call call;
+      call.x = dnnl::memory({{M, c.kc}, dt::f32, dnnl::memory::dims{K_, 1}}, eng, DNNL_MEMORY_NONE);
+      call.args = {{DNNL_ARG_SRC, staged() ? dnnl::memory(src, eng, DNNL_MEMORY_NONE) : call.x},
+                   {DNNL_ARG_WEIGHTS, c.packed},
+                   {DNNL_ARG_DST, dnnl::memory(dst, eng, DNNL_MEMORY_NONE)},
+                   {DNNL_ARG_SCRATCHPAD, dnnl::memory(pd.scratchpad_desc(), eng, DNNL_MEMORY_NONE)}};
+      if (last && bias)
+        call.args[DNNL_ARG_BIAS] = dnnl::memory({{1, N_}, dt::f32, dnnl::memory::format_tag::ab}, eng, DNNL_MEMORY_NONE);
+      p.calls.push_back(std::move(call));
     }
     return cache_.emplace(key, std::move(p)).first->second;
   }
@@ -146,10 +173,12 @@ class PackedWeight {
   std::vector<Chunk> chunks_;
   std::mutex mu_;
   std::map<std::tuple<int64_t, bool, Act>, Prims> cache_;
+  uint64_t uses_ = 0;
 };
 
 struct CpuContext::Impl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{eng};
   DType compute;
   std::mutex mu;
   std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
@@ -206,12 +235,12 @@ void CpuContext::linear(float* y, const float* x, const float* w, const float* b
   PackedWeight& p = pack(w, N, K);
   try {
     if (M >= kMinRows) {
-      p.run(impl_->eng, y, x, b, M, act, impl_->staging, impl_->scratch);
+      p.run(impl_->eng, impl_->stream, y, x, b, M, act, impl_->staging, impl_->scratch);
       return;
     }
     std::vector<float> xp((size_t)(kMinRows * K), 0.0f), yp((size_t)(kMinRows * N));
     std::memcpy(xp.data(), x, (size_t)(M * K) * sizeof(float));
-    p.run(impl_->eng, yp.data(), xp.data(), b, kMinRows, act, impl_->staging, impl_->scratch);
+    p.run(impl_->eng, impl_->stream, yp.data(), xp.data(), b, kMinRows, act, impl_->staging, impl_->scratch);
     std::memcpy(y, yp.data(), (size_t)(M * N) * sizeof(float));
   } catch (const dnnl::error& e) {
     fail("CPU linear [%lld x %lld] x [%lld x %lld]ᵀ (%s) failed: %s", (long long)M, (long long)K, (long long)N,

@@ -111,6 +111,23 @@ INSTANTIATE_TEST_SUITE_P(Clip, LinearRowsTest,
                                   dtype_name(std::get<1>(i.param));
                          });
 
+TEST(CpuContext, RowCountCacheEvictsAndRebuildsTheSame) {
+  // More row counts than the context keeps primitives for: each gives the right rows, and a
+  // row count made again after eviction gives bitwise the same output.
+  const int N = 96, K = 80, Mmax = 70;
+  auto x = randn((size_t)Mmax * K, 21), w = randn((size_t)N * K, 22, 0.1f), b = randn(N, 23);
+  CpuContext ctx;
+  std::vector<float> first((size_t)33 * N), y((size_t)Mmax * N), ref((size_t)Mmax * N);
+  linear_cpu(ref.data(), x.data(), w.data(), b.data(), Mmax, N, K, Act::gelu);
+  ctx.linear(first.data(), x.data(), w.data(), b.data(), 33, N, K, Act::gelu);
+  for (int M = 34; M <= Mmax; M++) {
+    ctx.linear(y.data(), x.data(), w.data(), b.data(), M, N, K, Act::gelu);
+    for (int i = 0; i < M * N; i++) ASSERT_NEAR(y[(size_t)i], ref[(size_t)i], 1e-4) << "M " << M << " i " << i;
+  }
+  ctx.linear(y.data(), x.data(), w.data(), b.data(), 33, N, K, Act::gelu);
+  EXPECT_EQ(0, std::memcmp(y.data(), first.data(), first.size() * sizeof(float)));
+}
+
 // The bf16 mode computes the f32 function of the bf16-rounded operands: against a double
 // reference from rounded x and w, only the f32 accumulation differs.
 TEST_P(LinearTest, Bf16MatchesRoundedOperands) {
