@@ -29,7 +29,8 @@ namespace clip {
 
 class PackedWeight;
 
-// Owns the packed weights of one model (shared by the graphs of all its batch sizes).
+// Owns the packed weights of one model (shared by the graphs of all its batch sizes). One
+// caller at a time: linear() reuses its buffers and per-row-count argument objects.
 class CpuContext {
  public:
   explicit CpuContext(DType compute = DType::f32);  // f32 or bf16
