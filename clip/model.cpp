@@ -237,12 +237,7 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
   // Each graph holds its own activation arena, and texts make one graph per (batch, length):
   // beyond kMaxExecutors the least recently used one goes (rebuilding it costs milliseconds;
   // the packed weights are shared and stay).
-  if (executors_.size() >= kMaxExecutors) {
-    auto lru = executors_.begin();
-    for (auto e = executors_.begin(); e != executors_.end(); ++e)
-      if (e->second.last_use < lru->second.last_use) lru = e;
-    executors_.erase(lru);
-  }
+  if (executors_.size() >= kMaxExecutors) erase_least_recent(executors_);
   Compiled& c = executors_[key];
   c.ex = compile(g, cuda_.get(), cpu_.get());
   c.ex->set_profile(profile_);

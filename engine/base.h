@@ -88,6 +88,15 @@ inline uint16_t f32_to_bf16(float f) {
   return (uint16_t)(x >> 16);
 }
 
+// Erases the entry of a map whose value has the smallest .last_use (a small LRU cache).
+template <typename Map>
+void erase_least_recent(Map& m) {
+  auto lru = m.begin();
+  for (auto e = m.begin(); e != m.end(); ++e)
+    if (e->second.last_use < lru->second.last_use) lru = e;
+  if (lru != m.end()) m.erase(lru);
+}
+
 // Converts n elements between dtypes on the CPU (f32/f16/bf16; i32 only to i32).
 void convert_cpu(void* dst, DType dst_t, const void* src, DType src_t, int64_t n);
 

@@ -63,12 +63,6 @@ class PackedWeight {
     s.wait();
   }
 
-  size_t bytes() const {
-    size_t n = 0;
-    for (const Chunk& c : chunks_) n += c.packed.get_desc().get_size();
-    return n;
-  }
-
  private:
   struct Chunk {
     int64_t k0, kc;
@@ -116,12 +110,7 @@ class PackedWeight {
       return it->second;
     }
     // Texts make a row count per (batch, length): the kMaxRowCounts most recently used stay.
-    if (cache_.size() >= kMaxRowCounts) {
-      auto lru = cache_.begin();
-      for (auto e = cache_.begin(); e != cache_.end(); ++e)
-        if (e->second.last_use < lru->second.last_use) lru = e;
-      cache_.erase(lru);
-    }
+    if (cache_.size() >= kMaxRowCounts) erase_least_recent(cache_);
     Prims p;
     p.last_use = ++uses_;
     for (size_t i = 0; i < chunks_.size(); i++) {
@@ -184,6 +173,7 @@ struct CpuContext::Impl {
   std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
   std::vector<char> staging;  // the staged input of the running linear layer
   std::vector<char> scratch;  // oneDNN scratchpad of the running linear layer
+  std::vector<float> pad_x, pad_y;  // inputs of fewer than kMinRows rows, zero-padded
 };
 
 CpuContext::CpuContext(DType compute) : impl_(std::make_unique<Impl>()) {
@@ -192,8 +182,6 @@ CpuContext::CpuContext(DType compute) : impl_(std::make_unique<Impl>()) {
   impl_->compute = compute;
 }
 CpuContext::~CpuContext() = default;
-
-DType CpuContext::compute_dtype() const { return impl_->compute; }
 
 PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
   {
@@ -238,7 +226,10 @@ void CpuContext::linear(float* y, const float* x, const float* w, const float* b
       p.run(impl_->eng, impl_->stream, y, x, b, M, act, impl_->staging, impl_->scratch);
       return;
     }
-    std::vector<float> xp((size_t)(kMinRows * K), 0.0f), yp((size_t)(kMinRows * N));
+    std::vector<float>& xp = impl_->pad_x;
+    std::vector<float>& yp = impl_->pad_y;
+    xp.assign((size_t)(kMinRows * K), 0.0f);
+    yp.resize((size_t)(kMinRows * N));
     std::memcpy(xp.data(), x, (size_t)(M * K) * sizeof(float));
     p.run(impl_->eng, impl_->stream, yp.data(), xp.data(), b, kMinRows, act, impl_->staging, impl_->scratch);
     std::memcpy(y, yp.data(), (size_t)(M * N) * sizeof(float));
@@ -246,13 +237,6 @@ void CpuContext::linear(float* y, const float* x, const float* w, const float* b
     fail("CPU linear [%lld x %lld] x [%lld x %lld]ᵀ (%s) failed: %s", (long long)M, (long long)K, (long long)N,
          (long long)K, dtype_name(impl_->compute), e.what());
   }
-}
-
-size_t CpuContext::packed_bytes() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  size_t n = 0;
-  for (auto& [w, p] : impl_->packs) n += p->bytes();
-  return n;
 }
 
 }  // namespace clip

@@ -38,7 +38,6 @@ class CpuContext {
   CpuContext(const CpuContext&) = delete;
   CpuContext& operator=(const CpuContext&) = delete;
 
-  DType compute_dtype() const;
   // y[M, N] = act(x[M, K] · w[N, K]ᵀ + b[N]); b may be null. w (and b) must stay valid and
   // unchanged while the context lives; w is packed on first use.
   void linear(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
@@ -49,7 +48,6 @@ class CpuContext {
     int64_t N, K;
   };
   void prepare(const std::vector<LinearShape>& weights);
-  size_t packed_bytes() const;
 
  private:
   PackedWeight& pack(const float* w, int64_t N, int64_t K);

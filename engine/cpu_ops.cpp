@@ -33,6 +33,16 @@ static inline float apply_act(float x, Act a) {
   return a == Act::gelu ? gelu_ref(x) : a == Act::quick_gelu ? quick_gelu_ref(x) : x;
 }
 
+// y[M,N] = act(y + b[N]) in place; b may be null.
+static void bias_act_cpu(float* y, const float* b, int64_t M, int64_t N, Act act) {
+  if (!b && act == Act::none) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < M; m++) {
+    float* row = y + m * N;
+    for (int64_t n = 0; n < N; n++) row[n] = apply_act(row[n] + (b ? b[n] : 0.0f), act);
+  }
+}
+
 // GEMMs go through OpenBLAS. OpenBLAS picks different kernels for small M, and then an
 // image's embedding would change with the batch it lands in; from kMinGemmRows rows up the
 // arithmetic for a row does not depend on M (tested bitwise), so fewer rows are zero-padded
@@ -53,15 +63,6 @@ void linear_cpu(float* y, const float* x, const float* w, const float* b, int64_
     std::memcpy(y, yp.data(), (size_t)(M * N) * sizeof(float));
   }
   bias_act_cpu(y, b, M, N, act);
-}
-
-void bias_act_cpu(float* y, const float* b, int64_t M, int64_t N, Act act) {
-  if (!b && act == Act::none) return;
-#pragma omp parallel for schedule(static)
-  for (int64_t m = 0; m < M; m++) {
-    float* row = y + m * N;
-    for (int64_t n = 0; n < N; n++) row[n] = apply_act(row[n] + (b ? b[n] : 0.0f), act);
-  }
 }
 
 void act_cpu(float* y, const float* x, int64_t n, Act act) {

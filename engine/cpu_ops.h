@@ -17,8 +17,6 @@ inline float quick_gelu_ref(float x) { return x / (1.0f + expf(-1.702f * x)); }
 // y[M,N] = act(x[M,K] · w[N,K]ᵀ + b[N]); b may be null. w is laid out as nn.Linear stores it.
 void linear_cpu(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N,
                 int64_t K, Act act);
-// y[M,N] = act(y + b[N]) in place; b may be null.
-void bias_act_cpu(float* y, const float* b, int64_t M, int64_t N, Act act);
 // y[i] = act(x[i]) over n elements (in place allowed).
 void act_cpu(float* y, const float* x, int64_t n, Act act);
 // y[M,C] = (x - mean) / sqrt(var + eps) * g + b over the last dim; statistics in f32.

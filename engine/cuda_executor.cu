@@ -13,8 +13,8 @@
 //     read out of bounds on the device), then copied into the pinned staging buffers;
 //   - first run: the whole sequence (H2D copies, every node's kernels and cuBLASLt calls,
 //     D2H copies) is enqueued once eagerly, which loads the kernels, builds and caches the
-//     cuBLASLt plans and reports any error outside a capture; then the same sequence is
-//     captured into a CUDA graph, instantiated, and launched;
+//     cuBLASLt plans, reports any error outside a capture and gives this run's outputs; then
+//     the same sequence is captured into a CUDA graph and instantiated;
 //   - later runs: one cudaGraphLaunch (if capture failed, said once on stderr, every run
 //     enqueues the nodes directly);
 //   - one cudaStreamSynchronize, then the pinned outputs are converted to host f32 tensors.
@@ -132,25 +132,21 @@ class CudaExecutor final : public Executor {
     }
 
     cudaStream_t st = ctx_.stream();
-    bool ran = false;
     if (profile_) {
-      enqueue_profiled(st);
-      ran = true;
-    } else if (!exec_ && !eager_) {
-      enqueue(st);  // eager: loads kernels, builds cuBLASLt plans, reports errors
-      ran = true;
+      enqueue(st, /*timed=*/true);
+    } else if (exec_) {
+      CUDA_CHECK(cudaGraphLaunch(exec_, st));
+    } else if (eager_) {
+      enqueue(st);
+    } else {
+      enqueue(st);  // first run, eager: loads kernels, builds cuBLASLt plans, reports errors
       try {
-        capture(st);
+        capture(st);  // later runs replay it
       } catch (const Error& e) {
         // The eager pass above already computed this run's outputs; later runs stay eager.
         eager_ = true;
         fprintf(stderr, "clip: CUDA graph capture failed (%s); running this graph without it\n", e.what());
       }
-    }
-    if (exec_ && !profile_) {
-      CUDA_CHECK(cudaGraphLaunch(exec_, st));
-    } else if (!ran) {
-      enqueue(st);
     }
     CUDA_CHECK(cudaStreamSynchronize(st));
     if (profile_) {
@@ -214,24 +210,11 @@ class CudaExecutor final : public Executor {
     CUDA_CHECK(e);
   }
 
-  void enqueue(cudaStream_t st) {
-    const auto& ins = g_.inputs();
-    for (size_t i = 0; i < ins.size(); i++)
-      if (in_host_[i]->n)
-        CUDA_CHECK(cudaMemcpyAsync(ptr_[ins[i]], in_host_[i]->p, in_host_[i]->n,
-                                   cudaMemcpyHostToDevice, st));
-    for (const Node& n : g_.nodes()) exec(n, st);
-    const auto& os = g_.outputs();
-    for (size_t i = 0; i < os.size(); i++)
-      if (out_host_[i]->n)
-        CUDA_CHECK(cudaMemcpyAsync(out_host_[i]->p, ptr_[os[i]], out_host_[i]->n,
-                                   cudaMemcpyDeviceToHost, st));
-  }
-
-  // The same sequence without a graph, with an event pair around every node (profiling).
-  void enqueue_profiled(cudaStream_t st) {
+  // The whole run: input copies, every node, output copies. timed: an event pair around every
+  // node (profiling; never captured).
+  void enqueue(cudaStream_t st, bool timed = false) {
     const auto& nodes = g_.nodes();
-    if (events_.empty()) {
+    if (timed && events_.empty()) {
       events_.resize(2 * nodes.size());
       for (auto& e : events_) CUDA_CHECK(cudaEventCreate(&e));
       for (const Node& n : nodes) labels_.push_back(node_label(g_, n));
@@ -242,9 +225,9 @@ class CudaExecutor final : public Executor {
         CUDA_CHECK(cudaMemcpyAsync(ptr_[ins[i]], in_host_[i]->p, in_host_[i]->n,
                                    cudaMemcpyHostToDevice, st));
     for (size_t i = 0; i < nodes.size(); i++) {
-      CUDA_CHECK(cudaEventRecord(events_[2 * i], st));
+      if (timed) CUDA_CHECK(cudaEventRecord(events_[2 * i], st));
       exec(nodes[i], st);
-      CUDA_CHECK(cudaEventRecord(events_[2 * i + 1], st));
+      if (timed) CUDA_CHECK(cudaEventRecord(events_[2 * i + 1], st));
     }
     const auto& os = g_.outputs();
     for (size_t i = 0; i < os.size(); i++)

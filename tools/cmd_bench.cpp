@@ -14,9 +14,10 @@
 // (the clock in /proc/cpuinfo is the base clock, which turbo exceeds, and a VM may report any
 // clock); the nominal figure, cores x clock x 2 FMA units x SIMD lanes x 2, is printed beside
 // it. CPU bf16: nominal, 1024 FLOP per cycle per core with AMX (one TDPBF16PS, 16x32 by 32x16,
-// per 16 cycles), else 2 x 32 pairs x 2 with AVX512-BF16. --peak-gflops overrides either. GPU peak from the device's SM count and clock: dense tensor-core f16/bf16
-// FLOP per clock per SM (4096 on sm_90: 989 TFLOP/s on an H100 SXM at 1.83 GHz; 2048 on
-// sm_80) or 2 x FP32 lanes per SM for f32.
+// per 16 cycles), else 2 x 32 pairs x 2 with AVX512-BF16. --peak-gflops overrides either.
+// GPU peak from the device's SM count and clock: dense tensor-core f16/bf16 FLOP per clock
+// per SM (4096 on sm_90: 989 TFLOP/s on an H100 SXM at 1.83 GHz; 2048 on sm_80) or 2 x FP32
+// lanes per SM for f32.
 #include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -78,18 +79,25 @@ double peak_rss_mb() {
   return (double)ru.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
-std::string cpu_model() {
+// The value of the first /proc/cpuinfo line starting with key ("" if none).
+std::string cpuinfo(const std::string& key) {
   std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
+  for (std::string line; std::getline(f, line);) {
+    size_t colon = line.find(':');
+    if (line.rfind(key, 0) == 0 && colon != std::string::npos)
+      return line.substr(std::min(line.size(), colon + 2));
+  }
+  return "";
+}
+
+std::string cpu_model() {
+  std::string m = cpuinfo("model name");
+  return m.empty() ? "unknown CPU" : m;
 }
 
 double cpu_mhz() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("cpu MHz", 0) == 0) return std::stod(line.substr(line.find(':') + 1));
-  return 0;
+  std::string mhz = cpuinfo("cpu MHz");
+  return mhz.empty() ? 0 : std::stod(mhz);
 }
 
 // f32 FLOP/s of the calling thread: 16 independent chains of FMAs on 16-lane (AVX-512) or
@@ -130,10 +138,7 @@ double measured_f32_peak_gflops() {
 }
 
 bool cpu_flag(const std::string& flag) {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("flags", 0) == 0) return (line + " ").find(" " + flag + " ") != std::string::npos;
-  return false;
+  return (" " + cpuinfo("flags") + " ").find(" " + flag + " ") != std::string::npos;
 }
 
 struct Peak {
