@@ -162,12 +162,20 @@ Value norm(Graph& g, Stream& s, Value gamma, Value beta, float eps) {
 // One residual block, shared by both towers:
 //   x = x + out_proj(attention(in_proj(ln_1(x))))      (causal for text)
 //   x = x + c_proj(act(c_fc(ln_2(x))))
+// With pool [B] (the last block): only the row pool[b] of each item is read after this
+// block, so after attention (which needs every row's keys and values) the stream keeps
+// just those rows, [B, T, C] -> [B, C]: the output projection and the MLP, three quarters
+// of the block, run on B rows instead of B·T. The kept rows are computed exactly as before.
 static void transformer_block(Graph& g, Stream& s, const std::string& p,
                               const std::function<Value(const std::string&)>& W, int heads,
-                              bool causal, float eps, Act act) {
+                              bool causal, float eps, Act act, Value pool = kNoValue) {
   Value h = norm(g, s, W(p + "ln_1.weight"), W(p + "ln_1.bias"), eps);
   Value qkv = g.linear(h, W(p + "attn.in_proj_weight"), W(p + "attn.in_proj_bias"));
   Value a = g.attention(qkv, heads, causal);
+  if (pool != kNoValue) {
+    a = g.gather_rows(a, pool);
+    s.x = g.gather_rows(s.x, pool);
+  }
   s.pending = g.linear(a, W(p + "attn.out_proj.weight"), W(p + "attn.out_proj.bias"));
   Value h2 = norm(g, s, W(p + "ln_2.weight"), W(p + "ln_2.bias"), eps);
   Value m = g.linear(h2, W(p + "mlp.c_fc.weight"), W(p + "mlp.c_fc.bias"), act);
@@ -179,7 +187,7 @@ static Value finish(Graph& g, Stream& s) {
 }
 
 // Vision: pixels [B,3,R,R] -> patches [B,G,W] -> +class,+pos [B,1+G,W] -> ln_pre -> blocks
-//         -> class row [B,W] -> ln_post -> proj [B,E]
+//         (the last one keeps the class row, [B,W]) -> ln_post -> proj [B,E]
 Graph Model::build_vision(int64_t B) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());
@@ -193,15 +201,17 @@ Graph Model::build_vision(int64_t B) const {
   Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
   for (int l = 0; l < c.vision_layers; l++)
     transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W,
-                      c.vision_heads, false, c.layer_norm_eps, c.activation);
-  x = g.gather_rows(finish(g, s), cls_idx);
+                      c.vision_heads, false, c.layer_norm_eps, c.activation,
+                      l + 1 == c.vision_layers ? cls_idx : kNoValue);
+  x = finish(g, s);
+  if (c.vision_layers == 0) x = g.gather_rows(x, cls_idx);
   x = g.layernorm(x, W("visual.ln_post.weight"), W("visual.ln_post.bias"), c.layer_norm_eps);
   g.output(g.linear(x, W("visual.proj.T")));
   return g;
 }
 
-// Text: ids [B,T] -> token embedding + pos[:T] [B,T,W] -> causal blocks -> row at the
-//       end-of-text position [B,W] -> ln_final -> text_projection [B,E]
+// Text: ids [B,T] -> token embedding + pos[:T] [B,T,W] -> causal blocks (the last one keeps
+//       the row at the end-of-text position, [B,W]) -> ln_final -> text_projection [B,E]
 Graph Model::build_text(int64_t B, int64_t T) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());
@@ -213,8 +223,9 @@ Graph Model::build_text(int64_t B, int64_t T) const {
   Stream s{x};
   for (int l = 0; l < c.text_layers; l++)
     transformer_block(g, s, "transformer.resblocks." + std::to_string(l) + ".", W, c.text_heads,
-                      true, c.layer_norm_eps, c.activation);
-  x = g.gather_rows(finish(g, s), eot);
+                      true, c.layer_norm_eps, c.activation, l + 1 == c.text_layers ? eot : kNoValue);
+  x = finish(g, s);
+  if (c.text_layers == 0) x = g.gather_rows(x, eot);
   x = g.layernorm(x, W("ln_final.weight"), W("ln_final.bias"), c.layer_norm_eps);
   g.output(g.linear(x, W("text_projection.T")));
   return g;

@@ -242,6 +242,47 @@ TEST_F(ModelPropertyTest, TextsAreBatchedByLengthAndComeBackInOrder) {
   for (auto& [tower, B, T, bytes] : graphs) EXPECT_LE(B, 4);
 }
 
+TEST_F(ModelPropertyTest, LastBlockRunsOnThePooledRowsOnly) {
+  // Only the class row (images) and the end-of-text row (texts) are read after the last
+  // block, so its output projection and MLP run on B rows, the earlier blocks' on B·T; the
+  // embeddings are checked against the references by the golden tests.
+  const auto& cfg = m->config();
+  ASSERT_EQ(cfg.vision_layers, 2);
+  ASSERT_EQ(cfg.text_layers, 2);
+  const int64_t B = 3, tokens = 17;  // 4x4 patches + class
+  std::vector<float> px;
+  for (int64_t i = 0; i < B; i++) {
+    auto r = g["images"][(size_t)i]["pixels"].get<std::vector<float>>();
+    px.insert(px.end(), r.begin(), r.end());
+  }
+  OpProfile vision, text;
+  m->set_profile(&vision);
+  m->encode_pixels(px.data(), B);
+  m->set_profile(&text);
+  m->encode_texts({"a photo of a cat", "a dog", "two birds on a wire"});  // end-of-text at 5, 3, 6
+  m->set_profile(nullptr);
+  auto calls = [](const OpProfile& prof, const std::string& label) {
+    auto it = prof.ops.find(label);
+    return it == prof.ops.end() ? 0 : it->second.calls;
+  };
+  auto linear = [](int64_t rows, int64_t K, int64_t N, const char* tail) {
+    return strprintf("linear [%lld,%lld]x[%lld,%lld]%s", (long long)rows, (long long)K, (long long)N, (long long)K, tail);
+  };
+  const int64_t W = cfg.vision_width, M = cfg.vision_mlp;
+  EXPECT_EQ(calls(vision, linear(B * tokens, W, M, "+bias+quick_gelu")), 1) << vision.table(40);
+  EXPECT_EQ(calls(vision, linear(B, W, M, "+bias+quick_gelu")), 1) << vision.table(40);
+  EXPECT_EQ(calls(vision, linear(B * tokens, M, W, "+bias")), 1) << vision.table(40);
+  EXPECT_EQ(calls(vision, linear(B, M, W, "+bias")), 1) << vision.table(40);
+  // Attention still sees every row (its keys and values come from all of them).
+  EXPECT_EQ(calls(vision, strprintf("attention B%lld T%lld H%d d%lld", (long long)B, (long long)tokens, cfg.vision_heads,
+                                    (long long)(W / cfg.vision_heads))),
+            2)
+      << vision.table(40);
+  const int64_t T = 7;  // the batch runs up to its longest text
+  EXPECT_EQ(calls(text, linear(B * T, cfg.text_mlp, cfg.text_width, "+bias")), 1) << text.table(40);
+  EXPECT_EQ(calls(text, linear(B, cfg.text_mlp, cfg.text_width, "+bias")), 1) << text.table(40);
+}
+
 TEST_F(ModelPropertyTest, LogitScaleIsClampedAt100) {
   EXPECT_NEAR(m->logit_scale(), 14.2985229, 1e-5);
   EXPECT_LE(m->logit_scale(), 100.0f);
