@@ -121,6 +121,7 @@ Buffer random_dev(size_t n, DType dt, uint32_t seed) {
     CUDA_CHECK(cudaMemcpy((uint8_t*)b.data() + off * dtype_size(dt), c.data(),
                           m * dtype_size(dt), cudaMemcpyHostToDevice));
   }
+  CUDA_CHECK(cudaDeviceSynchronize());  // landed before the benchmark's non-blocking stream reads it
   return b;
 }
 
@@ -185,6 +186,7 @@ void bench_attention(Bench& bn, cublasHandle_t h, DType dt, int B, int T, int NH
   CUDA_CHECK(cudaMemcpy(dp + 2 * batch, hv.data(), batch * sizeof(void*), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dp + 3 * batch, hs.data(), batch * sizeof(void*), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dp + 4 * batch, ho.data(), batch * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());
   const float scale = 1.0f / std::sqrt((float)HS), one = 1.0f, zero = 0.0f;
   const cudaDataType_t t = cuda_t(dt);
   const double base_us = bn.time_us([&] {

@@ -144,6 +144,9 @@ class CudaExecutor final : public Executor {
         capture(st);  // later runs replay it
       } catch (const Error& e) {
         // The eager pass above already computed this run's outputs; later runs stay eager.
+        // The failed end-capture or instantiate left its error pending: clear it, or the
+        // next launch check would report it.
+        cudaGetLastError();
         eager_ = true;
         fprintf(stderr, "clip: CUDA graph capture failed (%s); running this graph without it\n", e.what());
       }

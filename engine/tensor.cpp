@@ -147,6 +147,10 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
                         : src_dev == Device::cpu ? cudaMemcpyHostToDevice
                                                  : cudaMemcpyDeviceToDevice;
   cudaError_t e = cudaMemcpy(dst, src, n, kind);
+  // cudaMemcpy may return before a copy into device memory has landed (pageable source, or
+  // device to device), and the engine's streams do not wait for the default stream: wait
+  // here, so the bytes are there for every stream when this returns.
+  if (e == cudaSuccess && dst_dev == Device::cuda) e = cudaDeviceSynchronize();
   CLIP_CHECK(e == cudaSuccess, "cudaMemcpy of %zu bytes failed: %s", n, cudaGetErrorString(e));
 #else
   fail("this build has no CUDA support");

@@ -69,11 +69,14 @@ class DevBuf {
   DevBuf(size_t nbytes) : n_(nbytes), buf_(nbytes + 2 * kGuard, Device::cuda) {
     CUDA_CHECK(cudaMemset(buf_.data(), kCanary, buf_.size()));
     CUDA_CHECK(cudaMemset(data(), 0xFF, n_));  // NaN in f32, f16 and bf16
+    // The kernels run on the context's non-blocking stream, which does not wait for these.
+    CUDA_CHECK(cudaDeviceSynchronize());
   }
   void* data() const { return (unsigned char*)buf_.data() + kGuard; }
   size_t size() const { return n_; }
   // Number of guard bytes that no longer hold the canary.
   size_t guard_damage() const {
+    CUDA_CHECK(cudaDeviceSynchronize());  // after the kernel under test
     std::vector<unsigned char> h(buf_.size());
     CUDA_CHECK(cudaMemcpy(h.data(), buf_.data(), h.size(), cudaMemcpyDeviceToHost));
     size_t bad = 0;
@@ -92,11 +95,13 @@ std::unique_ptr<DevBuf> upload(const std::vector<float>& v, DType dt) {
   std::vector<uint8_t> h(b->size());
   if (!v.empty()) convert_cpu(h.data(), dt, v.data(), DType::f32, (int64_t)v.size());
   CUDA_CHECK(cudaMemcpy(b->data(), h.data(), h.size(), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());  // landed before kernels on the non-blocking stream
   return b;
 }
 std::unique_ptr<DevBuf> upload_i32(const std::vector<int32_t>& v) {
   auto b = std::make_unique<DevBuf>(v.size() * 4);
   CUDA_CHECK(cudaMemcpy(b->data(), v.data(), b->size(), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());
   return b;
 }
 std::unique_ptr<DevBuf> alloc_out(size_t n, DType dt) {
@@ -707,7 +712,7 @@ BuiltGraph build(Device dev, DType dt, const Weights& w) {
     } else {
       std::vector<uint8_t> h(b.size());
       convert_cpu(h.data(), dt, v.data(), DType::f32, (int64_t)v.size());
-      CUDA_CHECK(cudaMemcpy(b.data(), h.data(), h.size(), cudaMemcpyHostToDevice));
+      copy_bytes(b.data(), Device::cuda, h.data(), Device::cpu, h.size());  // waits until it landed
     }
     Value id = g.weight(name, Tensor(b.data(), dt, s, dev));
     bg.storage.push_back(std::move(b));
