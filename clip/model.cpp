@@ -63,7 +63,13 @@ std::unique_ptr<Model> Model::from_weights(Weights weights, const ModelOptions& 
 #else
   CLIP_CHECK(opts.device == Device::cpu, "this build has no CUDA support");
 #endif
-  if (opts.device == Device::cpu) m->cpu_ = std::make_unique<CpuContext>(opts.dtype);
+  if (opts.device == Device::cpu) {
+    m->cpu_ = std::make_unique<CpuContext>(opts.dtype);
+    // A packed weight is never read from the file again: its mapped pages leave the
+    // resident set (ViT-B/32 f32: ~340 MB of the file's 600).
+    const Weights& w = m->weights_;
+    m->cpu_->set_on_packed([&w](const float* p, size_t n) { w.release_file_pages(p, n); });
+  }
   m->prepare_weights();
   return m;
 }
@@ -128,6 +134,8 @@ void Model::prepare_weights() {
     copy_bytes(dev.data(), Device::cuda, host.data(), Device::cpu, total);
     base = (uint8_t*)dev.data();
     storage_.push_back(std::move(dev));
+    // Everything now lives on the GPU: the file's pages can leave host memory.
+    for (const auto& [p, n] : weights_.file_regions) weights_.release_file_pages(p, n);
   } else {
     storage_.push_back(std::move(host));
   }

@@ -174,6 +174,7 @@ struct CpuContext::Impl {
   std::vector<char> staging;  // the staged input of the running linear layer
   std::vector<char> scratch;  // oneDNN scratchpad of the running linear layer
   std::vector<float> pad_x, pad_y;  // inputs of fewer than kMinRows rows, zero-padded
+  std::function<void(const float*, size_t)> on_packed;
 };
 
 CpuContext::CpuContext(DType compute) : impl_(std::make_unique<Impl>()) {
@@ -197,10 +198,21 @@ PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
     fail("packing a [%lld, %lld] weight for the CPU backend (%s) failed: %s", (long long)N, (long long)K,
          dtype_name(impl_->compute), e.what());
   }
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  auto& slot = impl_->packs[w];
-  if (!slot) slot = std::move(p);
-  return *slot;
+  PackedWeight* packed = nullptr;
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto& slot = impl_->packs[w];
+    first = !slot;
+    if (first) slot = std::move(p);
+    packed = slot.get();
+  }
+  if (first && impl_->on_packed) impl_->on_packed(w, (size_t)(N * K) * sizeof(float));
+  return *packed;
+}
+
+void CpuContext::set_on_packed(std::function<void(const float* w, size_t bytes)> f) {
+  impl_->on_packed = std::move(f);
 }
 
 void CpuContext::prepare(const std::vector<LinearShape>& weights) {

@@ -19,6 +19,7 @@
 //         everything outside the linear layers stay f32.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -48,6 +49,10 @@ class CpuContext {
     int64_t N, K;
   };
   void prepare(const std::vector<LinearShape>& weights);
+  // Called with a weight's memory right after it is packed (once per weight, possibly from
+  // several threads at once): the packed copy is what linear() reads from then on, so the
+  // model lets go of the pages of weights mapped from its file.
+  void set_on_packed(std::function<void(const float* w, size_t bytes)> f);
 
  private:
   PackedWeight& pack(const float* w, int64_t N, int64_t K);

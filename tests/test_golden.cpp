@@ -3,10 +3,15 @@
 // pixels and tokens), logits, then end to end from the image files. A mismatch reports the
 // first stage that differs. CPU f32 bounds: cosine >= 0.99999 and max |d| <= 1e-4 on the
 // L2-normalized embeddings; logits |d| <= 1e-4 + 1e-4|ref|.
+#include <cctype>
+#include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "clip/clip.h"
 #include "tests/test_util.h"
@@ -281,6 +286,76 @@ TEST_F(ModelPropertyTest, LastBlockRunsOnThePooledRowsOnly) {
   const int64_t T = 7;  // the batch runs up to its longest text
   EXPECT_EQ(calls(text, linear(B * T, cfg.text_mlp, cfg.text_width, "+bias")), 1) << text.table(40);
   EXPECT_EQ(calls(text, linear(B, cfg.text_mlp, cfg.text_width, "+bias")), 1) << text.table(40);
+}
+
+// This process's mappings of `file` (from /proc/self/smaps): their address ranges and
+// resident bytes. rss is -1 when smaps cannot be read.
+struct FileMapping {
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  long long rss = -1;
+};
+static FileMapping file_mapping(const std::string& file) {
+  FileMapping m;
+  std::ifstream in("/proc/self/smaps");
+  char real[PATH_MAX];
+  if (!in || !realpath(file.c_str(), real)) return m;
+  const std::string path = std::string(" ") + real;
+  m.rss = 0;
+  bool ours = false;
+  for (std::string line; std::getline(in, line);) {
+    const size_t dash = line.find('-'), space = line.find(' ');
+    if (!line.empty() && std::isxdigit((unsigned char)line[0]) && dash < space) {  // a mapping's header
+      ours = line.size() > path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0;
+      if (ours)
+        m.ranges.emplace_back(std::stoull(line.substr(0, dash), nullptr, 16),
+                              std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16));
+    } else if (ours && line.rfind("Rss:", 0) == 0) {
+      m.rss += std::atoll(line.c_str() + 4) * 1024;
+    }
+  }
+  return m;
+}
+
+TEST_F(ModelPropertyTest, PackedWeightsLeaveTheFileMapping) {
+  // The CPU backend reads a linear layer's weights from its packed copy, so the pages of the
+  // mapped file that hold them are dropped once packed: the file's resident bytes shrink by
+  // about the linear weights it maps, and running again does not read them back in.
+  // A native file, which is used in place (mapped, zero copy).
+  const std::string file = (std::filesystem::temp_directory_path() /
+                            ("clip_release_" + std::to_string(getpid()) + ".clip")).string();
+  save_native(load_weights(test::golden_dir() + "/tiny-vit/hf"), file, DType::f32);
+  struct Remove {
+    std::string f;
+    ~Remove() { std::remove(f.c_str()); }
+  } remove{file};
+  auto fresh = Model::load(file, options(g));
+  FileMapping map = file_mapping(file);
+  if (map.rss < 0 || map.ranges.empty()) GTEST_SKIP() << "no mapping of " << file << " in /proc/self/smaps";
+  // Every page resident first, as after a run that read them all.
+  unsigned sum = 0;
+  for (auto [a, b] : map.ranges)
+    for (uintptr_t p = a; p < b; p += 4096) sum += *(volatile const unsigned char*)p;
+  const long long before = file_mapping(file).rss;
+  auto px = g["images"][0]["pixels"].get<std::vector<float>>();
+  HostTensor img1 = fresh->encode_pixels(px.data(), 1);
+  HostTensor txt1 = fresh->encode_texts({"a photo of a cat"});
+  const long long after = file_mapping(file).rss;
+  HostTensor img2 = fresh->encode_pixels(px.data(), 1);
+  HostTensor txt2 = fresh->encode_texts({"a photo of a cat"});
+  const long long again = file_mapping(file).rss;
+  // The linear weights of tiny-vit: per tower 2 x (in_proj 384x128 + out_proj 128x128 +
+  // c_fc 512x128 + c_proj 128x512) f32, and the patch convolution 128x3x16x16: 3.5 MB (the
+  // two projections are transposed copies on the heap).
+  EXPECT_GE(before - after, 3ll << 20) << "before " << before << " after " << after << " (" << sum << ")";
+  EXPECT_LE(again - after, 64ll << 10) << "the second run read released pages back in";
+  // The embeddings are the same run after run, and still the reference's.
+  const int64_t E = fresh->embed_dim();
+  EXPECT_EQ(0, std::memcmp(img1.f32(), img2.f32(), (size_t)E * 4));
+  EXPECT_EQ(0, std::memcmp(txt1.f32(), txt2.f32(), (size_t)E * 4));
+  json ref = json::array({g["image_embeds"][0]});
+  EmbStats si = compare_embeddings(img2, ref);
+  EXPECT_GE(si.min_cos, 0.99999);
+  EXPECT_LE(si.max_abs, 1e-4);
 }
 
 TEST_F(ModelPropertyTest, LogitScaleIsClampedAt100) {

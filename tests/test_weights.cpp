@@ -230,6 +230,35 @@ TEST(weights, NativeDtypeConversions) {
   for (auto& p : {p32, p16, pbf}) unlink(p.c_str());
 }
 
+TEST(weights, ReleaseFilePagesDropsOnlyMappedPagesAndKeepsTheValues) {
+  // Pages of a zero-copy tensor can be dropped (the file's bytes come back on the next read);
+  // memory that is not in a file mapping (a state dict's extracted tensors, any heap) is never
+  // touched: MADV_DONTNEED would zero it.
+  CLIP_REQUIRE_GOLDEN();
+  Weights a = load_weights(model_dir("tiny-vit") + "/state_dict.pt");
+  EXPECT_TRUE(a.file_regions.empty()) << "a torch zip is copied out of its mapping";
+  std::string p32 = tmp_path("release.clip");
+  save_native(a, p32, DType::f32);
+  Weights b = load_weights(p32);
+  ASSERT_EQ(b.file_regions.size(), 1u);
+  const WeightTensor& t = b.get("token_embedding.weight");  // 49408 x 128 f32: 25 MB
+  std::vector<uint8_t> copy((const uint8_t*)t.data, (const uint8_t*)t.data + t.nbytes());
+  const size_t released = b.release_file_pages(t.data, t.nbytes());
+  EXPECT_GE(released, t.nbytes() - 2 * 4096);
+  EXPECT_EQ(released % 4096, 0u);
+  EXPECT_EQ(0, std::memcmp(copy.data(), t.data, copy.size()));  // read back from the file
+  // Outside every file region: nothing happens.
+  EXPECT_EQ(b.release_file_pages(copy.data(), copy.size()), 0u);
+  const WeightTensor& s = a.get("token_embedding.weight");
+  std::vector<uint8_t> heap((const uint8_t*)s.data, (const uint8_t*)s.data + s.nbytes());
+  EXPECT_EQ(a.release_file_pages(s.data, s.nbytes()), 0u);
+  EXPECT_EQ(0, std::memcmp(heap.data(), s.data, heap.size()));
+  // A range that starts in the file but runs past it is left alone too.
+  const uint8_t* end = (const uint8_t*)b.file_regions[0].first + b.file_regions[0].second;
+  EXPECT_EQ(b.release_file_pages(end - 8192, 16384), 0u);
+  unlink(p32.c_str());
+}
+
 TEST(weights, NativeBadFiles) {
   CLIP_REQUIRE_GOLDEN();
   Weights a = load_weights(model_dir("tiny-vit") + "/hf");

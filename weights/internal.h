@@ -50,6 +50,8 @@ struct RawSet {
   std::string format;  // "openai-torchscript", "state-dict", "safetensors"
   std::vector<RawTensor> tensors;
   std::shared_ptr<Holder> holder = std::make_shared<Holder>();
+  // File mappings held by holder that tensors point into (see Weights::file_regions).
+  std::vector<std::pair<const void*, size_t>> file_regions;
 };
 
 // Byte count of a tensor: product of dims times elem_size, with overflow checks; throws

@@ -128,6 +128,22 @@ const WeightTensor* Weights::find(const std::string& name) const {
   return nullptr;
 }
 
+size_t Weights::release_file_pages(const void* p, size_t n) const {
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t a = (uintptr_t)p, b = a + n;
+  for (const auto& [base, size] : file_regions) {
+    const uintptr_t r0 = (uintptr_t)base, r1 = r0 + size;
+    if (a < r0 || b > r1) continue;
+    // Whole pages only: a page shared with a neighbouring tensor stays. The mapping is
+    // private and read-only, so its pages are never dirty: MADV_DONTNEED drops them and a
+    // later access reads the file again.
+    const uintptr_t p0 = (a + page - 1) / page * page, p1 = b / page * page;
+    if (p1 <= p0 || madvise((void*)p0, p1 - p0, MADV_DONTNEED) != 0) return 0;
+    return p1 - p0;
+  }
+  return 0;
+}
+
 const WeightTensor& Weights::get(const std::string& name) const {
   const WeightTensor* t = find(name);
   CLIP_CHECK(t, "%s: no tensor '%s'", path.c_str(), name.c_str());
@@ -552,6 +568,7 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
   convert_cpu(&v, DType::f32, ls.data, ls.dtype, 1);
   w.logit_scale = v;
   w.storage = set.holder;
+  w.file_regions = set.file_regions;
   return w;
 }
 
@@ -584,7 +601,8 @@ RawSet read_file_raw(const std::string& path, const std::shared_ptr<Mapping>& m)
     RawSet s;
     RawSet r = parse_safetensors_buffer(p, n, path, *s.holder);
     r.holder = s.holder;
-    r.holder->parts.push_back(m);
+    r.holder->parts.push_back(m);  // zero-copy tensors point into the mapping
+    r.file_regions.emplace_back(p, n);
     return r;
   }
   fail("%s: unrecognised file format (not a native, torch zip or safetensors file)",
@@ -605,6 +623,7 @@ Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
     auto m = map_file(file);
     RawSet r = parse_safetensors_buffer(m->data, m->size, file, *set.holder);
     set.holder->parts.push_back(m);
+    set.file_regions.emplace_back(m->data, m->size);
     for (RawTensor& t : r.tensors) set.tensors.push_back(std::move(t));
   };
   auto add_torch = [&](const std::string& file) {
@@ -671,6 +690,7 @@ Weights load_weights(const std::string& path, const std::string& vocab_path,
     auto holder = std::make_shared<Holder>();
     holder->parts.push_back(m);
     w.storage = holder;
+    w.file_regions.emplace_back(m->data, m->size);
     if (opts.activation) w.config.activation = *opts.activation;
     if (!vocab_path.empty()) attach_vocab(w, vocab_path);
     return w;

@@ -45,7 +45,14 @@ struct Weights {
   float logit_scale = 0;  // the raw parameter (log scale), as stored
   std::vector<WeightTensor> tensors;  // canonical names, canonical order
   std::shared_ptr<void> storage;      // keeps the mmap / extracted buffers alive
+  // The read-only file mappings tensors may point into (zero-copy formats). Their pages can
+  // be dropped from memory at any time (release_file_pages) and are read again on access.
+  std::vector<std::pair<const void*, size_t>> file_regions;
 
+  // Drops the resident pages that lie wholly inside [p, p + n) and inside a file region from
+  // this process's memory (the file is not changed; a later read pages them in again).
+  // Memory outside the file regions is left alone. Returns the bytes released.
+  size_t release_file_pages(const void* p, size_t n) const;
   const WeightTensor& get(const std::string& name) const;  // throws clip::Error
   const WeightTensor* find(const std::string& name) const;
   size_t total_bytes() const;
