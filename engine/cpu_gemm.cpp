@@ -19,8 +19,10 @@ using dt = dnnl::memory::data_type;
 static constexpr int64_t kMaxChunkBf16 = 768;
 // The row count the packing layout is queried with (the layout is the same for every M).
 static constexpr int64_t kPackRows = 64;
-// With fewer rows, oneDNN adds a chunk's products onto y in another order (seen for M = 1),
-// so fewer rows are zero-padded to kMinRows.
+// With fewer rows, oneDNN adds a bf16 chunk's products onto y in another order (seen for
+// M = 1), so fewer bf16 rows are zero-padded to kMinRows. The f32 kernels (one chunk) keep
+// their order for any M (tested from 1 row), and run unpadded: a 5-token text at batch 1 went
+// from 65 to 132-148 texts/s.
 static constexpr int64_t kMinRows = 32;
 // Primitives kept per weight (one set per row count, bias and activation).
 static constexpr size_t kMaxRowCounts = 16;
@@ -173,7 +175,7 @@ struct CpuContext::Impl {
   std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
   std::vector<char> staging;  // the staged input of the running linear layer
   std::vector<char> scratch;  // oneDNN scratchpad of the running linear layer
-  std::vector<float> pad_x, pad_y;  // inputs of fewer than kMinRows rows, zero-padded
+  std::vector<float> pad_x, pad_y;  // bf16 inputs of fewer than kMinRows rows, zero-padded
   std::function<void(const float*, size_t)> on_packed;
 };
 
@@ -234,7 +236,7 @@ void CpuContext::linear(float* y, const float* x, const float* w, const float* b
   if (M <= 0) return;
   PackedWeight& p = pack(w, N, K);
   try {
-    if (M >= kMinRows) {
+    if (M >= kMinRows || impl_->compute == DType::f32) {
       p.run(impl_->eng, impl_->stream, y, x, b, M, act, impl_->staging, impl_->scratch);
       return;
     }

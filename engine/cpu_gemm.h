@@ -10,7 +10,8 @@
 //
 // Arithmetic for a row does not depend on M (tested bitwise): in bf16, K is cut into fixed
 // chunks of at most 768 (the first chunk writes y, the others add to it), so no kernel splits
-// the reduction differently for a different M, and fewer than 32 rows are zero-padded to 32.
+// the reduction differently for a different M, and fewer than 32 rows are zero-padded to 32;
+// f32 runs K in one piece, unpadded.
 //
 // Compute dtype:
 //   f32:  f32 products and sums (AVX-512 FMA).
