@@ -94,14 +94,12 @@ std::unique_ptr<DevBuf> upload(const std::vector<float>& v, DType dt) {
   auto b = std::make_unique<DevBuf>(v.size() * dtype_size(dt));
   std::vector<uint8_t> h(b->size());
   if (!v.empty()) convert_cpu(h.data(), dt, v.data(), DType::f32, (int64_t)v.size());
-  CUDA_CHECK(cudaMemcpy(b->data(), h.data(), h.size(), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaDeviceSynchronize());  // landed before kernels on the non-blocking stream
+  copy_bytes(b->data(), Device::cuda, h.data(), Device::cpu, h.size());  // waits until it landed
   return b;
 }
 std::unique_ptr<DevBuf> upload_i32(const std::vector<int32_t>& v) {
   auto b = std::make_unique<DevBuf>(v.size() * 4);
-  CUDA_CHECK(cudaMemcpy(b->data(), v.data(), b->size(), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaDeviceSynchronize());
+  copy_bytes(b->data(), Device::cuda, v.data(), Device::cpu, b->size());
   return b;
 }
 std::unique_ptr<DevBuf> alloc_out(size_t n, DType dt) {
