@@ -290,7 +290,11 @@ INSTANTIATE_TEST_SUITE_P(
                       AttnCase{1, 197, 12, 64, false}, AttnCase{1, 257, 16, 64, false},
                       AttnCase{1, 77, 12, 64, true}, AttnCase{3, 1, 8, 64, true},
                       AttnCase{2, 3, 2, 64, false}, AttnCase{2, 17, 2, 64, true},
-                      AttnCase{1, 17, 3, 32, false}),
+                      AttnCase{1, 17, 3, 32, false},
+                      // From T = 65 on AVX-512, 8 rows x 32 keys (or head dims) per tile: tails of
+                      // keys, of 32 and 16 head dims.
+                      AttnCase{2, 100, 3, 80, false}, AttnCase{1, 129, 2, 40, true},
+                      AttnCase{1, 70, 2, 72, true}),
     [](const auto& i) {
       auto p = i.param;
       return "B" + std::to_string(p.B) + "_T" + std::to_string(p.T) + "_NH" + std::to_string(p.NH) +
