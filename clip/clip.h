@@ -127,10 +127,20 @@ class Model {
 };
 
 // For each of M queries [M, D], the k rows of index [N, D] with the highest cosine, best
-// first, as idx [M, k] and score [M, k]. On CUDA (k <= 32) the fused GPU top-k, whose hits are
-// rescored exactly in f32; on the CPU the blocked top-k. Host pointers either way.
+// first, ties to the lower index, as idx [M, k] and score [M, k]; exact either way (f32
+// scores). On CUDA (k <= 32) the fused GPU top-k over f16 copies finds candidates, which
+// cosine_topk_refine makes exact; on the CPU the blocked top-k. Host pointers either way.
 void cosine_topk(int32_t* idx, float* score, const float* queries, int64_t M, const float* index, int64_t N,
                  int64_t D, int64_t k, Device device);
+
+// The exact top k of one query from the kk >= k best candidates by an approximate score:
+// cand [kk] and cand_score [kk], best first, where every approximate score is within eps of
+// the exact cosine (an f16 search: rounding moves a cosine by up to ~2^-10). The candidates
+// are rescored in f32 and re-sorted; when the k-th exact score does not beat the best any
+// non-candidate could have (the last candidate's approximate score + 2 eps), the whole index
+// is searched on the CPU instead. Returns false when it had to.
+bool cosine_topk_refine(int32_t* idx, float* score, const float* query, const float* index, int64_t N, int64_t D,
+                        int64_t k, const int32_t* cand, const float* cand_score, int64_t kk, double eps);
 
 // Row-wise L2 normalization of a host [N, D] tensor.
 HostTensor normalize_rows(const HostTensor& x);

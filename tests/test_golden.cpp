@@ -518,6 +518,56 @@ TEST(CosineTopk, LibrarySearchMatchesBruteForce) {
   EXPECT_THROW(cosine_topk(idx.data(), score.data(), q.data(), M, db.data(), N, D, N + 1, Device::cpu), Error);
 }
 
+// The GPU search's refinement, driven on the CPU by the same f16 rounding: candidates from
+// f16 copies of the normalized rows, made exact by cosine_topk_refine. With 32 candidates the
+// f32 rescoring settles it; with only k candidates the f16 order is not enough (here two hits
+// of query 2 swap in f16: exact gap 2e-6, f16 gap 1e-4) and it must search the whole index.
+TEST(CosineTopk, RefineMakesF16CandidatesExact) {
+  const int64_t M = 3, N = 5000, D = 64, k = 10;
+  auto q = test::randn((size_t)(M * D), 1), db = test::randn((size_t)(N * D), 2);
+  auto f16 = [&](const std::vector<float>& x, int64_t rows) {
+    std::vector<float> n(x.size()), r(x.size());
+    std::vector<uint16_t> h(x.size());
+    l2_normalize_cpu(n.data(), x.data(), rows, D);
+    convert_cpu(h.data(), DType::f16, n.data(), DType::f32, (int64_t)x.size());
+    convert_cpu(r.data(), DType::f32, h.data(), DType::f16, (int64_t)x.size());
+    return r;
+  };
+  const auto qh = f16(q, M), dbh = f16(db, N);
+  const double eps = std::ldexp(1.0, -9) + (2 * D + 16) * std::ldexp(1.0, -24);
+  std::vector<int32_t> want((size_t)(M * k)), got((size_t)(M * k));
+  std::vector<float> want_s((size_t)(M * k)), got_s((size_t)(M * k));
+  cosine_topk(want.data(), want_s.data(), q.data(), M, db.data(), N, D, k, Device::cpu);
+  int fallbacks[2] = {0, 0};
+  for (int64_t kk : {int64_t(32), k}) {
+    std::vector<int32_t> cand((size_t)(M * kk));
+    std::vector<float> cs((size_t)(M * kk));
+    cosine_topk_cpu(cand.data(), cs.data(), qh.data(), dbh.data(), M, N, D, 1.0f, kk);
+    if (kk == k) {
+      EXPECT_NE(cand, want) << "the f16 order alone should differ here";
+    }
+    for (int64_t m = 0; m < M; m++)
+      if (!cosine_topk_refine(got.data() + m * k, got_s.data() + m * k, q.data() + m * D, db.data(), N, D, k,
+                              cand.data() + m * kk, cs.data() + m * kk, kk, eps))
+        fallbacks[kk == k]++;
+    EXPECT_EQ(got, want) << kk << " candidates";
+    for (size_t i = 0; i < got_s.size(); i++) EXPECT_NEAR(got_s[i], want_s[i], 1e-6);
+  }
+  EXPECT_EQ(fallbacks[0], 0) << "32 candidates should be enough for every query";
+  EXPECT_EQ(fallbacks[1], M) << "k candidates can never prove the k-th";
+  // A candidate list that misses a true hit, with honest approximate scores: caught.
+  std::vector<int32_t> cand(want.begin(), want.begin() + k);
+  std::vector<float> cs(want_s.begin(), want_s.begin() + k);
+  cand[0] = cand[k - 1] == 0 ? 1 : 0;
+  EXPECT_FALSE(cosine_topk_refine(got.data(), got_s.data(), q.data(), db.data(), N, D, k, cand.data(), cs.data(),
+                                  k, eps));
+  EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + k), std::vector<int32_t>(want.begin(), want.begin() + k));
+  cand[0] = (int32_t)N;
+  EXPECT_THROW(cosine_topk_refine(got.data(), got_s.data(), q.data(), db.data(), N, D, k, cand.data(), cs.data(),
+                                  k, eps),
+               Error);
+}
+
 TEST(CosineTopk, GpuSearchMatchesCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   const int64_t M = 3, N = 5000, D = 64, k = 10;
