@@ -256,12 +256,14 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
   // Each graph holds its own activation arena, and texts make one graph per (batch, length):
   // beyond kMaxExecutors the least recently used one goes (rebuilding it costs milliseconds;
   // the packed weights are shared and stay).
+  // The entry is made only once compile() has succeeded (it may throw, e.g. out of device
+  // memory): an empty one would be found by the next call.
   if (executors_.size() >= kMaxExecutors) erase_least_recent(executors_);
-  Compiled& c = executors_[key];
+  Compiled c;
   c.ex = compile(g, cuda_.get(), cpu_.get());
   c.ex->set_profile(profile_);
   c.last_use = ++uses_;
-  return *c.ex;
+  return *executors_.emplace(key, std::move(c)).first->second.ex;
 }
 
 void Model::set_profile(OpProfile* p) {
