@@ -1,99 +1,127 @@
 #!/usr/bin/env bash
 # GPU check in one command, from the repository root:  bash bench/gpu_check.sh
 #
-# Steps (each timed, each with its own time limit):
-#   1. configure + build with CUDA (Release, sm_90) in build-gpu-check/
-#   2. the whole ctest suite, GPU tests included
-#   3. compute-sanitizer memcheck on a quick subset of the kernel tests
-#   4. compute-sanitizer racecheck on the kernels that use shared memory
-#   5. the kernel benchmark (CSV), then PyTorch's SDPA (cuDNN, flash, mem-efficient backends)
-#      at the same attention shapes (bench/torch_attention_baseline.py)
-#   6. the end-to-end benchmark: `clip bench --arch ViT-B-32 --device cuda --dtype f16`, then the
-#      PyTorch baseline (bench/torch_gpu_baseline.py: eager and torch.compile) in the same session
-#   7. where the GPU time goes: `clip bench --profile` (CUDA events around every node)
+# Steps, most valuable first, each with its own time limit, all inside one budget
+# (GPU_CHECK_BUDGET seconds, default 420: the device tool allows 600 s per command and 15
+# minutes per session, start-up included). A step that the remaining budget cannot hold is
+# skipped, not started.
+#   build      configure + build with CUDA (Release, sm_90) in build-gpu-check/
+#   ctest      the test programs that hold GPU tests (kernels, golden, CLI, weights); the
+#              rest is CPU-only and passes on the CPU machines
+#   e2e        `clip bench --arch ViT-B-32 --device cuda --dtype f16`, batch 1, 64, 1024
+#   torch      the PyTorch baseline in the same session (bench/torch_gpu_baseline.py: eager
+#              at every batch size, torch.compile at 1024)
+#   memcheck   compute-sanitizer memcheck on a quick subset of the kernel tests
+#   kernels    the kernel benchmark (CSV)
+#   profile    where the GPU time goes: `clip bench --profile` (CUDA events around every node)
+#   racecheck  compute-sanitizer racecheck on the kernels that use shared memory
+#   sdpa       PyTorch's SDPA (cuDNN, flash, mem-efficient) at the attention shapes
 # The GPU machine fetches nothing: when the project's Debian libraries are missing there, the
 # .deb files that scripts/gpu_deps.sh downloaded into .debs/ (carry it) are unpacked into
-# .deps-root/ and the build uses them.
-# Logs go to $OUT when set, else build-gpu-check/logs. A summary is printed at the end and
-# the exit status is non-zero when any step failed. Meant to finish well under 8 minutes on
-# an H100.
+# .deps-root/; the build uses them, and LD_LIBRARY_PATH points at them for our programs only
+# (PyTorch keeps the system's libraries).
+# Each step's result line is printed as soon as it ends. Logs go to build-gpu-check/logs;
+# when $OUT is set (the device tool), summary.txt and logs.tgz are written there at the end,
+# also when a step fails or the run is cut short (the tool brings back at most 8 files).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
 BUILD=build-gpu-check
-LOGS="${OUT:-$PWD/$BUILD/logs}"
-mkdir -p "$LOGS"
+LOGS=$PWD/$BUILD/logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
 JOBS=$(nproc 2>/dev/null || echo 4)
+BUDGET=${GPU_CHECK_BUDGET:-420}
+START=$(date +%s)
 SANITIZER=compute-sanitizer
 command -v "$SANITIZER" >/dev/null 2>&1 || SANITIZER=/usr/local/cuda/bin/compute-sanitizer
-
-SUMMARY=()
+SUMMARY=$LOGS/summary.txt
 FAILED=0
-step() {  # step NAME LIMIT_SECONDS COMMAND...
-  local name=$1 limit=$2
-  shift 2
-  local log="$LOGS/$name.log" t0 t1 rc
-  echo "== $name (limit ${limit}s, log $log)"
+
+finish() {
+  echo "== summary (logs in $LOGS)"
+  cat "$SUMMARY"
+  if [ -n "${OUT:-}" ]; then
+    cp "$SUMMARY" "$OUT/summary.txt"
+    tar -czf "$OUT/logs.tgz" -C "$BUILD" logs 2>/dev/null
+  fi
+}
+trap finish EXIT
+
+note() { echo "$1" | tee -a "$SUMMARY"; }
+
+step() {  # step NAME LIMIT_SECONDS SHOW COMMAND   (SHOW: lines of the log to print, "all" or N)
+  local name=$1 limit=$2 show=$3
+  shift 3
+  local log="$LOGS/$name.log" t0 rc left
   t0=$(date +%s)
-  timeout "$limit" bash -c "$*" >"$log" 2>&1
+  left=$((BUDGET - (t0 - START)))
+  if [ "$left" -lt 15 ]; then
+    note "$(printf '%-10s SKIPPED (%ds of the %ds budget left)' "$name" "$left" "$BUDGET")"
+    FAILED=1
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "== $name (limit ${limit}s)"
+  timeout -k 10 "$limit" bash -o pipefail -c "$*" >"$log" 2>&1
   rc=$?
-  t1=$(date +%s)
-  tail -n 5 "$log"
+  if [ "$show" = all ]; then cat "$log"; else tail -n "$show" "$log"; fi
   if [ $rc -eq 0 ]; then
-    SUMMARY+=("$(printf '%-12s ok      %4ds' "$name" $((t1 - t0)))")
+    note "$(printf '%-10s ok      %4ds' "$name" $(($(date +%s) - t0)))"
   else
     FAILED=1
-    SUMMARY+=("$(printf '%-12s FAILED  %4ds  (exit %d, see %s)' "$name" $((t1 - t0)) $rc "$log")")
+    note "$(printf '%-10s FAILED  %4ds  (exit %d%s, log %s)' "$name" $(($(date +%s) - t0)) $rc \
+      "$([ $rc -eq 124 ] || [ $rc -eq 137 ] && echo ", time limit")" "$name.log")"
   fi
 }
 
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true; } \
-  >"$LOGS/device.txt" 2>&1
-echo "device: $(cat "$LOGS/device.txt")"
+note "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n 1)"
+note "date:   $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
 DEPS_ARG=""
+OURS=""  # prefix for our programs' commands
 if [ -d .debs ] && [ ! -f /usr/include/zip.h ]; then
   R=$PWD/.deps-root
   rm -rf "$R" && mkdir -p "$R"
   for f in .debs/*.deb; do dpkg-deb -x "$f" "$R"; done
-  export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   DEPS_ARG="-DCLIP_DEPS_ROOT=$R"
-  echo "dependencies: unpacked $(ls .debs | wc -l) packages into $R"
+  OURS="export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu/openblas-openmp\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH};"
+  note "deps:   unpacked $(ls .debs | wc -l) packages into $R"
 fi
 
 if [ -d .gpu-shared ]; then  # scripts/gpu_fixtures.sh: the goldens the GPU tests compare with
   export CLIP_GOLDEN_DIR=$PWD/.gpu-shared/golden CLIP_VOCAB_DIR=$PWD/.gpu-shared/clip
 fi
 
-step build 240 "cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release $DEPS_ARG \
-  && cmake --build $BUILD -j$JOBS"
+step build 200 5 "cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release $DEPS_ARG \
+  && cmake --build $BUILD -j$JOBS && { $OURS ldd $BUILD/clip | grep 'not found' && exit 1 || true; }"
+if [ ! -x "$BUILD/clip" ]; then
+  note "no binary: the other steps are skipped"
+  exit 1
+fi
 
-step ctest 120 "ctest --test-dir $BUILD --output-on-failure -j8"
+step ctest 90 15 "$OURS ctest --test-dir $BUILD --output-on-failure -j8 -L 'test_kernels|test_golden|test_cli|test_weights'"
+
+step e2e 40 all "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,64,1024 \
+  --repeats 10 --first-embedding"
+
+step torch 100 all "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,64,1024 --compile-batch 1024"
 
 MEMCHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*Attention*_B2_T77_NH8_*:*LayerNorm*_C17_*:*OutputsMayAliasX*'
 MEMCHECK_FILTER+=':*LayerNorm*_C768_*:*BiasAct*_M3_N17_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
 MEMCHECK_FILTER+=':*DTypeTest.L2NormalizeAndSoftmax*:*DTypeTest.ClassPosEmbed*'
 MEMCHECK_FILTER+=':*DTypeTest.EmbeddingAndGatherRows*:*DTypeTest.AddBroadcast*:*GraphTest*'
-step memcheck 90 "$SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_kernels \
+step memcheck 45 5 "$OURS $SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$MEMCHECK_FILTER'"
 
+step kernels 40 all "$OURS $BUILD/bench/bench_kernels"
+
+step profile 25 40 "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,1024 \
+  --repeats 3 --tower image --profile"
+
 RACECHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
-step racecheck 60 "$SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \
+step racecheck 30 5 "$OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$RACECHECK_FILTER'"
 
-step bench 60 "$BUILD/bench/bench_kernels | tee '$LOGS/bench_kernels.csv'"
+step sdpa 25 all "python3 bench/torch_attention_baseline.py"
 
-step sdpa 45 "python3 bench/torch_attention_baseline.py | tee '$LOGS/torch_attention.csv'"
-
-step e2e 45 "$BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,64,1024 --repeats 10 \
-  --first-embedding | tee '$LOGS/clip_bench.txt'"
-
-step torch 120 "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,1024 | tee '$LOGS/torch_baseline.jsonl'"
-
-step profile 30 "$BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,1024 --repeats 3 \
-  --tower image --profile | tee '$LOGS/clip_profile.txt'"
-
-echo
-echo "== summary (logs in $LOGS)"
-for s in "${SUMMARY[@]}"; do echo "  $s"; done
 exit $FAILED

@@ -24,7 +24,7 @@ namespace clip::cuda {
 
 // kernels/attention.cu. out [B, T, C] = softmax(q kᵀ / sqrt(HS)) v per head, read straight
 // from qkv [B, T, 3C] (q | k | v column blocks, head h at cols h*HS..). HS must be 64,
-// 1 <= T <= 1024, C = NH*HS.
+// T >= 1 (any length: keys stream through in tiles), C = NH*HS.
 void attention_forward(void* out, const void* qkv, int B, int T, int NH, int HS, bool causal,
                        DType dt, cudaStream_t stream);
 
