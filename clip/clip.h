@@ -88,6 +88,10 @@ class Model {
 
   // From now on every encoder pass adds its per-op times to p (nullptr: stop).
   void set_profile(OpProfile* p);
+  // Device seconds of all encoder passes so far: on CUDA, from each pass's first kernel to
+  // its last, without the input and output copies (what a caller whose inputs were already
+  // on the GPU would wait); 0 on the CPU.
+  double device_seconds() const { return device_seconds_; }
 
   // Graphs compiled and kept (tower, batch size, tokens) and their planned arena bytes.
   std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> compiled_graphs() const;
@@ -124,6 +128,7 @@ class Model {
   std::map<std::tuple<std::string, int64_t, int64_t>, Compiled> executors_;
   uint64_t uses_ = 0;
   OpProfile* profile_ = nullptr;
+  double device_seconds_ = 0;
 };
 
 // For each of M queries [M, D], the k rows of index [N, D] with the highest cosine, best

@@ -313,6 +313,7 @@ HostTensor Model::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
     std::memcpy(&ids[(size_t)(b * T)], tokens + b * ctx, (size_t)T * sizeof(int32_t));
   Executor& ex = executor("text", B, T);
   auto out = ex.run({Tensor(ids.data(), DType::i32, {B, T}), Tensor(eot.data(), DType::i32, {B})});
+  device_seconds_ += ex.last_device_seconds();
   return out[0];
 }
 
@@ -379,6 +380,7 @@ HostTensor Model::encode_pixels_chunk(const float* pixels, int64_t B) {
   std::vector<int32_t> zeros((size_t)B, 0);  // the class token is row 0
   Executor& ex = executor("vision", B, 0);
   auto out = ex.run({Tensor((void*)pixels, DType::f32, {B, 3, R, R}), Tensor(zeros.data(), DType::i32, {B})});
+  device_seconds_ += ex.last_device_seconds();
   return out[0];
 }
 

@@ -11,13 +11,15 @@
 //   - inputs are checked (count, dtype, shape; token ids and row indices that feed embedding
 //     or gather_rows against their table sizes, so a bad id is an error here and never a
 //     read out of bounds on the device), then copied into the pinned staging buffers;
-//   - first run: the whole sequence (H2D copies, every node's kernels and cuBLASLt calls,
-//     D2H copies) is enqueued once eagerly, which loads the kernels, builds and caches the
-//     cuBLASLt plans, reports any error outside a capture and gives this run's outputs; then
-//     the same sequence is captured into a CUDA graph and instantiated;
-//   - later runs: one cudaGraphLaunch (if capture failed, said once on stderr, every run
-//     enqueues the nodes directly);
-//   - one cudaStreamSynchronize, then the pinned outputs are converted to host f32 tensors.
+//   - the H2D copies, an event, the nodes, an event, the D2H copies, on the context's stream;
+//   - first run: every node's kernels and cuBLASLt calls are enqueued once eagerly, which
+//     loads the kernels, builds and caches the cuBLASLt plans, reports any error outside a
+//     capture and gives this run's outputs; then the same nodes are captured into a CUDA
+//     graph and instantiated;
+//   - later runs: one cudaGraphLaunch for the nodes (if capture failed, said once on stderr,
+//     every run enqueues the nodes directly);
+//   - one cudaStreamSynchronize, then the pinned outputs are converted to host f32 tensors,
+//     and the two events give last_device_seconds().
 // No device allocation and no host synchronisation in the steady state except that final
 // sync (the returned HostTensors are host allocations by the Executor interface).
 #include <climits>
@@ -99,14 +101,19 @@ class CudaExecutor final : public Executor {
       }
     }
     scratch_ = Buffer(scratch, Device::cuda);
+    CUDA_CHECK(cudaEventCreate(&run_start_));
+    CUDA_CHECK(cudaEventCreate(&run_end_));
   }
 
   ~CudaExecutor() override {
     if (exec_) cudaGraphExecDestroy(exec_);
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    if (run_start_) cudaEventDestroy(run_start_);
+    if (run_end_) cudaEventDestroy(run_end_);
   }
 
   const MemoryPlan& plan() const override { return plan_; }
+  double last_device_seconds() const override { return device_s_; }
 
   std::vector<HostTensor> run(const std::vector<Tensor>& inputs) override {
     ctx_.activate();
@@ -132,14 +139,19 @@ class CudaExecutor final : public Executor {
     }
 
     cudaStream_t st = ctx_.stream();
+    copy_inputs(st);
+    CUDA_CHECK(cudaEventRecord(run_start_, st));
+    bool first = false;
     if (profile_) {
       enqueue(st, /*timed=*/true);
     } else if (exec_) {
       CUDA_CHECK(cudaGraphLaunch(exec_, st));
-    } else if (eager_) {
-      enqueue(st);
     } else {
       enqueue(st);  // first run, eager: loads kernels, builds cuBLASLt plans, reports errors
+      first = !eager_;
+    }
+    CUDA_CHECK(cudaEventRecord(run_end_, st));
+    if (first) {
       try {
         capture(st);  // later runs replay it
       } catch (const Error& e) {
@@ -151,7 +163,11 @@ class CudaExecutor final : public Executor {
         fprintf(stderr, "clip: CUDA graph capture failed (%s); running this graph without it\n", e.what());
       }
     }
+    copy_outputs(st);
     CUDA_CHECK(cudaStreamSynchronize(st));
+    float run_ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&run_ms, run_start_, run_end_));
+    device_s_ = run_ms * 1e-3;
     if (profile_) {
       for (size_t i = 0; i < g_.nodes().size(); i++) {
         float ms = 0;
@@ -213,8 +229,22 @@ class CudaExecutor final : public Executor {
     CUDA_CHECK(e);
   }
 
-  // The whole run: input copies, every node, output copies. timed: an event pair around every
-  // node (profiling; never captured).
+  void copy_inputs(cudaStream_t st) {
+    const auto& ins = g_.inputs();
+    for (size_t i = 0; i < ins.size(); i++)
+      if (in_host_[i]->n)
+        CUDA_CHECK(cudaMemcpyAsync(ptr_[ins[i]], in_host_[i]->p, in_host_[i]->n,
+                                   cudaMemcpyHostToDevice, st));
+  }
+  void copy_outputs(cudaStream_t st) {
+    const auto& os = g_.outputs();
+    for (size_t i = 0; i < os.size(); i++)
+      if (out_host_[i]->n)
+        CUDA_CHECK(cudaMemcpyAsync(out_host_[i]->p, ptr_[os[i]], out_host_[i]->n,
+                                   cudaMemcpyDeviceToHost, st));
+  }
+
+  // Every node, in order. timed: an event pair around every node (profiling; never captured).
   void enqueue(cudaStream_t st, bool timed = false) {
     const auto& nodes = g_.nodes();
     if (timed && events_.empty()) {
@@ -222,21 +252,11 @@ class CudaExecutor final : public Executor {
       for (auto& e : events_) CUDA_CHECK(cudaEventCreate(&e));
       for (const Node& n : nodes) labels_.push_back(node_label(g_, n));
     }
-    const auto& ins = g_.inputs();
-    for (size_t i = 0; i < ins.size(); i++)
-      if (in_host_[i]->n)
-        CUDA_CHECK(cudaMemcpyAsync(ptr_[ins[i]], in_host_[i]->p, in_host_[i]->n,
-                                   cudaMemcpyHostToDevice, st));
     for (size_t i = 0; i < nodes.size(); i++) {
       if (timed) CUDA_CHECK(cudaEventRecord(events_[2 * i], st));
       exec(nodes[i], st);
       if (timed) CUDA_CHECK(cudaEventRecord(events_[2 * i + 1], st));
     }
-    const auto& os = g_.outputs();
-    for (size_t i = 0; i < os.size(); i++)
-      if (out_host_[i]->n)
-        CUDA_CHECK(cudaMemcpyAsync(out_host_[i]->p, ptr_[os[i]], out_host_[i]->n,
-                                   cudaMemcpyDeviceToHost, st));
   }
 
   void exec(const Node& n, cudaStream_t st) {
@@ -340,6 +360,8 @@ class CudaExecutor final : public Executor {
   cudaGraphExec_t exec_ = nullptr;
   bool eager_ = false;  // capture failed: run the nodes directly
   std::vector<cudaEvent_t> events_;  // profiling: before/after each node
+  cudaEvent_t run_start_ = nullptr, run_end_ = nullptr;  // around the nodes of a run
+  double device_s_ = 0;  // the last run's, between those two events
   std::vector<std::string> labels_;
 };
 
