@@ -18,8 +18,8 @@
 #   sdpa       PyTorch's SDPA (cuDNN, flash, mem-efficient) at the attention shapes
 # The GPU machine fetches nothing: when the project's Debian libraries are missing there, the
 # .deb files that scripts/gpu_deps.sh downloaded into .debs/ (carry it) are unpacked into
-# .deps-root/; the build uses them, and LD_LIBRARY_PATH points at them for our programs only
-# (PyTorch keeps the system's libraries).
+# .deps-root/; the build uses them, and LD_LIBRARY_PATH points at them for the build and our
+# programs only (PyTorch keeps the system's libraries).
 # Each step's result line is printed as soon as it ends. Logs go to build-gpu-check/logs;
 # when $OUT is set (the device tool), summary.txt and logs.tgz are written there at the end,
 # also when a step fails or the run is cut short (the tool brings back at most 8 files).
@@ -92,8 +92,9 @@ if [ -d .gpu-shared ]; then  # scripts/gpu_fixtures.sh: the goldens the GPU test
   export CLIP_GOLDEN_DIR=$PWD/.gpu-shared/golden CLIP_VOCAB_DIR=$PWD/.gpu-shared/clip
 fi
 
-step build 200 5 "cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release $DEPS_ARG \
-  && cmake --build $BUILD -j$JOBS && { $OURS ldd $BUILD/clip | grep 'not found' && exit 1 || true; }"
+# The build runs the test programs too (gtest_discover_tests), so it needs the libraries.
+step build 200 5 "$OURS cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release $DEPS_ARG \
+  && cmake --build $BUILD -j$JOBS && { ldd $BUILD/clip | grep 'not found' && exit 1 || true; }"
 if [ ! -x "$BUILD/clip" ]; then
   note "no binary: the other steps are skipped"
   exit 1
