@@ -135,7 +135,7 @@ class CudaExecutor final : public Executor {
                      "outside [0, %lld)", vi.name.c_str(), id[j], (long long)j,
                      (long long)bound);
       }
-      if (t.nbytes()) std::memcpy(in_host_[i]->p, t.data, t.nbytes());
+      copy_bytes(in_host_[i]->p, Device::cpu, t.data, Device::cpu, t.nbytes());  // threads split a large one
     }
 
     cudaStream_t st = ctx_.stream();

@@ -1,5 +1,8 @@
 #include "engine/tensor.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -139,7 +142,19 @@ HostTensor::HostTensor(DType dtype, Shape shape) {
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n) {
   if (n == 0) return;
   if (dst_dev == Device::cpu && src_dev == Device::cpu) {
-    std::memcpy(dst, src, n);
+    // One core copies ~10 GB/s; a large copy (a batch of pixels into the CUDA executor's
+    // pinned staging: 616 MB for 1024 ViT-B/32 images) is split between the threads, one
+    // contiguous part each.
+    if (n < ((size_t)32 << 20)) {
+      std::memcpy(dst, src, n);
+      return;
+    }
+#pragma omp parallel
+    {
+      const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+      const size_t b = n * t / nt / 64 * 64, e = t + 1 == nt ? n : n * (t + 1) / nt / 64 * 64;
+      std::memcpy((char*)dst + b, (const char*)src + b, e - b);
+    }
     return;
   }
 #ifdef CLIP_HAVE_CUDA

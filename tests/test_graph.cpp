@@ -1,6 +1,7 @@
 // Graph tests: shape inference errors name the op and the shapes; memory planning never
 // lets two live tensors overlap and its peak is below the naive sum; the CPU executor
-// computes the same as the ops called directly; the profiler times every node by label.
+// computes the same as the ops called directly; the profiler times every node by label;
+// copy_bytes copies every byte of a host buffer at any size.
 #include <cstring>
 #include <vector>
 
@@ -180,4 +181,17 @@ TEST(Graph, ProfileTimesEveryNodeByLabel) {
   const std::string t = prof.table(3);
   EXPECT_NE(t.find("total"), std::string::npos) << t;
   EXPECT_NE(t.find("more)"), std::string::npos) << t;  // rows past the third are summed
+}
+
+// copy_bytes between host buffers: a large copy is split between the threads; every byte
+// lands, none past the end, for sizes around the split and odd ones.
+TEST(CopyBytes, HostCopiesEveryByteAtAnySize) {
+  const size_t big = (size_t)32 << 20;
+  for (size_t n : {size_t(0), size_t(1), size_t(4097), big - 1, big, big + 63, big * 2 + 13}) {
+    std::vector<uint8_t> src(n + 1), dst(n + 1, 0xAB);
+    for (size_t i = 0; i < n; i++) src[i] = (uint8_t)(i * 2654435761u >> 13);
+    copy_bytes(dst.data(), Device::cpu, src.data(), Device::cpu, n);
+    EXPECT_EQ(0, std::memcmp(dst.data(), src.data(), n)) << n << " bytes";
+    EXPECT_EQ(dst[n], 0xAB) << "wrote past " << n << " bytes";
+  }
 }
