@@ -20,6 +20,8 @@
 # .deb files that scripts/gpu_deps.sh downloaded into .debs/ (carry it) are unpacked into
 # .deps-root/; the build uses them, and LD_LIBRARY_PATH points at them for the build and our
 # programs only (PyTorch keeps the system's libraries).
+# GPU_CHECK_STEPS="build ctest" runs only the steps named (a rerun on the same warm machine
+# keeps build-gpu-check/, so its build only recompiles what changed).
 # Each step's result line is printed as soon as it ends. Logs go to build-gpu-check/logs;
 # when $OUT is set (the device tool), summary.txt and logs.tgz are written there at the end,
 # also when a step fails or the run is cut short (the tool brings back at most 8 files).
@@ -53,6 +55,7 @@ step() {  # step NAME LIMIT_SECONDS SHOW COMMAND   (SHOW: lines of the log to pr
   local name=$1 limit=$2 show=$3
   shift 3
   local log="$LOGS/$name.log" t0 rc left
+  if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then return; fi
   t0=$(date +%s)
   left=$((BUDGET - (t0 - START)))
   if [ "$left" -lt 15 ]; then
