@@ -22,7 +22,7 @@ bool cosine_topk_refine(int32_t* idx, float* score, const float* query, const fl
     CLIP_CHECK(j >= 0 && j < N, "top-k refine: candidate %d is outside the index [0, %lld)", j, (long long)N);
     float s;
     cosine_sim_cpu(&s, query, index + (int64_t)j * D, 1, 1, D, 1.0f);
-    hits.push_back({s, j});
+    hits.push_back({std::isnan(s) ? -INFINITY : s, j});  // a NaN row ranks last (and sorts)
   }
   std::sort(hits.begin(), hits.end(), [](auto& a, auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
