@@ -562,6 +562,17 @@ TEST(CosineTopk, RefineMakesF16CandidatesExact) {
   EXPECT_FALSE(cosine_topk_refine(got.data(), got_s.data(), q.data(), db.data(), N, D, k, cand.data(), cs.data(),
                                   k, eps));
   EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + k), std::vector<int32_t>(want.begin(), want.begin() + k));
+  // Every row a candidate (N <= 32): exact by rescoring alone, whatever the f16 order.
+  {
+    const int64_t n = 20;
+    std::vector<int32_t> c20((size_t)n), w20((size_t)k), g20((size_t)k);
+    std::vector<float> s20((size_t)n), ws((size_t)k), gs((size_t)k);
+    cosine_topk_cpu(c20.data(), s20.data(), qh.data(), dbh.data(), 1, n, D, 1.0f, n);
+    cosine_topk(w20.data(), ws.data(), q.data(), 1, db.data(), n, D, k, Device::cpu);
+    EXPECT_TRUE(cosine_topk_refine(g20.data(), gs.data(), q.data(), db.data(), n, D, k, c20.data(), s20.data(), n,
+                                   eps));
+    EXPECT_EQ(g20, w20);
+  }
   cand[0] = (int32_t)N;
   EXPECT_THROW(cosine_topk_refine(got.data(), got_s.data(), q.data(), db.data(), N, D, k, cand.data(), cs.data(),
                                   k, eps),
