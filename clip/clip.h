@@ -133,19 +133,27 @@ class Model {
 
 // For each of M queries [M, D], the k rows of index [N, D] with the highest cosine, best
 // first, ties to the lower index, as idx [M, k] and score [M, k]; exact either way (f32
-// scores). On CUDA (k <= 32) the fused GPU top-k over f16 copies finds candidates, which
-// cosine_topk_refine makes exact; on the CPU the blocked top-k. Host pointers either way.
+// scores; near-ties within the last bit may order differently between the two paths). On
+// CUDA (k <= 16) the fused GPU top-k over f16 copies finds 32 candidates per query, which
+// cosine_topk_refine makes exact; otherwise the blocked CPU top-k. Host pointers either way.
 void cosine_topk(int32_t* idx, float* score, const float* queries, int64_t M, const float* index, int64_t N,
                  int64_t D, int64_t k, Device device);
 
-// The exact top k of one query from the kk >= k best candidates by an approximate score:
-// cand [kk] and cand_score [kk], best first, where every approximate score is within eps of
-// the exact cosine (an f16 search: rounding moves a cosine by up to ~2^-10). The candidates
-// are rescored in f32 and re-sorted; when the k-th exact score does not beat the best any
-// non-candidate could have (the last candidate's approximate score + 2 eps), the whole index
-// is searched on the CPU instead. Returns false when it had to.
-bool cosine_topk_refine(int32_t* idx, float* score, const float* query, const float* index, int64_t N, int64_t D,
-                        int64_t k, const int32_t* cand, const float* cand_score, int64_t kk, double eps);
+// The exact top k of each of M queries from its kk >= k best candidates by an approximate
+// score: cand [M, kk] and cand_score [M, kk], best first, where the approximate score of every
+// row not in exact_rows is within eps of the exact cosine (an f16 search: rounding moves a
+// cosine by up to ~2^-10). The candidates and exact_rows are rescored in f32 and sorted. A
+// query is searched on the CPU instead, all such queries in one batch, when its k-th exact
+// score does not beat the best any other row could have (its last candidate's approximate
+// score + 2 eps), when its candidates are not valid (outside [0, N), or a last score that is
+// not finite), or when it has no direction itself. Returns how many queries went to the CPU.
+int64_t cosine_topk_refine(int32_t* idx, float* score, const float* queries, int64_t M, const float* index,
+                           int64_t N, int64_t D, int64_t k, const int32_t* cand, const float* cand_score, int64_t kk,
+                           const std::vector<int32_t>& exact_rows, double eps);
+
+// Rows of x [N, D] without a direction to compare: L2 norm below 1e-12 (which
+// l2_normalize_cpu does not scale to 1) or not finite.
+std::vector<int32_t> rows_without_direction(const float* x, int64_t N, int64_t D);
 
 // Row-wise L2 normalization of a host [N, D] tensor.
 HostTensor normalize_rows(const HostTensor& x);

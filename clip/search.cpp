@@ -12,32 +12,83 @@
 
 namespace clip {
 
-bool cosine_topk_refine(int32_t* idx, float* score, const float* query, const float* index, int64_t N, int64_t D,
-                        int64_t k, const int32_t* cand, const float* cand_score, int64_t kk, double eps) {
+std::vector<int32_t> rows_without_direction(const float* x, int64_t N, int64_t D) {
+  std::vector<int32_t> rows;
+  for (int64_t n = 0; n < N; n++) {
+    double ss = 0;  // as l2_normalize_cpu
+    for (int64_t c = 0; c < D; c++) ss += (double)x[n * D + c] * x[n * D + c];
+    const float norm = (float)std::sqrt(ss);
+    if (!(norm >= 1e-12f) || std::isinf(norm)) rows.push_back((int32_t)n);
+  }
+  return rows;
+}
+
+int64_t cosine_topk_refine(int32_t* idx, float* score, const float* queries, int64_t M, const float* index,
+                           int64_t N, int64_t D, int64_t k, const int32_t* cand, const float* cand_score, int64_t kk,
+                           const std::vector<int32_t>& exact_rows, double eps) {
   CLIP_CHECK(k >= 1 && k <= kk && kk <= N, "top-k refine: need 1 <= k (%lld) <= candidates (%lld) <= N (%lld)",
              (long long)k, (long long)kk, (long long)N);
-  std::vector<std::pair<float, int32_t>> hits;
-  for (int64_t i = 0; i < kk; i++) {
-    const int32_t j = cand[i];
-    CLIP_CHECK(j >= 0 && j < N, "top-k refine: candidate %d is outside the index [0, %lld)", j, (long long)N);
-    float s;
-    cosine_sim_cpu(&s, query, index + (int64_t)j * D, 1, 1, D, 1.0f);
-    hits.push_back({std::isnan(s) ? -INFINITY : s, j});  // a NaN row ranks last (and sorts)
+  std::vector<float> qn((size_t)(M * D));
+  l2_normalize_cpu(qn.data(), queries, M, D);
+  const std::vector<int32_t> bad_queries = rows_without_direction(queries, M, D);
+  std::vector<char> on_cpu((size_t)M, 0);
+  for (int32_t m : bad_queries) on_cpu[(size_t)m] = 1;
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t m = 0; m < M; m++) {
+    if (on_cpu[(size_t)m]) continue;
+    const int32_t* c = cand + m * kk;
+    const float last = cand_score[m * kk + kk - 1];
+    bool valid = std::isfinite(last);
+    for (int64_t i = 0; i < kk; i++) valid = valid && c[i] >= 0 && c[i] < N;
+    if (!valid) {  // e.g. a query whose f16 copy is not finite: no candidate ever qualified
+      on_cpu[(size_t)m] = 1;
+      continue;
+    }
+    // The exact score of a row: the cosine of the two L2-normalized f32 rows (as
+    // cosine_topk_cpu normalizes them), summed in double.
+    auto exact = [&](int32_t j) {
+      const float* b = index + (int64_t)j * D;
+      double ss = 0, dot = 0;
+      for (int64_t e = 0; e < D; e++) ss += (double)b[e] * b[e];
+      const float inv = 1.0f / std::max((float)std::sqrt(ss), 1e-12f);
+      for (int64_t e = 0; e < D; e++) dot += (double)qn[(size_t)(m * D + e)] * (double)(b[e] * inv);
+      const float s = (float)dot;
+      return std::isnan(s) ? -INFINITY : s;  // a NaN row ranks last (and sorts)
+    };
+    std::vector<std::pair<float, int32_t>> hits;
+    for (int64_t i = 0; i < kk; i++) hits.push_back({exact(c[i]), c[i]});
+    for (int32_t j : exact_rows)
+      if (std::find(c, c + kk, j) == c + kk) hits.push_back({exact(j), j});
+    std::sort(hits.begin(), hits.end(), [](auto& a, auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    // Any other row scored at most `last` approximately, so at most last + eps exactly; the
+    // other eps covers the f32 rounding of the exact scores. Rows the approximation cannot
+    // vouch for are among the hits.
+    if (kk < N && !((double)hits[(size_t)(k - 1)].first > (double)last + 2 * eps)) {
+      on_cpu[(size_t)m] = 1;
+      continue;
+    }
+    for (int64_t i = 0; i < k; i++) {
+      idx[m * k + i] = hits[(size_t)i].second;
+      score[m * k + i] = hits[(size_t)i].first;
+    }
   }
-  std::sort(hits.begin(), hits.end(), [](auto& a, auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  });
-  // Any row that is not a candidate scored at most cand_score[kk - 1] approximately, so at
-  // most that + eps exactly; the other eps covers the f32 rounding of both exact scores.
-  if (kk < N && !((double)hits[(size_t)(k - 1)].first > (double)cand_score[kk - 1] + 2 * eps)) {
-    cosine_topk_cpu(idx, score, query, index, 1, N, D, 1.0f, k);
-    return false;
+  // The queries not settled: one batched CPU search.
+  std::vector<int64_t> rest;
+  for (int64_t m = 0; m < M; m++)
+    if (on_cpu[(size_t)m]) rest.push_back(m);
+  if (rest.empty()) return 0;
+  const int64_t R = (int64_t)rest.size();
+  std::vector<float> rq((size_t)(R * D)), rs((size_t)(R * k));
+  std::vector<int32_t> ri((size_t)(R * k));
+  for (int64_t r = 0; r < R; r++) std::copy_n(queries + rest[(size_t)r] * D, D, rq.begin() + r * D);
+  cosine_topk_cpu(ri.data(), rs.data(), rq.data(), index, R, N, D, 1.0f, k);
+  for (int64_t r = 0; r < R; r++) {
+    std::copy_n(ri.begin() + r * k, k, idx + rest[(size_t)r] * k);
+    std::copy_n(rs.begin() + r * k, k, score + rest[(size_t)r] * k);
   }
-  for (int64_t i = 0; i < k; i++) {
-    idx[i] = hits[(size_t)i].second;
-    score[i] = hits[(size_t)i].first;
-  }
-  return true;
+  return R;
 }
 
 #ifdef CLIP_HAVE_CUDA
@@ -45,7 +96,8 @@ bool cosine_topk_refine(int32_t* idx, float* score, const float* query, const fl
 // written) for the 32 best candidates of each query, which cosine_topk_refine makes exact.
 // Rows are L2-normalized before they are rounded, so no scale overflows or underflows f16:
 // each rounding then moves a unit vector by at most 2^-11 of its length, and a cosine by at
-// most ~2^-10; the f32 sums add up to (2D + 16) * 2^-24 more.
+// most ~2^-10; the f32 sums add up to (2D + 16) * 2^-24 more. Rows too short to normalize
+// (or not finite) are rescored exactly for every query.
 static void cosine_topk_cuda(int32_t* idx, float* score, const float* q, int64_t M, const float* index,
                              int64_t N, int64_t D, int64_t k) {
   const int64_t kk = std::min<int64_t>(N, 32);
@@ -76,9 +128,8 @@ static void cosine_topk_cuda(int32_t* idx, float* score, const float* q, int64_t
   std::vector<float> cand_score((size_t)(M * kk));
   copy_bytes(cand.data(), Device::cpu, Id.data(), Device::cuda, cand.size() * 4);
   copy_bytes(cand_score.data(), Device::cpu, Sd.data(), Device::cuda, cand_score.size() * 4);
-  for (int64_t m = 0; m < M; m++)
-    cosine_topk_refine(idx + m * k, score + m * k, q + m * D, index, N, D, k, cand.data() + m * kk,
-                       cand_score.data() + m * kk, kk, eps);
+  cosine_topk_refine(idx, score, q, M, index, N, D, k, cand.data(), cand_score.data(), kk,
+                     rows_without_direction(index, N, D), eps);
 }
 #endif
 
@@ -86,7 +137,7 @@ void cosine_topk(int32_t* idx, float* score, const float* queries, int64_t M, co
                  int64_t D, int64_t k, Device device) {
   CLIP_CHECK(k >= 1 && k <= N, "top-k: k = %lld must be in [1, %lld]", (long long)k, (long long)N);
 #ifdef CLIP_HAVE_CUDA
-  if (device == Device::cuda && k <= 32) {
+  if (device == Device::cuda && k <= 16) {  // 32 candidates: a margin of 16 or more
     cosine_topk_cuda(idx, score, queries, M, index, N, D, k);
     return;
   }

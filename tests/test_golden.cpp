@@ -519,64 +519,114 @@ TEST(CosineTopk, LibrarySearchMatchesBruteForce) {
 }
 
 // The GPU search's refinement, driven on the CPU by the same f16 rounding: candidates from
-// f16 copies of the normalized rows, made exact by cosine_topk_refine. With 32 candidates the
-// f32 rescoring settles it; with only k candidates the f16 order is not enough (here two hits
-// of query 2 swap in f16: exact gap 2e-6, f16 gap 1e-4) and it must search the whole index.
-TEST(CosineTopk, RefineMakesF16CandidatesExact) {
-  const int64_t M = 3, N = 5000, D = 64, k = 10;
-  auto q = test::randn((size_t)(M * D), 1), db = test::randn((size_t)(N * D), 2);
-  auto f16 = [&](const std::vector<float>& x, int64_t rows) {
+// f16 copies of the normalized rows (scored, as the kernel does, as cosines of the f16 rows),
+// made exact by cosine_topk_refine. With 32 candidates the f32 rescoring settles it; with only
+// k candidates the f16 order is not enough (here two hits of query 2 swap in f16: exact gap
+// 2e-6, f16 gap 1e-4) and every query must go to the CPU.
+struct F16Search {
+  int64_t D;
+  std::vector<float> f16(const std::vector<float>& x, int64_t rows) const {
     std::vector<float> n(x.size()), r(x.size());
     std::vector<uint16_t> h(x.size());
     l2_normalize_cpu(n.data(), x.data(), rows, D);
     convert_cpu(h.data(), DType::f16, n.data(), DType::f32, (int64_t)x.size());
     convert_cpu(r.data(), DType::f32, h.data(), DType::f16, (int64_t)x.size());
     return r;
-  };
-  const auto qh = f16(q, M), dbh = f16(db, N);
-  const double eps = std::ldexp(1.0, -9) + (2 * D + 16) * std::ldexp(1.0, -24);
-  std::vector<int32_t> want((size_t)(M * k)), got((size_t)(M * k));
-  std::vector<float> want_s((size_t)(M * k)), got_s((size_t)(M * k));
-  cosine_topk(want.data(), want_s.data(), q.data(), M, db.data(), N, D, k, Device::cpu);
-  int fallbacks[2] = {0, 0};
-  for (int64_t kk : {int64_t(32), k}) {
+  }
+  double eps() const { return std::ldexp(1.0, -9) + (2 * D + 16) * std::ldexp(1.0, -24); }
+  // cosine_topk on CUDA, with the kernel simulated: returns how many queries went to the CPU.
+  int64_t run(int32_t* idx, float* score, const std::vector<float>& q, int64_t M, const std::vector<float>& db,
+              int64_t N, int64_t k, int64_t kk, bool exact_rows = true) const {
+    const auto qh = f16(q, M), dbh = f16(db, N);
     std::vector<int32_t> cand((size_t)(M * kk));
     std::vector<float> cs((size_t)(M * kk));
     cosine_topk_cpu(cand.data(), cs.data(), qh.data(), dbh.data(), M, N, D, 1.0f, kk);
-    if (kk == k) {
-      EXPECT_NE(cand, want) << "the f16 order alone should differ here";
-    }
-    for (int64_t m = 0; m < M; m++)
-      if (!cosine_topk_refine(got.data() + m * k, got_s.data() + m * k, q.data() + m * D, db.data(), N, D, k,
-                              cand.data() + m * kk, cs.data() + m * kk, kk, eps))
-        fallbacks[kk == k]++;
-    EXPECT_EQ(got, want) << kk << " candidates";
-    for (size_t i = 0; i < got_s.size(); i++) EXPECT_NEAR(got_s[i], want_s[i], 1e-6);
+    return cosine_topk_refine(idx, score, q.data(), M, db.data(), N, D, k, cand.data(), cs.data(), kk,
+                              exact_rows ? rows_without_direction(db.data(), N, D) : std::vector<int32_t>{}, eps());
   }
-  EXPECT_EQ(fallbacks[0], 0) << "32 candidates should be enough for every query";
-  EXPECT_EQ(fallbacks[1], M) << "k candidates can never prove the k-th";
-  // A candidate list that misses a true hit, with honest approximate scores: caught.
-  std::vector<int32_t> cand(want.begin(), want.begin() + k);
-  std::vector<float> cs(want_s.begin(), want_s.begin() + k);
-  cand[0] = cand[k - 1] == 0 ? 1 : 0;
-  EXPECT_FALSE(cosine_topk_refine(got.data(), got_s.data(), q.data(), db.data(), N, D, k, cand.data(), cs.data(),
-                                  k, eps));
-  EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + k), std::vector<int32_t>(want.begin(), want.begin() + k));
+};
+
+TEST(CosineTopk, RefineMakesF16CandidatesExact) {
+  const int64_t M = 3, N = 5000, D = 64, k = 10;
+  const F16Search f{D};
+  auto q = test::randn((size_t)(M * D), 1), db = test::randn((size_t)(N * D), 2);
+  std::vector<int32_t> want((size_t)(M * k)), got((size_t)(M * k));
+  std::vector<float> want_s((size_t)(M * k)), got_s((size_t)(M * k));
+  cosine_topk(want.data(), want_s.data(), q.data(), M, db.data(), N, D, k, Device::cpu);
+  auto same = [&](const char* what) {
+    EXPECT_EQ(got, want) << what;
+    for (size_t i = 0; i < got_s.size(); i++) EXPECT_NEAR(got_s[i], want_s[i], 1e-6) << what;
+  };
+  EXPECT_EQ(f.run(got.data(), got_s.data(), q, M, db, N, k, 32), 0) << "32 candidates should settle every query";
+  same("32 candidates");
+  // The f16 order alone differs from the exact one here.
+  {
+    std::vector<int32_t> c((size_t)(M * k));
+    std::vector<float> cs((size_t)(M * k));
+    auto qh = f.f16(q, M), dbh = f.f16(db, N);
+    cosine_topk_cpu(c.data(), cs.data(), qh.data(), dbh.data(), M, N, D, 1.0f, k);
+    EXPECT_NE(c, want);
+  }
+  EXPECT_EQ(f.run(got.data(), got_s.data(), q, M, db, N, k, k), M) << "k candidates can never prove the k-th";
+  same("k candidates");
   // Every row a candidate (N <= 32): exact by rescoring alone, whatever the f16 order.
   {
     const int64_t n = 20;
-    std::vector<int32_t> c20((size_t)n), w20((size_t)k), g20((size_t)k);
-    std::vector<float> s20((size_t)n), ws((size_t)k), gs((size_t)k);
-    cosine_topk_cpu(c20.data(), s20.data(), qh.data(), dbh.data(), 1, n, D, 1.0f, n);
-    cosine_topk(w20.data(), ws.data(), q.data(), 1, db.data(), n, D, k, Device::cpu);
-    EXPECT_TRUE(cosine_topk_refine(g20.data(), gs.data(), q.data(), db.data(), n, D, k, c20.data(), s20.data(), n,
-                                   eps));
+    std::vector<float> db20(db.begin(), db.begin() + n * D);
+    std::vector<int32_t> w20((size_t)(M * k)), g20((size_t)(M * k));
+    std::vector<float> ws((size_t)(M * k)), gs((size_t)(M * k));
+    cosine_topk(w20.data(), ws.data(), q.data(), M, db20.data(), n, D, k, Device::cpu);
+    EXPECT_EQ(f.run(g20.data(), gs.data(), q, M, db20, n, k, n), 0);
     EXPECT_EQ(g20, w20);
   }
-  cand[0] = (int32_t)N;
-  EXPECT_THROW(cosine_topk_refine(got.data(), got_s.data(), q.data(), db.data(), N, D, k, cand.data(), cs.data(),
-                                  k, eps),
-               Error);
+  // Candidate lists the kernel writes when fewer than kk rows qualified (a last score of
+  // -inf) or that point outside the index: those queries go to the CPU.
+  const int64_t kk = 32;
+  std::vector<int32_t> cand((size_t)(M * kk));
+  std::vector<float> cs((size_t)(M * kk));
+  cosine_topk(cand.data(), cs.data(), q.data(), M, db.data(), N, D, kk, Device::cpu);  // exact candidates
+  cs[kk - 1] = -INFINITY;                   // query 0
+  cand[(size_t)(2 * kk + 3)] = (int32_t)N;  // query 2
+  EXPECT_EQ(cosine_topk_refine(got.data(), got_s.data(), q.data(), M, db.data(), N, D, k, cand.data(), cs.data(), kk,
+                               {}, f.eps()),
+            2);
+  same("bad candidates");
+  // A query without a direction (NaN) goes to the CPU rather than failing.
+  std::vector<float> qn(q);
+  qn[(size_t)D] = NAN;
+  std::vector<int32_t> wn((size_t)(M * k));
+  std::vector<float> wns((size_t)(M * k));
+  cosine_topk(wn.data(), wns.data(), qn.data(), M, db.data(), N, D, k, Device::cpu);
+  EXPECT_EQ(f.run(got.data(), got_s.data(), qn, M, db, N, k, 32), 1);
+  EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + k), std::vector<int32_t>(wn.begin(), wn.begin() + k));
+}
+
+// A row too short to normalize (norm below 1e-12) scores a tenth of its cosine exactly, but
+// its full cosine in f16 (the kernel normalizes the f16 row again), so no bound vouches for
+// it: it is rescored for every query. Here it is the true best hit (exact -0.099 among rows
+// at -0.5..-0.9) while its f16 score (-0.99) ranks it last.
+TEST(CosineTopk, RefineRescoresRowsWithoutDirection) {
+  const int64_t D = 8, N = 40, k = 5;
+  const F16Search f{D};
+  std::vector<float> q((size_t)D, 0.0f), db((size_t)(N * D), 0.0f);
+  q[0] = 1.0f;
+  for (int64_t n = 0; n < N; n++) {
+    const double c = -0.5 - 0.4 * (double)n / (double)(N - 1);  // cosine with q
+    db[(size_t)(n * D)] = (float)c;
+    db[(size_t)(n * D + 1)] = (float)std::sqrt(1 - c * c);
+  }
+  const int64_t tiny = 25;
+  db[(size_t)(tiny * D)] = -0.99f * 1e-13f;
+  db[(size_t)(tiny * D + 1)] = (float)std::sqrt(1 - 0.99 * 0.99) * 1e-13f;
+  ASSERT_EQ(rows_without_direction(db.data(), N, D), std::vector<int32_t>{(int32_t)tiny});
+  std::vector<int32_t> want((size_t)k), got((size_t)k);
+  std::vector<float> want_s((size_t)k), got_s((size_t)k);
+  cosine_topk(want.data(), want_s.data(), q.data(), 1, db.data(), N, D, k, Device::cpu);
+  ASSERT_EQ(want[0], tiny);
+  f.run(got.data(), got_s.data(), q, 1, db, N, k, 32, /*exact_rows=*/false);
+  EXPECT_NE(got, want) << "without rescoring that row, the bound is fooled";
+  f.run(got.data(), got_s.data(), q, 1, db, N, k, 32);
+  EXPECT_EQ(got, want);
 }
 
 TEST(CosineTopk, GpuSearchMatchesCpu) {
