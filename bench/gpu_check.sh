@@ -38,6 +38,10 @@ SANITIZER=compute-sanitizer
 command -v "$SANITIZER" >/dev/null 2>&1 || SANITIZER=/usr/local/cuda/bin/compute-sanitizer
 SUMMARY=$LOGS/summary.txt
 FAILED=0
+STEPS="build ctest e2e torch memcheck kernels profile racecheck sdpa"
+for s in ${GPU_CHECK_STEPS:-}; do
+  [[ " $STEPS " == *" $s "* ]] || { echo "GPU_CHECK_STEPS: unknown step '$s' (steps: $STEPS)"; exit 2; }
+done
 
 finish() {
   echo "== summary (logs in $LOGS)"
@@ -87,7 +91,7 @@ if [ -d .debs ] && [ ! -f /usr/include/zip.h ]; then
   rm -rf "$R" && mkdir -p "$R"
   for f in .debs/*.deb; do dpkg-deb -x "$f" "$R"; done
   DEPS_ARG="-DCLIP_DEPS_ROOT=$R"
-  OURS="export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu/openblas-openmp\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH};"
+  OURS="export LD_LIBRARY_PATH='$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu/openblas-openmp'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH};"
   note "deps:   unpacked $(ls .debs | wc -l) packages into $R"
 fi
 
@@ -98,8 +102,8 @@ fi
 # The build runs the test programs too (gtest_discover_tests), so it needs the libraries.
 step build 200 5 "$OURS cmake -B $BUILD -DCLIP_CUDA=ON -DCLIP_CUDA_ARCHS=90 -DCMAKE_BUILD_TYPE=Release $DEPS_ARG \
   && cmake --build $BUILD -j$JOBS && { ldd $BUILD/clip | grep 'not found' && exit 1 || true; }"
-if [ ! -x "$BUILD/clip" ]; then
-  note "no binary: the other steps are skipped"
+if [ ! -x "$BUILD/clip" ] || grep -q "^build .*FAILED" "$SUMMARY"; then
+  note "no fresh binary: the other steps are skipped"
   exit 1
 fi
 
