@@ -138,7 +138,9 @@ class Executor {
   virtual std::vector<HostTensor> run(const std::vector<Tensor>& inputs) = 0;
   virtual const MemoryPlan& plan() const = 0;
   // Seconds the device spent on the last run's nodes, from the first one's start to the last
-  // one's end: without the input and output copies (CUDA events; 0 on the CPU).
+  // one's end: without the input and output copies (CUDA events; 0 on the CPU). A run replayed
+  // from its CUDA graph has no gaps between kernels; an eager one (the first run, profiling, or
+  // a graph that could not be captured) also counts the time the GPU waited for launches.
   virtual double last_device_seconds() const { return 0; }
   // Runs after this add their per-node times to p (nullptr: stop profiling).
   void set_profile(OpProfile* p) { profile_ = p; }
