@@ -151,8 +151,9 @@ int64_t cosine_topk_refine(int32_t* idx, float* score, const float* queries, int
                            int64_t N, int64_t D, int64_t k, const int32_t* cand, const float* cand_score, int64_t kk,
                            const std::vector<int32_t>& exact_rows, double eps);
 
-// Rows of x [N, D] without a direction to compare: L2 norm below 1e-12 (which
-// l2_normalize_cpu does not scale to 1) or not finite.
+// Rows of x [N, D] that an f16 copy of the normalized rows does not score as the CPU does:
+// a norm above 0 but below 1e-12 (which l2_normalize_cpu does not scale to 1), or not finite.
+// Zero rows score 0 either way and are not listed.
 std::vector<int32_t> rows_without_direction(const float* x, int64_t N, int64_t D);
 
 // Row-wise L2 normalization of a host [N, D] tensor.

@@ -18,7 +18,7 @@ std::vector<int32_t> rows_without_direction(const float* x, int64_t N, int64_t D
     double ss = 0;  // as l2_normalize_cpu
     for (int64_t c = 0; c < D; c++) ss += (double)x[n * D + c] * x[n * D + c];
     const float norm = (float)std::sqrt(ss);
-    if (!(norm >= 1e-12f) || std::isinf(norm)) rows.push_back((int32_t)n);
+    if (ss != 0 && (!(norm >= 1e-12f) || std::isinf(norm))) rows.push_back((int32_t)n);
   }
   return rows;
 }

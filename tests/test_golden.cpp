@@ -618,7 +618,10 @@ TEST(CosineTopk, RefineRescoresRowsWithoutDirection) {
   const int64_t tiny = 25;
   db[(size_t)(tiny * D)] = -0.99f * 1e-13f;
   db[(size_t)(tiny * D + 1)] = (float)std::sqrt(1 - 0.99 * 0.99) * 1e-13f;
-  ASSERT_EQ(rows_without_direction(db.data(), N, D), std::vector<int32_t>{(int32_t)tiny});
+  std::vector<float> db0(db);
+  for (int64_t e = 0; e < D; e++) db0[(size_t)(3 * D + e)] = 0.0f;  // a zero row scores 0 either way
+  db0[(size_t)(7 * D)] = INFINITY;
+  ASSERT_EQ(rows_without_direction(db0.data(), N, D), (std::vector<int32_t>{7, (int32_t)tiny}));
   std::vector<int32_t> want((size_t)k), got((size_t)k);
   std::vector<float> want_s((size_t)k), got_s((size_t)k);
   cosine_topk(want.data(), want_s.data(), q.data(), 1, db.data(), N, D, k, Device::cpu);
