@@ -134,7 +134,7 @@ class Model {
 // For each of M queries [M, D], the k rows of index [N, D] with the highest cosine, best
 // first, ties to the lower index, as idx [M, k] and score [M, k]; exact either way (f32
 // scores; near-ties within the last bit may order differently between the two paths). On
-// CUDA (k <= 16) the fused GPU top-k over f16 copies finds 32 candidates per query, which
+// CUDA (k <= 16, D <= 4096) the fused GPU top-k over f16 copies finds 32 candidates per query, which
 // cosine_topk_refine makes exact; otherwise the blocked CPU top-k. Host pointers either way.
 void cosine_topk(int32_t* idx, float* score, const float* queries, int64_t M, const float* index, int64_t N,
                  int64_t D, int64_t k, Device device);

@@ -137,7 +137,8 @@ void cosine_topk(int32_t* idx, float* score, const float* queries, int64_t M, co
                  int64_t D, int64_t k, Device device) {
   CLIP_CHECK(k >= 1 && k <= N, "top-k: k = %lld must be in [1, %lld]", (long long)k, (long long)N);
 #ifdef CLIP_HAVE_CUDA
-  if (device == Device::cuda && k <= 16) {  // 32 candidates: a margin of 16 or more
+  // 32 candidates leave a margin of 16 or more; the kernel takes rows of up to 4096.
+  if (device == Device::cuda && k <= 16 && D <= 4096) {
     cosine_topk_cuda(idx, score, queries, M, index, N, D, k);
     return;
   }
