@@ -116,12 +116,10 @@ Buffer random_dev(size_t n, DType dt, uint32_t seed) {
   }
   std::vector<uint8_t> c(h.size() * dtype_size(dt));
   convert_cpu(c.data(), dt, h.data(), DType::f32, (int64_t)h.size());
-  for (size_t off = 0; off < n; off += h.size()) {
+  for (size_t off = 0; off < n; off += h.size()) {  // copy_bytes waits until the bytes landed
     const size_t m = std::min(h.size(), n - off);
-    CUDA_CHECK(cudaMemcpy((uint8_t*)b.data() + off * dtype_size(dt), c.data(),
-                          m * dtype_size(dt), cudaMemcpyHostToDevice));
+    copy_bytes((uint8_t*)b.data() + off * dtype_size(dt), Device::cuda, c.data(), Device::cpu, m * dtype_size(dt));
   }
-  CUDA_CHECK(cudaDeviceSynchronize());  // landed before the benchmark's non-blocking stream reads it
   return b;
 }
 
@@ -181,12 +179,8 @@ void bench_attention(Bench& bn, cublasHandle_t h, DType dt, int B, int T, int NH
     }
   Buffer dptr(5 * batch * sizeof(void*), Device::cuda);
   void** dp = (void**)dptr.data();
-  CUDA_CHECK(cudaMemcpy(dp, hq.data(), batch * sizeof(void*), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dp + batch, hk.data(), batch * sizeof(void*), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dp + 2 * batch, hv.data(), batch * sizeof(void*), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dp + 3 * batch, hs.data(), batch * sizeof(void*), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dp + 4 * batch, ho.data(), batch * sizeof(void*), cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaDeviceSynchronize());
+  const void* parts[] = {hq.data(), hk.data(), hv.data(), hs.data(), ho.data()};
+  for (int i = 0; i < 5; i++) copy_bytes(dp + i * batch, Device::cuda, parts[i], Device::cpu, batch * sizeof(void*));
   const float scale = 1.0f / std::sqrt((float)HS), one = 1.0f, zero = 0.0f;
   const cudaDataType_t t = cuda_t(dt);
   const double base_us = bn.time_us([&] {

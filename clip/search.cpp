@@ -103,19 +103,24 @@ static void cosine_topk_cuda(int32_t* idx, float* score, const float* q, int64_t
   const int64_t kk = std::min<int64_t>(N, 32);
   const double eps = std::ldexp(1.0, -9) + (double)(2 * D + 16) * std::ldexp(1.0, -24);
   CudaContext ctx(0);
+  // Normalized and rounded a block at a time (while the block is in cache, its rows without
+  // direction are listed too).
   auto to_f16 = [D](std::vector<uint16_t>& out, const float* x, int64_t rows) {
     out.resize((size_t)(rows * D));
     std::vector<float> block;
-    for (int64_t r0 = 0; r0 < rows; r0 += 4096) {  // normalized a block at a time
+    std::vector<int32_t> odd;
+    for (int64_t r0 = 0; r0 < rows; r0 += 4096) {
       const int64_t n = std::min<int64_t>(4096, rows - r0);
       block.resize((size_t)(n * D));
       l2_normalize_cpu(block.data(), x + r0 * D, n, D);
       convert_cpu(out.data() + r0 * D, DType::f16, block.data(), DType::f32, n * D);
+      for (int32_t r : rows_without_direction(x + r0 * D, n, D)) odd.push_back((int32_t)r0 + r);
     }
+    return odd;
   };
   std::vector<uint16_t> h, qh;
-  to_f16(h, index, N);
-  to_f16(qh, q, M);
+  const std::vector<int32_t> odd_rows = to_f16(h, index, N);
+  to_f16(qh, q, M);  // cosine_topk_refine sends queries without direction to the CPU
   Buffer Bd((size_t)(N * D) * 2, Device::cuda), Qd((size_t)(M * D) * 2, Device::cuda);
   Buffer Id((size_t)(M * kk) * 4, Device::cuda), Sd((size_t)(M * kk) * 4, Device::cuda);
   Buffer scratch(cuda::cosine_topk_scratch_bytes(M, N, (int)kk, ctx.num_sms()), Device::cuda);
@@ -128,8 +133,7 @@ static void cosine_topk_cuda(int32_t* idx, float* score, const float* q, int64_t
   std::vector<float> cand_score((size_t)(M * kk));
   copy_bytes(cand.data(), Device::cpu, Id.data(), Device::cuda, cand.size() * 4);
   copy_bytes(cand_score.data(), Device::cpu, Sd.data(), Device::cuda, cand_score.size() * 4);
-  cosine_topk_refine(idx, score, q, M, index, N, D, k, cand.data(), cand_score.data(), kk,
-                     rows_without_direction(index, N, D), eps);
+  cosine_topk_refine(idx, score, q, M, index, N, D, k, cand.data(), cand_score.data(), kk, odd_rows, eps);
 }
 #endif
 

@@ -299,7 +299,7 @@ void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t N
                    bool causal) {
   const int64_t C = NH * HS, C3 = 3 * C, Tp = (T + 15) / 16 * 16;
   static const bool avx512 = has_avx512();
-  const bool wide = avx512 && T > 64;
+  auto* head = avx512 && T > 64 ? attention_head<8, 2> : attention_head<4, 1>;
 #pragma omp parallel
   {
     std::vector<float> kt((size_t)(HS * Tp)), sc((size_t)(8 * Tp)), qs((size_t)(HS * 8));
@@ -307,12 +307,8 @@ void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t N
     for (int64_t b = 0; b < B; b++)
       for (int64_t h = 0; h < NH; h++) {
         const float* base = qkv + b * T * C3 + h * HS;
-        if (wide)
-          attention_head<8, 2>(out + b * T * C + h * HS, C, base, base + C, base + 2 * C, C3, T, HS, causal, kt.data(),
-                            sc.data(), qs.data());
-        else
-          attention_head<4, 1>(out + b * T * C + h * HS, C, base, base + C, base + 2 * C, C3, T, HS, causal, kt.data(),
-                            sc.data(), qs.data());
+        head(out + b * T * C + h * HS, C, base, base + C, base + 2 * C, C3, T, HS, causal, kt.data(), sc.data(),
+             qs.data());
       }
   }
 }

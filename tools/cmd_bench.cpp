@@ -8,10 +8,10 @@
 // input in pinned memory, its upload and the embedding download; a second set of columns
 // ("kernels") gives the device time alone, from a pass's first kernel to its last (CUDA
 // events), which is what a caller whose inputs are already on the GPU waits for, and what
-// PyTorch baselines that keep their inputs on the GPU measure. Texts are token arrays built directly: SOT + random ids + EOT
-// + zero padding, either filling all 77 positions ("text77") or 5-15 tokens long
-// ("text_short", the length of typical prompts; the model runs each batch only up to its
-// longest end-of-text).
+// PyTorch baselines that keep their inputs on the GPU measure. Texts are token arrays built
+// directly: SOT + random ids + EOT + zero padding, either filling all 77 positions ("text77")
+// or 5-15 tokens long ("text_short", the length of typical prompts; the model runs each batch
+// only up to its longest end-of-text).
 //
 // CPU f32 peak: measured, every thread running 16 independent chains of vector FMAs for 0.2 s
 // (the clock in /proc/cpuinfo is the base clock, which turbo exceeds, and a VM may report any
