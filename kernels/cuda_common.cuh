@@ -77,7 +77,11 @@ template <typename... KArgs, typename... Args>
 inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
                    cudaStream_t stream, Args&&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+#ifdef CLIP_CUDA_EMU  // the CPU emulator (tests/emu): same arguments, same checks
+  emu::launch(kernel, grid, block, smem, stream, std::forward<Args>(args)...);
+#else
   kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+#endif
   CUDA_LAUNCH_CHECK();
 }
 

@@ -2,6 +2,8 @@
 # Builds the two trees the tests run in:
 #   build/       Release; with CUDA when nvcc is present (sm_80 + sm_90); the `clip` tool at build/clip
 #   build-asan/  CPU-only, AddressSanitizer + UndefinedBehaviorSanitizer
+#   build-emu/   the CUDA code compiled as C++ on the CPU emulator (tests/emu): the GPU tests
+#                (kernels, CUDA backend, golden outputs through it) run without a GPU
 # Warnings are errors (CLIP_WERROR=OFF in the environment turns that off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +15,9 @@ if [ "${CLIP_SKIP_ASAN:-0}" != 1 ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLIP_CUDA=OFF -DCLIP_SANITIZE=ON \
     -DCLIP_WERROR="$WERROR" >/dev/null
   cmake --build build-asan -j "$JOBS"
+fi
+if [ "${CLIP_SKIP_EMU:-0}" != 1 ]; then
+  cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DCLIP_CUDA=OFF -DCLIP_CUDA_EMU=ON \
+    -DCLIP_WERROR="$WERROR" >/dev/null
+  cmake --build build-emu -j "$JOBS" --target clip test_kernels test_golden test_cli test_emu
 fi

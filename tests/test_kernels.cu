@@ -774,6 +774,17 @@ TEST_P(GraphTest, CudaMatchesCpu) {
     EXPECT_EQ(std::memcmp(out1[i].f32(), out2[i].f32(), n * 4), 0)
         << names[i] << ": graph replay differs from the first run";
   }
+  // A replay with other inputs computes from those inputs (they are copied in every run).
+  std::vector<int32_t> ids2(kB * kT), eot2 = {4, kT - 2};
+  for (int i = 0; i < kB * kT; i++) ids2[i] = (i * 11 + 3) % kV;
+  const std::vector<Tensor> in2 = {Tensor(ids2.data(), DType::i32, Shape{kB, kT}),
+                                   Tensor(eot2.data(), DType::i32, Shape{kB})};
+  auto ref2 = compile_cpu(cpu.g)->run(in2);
+  auto out3 = exe->run(in2);
+  for (size_t i = 0; i < ref2.size(); i++) {
+    auto r = test::compare(out3[i].f32(), ref2[i].f32(), ref2[i].t.numel(), tol, tol);
+    EXPECT_TRUE(r.ok) << names[i] << " (replay with other inputs): " << r.report;
+  }
   // Bad token ids are an error on the host, never a device read out of bounds.
   std::vector<int32_t> bad_ids = ids;
   bad_ids[3] = kV;

@@ -1,0 +1,235 @@
+// The CUDA emulator itself (tests/emu/simt.h), built only with -DCLIP_CUDA_EMU=ON: its
+// collectives compute what CUDA defines, and the mistakes it promises to catch are caught.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <mma.h>
+
+#include "kernels/cuda_common.cuh"
+
+namespace clip::cuda {
+namespace {
+
+template <typename T> struct Dev {
+  T* p = nullptr;
+  size_t n;
+  explicit Dev(size_t n_) : n(n_) { CUDA_CHECK(cudaMalloc((void**)&p, n * sizeof(T))); }
+  ~Dev() { cudaFree(p); }
+  std::vector<T> get() const {
+    std::vector<T> h(n);
+    CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+  void put(const std::vector<T>& h) { CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice)); }
+};
+
+// The message of the clip::Error that f throws ("" if none).
+template <typename F> std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+__global__ void shuffles(int* out) {
+  const int t = threadIdx.x, lane = t % 32;
+  int* o = out + t * 5;
+  o[0] = __shfl_xor_sync(0xffffffffu, t, 5);
+  o[1] = __shfl_up_sync(0xffffffffu, t, 3);
+  o[2] = __shfl_down_sync(0xffffffffu, t, 3, 16);
+  o[3] = __shfl_sync(0xffffffffu, t, 7, 8);
+  o[4] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);
+}
+
+TEST(Emulator, ShufflesAndBallotAreCudas) {
+  Dev<int> out(64 * 5);
+  launch(shuffles, dim3(1), dim3(64), 0, nullptr, out.p);
+  const auto o = out.get();
+  unsigned every_third = 0;
+  for (int l = 0; l < 32; l += 3) every_third |= 1u << l;
+  for (int t = 0; t < 64; t++) {
+    const int lane = t % 32, warp0 = t - lane;
+    EXPECT_EQ(o[t * 5 + 0], warp0 + (lane ^ 5)) << t;
+    EXPECT_EQ(o[t * 5 + 1], lane >= 3 ? t - 3 : t) << t;                // below lane 0: own value
+    EXPECT_EQ(o[t * 5 + 2], lane % 16 + 3 < 16 ? t + 3 : t) << t;       // past the 16-lane segment
+    EXPECT_EQ(o[t * 5 + 3], warp0 + lane / 8 * 8 + 7) << t;             // lane 7 of each 8
+    EXPECT_EQ((unsigned)o[t * 5 + 4], every_third) << t;
+  }
+}
+
+// One warp multiplies A [16x16] by B [16x8] through mma.m16n8k16 with fragments built as the
+// PTX ISA lays them out (g = lane / 4, t = lane % 4): A's register i holds (g + 8 (i % 2),
+// 2t + 8 (i / 2) + {0, 1}); B's register i holds (k = 2t + 8i + {0, 1}, n = g); C's c[i] is
+// (g + 8 (i / 2), 2t + i % 2).
+__global__ void mma_one(float* d, const __half* a, const __half* b) {
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  auto pack = [](__half lo, __half hi) { return (uint32_t)lo.__x | (uint32_t)hi.__x << 16; };
+  uint32_t ra[4];
+  for (int i = 0; i < 4; i++) {
+    const int r = g + 8 * (i % 2), c = 2 * t + 8 * (i / 2);
+    ra[i] = pack(a[r * 16 + c], a[r * 16 + c + 1]);
+  }
+  const int k0 = 2 * t, k1 = 2 * t + 8;  // b is [k][n] row-major
+  const uint32_t b0 = pack(b[k0 * 8 + g], b[(k0 + 1) * 8 + g]), b1 = pack(b[k1 * 8 + g], b[(k1 + 1) * 8 + g]);
+  float c[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+  emu::mma_m16n8k16<__half>(c, ra, b0, b1);
+  for (int i = 0; i < 4; i++) d[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = c[i];
+}
+
+TEST(Emulator, MmaUsesThePtxFragmentLayout) {
+  std::vector<__half> a(256), b(128);
+  std::vector<float> af(256), bf(128);
+  for (int i = 0; i < 256; i++) af[i] = __half2float(a[i] = __float2half_rn((float)((i * 7) % 13 - 6) / 8));
+  for (int i = 0; i < 128; i++) bf[i] = __half2float(b[i] = __float2half_rn((float)((i * 5) % 11 - 5) / 4));
+  Dev<__half> da(256), db(128);
+  Dev<float> dd(128);
+  da.put(a);
+  db.put(b);
+  launch(mma_one, dim3(1), dim3(32), 0, nullptr, dd.p, (const __half*)da.p, (const __half*)db.p);
+  const auto d = dd.get();
+  for (int r = 0; r < 16; r++)
+    for (int n = 0; n < 8; n++) {
+      float s = 1.0f;
+      for (int k = 0; k < 16; k++) s += af[r * 16 + k] * bf[k * 8 + n];
+      EXPECT_NEAR(d[r * 8 + n], s, 1e-4) << r << "," << n;
+    }
+}
+
+__global__ void wmma_one(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b) {
+  using namespace nvcuda;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::fill_fragment(acc, 0.5f);
+  wmma::load_matrix_sync(fa, a, 16);
+  wmma::load_matrix_sync(fb, b, 16);  // column-major: element (k, n) at b[n * 16 + k]
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+
+TEST(Emulator, WmmaComputesTheProduct) {
+  std::vector<__nv_bfloat16> a(256), b(256);
+  std::vector<float> af(256), bf(256);
+  for (int i = 0; i < 256; i++) {
+    af[i] = __bfloat162float(a[i] = __float2bfloat16_rn((float)((i * 3) % 7 - 3)));
+    bf[i] = __bfloat162float(b[i] = __float2bfloat16_rn((float)((i * 5) % 9 - 4) / 2));
+  }
+  Dev<__nv_bfloat16> da(256), db(256);
+  Dev<float> dd(256);
+  da.put(a);
+  db.put(b);
+  launch(wmma_one, dim3(1), dim3(32), 0, nullptr, dd.p, (const __nv_bfloat16*)da.p, (const __nv_bfloat16*)db.p);
+  const auto d = dd.get();
+  for (int r = 0; r < 16; r++)
+    for (int n = 0; n < 16; n++) {
+      float s = 0.5f;
+      for (int k = 0; k < 16; k++) s += af[r * 16 + k] * bf[n * 16 + k];
+      EXPECT_EQ(d[r * 16 + n], s) << r << "," << n;  // small integers and halves: exact
+    }
+}
+
+// buf[t] written by thread t and read by thread 63 - t, with or without the barrier between.
+__global__ void exchange(int* out, int seed, bool barrier) {
+  __shared__ int buf[64];
+  const int t = threadIdx.x;
+  buf[t] = seed + t;
+  if (barrier) __syncthreads();
+  out[t] = buf[63 - t];
+}
+
+TEST(Emulator, MissingBarrierShows) {
+  Dev<int> out(64);
+  for (int seed : {0, 1000}) {
+    launch(exchange, dim3(1), dim3(64), 0, nullptr, out.p, seed, true);
+    const auto o = out.get();
+    for (int t = 0; t < 64; t++) EXPECT_EQ(o[t], seed + 63 - t);
+  }
+  launch(exchange, dim3(1), dim3(64), 0, nullptr, out.p, 2000, false);
+  const auto o = out.get();
+  int stale = 0;
+  for (int t = 0; t < 64; t++) stale += o[t] != 2000 + 63 - t;
+  EXPECT_GT(stale, 0) << "a warp that runs ahead must read what the next warp has not written yet";
+}
+
+__global__ void shuffle_in_half_the_warp(int* out) {
+  int v = threadIdx.x;
+  if (threadIdx.x % 32 < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);
+  out[threadIdx.x] = v;
+}
+__global__ void different_collectives(int* out) {
+  if (threadIdx.x == 0) __syncwarp();
+  else out[threadIdx.x] = (int)__ballot_sync(0xffffffffu, 1);
+}
+__global__ void barrier_against_collective(int* out) {
+  if (threadIdx.x == 37) __syncthreads();
+  else if (threadIdx.x >= 32) __syncwarp();
+  else __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+TEST(Emulator, BrokenCollectivesAreErrors) {
+  Dev<int> out(64);
+  EXPECT_NE(error_of([&] { launch(shuffle_in_half_the_warp, dim3(1), dim3(32), 0, nullptr, out.p); })
+                .find("exited while lanes of its warp wait for it at __shfl_xor_sync"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { launch(different_collectives, dim3(1), dim3(32), 0, nullptr, out.p); })
+                .find("is at __ballot_sync (mask ffffffff) while other lanes are at __syncwarp"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { launch(barrier_against_collective, dim3(2), dim3(64), 0, nullptr, out.p); })
+                .find("no thread can go on"),
+            std::string::npos);
+  // The emulator is usable again after a failed launch.
+  launch(shuffles, dim3(1), dim3(64), 0, nullptr, Dev<int>(64 * 5).p);
+}
+
+__global__ void add_one(int* x) { x[threadIdx.x] += 1; }
+
+TEST(Emulator, KernelPointersMustBeDeviceMemory) {
+  std::vector<int> host(32);
+  EXPECT_NE(error_of([&] { launch(add_one, dim3(1), dim3(32), 0, nullptr, host.data()); }).find("is not device memory"),
+            std::string::npos);
+  Dev<int> x(32);
+  CUDA_CHECK(cudaMemset(x.p, 0, 32 * sizeof(int)));
+  launch(add_one, dim3(1), dim3(32), 0, nullptr, x.p);
+  EXPECT_EQ(x.get(), std::vector<int>(32, 1));
+  EXPECT_NE(error_of([&] { launch(add_one, dim3(1), dim3(2048), 0, nullptr, x.p); }).find("invalid launch configuration"),
+            std::string::npos);
+  // Copies must stay inside their allocation, and device memory starts as NaN bytes.
+  std::vector<int> big(33);
+  EXPECT_EQ(cudaMemcpy(big.data(), x.p, 33 * sizeof(int), cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  Dev<float> fresh(4);
+  for (float v : fresh.get()) EXPECT_TRUE(std::isnan(v));
+}
+
+TEST(Emulator, CaptureRecordsAndGraphsReplay) {
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  Dev<int> x(32);
+  CUDA_CHECK(cudaMemset(x.p, 0, 32 * sizeof(int)));
+  CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  launch(add_one, dim3(1), dim3(32), 0, s, x.p);
+  EXPECT_EQ(cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorStreamCaptureUnsupported);
+  cudaGetLastError();
+  cudaGraph_t g;
+  CUDA_CHECK(cudaStreamEndCapture(s, &g));
+  EXPECT_EQ(x.get(), std::vector<int>(32, 0)) << "a captured launch must not run";
+  cudaGraphExec_t e;
+  CUDA_CHECK(cudaGraphInstantiate(&e, g, 0));
+  CUDA_CHECK(cudaGraphLaunch(e, s));
+  CUDA_CHECK(cudaGraphLaunch(e, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  EXPECT_EQ(x.get(), std::vector<int>(32, 2));
+  cudaGraphExecDestroy(e);
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+}
+
+}  // namespace
+}  // namespace clip::cuda
