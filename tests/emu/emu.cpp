@@ -6,6 +6,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,7 @@ struct WarpState {
   size_t in_size = 0, out_size = 0;
   Combine combine = nullptr;
   unsigned char in[32 * 64], out[32 * 64];
+  void* dest[32];  // each waiting lane's result variable (on its own stack)
 };
 
 struct Block {
@@ -75,6 +78,7 @@ struct Stacks {
 };
 
 thread_local Block* g_block = nullptr;
+thread_local unsigned g_launches = 0;  // alternates the orders below from launch to launch
 std::mutex g_launch_mutex;  // __shared__ variables are static: one launch at a time
 
 Fiber& self() { return g_block->fibers[(size_t)g_block->current]; }
@@ -148,16 +152,19 @@ void run_block(Block& b, const Stacks& stacks, bool reverse) {
   b.error.clear();
   // One warp at a time runs until all its threads wait at __syncthreads or have exited, so a
   // missing barrier shows: a warp that runs ahead overwrites shared memory that the next ones
-  // still had to read, or reads what they have not written yet. Odd blocks take the warps in
-  // reverse order, so the race shows whichever warp it favours.
+  // still had to read, or reads what they have not written yet. Every other block takes the
+  // warps in reverse order (and every other launch its lanes), so a race shows whichever
+  // thread it favours.
   const int nw = (int)b.warps.size();
   while (b.live > 0) {
     bool ran = false;
     for (int k = 0; k < nw && b.error.empty(); k++) {
       const int w = reverse ? nw - 1 - k : k;
+      const int l0 = w * 32, nl = std::min(b.n, l0 + 32) - l0;
       for (bool warp_ran = true; warp_ran && b.error.empty();) {
         warp_ran = false;
-        for (int i = w * 32; i < std::min(b.n, w * 32 + 32) && b.error.empty(); i++) {
+        for (int j = 0; j < nl && b.error.empty(); j++) {
+          const int i = g_launches % 2 ? l0 + nl - 1 - j : l0 + j;
           Fiber& f = b.fibers[(size_t)i];
           if (f.done || f.wait != Wait::none) continue;
           resume(b, i);
@@ -208,17 +215,25 @@ void warp_collective(const char* what, unsigned mask, const void* in, size_t in_
     kernel_error("warp %d: lane %d is at %s (mask %08x) while other lanes are at %s (mask %08x)", me / 32, lane,
                  what, mask, w.what, w.mask);
   }
+  for (int l = 0; l < 32; l++)
+    if ((mask >> l & 1) && me / 32 * 32 + l < b.n && b.fibers[(size_t)(me / 32 * 32 + l)].done)
+      kernel_error("%s: lane %d of warp %d is in the mask %08x but has exited", what, l, me / 32, mask);
   std::memcpy(w.in + (size_t)lane * in_size, in, in_size);
+  w.dest[lane] = out;
   self().wait = Wait::warp;
-  if (++w.arrived == __builtin_popcount(mask)) {
-    combine(w.in, w.out, mask);
-    for (int l = 0; l < 32; l++)
-      if (mask >> l & 1) b.fibers[(size_t)(me / 32 * 32 + l)].wait = Wait::none;
-    w.arrived = 0;
-  } else {
-    yield();
+  if (++w.arrived < __builtin_popcount(mask)) {
+    yield();  // the last lane to arrive has written our result
+    return;
   }
-  std::memcpy(out, w.out + (size_t)lane * out_size, out_size);
+  // The results go straight to every lane's variable, so a lane that runs on into its next
+  // collective cannot overwrite the result of one that has not resumed yet.
+  combine(w.in, w.out, mask);
+  for (int l = 0; l < 32; l++)
+    if (mask >> l & 1) {
+      std::memcpy(w.dest[l], w.out + (size_t)l * out_size, out_size);
+      b.fibers[(size_t)(me / 32 * 32 + l)].wait = Wait::none;
+    }
+  w.arrived = 0;
 }
 
 void kernel_error(const char* fmt, ...) {
@@ -232,14 +247,20 @@ void kernel_error(const char* fmt, ...) {
   _longjmp(b.scheduler, 1);  // the fiber is never resumed
 }
 
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+void check_config(dim3 grid, dim3 block) {
   const uint64_t n = (uint64_t)block.x * block.y * block.z;
   if (n == 0 || n > kMaxThreads || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
       grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
     clip::fail("CUDA emulator: invalid launch configuration: grid (%u, %u, %u), block (%u, %u, %u)", grid.x, grid.y,
                grid.z, block.x, block.y, block.z);
+}
+
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+  check_config(grid, block);
+  const uint64_t n = (uint64_t)block.x * block.y * block.z;
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   static thread_local Stacks stacks;
+  const unsigned launch = g_launches++;
   Block b;
   b.n = (int)n;
   b.fibers.resize(n);
@@ -249,17 +270,19 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
   g_block = &b;
   gridDim = grid;
   blockDim = block;
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        blockIdx = {x, y, z};
-        run_block(b, stacks, (x + y + z) % 2 == 1);
-        if (!b.error.empty()) {
-          g_block = outer;
-          clip::fail("CUDA emulator: kernel failed in block (%u, %u, %u) of grid (%u, %u, %u), block size (%u, %u, %u): %s",
-                     x, y, z, grid.x, grid.y, grid.z, block.x, block.y, block.z, b.error.c_str());
-        }
-      }
+  // Blocks in order, or (every other launch) in reverse order: no block may count on another.
+  const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
+  for (uint64_t k = 0; k < nblocks; k++) {
+    const uint64_t i = launch % 2 ? nblocks - 1 - k : k;
+    const unsigned x = (unsigned)(i % grid.x), y = (unsigned)(i / grid.x % grid.y), z = (unsigned)(i / grid.x / grid.y);
+    blockIdx = {x, y, z};
+    run_block(b, stacks, (i + launch / 2) % 2 == 1);
+    if (!b.error.empty()) {
+      g_block = outer;
+      clip::fail("CUDA emulator: kernel failed in block (%u, %u, %u) of grid (%u, %u, %u), block size (%u, %u, %u): %s",
+                 x, y, z, grid.x, grid.y, grid.z, block.x, block.y, block.z, b.error.c_str());
+    }
+  }
   g_block = outer;
 }
 
@@ -278,15 +301,14 @@ struct Allocation {
 std::mutex g_mem_mutex;
 std::map<uintptr_t, Allocation> g_allocs;  // by start address
 
-// The allocation holding [p, p + n), or null.
-const Allocation* find_alloc(const void* p, size_t n, uintptr_t* start = nullptr) {
+// The allocation holding [p, p + n), if any (a copy: another thread may free it).
+std::optional<Allocation> find_alloc(const void* p, size_t n) {
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   auto it = g_allocs.upper_bound((uintptr_t)p);
-  if (it == g_allocs.begin()) return nullptr;
+  if (it == g_allocs.begin()) return std::nullopt;
   --it;
-  if ((uintptr_t)p + n > it->first + it->second.size) return nullptr;
-  if (start) *start = it->first;
-  return &it->second;
+  if ((uintptr_t)p + n > it->first + it->second.size) return std::nullopt;
+  return it->second;
 }
 
 thread_local cudaError_t g_last = cudaSuccess;
@@ -308,10 +330,16 @@ void emu::check_device_pointer(const void* p, const char* what) {
                what, p);
 }
 
+namespace {
+cudaError_t refuse_during_capture(const char* call);
+cudaError_t run_queues(bool non_blocking_too, CUstream_st* only);
+}  // namespace
+
 // Device memory ends at a guard page (reads past the end fault, short of the 256-byte rounding)
 // and starts as 0xFF bytes (NaN in f32, f16 and bf16), as unwritten memory must not be zeros.
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   *p = nullptr;
+  if (cudaError_t e = refuse_during_capture("cudaMalloc")) return e;
   if (bytes == 0) return cudaSuccess;
   const size_t page = (size_t)sysconf(_SC_PAGESIZE), rounded = (bytes + 255) / 256 * 256;
   const size_t map_size = (rounded + page - 1) / page * page + page;
@@ -329,15 +357,19 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  if (cudaError_t e = refuse_during_capture("cudaFree")) return e;
+  const cudaError_t pending = run_queues(true, nullptr);  // cudaFree waits for the device
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   auto it = g_allocs.find((uintptr_t)p);
   if (it == g_allocs.end() || !it->second.device) return set_error(cudaErrorInvalidValue, "cudaFree of a pointer not from cudaMalloc");
   munmap(it->second.map_base, it->second.map_size);
   g_allocs.erase(it);
-  return cudaSuccess;
+  return pending;
 }
 
 cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  *p = nullptr;
+  if (cudaError_t e = refuse_during_capture("cudaMallocHost")) return e;
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
   if (!*p) return set_error(cudaErrorMemoryAllocation);
   std::lock_guard<std::mutex> lock(g_mem_mutex);
@@ -347,15 +379,23 @@ cudaError_t cudaMallocHost(void** p, size_t bytes) {
 
 cudaError_t cudaFreeHost(void* p) {
   if (!p) return cudaSuccess;
+  if (cudaError_t e = refuse_during_capture("cudaFreeHost")) return e;
+  const cudaError_t pending = run_queues(true, nullptr);  // waits for the device
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   auto it = g_allocs.find((uintptr_t)p);
   if (it == g_allocs.end() || it->second.device) return set_error(cudaErrorInvalidValue, "cudaFreeHost of a pointer not from cudaMallocHost");
   g_allocs.erase(it);
   std::free(p);
-  return cudaSuccess;
+  return pending;
 }
 
 // ---- streams, graphs, events --------------------------------------------------------------
+// Work is queued per stream and runs only when the host waits for it, as on a GPU: at
+// cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree, and at a synchronous copy or memset
+// (which wait for the legacy stream and the blocking streams, not for non-blocking ones). So a
+// result read before its stream was synchronized is stale; an asynchronous copy to the host
+// fills its destination with 0xFF bytes (NaN) when it is queued, so such a read shows. A
+// kernel that fails reports at that synchronization, with the emulator's message.
 
 struct CUgraph_st {
   std::vector<std::function<void()>> nodes;
@@ -364,7 +404,10 @@ struct CUgraphExec_st {
   std::vector<std::function<void()>> nodes;
 };
 struct CUstream_st {
-  std::unique_ptr<CUgraph_st> capture;  // non-null while capturing
+  bool blocking = true;                 // waits for (and is waited for by) the legacy stream
+  std::unique_ptr<CUgraph_st> capture;  // non-null while captured
+  bool invalidated = false;             // an illegal call during the capture
+  std::vector<std::function<void()>> queue;
 };
 struct CUevent_st {
   bool recorded = false;
@@ -372,21 +415,60 @@ struct CUevent_st {
 };
 
 namespace {
-thread_local int g_capturing = 0;  // streams of this thread being captured
+std::mutex g_streams_mutex;
+std::vector<CUstream_st*> g_streams;  // created and not destroyed
+CUstream_st g_legacy;
+thread_local CUstream_st* g_captured = nullptr;  // the stream this thread captures
 
-bool capturing(cudaStream_t s) { return s && s->capture; }
+CUstream_st* resolve(cudaStream_t s) { return s ? s : &g_legacy; }
 
-// A synchronous call is illegal while this thread captures a stream (the real runtime
-// invalidates the capture).
+// Runs the queued work of the streams; a kernel's failure becomes the call's error.
+cudaError_t run_queues(bool non_blocking_too, CUstream_st* only = nullptr) {
+  std::vector<CUstream_st*> streams;
+  if (only) {
+    streams.push_back(only);
+  } else {
+    std::lock_guard<std::mutex> lock(g_streams_mutex);
+    streams.push_back(&g_legacy);
+    for (CUstream_st* s : g_streams)
+      if (s->blocking || non_blocking_too) streams.push_back(s);
+  }
+  try {
+    for (CUstream_st* s : streams) {
+      std::vector<std::function<void()>> q;
+      q.swap(s->queue);
+      for (auto& work : q) work();
+    }
+  } catch (const std::exception& e) {
+    return set_error(cudaErrorLaunchFailure, e.what());
+  }
+  return cudaSuccess;
+}
+
+// Calls that synchronize or allocate are illegal while this thread captures a stream (modes
+// Global and ThreadLocal): the call fails and the capture is invalidated.
 cudaError_t refuse_during_capture(const char* call) {
-  if (g_capturing)
-    return set_error(cudaErrorStreamCaptureUnsupported, clip::strprintf("%s while a stream is being captured", call));
+  if (!g_captured) return cudaSuccess;
+  g_captured->invalidated = true;
+  return set_error(cudaErrorStreamCaptureUnsupported, clip::strprintf("%s while a stream is being captured", call));
+}
+
+cudaError_t enqueue(cudaStream_t s, std::function<void()> work) {
+  if (s && s->capture) {
+    s->capture->nodes.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  if (!s && g_captured) {  // the legacy stream would synchronize with the captured one
+    g_captured->invalidated = true;
+    return set_error(cudaErrorStreamCaptureImplicit, "work on the legacy stream while a stream is being captured");
+  }
+  resolve(s)->queue.push_back(std::move(work));
   return cudaSuccess;
 }
 
 // Checks that [p, p + n) is memory the copy's kind says it is.
 cudaError_t check_copy_side(const void* p, size_t n, bool device, const char* side) {
-  const Allocation* a = find_alloc(p, n);
+  const std::optional<Allocation> a = find_alloc(p, n);
   if (device && (!a || !a->device))
     return set_error(cudaErrorInvalidValue, clip::strprintf("cudaMemcpy: %s [%p, +%zu) is not inside one cudaMalloc allocation", side, p, n));
   if (!device && a && a->device)
@@ -395,8 +477,7 @@ cudaError_t check_copy_side(const void* p, size_t n, bool device, const char* si
 }
 
 cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
-  if (n == 0) return cudaSuccess;
-  if (kind == cudaMemcpyDefault) return cudaSuccess;
+  if (n == 0 || kind == cudaMemcpyDefault) return cudaSuccess;
   const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   cudaError_t e = check_copy_side(src, n, src_dev, "source");
@@ -404,40 +485,53 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 }
 }  // namespace
 
-void emu::submit(cudaStream_t s, std::function<void()> work) {
-  if (capturing(s))
-    s->capture->nodes.push_back(std::move(work));
-  else
-    work();
-}
+void emu::submit(cudaStream_t s, std::function<void()> work) { enqueue(s, std::move(work)); }
 
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
   *s = new CUstream_st;
+  (*s)->blocking = !(flags & cudaStreamNonBlocking);
+  std::lock_guard<std::mutex> lock(g_streams_mutex);
+  g_streams.push_back(*s);
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  if (capturing(s)) g_capturing--;
+  if (!s) return set_error(cudaErrorInvalidResourceHandle);
+  if (g_captured == s) g_captured = nullptr;
+  const cudaError_t e = run_queues(false, s);  // its work completes
+  {
+    std::lock_guard<std::mutex> lock(g_streams_mutex);
+    g_streams.erase(std::remove(g_streams.begin(), g_streams.end(), s), g_streams.end());
+  }
   delete s;
-  return cudaSuccess;
+  return e;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-  if (capturing(s)) return set_error(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize of a stream being captured");
-  return cudaSuccess;
+  if (s && s->capture) {
+    s->invalidated = true;
+    return set_error(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize of a stream being captured");
+  }
+  return s ? run_queues(false, s) : run_queues(false);
 }
-cudaError_t cudaDeviceSynchronize() { return refuse_during_capture("cudaDeviceSynchronize"); }
+cudaError_t cudaDeviceSynchronize() {
+  if (cudaError_t e = refuse_during_capture("cudaDeviceSynchronize")) return e;
+  return run_queues(true);
+}
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode) {
-  if (!s) return set_error(cudaErrorStreamCaptureUnsupported, "capturing the legacy default stream");
-  if (s->capture) return set_error(cudaErrorIllegalState, "cudaStreamBeginCapture of a stream already being captured");
+  if (!s) return set_error(cudaErrorStreamCaptureUnsupported, "capturing the legacy stream");
+  if (g_captured) return set_error(cudaErrorIllegalState, "cudaStreamBeginCapture while this thread captures a stream");
   s->capture = std::make_unique<CUgraph_st>();
-  g_capturing++;
+  s->invalidated = false;
+  g_captured = s;
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
   *graph = nullptr;
-  if (!capturing(s)) return set_error(cudaErrorIllegalState, "cudaStreamEndCapture of a stream not being captured");
-  *graph = s->capture.release();
-  g_capturing--;
+  if (!s || !s->capture) return set_error(cudaErrorIllegalState, "cudaStreamEndCapture of a stream not being captured");
+  std::unique_ptr<CUgraph_st> g = std::move(s->capture);
+  if (g_captured == s) g_captured = nullptr;
+  if (s->invalidated) return set_error(cudaErrorStreamCaptureInvalidated, "the capture was invalidated by an illegal call");
+  *graph = g.release();
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
@@ -447,7 +541,8 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   if (!exec) return set_error(cudaErrorInvalidValue);
-  for (const auto& node : exec->nodes) emu::submit(s, node);
+  for (const auto& node : exec->nodes)
+    if (cudaError_t e = enqueue(s, node)) return e;
   return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
@@ -469,14 +564,15 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return set_error(cudaErrorInvalidResourceHandle);
-  emu::submit(s, [e] {
+  e->recorded = false;
+  return enqueue(s, [e] {
     e->recorded = true;
     e->t = std::chrono::steady_clock::now();
   });
-  return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (!start || !end || !start->recorded || !end->recorded) return set_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime of an event never recorded");
+  if (!start || !end) return set_error(cudaErrorInvalidResourceHandle);
+  if (!start->recorded || !end->recorded) return set_error(cudaErrorNotReady, "cudaEventElapsedTime of an event that has not happened");
   *ms = std::chrono::duration<float, std::milli>(end->t - start->t).count();
   return cudaSuccess;
 }
@@ -486,22 +582,26 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   if (cudaError_t e = refuse_during_capture("cudaMemcpy")) return e;
   if (cudaError_t e = check_copy(dst, src, n, kind)) return e;
+  if (cudaError_t e = run_queues(false)) return e;
   if (n) std::memmove(dst, src, n);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
   if (cudaError_t e = check_copy(dst, src, n, kind)) return e;
-  if (n) emu::submit(s, [=] { std::memmove(dst, src, n); });
-  return cudaSuccess;
+  if (n == 0) return cudaSuccess;
+  if (kind == cudaMemcpyDeviceToHost && !(s && s->capture)) std::memset(dst, 0xFF, n);  // not there yet
+  return enqueue(s, [=] { std::memmove(dst, src, n); });
 }
 cudaError_t cudaMemset(void* p, int value, size_t n) {
   if (cudaError_t e = refuse_during_capture("cudaMemset")) return e;
-  return cudaMemsetAsync(p, value, n, nullptr);
+  if (n && !find_alloc(p, n)) return set_error(cudaErrorInvalidValue, "cudaMemset outside device memory");
+  if (cudaError_t e = run_queues(false)) return e;
+  if (n) std::memset(p, value, n);
+  return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t s) {
   if (n && !find_alloc(p, n)) return set_error(cudaErrorInvalidValue, "cudaMemset outside device memory");
-  if (n) emu::submit(s, [=] { std::memset(p, value, n); });
-  return cudaSuccess;
+  return n ? enqueue(s, [=] { std::memset(p, value, n); }) : cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceCount(int* count) {
@@ -544,6 +644,10 @@ const char* cudaGetErrorString(cudaError_t e) {
                    : e == cudaErrorInvalidResourceHandle ? "invalid resource handle"
                    : e == cudaErrorIllegalState ? "illegal state"
                    : e == cudaErrorStreamCaptureUnsupported ? "operation not permitted when stream is capturing"
+                   : e == cudaErrorStreamCaptureInvalidated ? "operation failed due to a previous error during capture"
+                   : e == cudaErrorStreamCaptureImplicit ? "operation would make the legacy stream depend on a capturing blocking stream"
+                   : e == cudaErrorNotReady ? "device not ready"
+                   : e == cudaErrorLaunchFailure ? "unspecified launch failure"
                    : "unknown error";
   s = g_last_message.empty() || e == cudaSuccess ? name : clip::strprintf("%s (emulator: %s)", name, g_last_message.c_str());
   return s.c_str();
@@ -703,12 +807,19 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
   op_shape(b, d->tb, &K2, &N);
   auto inside = [](const void* p, const cublasLtMatrixLayoutOpaque_t* l) {
     const size_t bytes = ((l->cols - 1) * (uint64_t)l->ld + l->rows) * type_size(l->type);
-    const Allocation* al = find_alloc(p, bytes);
+    const std::optional<Allocation> al = find_alloc(p, bytes);
     return al && al->device;
   };
   const float al = *(const float*)alpha, be = *(const float*)beta;
   if (!inside(A, a) || !inside(B, b) || !inside(D, dl) || (be != 0.0f && !inside(C, c)))
     return CUBLAS_STATUS_INVALID_VALUE;
+  auto span = [](const void* p, const cublasLtMatrixLayoutOpaque_t* l) {
+    return std::make_pair((uintptr_t)p, (uintptr_t)p + ((l->cols - 1) * (uint64_t)l->ld + l->rows) * type_size(l->type));
+  };
+  auto overlap = [](std::pair<uintptr_t, uintptr_t> x, std::pair<uintptr_t, uintptr_t> y) {
+    return x.first < y.second && y.first < x.second;
+  };
+  if (overlap(span(D, dl), span(A, a)) || overlap(span(D, dl), span(B, b))) return CUBLAS_STATUS_INVALID_VALUE;
   const void* ptrs[4] = {A, B, C, D};
   for (int i = 0; i < 4; i++)
     if ((i != 2 || be != 0.0f) && alignment_of(ptrs[i]) < algo->data[i]) return CUBLAS_STATUS_INVALID_VALUE;
@@ -718,7 +829,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     return CUBLAS_STATUS_INVALID_VALUE;  // the bias epilogue reads vectors
   const auto la = *a, lb = *b, lc = *c, ld = *dl;
   const auto ta = d->ta, tb = d->tb;
-  emu::submit(stream, [=] {
+  const cudaError_t queued = enqueue(stream, [=] {
     // op(A) rows and op(B) columns as contiguous f32 vectors of K.
     std::vector<float> ar(M * K), bc(N * K);
     for (uint64_t i = 0; i < M; i++)
@@ -744,5 +855,5 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         store_elem(D, ld.type, j * ld.ld + i, v);
       }
   });
-  return CUBLAS_STATUS_SUCCESS;
+  return queued == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }

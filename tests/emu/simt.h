@@ -40,8 +40,10 @@ typedef CUstream_st* cudaStream_t;
 
 namespace emu {
 
+// Throws clip::Error unless grid and block are a valid launch configuration.
+void check_config(dim3 grid, dim3 block);
 // Runs grid x block threads, each calling `body` (the kernel with its arguments bound).
-// Throws clip::Error on a bad configuration or on a rule above broken.
+// Throws clip::Error on a rule above broken.
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
 
 // Work on a stream: run now, or recorded into the graph when the stream is being captured.
@@ -91,6 +93,7 @@ void check_argument(const T& a, const char* what) {
 template <typename... KArgs, typename... Args>
 void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t /*smem*/, cudaStream_t stream,
             Args&&... args) {
+  check_config(grid, block);
   std::tuple<std::decay_t<KArgs>...> a(std::forward<Args>(args)...);
   std::apply([](const auto&... v) { (check_argument(v, "a kernel's pointer argument"), ...); }, a);
   submit(stream, [kernel, grid, block, a] { run_grid(grid, block, [&] { std::apply(kernel, a); }); });

@@ -19,7 +19,9 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static  // one instance, shared by the threads of the running block
+// One instance, shared by the threads of the running block. (It keeps what the last block left
+// in it: a kernel that reads shared memory it did not write is not caught.)
+#define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
 struct alignas(16) int4 {
@@ -66,9 +68,10 @@ template <typename T> T __shfl_sync(unsigned mask, T v, int src, int width = 32)
   const int lane = emu::lane_id(), base = lane & ~(width - 1);
   return emu::shfl("__shfl_sync", mask, v, base + (src & (width - 1)));
 }
+// (A source in a later segment gives the lane its own value; an earlier one may be read.)
 template <typename T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   const int lane = emu::lane_id(), s = lane ^ lane_mask;
-  return emu::shfl("__shfl_xor_sync", mask, v, (s & ~(width - 1)) == (lane & ~(width - 1)) ? s : lane);
+  return emu::shfl("__shfl_xor_sync", mask, v, s <= (lane | (width - 1)) ? s : lane);
 }
 template <typename T> T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   const int lane = emu::lane_id(), s = lane - (int)delta;

@@ -55,8 +55,17 @@ template <typename T> void mma_combine(const MmaIn<T>* in, MmaOut* out, unsigned
 }
 }  // namespace detail
 
+namespace detail {
+// The CUDA rules: the pointer 256-bit aligned, ldm a multiple of 16 bytes.
+template <typename T> void check_tile(const char* what, const T* p, unsigned ldm) {
+  if ((uintptr_t)p % 32) emu::kernel_error("%s: pointer %p is not 32-byte aligned", what, (const void*)p);
+  if (ldm * sizeof(T) % 16) emu::kernel_error("%s: ldm %u is not a multiple of 16 bytes", what, ldm);
+}
+}  // namespace detail
+
 template <typename Use, typename T, typename Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+  detail::check_tile("wmma::load_matrix_sync", p, ldm);
   detail::sync("wmma::load_matrix_sync");
   for (int j = 0; j < 8; j++) {
     const int r = detail::row(j), c = detail::col(j);
@@ -66,6 +75,7 @@ void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsig
 
 template <typename T>
 void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T>& f, unsigned ldm, layout_t layout) {
+  detail::check_tile("wmma::store_matrix_sync", p, ldm);
   detail::sync("wmma::store_matrix_sync");
   for (int j = 0; j < 8; j++) {
     const int r = detail::row(j), c = detail::col(j);
