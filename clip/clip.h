@@ -69,19 +69,24 @@ class Model {
   // one batch are batched by length (rows still come back in input order).
   HostTensor encode_tokens(const int32_t* tokens, int64_t B);
   HostTensor encode_texts(const std::vector<std::string>& texts);
-  // Pixels [B, 3, R, R] (preprocessed) -> image embeddings [B, E] (not normalized).
+  // Image bytes [B, R, R, 3] (RGB, resized and cropped: what preprocess_file writes) -> image
+  // embeddings [B, E] (not normalized). The model normalizes them (ToTensor + Normalize) on its
+  // device, so a GPU gets a quarter of the bytes that f32 pixels would be.
+  HostTensor encode_rgb8(const uint8_t* rgb, int64_t B);
+  // Pixels [B, 3, R, R] (already normalized, as the reference's preprocess returns them) ->
+  // image embeddings [B, E] (not normalized).
   HostTensor encode_pixels(const float* pixels, int64_t B);
   HostTensor encode_image_files(const std::vector<std::string>& paths);  // throws on the first bad file
-  // Decodes and preprocesses one image file into out [3, R, R].
-  void preprocess_file(const std::string& path, float* out) const;
-  // Decodes and preprocesses image files on a pool of threads: one [3, R, R] slot per path,
-  // and per path the error ("" when it decoded).
+  // Decodes, resizes and center-crops one image file into out [R, R, 3] RGB bytes.
+  void preprocess_file(const std::string& path, uint8_t* out) const;
+  // preprocess_file on a pool of threads: one [R, R, 3] slot per path, and per path the error
+  // ("" when it decoded).
   struct Pixels {
-    std::vector<float> data;
+    std::vector<uint8_t> data;
     std::vector<std::string> errors;
   };
   Pixels preprocess_files(const std::vector<std::string>& paths) const;
-  int64_t pixels_per_image() const;
+  int64_t pixels_per_image() const;  // 3 R R: floats of encode_pixels, bytes of encode_rgb8
 
   // logit_scale * cos(image_i, text_j): [I, T].
   HostTensor logits(const HostTensor& image_emb, const HostTensor& text_emb) const;
@@ -103,11 +108,11 @@ class Model {
   // CPU, whose bf16 mode rounds only the operands of the linear layers (CpuContext).
   DType graph_dtype() const { return opts_.device == Device::cpu ? DType::f32 : opts_.dtype; }
   Tensor w(const std::string& name) const;  // prepared weight (device, dtype)
-  Graph build_vision(int64_t B) const;
+  Graph build_vision(int64_t B, bool rgb8) const;
   Graph build_text(int64_t B, int64_t T) const;
   Executor& executor(const std::string& tower, int64_t B, int64_t T);
   HostTensor encode_tokens_chunk(const int32_t* tokens, int64_t B);
-  HostTensor encode_pixels_chunk(const float* pixels, int64_t B);
+  HostTensor encode_image_chunk(const void* data, bool rgb8, int64_t B);
   // Runs chunk(b0, nb) over [0, B) in batches of at most batch_limit_; a batch that runs out
   // of memory is retried at half the size, which then stays the limit.
   HostTensor in_batches(int64_t B, const std::function<HostTensor(int64_t, int64_t)>& chunk);

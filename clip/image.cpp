@@ -13,6 +13,7 @@
 #include <iterator>
 
 #include "engine/base.h"
+#include "engine/cpu_ops.h"
 
 namespace clip {
 
@@ -261,16 +262,7 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
 
 void normalize_rgb8(const uint8_t* rgb, int n, const PreprocessConfig& cfg, float* out) {
   // rule 6: ToTensor divides by 255 in float32, Normalize subtracts and divides in float32
-  const size_t npx = (size_t)n * n;
-  for (int c = 0; c < 3; c++) {
-    const float mean = cfg.mean[c], sd = cfg.std[c];
-    float* o = out + (size_t)c * npx;
-    for (size_t p = 0; p < npx; p++) {
-      float x = (float)rgb[p * 3 + c] / 255.0f;
-      float d = x - mean;
-      o[p] = d / sd;
-    }
-  }
+  normalize_rgb8_cpu(out, rgb, n, n, cfg.mean, cfg.std);
 }
 
 void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string& name, const PreprocessConfig& cfg,
@@ -282,11 +274,21 @@ void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string&
   normalize_rgb8(rgb.data(), cfg.resolution, cfg, out);
 }
 
-void preprocess_image_file(const std::string& path, const PreprocessConfig& cfg, float* out, const ImageLimits& lim) {
+static std::vector<uint8_t> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   CLIP_CHECK(f.good(), "%s: cannot open file", path.c_str());
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   CLIP_CHECK(!f.bad(), "%s: read error", path.c_str());
+  return bytes;
+}
+
+DecodedImage decode_image_file(const std::string& path, const ImageLimits& lim) {
+  std::vector<uint8_t> bytes = read_file(path);
+  return decode_image(bytes.data(), bytes.size(), path, lim);
+}
+
+void preprocess_image_file(const std::string& path, const PreprocessConfig& cfg, float* out, const ImageLimits& lim) {
+  std::vector<uint8_t> bytes = read_file(path);
   preprocess_image_bytes(bytes.data(), bytes.size(), path, cfg, out, lim);
 }
 

@@ -37,6 +37,7 @@ struct DecodedImage {
 // Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,
 // corrupt, unrecognized or too-large input (the size is checked before any pixel is decoded).
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {});
+DecodedImage decode_image_file(const std::string& path, const ImageLimits& lim = {});
 
 // What the geometric steps did (for tests and diagnostics; mirrors golden.json's fields).
 struct PreprocessInfo {

@@ -35,7 +35,7 @@ Device parse_device(const std::string& s) {
 DType parse_compute_dtype(const std::string& s, Device device) {
   if (s == "auto") return device == Device::cuda ? DType::f16 : DType::f32;
   DType t = dtype_from_name(s);
-  CLIP_CHECK(t != DType::i32, "compute dtype must be f32, f16 or bf16, not %s", s.c_str());
+  CLIP_CHECK(t != DType::i32 && t != DType::u8, "compute dtype must be f32, f16 or bf16, not %s", s.c_str());
   CLIP_CHECK(device == Device::cuda || t != DType::f16,
              "the CPU backend computes in f32 or bf16; --dtype f16 needs --device cuda");
   return t;
@@ -194,16 +194,22 @@ static Value finish(Graph& g, Stream& s) {
   return s.pending == kNoValue ? s.x : g.add(s.x, s.pending);
 }
 
-// Vision: pixels [B,3,R,R] -> patches [B,G,W] -> +class,+pos [B,1+G,W] -> ln_pre -> blocks
-//         (the last one keeps the class row, [B,W]) -> ln_post -> proj [B,E]
-Graph Model::build_vision(int64_t B) const {
+// Vision: pixels [B,3,R,R] (f32, or normalized from bytes [B,R,R,3]) -> patches [B,G,W]
+//         -> +class,+pos [B,1+G,W] -> ln_pre -> blocks (the last one keeps the class row,
+//         [B,W]) -> ln_post -> proj [B,E]
+Graph Model::build_vision(int64_t B, bool rgb8) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());
   auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
   int64_t R = c.image_resolution;
-  Value px = g.input("pixels", DType::f32, {B, 3, R, R});
+  Value px;
+  if (rgb8) {
+    px = g.normalize_rgb8(g.input("rgb", DType::u8, {B, R, R, 3}), weights_.preprocess.mean, weights_.preprocess.std);
+  } else {
+    px = g.input("pixels", DType::f32, {B, 3, R, R});
+    if (graph_dtype() != DType::f32) px = g.cast(px, graph_dtype());
+  }
   Value cls_idx = g.input("class_index", DType::i32, {B});
-  if (graph_dtype() != DType::f32) px = g.cast(px, graph_dtype());
   Value x = g.patch_embed(px, W("visual.conv1.weight"));
   x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
   Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
@@ -246,7 +252,7 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
     it->second.last_use = ++uses_;
     return *it->second.ex;
   }
-  Graph g = tower == "vision" ? build_vision(B) : build_text(B, T);
+  Graph g = tower == "text" ? build_text(B, T) : build_vision(B, tower == "vision_rgb8");
   if (opts_.memory_limit) {
     size_t need = plan_memory(g).peak_bytes;
     if (need > opts_.memory_limit)
@@ -375,24 +381,33 @@ HostTensor Model::encode_texts(const std::vector<std::string>& texts) {
   return encode_tokens(ids.data(), (int64_t)texts.size());
 }
 
-HostTensor Model::encode_pixels_chunk(const float* pixels, int64_t B) {
+HostTensor Model::encode_image_chunk(const void* data, bool rgb8, int64_t B) {
   int64_t R = weights_.config.image_resolution;
   std::vector<int32_t> zeros((size_t)B, 0);  // the class token is row 0
-  Executor& ex = executor("vision", B, 0);
-  auto out = ex.run({Tensor((void*)pixels, DType::f32, {B, 3, R, R}), Tensor(zeros.data(), DType::i32, {B})});
+  Executor& ex = executor(rgb8 ? "vision_rgb8" : "vision", B, 0);
+  Tensor in = rgb8 ? Tensor((void*)data, DType::u8, {B, R, R, 3}) : Tensor((void*)data, DType::f32, {B, 3, R, R});
+  auto out = ex.run({in, Tensor(zeros.data(), DType::i32, {B})});
   device_seconds_ += ex.last_device_seconds();
   return out[0];
 }
 
 HostTensor Model::encode_pixels(const float* pixels, int64_t B) {
   const int64_t n = pixels_per_image();
-  return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_pixels_chunk(pixels + b0 * n, nb); });
+  return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_image_chunk(pixels + b0 * n, false, nb); });
 }
 
-void Model::preprocess_file(const std::string& path, float* out) const {
-  PreprocessConfig pc = weights_.preprocess;
-  pc.resolution = weights_.config.image_resolution;
-  preprocess_image_file(path, pc, out);
+HostTensor Model::encode_rgb8(const uint8_t* rgb, int64_t B) {
+  const int64_t n = pixels_per_image();
+  return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_image_chunk(rgb + b0 * n, true, nb); });
+}
+
+void Model::preprocess_file(const std::string& path, uint8_t* out) const {
+  const PreprocessConfig& pc = weights_.preprocess;
+  CLIP_CHECK(pc.interpolation == "bicubic", "%s: interpolation \"%s\" is not supported (only bicubic)",
+             path.c_str(), pc.interpolation.c_str());
+  const int R = weights_.config.image_resolution;
+  std::vector<uint8_t> rgb = resize_crop_rgb8(decode_image_file(path), R);
+  std::memcpy(out, rgb.data(), rgb.size());
 }
 
 Model::Pixels Model::preprocess_files(const std::vector<std::string>& paths) const {
@@ -421,7 +436,7 @@ Model::Pixels Model::preprocess_files(const std::vector<std::string>& paths) con
 HostTensor Model::encode_image_files(const std::vector<std::string>& paths) {
   Pixels px = preprocess_files(paths);
   for (const auto& e : px.errors) CLIP_CHECK(e.empty(), "%s", e.c_str());
-  return encode_pixels(px.data.data(), (int64_t)paths.size());
+  return encode_rgb8(px.data.data(), (int64_t)paths.size());
 }
 
 HostTensor normalize_rows(const HostTensor& x) {

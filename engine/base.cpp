@@ -37,6 +37,7 @@ const char* dtype_name(DType t) {
     case DType::f16: return "f16";
     case DType::bf16: return "bf16";
     case DType::i32: return "i32";
+    case DType::u8: return "u8";
   }
   return "?";
 }
@@ -46,7 +47,8 @@ DType dtype_from_name(const std::string& s) {
   if (s == "f16" || s == "float16") return DType::f16;
   if (s == "bf16" || s == "bfloat16") return DType::bf16;
   if (s == "i32" || s == "int32") return DType::i32;
-  fail("unknown dtype '%s' (expected f32, f16, bf16 or i32)", s.c_str());
+  if (s == "u8" || s == "uint8") return DType::u8;
+  fail("unknown dtype '%s' (expected f32, f16, bf16, i32 or u8)", s.c_str());
 }
 
 void convert_cpu(void* dst, DType dt, const void* src, DType st, int64_t n) {
@@ -54,7 +56,7 @@ void convert_cpu(void* dst, DType dt, const void* src, DType st, int64_t n) {
     std::memcpy(dst, src, (size_t)n * dtype_size(dt));
     return;
   }
-  CLIP_CHECK(dt != DType::i32 && st != DType::i32, "cannot convert %s to %s", dtype_name(st),
+  CLIP_CHECK(dt != DType::i32 && st != DType::i32 && dt != DType::u8 && st != DType::u8, "cannot convert %s to %s", dtype_name(st),
              dtype_name(dt));
   auto load = [&](int64_t i) -> float {
     if (st == DType::f32) return ((const float*)src)[i];

@@ -28,10 +28,13 @@ std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2))
     if (!(cond)) ::clip::fail(__VA_ARGS__); \
   } while (0)
 
-enum class DType : uint8_t { f32, f16, bf16, i32 };
+// u8: image bytes (RGB pixels before normalization), a graph input only.
+enum class DType : uint8_t { f32, f16, bf16, i32, u8 };
 enum class Device : uint8_t { cpu, cuda };
 
-inline size_t dtype_size(DType t) { return t == DType::f16 || t == DType::bf16 ? 2 : 4; }
+inline size_t dtype_size(DType t) {
+  return t == DType::u8 ? 1 : t == DType::f16 || t == DType::bf16 ? 2 : 4;
+}
 const char* dtype_name(DType t);
 DType dtype_from_name(const std::string& s);  // "f32", "f16", "bf16", "i32"; throws otherwise
 inline const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }

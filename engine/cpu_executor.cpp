@@ -140,6 +140,13 @@ class CpuExecutor final : public Executor {
       case Op::cast:
         convert_cpu(ptr_[y], g_.info(y).dtype, ptr_[n.in[0]], g_.info(n.in[0]).dtype, s.numel());
         break;
+      case Op::normalize_rgb8: {  // s = [B, 3, H, W]
+        const int64_t per = 3 * s[2] * s[3];
+        const uint8_t* rgb = (const uint8_t*)ptr_[n.in[0]];
+#pragma omp parallel for schedule(static)
+        for (int64_t b = 0; b < s[0]; b++) normalize_rgb8_cpu(f(y) + b * per, rgb + b * per, s[2], s[3], n.mean, n.std);
+        break;
+      }
     }
   }
 

@@ -346,6 +346,10 @@ class CudaExecutor final : public Executor {
       case Op::cast:
         cuda::cast_forward(Y, dt, P(x), g_.info(x).dtype, s.numel(), st);
         break;
+      case Op::normalize_rgb8:
+        cuda::normalize_rgb8_forward(Y, (const uint8_t*)P(x), to_int(s[0], "B"), to_int(s[2], "H"),
+                                     to_int(s[3], "W"), n.mean, n.std, dt, st);
+        break;
     }
   }
 

@@ -1,6 +1,7 @@
 #include "engine/graph.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace clip {
 
@@ -20,6 +21,7 @@ const char* op_name(Op op) {
     case Op::l2_normalize: return "l2_normalize";
     case Op::cosine_sim: return "cosine_sim";
     case Op::cast: return "cast";
+    case Op::normalize_rgb8: return "normalize_rgb8";
   }
   return "?";
 }
@@ -77,7 +79,7 @@ std::string node_label(const Graph& g, const Node& n) {
 }
 
 Graph::Graph(Device device, DType dtype) : device_(device), dtype_(dtype) {
-  CLIP_CHECK(dtype != DType::i32, "graph activations must be a float dtype");
+  CLIP_CHECK(dtype != DType::i32 && dtype != DType::u8, "graph activations must be a float dtype");
   CLIP_CHECK(device == Device::cuda || dtype == DType::f32,
              "the CPU backend computes in f32, not %s", dtype_name(dtype));
 }
@@ -250,6 +252,20 @@ Value Graph::cosine_sim(Value a, Value b, float scale) {
 Value Graph::cast(Value x, DType dtype) {
   Node n{Op::cast, {x}, {}};
   return add_node(n, check(x, "cast").shape, dtype);
+}
+
+Value Graph::normalize_rgb8(Value rgb, const float mean[3], const float std[3]) {
+  const auto& X = check(rgb, "normalize_rgb8");
+  SHAPE_CHECK(X.dtype == DType::u8 && X.shape.nd == 4 && X.shape[3] == 3, "normalize_rgb8",
+              "rgb %s %s (want u8 [B,H,W,3])", dtype_name(X.dtype), X.shape.str().c_str());
+  Node n{Op::normalize_rgb8, {rgb}, {}};
+  for (int c = 0; c < 3; c++) {
+    CLIP_CHECK(std::isfinite(mean[c]) && std::isfinite(std[c]) && std[c] != 0.0f,
+               "normalize_rgb8: channel %d has mean %g, std %g", c, mean[c], std[c]);
+    n.mean[c] = mean[c];
+    n.std[c] = std[c];
+  }
+  return add_node(n, Shape{X.shape[0], 3, X.shape[1], X.shape[2]}, dtype_);
 }
 
 void Graph::output(Value v) {

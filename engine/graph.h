@@ -34,6 +34,7 @@ enum class Op : uint8_t {
   l2_normalize,   // in: x [.., C]                            out: [.., C]
   cosine_sim,     // in: a [M, C], b [N, C]                   out: scale * cos [M, N]
   cast,           // in: x                                    out: x in another dtype
+  normalize_rgb8, // in: rgb [B, H, W, 3] u8                  out: [B, 3, H, W] (rgb/255 - mean) / std
 };
 const char* op_name(Op op);
 
@@ -56,6 +57,7 @@ struct Node {
   int heads = 0;
   float eps = 0.0f;    // layernorm
   float scale = 1.0f;  // cosine_sim
+  float mean[3] = {}, std[3] = {};  // normalize_rgb8, per channel
 };
 
 // Activation memory: one arena; value v lives at [offset[v], offset[v] + size[v]).
@@ -88,6 +90,7 @@ class Graph {
   Value l2_normalize(Value x);
   Value cosine_sim(Value a, Value b, float scale);
   Value cast(Value x, DType dtype);
+  Value normalize_rgb8(Value rgb, const float mean[3], const float std[3]);
   void output(Value v);
 
   Device device() const { return device_; }

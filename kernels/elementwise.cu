@@ -11,6 +11,8 @@
 //   l2_normalize y = x / max(||x||, 1e-12) per row         one warp per row, two passes
 //   softmax      y = exp(x - max) / sum per row            one warp per row: an online
 //                (max, sum) pass with shuffles, then a write pass; any row length
+//   normalize_rgb8  out [B, 3, H, W] = (rgb [B, H, W, 3] u8 / 255 - mean[c]) / std[c], in f32
+//                   with IEEE division, so f32 results equal the CPU's bit for bit
 // Grid-stride loops; launchers assert sizes and skip empty launches.
 #include <cmath>
 
@@ -161,6 +163,21 @@ __global__ void softmax_kernel(T* y, const T* x, int64_t M, int N) {
   for (int c = lane; c < N; c += 32) yr[c] = from_float<T>(expf(to_float(xr[c]) - mall) * inv);
 }
 
+// ---- normalize_rgb8 -----------------------------------------------------------------------
+
+struct RgbNorm {
+  float mean[3], std[3];
+};
+
+template <typename T>
+__global__ void normalize_rgb8_kernel(T* out, const uint8_t* __restrict__ rgb, RgbNorm nm, int64_t npx, int64_t n) {
+  GRID_STRIDE(i, n) {  // i = (b * 3 + c) * npx + p
+    const int64_t p = i % npx, bc = i / npx, c = bc % 3, b = bc / 3;
+    const float x = (float)rgb[(b * npx + p) * 3 + c] / 255.0f;
+    out[i] = from_float<T>((x - nm.mean[c]) / nm.std[c]);
+  }
+}
+
 }  // namespace
 
 void add_forward(void* y, const void* a, const void* b, int64_t n, int64_t nb, DType dt,
@@ -186,7 +203,7 @@ void cast_forward(void* y, DType yt, const void* x, DType xt, int64_t n, cudaStr
     if (x != y) CUDA_CHECK(cudaMemcpyAsync(y, x, n * dtype_size(xt), cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  CLIP_CHECK(xt != DType::i32 && yt != DType::i32, "cast: %s -> %s is not supported",
+  CLIP_CHECK(xt != DType::i32 && yt != DType::i32 && xt != DType::u8 && yt != DType::u8, "cast: %s -> %s is not supported",
              dtype_name(xt), dtype_name(yt));
   CLIP_CHECK(x != y, "cast: in-place cast between dtypes is not supported");
   launch(cast_kernel, grid_for(n), dim3(kThreads), 0, stream, y, (int)yt, x, (int)xt, n);
@@ -252,6 +269,21 @@ void softmax_forward(void* y, const void* x, int64_t M, int N, DType dt, cudaStr
     using T = decltype(tag);
     launch(softmax_kernel<T>, dim3((unsigned)ceil_div(M, kWarpRows)), dim3(kThreads), 0,
            stream, (T*)y, (const T*)x, M, N);
+  });
+}
+
+void normalize_rgb8_forward(void* out, const uint8_t* rgb, int B, int H, int W, const float mean[3],
+                            const float std[3], DType dt, cudaStream_t stream) {
+  CLIP_CHECK(B >= 0 && H >= 1 && W >= 1, "normalize_rgb8: bad sizes B=%d H=%d W=%d", B, H, W);
+  RgbNorm nm;
+  for (int c = 0; c < 3; c++) {
+    nm.mean[c] = mean[c];
+    nm.std[c] = std[c];
+  }
+  const int64_t npx = (int64_t)H * W, n = (int64_t)B * 3 * npx;
+  dispatch_float(dt, "normalize_rgb8", [&](auto tag) {
+    using T = decltype(tag);
+    launch(normalize_rgb8_kernel<T>, grid_for(n), dim3(kThreads), 0, stream, (T*)out, rgb, nm, npx, n);
   });
 }
 

@@ -64,6 +64,9 @@ void l2_normalize_forward(void* y, const void* x, int64_t M, int C, DType dt,
 // inv [M] (f32) = 1 / max(||x_i||, 1e-12): row inverse norms, used by cosine_topk.
 void row_inv_norm_forward(float* inv, const void* x, int64_t M, int C, DType dt,
                           cudaStream_t stream);
+// out [B, 3, H, W] = (rgb [B, H, W, 3] / 255 - mean[c]) / std[c] (f32 arithmetic, IEEE division).
+void normalize_rgb8_forward(void* out, const uint8_t* rgb, int B, int H, int W, const float mean[3],
+                            const float std[3], DType dt, cudaStream_t stream);
 // y [M, N] = softmax over the last dim; y may alias x.
 void softmax_forward(void* y, const void* x, int64_t M, int N, DType dt, cudaStream_t stream);
 

@@ -62,6 +62,29 @@ std::vector<float> all_pixels(const json& g) {
   return px;
 }
 
+// Image bytes normalized by the model's graph (encode_rgb8, how files are encoded) give
+// exactly what the same bytes normalized on the host give (encode_pixels), in any dtype:
+// both round the same f32 values once.
+void expect_rgb8_matches_pixels(Model& m, const std::vector<std::string>& files) {
+  Model::Pixels b = m.preprocess_files(files);
+  for (const auto& e : b.errors) ASSERT_TRUE(e.empty()) << e;
+  const int64_t n = (int64_t)files.size(), P = m.pixels_per_image();
+  std::vector<float> px(b.data.size());
+  for (int64_t i = 0; i < n; i++)
+    normalize_rgb8(b.data.data() + i * P, (int)m.config().image_resolution, m.preprocess_config(), px.data() + i * P);
+  HostTensor from_bytes = m.encode_rgb8(b.data.data(), n), from_px = m.encode_pixels(px.data(), n);
+  EXPECT_EQ(0, std::memcmp(from_bytes.f32(), from_px.f32(), (size_t)(n * m.embed_dim()) * 4))
+      << "image bytes normalized in the graph differ from pixels normalized on the host";
+}
+
+std::vector<std::string> image_files(const json& g, const std::string& model) {
+  std::vector<std::string> files;
+  for (auto& im : g["images"])
+    files.push_back(test::golden_dir() + "/" + model + "/" + g["images_dir"].get<std::string>() + "/" +
+                    im["file"].get<std::string>());
+  return files;
+}
+
 std::vector<int32_t> all_tokens(const json& g) {
   std::vector<int32_t> tok;
   for (auto& t : g["tokens"]) {
@@ -120,8 +143,10 @@ TEST_P(GoldenTest, StagedMatch) {
     auto ref = im["pixels"].get<std::vector<float>>();
     ASSERT_EQ((int64_t)ref.size(), P);
     std::vector<float> px((size_t)P);
+    std::vector<uint8_t> rgb((size_t)P);
     files.push_back(images_dir + "/" + im["file"].get<std::string>());
-    m->preprocess_file(files.back(), px.data());
+    m->preprocess_file(files.back(), rgb.data());
+    normalize_rgb8(rgb.data(), (int)m->config().image_resolution, m->preprocess_config(), px.data());
     for (int64_t i = 0; i < P; i++) {
       double d = std::fabs(px[(size_t)i] - ref[(size_t)i]);
       px_max = std::max(px_max, d);
@@ -166,6 +191,7 @@ TEST_P(GoldenTest, StagedMatch) {
   EmbStats se = compare_embeddings(ie2, g["image_embeds"]);
   printf("[%s] end to end from files: min cos %.9f, max |d| %.3g\n", case_name(c).c_str(), se.min_cos, se.max_abs);
   EXPECT_GE(se.min_cos, px_max == 0 ? 0.99999 : 0.9999) << "end-to-end image embeddings";
+  expect_rgb8_matches_pixels(*m, files);
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, GoldenTest,
@@ -451,6 +477,7 @@ TEST_P(GoldenCudaTest, MatchesReference) {
   EXPECT_EQ(0, std::memcmp(again.f32(), ie.f32(), (size_t)(NI * m->embed_dim()) * 4));
   HostTensor one = m->encode_pixels(px.data(), 1);
   EXPECT_GE(test::cosine(one.f32(), ie.f32(), (size_t)m->embed_dim()), min_cos);
+  expect_rgb8_matches_pixels(*m, image_files(g, c.model));
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, GoldenCudaTest,

@@ -502,6 +502,27 @@ TEST_P(DTypeTest, ClassPosEmbed) {
   }
 }
 
+// Exact in every dtype: the CPU's f32 arithmetic (IEEE division), then one rounding.
+TEST_P(DTypeTest, NormalizeRgb8) {
+  REQUIRE_CUDA();
+  const DType dt = GetParam();
+  const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, sd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+  for (auto s : std::vector<std::array<int, 3>>{{2, 224, 224}, {1, 336, 336}, {3, 5, 7}}) {
+    const int B = s[0], H = s[1], W = s[2];
+    const int64_t npx = (int64_t)H * W;
+    std::vector<uint8_t> rgb((size_t)(B * npx * 3));
+    for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 131 + 7) % 256);  // every byte value
+    std::vector<float> ref((size_t)(B * 3 * npx));
+    for (int b = 0; b < B; b++) normalize_rgb8_cpu(ref.data() + b * 3 * npx, rgb.data() + b * npx * 3, H, W, mean, sd);
+    DevBuf din(rgb.size());
+    copy_bytes(din.data(), Device::cuda, rgb.data(), Device::cpu, rgb.size());
+    auto dy = alloc_out(ref.size(), dt);
+    cuda::normalize_rgb8_forward(dy->data(), (const uint8_t*)din.data(), B, H, W, mean, sd, dt, stream());
+    EXPECT_EQ(dy->guard_damage(), 0u);
+    EXPECT_EQ(download(*dy, ref.size(), dt), rounded(ref, dt)) << B << "x" << H << "x" << W;
+  }
+}
+
 TEST_P(DTypeTest, EmbeddingAndGatherRows) {
   REQUIRE_CUDA();
   const DType dt = GetParam();

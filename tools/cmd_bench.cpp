@@ -4,8 +4,9 @@
 //
 // Each (tower, batch) point runs `--warmup` untimed passes (the first one compiles the graph)
 // and then `--repeats` timed passes; the median is reported. Times are wall clock around the
-// library call (encode_pixels / encode_tokens), so on a GPU they include staging the f32
-// input in pinned memory, its upload and the embedding download; a second set of columns
+// library call (encode_rgb8 / encode_tokens), so on a GPU they include staging the input
+// (images as RGB bytes, as `clip embed` hands them over; the model normalizes them) in pinned
+// memory, its upload and the embedding download; a second set of columns
 // ("kernels") gives the device time alone, from a pass's first kernel to its last (CUDA
 // events), which is what a caller whose inputs are already on the GPU waits for, and what
 // PyTorch baselines that keep their inputs on the GPU measure. Texts are token arrays built
@@ -275,14 +276,14 @@ int run_bench(const BenchArgs& a) {
 
   if (a.first_embedding) {
     // One image and one text, as `clip embed` would do them, right after loading.
-    std::vector<float> px((size_t)m->pixels_per_image());
+    std::vector<uint8_t> rgb((size_t)m->pixels_per_image());
     if (!a.image.empty()) {
-      m->preprocess_file(a.image, px.data());
+      m->preprocess_file(a.image, rgb.data());
     } else {
-      std::normal_distribution<float> nd;
-      for (auto& v : px) v = nd(rng);
+      std::uniform_int_distribution<int> byte(0, 255);
+      for (auto& v : rgb) v = (uint8_t)byte(rng);
     }
-    HostTensor img = m->encode_pixels(px.data(), 1);
+    HostTensor img = m->encode_rgb8(rgb.data(), 1);
     HostTensor txt;
     if (m->has_tokenizer()) {
       txt = m->encode_texts({"a photo of a cat"});
@@ -371,11 +372,11 @@ int run_bench(const BenchArgs& a) {
   for (int B : sizes) {
     if (interrupted()) break;
     if (do_image) {
-      std::vector<float> px((size_t)(B * m->pixels_per_image()));
-      std::normal_distribution<float> nd;
-      for (auto& v : px) v = nd(rng);
+      std::vector<uint8_t> rgb((size_t)(B * m->pixels_per_image()));
+      std::uniform_int_distribution<int> byte(0, 255);
+      for (auto& v : rgb) v = (uint8_t)byte(rng);
       Point p{"image", B, (c.image_resolution / c.vision_patch_size) * (c.image_resolution / c.vision_patch_size) + 1, {}, image_flops(c), {}, {}};
-      measure(p, [&] { m->encode_pixels(px.data(), B); });
+      measure(p, [&] { m->encode_rgb8(rgb.data(), B); });
     }
     if (do_text) {
       std::vector<int32_t> full = make_tokens(B, ctx, ctx, ctx, rng);

@@ -203,11 +203,11 @@ int run_embed(const EmbedArgs& a) {
     Model::Pixels px = next.get();
     if (i + nb < img_end) next = std::async(std::launch::async, [&, p = batch_paths(i + nb)] { return model->preprocess_files(p); });
     const size_t n = (size_t)model->pixels_per_image();
-    std::vector<float> good;
+    std::vector<uint8_t> good;
     for (size_t j = 0; j < nb; j++)
       if (px.errors[j].empty()) good.insert(good.end(), px.data.begin() + j * n, px.data.begin() + (j + 1) * n);
     HostTensor emb;
-    if (!good.empty()) emb = model->encode_pixels(good.data(), (int64_t)(good.size() / n));
+    if (!good.empty()) emb = model->encode_rgb8(good.data(), (int64_t)(good.size() / n));
     emit_batch(i, nb, px.errors, emb);
     i += nb;
     progress.add((int64_t)nb);
