@@ -366,9 +366,13 @@ void gather_rows_cpu(float* out, const float* x, const int32_t* idx, int64_t B, 
 
 void normalize_rgb8_cpu(float* out, const uint8_t* rgb, int64_t H, int64_t W, const float mean[3],
                         const float std[3]) {
+  // A byte has 256 values: compute each channel's 256 results once, then look them up.
+  float lut[3][256];
+  for (int c = 0; c < 3; c++)
+    for (int v = 0; v < 256; v++) lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
   const int64_t npx = H * W;
-  for (int64_t c = 0; c < 3; c++)
-    for (int64_t p = 0; p < npx; p++) out[c * npx + p] = ((float)rgb[p * 3 + c] / 255.0f - mean[c]) / std[c];
+  for (int64_t p = 0; p < npx; p++)
+    for (int c = 0; c < 3; c++) out[c * npx + p] = lut[c][rgb[p * 3 + c]];
 }
 
 void l2_normalize_cpu(float* y, const float* x, int64_t M, int64_t C) {
