@@ -36,7 +36,7 @@ inline size_t dtype_size(DType t) {
   return t == DType::u8 ? 1 : t == DType::f16 || t == DType::bf16 ? 2 : 4;
 }
 const char* dtype_name(DType t);
-DType dtype_from_name(const std::string& s);  // "f32", "f16", "bf16", "i32"; throws otherwise
+DType dtype_from_name(const std::string& s);  // "f32", "f16", "bf16", "i32", "u8"; throws otherwise
 inline const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 
 // IEEE half <-> float, round to nearest even; NaN/Inf preserved.

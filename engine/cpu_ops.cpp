@@ -364,6 +364,9 @@ void gather_rows_cpu(float* out, const float* x, const int32_t* idx, int64_t B, 
   }
 }
 
+#ifdef __FAST_MATH__
+#error "normalize_rgb8_cpu must divide as IEEE does (it matches the reference and the CUDA kernel bit for bit)"
+#endif
 void normalize_rgb8_cpu(float* out, const uint8_t* rgb, int64_t H, int64_t W, const float mean[3],
                         const float std[3]) {
   // A byte has 256 values: compute each channel's 256 results once, then look them up.

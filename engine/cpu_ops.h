@@ -35,12 +35,12 @@ void softmax_cpu(float* y, const float* x, int64_t M, int64_t N);
 // masked when causal.
 void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t NH, int64_t HS,
                    bool causal);
-// Patches of px [B, 3, H, W] as rows [B * (H/P)(W/P), 3 * P * P] in the conv weight's
-// (c, ky, kx) order: the patch embedding is then a linear layer.
 // One image's bytes to network input (torchvision's ToTensor + Normalize, in f32 as torch
 // computes it): rgb [H, W, 3] u8 -> out [3, H, W], out[c, p] = (rgb[p, c] / 255 - mean[c]) / std[c].
 void normalize_rgb8_cpu(float* out, const uint8_t* rgb, int64_t H, int64_t W, const float mean[3],
                         const float std[3]);
+// Patches of px [B, 3, H, W] as rows [B * (H/P)(W/P), 3 * P * P] in the conv weight's
+// (c, ky, kx) order: the patch embedding is then a linear layer.
 void patch_gather_cpu(float* patches, const float* px, int64_t B, int64_t H, int64_t W, int64_t P);
 // Patch embedding, a conv with stride = kernel = P and no bias.
 // px [B, 3, H, W], w [C, 3, P, P] -> out [B, (H/P)*(W/P), C], patches in row-major grid order.

@@ -250,8 +250,12 @@ Value Graph::cosine_sim(Value a, Value b, float scale) {
 }
 
 Value Graph::cast(Value x, DType dtype) {
+  const auto& X = check(x, "cast");
+  for (DType t : {X.dtype, dtype})
+    CLIP_CHECK(t != DType::i32 && t != DType::u8, "cast: %s -> %s (casts are between float dtypes)",
+               dtype_name(X.dtype), dtype_name(dtype));
   Node n{Op::cast, {x}, {}};
-  return add_node(n, check(x, "cast").shape, dtype);
+  return add_node(n, X.shape, dtype);
 }
 
 Value Graph::normalize_rgb8(Value rgb, const float mean[3], const float std[3]) {

@@ -169,6 +169,9 @@ struct RgbNorm {
   float mean[3], std[3];
 };
 
+#ifdef __USE_FAST_MATH__
+#error "normalize_rgb8_kernel must divide as IEEE does (it matches the CPU bit for bit)"
+#endif
 template <typename T>
 __global__ void normalize_rgb8_kernel(T* out, const uint8_t* __restrict__ rgb, RgbNorm nm, int64_t npx, int64_t n) {
   GRID_STRIDE(i, n) {  // i = (b * 3 + c) * npx + p

@@ -226,6 +226,18 @@ TEST_F(ModelPropertyTest, ImageEmbeddingDoesNotDependOnBatch) {
   }
 }
 
+TEST_F(ModelPropertyTest, ImageBytesEmbeddingDoesNotDependOnBatch) {
+  const int64_t P = m->pixels_per_image(), N = 5;
+  std::vector<uint8_t> rgb((size_t)(N * P));
+  for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 2654435761u) >> 24);
+  HostTensor all = m->encode_rgb8(rgb.data(), N);
+  const int64_t D = m->embed_dim();
+  for (int64_t i = 0; i < N; i++) {
+    HostTensor one = m->encode_rgb8(rgb.data() + i * P, 1);
+    EXPECT_EQ(0, std::memcmp(one.f32(), all.f32() + i * D, (size_t)D * 4)) << "image " << i;
+  }
+}
+
 TEST_F(ModelPropertyTest, TextEmbeddingDoesNotDependOnBatchOrTrimming) {
   auto texts = g["texts"].get<std::vector<std::string>>();
   HostTensor all = m->encode_texts(texts);

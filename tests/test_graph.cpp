@@ -73,6 +73,33 @@ TEST(Graph, ShapeMismatchNamesTheOp) {
 
 TEST(Graph, CpuGraphRejectsHalfActivations) { EXPECT_THROW(Graph(Device::cpu, DType::f16), Error); }
 
+TEST(Graph, NormalizeRgb8TakesBytesAndNamesWhatIsWrong) {
+  Graph g(Device::cpu, DType::f32);
+  const float mean[3] = {0.5f, 0.5f, 0.5f}, sd[3] = {0.25f, 0.25f, 0.25f}, zero_sd[3] = {0.25f, 0.0f, 0.25f};
+  Value rgb = g.input("rgb", DType::u8, {2, 4, 6, 3});
+  Value px = g.normalize_rgb8(rgb, mean, sd);
+  EXPECT_EQ(g.info(px).shape, (Shape{2, 3, 4, 6}));
+  Graph bad(Device::cpu, DType::f32);
+  try {
+    bad.normalize_rgb8(bad.input("f", DType::f32, {2, 4, 6, 3}), mean, sd);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("normalize_rgb8"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(bad.normalize_rgb8(bad.input("hwc4", DType::u8, {2, 4, 6, 4}), mean, sd), Error);
+  EXPECT_THROW(g.normalize_rgb8(rgb, mean, zero_sd), Error);
+  EXPECT_THROW(g.cast(rgb, DType::f32), Error);  // bytes are normalized, never cast
+  // Runs: (byte / 255 - 0.5) / 0.25.
+  g.output(px);
+  std::vector<uint8_t> bytes(2 * 4 * 6 * 3);
+  for (size_t i = 0; i < bytes.size(); i++) bytes[i] = (uint8_t)(i * 37 % 256);
+  auto out = compile_cpu(g)->run({Tensor(bytes.data(), DType::u8, {2, 4, 6, 3})});
+  for (int b = 0; b < 2; b++)
+    for (int c = 0; c < 3; c++)
+      for (int p = 0; p < 24; p++)
+        EXPECT_EQ(out[0].f32()[(b * 3 + c) * 24 + p], ((float)bytes[(size_t)((b * 24 + p) * 3 + c)] / 255.0f - 0.5f) / 0.25f);
+}
+
 class MemoryPlanTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(MemoryPlanTest, LiveValuesNeverOverlapAndPeakBelowNaive) {

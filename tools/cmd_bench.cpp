@@ -439,7 +439,7 @@ CommandRun setup(CLI::App* sub) {
   sub->add_option("--peak-gflops", a->peak_gflops, "Device peak in GFLOP/s (default: estimated)");
   sub->add_flag("--first-embedding", a->first_embedding,
                 "Also report the time from process start to the first image + text embedding and the peak RSS");
-  sub->add_option("--image", a->image, "Image file for --first-embedding (default random pixels)");
+  sub->add_option("--image", a->image, "Image file for --first-embedding (default random RGB bytes)");
   sub->add_option("--save-native", a->save_native, "Write the model's weights (e.g. the random ones) as a native f32 file");
   sub->add_flag("--profile", a->profile,
                 "After each point, time every op over --repeats more passes and print where the time goes");
