@@ -290,6 +290,30 @@ TEST_F(CliGolden, NoInputsAndNoGpuAreClearErrors) {
   }
 }
 
+// On a GPU the record also has the device time of each point: from a pass's first kernel to its
+// last, so never more than the wall time around the call (which adds the copies).
+TEST_F(CliGolden, BenchOnCudaRecordsDeviceTime) {
+  if (!clip::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  RunResult r = clip_run({"bench", "--model", model, "--device", "cuda", "--dtype", "f16", "--batch-sizes", "1,3",
+                          "--repeats", "2", "--json", "--profile"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  json rec = json::parse(r.out);
+  EXPECT_EQ(rec["device"], "cuda");
+  EXPECT_EQ(rec["dtype"], "f16");
+  ASSERT_EQ(rec["results"].size(), 6u);
+  for (auto& p : rec["results"]) {
+    ASSERT_TRUE(p.contains("device_median_s")) << p.dump();
+    const double dev = p["device_median_s"], med = p["median_s"];
+    EXPECT_GT(dev, 0.0);
+    EXPECT_LE(dev, med);
+    EXPECT_NEAR(p["device_items_per_s"].get<double>(), p["batch"].get<double>() / dev, 1e-6 * p["batch"].get<double>() / dev);
+    double attention_calls = 0;
+    for (auto& op : p["profile"])
+      if (op["op"].get<std::string>().rfind("attention", 0) == 0) attention_calls += op["calls_per_pass"].get<double>();
+    EXPECT_EQ(attention_calls, (int)rec["config"][p["tower"] == "image" ? "vision_layers" : "text_layers"]);
+  }
+}
+
 TEST_F(CliGolden, BenchJsonRecordAndProfile) {
   for (const char* dtype : {"f32", "bf16"}) {
     RunResult r = clip_run({"bench", "--model", model, "--dtype", dtype, "--batch-sizes", "1,3", "--repeats", "2",
