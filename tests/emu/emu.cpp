@@ -395,7 +395,8 @@ cudaError_t cudaFreeHost(void* p) {
 // (which wait for the legacy stream and the blocking streams, not for non-blocking ones). So a
 // result read before its stream was synchronized is stale; an asynchronous copy to the host
 // fills its destination with 0xFF bytes (NaN) when it is queued, so such a read shows. A
-// kernel that fails reports at that synchronization, with the emulator's message.
+// kernel that fails reports at that synchronization, with the emulator's message (not sticky,
+// unlike a GPU's: the next call works). One mutex guards the queues; work runs outside it.
 
 struct CUgraph_st {
   std::vector<std::function<void()>> nodes;
@@ -403,11 +404,16 @@ struct CUgraph_st {
 struct CUgraphExec_st {
   std::vector<std::function<void()>> nodes;
 };
+struct Queued {
+  uint64_t seq;  // submission order over all streams
+  std::function<void()> work;
+  uintptr_t reads_host_begin, reads_host_end;  // a copy from pinned host memory: its source
+};
 struct CUstream_st {
   bool blocking = true;                 // waits for (and is waited for by) the legacy stream
   std::unique_ptr<CUgraph_st> capture;  // non-null while captured
   bool invalidated = false;             // an illegal call during the capture
-  std::vector<std::function<void()>> queue;
+  std::vector<Queued> queue;
 };
 struct CUevent_st {
   bool recorded = false;
@@ -415,34 +421,55 @@ struct CUevent_st {
 };
 
 namespace {
-std::mutex g_streams_mutex;
+std::mutex g_streams_mutex;           // the stream list and every queue
 std::vector<CUstream_st*> g_streams;  // created and not destroyed
 CUstream_st g_legacy;
+uint64_t g_seq = 0;
 thread_local CUstream_st* g_captured = nullptr;  // the stream this thread captures
 
 CUstream_st* resolve(cudaStream_t s) { return s ? s : &g_legacy; }
 
-// Runs the queued work of the streams; a kernel's failure becomes the call's error.
+// Runs the queued work of the streams, all in submission order (the legacy and the blocking
+// streams wait for each other's earlier work); a kernel's failure becomes the call's error.
+// `only`: a non-blocking stream alone.
 cudaError_t run_queues(bool non_blocking_too, CUstream_st* only = nullptr) {
-  std::vector<CUstream_st*> streams;
-  if (only) {
-    streams.push_back(only);
-  } else {
+  std::vector<Queued> work;
+  {
     std::lock_guard<std::mutex> lock(g_streams_mutex);
-    streams.push_back(&g_legacy);
-    for (CUstream_st* s : g_streams)
-      if (s->blocking || non_blocking_too) streams.push_back(s);
-  }
-  try {
-    for (CUstream_st* s : streams) {
-      std::vector<std::function<void()>> q;
-      q.swap(s->queue);
-      for (auto& work : q) work();
+    std::vector<CUstream_st*> streams;
+    if (only && !only->blocking) {
+      streams.push_back(only);
+    } else {
+      streams.push_back(&g_legacy);
+      for (CUstream_st* s : g_streams)
+        if (s->blocking || non_blocking_too || s == only) streams.push_back(s);
     }
+    for (CUstream_st* s : streams) {
+      for (auto& q : s->queue) work.push_back(std::move(q));
+      s->queue.clear();
+    }
+  }
+  std::sort(work.begin(), work.end(), [](const Queued& a, const Queued& b) { return a.seq < b.seq; });
+  try {
+    for (auto& q : work) q.work();
   } catch (const std::exception& e) {
     return set_error(cudaErrorLaunchFailure, e.what());
   }
   return cudaSuccess;
+}
+
+// Whether queued work still reads host bytes in [b, e) (a pending copy from pinned memory).
+bool host_range_pending(uintptr_t b, uintptr_t e) {
+  std::lock_guard<std::mutex> lock(g_streams_mutex);
+  auto pending = [&](const CUstream_st* s) {
+    for (const auto& q : s->queue)
+      if (q.reads_host_begin < e && b < q.reads_host_end) return true;
+    return false;
+  };
+  if (pending(&g_legacy)) return true;
+  for (const CUstream_st* s : g_streams)
+    if (pending(s)) return true;
+  return false;
 }
 
 // Calls that synchronize or allocate are illegal while this thread captures a stream (modes
@@ -453,16 +480,17 @@ cudaError_t refuse_during_capture(const char* call) {
   return set_error(cudaErrorStreamCaptureUnsupported, clip::strprintf("%s while a stream is being captured", call));
 }
 
-cudaError_t enqueue(cudaStream_t s, std::function<void()> work) {
+cudaError_t enqueue(cudaStream_t s, std::function<void()> work, const void* reads_host = nullptr, size_t n = 0) {
   if (s && s->capture) {
     s->capture->nodes.push_back(std::move(work));
     return cudaSuccess;
   }
-  if (!s && g_captured) {  // the legacy stream would synchronize with the captured one
+  if (!s && g_captured && g_captured->blocking) {  // the legacy stream would wait for the captured one
     g_captured->invalidated = true;
-    return set_error(cudaErrorStreamCaptureImplicit, "work on the legacy stream while a stream is being captured");
+    return set_error(cudaErrorStreamCaptureImplicit, "work on the legacy stream while a blocking stream is being captured");
   }
-  resolve(s)->queue.push_back(std::move(work));
+  std::lock_guard<std::mutex> lock(g_streams_mutex);
+  resolve(s)->queue.push_back({g_seq++, std::move(work), (uintptr_t)reads_host, (uintptr_t)reads_host + n});
   return cudaSuccess;
 }
 
@@ -510,6 +538,8 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     s->invalidated = true;
     return set_error(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize of a stream being captured");
   }
+  if (!s)
+    if (cudaError_t e = refuse_during_capture("cudaStreamSynchronize of the legacy stream")) return e;
   return s ? run_queues(false, s) : run_queues(false);
 }
 cudaError_t cudaDeviceSynchronize() {
@@ -586,11 +616,24 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   if (n) std::memmove(dst, src, n);
   return cudaSuccess;
 }
+// With pageable host memory the copy is done when the call returns (CUDA stages it); with
+// pinned memory it happens when the stream runs, and until then the host destination of a
+// copy to the host holds 0xFF bytes (unless queued work still reads those bytes).
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
   if (cudaError_t e = check_copy(dst, src, n, kind)) return e;
   if (n == 0) return cudaSuccess;
-  if (kind == cudaMemcpyDeviceToHost && !(s && s->capture)) std::memset(dst, 0xFF, n);  // not there yet
-  return enqueue(s, [=] { std::memmove(dst, src, n); });
+  const bool captured = s && s->capture;
+  const void* host = kind == cudaMemcpyHostToDevice ? src : kind == cudaMemcpyDeviceToHost ? dst : nullptr;
+  if (host && !captured && !find_alloc(host, n)) {  // pageable
+    if (cudaError_t e = s ? run_queues(false, s) : run_queues(false)) return e;
+    std::memmove(dst, src, n);
+    return cudaSuccess;
+  }
+  if (cudaError_t e = enqueue(s, [=] { std::memmove(dst, src, n); }, kind == cudaMemcpyHostToDevice ? src : nullptr, n))
+    return e;
+  if (kind == cudaMemcpyDeviceToHost && !captured && !host_range_pending((uintptr_t)dst, (uintptr_t)dst + n))
+    std::memset(dst, 0xFF, n);  // not there yet
+  return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t n) {
   if (cudaError_t e = refuse_during_capture("cudaMemset")) return e;

@@ -193,7 +193,10 @@ TEST(Emulator, BrokenCollectivesAreErrors) {
     EXPECT_TRUE(has_all(e, {"no thread can go on"})) << e;
   }
   // The emulator is usable again after a failed launch.
-  launch(shuffles, dim3(1), dim3(64), 0, nullptr, Dev<int>(64 * 5).p);
+  Dev<int> good(64 * 5);
+  launch(shuffles, dim3(1), dim3(64), 0, nullptr, good.p);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(good.get()[0], 5);  // thread 0's xor-5 shuffle
 }
 
 __global__ void add_one(int* x) { x[threadIdx.x] += 1; }
@@ -235,13 +238,21 @@ TEST(Emulator, StreamsRunWhenWaitedFor) {
   Dev<int> x(32);
   CUDA_CHECK(cudaMemset(x.p, 0, 32 * sizeof(int)));
   launch(add_one, dim3(1), dim3(32), 0, s, x.p);
-  // A synchronous copy waits for the legacy and blocking streams only, not for this one.
+  // A synchronous copy waits for the legacy and blocking streams only, not for this one. (On a
+  // GPU this read races with the kernel; here the kernel has certainly not run.)
   EXPECT_EQ(x.get(), std::vector<int>(32, 0));
-  std::vector<int> host(32, 7);
-  CUDA_CHECK(cudaMemcpyAsync(host.data(), x.p, 32 * sizeof(int), cudaMemcpyDeviceToHost, s));
-  EXPECT_EQ(host[0], -1) << "an asynchronous copy's destination holds no data before the stream is waited for";
+  int* pinned = nullptr;
+  CUDA_CHECK(cudaMallocHost((void**)&pinned, 32 * sizeof(int)));
+  CUDA_CHECK(cudaMemcpyAsync(pinned, x.p, 32 * sizeof(int), cudaMemcpyDeviceToHost, s));
+  EXPECT_EQ(pinned[0], -1) << "an asynchronous copy's destination holds no data before the stream is waited for";
   CUDA_CHECK(cudaStreamSynchronize(s));
-  EXPECT_EQ(host, std::vector<int>(32, 1));
+  EXPECT_EQ(std::vector<int>(pinned, pinned + 32), std::vector<int>(32, 1));
+  // To pageable memory the copy is done when the call returns, as CUDA stages it.
+  launch(add_one, dim3(1), dim3(32), 0, s, x.p);
+  std::vector<int> pageable(32, 7);
+  CUDA_CHECK(cudaMemcpyAsync(pageable.data(), x.p, 32 * sizeof(int), cudaMemcpyDeviceToHost, s));
+  EXPECT_EQ(pageable, std::vector<int>(32, 2));
+  CUDA_CHECK(cudaFreeHost(pinned));
   cudaStreamDestroy(s);
 }
 
