@@ -265,12 +265,16 @@ void normalize_rgb8(const uint8_t* rgb, int n, const PreprocessConfig& cfg, floa
   normalize_rgb8_cpu(out, rgb, n, n, cfg.mean, cfg.std);
 }
 
-void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string& name, const PreprocessConfig& cfg,
-                            float* out, const ImageLimits& lim) {
+static std::vector<uint8_t> rgb8_from_bytes(const uint8_t* data, size_t size, const std::string& name,
+                                            const PreprocessConfig& cfg, const ImageLimits& lim) {
   CLIP_CHECK(cfg.interpolation == "bicubic", "%s: interpolation \"%s\" is not supported (only bicubic)",
              name.c_str(), cfg.interpolation.c_str());
-  DecodedImage im = decode_image(data, size, name, lim);
-  std::vector<uint8_t> rgb = resize_crop_rgb8(im, cfg.resolution);
+  return resize_crop_rgb8(decode_image(data, size, name, lim), cfg.resolution);
+}
+
+void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string& name, const PreprocessConfig& cfg,
+                            float* out, const ImageLimits& lim) {
+  std::vector<uint8_t> rgb = rgb8_from_bytes(data, size, name, cfg, lim);
   normalize_rgb8(rgb.data(), cfg.resolution, cfg, out);
 }
 
@@ -282,9 +286,10 @@ static std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
-DecodedImage decode_image_file(const std::string& path, const ImageLimits& lim) {
+std::vector<uint8_t> preprocess_image_file_rgb8(const std::string& path, const PreprocessConfig& cfg,
+                                                const ImageLimits& lim) {
   std::vector<uint8_t> bytes = read_file(path);
-  return decode_image(bytes.data(), bytes.size(), path, lim);
+  return rgb8_from_bytes(bytes.data(), bytes.size(), path, cfg, lim);
 }
 
 void preprocess_image_file(const std::string& path, const PreprocessConfig& cfg, float* out, const ImageLimits& lim) {

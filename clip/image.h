@@ -37,7 +37,6 @@ struct DecodedImage {
 // Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,
 // corrupt, unrecognized or too-large input (the size is checked before any pixel is decoded).
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {});
-DecodedImage decode_image_file(const std::string& path, const ImageLimits& lim = {});
 
 // What the geometric steps did (for tests and diagnostics; mirrors golden.json's fields).
 struct PreprocessInfo {
@@ -59,6 +58,10 @@ void preprocess_image_file(const std::string& path, const PreprocessConfig& cfg,
                            const ImageLimits& lim = {});
 void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string& name, const PreprocessConfig& cfg,
                             float* out, const ImageLimits& lim = {});
+// The same up to the RGB bytes, before ToTensor + Normalize: HWC uint8 [res, res, 3] (what
+// the model takes, normalizing them itself).
+std::vector<uint8_t> preprocess_image_file_rgb8(const std::string& path, const PreprocessConfig& cfg,
+                                                const ImageLimits& lim = {});
 
 // By extension: jpg jpeg png bmp gif (case-insensitive).
 bool is_image_path(const std::string& path);

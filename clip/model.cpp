@@ -402,11 +402,9 @@ HostTensor Model::encode_rgb8(const uint8_t* rgb, int64_t B) {
 }
 
 void Model::preprocess_file(const std::string& path, uint8_t* out) const {
-  const PreprocessConfig& pc = weights_.preprocess;
-  CLIP_CHECK(pc.interpolation == "bicubic", "%s: interpolation \"%s\" is not supported (only bicubic)",
-             path.c_str(), pc.interpolation.c_str());
-  const int R = weights_.config.image_resolution;
-  std::vector<uint8_t> rgb = resize_crop_rgb8(decode_image_file(path), R);
+  PreprocessConfig pc = weights_.preprocess;
+  pc.resolution = weights_.config.image_resolution;
+  std::vector<uint8_t> rgb = preprocess_image_file_rgb8(path, pc);
   std::memcpy(out, rgb.data(), rgb.size());
 }
 

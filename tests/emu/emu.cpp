@@ -45,7 +45,6 @@ struct WarpState {
   int arrived = 0;
   unsigned mask = 0;
   const char* what = nullptr;
-  size_t in_size = 0, out_size = 0;
   Combine combine = nullptr;
   unsigned char in[32 * 64], out[32 * 64];
   void* dest[32];  // each waiting lane's result variable (on its own stack)
@@ -83,6 +82,15 @@ std::mutex g_launch_mutex;  // __shared__ variables are static: one launch at a 
 
 Fiber& self() { return g_block->fibers[(size_t)g_block->current]; }
 
+// Once every live thread waits at __syncthreads, all go on.
+bool release_barrier_if_full(Block& b) {
+  if (b.at_barrier == 0 || b.at_barrier != b.live) return false;
+  for (auto& f : b.fibers)
+    if (f.wait == Wait::block) f.wait = Wait::none;
+  b.at_barrier = 0;
+  return true;
+}
+
 // Back to the scheduler; returns when the scheduler resumes this fiber.
 void yield() {
   if (!_setjmp(self().resume)) _longjmp(g_block->scheduler, 1);
@@ -102,12 +110,7 @@ void fiber_main() {
   WarpState& ws = b.warps[(size_t)w];
   if (ws.arrived && (ws.mask >> lane & 1) && b.error.empty())
     b.error = clip::strprintf("thread %d exited while lanes of its warp wait for it at %s", me, ws.what);
-  // Exited threads no longer count at __syncthreads.
-  if (b.at_barrier && b.at_barrier == b.live) {
-    for (auto& o : b.fibers)
-      if (o.wait == Wait::block) o.wait = Wait::none;
-    b.at_barrier = 0;
-  }
+  release_barrier_if_full(b);  // exited threads no longer count at __syncthreads
   _longjmp(b.scheduler, 1);
 }
 
@@ -135,7 +138,7 @@ std::string describe_waits(const Block& b) {
   return s;
 }
 
-void run_block(Block& b, const Stacks& stacks, bool reverse) {
+void run_block(Block& b, const Stacks& stacks, bool reverse_warps, bool reverse_lanes) {
   for (int i = 0; i < b.n; i++) {
     Fiber& f = b.fibers[(size_t)i];
     f = Fiber{};
@@ -159,12 +162,12 @@ void run_block(Block& b, const Stacks& stacks, bool reverse) {
   while (b.live > 0) {
     bool ran = false;
     for (int k = 0; k < nw && b.error.empty(); k++) {
-      const int w = reverse ? nw - 1 - k : k;
+      const int w = reverse_warps ? nw - 1 - k : k;
       const int l0 = w * 32, nl = std::min(b.n, l0 + 32) - l0;
       for (bool warp_ran = true; warp_ran && b.error.empty();) {
         warp_ran = false;
         for (int j = 0; j < nl && b.error.empty(); j++) {
-          const int i = g_launches % 2 ? l0 + nl - 1 - j : l0 + j;
+          const int i = reverse_lanes ? l0 + nl - 1 - j : l0 + j;
           Fiber& f = b.fibers[(size_t)i];
           if (f.done || f.wait != Wait::none) continue;
           resume(b, i);
@@ -187,13 +190,8 @@ int lane_id() { return g_block->current % 32; }
 void sync_block() {
   Block& b = *g_block;
   self().wait = Wait::block;
-  if (++b.at_barrier == b.live) {
-    for (auto& f : b.fibers)
-      if (f.wait == Wait::block) f.wait = Wait::none;
-    b.at_barrier = 0;
-    return;
-  }
-  yield();
+  b.at_barrier++;
+  if (!release_barrier_if_full(b)) yield();
 }
 
 void warp_collective(const char* what, unsigned mask, const void* in, size_t in_size, void* out,
@@ -209,8 +207,6 @@ void warp_collective(const char* what, unsigned mask, const void* in, size_t in_
     w.what = what;
     w.mask = mask;
     w.combine = combine;
-    w.in_size = in_size;
-    w.out_size = out_size;
   } else if (w.what != what || w.mask != mask || w.combine != combine) {
     kernel_error("warp %d: lane %d is at %s (mask %08x) while other lanes are at %s (mask %08x)", me / 32, lane,
                  what, mask, w.what, w.mask);
@@ -270,13 +266,15 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
   g_block = &b;
   gridDim = grid;
   blockDim = block;
-  // Blocks in order, or (every other launch) in reverse order: no block may count on another.
+  // Over four launches, lanes and blocks take each combination of forward and reverse order
+  // (no block may count on another); warps alternate from block to block and between launches.
+  const bool reverse_lanes = launch % 2, reverse_blocks = launch / 2 % 2;
   const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
   for (uint64_t k = 0; k < nblocks; k++) {
-    const uint64_t i = launch % 2 ? nblocks - 1 - k : k;
+    const uint64_t i = reverse_blocks ? nblocks - 1 - k : k;
     const unsigned x = (unsigned)(i % grid.x), y = (unsigned)(i / grid.x % grid.y), z = (unsigned)(i / grid.x / grid.y);
     blockIdx = {x, y, z};
-    run_block(b, stacks, (i + launch / 2) % 2 == 1);
+    run_block(b, stacks, (i + launch / 2) % 2 == 1, reverse_lanes);
     if (!b.error.empty()) {
       g_block = outer;
       clip::fail("CUDA emulator: kernel failed in block (%u, %u, %u) of grid (%u, %u, %u), block size (%u, %u, %u): %s",
@@ -718,6 +716,10 @@ struct cublasLtMatmulPreferenceOpaque_t {
 namespace {
 bool valid_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16F || t == CUDA_R_16BF; }
 size_t type_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+// Bytes a column-major layout spans from its first element to one past its last.
+size_t layout_bytes(const cublasLtMatrixLayoutOpaque_t* l) {
+  return ((l->cols - 1) * (uint64_t)l->ld + l->rows) * type_size(l->type);
+}
 float load_elem(const void* p, cudaDataType_t t, size_t i) {
   if (t == CUDA_R_32F) return ((const float*)p)[i];
   if (t == CUDA_R_16F) return __half2float(((const __half*)p)[i]);
@@ -849,20 +851,16 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
   op_shape(a, d->ta, &M, &K);
   op_shape(b, d->tb, &K2, &N);
   auto inside = [](const void* p, const cublasLtMatrixLayoutOpaque_t* l) {
-    const size_t bytes = ((l->cols - 1) * (uint64_t)l->ld + l->rows) * type_size(l->type);
-    const std::optional<Allocation> al = find_alloc(p, bytes);
+    const std::optional<Allocation> al = find_alloc(p, layout_bytes(l));
     return al && al->device;
   };
   const float al = *(const float*)alpha, be = *(const float*)beta;
   if (!inside(A, a) || !inside(B, b) || !inside(D, dl) || (be != 0.0f && !inside(C, c)))
     return CUBLAS_STATUS_INVALID_VALUE;
-  auto span = [](const void* p, const cublasLtMatrixLayoutOpaque_t* l) {
-    return std::make_pair((uintptr_t)p, (uintptr_t)p + ((l->cols - 1) * (uint64_t)l->ld + l->rows) * type_size(l->type));
+  auto overlaps_d = [&](const void* p, const cublasLtMatrixLayoutOpaque_t* l) {
+    return (uintptr_t)D < (uintptr_t)p + layout_bytes(l) && (uintptr_t)p < (uintptr_t)D + layout_bytes(dl);
   };
-  auto overlap = [](std::pair<uintptr_t, uintptr_t> x, std::pair<uintptr_t, uintptr_t> y) {
-    return x.first < y.second && y.first < x.second;
-  };
-  if (overlap(span(D, dl), span(A, a)) || overlap(span(D, dl), span(B, b))) return CUBLAS_STATUS_INVALID_VALUE;
+  if (overlaps_d(A, a) || overlaps_d(B, b)) return CUBLAS_STATUS_INVALID_VALUE;
   const void* ptrs[4] = {A, B, C, D};
   for (int i = 0; i < 4; i++)
     if ((i != 2 || be != 0.0f) && alignment_of(ptrs[i]) < algo->data[i]) return CUBLAS_STATUS_INVALID_VALUE;
