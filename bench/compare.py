@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Our CPU engine vs PyTorch (open_clip) and ONNX Runtime on the same model and weights.
+"""Our CPU engine vs PyTorch (open_clip), ONNX Runtime and clip.cpp on the same model and weights.
 
     python3 bench/compare.py [--arch ViT-B-32] [--batch-sizes 1,8,32] [--repeats 3] [--rounds 2]
 
@@ -7,13 +7,19 @@ What it does, in one run on one machine:
   1. Creates .venv-bench at the repository root (first run) from bench/requirements.txt and
      re-runs itself inside it.
   2. Builds the architecture in open_clip with random weights (quick_gelu, as OpenAI's), saves
-     them as safetensors, exports the image and text encoders to ONNX (dynamic batch).
-  3. Checks that `clip` computes the same embeddings as PyTorch from that file (cosine).
+     them as safetensors, exports the image and text encoders to ONNX (dynamic batch), and
+     writes them as a clip.cpp GGUF file (f32; bench/clipcpp.py).
+  3. Checks that `clip`, ONNX Runtime and clip.cpp compute the same embeddings as PyTorch
+     (cosine).
   4. Times image, 77-token text and short (5-15 token) text encoding over the batch sizes,
-     alternating ours (`clip bench --model FILE --json`, a subprocess), PyTorch and ONNX
-     Runtime, round after round; reports the median over all timed passes and the ratios.
+     alternating ours (`clip bench --model FILE --json`, a subprocess), PyTorch, ONNX Runtime
+     and clip.cpp, round after round; reports the median over all timed passes and the ratios.
+     clip.cpp (the PyPI wheel `clip_cpp`, built for AVX2) encodes images in calls of at most 8
+     (its fixed graph pool aborts beyond that for ViT-B/32) and texts one call per text, each
+     only up to its end-of-text token: it has no batched text call.
   5. Times process start to first embedding (one image, one text) and peak RSS for
-     `clip embed` on a native file vs a fresh Python process doing the same with open_clip.
+     `clip embed` on a native file vs a fresh Python process doing the same with open_clip,
+     and with clip.cpp's own Python binding on the GGUF file.
   6. Writes bench/results_cpu.json and bench/results_cpu.png.
 With --bf16 it also times our bf16 mode (`clip bench --dtype bf16`: linear layers multiply
 bf16 operands, on AMX where the CPU has it) against PyTorch under torch.autocast(bfloat16),
@@ -23,6 +29,7 @@ All engines use the same number of threads (--threads, default: all cores). Only
 baselines need Python packages; building and testing the project needs none of this.
 """
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -98,6 +105,16 @@ with torch.inference_mode():
 print(float(img[0, 0]), float(txt[0, 0]))
 """
 
+CLIPCPP_FIRST_EMBEDDING = r"""
+import sys
+from clip_cpp import Clip
+weights, image, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = Clip(weights)
+img = model.load_preprocess_encode_image(image, n_threads=threads, normalize=False)
+txt = model.encode_text(model.tokenize("a photo of a cat"), n_threads=threads, normalize=False)
+print(img[0], txt[0])
+"""
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +139,7 @@ def main():
     import open_clip
     import onnxruntime as ort
     from safetensors.torch import save_file
+    import clipcpp
 
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     towers = args.towers.split(",")
@@ -173,6 +191,13 @@ def main():
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     s_img = ort.InferenceSession(onnx_img, so, providers=["CPUExecutionProvider"])
     s_txt = ort.InferenceSession(onnx_txt, so, providers=["CPUExecutionProvider"])
+    vocab_json = os.path.join(SHARED, "clip", "vocab.json")
+    ggml_file = os.path.join(args.work, f"{args.arch}-f32.gguf")
+    if not os.path.exists(ggml_file) or os.path.getmtime(ggml_file) < os.path.getmtime(weights):
+        clipcpp.write_gguf(model, ggml_file, vocab_json)
+    cc_chunk = clipcpp.ClipCpp.largest_chunk(ggml_file)
+    cc = clipcpp.ClipCpp(ggml_file, args.threads, cc_chunk)
+    hwc = lambda x: np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # clip.cpp takes pixels HWC
 
     # --- same embeddings? -----------------------------------------------------------------
     rng = np.random.default_rng(0)
@@ -189,6 +214,9 @@ def main():
     cos = lambda a, b: float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
     check["ort_vs_torch_image_cos"] = min(cos(ort_i[i], ref_i[i]) for i in range(2))
     check["ort_vs_torch_text_cos"] = min(cos(ort_t[i], ref_t[i]) for i in range(2))
+    cc_i, cc_t = cc.encode_images(hwc(px)), cc.encode_texts(tok, EOT)
+    check["clipcpp_vs_torch_image_cos"] = min(cos(cc_i[i], ref_i[i]) for i in range(2))
+    check["clipcpp_vs_torch_text_cos"] = min(cos(cc_t[i], ref_t[i]) for i in range(2))
     if os.path.exists(vocab) and os.path.exists(image_file):
         # Our embeddings of a real image and caption vs open_clip's, from the same file.
         from PIL import Image as PILImage
@@ -225,6 +253,7 @@ def main():
     inputs = {}
     for B in sizes:
         inputs[("image", B)] = rng.standard_normal((B, 3, R, R)).astype(np.float32)
+        inputs[("image_hwc", B)] = hwc(inputs[("image", B)])
         inputs[("text77", B)] = make_tokens(rng, B, 77, 77)
         inputs[("text_short", B)] = make_tokens(rng, B, 5, 15)
 
@@ -275,6 +304,15 @@ def main():
                 x = inputs[(t, B)]
                 s, name = (s_img, "pixels") if t == "image" else (s_txt, "tokens")
                 add("onnxruntime", t, B, time_fn(lambda: s.run(None, {name: x}), args.repeats))
+        print(f"round {r + 1}/{args.rounds}: clip.cpp", flush=True)
+        for B in sizes:
+            for t in towers:
+                if t == "image":
+                    x = inputs[("image_hwc", B)]
+                    add("clip.cpp", t, B, time_fn(lambda: cc.encode_images(x), args.repeats))
+                else:
+                    x = inputs[(t, B)]
+                    add("clip.cpp", t, B, time_fn(lambda: cc.encode_texts(x, EOT), args.repeats))
 
     results = []
     for (engine, tower, B), secs in sorted(samples.items()):
@@ -283,11 +321,12 @@ def main():
                         "items_per_s": B / med, "seconds": secs})
     by = {(r["engine"], r["tower"], r["batch"]): r for r in results}
     print(f"\n{args.arch}, f32, {args.threads} threads, {cpu_model()}")
-    print(f"{'tower':<11}{'batch':>6}{'ours/s':>10}{'torch/s':>10}{'ORT/s':>10}{'vs torch':>10}{'vs ORT':>8}")
+    print(f"{'tower':<11}{'batch':>6}{'ours/s':>10}{'torch/s':>10}{'ORT/s':>10}{'clip.cpp/s':>11}"
+          f"{'vs torch':>10}{'vs ORT':>8}{'vs clip.cpp':>12}")
     for t in towers:
         for B in sizes:
-            o, p, x = (by[(e, t, B)]["items_per_s"] for e in ("ours", "pytorch", "onnxruntime"))
-            print(f"{t:<11}{B:>6}{o:>10.2f}{p:>10.2f}{x:>10.2f}{o / p:>9.2f}x{o / x:>7.2f}x")
+            o, p, x, c = (by[(e, t, B)]["items_per_s"] for e in ("ours", "pytorch", "onnxruntime", "clip.cpp"))
+            print(f"{t:<11}{B:>6}{o:>10.2f}{p:>10.2f}{x:>10.2f}{c:>11.2f}{o / p:>9.2f}x{o / x:>7.2f}x{o / c:>11.2f}x")
     if args.bf16:
         print(f"\n{args.arch}, bf16 (ours: --dtype bf16; PyTorch: torch.autocast bfloat16)")
         print(f"{'tower':<11}{'batch':>6}{'ours/s':>10}{'torch/s':>10}{'vs torch':>10}{'vs torch f32':>14}{'vs ORT f32':>12}")
@@ -308,7 +347,10 @@ def main():
         script = os.path.join(args.work, "torch_first.py")
         open(script, "w").write(TORCH_FIRST_EMBEDDING)
         torch_cmd = [sys.executable, script, oc_arch, weights, image_file, str(args.threads)]
-        for name, cmd in (("ours", ours_cmd), ("pytorch", torch_cmd)):
+        cc_script = os.path.join(args.work, "clipcpp_first.py")
+        open(cc_script, "w").write(CLIPCPP_FIRST_EMBEDDING)
+        cc_cmd = [sys.executable, cc_script, ggml_file, image_file, str(args.threads)]
+        for name, cmd in (("ours", ours_cmd), ("pytorch", torch_cmd), ("clip.cpp", cc_cmd)):
             runs = []
             for _ in range(3):  # the first run warms the page cache; report the median
                 if os.path.exists(emb_out):
@@ -324,6 +366,7 @@ def main():
     record = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "arch": args.arch, "cpu": cpu_model(),
               "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
               "onnxruntime": ort.__version__, "open_clip": open_clip.__version__,
+              "clip_cpp": importlib.metadata.version("clip_cpp"), "clip_cpp_image_chunk": cc_chunk,
               "batch_sizes": sizes, "repeats_per_round": args.repeats, "rounds": args.rounds,
               "agreement": check, "results": results, "first_embedding": first,
               "ours_bench_record": ours_record, "command": " ".join([sys.argv[0]] + sys.argv[1:])}
@@ -335,7 +378,7 @@ def main():
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(towers), figsize=(5 * len(towers), 4))
     for ax, t in zip(np.atleast_1d(axes), towers):
-        engines = [("ours", "o-"), ("pytorch", "s--"), ("onnxruntime", "^:")]
+        engines = [("ours", "o-"), ("pytorch", "s--"), ("onnxruntime", "^:"), ("clip.cpp", "d-.")]
         if args.bf16:
             engines += [("ours-bf16", "o-"), ("pytorch-bf16", "s--")]
         for e, style in engines:
