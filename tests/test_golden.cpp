@@ -10,9 +10,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include "clip/arch.h"
 #include "clip/clip.h"
 #include "tests/test_util.h"
 
@@ -498,6 +500,86 @@ INSTANTIATE_TEST_SUITE_P(Golden, GoldenCudaTest,
                                            CudaCase{"tiny-vit-gelu", DType::f16}),
                          [](const auto& i) {
                            std::string s = i.param.model + "_" + dtype_name(i.param.dtype);
+                           for (auto& ch : s)
+                             if (!isalnum((unsigned char)ch)) ch = '_';
+                           return s;
+                         });
+
+// CUDA at the real architectures' shapes (the goldens are tiny models): the same random
+// weights on the CPU (f32, the reference) and on the GPU, from the same image bytes and
+// tokens (a 77-token text, a 16-token and a 3-token one), compared on the L2-normalized
+// embeddings. Bounds as for the goldens: f32 cosine >= 0.99999 and max |d| <= 1e-4; f16 and
+// bf16 cosine >= 0.999. ViT-B/16 and ViT-L/14-336 (197 and 577 tokens) run on GPUs only
+// (the emulator leaves out "_GpuOnly_"); the emulator runs ViT-B/32 in all three dtypes.
+struct ArchCase {
+  std::string arch;
+  DType dtype;
+  bool gpu_only;
+};
+
+// The CPU reference of one architecture, computed once for all its dtypes.
+struct ArchReference {
+  HostTensor image, text;
+};
+class ArchCudaTest : public ::testing::TestWithParam<ArchCase> {};
+
+TEST_P(ArchCudaTest, MatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const ArchCase c = GetParam();
+  const ModelConfig cfg = arch_config(c.arch);
+  ModelOptions o;
+  o.device = Device::cuda;
+  o.dtype = c.dtype;
+  auto gpu = Model::from_weights(random_weights(cfg, 5), o);
+
+  const int64_t NI = 2, P = gpu->pixels_per_image(), ctx = cfg.context_length;
+  std::vector<uint8_t> rgb((size_t)(NI * P));
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (auto& b : rgb) b = (uint8_t)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 56);
+  std::vector<int32_t> tok(3 * ctx, 0);
+  const int64_t lens[3] = {ctx, 16, 3};
+  for (int64_t r = 0; r < 3; r++) {
+    int32_t* t = tok.data() + r * ctx;
+    t[0] = cfg.vocab_size - 2;  // start of text
+    for (int64_t j = 1; j + 1 < lens[r]; j++) t[j] = (int32_t)(1 + (r * 7919 + j * 104729) % (cfg.vocab_size - 3));
+    t[lens[r] - 1] = cfg.vocab_size - 1;  // end of text: the pooled position
+  }
+
+  const double min_cos = c.dtype == DType::f32 ? 0.99999 : 0.999;
+  auto compare = [&](const char* what, const HostTensor& ref, const HostTensor& got) {
+    ASSERT_EQ(ref.t.shape, got.t.shape);
+    HostTensor a = normalize_rows(ref), b = normalize_rows(got);
+    const int64_t E = a.t.shape[1];
+    for (int64_t r = 0; r < a.t.shape[0]; r++) {
+      double d = 0;
+      for (int64_t j = 0; j < E; j++) d = std::max(d, (double)std::fabs(a.f32()[r * E + j] - b.f32()[r * E + j]));
+      const double cs = test::cosine(a.f32() + r * E, b.f32() + r * E, (size_t)E);
+      printf("[%s %s] %s %lld: cos %.7f max |d| %.3g\n", c.arch.c_str(), dtype_name(c.dtype), what, (long long)r, cs, d);
+      EXPECT_GE(cs, min_cos) << what << " " << r;
+      if (c.dtype == DType::f32) {
+        EXPECT_LE(d, 1e-4) << what << " " << r;
+      }
+    }
+  };
+  static std::map<std::string, ArchReference> refs;
+  if (!refs.count(c.arch)) {
+    auto cpu = Model::from_weights(random_weights(cfg, 5));
+    refs[c.arch] = {cpu->encode_rgb8(rgb.data(), NI), cpu->encode_tokens(tok.data(), 3)};
+  }
+  const ArchReference& ref = refs[c.arch];
+  compare("image", ref.image, gpu->encode_rgb8(rgb.data(), NI));
+  compare("text", ref.text, gpu->encode_tokens(tok.data(), 3));
+}
+
+INSTANTIATE_TEST_SUITE_P(Arch, ArchCudaTest,
+                         ::testing::Values(ArchCase{"ViT-B-32", DType::f32, false},
+                                           ArchCase{"ViT-B-32", DType::f16, false},
+                                           ArchCase{"ViT-B-32", DType::bf16, false},
+                                           ArchCase{"ViT-B-16", DType::f16, true},
+                                           ArchCase{"ViT-L-14-336", DType::f16, true}),
+                         [](const auto& i) {
+                           std::string s = i.param.arch + (i.param.gpu_only ? "_GpuOnly_" : "_") +
+                                           dtype_name(i.param.dtype);
                            for (auto& ch : s)
                              if (!isalnum((unsigned char)ch)) ch = '_';
                            return s;
