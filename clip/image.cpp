@@ -11,6 +11,8 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <tuple>
+#include <utility>
 
 #include "engine/base.h"
 #include "engine/cpu_ops.h"
@@ -70,83 +72,150 @@ Coeffs precompute_coeffs(int in_size, int out_size) {
   return c;
 }
 
-uint8_t clip8(int64_t v) {
-  if (v >= ((int64_t)1 << kPrecisionBits << 8)) return 255;
-  if (v <= 0) return 0;
-  return (uint8_t)(v >> kPrecisionBits);
-}
-
 int32_t round_up(double f) { return (int32_t)(f >= 0.0 ? std::floor(f + 0.5) : -std::floor(std::fabs(f) + 0.5)); }
 
-// A window [x0, x0+nx) x [y0, y0+ny) of Pillow's resize of `in` (w x h, C interleaved
-// channels of T) to new_w x new_h: horizontal pass first into a T intermediate, then vertical.
-// T = uint8_t uses fixed-point weights and clamping; T = int32_t (mode I) uses doubles.
-template <typename T>
-std::vector<T> resample_window(const T* in, int w, int h, int C, int new_w, int new_h, int x0, int nx, int y0,
-                               int ny) {
+// The input rows [r0, r1) that output rows [y0, y0+ny) of a vertical pass read.
+std::pair<int, int> rows_read(const Coeffs& cv, int y0, int ny) {
+  int r0 = cv.xmin[(size_t)y0], r1 = 0;
+  for (int y = y0; y < y0 + ny; y++) {
+    r0 = std::min(r0, cv.xmin[(size_t)y]);
+    r1 = std::max(r1, cv.xmin[(size_t)y] + cv.count[(size_t)y]);
+  }
+  return {r0, r1};
+}
+
+// Mode I (int32 pixels, one channel): a window [x0, x0+nx) x [y0, y0+ny) of Pillow's resize
+// of `in` (w x h) to new_w x new_h, in doubles as Pillow's 32bpc resampler: horizontal pass
+// first, then vertical.
+std::vector<int32_t> resample_window_i32(const int32_t* in, int w, int h, int new_w, int new_h, int x0, int nx,
+                                         int y0, int ny) {
   const bool need_h = new_w != w, need_v = new_h != h;
   Coeffs ch, cv;
   if (need_h) ch = precompute_coeffs(w, new_w);
   if (need_v) cv = precompute_coeffs(h, new_h);
-  // input rows the vertical pass reads for output rows [y0, y0+ny)
   int r0 = y0, r1 = y0 + ny;
-  if (need_v) {
-    r0 = cv.xmin[(size_t)y0];
-    r1 = 0;
-    for (int y = y0; y < y0 + ny; y++) {
-      r0 = std::min(r0, cv.xmin[(size_t)y]);
-      r1 = std::max(r1, cv.xmin[(size_t)y] + cv.count[(size_t)y]);
-    }
-  }
+  if (need_v) std::tie(r0, r1) = rows_read(cv, y0, ny);
   // horizontal pass: rows [r0, r1), output columns [x0, x0+nx)
   const int rows = r1 - r0;
-  std::vector<T> tmp((size_t)rows * nx * C);
+  std::vector<int32_t> tmp((size_t)rows * nx);
   for (int y = 0; y < rows; y++) {
-    const T* src = in + (size_t)(y + r0) * w * C;
-    T* dst = &tmp[(size_t)y * nx * C];
+    const int32_t* src = in + (size_t)(y + r0) * w;
+    int32_t* dst = &tmp[(size_t)y * nx];
     for (int xo = 0; xo < nx; xo++) {
-      int xx = xo + x0;
+      const size_t xx = (size_t)(xo + x0);
       if (!need_h) {
-        for (int c = 0; c < C; c++) dst[(size_t)xo * C + c] = src[(size_t)xx * C + c];
+        dst[xo] = src[xx];
         continue;
       }
-      int xmin = ch.xmin[(size_t)xx], cnt = ch.count[(size_t)xx];
-      for (int c = 0; c < C; c++) {
-        if constexpr (std::is_same_v<T, uint8_t>) {
-          const int32_t* k = &ch.kfix[(size_t)xx * ch.ksize];
-          int64_t ss = (int64_t)1 << (kPrecisionBits - 1);
-          for (int x = 0; x < cnt; x++) ss += (int64_t)src[(size_t)(x + xmin) * C + c] * k[x];
-          dst[(size_t)xo * C + c] = clip8(ss);
-        } else {
-          const double* k = &ch.k[(size_t)xx * ch.ksize];
-          double ss = 0.0;
-          for (int x = 0; x < cnt; x++) ss += src[(size_t)(x + xmin) * C + c] * k[x];
-          dst[(size_t)xo * C + c] = round_up(ss);
-        }
-      }
+      const double* k = &ch.k[xx * ch.ksize];
+      double ss = 0.0;
+      for (int x = 0; x < ch.count[xx]; x++) ss += src[x + ch.xmin[xx]] * k[x];
+      dst[xo] = round_up(ss);
     }
   }
   if (!need_v) return tmp;  // rows == ny, already the window
-  std::vector<T> out((size_t)ny * nx * C);
+  std::vector<int32_t> out((size_t)ny * nx);
   for (int yo = 0; yo < ny; yo++) {
-    int yy = yo + y0, ymin = cv.xmin[(size_t)yy] - r0, cnt = cv.count[(size_t)yy];
-    T* dst = &out[(size_t)yo * nx * C];
-    for (int i = 0; i < nx * C; i++) {
-      if constexpr (std::is_same_v<T, uint8_t>) {
-        const int32_t* k = &cv.kfix[(size_t)yy * cv.ksize];
-        int64_t ss = (int64_t)1 << (kPrecisionBits - 1);
-        for (int y = 0; y < cnt; y++) ss += (int64_t)tmp[(size_t)(y + ymin) * nx * C + i] * k[y];
-        dst[i] = clip8(ss);
-      } else {
-        const double* k = &cv.k[(size_t)yy * cv.ksize];
-        double ss = 0.0;
-        for (int y = 0; y < cnt; y++) ss += tmp[(size_t)(y + ymin) * nx * C + i] * k[y];
-        dst[i] = round_up(ss);
-      }
+    const size_t yy = (size_t)(yo + y0);
+    const int ymin = cv.xmin[yy] - r0;
+    const double* k = &cv.k[yy * cv.ksize];
+    for (int i = 0; i < nx; i++) {
+      double ss = 0.0;
+      for (int y = 0; y < cv.count[yy]; y++) ss += tmp[(size_t)(y + ymin) * nx + i] * k[y];
+      out[(size_t)yo * nx + i] = round_up(ss);
     }
   }
   return out;
 }
+
+// One output line of Pillow's 8-bit resampler along an axis whose neighbouring input samples
+// are `stride` bytes apart: dst[i] = clip8(2^21 + sum_t src[t * stride + i] * k[t]), i < n,
+// with Pillow's 22-bit fixed-point weights. Pillow sums in int; the sums are exact (|sum| <
+// 2^31 for normalized bicubic weights and bytes), so summing in any order gives its bytes, and
+// clip8 (255 from 2^30 up, 0 at or below 0, else v >> 22) is clamp(v >> 22, 0, 255).
+CLIP_SIMD_CLONES void resample_line_u8(const uint8_t* src, size_t stride, const int32_t* k, int cnt, int n,
+                                       uint8_t* dst) {
+  constexpr int kChunk = 256;
+  int32_t acc[kChunk];
+  for (int i0 = 0; i0 < n; i0 += kChunk) {
+    const int m = std::min(kChunk, n - i0);
+    for (int i = 0; i < m; i++) acc[i] = 1 << (kPrecisionBits - 1);
+    for (int t = 0; t < cnt; t++) {
+      const uint8_t* s = src + t * stride + i0;
+      const int32_t kt = k[t];
+      for (int i = 0; i < m; i++) acc[i] += s[i] * kt;
+    }
+    for (int i = 0; i < m; i++) dst[i0 + i] = (uint8_t)std::min(std::max(acc[i] >> kPrecisionBits, 0), 255);
+  }
+}
+
+// dst[i * dstep + c] = src[i * sstep + c] for i < n, c < C: n pixels of C bytes, with C a
+// constant for the decoded modes' 1 to 4 channels (so a pixel is a few moves, not a memcpy).
+template <int C>
+void copy_pixels(uint8_t* dst, size_t dstep, const uint8_t* src, size_t sstep, int n) {
+  for (int i = 0; i < n; i++)
+    for (int c = 0; c < C; c++) dst[(size_t)i * dstep + c] = src[(size_t)i * sstep + c];
+}
+void copy_pixels(int C, uint8_t* dst, size_t dstep, const uint8_t* src, size_t sstep, int n) {
+  switch (C) {
+    case 1: return copy_pixels<1>(dst, dstep, src, sstep, n);
+    case 2: return copy_pixels<2>(dst, dstep, src, sstep, n);
+    case 3: return copy_pixels<3>(dst, dstep, src, sstep, n);
+    case 4: return copy_pixels<4>(dst, dstep, src, sstep, n);
+  }
+  for (int i = 0; i < n; i++) std::copy_n(src + (size_t)i * sstep, C, dst + (size_t)i * dstep);
+}
+
+}  // namespace
+
+// Both passes run resample_line_u8 over contiguous bytes. Vertical: an output row from whole
+// input rows. Horizontal: a block of kRows input rows is first transposed to [x][row][C], so
+// that one output column of all kRows rows is one line.
+std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, int new_w, int new_h, int x0, int nx,
+                                      int y0, int ny) {
+  CLIP_CHECK(w > 0 && h > 0 && C > 0 && new_w > 0 && new_h > 0 && x0 >= 0 && nx > 0 && x0 + nx <= new_w &&
+                 y0 >= 0 && ny > 0 && y0 + ny <= new_h,
+             "resize: window %dx%d+%d+%d of a %dx%d resize is empty or outside it", nx, ny, x0, y0, new_w, new_h);
+  const bool need_h = new_w != w, need_v = new_h != h;
+  Coeffs ch, cv;
+  if (need_h) ch = precompute_coeffs(w, new_w);
+  if (need_v) cv = precompute_coeffs(h, new_h);
+  int r0 = y0, r1 = y0 + ny;
+  if (need_v) std::tie(r0, r1) = rows_read(cv, y0, ny);
+  const int rows = r1 - r0;
+  const size_t line = (size_t)nx * C;
+  std::vector<uint8_t> tmp((size_t)rows * line);  // horizontal pass: rows [r0, r1), columns [x0, x0+nx)
+  if (!need_h) {
+    for (int y = 0; y < rows; y++) std::copy_n(in + ((size_t)(y + r0) * w + x0) * C, line, &tmp[(size_t)y * line]);
+  } else {
+    // the input columns [c0, c1) that the window's output columns read
+    int c0 = ch.xmin[(size_t)x0], c1 = 0;
+    for (int x = x0; x < x0 + nx; x++) c1 = std::max(c1, ch.xmin[(size_t)x] + ch.count[(size_t)x]);
+    constexpr int kRows = 32;
+    std::vector<uint8_t> block((size_t)(c1 - c0) * kRows * C), out((size_t)kRows * C);
+    for (int b0 = 0; b0 < rows; b0 += kRows) {
+      const int nb = std::min(kRows, rows - b0), bl = nb * C;  // bl: bytes of one column of the block
+      for (int r = 0; r < nb; r++)
+        copy_pixels(C, &block[(size_t)r * C], bl, in + ((size_t)(r0 + b0 + r) * w + c0) * C, C, c1 - c0);
+      for (int xo = 0; xo < nx; xo++) {
+        const size_t xx = (size_t)(xo + x0);
+        resample_line_u8(&block[(size_t)(ch.xmin[xx] - c0) * bl], (size_t)bl, &ch.kfix[xx * ch.ksize], ch.count[xx],
+                         bl, out.data());
+        copy_pixels(C, &tmp[(size_t)b0 * line + (size_t)xo * C], line, out.data(), C, nb);
+      }
+    }
+  }
+  if (!need_v) return tmp;  // rows == ny, already the window
+  std::vector<uint8_t> res((size_t)ny * line);
+  for (int yo = 0; yo < ny; yo++) {
+    const size_t yy = (size_t)(yo + y0);
+    resample_line_u8(&tmp[(size_t)(cv.xmin[yy] - r0) * line], line, &cv.kfix[yy * cv.ksize], cv.count[yy],
+                     (int)line, &res[(size_t)yo * line]);
+  }
+  return res;
+}
+
+namespace {
 
 // Pillow's NEAREST resize (ImagingScaleAffine): source index int(xo), xo = scale/2 + i*scale
 // accumulated in double.
@@ -197,7 +266,7 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
   std::vector<uint8_t> win;    // 8-bit modes: the [n, n, C] window in the decoded mode
   std::vector<int32_t> win_i;  // mode I
   if (im.mode == ImageMode::I) {
-    win_i = resample_window<int32_t>(im.pixels_i.data(), w, h, 1, new_w, new_h, left, n, top, n);
+    win_i = resample_window_i32(im.pixels_i.data(), w, h, new_w, new_h, left, n, top, n);
   } else if (!resize) {
     win.resize(npx * C);
     for (int y = 0; y < n; y++)
@@ -215,14 +284,14 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
     const int a = C - 1;
     for (size_t p = 0; p < (size_t)w * h; p++)
       for (int c = 0; c < a; c++) pre[p * C + c] = (uint8_t)muldiv255(pre[p * C + c], pre[p * C + a]);
-    win = resample_window<uint8_t>(pre.data(), w, h, C, new_w, new_h, left, n, top, n);
+    win = resize_window_u8(pre.data(), w, h, C, new_w, new_h, left, n, top, n);
     for (size_t p = 0; p < npx; p++) {
       int alpha = win[p * C + a];
       if (alpha == 0 || alpha == 255) continue;
       for (int c = 0; c < a; c++) win[p * C + c] = (uint8_t)std::min(255, 255 * win[p * C + c] / alpha);
     }
   } else {
-    win = resample_window<uint8_t>(im.pixels.data(), w, h, C, new_w, new_h, left, n, top, n);
+    win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, n, top, n);
   }
 
   // rule 5: convert("RGB")

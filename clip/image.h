@@ -46,6 +46,13 @@ struct PreprocessInfo {
   bool nearest = false;              // mode P / 1: Pillow uses NEAREST
 };
 
+// Pillow's 8-bit BICUBIC Image.resize of `in` (w x h, C interleaved channels per pixel) to
+// new_w x new_h, computed only inside the window [x0, x0+nx) x [y0, y0+ny): HWC [ny, nx, C],
+// the bytes Pillow gives there (each output column/row of its separable resampler depends
+// only on its own coefficients).
+std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, int new_w, int new_h, int x0, int nx,
+                                      int y0, int ny);
+
 // Resize (in the decoded mode) + center crop + convert("RGB"): HWC uint8 [n_px, n_px, 3].
 std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n_px, PreprocessInfo* info = nullptr);
 

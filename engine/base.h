@@ -28,6 +28,15 @@ std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2))
     if (!(cond)) ::clip::fail(__VA_ARGS__); \
   } while (0)
 
+// Hot CPU loops are compiled three times (AVX-512, AVX2+FMA, baseline x86-64) and the best
+// one for the running CPU is picked at load time. Written so that they vectorize (reductions
+// keep partial sums in arrays).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CLIP_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLIP_SIMD_CLONES
+#endif
+
 // u8: image bytes (RGB pixels before normalization), a graph input only.
 enum class DType : uint8_t { f32, f16, bf16, i32, u8 };
 enum class Device : uint8_t { cpu, cuda };

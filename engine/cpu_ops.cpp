@@ -71,14 +71,8 @@ void act_cpu(float* y, const float* x, int64_t n, Act act) {
   for (int64_t i = 0; i < n; i++) y[i] = apply_act(x[i], act);
 }
 
-// The hot row loops are compiled three times (AVX-512, AVX2+FMA, baseline x86-64) and the
-// best one for the running CPU is picked at load time; reductions keep 16 partial sums so that
-// they vectorize.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define CLIP_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLIP_SIMD_CLONES
-#endif
+// The hot row loops are CLIP_SIMD_CLONES (engine/base.h); reductions keep 16 partial sums so
+// that they vectorize.
 
 // Whether the AVX-512 clones run here (x86-64-v4: 32 vector registers).
 static bool has_avx512() {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -130,6 +131,101 @@ TEST(Preprocess, OtherResolutionsAreConsistent) {
       }
     }
   }
+}
+
+// Pillow's 8-bit BICUBIC resampler written plainly (Resample.c: precompute_coeffs, then
+// ImagingResampleHorizontal_8bpc and ImagingResampleVertical_8bpc over the whole image, with
+// 64-bit sums), cropped afterwards: the reference for resize_window_u8's blocked passes.
+std::vector<uint8_t> pillow_resize_u8(const std::vector<uint8_t>& in, int w, int h, int C, int new_w, int new_h) {
+  auto filter = [](double x) {
+    x = std::fabs(x);
+    return x < 1.0 ? (1.5 * x - 2.5) * x * x + 1 : x < 2.0 ? (((x - 5) * x + 8) * x - 4) * -0.5 : 0.0;
+  };
+  struct Axis {
+    std::vector<int> lo, n;
+    std::vector<std::vector<int32_t>> k;
+  };
+  auto coeffs = [&](int in_size, int out_size) {
+    Axis a;
+    const double scale = (double)in_size / out_size, fs = std::max(scale, 1.0), support = 2.0 * fs;
+    for (int o = 0; o < out_size; o++) {
+      const double center = (o + 0.5) * scale;
+      const int lo = std::max(0, (int)(center - support + 0.5)), hi = std::min(in_size, (int)(center + support + 0.5));
+      std::vector<double> k;
+      double sum = 0;
+      for (int x = lo; x < hi; x++) sum += k.emplace_back(filter((x - center + 0.5) / fs));
+      std::vector<int32_t> kf;
+      for (double v : k) {
+        if (sum != 0.0) v /= sum;
+        kf.push_back((int32_t)(v * (1 << 22) + (v < 0 ? -0.5 : 0.5)));
+      }
+      a.lo.push_back(lo);
+      a.n.push_back(hi - lo);
+      a.k.push_back(kf);
+    }
+    return a;
+  };
+  auto clip8 = [](int64_t v) { return (uint8_t)(v >= (int64_t)1 << 30 ? 255 : v <= 0 ? 0 : v >> 22); };
+  std::vector<uint8_t> cur = in;
+  if (new_w != w) {
+    Axis a = coeffs(w, new_w);
+    std::vector<uint8_t> out((size_t)h * new_w * C);
+    for (int y = 0; y < h; y++)
+      for (int x = 0; x < new_w; x++)
+        for (int c = 0; c < C; c++) {
+          int64_t ss = 1 << 21;
+          for (int t = 0; t < a.n[x]; t++) ss += (int64_t)cur[((size_t)y * w + a.lo[x] + t) * C + c] * a.k[x][t];
+          out[((size_t)y * new_w + x) * C + c] = clip8(ss);
+        }
+    cur.swap(out);
+  }
+  if (new_h != h) {
+    Axis a = coeffs(h, new_h);
+    std::vector<uint8_t> out((size_t)new_h * new_w * C);
+    for (int y = 0; y < new_h; y++)
+      for (int i = 0; i < new_w * C; i++) {
+        int64_t ss = 1 << 21;
+        for (int t = 0; t < a.n[y]; t++) ss += (int64_t)cur[(size_t)(a.lo[y] + t) * new_w * C + i] * a.k[y][t];
+        out[(size_t)y * new_w * C + i] = clip8(ss);
+      }
+    cur.swap(out);
+  }
+  return cur;
+}
+
+TEST(Preprocess, ResizeWindowMatchesPillowReference) {
+  uint64_t state = 12345;
+  auto rnd = [&](int lo, int hi) {  // uniform in [lo, hi]
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + (int)((state >> 33) % (uint64_t)(hi - lo + 1));
+  };
+  struct Size {
+    int w, h, new_w, new_h;
+  };
+  // CLIP's shapes (a 500x375 photo to 298x224, a 900x60 strip), large and small factors,
+  // one-pixel images and sides, sizes that keep one axis; then random ones.
+  std::vector<Size> sizes = {{500, 375, 298, 224}, {900, 60, 3360, 224}, {2000, 1500, 298, 224}, {3, 5, 224, 373},
+                             {1, 1, 7, 7},         {64, 64, 64, 64},     {64, 64, 224, 64},     {333, 500, 224, 336},
+                             {5, 700, 1, 30}};
+  for (int i = 0; i < 40; i++) sizes.push_back({rnd(1, 260), rnd(1, 260), rnd(1, 260), rnd(1, 260)});
+  for (const Size& z : sizes) {
+    for (int C = 1; C <= 4; C++) {
+      std::vector<uint8_t> in((size_t)z.w * z.h * C);
+      for (auto& b : in) b = (uint8_t)(rnd(0, 9) < 2 ? rnd(0, 1) * 255 : rnd(0, 255));  // some hard edges
+      const std::vector<uint8_t> ref = pillow_resize_u8(in, z.w, z.h, C, z.new_w, z.new_h);
+      const int nx = rnd(1, z.new_w), ny = rnd(1, z.new_h), x0 = rnd(0, z.new_w - nx), y0 = rnd(0, z.new_h - ny);
+      for (auto [wx, wy, wnx, wny] : {std::array<int, 4>{0, 0, z.new_w, z.new_h}, std::array<int, 4>{x0, y0, nx, ny}}) {
+        const std::vector<uint8_t> got = resize_window_u8(in.data(), z.w, z.h, C, z.new_w, z.new_h, wx, wnx, wy, wny);
+        ASSERT_EQ(got.size(), (size_t)wnx * wny * C);
+        for (int y = 0; y < wny; y++)
+          for (int i = 0; i < wnx * C; i++)
+            ASSERT_EQ((int)got[((size_t)y * wnx) * C + i], (int)ref[((size_t)(y + wy) * z.new_w + wx) * C + i])
+                << z.w << "x" << z.h << " -> " << z.new_w << "x" << z.new_h << ", C " << C << ", window " << wnx << "x"
+                << wny << "+" << wx << "+" << wy << ", at row " << y << " byte " << i;
+      }
+    }
+  }
+  EXPECT_THROW(resize_window_u8(nullptr, 4, 4, 3, 8, 8, 4, 5, 0, 8), Error);  // window outside the resize
 }
 
 TEST(Preprocess, IsImagePath) {
