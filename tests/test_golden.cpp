@@ -26,6 +26,7 @@ namespace {
 struct Case {
   std::string model, format;
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.model << " " << c.format; }
 
 std::string case_name(const Case& c) {
   std::string s = c.model + "_" + c.format;
@@ -460,6 +461,7 @@ struct CudaCase {
   std::string model;
   DType dtype;
 };
+void PrintTo(const CudaCase& c, std::ostream* os) { *os << c.model << " " << dtype_name(c.dtype); }
 class GoldenCudaTest : public ::testing::TestWithParam<CudaCase> {};
 
 TEST_P(GoldenCudaTest, MatchesReference) {
@@ -516,6 +518,7 @@ struct ArchCase {
   DType dtype;
   bool gpu_only;
 };
+void PrintTo(const ArchCase& c, std::ostream* os) { *os << c.arch << " " << dtype_name(c.dtype); }
 
 // The CPU reference of one architecture, computed once for all its dtypes.
 struct ArchReference {

@@ -38,6 +38,7 @@ struct ImageParam {
   std::string model;
   int index;
 };
+void PrintTo(const ImageParam& p, std::ostream* os) { *os << p.model << " image " << p.index; }
 
 class PreprocessGolden : public ::testing::TestWithParam<ImageParam> {};
 

@@ -84,6 +84,7 @@ struct CaseParam {
   std::string source;
   size_t index;
 };
+void PrintTo(const CaseParam& p, std::ostream* os) { *os << p.source << " case " << p.index; }
 
 std::vector<CaseParam> tokenizer_cases() {
   std::vector<CaseParam> out;
