@@ -81,7 +81,8 @@ def write_gguf(model, path, vocab_json):
     w.add_tensor("t.post_ln.weight", sd["ln_final.weight"])
     w.add_tensor("t.post_ln.bias", sd["ln_final.bias"])
     w.add_tensor("text_projection.weight", np.ascontiguousarray(sd["text_projection"].T))
-    w.add_token_list(list(json.load(open(vocab_json, encoding="utf-8"))))
+    with open(vocab_json, encoding="utf-8") as f:
+        w.add_token_list(list(json.load(f)))
 
     grid = int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
     w.add_uint32("clip.vision.image_size", grid * conv.shape[2])
@@ -105,8 +106,10 @@ def write_gguf(model, path, vocab_json):
 
 
 def library():
-    from clip_cpp import clip as binding  # loads libclip.so and libggml.so from the wheel
-    lib = binding.clip_lib
+    # The wheel's libclip.so (its module loads libggml.so beside it), in a handle of our own:
+    # the argument types below are ours, and the wheel's binding keeps its own.
+    from clip_cpp import clip as binding
+    lib = ctypes.CDLL(binding.clip_lib._name)
     lib.clip_model_load.argtypes = [ctypes.c_char_p, ctypes.c_int]
     lib.clip_model_load.restype = ctypes.c_void_p
     lib.clip_free.argtypes = [ctypes.c_void_p]
@@ -121,12 +124,13 @@ def library():
     return lib
 
 
-# Run in a child: clip.cpp aborts the process when a batch outgrows its fixed graph pool.
+# Run in a child: clip.cpp aborts the process when a batch outgrows its fixed graph pool
+# (whose use grows with the thread count too, so the probe uses the benchmark's).
 _PROBE = r"""
 import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
 import clipcpp
-m = clipcpp.ClipCpp(sys.argv[2], 1, chunk=int(sys.argv[3]))
+m = clipcpp.ClipCpp(sys.argv[2], int(sys.argv[4]), chunk=int(sys.argv[3]))
 m.encode_images(np.zeros((int(sys.argv[3]), m.image_size, m.image_size, 3), np.float32))
 """
 
@@ -146,17 +150,24 @@ class ClipCpp:
         vision = self.lib.clip_get_vision_hparams(self.ctx).contents
         self.image_size, self.dim = vision.image_size, vision.projection_dim
 
+    def __del__(self):
+        if getattr(self, "ctx", None):
+            self.lib.clip_free(self.ctx)
+
     @staticmethod
-    def largest_chunk(path):
+    def largest_chunk(path, threads):
         """The largest image batch (of 8, 4, 2, 1) clip.cpp encodes without aborting."""
         here = os.path.dirname(os.path.abspath(__file__))
         for b in (8, 4, 2, 1):
-            p = subprocess.run([sys.executable, "-c", _PROBE, here, path, str(b)], capture_output=True)
+            p = subprocess.run([sys.executable, "-c", _PROBE, here, path, str(b), str(threads)],
+                               capture_output=True, text=True)
             if p.returncode == 0:
                 return b
-        raise RuntimeError(f"clip.cpp cannot encode one image with {path}")
+        raise RuntimeError(f"clip.cpp cannot encode one image with {path}:\n{p.stderr[-2000:]}")
 
     def encode_images(self, hwc):
+        if hwc.dtype != np.float32 or not hwc.flags.c_contiguous or hwc.ndim != 4 or hwc.shape[3] != 3:
+            raise ValueError(f"clip.cpp takes contiguous float32 [B, R, R, 3] pixels, got {hwc.dtype} {hwc.shape}")
         out = np.empty((hwc.shape[0], self.dim), np.float32)
         for s in range(0, hwc.shape[0], self.chunk):
             part = hwc[s:s + self.chunk]
@@ -171,6 +182,8 @@ class ClipCpp:
     def encode_texts(self, tokens, eot):
         out = np.empty((tokens.shape[0], self.dim), np.float32)
         for b, row in enumerate(tokens):
+            if not (row == eot).any():
+                raise ValueError(f"text {b} has no end-of-text token")
             n = int(np.argmax(row == eot)) + 1
             ids = (ctypes.c_int32 * n)(*[int(t) for t in row[:n]])
             if not self.lib.clip_text_encode(self.ctx, self.threads, ctypes.byref(Tokens(ids, n)),

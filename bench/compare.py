@@ -195,7 +195,7 @@ def main():
     ggml_file = os.path.join(args.work, f"{args.arch}-f32.gguf")
     if not os.path.exists(ggml_file) or os.path.getmtime(ggml_file) < os.path.getmtime(weights):
         clipcpp.write_gguf(model, ggml_file, vocab_json)
-    cc_chunk = clipcpp.ClipCpp.largest_chunk(ggml_file)
+    cc_chunk = clipcpp.ClipCpp.largest_chunk(ggml_file, args.threads)
     cc = clipcpp.ClipCpp(ggml_file, args.threads, cc_chunk)
     hwc = lambda x: np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # clip.cpp takes pixels HWC
 

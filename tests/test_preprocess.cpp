@@ -154,7 +154,7 @@ std::vector<uint8_t> pillow_resize_u8(const std::vector<uint8_t>& in, int w, int
       const int lo = std::max(0, (int)(center - support + 0.5)), hi = std::min(in_size, (int)(center + support + 0.5));
       std::vector<double> k;
       double sum = 0;
-      for (int x = lo; x < hi; x++) sum += k.emplace_back(filter((x - center + 0.5) / fs));
+      for (int x = lo; x < hi; x++) sum += k.emplace_back(filter((x - center + 0.5) * (1.0 / fs)));
       std::vector<int32_t> kf;
       for (double v : k) {
         if (sum != 0.0) v /= sum;
@@ -203,11 +203,12 @@ TEST(Preprocess, ResizeWindowMatchesPillowReference) {
   struct Size {
     int w, h, new_w, new_h;
   };
-  // CLIP's shapes (a 500x375 photo to 298x224, a 900x60 strip), large and small factors,
-  // one-pixel images and sides, sizes that keep one axis; then random ones.
+  // CLIP's shapes (a 500x375 photo to 298x224, a 900x60 strip, a 224-wide portrait that
+  // keeps its width), large and small factors, one-pixel images and sides, sizes that keep
+  // one axis; then random ones.
   std::vector<Size> sizes = {{500, 375, 298, 224}, {900, 60, 3360, 224}, {2000, 1500, 298, 224}, {3, 5, 224, 373},
                              {1, 1, 7, 7},         {64, 64, 64, 64},     {64, 64, 224, 64},     {333, 500, 224, 336},
-                             {5, 700, 1, 30}};
+                             {5, 700, 1, 30},      {224, 500, 224, 373}};
   for (int i = 0; i < 40; i++) sizes.push_back({rnd(1, 260), rnd(1, 260), rnd(1, 260), rnd(1, 260)});
   for (const Size& z : sizes) {
     for (int C = 1; C <= 4; C++) {
