@@ -15,6 +15,8 @@
 #   kernels    the kernel benchmark (CSV)
 #   profile    where the GPU time goes: `clip bench --profile` (CUDA events around every node)
 #   racecheck  compute-sanitizer racecheck on the kernels that use shared memory
+#   initcheck  compute-sanitizer initcheck (reads of device memory nothing wrote) on the same
+#              kernels, the elementwise ones and a graph run
 #   sdpa       PyTorch's SDPA (cuDNN, flash, mem-efficient) at the attention shapes
 # The GPU machine fetches nothing: when the project's Debian libraries are missing there, the
 # .deb files that scripts/gpu_deps.sh downloaded into .debs/ (carry it) are unpacked into
@@ -38,7 +40,7 @@ SANITIZER=compute-sanitizer
 command -v "$SANITIZER" >/dev/null 2>&1 || SANITIZER=/usr/local/cuda/bin/compute-sanitizer
 SUMMARY=$LOGS/summary.txt
 FAILED=0
-STEPS="build ctest e2e torch memcheck kernels profile racecheck sdpa"
+STEPS="build ctest e2e torch memcheck kernels profile racecheck initcheck sdpa"
 for s in ${GPU_CHECK_STEPS:-}; do
   [[ " $STEPS " == *" $s "* ]] || { echo "GPU_CHECK_STEPS: unknown step '$s' (steps: $STEPS)"; exit 2; }
 done
@@ -129,6 +131,10 @@ step profile 25 40 "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtyp
 RACECHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
 step racecheck 30 5 "$OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$RACECHECK_FILTER'"
+
+INITCHECK_FILTER="$RACECHECK_FILTER:*LayerNorm*_C17_*:*BiasAct*_M3_N17_*:*DTypeTest.NormalizeRgb8*:*GraphTest*"
+step initcheck 30 5 "$OURS $SANITIZER --tool initcheck --error-exitcode 1 $BUILD/tests/test_kernels \
+  --gtest_filter='$INITCHECK_FILTER'"
 
 step sdpa 25 all "python3 bench/torch_attention_baseline.py"
 
