@@ -813,5 +813,28 @@ TEST_P(GraphTest, CudaMatchesCpu) {
 }
 INSTANTIATE_TEST_SUITE_P(kernels, GraphTest, testing::ValuesIn(kDTypes), dtype_param_name);
 
+// An input larger than one staging part (32 MB) goes to the device in parts, each copy queued
+// while the next part is staged: x [4, 20000, 128] f32 is 41 MB, two parts. gather_rows reads
+// a row from the first part, from both ends of the input and from the second part, which must
+// be the bytes of this run's input (run twice, with other values the second time).
+TEST(Staging, InputLargerThanOnePartArrivesWhole) {
+  REQUIRE_CUDA();
+  const int64_t B = 4, T = 20000, C = 128;
+  Graph g(Device::cuda, DType::f32);
+  Value x = g.input("x", DType::f32, Shape{B, T, C});
+  Value idx = g.input("idx", DType::i32, Shape{B});
+  g.output(g.gather_rows(x, idx));
+  auto exe = compile_cuda(g, ctx());
+  std::vector<float> xs((size_t)(B * T * C));
+  const std::vector<int32_t> rows = {0, 12345, 7, (int32_t)T - 1};  // batch 3's last row: the input's last bytes
+  for (float base : {0.0f, 0.5f}) {
+    for (size_t i = 0; i < xs.size(); i++) xs[i] = base + (float)(i % 1000003);
+    auto out = exe->run({Tensor(xs.data(), DType::f32, Shape{B, T, C}), Tensor((void*)rows.data(), DType::i32, Shape{B})});
+    for (int64_t b = 0; b < B; b++)
+      EXPECT_EQ(0, std::memcmp(out[0].f32() + b * C, &xs[(size_t)((b * T + rows[(size_t)b]) * C)], (size_t)C * 4))
+          << "batch " << b << " row " << rows[(size_t)b] << " (base " << base << ")";
+  }
+}
+
 }  // namespace
 }  // namespace clip
