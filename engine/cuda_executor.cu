@@ -142,32 +142,39 @@ class CudaExecutor final : public Executor {
     }
 
     cudaStream_t st = ctx_.stream();
-    for (size_t i = 0; i < ins.size(); i++) stage_input(st, i, inputs[i].data);
-    CUDA_CHECK(cudaEventRecord(run_start_, st));
-    bool first = false;
-    if (profile_) {
-      enqueue(st, /*timed=*/true);
-    } else if (exec_) {
-      CUDA_CHECK(cudaGraphLaunch(exec_, st));
-    } else {
-      enqueue(st);  // first run, eager: loads kernels, builds cuBLASLt plans, reports errors
-      first = !eager_;
-    }
-    CUDA_CHECK(cudaEventRecord(run_end_, st));
-    if (first) {
-      try {
-        capture(st);  // later runs replay it
-      } catch (const Error& e) {
-        // The eager pass above already computed this run's outputs; later runs stay eager.
-        // The failed end-capture or instantiate left its error pending: clear it, or the
-        // next launch check would report it.
-        cudaGetLastError();
-        eager_ = true;
-        fprintf(stderr, "clip: CUDA graph capture failed (%s); running this graph without it\n", e.what());
+    try {
+      for (size_t i = 0; i < ins.size(); i++) stage_input(st, i, inputs[i].data);
+      CUDA_CHECK(cudaEventRecord(run_start_, st));
+      bool first = false;
+      if (profile_) {
+        enqueue(st, /*timed=*/true);
+      } else if (exec_) {
+        CUDA_CHECK(cudaGraphLaunch(exec_, st));
+      } else {
+        enqueue(st);  // first run, eager: loads kernels, builds cuBLASLt plans, reports errors
+        first = !eager_;
       }
+      CUDA_CHECK(cudaEventRecord(run_end_, st));
+      if (first) {
+        try {
+          capture(st);  // later runs replay it
+        } catch (const Error& e) {
+          // The eager pass above already computed this run's outputs; later runs stay eager.
+          // The failed end-capture or instantiate left its error pending: clear it, or the
+          // next launch check would report it.
+          cudaGetLastError();
+          eager_ = true;
+          fprintf(stderr, "clip: CUDA graph capture failed (%s); running this graph without it\n", e.what());
+        }
+      }
+      copy_outputs(st);
+      CUDA_CHECK(cudaStreamSynchronize(st));
+    } catch (...) {
+      // Copies queued before the error may still read the pinned buffers, which the next run
+      // rewrites: let them finish (the error being reported is the one that counts).
+      cudaStreamSynchronize(st);
+      throw;
     }
-    copy_outputs(st);
-    CUDA_CHECK(cudaStreamSynchronize(st));
     float run_ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&run_ms, run_start_, run_end_));
     device_s_ = run_ms * 1e-3;
@@ -213,7 +220,8 @@ class CudaExecutor final : public Executor {
                  dtype_name(dt));
   }
 
-  // Records the whole run (copies and kernels) into a CUDA graph and instantiates it.
+  // Records the nodes (not the input and output copies, which every run queues itself) into a
+  // CUDA graph and instantiates it.
   void capture(cudaStream_t st) {
     cudaGraph_t graph = nullptr;
     CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
@@ -233,9 +241,9 @@ class CudaExecutor final : public Executor {
   }
 
   // Input i from src through its pinned buffer to the device, part by part. The pinned bytes
-  // are not touched again until the run's final synchronize, so every queued copy reads what
-  // was staged for it.
-  static constexpr size_t kStagePart = size_t(32) << 20;  // copy_bytes splits this between the threads
+  // are not touched again until the run has synchronized (also when it fails: see run), so
+  // every queued copy reads what was staged for it.
+  static constexpr size_t kStagePart = size_t(32) << 20;  // copy_bytes splits a part between the threads
   void stage_input(cudaStream_t st, size_t i, const void* src) {
     char* pinned = (char*)in_host_[i]->p;
     char* dev = (char*)ptr_[g_.inputs()[i]];

@@ -813,10 +813,11 @@ TEST_P(GraphTest, CudaMatchesCpu) {
 }
 INSTANTIATE_TEST_SUITE_P(kernels, GraphTest, testing::ValuesIn(kDTypes), dtype_param_name);
 
-// An input larger than one staging part (32 MB) goes to the device in parts, each copy queued
-// while the next part is staged: x [4, 20000, 128] f32 is 41 MB, two parts. gather_rows reads
-// a row from the first part, from both ends of the input and from the second part, which must
-// be the bytes of this run's input (run twice, with other values the second time).
+// An input larger than one staging part (32 MiB) goes to the device in parts, each copy queued
+// while the next part is staged: x [4, 20000, 128] f32 is 39 MiB, two parts. gather_rows reads
+// the input's first row and three more; the last (batch 3's row 19999, the input's last
+// bytes) lies in the second part. All must be this run's bytes (run twice, with other values
+// the second time, which also replays the CUDA graph).
 TEST(Staging, InputLargerThanOnePartArrivesWhole) {
   REQUIRE_CUDA();
   const int64_t B = 4, T = 20000, C = 128;
