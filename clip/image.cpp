@@ -11,8 +11,6 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
-#include <tuple>
-#include <utility>
 
 #include "engine/base.h"
 #include "engine/cpu_ops.h"
@@ -74,14 +72,27 @@ Coeffs precompute_coeffs(int in_size, int out_size) {
 
 int32_t round_up(double f) { return (int32_t)(f >= 0.0 ? std::floor(f + 0.5) : -std::floor(std::fabs(f) + 0.5)); }
 
-// The input rows [r0, r1) that output rows [y0, y0+ny) of a vertical pass read.
-std::pair<int, int> rows_read(const Coeffs& cv, int y0, int ny) {
-  int r0 = cv.xmin[(size_t)y0], r1 = 0;
-  for (int y = y0; y < y0 + ny; y++) {
-    r0 = std::min(r0, cv.xmin[(size_t)y]);
-    r1 = std::max(r1, cv.xmin[(size_t)y] + cv.count[(size_t)y]);
+// What a window [x0, x0+nx) x [y0, y0+ny) of a w x h -> new_w x new_h resize needs: the
+// coefficients of each axis that changes, and the input rows [r0, r1) the vertical pass reads
+// (the horizontal pass runs on those rows only).
+struct WindowPlan {
+  bool need_h, need_v;
+  Coeffs ch, cv;
+  int r0, r1;
+};
+WindowPlan plan_window(int w, int h, int new_w, int new_h, int y0, int ny) {
+  WindowPlan p{new_w != w, new_h != h, {}, {}, y0, y0 + ny};
+  if (p.need_h) p.ch = precompute_coeffs(w, new_w);
+  if (p.need_v) {
+    p.cv = precompute_coeffs(h, new_h);
+    p.r0 = p.cv.xmin[(size_t)y0];
+    p.r1 = 0;
+    for (int y = y0; y < y0 + ny; y++) {
+      p.r0 = std::min(p.r0, p.cv.xmin[(size_t)y]);
+      p.r1 = std::max(p.r1, p.cv.xmin[(size_t)y] + p.cv.count[(size_t)y]);
+    }
   }
-  return {r0, r1};
+  return p;
 }
 
 // Mode I (int32 pixels, one channel): a window [x0, x0+nx) x [y0, y0+ny) of Pillow's resize
@@ -89,12 +100,10 @@ std::pair<int, int> rows_read(const Coeffs& cv, int y0, int ny) {
 // first, then vertical.
 std::vector<int32_t> resample_window_i32(const int32_t* in, int w, int h, int new_w, int new_h, int x0, int nx,
                                          int y0, int ny) {
-  const bool need_h = new_w != w, need_v = new_h != h;
-  Coeffs ch, cv;
-  if (need_h) ch = precompute_coeffs(w, new_w);
-  if (need_v) cv = precompute_coeffs(h, new_h);
-  int r0 = y0, r1 = y0 + ny;
-  if (need_v) std::tie(r0, r1) = rows_read(cv, y0, ny);
+  const WindowPlan p = plan_window(w, h, new_w, new_h, y0, ny);
+  const bool need_h = p.need_h, need_v = p.need_v;
+  const Coeffs &ch = p.ch, &cv = p.cv;
+  const int r0 = p.r0, r1 = p.r1;
   // horizontal pass: rows [r0, r1), output columns [x0, x0+nx)
   const int rows = r1 - r0;
   std::vector<int32_t> tmp((size_t)rows * nx);
@@ -176,12 +185,10 @@ std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, in
   CLIP_CHECK(w > 0 && h > 0 && C > 0 && new_w > 0 && new_h > 0 && x0 >= 0 && nx > 0 && x0 + nx <= new_w &&
                  y0 >= 0 && ny > 0 && y0 + ny <= new_h,
              "resize: window %dx%d+%d+%d of a %dx%d resize is empty or outside it", nx, ny, x0, y0, new_w, new_h);
-  const bool need_h = new_w != w, need_v = new_h != h;
-  Coeffs ch, cv;
-  if (need_h) ch = precompute_coeffs(w, new_w);
-  if (need_v) cv = precompute_coeffs(h, new_h);
-  int r0 = y0, r1 = y0 + ny;
-  if (need_v) std::tie(r0, r1) = rows_read(cv, y0, ny);
+  const WindowPlan p = plan_window(w, h, new_w, new_h, y0, ny);
+  const bool need_h = p.need_h, need_v = p.need_v;
+  const Coeffs &ch = p.ch, &cv = p.cv;
+  const int r0 = p.r0, r1 = p.r1;
   const int rows = r1 - r0;
   const size_t line = (size_t)nx * C;
   std::vector<uint8_t> tmp((size_t)rows * line);  // horizontal pass: rows [r0, r1), columns [x0, x0+nx)
