@@ -38,6 +38,14 @@ struct Coeffs {
   std::vector<int32_t> kfix;  // round-half-away(k * 2^22)
 };
 
+// The input samples [xmin, xmax) that output sample xx of an in_size -> out_size resample reads.
+void input_span(int in_size, int out_size, int xx, int& xmin, int& xmax) {
+  const double scale = (double)in_size / out_size, support = 2.0 * std::max(scale, 1.0);
+  const double center = (xx + 0.5) * scale;
+  xmin = std::max((int)(center - support + 0.5), 0);
+  xmax = std::min((int)(center + support + 0.5), in_size);
+}
+
 Coeffs precompute_coeffs(int in_size, int out_size) {
   Coeffs c;
   double scale = (double)in_size / out_size, filterscale = std::max(scale, 1.0);
@@ -49,10 +57,8 @@ Coeffs precompute_coeffs(int in_size, int out_size) {
   c.kfix.assign(c.k.size(), 0);
   for (int xx = 0; xx < out_size; xx++) {
     double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
-    int xmin = (int)(center - support + 0.5);
-    if (xmin < 0) xmin = 0;
-    int xmax = (int)(center + support + 0.5);
-    if (xmax > in_size) xmax = in_size;
+    int xmin, xmax;
+    input_span(in_size, out_size, xx, xmin, xmax);
     xmax -= xmin;
     double* k = &c.k[(size_t)xx * c.ksize];
     for (int x = 0; x < xmax; x++) {
@@ -182,6 +188,11 @@ void copy_pixels(int C, uint8_t* dst, size_t dstep, const uint8_t* src, size_t s
 // that one output column of all kRows rows is one line.
 std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, int new_w, int new_h, int x0, int nx,
                                       int y0, int ny) {
+  return resize_window_u8(in, 0, 0, w, h, w, h, C, new_w, new_h, x0, nx, y0, ny);
+}
+
+std::vector<uint8_t> resize_window_u8(const uint8_t* in, int in_x0, int in_y0, int in_cols, int in_rows, int w, int h,
+                                      int C, int new_w, int new_h, int x0, int nx, int y0, int ny) {
   CLIP_CHECK(w > 0 && h > 0 && C > 0 && new_w > 0 && new_h > 0 && x0 >= 0 && nx > 0 && x0 + nx <= new_w &&
                  y0 >= 0 && ny > 0 && y0 + ny <= new_h,
              "resize: window %dx%d+%d+%d of a %dx%d resize is empty or outside it", nx, ny, x0, y0, new_w, new_h);
@@ -190,20 +201,27 @@ std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, in
   const Coeffs &ch = p.ch, &cv = p.cv;
   const int r0 = p.r0, r1 = p.r1;
   const int rows = r1 - r0;
+  // the input columns [c0, c1) that the window's output columns read
+  int c0 = x0, c1 = x0 + nx;
+  if (need_h) {
+    c0 = ch.xmin[(size_t)x0], c1 = 0;
+    for (int x = x0; x < x0 + nx; x++) c1 = std::max(c1, ch.xmin[(size_t)x] + ch.count[(size_t)x]);
+  }
+  CLIP_CHECK(c0 >= in_x0 && c1 <= in_x0 + in_cols && r0 >= in_y0 && r1 <= in_y0 + in_rows,
+             "resize: the window reads input columns [%d, %d) and rows [%d, %d), outside the [%d, %d) x [%d, %d) held",
+             c0, c1, r0, r1, in_x0, in_x0 + in_cols, in_y0, in_y0 + in_rows);
+  // pixel (x, y) of the image
+  auto at = [&](int x, int y) { return in + ((size_t)(y - in_y0) * in_cols + (size_t)(x - in_x0)) * C; };
   const size_t line = (size_t)nx * C;
   std::vector<uint8_t> tmp((size_t)rows * line);  // horizontal pass: rows [r0, r1), columns [x0, x0+nx)
   if (!need_h) {
-    for (int y = 0; y < rows; y++) std::copy_n(in + ((size_t)(y + r0) * w + x0) * C, line, &tmp[(size_t)y * line]);
+    for (int y = 0; y < rows; y++) std::copy_n(at(x0, y + r0), line, &tmp[(size_t)y * line]);
   } else {
-    // the input columns [c0, c1) that the window's output columns read
-    int c0 = ch.xmin[(size_t)x0], c1 = 0;
-    for (int x = x0; x < x0 + nx; x++) c1 = std::max(c1, ch.xmin[(size_t)x] + ch.count[(size_t)x]);
     constexpr int kRows = 32;
     std::vector<uint8_t> block((size_t)(c1 - c0) * kRows * C), out((size_t)kRows * C);
     for (int b0 = 0; b0 < rows; b0 += kRows) {
       const int nb = std::min(kRows, rows - b0), bl = nb * C;  // bl: bytes of one column of the block
-      for (int r = 0; r < nb; r++)
-        copy_pixels(C, &block[(size_t)r * C], bl, in + ((size_t)(r0 + b0 + r) * w + c0) * C, C, c1 - c0);
+      for (int r = 0; r < nb; r++) copy_pixels(C, &block[(size_t)r * C], bl, at(c0, r0 + b0 + r), C, c1 - c0);
       for (int xo = 0; xo < nx; xo++) {
         const size_t xx = (size_t)(xo + x0);
         resample_line_u8(&block[(size_t)(ch.xmin[xx] - c0) * bl], (size_t)bl, &ch.kfix[xx * ch.ksize], ch.count[xx],
@@ -249,35 +267,77 @@ int muldiv255(int a, int b) {
   return ((t >> 8) + t) >> 8;
 }
 
-}  // namespace
-
-std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessInfo* info) {
+struct Geometry {
+  int new_w, new_h, left, top;
+};
+Geometry resize_geometry(int w, int h, int n) {
   CLIP_CHECK(n > 0, "preprocess: resolution %d must be positive", n);
-  CLIP_CHECK(im.width > 0 && im.height > 0, "preprocess: empty image");
-  const int w = im.width, h = im.height;
+  CLIP_CHECK(w > 0 && h > 0, "preprocess: empty image");
   // rule 2: torchvision's Resize(int): short side -> n, long side int(n * long / short)
   const int shrt = std::min(w, h), lng = std::max(w, h);
   const double new_long_d = (double)((int64_t)n * lng) / shrt;
   CLIP_CHECK(new_long_d < 1e9, "preprocess: %dx%d image is too elongated to resize to %d", w, h, n);
   const int new_long = (int)new_long_d;
   const int new_w = w <= h ? n : new_long, new_h = w <= h ? new_long : n;
-  const bool resize = new_w != w || new_h != h;
   // rule 4: center crop offsets, Python round (half to even)
-  const int left = round_half_even_div2(new_w - n), top = round_half_even_div2(new_h - n);
+  return {new_w, new_h, round_half_even_div2(new_w - n), round_half_even_div2(new_h - n)};
+}
+
+// The input samples [lo, hi) that outputs [o0, o1) of an in_size -> out_size BICUBIC resample
+// read (an axis that keeps its size is copied).
+void input_range(int in_size, int out_size, int o0, int o1, int& lo, int& hi) {
+  if (in_size == out_size) {
+    lo = o0, hi = o1;
+    return;
+  }
+  int xmin, xmax;
+  input_span(in_size, out_size, o0, lo, xmax);
+  hi = 0;
+  for (int o = o0; o < o1; o++) {
+    input_span(in_size, out_size, o, xmin, xmax);
+    lo = std::min(lo, xmin);
+    hi = std::max(hi, xmax);
+  }
+}
+
+}  // namespace
+
+PixelWindow preprocess_input_window(int w, int h, int n) {
+  const Geometry g = resize_geometry(w, h, n);
+  PixelWindow r;
+  input_range(w, g.new_w, g.left, g.left + n, r.x0, r.x1);
+  input_range(h, g.new_h, g.top, g.top + n, r.y0, r.y1);
+  return r;
+}
+
+std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessInfo* info) {
+  const int w = im.width, h = im.height;
+  const auto [new_w, new_h, left, top] = resize_geometry(w, h, n);
+  const bool resize = new_w != w || new_h != h;
   const bool nearest = im.mode == ImageMode::P || im.mode == ImageMode::One;
   if (info) *info = PreprocessInfo{new_w, new_h, left, top, resize, nearest && resize};
 
   int C = image_mode_channels(im.mode);
   if (im.mode == ImageMode::P && im.palette.empty()) C = 3;  // stb-decoded P: RGB triples
   const size_t npx = (size_t)n * n;
+  // the pixels held: columns [im.x0, im.x0 + cols) of rows [im.y0, im.y0 + rows)
+  const int cols = im.cols ? im.cols : w, rows = im.rows ? im.rows : h;
+  const bool whole = im.x0 == 0 && im.y0 == 0 && cols == w && rows == h;
+  CLIP_CHECK(whole || im.mode == ImageMode::L || im.mode == ImageMode::RGB || im.mode == ImageMode::CMYK,
+             "preprocess: a %s image must hold all its pixels", image_mode_name(im.mode));
+  CLIP_CHECK(im.mode == ImageMode::I || im.pixels.size() == (size_t)cols * rows * C,
+             "preprocess: %zu bytes of pixels for %dx%d pixels of %d bytes", im.pixels.size(), cols, rows, C);
   std::vector<uint8_t> win;    // 8-bit modes: the [n, n, C] window in the decoded mode
   std::vector<int32_t> win_i;  // mode I
   if (im.mode == ImageMode::I) {
     win_i = resample_window_i32(im.pixels_i.data(), w, h, new_w, new_h, left, n, top, n);
   } else if (!resize) {
+    CLIP_CHECK(left >= im.x0 && left + n <= im.x0 + cols && top >= im.y0 && top + n <= im.y0 + rows,
+               "preprocess: the crop reads pixels outside the ones decoded");
     win.resize(npx * C);
     for (int y = 0; y < n; y++)
-      std::copy_n(&im.pixels[((size_t)(y + top) * w + left) * C], (size_t)n * C, &win[(size_t)y * n * C]);
+      std::copy_n(&im.pixels[((size_t)(y + top - im.y0) * cols + (left - im.x0)) * C], (size_t)n * C,
+                  &win[(size_t)y * n * C]);
   } else if (nearest) {  // rule 3: P and 1 use NEAREST
     std::vector<int> xi = nearest_index(w, new_w), yi = nearest_index(h, new_h);
     win.resize(npx * C);
@@ -298,7 +358,7 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
       for (int c = 0; c < a; c++) win[p * C + c] = (uint8_t)std::min(255, 255 * win[p * C + c] / alpha);
     }
   } else {
-    win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, n, top, n);
+    win = resize_window_u8(im.pixels.data(), im.x0, im.y0, cols, rows, w, h, C, new_w, new_h, left, n, top, n);
   }
 
   // rule 5: convert("RGB")
@@ -345,7 +405,7 @@ static std::vector<uint8_t> rgb8_from_bytes(const uint8_t* data, size_t size, co
                                             const PreprocessConfig& cfg, const ImageLimits& lim) {
   CLIP_CHECK(cfg.interpolation == "bicubic", "%s: interpolation \"%s\" is not supported (only bicubic)",
              name.c_str(), cfg.interpolation.c_str());
-  return resize_crop_rgb8(decode_image(data, size, name, lim), cfg.resolution);
+  return resize_crop_rgb8(decode_image(data, size, name, lim, cfg.resolution), cfg.resolution);
 }
 
 void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string& name, const PreprocessConfig& cfg,

@@ -26,17 +26,33 @@ int image_mode_channels(ImageMode m);  // bytes per pixel in DecodedImage::pixel
 
 // A decoded image in Pillow's mode. 8-bit modes: interleaved HWC bytes in `pixels`
 // (One: 0/255 bytes, P: palette indices). Mode I: int32 values in `pixels_i`.
+// `pixels` holds columns [x0, x0 + cols) of rows [y0, y0 + rows): the whole width x height
+// image (cols and rows 0 mean the same), except for a JPEG decoded for preprocessing only
+// where preprocessing reads it (decode_image with n_px).
 struct DecodedImage {
   int width = 0, height = 0;
   ImageMode mode = ImageMode::RGB;
   std::vector<uint8_t> pixels;
   std::vector<int32_t> pixels_i;
   std::vector<uint8_t> palette;  // P: 256 RGB triples
+  int x0 = 0, y0 = 0, cols = 0, rows = 0;
 };
 
 // Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,
 // corrupt, unrecognized or too-large input (the size is checked before any pixel is decoded).
-DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {});
+// With n_px > 0, a JPEG is decoded only over the rows and columns that preprocessing at n_px
+// reads (preprocess_input_window, plus one block row / column of margin): the same bytes
+// there, with less inverse DCT, upsampling and colour conversion. The whole stream is still
+// read, so a truncated file is refused as in a full decode.
+DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {},
+                          int n_px = 0);
+
+// The input pixels that preprocessing at n_px (resize_crop_rgb8) reads from a w x h image
+// resized with BICUBIC (every mode a JPEG decodes to): columns [x0, x1), rows [y0, y1).
+struct PixelWindow {
+  int x0, x1, y0, y1;
+};
+PixelWindow preprocess_input_window(int w, int h, int n_px);
 
 // What the geometric steps did (for tests and diagnostics; mirrors golden.json's fields).
 struct PreprocessInfo {
@@ -52,6 +68,10 @@ struct PreprocessInfo {
 // only on its own coefficients).
 std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, int new_w, int new_h, int x0, int nx,
                                       int y0, int ny);
+// The same from an image that holds only columns [in_x0, in_x0 + in_cols) of rows from in_y0
+// on (`in` is pixel (in_x0, in_y0)); throws when the window reads outside them.
+std::vector<uint8_t> resize_window_u8(const uint8_t* in, int in_x0, int in_y0, int in_cols, int in_rows, int w, int h,
+                                      int C, int new_w, int new_h, int x0, int nx, int y0, int ny);
 
 // Resize (in the decoded mode) + center crop + convert("RGB"): HWC uint8 [n_px, n_px, 3].
 std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n_px, PreprocessInfo* info = nullptr);

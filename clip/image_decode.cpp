@@ -81,8 +81,19 @@ void jpeg_emit(j_common_ptr c, int level) {
 }  // namespace
 
 // Returns "" on success, "!<message>" when the header exceeds the limits, else the problem.
+// n_px > 0: only the rows and columns preprocessing at n_px reads, plus a margin on each inner
+// side. libjpeg's fancy upsampling blends neighbouring chroma samples, and at the sides of a
+// cropped decode it has none, so the columns next to them differ from a full decode
+// (JpegWindow fails without the margin); one iMCU (the block row / column that chroma
+// subsampling groups) in, they are the same bytes. A progressive file whose scans stop before
+// every coefficient is complete is also block-smoothed, from the DC values of the blocks up to
+// two away in each component, so progressive files get three iMCUs (found by fuzz_image).
+// Skipped rows need no margin in libjpeg-turbo 2.1 (its skip keeps the upsampler's context
+// rows and the smoothing reads the whole coefficient buffer), but get the same, cheap, one. The rows
+// after the window are skipped, which still reads their entropy-coded data, and the last row is
+// decoded, so the whole stream is read and a truncated file is refused as in a full decode.
 static std::string jpeg_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
-                               DecodedImage& out) {
+                               int n_px, DecodedImage& out) {
   jpeg_decompress_struct cinfo;
   JpegErr err;
   cinfo.err = jpeg_std_error(&err.mgr);
@@ -122,11 +133,37 @@ static std::string jpeg_decode(const uint8_t* data, size_t size, const std::stri
   jpeg_start_decompress(&cinfo);
   out.width = (int)cinfo.output_width;
   out.height = (int)cinfo.output_height;
-  size_t stride = (size_t)out.width * (size_t)cinfo.output_components;
-  out.pixels.resize(stride * (size_t)out.height);
-  while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = out.pixels.data() + stride * cinfo.output_scanline;
+  JDIMENSION x0 = 0, cols = cinfo.output_width, y0 = 0, y1 = cinfo.output_height;
+  if (n_px > 0) {
+    PixelWindow win{0, out.width, 0, out.height};
+    try {
+      win = preprocess_input_window(out.width, out.height, n_px);
+    } catch (const Error&) {  // preprocessing refuses this size itself, after a full decode
+    }
+    const int imcus = cinfo.progressive_mode ? 3 : 1;
+    const int mx = imcus * cinfo.max_h_samp_factor * DCTSIZE, my = imcus * cinfo.max_v_samp_factor * DCTSIZE;
+    x0 = (JDIMENSION)std::max(win.x0 - mx, 0);
+    cols = (JDIMENSION)std::min(win.x1 + mx, out.width) - x0;
+    y0 = (JDIMENSION)std::max(win.y0 - my, 0);
+    y1 = (JDIMENSION)win.y1;
+    if (cols < cinfo.output_width) jpeg_crop_scanline(&cinfo, &x0, &cols);  // widens to iMCU columns
+    if (y0 > 0) y0 = jpeg_skip_scanlines(&cinfo, y0);
+  }
+  const size_t stride = (size_t)cols * (size_t)cinfo.output_components;
+  out.x0 = (int)x0, out.y0 = (int)y0, out.cols = (int)cols, out.rows = (int)(y1 - y0);
+  out.pixels.resize(stride * (size_t)(y1 - y0 + (y1 < cinfo.output_height)));  // + a row for the last one
+  while (cinfo.output_scanline < y1) {
+    JSAMPROW row = out.pixels.data() + stride * (cinfo.output_scanline - y0);
     jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  if (cinfo.output_scanline < cinfo.output_height) {
+    // skipping to the very end would mark the stream read without reading it: the rows up to
+    // the last are skipped, and the last is decoded into the spare row
+    if (cinfo.output_scanline + 1 < cinfo.output_height)
+      jpeg_skip_scanlines(&cinfo, cinfo.output_height - 1 - cinfo.output_scanline);
+    JSAMPROW row = out.pixels.data() + stride * (y1 - y0);
+    jpeg_read_scanlines(&cinfo, &row, 1);
+    out.pixels.resize(stride * (y1 - y0));
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
@@ -307,13 +344,14 @@ static void stb_decode(const uint8_t* data, size_t size, const std::string& name
   out.mode = mode;  // mode P from stb keeps RGB triples and an empty palette
 }
 
-DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim) {
+DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
+                          int n_px) {
   CLIP_CHECK(data || size == 0, "%s: no data", name.c_str());
   CLIP_CHECK(size > 0, "%s: empty file", name.c_str());
   DecodedImage out;
   auto starts = [&](const char* magic, size_t n) { return size >= n && std::memcmp(data, magic, n) == 0; };
   if (starts("\xFF\xD8\xFF", 3)) {
-    std::string e = jpeg_decode(data, size, name, lim, out);
+    std::string e = jpeg_decode(data, size, name, lim, n_px, out);
     if (!e.empty() && e[0] == '!') throw Error(e.substr(1));
     CLIP_CHECK(e.empty(), "%s: %s", name.c_str(), e.c_str());
   } else if (starts("\x89PNG\r\n\x1a\n", 8)) {

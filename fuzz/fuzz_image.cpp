@@ -1,6 +1,8 @@
 // libFuzzer target: preprocess_image_bytes on arbitrary bytes with a small pixel limit (so
 // huge headers are refused quickly). Every failure must be a clip::Error; the output must be
-// finite and inside the normalized range.
+// finite and inside the normalized range. For JPEGs, decoding only what preprocessing reads
+// must agree with a full decode: both refuse the input, or both decode it and preprocess it
+// to the same bytes.
 #include <cmath>
 #include <cstdlib>
 #include <vector>
@@ -8,11 +10,28 @@
 #include "clip/image.h"
 #include "engine/base.h"
 
+static void check_jpeg_window(const uint8_t* data, size_t size, const clip::ImageLimits& lim, int n) {
+  bool full_ok = false, win_ok = false;
+  std::vector<uint8_t> full_rgb, win_rgb;
+  try {
+    full_rgb = clip::resize_crop_rgb8(clip::decode_image(data, size, "fuzz", lim), n);
+    full_ok = true;
+  } catch (const clip::Error&) {
+  }
+  try {
+    win_rgb = clip::resize_crop_rgb8(clip::decode_image(data, size, "fuzz", lim, n), n);
+    win_ok = true;
+  } catch (const clip::Error&) {
+  }
+  if (full_ok != win_ok || full_rgb != win_rgb) std::abort();
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   clip::PreprocessConfig cfg;
   cfg.resolution = 32;
   clip::ImageLimits lim;
   lim.max_pixels = 1 << 18;
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) check_jpeg_window(data, size, lim, 32);
   std::vector<float> out((size_t)3 * 32 * 32);
   try {
     clip::preprocess_image_bytes(data, size, "fuzz", cfg, out.data(), lim);

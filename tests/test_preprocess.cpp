@@ -1,13 +1,18 @@
 // Preprocessing tests: the 14 golden images of both models (decoded mode, resize size, crop
-// offsets, the uint8 stage and the normalized float pixels, bit-exact), then bad input.
+// offsets, the uint8 stage and the normalized float pixels, bit-exact), JPEGs decoded only
+// where preprocessing reads them against full decodes, then bad input.
 #include <gtest/gtest.h>
+#include <jpeglib.h>
 #include <zlib.h>
 
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sys/stat.h>
 
 #include "clip/image.h"
@@ -228,6 +233,141 @@ TEST(Preprocess, ResizeWindowMatchesPillowReference) {
     }
   }
   EXPECT_THROW(resize_window_u8(nullptr, 4, 4, 3, 8, 8, 4, 5, 0, 8), Error);  // window outside the resize
+}
+
+// A JPEG of w x h with libjpeg: `comps` 1 (gray), 3 (YCbCr, luma sampled hs x vs) or 4 (CMYK);
+// noisy, with sharp colour edges, so that chroma upsampling shows at every block.
+// scans > 0 (progressive): only the first `scans` scans are kept, then the end-of-image marker,
+// as in a file whose later scans were lost: libjpeg block-smooths what the missing scans would
+// have refined.
+struct JpegSpec {
+  int w, h, comps, hs, vs;
+  bool progressive;
+  int restart_rows;
+  int scans = 0;
+};
+void PrintTo(const JpegSpec& s, std::ostream* os) {
+  *os << s.w << "x" << s.h << " comps " << s.comps << " sampling " << s.hs << "x" << s.vs
+      << (s.progressive ? " progressive" : "") << " restart rows " << s.restart_rows << " scans kept " << s.scans;
+}
+
+std::vector<uint8_t> make_jpeg(const JpegSpec& s) {
+  std::mt19937 rng((uint32_t)(s.w * 131 + s.h * 7 + s.comps));
+  std::vector<uint8_t> px((size_t)s.w * s.h * s.comps);
+  for (int y = 0; y < s.h; y++)
+    for (int x = 0; x < s.w; x++)
+      for (int c = 0; c < s.comps; c++)
+        px[((size_t)y * s.w + x) * s.comps + c] =
+            (uint8_t)(((x / 3 + y / 5 + c) % 3) * 90 + (int)(40 * std::sin(x * 0.3 + c)) + rng() % 24);
+  jpeg_compress_struct c;
+  jpeg_error_mgr err;
+  c.err = jpeg_std_error(&err);
+  jpeg_create_compress(&c);
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&c, &buf, &size);
+  c.image_width = (JDIMENSION)s.w;
+  c.image_height = (JDIMENSION)s.h;
+  c.input_components = s.comps;
+  c.in_color_space = s.comps == 1 ? JCS_GRAYSCALE : s.comps == 3 ? JCS_RGB : JCS_CMYK;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, 85, TRUE);
+  if (s.comps == 3) {
+    c.comp_info[0].h_samp_factor = s.hs;
+    c.comp_info[0].v_samp_factor = s.vs;
+  }
+  if (s.progressive) jpeg_simple_progression(&c);
+  c.restart_in_rows = s.restart_rows;
+  jpeg_start_compress(&c, TRUE);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW row = &px[(size_t)c.next_scanline * s.w * s.comps];
+    jpeg_write_scanlines(&c, &row, 1);
+  }
+  jpeg_finish_compress(&c);
+  std::vector<uint8_t> out(buf, buf + size);
+  free(buf);
+  jpeg_destroy_compress(&c);
+  if (s.scans > 0) {  // cut before the start-of-scan marker of scan s.scans + 1
+    int seen = 0;
+    for (size_t i = 0; i + 1 < out.size(); i++)
+      if (out[i] == 0xFF && out[i + 1] == 0xDA && ++seen == s.scans + 1) {
+        out.resize(i);
+        out.insert(out.end(), {0xFF, 0xD9});
+        break;
+      }
+    EXPECT_EQ(seen, s.scans + 1) << "the file has fewer scans";
+  }
+  return out;
+}
+
+class JpegWindow : public ::testing::TestWithParam<JpegSpec> {};
+
+// decode_image with n_px holds every pixel preprocessing reads, with a full decode's bytes, and
+// preprocessing gives the same result from it.
+TEST_P(JpegWindow, HoldsWhatPreprocessingReadsWithFullDecodeBytes) {
+  const JpegSpec& s = GetParam();
+  const std::vector<uint8_t> jpg = make_jpeg(s);
+  const DecodedImage full = decode_image(jpg.data(), jpg.size(), "full.jpg");
+  ASSERT_EQ(full.width, s.w);
+  ASSERT_EQ(full.height, s.h);
+  const int C = image_mode_channels(full.mode);
+  bool cropped = false;
+  for (int n : {224, 64, 16, 5, 1000}) {
+    SCOPED_TRACE("n_px " + std::to_string(n));
+    const DecodedImage win = decode_image(jpg.data(), jpg.size(), "win.jpg", {}, n);
+    ASSERT_EQ(win.width, s.w);
+    ASSERT_EQ(win.height, s.h);
+    ASSERT_EQ(win.mode, full.mode);
+    ASSERT_EQ(win.pixels.size(), (size_t)win.cols * win.rows * C);
+    const PixelWindow r = preprocess_input_window(s.w, s.h, n);
+    ASSERT_TRUE(r.x0 >= win.x0 && r.x1 <= win.x0 + win.cols && r.y0 >= win.y0 && r.y1 <= win.y0 + win.rows)
+        << "window [" << r.x0 << ", " << r.x1 << ") x [" << r.y0 << ", " << r.y1 << "), held from (" << win.x0 << ", "
+        << win.y0 << ") " << win.cols << " x " << win.rows;
+    cropped = cropped || win.cols < s.w || win.rows < s.h;
+    size_t diff = 0;
+    for (int y = r.y0; y < r.y1; y++)
+      diff += std::memcmp(&win.pixels[((size_t)(y - win.y0) * win.cols + (r.x0 - win.x0)) * C],
+                          &full.pixels[((size_t)y * s.w + r.x0) * C], (size_t)(r.x1 - r.x0) * C) != 0;
+    EXPECT_EQ(diff, 0u) << "rows of the window that differ from the full decode";
+    EXPECT_TRUE(resize_crop_rgb8(win, n) == resize_crop_rgb8(full, n)) << "preprocessed bytes differ";
+  }
+  if (s.w >= 64 && s.h >= 64 && s.w != s.h) {
+    EXPECT_TRUE(cropped) << "nothing was left undecoded";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, JpegWindow,
+    ::testing::Values(JpegSpec{500, 375, 3, 2, 2, false, 0}, JpegSpec{375, 500, 3, 2, 2, false, 0},
+                      JpegSpec{640, 200, 3, 2, 1, false, 0}, JpegSpec{200, 640, 3, 1, 2, false, 0},
+                      JpegSpec{333, 517, 3, 1, 1, false, 0}, JpegSpec{517, 333, 3, 2, 2, true, 0},
+                      JpegSpec{301, 799, 3, 2, 2, true, 0}, JpegSpec{611, 229, 3, 2, 2, false, 1},
+                      JpegSpec{229, 611, 3, 2, 2, false, 3}, JpegSpec{450, 300, 1, 1, 1, false, 0},
+                      JpegSpec{300, 450, 4, 1, 1, false, 0}, JpegSpec{224, 224, 3, 2, 2, false, 0},
+                      JpegSpec{224, 400, 3, 2, 2, false, 0}, JpegSpec{97, 31, 3, 2, 2, false, 0},
+                      JpegSpec{9, 7, 3, 2, 2, false, 0}, JpegSpec{1000, 40, 3, 4, 1, false, 2},
+                      JpegSpec{517, 333, 3, 2, 2, true, 0, 2}, JpegSpec{333, 517, 3, 2, 2, true, 0, 4},
+                      JpegSpec{700, 200, 3, 2, 2, true, 0, 6}, JpegSpec{600, 250, 1, 1, 1, true, 0, 2}),
+    [](const ::testing::TestParamInfo<JpegSpec>& i) {
+      const JpegSpec& s = i.param;
+      return std::to_string(s.w) + "x" + std::to_string(s.h) + "_c" + std::to_string(s.comps) + "_s" +
+             std::to_string(s.hs) + std::to_string(s.vs) + (s.progressive ? "_prog" : "") +
+             (s.restart_rows ? "_rst" + std::to_string(s.restart_rows) : "") +
+             (s.scans ? "_scans" + std::to_string(s.scans) : "");
+    });
+
+// The rows after the window are skipped, not dropped: a file cut off below them is refused.
+TEST(JpegWindowBadInput, TruncatedBelowTheWindowIsRefused) {
+  std::vector<uint8_t> jpg = make_jpeg({240, 900, 3, 2, 2, false, 0});
+  const PixelWindow r = preprocess_input_window(240, 900, 224);
+  ASSERT_LT(r.y1, 700);  // the last ~200 rows are not read
+  jpg.resize(jpg.size() * 9 / 10);
+  try {
+    decode_image(jpg.data(), jpg.size(), "cut.jpg", {}, 224);
+    FAIL() << "a truncated JPEG was decoded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cut.jpg: corrupt or truncated JPEG"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Preprocess, IsImagePath) {
