@@ -195,6 +195,7 @@ std::string attn_name(const testing::TestParamInfo<AttnParam>& i) {
   return dt_name(p.dt) + "_B" + std::to_string(p.B) + "_T" + std::to_string(p.T) + "_NH" +
          std::to_string(p.NH) + (p.causal ? "_causal" : "_full");
 }
+void PrintTo(const AttnParam& p, std::ostream* os) { *os << attn_name({p, 0}); }
 std::vector<AttnParam> attn_params() {
   std::vector<AttnParam> v;
   for (DType dt : kDTypes)
@@ -272,6 +273,7 @@ std::string ln_name(const testing::TestParamInfo<LnParam>& i) {
   return dt_name(p.dt) + "_M" + std::to_string(p.M) + "_C" + std::to_string(p.C) +
          (p.fused ? "_add" : "_plain");
 }
+void PrintTo(const LnParam& p, std::ostream* os) { *os << ln_name({p, 0}); }
 std::vector<LnParam> ln_params() {
   std::vector<LnParam> v;
   for (DType dt : kDTypes)
@@ -339,6 +341,7 @@ std::string act_param_name(const testing::TestParamInfo<ActParam>& i) {
   return dt_name(p.dt) + "_" + act_name(p.act) + "_M" + std::to_string(p.M) + "_N" +
          std::to_string(p.N) + (p.bias ? "_bias" : "_nobias");
 }
+void PrintTo(const ActParam& p, std::ostream* os) { *os << act_param_name({p, 0}); }
 std::vector<ActParam> act_params() {
   std::vector<ActParam> v;
   for (DType dt : kDTypes)
@@ -388,6 +391,7 @@ std::string lin_name(const testing::TestParamInfo<LinParam>& i) {
   return dt_name(p.dt) + "_M" + std::to_string(p.M) + "_N" + std::to_string(p.N) + "_K" +
          std::to_string(p.K) + "_" + act_name(p.act) + (p.bias ? "_bias" : "_nobias");
 }
+void PrintTo(const LinParam& p, std::ostream* os) { *os << lin_name({p, 0}); }
 std::vector<LinParam> lin_params() {
   std::vector<LinParam> v;
   for (DType dt : kDTypes) {
@@ -622,6 +626,7 @@ std::string topk_name(const testing::TestParamInfo<TopkParam>& i) {
   return dt_name(p.dt) + "_M" + std::to_string(p.M) + "_N" + std::to_string(p.N) + "_C" +
          std::to_string(p.C) + "_k" + std::to_string(p.k);
 }
+void PrintTo(const TopkParam& p, std::ostream* os) { *os << topk_name({p, 0}); }
 std::vector<TopkParam> topk_params() {
   std::vector<TopkParam> v;
   for (DType dt : kDTypes) {

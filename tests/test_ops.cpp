@@ -35,6 +35,9 @@ void layernorm_d(double* y, const double* x, const float* g, const float* b, int
 
 // ---- linear: M rows x (N, K) --------------------------------------------------------
 struct LinearCase { int M, N, K; Act act; bool bias; };
+void PrintTo(const LinearCase& p, std::ostream* os) {
+  *os << "M " << p.M << " N " << p.N << " K " << p.K << " " << act_name(p.act) << (p.bias ? " bias" : " no bias");
+}
 class LinearTest : public ::testing::TestWithParam<LinearCase> {};
 
 TEST_P(LinearTest, MatchesDouble) {
@@ -72,6 +75,7 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 struct RowCase { int N, K; };
+void PrintTo(const RowCase& c, std::ostream* os) { *os << "N " << c.N << " K " << c.K; }
 class LinearRowsTest : public ::testing::TestWithParam<std::tuple<RowCase, DType>> {};
 
 TEST_P(LinearRowsTest, RowsDoNotDependOnBatch) {
@@ -150,6 +154,7 @@ TEST_P(LinearTest, Bf16MatchesRoundedOperands) {
 
 // ---- layernorm and residual + layernorm ----------------------------------------------
 struct NormCase { int M, C; };
+void PrintTo(const NormCase& c, std::ostream* os) { *os << "M " << c.M << " C " << c.C; }
 class LayerNormTest : public ::testing::TestWithParam<NormCase> {};
 
 TEST_P(LayerNormTest, MatchesDouble) {
@@ -252,6 +257,9 @@ TEST(Softmax, ExtremeInputs) {
 
 // ---- attention -------------------------------------------------------------------------
 struct AttnCase { int B, T, NH, HS; bool causal; };
+void PrintTo(const AttnCase& c, std::ostream* os) {
+  *os << "B " << c.B << " T " << c.T << " heads " << c.NH << " head dim " << c.HS << (c.causal ? " causal" : "");
+}
 class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
 
 TEST_P(AttentionTest, MatchesDouble) {
@@ -315,6 +323,9 @@ TEST(Attention, CausalIgnoresLaterTokens) {
 
 // ---- patch embedding, class/pos, embedding, gather, normalize, cosine ----------------
 struct PatchCase { int B, res, P, C; };
+void PrintTo(const PatchCase& c, std::ostream* os) {
+  *os << "B " << c.B << " resolution " << c.res << " patch " << c.P << " C " << c.C;
+}
 class PatchEmbedTest : public ::testing::TestWithParam<PatchCase> {};
 
 TEST_P(PatchEmbedTest, MatchesDoubleConv) {

@@ -9,6 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "engine/base.h"
+
+namespace clip {
+// Test parameters that hold a dtype print its name.
+inline void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+}  // namespace clip
+
 namespace clip::test {
 
 // CLIP_GOLDEN_DIR, else ../shared/golden beside the checkout. Empty when absent.
