@@ -8,6 +8,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,34 @@ struct DecodedImage {
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {},
                           int n_px = 0);
 
+bool is_jpeg(const uint8_t* data, size_t size);  // by its signature
+
+// A JPEG decoded a few rows at a time, so that preprocessing resizes rows while they are in
+// cache instead of from a decoded image of the whole window (decode_image uses it too).
+// With n_px > 0 (as decode_image): the rows held are columns [x0, x0 + cols) of rows [y0, y1).
+// read() gives them in order; finish() reads the rest of the stream. Errors throw clip::Error
+// naming the file: the constructor's for the header, size limits and component counts.
+class JpegRows {
+ public:
+  JpegRows(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px);
+  ~JpegRows();
+  JpegRows(const JpegRows&) = delete;
+  JpegRows& operator=(const JpegRows&) = delete;
+  int channels() const;
+  void read(uint8_t* dst, int n);  // the next n rows, cols * channels() bytes each, to dst
+  void finish();                   // after the last read: a truncated file throws here
+
+  int width = 0, height = 0;
+  ImageMode mode = ImageMode::RGB;
+  int x0 = 0, cols = 0, y0 = 0, y1 = 0;
+
+ private:
+  struct State;
+  void check(bool ok) const;
+  std::unique_ptr<State> s_;
+  std::string name_;
+};
+
 // The input pixels that preprocessing at n_px (resize_crop_rgb8) reads from a w x h image
 // resized with BICUBIC (every mode a JPEG decodes to): columns [x0, x1), rows [y0, y1).
 struct PixelWindow {
@@ -72,6 +102,13 @@ std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, in
 // on (`in` is pixel (in_x0, in_y0)); throws when the window reads outside them.
 std::vector<uint8_t> resize_window_u8(const uint8_t* in, int in_x0, int in_y0, int in_cols, int in_rows, int w, int h,
                                       int C, int new_w, int new_h, int x0, int nx, int y0, int ny);
+// The same with the input rows handed over in bands: band(y, n, rows) sets rows[i] to row
+// y + i's pixel in_x0, for n <= kRowBand rows, called with y increasing through the rows the
+// window reads (so a decoder can produce them on demand; the pointers stay valid until the next call).
+constexpr int kRowBand = 32;
+using RowBand = std::function<void(int y, int n, const uint8_t** rows)>;
+std::vector<uint8_t> resize_window_rows(const RowBand& band, int in_x0, int in_y0, int in_cols, int in_rows, int w,
+                                        int h, int C, int new_w, int new_h, int x0, int nx, int y0, int ny);
 
 // Resize (in the decoded mode) + center crop + convert("RGB"): HWC uint8 [n_px, n_px, 3].
 std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n_px, PreprocessInfo* info = nullptr);
@@ -89,6 +126,8 @@ void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string&
 // the model takes, normalizing them itself).
 std::vector<uint8_t> preprocess_image_file_rgb8(const std::string& path, const PreprocessConfig& cfg,
                                                 const ImageLimits& lim = {});
+std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t size, const std::string& name,
+                                                 const PreprocessConfig& cfg, const ImageLimits& lim = {});
 
 // By extension: jpg jpeg png bmp gif (case-insensitive).
 bool is_image_path(const std::string& path);

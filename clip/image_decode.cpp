@@ -80,7 +80,29 @@ void jpeg_emit(j_common_ptr c, int level) {
 }
 }  // namespace
 
-// Returns "" on success, "!<message>" when the header exceeds the limits, else the problem.
+struct JpegRows::State {
+  jpeg_decompress_struct cinfo;
+  JpegErr err;
+  bool created = false;
+  std::vector<uint8_t> spare;  // finish(): the last row
+  ~State() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+};
+
+// Runs f, whose libjpeg calls may longjmp here on an error; false then. f's own frame must hold
+// nothing with a destructor.
+template <typename F>
+static bool jpeg_guarded(JpegErr& err, F&& f) {
+  if (setjmp(err.jmp)) return false;
+  f();
+  return true;
+}
+
+void JpegRows::check(bool ok) const {
+  if (!ok) fail("%s: corrupt or truncated JPEG: %s", name_.c_str(), s_->err.msg);
+}
+
 // n_px > 0: only the rows and columns preprocessing at n_px reads, plus a margin on each inner
 // side. libjpeg's fancy upsampling blends neighbouring chroma samples, and at the sides of a
 // cropped decode it has none, so the columns next to them differ from a full decode
@@ -89,87 +111,93 @@ void jpeg_emit(j_common_ptr c, int level) {
 // every coefficient is complete is also block-smoothed, from the DC values of the blocks up to
 // two away in each component, so progressive files get three iMCUs (found by fuzz_image).
 // Skipped rows need no margin in libjpeg-turbo 2.1 (its skip keeps the upsampler's context
-// rows and the smoothing reads the whole coefficient buffer), but get the same, cheap, one. The rows
-// after the window are skipped, which still reads their entropy-coded data, and the last row is
-// decoded, so the whole stream is read and a truncated file is refused as in a full decode.
-static std::string jpeg_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
-                               int n_px, DecodedImage& out) {
-  jpeg_decompress_struct cinfo;
-  JpegErr err;
-  cinfo.err = jpeg_std_error(&err.mgr);
+// rows and the smoothing reads the whole coefficient buffer), but get the same, cheap, one.
+JpegRows::JpegRows(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px)
+    : s_(new State), name_(name) {
+  jpeg_decompress_struct& c = s_->cinfo;
+  JpegErr& err = s_->err;
+  c.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_error_exit;
   err.mgr.emit_message = jpeg_emit;
   err.msg[0] = 0;
-  if (setjmp(err.jmp)) {
-    jpeg_destroy_decompress(&cinfo);
-    return std::string("corrupt or truncated JPEG: ") + err.msg;
-  }
-  jpeg_create_decompress(&cinfo);
-  jpeg_mem_src(&cinfo, data, (unsigned long)size);
-  jpeg_read_header(&cinfo, TRUE);
-  int64_t w = cinfo.image_width, h = cinfo.image_height;
-  if (w <= 0 || h <= 0 || w > lim.max_pixels / h) {
-    jpeg_destroy_decompress(&cinfo);
-    try {
-      check_size(name, w, h, lim);
-    } catch (const Error& e) {
-      return std::string("!") + e.what();
-    }
-  }
-  int comps = cinfo.num_components;
-  if (comps == 1) {
-    cinfo.out_color_space = JCS_GRAYSCALE;
-    out.mode = ImageMode::L;
-  } else if (comps == 3) {
-    cinfo.out_color_space = JCS_RGB;
-    out.mode = ImageMode::RGB;
-  } else if (comps == 4) {
-    cinfo.out_color_space = JCS_CMYK;
-    out.mode = ImageMode::CMYK;
-  } else {
-    jpeg_destroy_decompress(&cinfo);
-    return "unsupported JPEG with " + std::to_string(comps) + " components";
-  }
-  jpeg_start_decompress(&cinfo);
-  out.width = (int)cinfo.output_width;
-  out.height = (int)cinfo.output_height;
-  JDIMENSION x0 = 0, cols = cinfo.output_width, y0 = 0, y1 = cinfo.output_height;
+  check(jpeg_guarded(err, [&] {
+    jpeg_create_decompress(&c);
+    s_->created = true;
+    jpeg_mem_src(&c, data, (unsigned long)size);
+    jpeg_read_header(&c, TRUE);
+  }));
+  check_size(name, c.image_width, c.image_height, lim);
+  const int comps = c.num_components;
+  CLIP_CHECK(comps == 1 || comps == 3 || comps == 4, "%s: unsupported JPEG with %d components", name.c_str(), comps);
+  c.out_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 3 ? JCS_RGB : JCS_CMYK;
+  mode = comps == 1 ? ImageMode::L : comps == 3 ? ImageMode::RGB : ImageMode::CMYK;
+  check(jpeg_guarded(err, [&] { jpeg_start_decompress(&c); }));
+  width = (int)c.output_width;
+  height = (int)c.output_height;
+  JDIMENSION x = 0, n = c.output_width, skip = 0;
+  y1 = height;
   if (n_px > 0) {
-    PixelWindow win{0, out.width, 0, out.height};
+    PixelWindow win{0, width, 0, height};
     try {
-      win = preprocess_input_window(out.width, out.height, n_px);
-    } catch (const Error&) {  // preprocessing refuses this size itself, after a full decode
+      win = preprocess_input_window(width, height, n_px);
+    } catch (const Error&) {  // preprocessing refuses this size itself
     }
-    const int imcus = cinfo.progressive_mode ? 3 : 1;
-    const int mx = imcus * cinfo.max_h_samp_factor * DCTSIZE, my = imcus * cinfo.max_v_samp_factor * DCTSIZE;
-    x0 = (JDIMENSION)std::max(win.x0 - mx, 0);
-    cols = (JDIMENSION)std::min(win.x1 + mx, out.width) - x0;
-    y0 = (JDIMENSION)std::max(win.y0 - my, 0);
-    y1 = (JDIMENSION)win.y1;
-    if (cols < cinfo.output_width) jpeg_crop_scanline(&cinfo, &x0, &cols);  // widens to iMCU columns
-    if (y0 > 0) y0 = jpeg_skip_scanlines(&cinfo, y0);
+    const int imcus = c.progressive_mode ? 3 : 1;
+    const int mx = imcus * c.max_h_samp_factor * DCTSIZE, my = imcus * c.max_v_samp_factor * DCTSIZE;
+    x = (JDIMENSION)std::max(win.x0 - mx, 0);
+    n = (JDIMENSION)std::min(win.x1 + mx, width) - x;
+    skip = (JDIMENSION)std::max(win.y0 - my, 0);
+    y1 = win.y1;
   }
-  const size_t stride = (size_t)cols * (size_t)cinfo.output_components;
-  out.x0 = (int)x0, out.y0 = (int)y0, out.cols = (int)cols, out.rows = (int)(y1 - y0);
-  out.pixels.resize(stride * (size_t)(y1 - y0 + (y1 < cinfo.output_height)));  // + a row for the last one
-  while (cinfo.output_scanline < y1) {
-    JSAMPROW row = out.pixels.data() + stride * (cinfo.output_scanline - y0);
-    jpeg_read_scanlines(&cinfo, &row, 1);
-  }
-  if (cinfo.output_scanline < cinfo.output_height) {
-    // skipping to the very end would mark the stream read without reading it: the rows up to
-    // the last are skipped, and the last is decoded into the spare row
-    if (cinfo.output_scanline + 1 < cinfo.output_height)
-      jpeg_skip_scanlines(&cinfo, cinfo.output_height - 1 - cinfo.output_scanline);
-    JSAMPROW row = out.pixels.data() + stride * (y1 - y0);
-    jpeg_read_scanlines(&cinfo, &row, 1);
-    out.pixels.resize(stride * (y1 - y0));
-  }
-  jpeg_finish_decompress(&cinfo);
-  jpeg_destroy_decompress(&cinfo);
-  if (out.mode == ImageMode::CMYK)  // Pillow's rawmode "CMYK;I": Adobe's inverted CMYK
-    for (auto& v : out.pixels) v = (uint8_t)(255 - v);
-  return "";
+  check(jpeg_guarded(err, [&] {
+    if (n < c.output_width) jpeg_crop_scanline(&c, &x, &n);  // widens to iMCU columns
+    if (skip > 0) skip = jpeg_skip_scanlines(&c, skip);
+  }));
+  x0 = (int)x, cols = (int)n, y0 = (int)skip;
+}
+
+JpegRows::~JpegRows() = default;
+
+int JpegRows::channels() const { return s_->cinfo.output_components; }
+
+void JpegRows::read(uint8_t* dst, int n) {
+  jpeg_decompress_struct& c = s_->cinfo;
+  CLIP_CHECK(n >= 0 && (int)c.output_scanline + n <= y1, "%s: read past the rows decoded", name_.c_str());
+  const size_t stride = (size_t)cols * c.output_components;
+  check(jpeg_guarded(s_->err, [&] {
+    for (int i = 0; i < n; i++) {
+      JSAMPROW row = dst + stride * i;
+      jpeg_read_scanlines(&c, &row, 1);
+    }
+  }));
+  if (mode == ImageMode::CMYK)  // Pillow's rawmode "CMYK;I": Adobe's inverted CMYK
+    for (size_t i = 0; i < stride * n; i++) dst[i] = (uint8_t)(255 - dst[i]);
+}
+
+// Skipping to the very end would mark the stream read without reading it: the rows up to the
+// last are skipped, which still reads their entropy-coded data, and the last is decoded, so a
+// file truncated below the rows read is refused as in a full decode.
+void JpegRows::finish() {
+  jpeg_decompress_struct& c = s_->cinfo;
+  s_->spare.resize((size_t)cols * c.output_components);
+  check(jpeg_guarded(s_->err, [&] {
+    if (c.output_scanline < c.output_height) {
+      if (c.output_scanline + 1 < c.output_height) jpeg_skip_scanlines(&c, c.output_height - 1 - c.output_scanline);
+      JSAMPROW row = s_->spare.data();
+      jpeg_read_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_decompress(&c);
+  }));
+}
+
+static void jpeg_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px,
+                        DecodedImage& out) {
+  JpegRows jr(data, size, name, lim, n_px);
+  out.width = jr.width, out.height = jr.height, out.mode = jr.mode;
+  out.x0 = jr.x0, out.y0 = jr.y0, out.cols = jr.cols, out.rows = jr.y1 - jr.y0;
+  out.pixels.resize((size_t)out.cols * jr.channels() * out.rows);
+  jr.read(out.pixels.data(), out.rows);
+  jr.finish();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -344,16 +372,16 @@ static void stb_decode(const uint8_t* data, size_t size, const std::string& name
   out.mode = mode;  // mode P from stb keeps RGB triples and an empty palette
 }
 
+bool is_jpeg(const uint8_t* data, size_t size) { return size >= 3 && std::memcmp(data, "\xFF\xD8\xFF", 3) == 0; }
+
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
                           int n_px) {
   CLIP_CHECK(data || size == 0, "%s: no data", name.c_str());
   CLIP_CHECK(size > 0, "%s: empty file", name.c_str());
   DecodedImage out;
   auto starts = [&](const char* magic, size_t n) { return size >= n && std::memcmp(data, magic, n) == 0; };
-  if (starts("\xFF\xD8\xFF", 3)) {
-    std::string e = jpeg_decode(data, size, name, lim, n_px, out);
-    if (!e.empty() && e[0] == '!') throw Error(e.substr(1));
-    CLIP_CHECK(e.empty(), "%s: %s", name.c_str(), e.c_str());
+  if (is_jpeg(data, size)) {
+    jpeg_decode(data, size, name, lim, n_px, out);
   } else if (starts("\x89PNG\r\n\x1a\n", 8)) {
     // refuse from IHDR alone, before libpng reads further chunks
     if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)

@@ -1,8 +1,8 @@
 // libFuzzer target: preprocess_image_bytes on arbitrary bytes with a small pixel limit (so
 // huge headers are refused quickly). Every failure must be a clip::Error; the output must be
-// finite and inside the normalized range. For JPEGs, decoding only what preprocessing reads
-// must agree with a full decode: both refuse the input, or both decode it and preprocess it
-// to the same bytes.
+// finite and inside the normalized range. For JPEGs, decoding only what preprocessing reads,
+// and resizing the rows as they are decoded, must agree with a full decode: all refuse the
+// input, or all preprocess it to the same bytes.
 #include <cmath>
 #include <cstdlib>
 #include <vector>
@@ -24,6 +24,15 @@ static void check_jpeg_window(const uint8_t* data, size_t size, const clip::Imag
   } catch (const clip::Error&) {
   }
   if (full_ok != win_ok || full_rgb != win_rgb) std::abort();
+  clip::PreprocessConfig cfg;
+  cfg.resolution = n;
+  try {  // resized band by band as decoded
+    win_rgb = clip::preprocess_image_bytes_rgb8(data, size, "fuzz", cfg, lim);
+    win_ok = true;
+  } catch (const clip::Error&) {
+    win_ok = false;
+  }
+  if (full_ok != win_ok || (full_ok && full_rgb != win_rgb)) std::abort();
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

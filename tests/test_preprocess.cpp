@@ -303,7 +303,8 @@ std::vector<uint8_t> make_jpeg(const JpegSpec& s) {
 class JpegWindow : public ::testing::TestWithParam<JpegSpec> {};
 
 // decode_image with n_px holds every pixel preprocessing reads, with a full decode's bytes, and
-// preprocessing gives the same result from it.
+// preprocessing gives the same result from it, and from the rows as they are decoded
+// (preprocess_image_bytes_rgb8, JpegRows).
 TEST_P(JpegWindow, HoldsWhatPreprocessingReadsWithFullDecodeBytes) {
   const JpegSpec& s = GetParam();
   const std::vector<uint8_t> jpg = make_jpeg(s);
@@ -329,7 +330,12 @@ TEST_P(JpegWindow, HoldsWhatPreprocessingReadsWithFullDecodeBytes) {
       diff += std::memcmp(&win.pixels[((size_t)(y - win.y0) * win.cols + (r.x0 - win.x0)) * C],
                           &full.pixels[((size_t)y * s.w + r.x0) * C], (size_t)(r.x1 - r.x0) * C) != 0;
     EXPECT_EQ(diff, 0u) << "rows of the window that differ from the full decode";
-    EXPECT_TRUE(resize_crop_rgb8(win, n) == resize_crop_rgb8(full, n)) << "preprocessed bytes differ";
+    const std::vector<uint8_t> ref = resize_crop_rgb8(full, n);
+    EXPECT_TRUE(resize_crop_rgb8(win, n) == ref) << "preprocessed bytes differ";
+    PreprocessConfig cfg;
+    cfg.resolution = n;
+    EXPECT_TRUE(preprocess_image_bytes_rgb8(jpg.data(), jpg.size(), "stream.jpg", cfg) == ref)
+        << "preprocessed bytes differ when resized as decoded";
   }
   if (s.w >= 64 && s.h >= 64 && s.w != s.h) {
     EXPECT_TRUE(cropped) << "nothing was left undecoded";
@@ -365,6 +371,12 @@ TEST(JpegWindowBadInput, TruncatedBelowTheWindowIsRefused) {
   try {
     decode_image(jpg.data(), jpg.size(), "cut.jpg", {}, 224);
     FAIL() << "a truncated JPEG was decoded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cut.jpg: corrupt or truncated JPEG"), std::string::npos) << e.what();
+  }
+  try {
+    preprocess_image_bytes_rgb8(jpg.data(), jpg.size(), "cut.jpg", PreprocessConfig{});
+    FAIL() << "a truncated JPEG was preprocessed";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("cut.jpg: corrupt or truncated JPEG"), std::string::npos) << e.what();
   }
