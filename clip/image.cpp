@@ -470,11 +470,13 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
   // Rows are decoded 128 at a time (the resize takes them 32 at a time): switching between the
   // decoder and the resize every 32 rows cost 3-5% at 500x375.
   constexpr int kBuf = 128;
+  static_assert(kBuf % kRowBand == 0, "a band of the resize must not straddle two of the decoder's");
   thread_local std::vector<uint8_t> band;  // kept per thread, as the resize's scratch
   band.resize((size_t)kBuf * stride);
   int b_y0 = jr.y0, b_n = 0;  // band holds rows [b_y0, b_y0 + b_n)
   auto rows = [&](int y, int k, const uint8_t** row) {
     if (y + k > b_y0 + b_n) {
+      CLIP_CHECK(y >= b_y0 + b_n, "%s: preprocessing asked for rows out of order", name.c_str());
       for (int next = b_y0 + b_n; next < y; next++) jr.read(band.data(), 1);  // margin rows above the window
       b_y0 = y;
       b_n = std::min(kBuf, jr.y1 - y);

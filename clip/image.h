@@ -43,9 +43,10 @@ struct DecodedImage {
 // Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,
 // corrupt, unrecognized or too-large input (the size is checked before any pixel is decoded).
 // With n_px > 0, a JPEG is decoded only over the rows and columns that preprocessing at n_px
-// reads (preprocess_input_window, plus one block row / column of margin): the same bytes
-// there, with less inverse DCT, upsampling and colour conversion. The whole stream is still
-// read, so a truncated file is refused as in a full decode.
+// reads (preprocess_input_window, plus a margin of one iMCU, three for progressive files, to
+// the sides and above): the same bytes there, with less inverse DCT, upsampling and colour
+// conversion. The whole stream is still read, so a truncated file is refused as in a full
+// decode.
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {},
                           int n_px = 0);
 
@@ -104,7 +105,9 @@ std::vector<uint8_t> resize_window_u8(const uint8_t* in, int in_x0, int in_y0, i
                                       int C, int new_w, int new_h, int x0, int nx, int y0, int ny);
 // The same with the input rows handed over in bands: band(y, n, rows) sets rows[i] to row
 // y + i's pixel in_x0, for n <= kRowBand rows, called with y increasing through the rows the
-// window reads (so a decoder can produce them on demand; the pointers stay valid until the next call).
+// window reads, in consecutive bands of kRowBand from the first (so a decoder can produce them
+// on demand; the pointers stay valid until the next call). Scratch is kept per thread: a band
+// callback must not itself resize or preprocess on the same thread.
 constexpr int kRowBand = 32;
 using RowBand = std::function<void(int y, int n, const uint8_t** rows)>;
 std::vector<uint8_t> resize_window_rows(const RowBand& band, int in_x0, int in_y0, int in_cols, int in_rows, int w,

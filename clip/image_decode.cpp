@@ -1,6 +1,7 @@
 // Image decoding into Pillow's modes (see clip/image.h). libjpeg-turbo and libpng report
-// errors through longjmp, so each decoder runs in a small function that owns its setjmp and
-// returns an error string; C++ objects it touches are created before setjmp.
+// errors through longjmp, so every libjpeg call runs inside jpeg_guarded (its own setjmp,
+// nothing with a destructor in between; the error is thrown after), and libpng's in a small
+// function that owns its setjmp and returns an error string.
 #include <csetjmp>
 #include <cstdio>
 #include <algorithm>
@@ -151,9 +152,9 @@ JpegRows::JpegRows(const uint8_t* data, size_t size, const std::string& name, co
   }
   check(jpeg_guarded(err, [&] {
     if (n < c.output_width) jpeg_crop_scanline(&c, &x, &n);  // widens to iMCU columns
-    if (skip > 0) skip = jpeg_skip_scanlines(&c, skip);
+    if (skip > 0) jpeg_skip_scanlines(&c, skip);  // from row 0, an iMCU row
   }));
-  x0 = (int)x, cols = (int)n, y0 = (int)skip;
+  x0 = (int)x, cols = (int)n, y0 = (int)c.output_scanline;
 }
 
 JpegRows::~JpegRows() = default;
@@ -176,16 +177,19 @@ void JpegRows::read(uint8_t* dst, int n) {
 
 // Skipping to the very end would mark the stream read without reading it: the rows up to the
 // last are skipped, which still reads their entropy-coded data, and the last is decoded, so a
-// file truncated below the rows read is refused as in a full decode.
+// file truncated below the rows read is refused as in a full decode. The skip starts on an
+// iMCU row: from inside a row group, libjpeg-turbo before 3.1 could hand back rows from before
+// the skip and miscount the rows left (libjpeg-turbo issue 915), so the rows up to the next
+// iMCU row are decoded instead.
 void JpegRows::finish() {
   jpeg_decompress_struct& c = s_->cinfo;
   s_->spare.resize((size_t)cols * c.output_components);
+  const JDIMENSION imcu_rows = (JDIMENSION)c.max_v_samp_factor * DCTSIZE;
   check(jpeg_guarded(s_->err, [&] {
-    if (c.output_scanline < c.output_height) {
-      if (c.output_scanline + 1 < c.output_height) jpeg_skip_scanlines(&c, c.output_height - 1 - c.output_scanline);
-      JSAMPROW row = s_->spare.data();
-      jpeg_read_scanlines(&c, &row, 1);
-    }
+    JSAMPROW row = s_->spare.data();
+    while (c.output_scanline < c.output_height && c.output_scanline % imcu_rows != 0) jpeg_read_scanlines(&c, &row, 1);
+    if (c.output_scanline + 1 < c.output_height) jpeg_skip_scanlines(&c, c.output_height - 1 - c.output_scanline);
+    while (c.output_scanline < c.output_height) jpeg_read_scanlines(&c, &row, 1);
     jpeg_finish_decompress(&c);
   }));
 }
@@ -372,7 +376,9 @@ static void stb_decode(const uint8_t* data, size_t size, const std::string& name
   out.mode = mode;  // mode P from stb keeps RGB triples and an empty palette
 }
 
-bool is_jpeg(const uint8_t* data, size_t size) { return size >= 3 && std::memcmp(data, "\xFF\xD8\xFF", 3) == 0; }
+bool is_jpeg(const uint8_t* data, size_t size) {
+  return data && size >= 3 && std::memcmp(data, "\xFF\xD8\xFF", 3) == 0;
+}
 
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
                           int n_px) {

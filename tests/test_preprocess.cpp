@@ -353,7 +353,11 @@ INSTANTIATE_TEST_SUITE_P(
                       JpegSpec{224, 400, 3, 2, 2, false, 0}, JpegSpec{97, 31, 3, 2, 2, false, 0},
                       JpegSpec{9, 7, 3, 2, 2, false, 0}, JpegSpec{1000, 40, 3, 4, 1, false, 2},
                       JpegSpec{517, 333, 3, 2, 2, true, 0, 2}, JpegSpec{333, 517, 3, 2, 2, true, 0, 4},
-                      JpegSpec{700, 200, 3, 2, 2, true, 0, 6}, JpegSpec{600, 250, 1, 1, 1, true, 0, 2}),
+                      JpegSpec{700, 200, 3, 2, 2, true, 0, 6}, JpegSpec{600, 250, 1, 1, 1, true, 0, 2},
+                      // luma 4x2: chroma upsampled without context rows, row groups of 2 rows
+                      JpegSpec{701, 263, 3, 4, 2, false, 0}, JpegSpec{263, 701, 3, 4, 2, false, 0},
+                      JpegSpec{263, 601, 3, 4, 2, false, 0}, JpegSpec{263, 607, 3, 2, 2, false, 0},
+                      JpegSpec{255, 517, 3, 3, 2, false, 0}, JpegSpec{263, 701, 3, 4, 2, true, 0}),
     [](const ::testing::TestParamInfo<JpegSpec>& i) {
       const JpegSpec& s = i.param;
       return std::to_string(s.w) + "x" + std::to_string(s.h) + "_c" + std::to_string(s.comps) + "_s" +
