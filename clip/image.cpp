@@ -46,6 +46,23 @@ void input_span(int in_size, int out_size, int xx, int& xmin, int& xmax) {
   xmax = std::min((int)(center + support + 0.5), in_size);
 }
 
+// The input samples [lo, hi) that outputs [o0, o1) of an in_size -> out_size BICUBIC resample
+// read (an axis that keeps its size is copied).
+void input_range(int in_size, int out_size, int o0, int o1, int& lo, int& hi) {
+  if (in_size == out_size) {
+    lo = o0, hi = o1;
+    return;
+  }
+  int xmin, xmax;
+  input_span(in_size, out_size, o0, lo, xmax);
+  hi = 0;
+  for (int o = o0; o < o1; o++) {
+    input_span(in_size, out_size, o, xmin, xmax);
+    lo = std::min(lo, xmin);
+    hi = std::max(hi, xmax);
+  }
+}
+
 Coeffs precompute_coeffs(int in_size, int out_size) {
   Coeffs c;
   double scale = (double)in_size / out_size, filterscale = std::max(scale, 1.0);
@@ -79,25 +96,19 @@ Coeffs precompute_coeffs(int in_size, int out_size) {
 int32_t round_up(double f) { return (int32_t)(f >= 0.0 ? std::floor(f + 0.5) : -std::floor(std::fabs(f) + 0.5)); }
 
 // What a window [x0, x0+nx) x [y0, y0+ny) of a w x h -> new_w x new_h resize needs: the
-// coefficients of each axis that changes, and the input rows [r0, r1) the vertical pass reads
-// (the horizontal pass runs on those rows only).
+// coefficients of each axis that changes, and the input columns [c0, c1) and rows [r0, r1) it
+// reads (the horizontal pass runs on those rows only).
 struct WindowPlan {
   bool need_h, need_v;
   Coeffs ch, cv;
-  int r0, r1;
+  int c0, c1, r0, r1;
 };
-WindowPlan plan_window(int w, int h, int new_w, int new_h, int y0, int ny) {
-  WindowPlan p{new_w != w, new_h != h, {}, {}, y0, y0 + ny};
+WindowPlan plan_window(int w, int h, int new_w, int new_h, int x0, int nx, int y0, int ny) {
+  WindowPlan p{new_w != w, new_h != h, {}, {}, 0, 0, 0, 0};
   if (p.need_h) p.ch = precompute_coeffs(w, new_w);
-  if (p.need_v) {
-    p.cv = precompute_coeffs(h, new_h);
-    p.r0 = p.cv.xmin[(size_t)y0];
-    p.r1 = 0;
-    for (int y = y0; y < y0 + ny; y++) {
-      p.r0 = std::min(p.r0, p.cv.xmin[(size_t)y]);
-      p.r1 = std::max(p.r1, p.cv.xmin[(size_t)y] + p.cv.count[(size_t)y]);
-    }
-  }
+  if (p.need_v) p.cv = precompute_coeffs(h, new_h);
+  input_range(w, new_w, x0, x0 + nx, p.c0, p.c1);
+  input_range(h, new_h, y0, y0 + ny, p.r0, p.r1);
   return p;
 }
 
@@ -106,7 +117,7 @@ WindowPlan plan_window(int w, int h, int new_w, int new_h, int y0, int ny) {
 // first, then vertical.
 std::vector<int32_t> resample_window_i32(const int32_t* in, int w, int h, int new_w, int new_h, int x0, int nx,
                                          int y0, int ny) {
-  const WindowPlan p = plan_window(w, h, new_w, new_h, y0, ny);
+  const WindowPlan p = plan_window(w, h, new_w, new_h, x0, nx, y0, ny);
   const bool need_h = p.need_h, need_v = p.need_v;
   const Coeffs &ch = p.ch, &cv = p.cv;
   const int r0 = p.r0, r1 = p.r1;
@@ -215,15 +226,10 @@ void gather_column_block(int C, uint8_t* dst, size_t dstep, const uint8_t* const
 // that one output column of all the band's rows is one line.
 std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, int new_w, int new_h, int x0, int nx,
                                       int y0, int ny) {
-  return resize_window_u8(in, 0, 0, w, h, w, h, C, new_w, new_h, x0, nx, y0, ny);
-}
-
-std::vector<uint8_t> resize_window_u8(const uint8_t* in, int in_x0, int in_y0, int in_cols, int in_rows, int w, int h,
-                                      int C, int new_w, int new_h, int x0, int nx, int y0, int ny) {
   auto rows = [&](int y, int n, const uint8_t** row) {
-    for (int i = 0; i < n; i++) row[i] = in + (size_t)(y + i - in_y0) * in_cols * C;
+    for (int i = 0; i < n; i++) row[i] = in + (size_t)(y + i) * w * C;
   };
-  return resize_window_rows(rows, in_x0, in_y0, in_cols, in_rows, w, h, C, new_w, new_h, x0, nx, y0, ny);
+  return resize_window_rows(rows, 0, 0, w, h, w, h, C, new_w, new_h, x0, nx, y0, ny);
 }
 
 std::vector<uint8_t> resize_window_rows(const RowBand& band, int in_x0, int in_y0, int in_cols, int in_rows, int w,
@@ -232,17 +238,11 @@ std::vector<uint8_t> resize_window_rows(const RowBand& band, int in_x0, int in_y
   CLIP_CHECK(w > 0 && h > 0 && new_w > 0 && new_h > 0 && x0 >= 0 && nx > 0 && x0 + nx <= new_w && y0 >= 0 &&
                  ny > 0 && y0 + ny <= new_h,
              "resize: window %dx%d+%d+%d of a %dx%d resize is empty or outside it", nx, ny, x0, y0, new_w, new_h);
-  const WindowPlan p = plan_window(w, h, new_w, new_h, y0, ny);
+  const WindowPlan p = plan_window(w, h, new_w, new_h, x0, nx, y0, ny);
   const bool need_h = p.need_h, need_v = p.need_v;
   const Coeffs &ch = p.ch, &cv = p.cv;
-  const int r0 = p.r0, r1 = p.r1;
+  const int c0 = p.c0, c1 = p.c1, r0 = p.r0, r1 = p.r1;
   const int rows = r1 - r0;
-  // the input columns [c0, c1) that the window's output columns read
-  int c0 = x0, c1 = x0 + nx;
-  if (need_h) {
-    c0 = ch.xmin[(size_t)x0], c1 = 0;
-    for (int x = x0; x < x0 + nx; x++) c1 = std::max(c1, ch.xmin[(size_t)x] + ch.count[(size_t)x]);
-  }
   CLIP_CHECK(c0 >= in_x0 && c1 <= in_x0 + in_cols && r0 >= in_y0 && r1 <= in_y0 + in_rows,
              "resize: the window reads input columns [%d, %d) and rows [%d, %d), outside the [%d, %d) x [%d, %d) held",
              c0, c1, r0, r1, in_x0, in_x0 + in_cols, in_y0, in_y0 + in_rows);
@@ -325,23 +325,6 @@ Geometry resize_geometry(int w, int h, int n) {
   return {new_w, new_h, round_half_even_div2(new_w - n), round_half_even_div2(new_h - n)};
 }
 
-// The input samples [lo, hi) that outputs [o0, o1) of an in_size -> out_size BICUBIC resample
-// read (an axis that keeps its size is copied).
-void input_range(int in_size, int out_size, int o0, int o1, int& lo, int& hi) {
-  if (in_size == out_size) {
-    lo = o0, hi = o1;
-    return;
-  }
-  int xmin, xmax;
-  input_span(in_size, out_size, o0, lo, xmax);
-  hi = 0;
-  for (int o = o0; o < o1; o++) {
-    input_span(in_size, out_size, o, xmin, xmax);
-    lo = std::min(lo, xmin);
-    hi = std::max(hi, xmax);
-  }
-}
-
 }  // namespace
 
 PixelWindow preprocess_input_window(int w, int h, int n) {
@@ -405,24 +388,16 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
   int C = image_mode_channels(im.mode);
   if (im.mode == ImageMode::P && im.palette.empty()) C = 3;  // stb-decoded P: RGB triples
   const size_t npx = (size_t)n * n;
-  // the pixels held: columns [im.x0, im.x0 + cols) of rows [im.y0, im.y0 + rows)
-  const int cols = im.cols ? im.cols : w, rows = im.rows ? im.rows : h;
-  const bool whole = im.x0 == 0 && im.y0 == 0 && cols == w && rows == h;
-  CLIP_CHECK(whole || im.mode == ImageMode::L || im.mode == ImageMode::RGB || im.mode == ImageMode::CMYK,
-             "preprocess: a %s image must hold all its pixels", image_mode_name(im.mode));
-  CLIP_CHECK(im.mode == ImageMode::I || im.pixels.size() == (size_t)cols * rows * C,
-             "preprocess: %zu bytes of pixels for %dx%d pixels of %d bytes", im.pixels.size(), cols, rows, C);
+  CLIP_CHECK(im.mode == ImageMode::I || im.pixels.size() == (size_t)w * h * C,
+             "preprocess: %zu bytes of pixels for %dx%d pixels of %d bytes", im.pixels.size(), w, h, C);
   std::vector<uint8_t> win;    // 8-bit modes: the [n, n, C] window in the decoded mode
   std::vector<int32_t> win_i;  // mode I
   if (im.mode == ImageMode::I) {
     win_i = resample_window_i32(im.pixels_i.data(), w, h, new_w, new_h, left, n, top, n);
   } else if (!resize) {
-    CLIP_CHECK(left >= im.x0 && left + n <= im.x0 + cols && top >= im.y0 && top + n <= im.y0 + rows,
-               "preprocess: the crop reads pixels outside the ones decoded");
     win.resize(npx * C);
     for (int y = 0; y < n; y++)
-      std::copy_n(&im.pixels[((size_t)(y + top - im.y0) * cols + (left - im.x0)) * C], (size_t)n * C,
-                  &win[(size_t)y * n * C]);
+      std::copy_n(&im.pixels[((size_t)(y + top) * w + left) * C], (size_t)n * C, &win[(size_t)y * n * C]);
   } else if (nearest) {  // rule 3: P and 1 use NEAREST
     std::vector<int> xi = nearest_index(w, new_w), yi = nearest_index(h, new_h);
     win.resize(npx * C);
@@ -443,7 +418,7 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
       for (int c = 0; c < a; c++) win[p * C + c] = (uint8_t)std::min(255, 255 * win[p * C + c] / alpha);
     }
   } else {
-    win = resize_window_u8(im.pixels.data(), im.x0, im.y0, cols, rows, w, h, C, new_w, new_h, left, n, top, n);
+    win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, n, top, n);
   }
 
   return convert_rgb(im.mode, std::move(win), win_i, C, im.palette, npx);

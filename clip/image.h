@@ -28,35 +28,29 @@ int image_mode_channels(ImageMode m);  // bytes per pixel in DecodedImage::pixel
 
 // A decoded image in Pillow's mode. 8-bit modes: interleaved HWC bytes in `pixels`
 // (One: 0/255 bytes, P: palette indices). Mode I: int32 values in `pixels_i`.
-// `pixels` holds columns [x0, x0 + cols) of rows [y0, y0 + rows): the whole width x height
-// image (cols and rows 0 mean the same), except for a JPEG decoded for preprocessing only
-// where preprocessing reads it (decode_image with n_px).
 struct DecodedImage {
   int width = 0, height = 0;
   ImageMode mode = ImageMode::RGB;
   std::vector<uint8_t> pixels;
   std::vector<int32_t> pixels_i;
   std::vector<uint8_t> palette;  // P: 256 RGB triples
-  int x0 = 0, y0 = 0, cols = 0, rows = 0;
 };
 
 // Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,
 // corrupt, unrecognized or too-large input (the size is checked before any pixel is decoded).
-// With n_px > 0, a JPEG is decoded only over the rows and columns that preprocessing at n_px
-// reads (preprocess_input_window, plus a margin of one iMCU, three for progressive files, to
-// the sides and above): the same bytes there, with less inverse DCT, upsampling and colour
-// conversion. The whole stream is still read, so a truncated file is refused as in a full
-// decode.
-DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {},
-                          int n_px = 0);
+DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {});
 
 bool is_jpeg(const uint8_t* data, size_t size);  // by its signature
 
 // A JPEG decoded a few rows at a time, so that preprocessing resizes rows while they are in
-// cache instead of from a decoded image of the whole window (decode_image uses it too).
-// With n_px > 0 (as decode_image): the rows held are columns [x0, x0 + cols) of rows [y0, y1).
-// read() gives them in order; finish() reads the rest of the stream. Errors throw clip::Error
-// naming the file: the constructor's for the header, size limits and component counts.
+// cache instead of from a decoded image of the whole window (decode_image uses it too, with
+// n_px 0). The rows it gives are columns [x0, x0 + cols) of rows [y0, y1): the whole image, or
+// with n_px > 0 only what preprocessing at n_px reads (preprocess_input_window, plus a margin
+// of one iMCU, three for progressive files, to the sides and above), the same bytes there with
+// less inverse DCT, upsampling and colour conversion. read() gives them in order; finish()
+// reads the rest of the stream, so a truncated file is refused as in a full decode. Errors
+// throw clip::Error naming the file: the constructor's for the header, size limits and
+// component counts.
 class JpegRows {
  public:
   JpegRows(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px);
@@ -99,12 +93,10 @@ struct PreprocessInfo {
 // only on its own coefficients).
 std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, int new_w, int new_h, int x0, int nx,
                                       int y0, int ny);
-// The same from an image that holds only columns [in_x0, in_x0 + in_cols) of rows from in_y0
-// on (`in` is pixel (in_x0, in_y0)); throws when the window reads outside them.
-std::vector<uint8_t> resize_window_u8(const uint8_t* in, int in_x0, int in_y0, int in_cols, int in_rows, int w, int h,
-                                      int C, int new_w, int new_h, int x0, int nx, int y0, int ny);
-// The same with the input rows handed over in bands: band(y, n, rows) sets rows[i] to row
-// y + i's pixel in_x0, for n <= kRowBand rows, called with y increasing through the rows the
+// The same from an input that holds only columns [in_x0, in_x0 + in_cols) of rows [in_y0,
+// in_y0 + in_rows) (throws when the window reads outside them), handed over in bands:
+// band(y, n, rows) sets rows[i] to row y + i's pixel in_x0, for n <= kRowBand rows, called
+// with y increasing through the rows the
 // window reads, in consecutive bands of kRowBand from the first (so a decoder can produce them
 // on demand; the pointers stay valid until the next call). Scratch is kept per thread: a band
 // callback must not itself resize or preprocess on the same thread.

@@ -194,13 +194,12 @@ void JpegRows::finish() {
   }));
 }
 
-static void jpeg_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px,
+static void jpeg_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
                         DecodedImage& out) {
-  JpegRows jr(data, size, name, lim, n_px);
+  JpegRows jr(data, size, name, lim, 0);
   out.width = jr.width, out.height = jr.height, out.mode = jr.mode;
-  out.x0 = jr.x0, out.y0 = jr.y0, out.cols = jr.cols, out.rows = jr.y1 - jr.y0;
-  out.pixels.resize((size_t)out.cols * jr.channels() * out.rows);
-  jr.read(out.pixels.data(), out.rows);
+  out.pixels.resize((size_t)jr.width * jr.channels() * jr.height);
+  jr.read(out.pixels.data(), jr.height);
   jr.finish();
 }
 
@@ -380,14 +379,13 @@ bool is_jpeg(const uint8_t* data, size_t size) {
   return data && size >= 3 && std::memcmp(data, "\xFF\xD8\xFF", 3) == 0;
 }
 
-DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
-                          int n_px) {
+DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim) {
   CLIP_CHECK(data || size == 0, "%s: no data", name.c_str());
   CLIP_CHECK(size > 0, "%s: empty file", name.c_str());
   DecodedImage out;
   auto starts = [&](const char* magic, size_t n) { return size >= n && std::memcmp(data, magic, n) == 0; };
   if (is_jpeg(data, size)) {
-    jpeg_decode(data, size, name, lim, n_px, out);
+    jpeg_decode(data, size, name, lim, out);
   } else if (starts("\x89PNG\r\n\x1a\n", 8)) {
     // refuse from IHDR alone, before libpng reads further chunks
     if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)
