@@ -93,7 +93,7 @@ if [ -d .debs ] && [ ! -f /usr/include/zip.h ]; then
   rm -rf "$R" && mkdir -p "$R"
   for f in .debs/*.deb; do dpkg-deb -x "$f" "$R"; done
   DEPS_ARG="-DCLIP_DEPS_ROOT=$R"
-  OURS="export LD_LIBRARY_PATH='$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu/openblas-openmp'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH};"
+  OURS="export LD_LIBRARY_PATH='$R/usr/lib/x86_64-linux-gnu'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH};"
   note "deps:   unpacked $(ls .debs | wc -l) packages into $R"
 fi
 

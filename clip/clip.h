@@ -164,4 +164,9 @@ std::vector<int32_t> rows_without_direction(const float* x, int64_t N, int64_t D
 // Row-wise L2 normalization of a host [N, D] tensor.
 HostTensor normalize_rows(const HostTensor& x);
 
+// What the CPU backend runs on this machine, as (key, value) pairs in print order: the CPU's
+// features, the instruction set of the engine's own loops (and whether CLIP_CPU_ISA capped
+// it), and what runs the linear layers in f32 and bf16.
+std::vector<std::pair<std::string, std::string>> cpu_backend_info();
+
 }  // namespace clip

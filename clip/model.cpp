@@ -7,8 +7,11 @@
 #include <cstring>
 #include <thread>
 
+#include <omp.h>
+
 #include "clip/clip.h"
 #include "engine/cpu_gemm.h"
+#include "engine/cpu_isa.h"
 #ifdef CLIP_HAVE_CUDA
 #include "engine/cuda_context.h"
 #else
@@ -451,6 +454,18 @@ HostTensor Model::logits(const HostTensor& img, const HostTensor& txt) const {
   HostTensor out(DType::f32, {M, N});
   if (M && N) cosine_sim_cpu(out.f32(), img.f32(), txt.f32(), M, N, D, logit_scale());
   return out;
+}
+
+std::vector<std::pair<std::string, std::string>> cpu_backend_info() {
+  const char* cap = std::getenv("CLIP_CPU_ISA");
+  std::string isa = cpu_isa_name(cpu_isa());
+  if (cap && *cap) isa += strprintf(" (CLIP_CPU_ISA=%s; the CPU runs %s)", cap, cpu_isa_name(cpu_isa_detected()));
+  return {{"cpu_features", cpu_features()},
+          {"cpu_isa", isa},
+          {"threads", std::to_string(omp_get_max_threads())},
+          {"linear_f32", CpuContext::linear_path(DType::f32)},
+          {"linear_bf16", CpuContext::linear_path(DType::bf16)},
+          {"attention_layernorm_softmax", strprintf("own loops (%s)", cpu_isa_name(cpu_isa()))}};
 }
 
 }  // namespace clip

@@ -1,5 +1,7 @@
 #include "engine/cpu_gemm.h"
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -8,6 +10,8 @@
 #include <string>
 #include <tuple>
 #include <unordered_map>
+
+#include "engine/cpu_isa.h"
 
 namespace clip {
 
@@ -167,24 +171,82 @@ class PackedWeight {
   uint64_t uses_ = 0;
 };
 
+// A weight packed for our own GEMM (engine/cpu_kernels.inc), 64-byte aligned.
+struct OwnPacked {
+  float* wp = nullptr;
+  ~OwnPacked() { std::free(wp); }
+};
+
 struct CpuContext::Impl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{eng};
   DType compute;
+  bool onednn = false;  // oneDNN's matmul, else our own GEMM
   std::mutex mu;
   std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
+  std::unordered_map<const float*, std::unique_ptr<OwnPacked>> own;
   std::vector<char> staging;  // the staged input of the running linear layer
   std::vector<char> scratch;  // oneDNN scratchpad of the running linear layer
   std::vector<float> pad_x, pad_y;  // bf16 inputs of fewer than kMinRows rows, zero-padded
+  std::vector<float> xp;            // our GEMM's packed input
   std::function<void(const float*, size_t)> on_packed;
 };
+
+bool CpuContext::uses_onednn(DType compute) {
+  return cpu_isa() == CpuIsa::avx512 && (compute == DType::f32 || cpu_has_bf16());
+}
+
+std::string CpuContext::linear_path(DType compute) {
+  if (uses_onednn(compute)) {
+    const char* isa = "?";
+    switch (dnnl::get_effective_cpu_isa()) {
+      case dnnl::cpu_isa::avx512_core: isa = "avx512_core"; break;
+      case dnnl::cpu_isa::avx512_core_vnni: isa = "avx512_core_vnni"; break;
+      case dnnl::cpu_isa::avx512_core_bf16: isa = "avx512_core_bf16"; break;
+      case dnnl::cpu_isa::avx512_core_amx: isa = "avx512_core_amx"; break;
+      default: isa = "other"; break;
+    }
+    return strprintf("oneDNN %d.%d.%d matmul (%s)%s", dnnl_version()->major, dnnl_version()->minor,
+                     dnnl_version()->patch, isa, compute == DType::bf16 ? ", bf16 operands" : "");
+  }
+  const CpuKernels& k = cpu_kernels();
+  return strprintf("own GEMM (%s, %dx%d tiles)%s", cpu_isa_name(k.isa), k.mr, k.nr,
+                   compute == DType::bf16 ? ", f32 products of bf16-rounded operands" : "");
+}
 
 CpuContext::CpuContext(DType compute) : impl_(std::make_unique<Impl>()) {
   CLIP_CHECK(compute == DType::f32 || compute == DType::bf16, "the CPU backend computes in f32 or bf16, not %s",
              dtype_name(compute));
   impl_->compute = compute;
+  impl_->onednn = uses_onednn(compute);
 }
 CpuContext::~CpuContext() = default;
+
+const float* CpuContext::pack_own(const float* w, int64_t N, int64_t K) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->own.find(w);
+    if (it != impl_->own.end()) return it->second->wp;
+  }
+  const CpuKernels& k = cpu_kernels();
+  auto p = std::make_unique<OwnPacked>();
+  const size_t bytes = ((size_t)k.packed_floats(N, K) * sizeof(float) + 63) / 64 * 64;
+  p->wp = (float*)std::aligned_alloc(64, bytes);
+  if (!p->wp) throw OutOfMemory(strprintf("packing a [%lld, %lld] weight for the CPU backend: out of memory",
+                                          (long long)N, (long long)K));
+  k.pack_weights(p->wp, w, N, K, impl_->compute == DType::bf16);
+  const float* packed = nullptr;
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto& slot = impl_->own[w];
+    first = !slot;
+    if (first) slot = std::move(p);
+    packed = slot->wp;
+  }
+  if (first && impl_->on_packed) impl_->on_packed(w, (size_t)(N * K) * sizeof(float));
+  return packed;
+}
 
 PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
   {
@@ -222,7 +284,11 @@ void CpuContext::prepare(const std::vector<LinearShape>& weights) {
 #pragma omp parallel for schedule(dynamic)
   for (size_t i = 0; i < weights.size(); i++) {
     try {
-      pack(weights[i].w, weights[i].N, weights[i].K);
+      if (impl_->onednn) {
+        pack(weights[i].w, weights[i].N, weights[i].K);
+      } else {
+        pack_own(weights[i].w, weights[i].N, weights[i].K);
+      }
     } catch (const std::exception& e) {
       errors[i] = e.what();
     }
@@ -234,6 +300,14 @@ void CpuContext::prepare(const std::vector<LinearShape>& weights) {
 void CpuContext::linear(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
                         Act act) {
   if (M <= 0) return;
+  if (!impl_->onednn) {
+    const float* wp = pack_own(w, N, K);
+    const CpuKernels& k = cpu_kernels();
+    impl_->xp.resize((size_t)k.input_floats(M, K) + 16);
+    float* xp = (float*)(((uintptr_t)impl_->xp.data() + 63) & ~(uintptr_t)63);
+    k.gemm(y, x, wp, b, M, N, K, act, impl_->compute == DType::bf16, xp);
+    return;
+  }
   PackedWeight& p = pack(w, N, K);
   try {
     if (M >= kMinRows || impl_->compute == DType::f32) {

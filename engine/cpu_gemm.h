@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/base.h"
@@ -55,8 +56,14 @@ class CpuContext {
   // model lets go of the pages of weights mapped from its file.
   void set_on_packed(std::function<void(const float* w, size_t bytes)> f);
 
+  // Whether linear layers in this dtype go through oneDNN here (AVX-512, and for bf16 a CPU
+  // with bf16 dot products), and what runs them, in words (`clip info --system`).
+  static bool uses_onednn(DType compute);
+  static std::string linear_path(DType compute);
+
  private:
   PackedWeight& pack(const float* w, int64_t N, int64_t K);
+  const float* pack_own(const float* w, int64_t N, int64_t K);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -1,5 +1,6 @@
 // CPU implementations of every engine op, in f32. They are a real backend (threaded with
-// OpenMP, GEMMs through OpenBLAS) and the reference every CUDA kernel is tested against.
+// OpenMP; the GEMM, LayerNorm, softmax and attention loops per instruction set, engine/cpu_isa.h)
+// and the reference every CUDA kernel is tested against.
 // All tensors are contiguous row-major (see engine/tensor.h) unless a stride is given.
 #pragma once
 #include <cmath>

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the two trees the tests run in:
-#   build/       Release; with CUDA when nvcc is present (sm_80 + sm_90); the `clip` tool at build/clip
+# Builds build/ (Release; with CUDA when nvcc is present, sm_80 + sm_90; the `clip` tool at
+# build/clip). With --test-trees, also the two trees only the tests use:
 #   build-asan/  CPU-only, AddressSanitizer + UndefinedBehaviorSanitizer
 #   build-emu/   the CUDA code compiled as C++ on the CPU emulator (tests/emu): the GPU tests
 #                (kernels, CUDA backend, golden outputs through it) run without a GPU
@@ -11,12 +11,10 @@ JOBS=${JOBS:-$(nproc)}
 WERROR=${CLIP_WERROR:-ON}
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCLIP_WERROR="$WERROR" ${CLIP_CMAKE_ARGS:-} >/dev/null
 cmake --build build -j "$JOBS"
-if [ "${CLIP_SKIP_ASAN:-0}" != 1 ]; then
+if [ "${1:-}" = --test-trees ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLIP_CUDA=OFF -DCLIP_SANITIZE=ON \
     -DCLIP_WERROR="$WERROR" >/dev/null
   cmake --build build-asan -j "$JOBS"
-fi
-if [ "${CLIP_SKIP_EMU:-0}" != 1 ]; then
   cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DCLIP_CUDA=OFF -DCLIP_CUDA_EMU=ON \
     -DCLIP_WERROR="$WERROR" >/dev/null
   cmake --build build-emu -j "$JOBS" --target clip test_kernels test_golden test_cli test_emu

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(
   libgtest-dev nlohmann-json3-dev libstb-dev libutf8proc-dev libutf8proc2 libzip-dev libzip4
-  libcli11-dev libopenblas-openmp-dev libopenblas0-openmp libgfortran5 libquadmath0
+  libcli11-dev
   libjpeg62-turbo-dev libjpeg62-turbo libpng-dev libpng16-16 zlib1g-dev libdnnl-dev libdnnl2
 )
 mkdir -p .debs

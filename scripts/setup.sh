@@ -12,7 +12,6 @@ PKGS=(
   libutf8proc-dev                # Unicode categories, case mapping, NFC
   libzip-dev zlib1g-dev          # zip archives (torch checkpoints), gzip (BPE vocab)
   libcli11-dev                   # command-line parsing
-  libopenblas-openmp-dev         # CPU GEMM reference (OpenMP build: one thread pool with ours)
   libdnnl-dev                    # oneDNN: CPU linear layers with weights packed once
   clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (clang, its OpenMP)
 )

@@ -279,6 +279,44 @@ TEST(Cli, UsageAndErrorExitCodes) {
   EXPECT_NE(help.out.find("--image"), std::string::npos);
 }
 
+// Runs clip with CLIP_CPU_ISA set to isa (unset for ""), then puts the variable back.
+RunResult clip_run_isa(const std::string& isa, std::vector<std::string> args) {
+  const char* prev = std::getenv("CLIP_CPU_ISA");
+  const std::string saved = prev ? prev : "";
+  if (isa.empty()) {
+    unsetenv("CLIP_CPU_ISA");
+  } else {
+    setenv("CLIP_CPU_ISA", isa.c_str(), 1);
+  }
+  RunResult r = clip_run(std::move(args));
+  if (prev) {
+    setenv("CLIP_CPU_ISA", saved.c_str(), 1);
+  } else {
+    unsetenv("CLIP_CPU_ISA");
+  }
+  return r;
+}
+
+TEST(Cli, SystemInfoNamesTheInstructionSetAndItsCap) {
+  RunResult plain = clip_run_isa("", {"info", "--system", "--json"});
+  ASSERT_EQ(plain.rc, 0) << plain.err;
+  auto j = nlohmann::json::parse(plain.out);
+  for (const char* key : {"cpu_features", "cpu_isa", "threads", "linear_f32", "linear_bf16"})
+    EXPECT_TRUE(j.contains(key)) << key << " in " << plain.out;
+  // Capped at the baseline, everything runs our own baseline loops.
+  RunResult base = clip_run_isa("baseline", {"info", "--system", "--json"});
+  ASSERT_EQ(base.rc, 0) << base.err;
+  j = nlohmann::json::parse(base.out);
+  EXPECT_EQ(j["cpu_isa"].get<std::string>().rfind("baseline (CLIP_CPU_ISA=baseline", 0), 0u) << base.out;
+  EXPECT_EQ(j["linear_f32"].get<std::string>().rfind("own GEMM (baseline", 0), 0u) << base.out;
+  EXPECT_NE(j["linear_bf16"].get<std::string>().find("bf16-rounded"), std::string::npos) << base.out;
+  RunResult bad = clip_run_isa("avx3", {"info", "--system"});
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_NE(bad.err.find("CLIP_CPU_ISA='avx3'"), std::string::npos) << bad.err;
+  RunResult both = clip_run_isa("", {"info", "--system", "model.clip"});
+  EXPECT_EQ(both.rc, 2) << both.err;
+}
+
 TEST_F(CliGolden, NoInputsAndNoGpuAreClearErrors) {
   RunResult r = clip_run({"embed", "--model", model});
   EXPECT_EQ(r.rc, 2);

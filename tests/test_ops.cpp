@@ -10,6 +10,7 @@
 
 #include "engine/base.h"
 #include "engine/cpu_gemm.h"
+#include "engine/cpu_isa.h"
 #include "engine/cpu_ops.h"
 #include "tests/test_util.h"
 
@@ -428,5 +429,101 @@ TEST(Normalize, UnitRowsAndCosine) {
       EXPECT_EQ(idx[(size_t)m * k + i], order[i]) << "query " << m << " rank " << i;
       EXPECT_NEAR(score[(size_t)m * k + i], ref[(size_t)m * N + order[i]], 1e-4);
     }
+  }
+}
+
+// ---- every instruction set's loops (engine/cpu_isa.h) -----------------------------------
+// Each table this CPU runs, called directly (the suite as a whole runs with the one
+// cpu_kernels() picks; CI runs it again capped at avx2 and at the baseline).
+namespace {
+std::vector<const CpuKernels*> runnable_tables() {
+  std::vector<const CpuKernels*> t = {cpu_kernels_baseline()};
+#if defined(__x86_64__)
+  if (cpu_isa_detected() >= CpuIsa::avx2) t.push_back(cpu_kernels_avx2());
+  if (cpu_isa_detected() >= CpuIsa::avx512) t.push_back(cpu_kernels_avx512());
+#endif
+  return t;
+}
+}  // namespace
+
+TEST(CpuIsa, ActivationsMatchDouble) {
+  // The GEMM's GELU (through erfc) and QuickGELU against double, from -30 to 30 and the
+  // special values: |d| <= 1e-6 + 4e-7 |ref| (a few f32 ulps; erfcc's fractional error is
+  // below 1.2e-7).
+  std::vector<float> xs;
+  for (int i = -30000; i <= 30000; i++) xs.push_back(i * 1e-3f);
+  for (float v : {1e-30f, -1e-30f, 0.0f, -0.0f, 88.0f, -88.0f, 1e30f, -1e30f}) xs.push_back(v);
+  for (const CpuKernels* k : runnable_tables())
+    for (Act a : {Act::gelu, Act::quick_gelu}) {
+      std::vector<float> got(xs.size());
+      std::vector<double> ref(xs.size());
+      for (size_t i = 0; i < xs.size(); i++) {
+        got[i] = k->act(xs[i], a);
+        ref[i] = act_d(xs[i], a);
+      }
+      SCOPED_TRACE(std::string(cpu_isa_name(k->isa)) + " " + act_name(a));
+      EXPECT_CLOSE(got.data(), ref.data(), got.size(), 1e-6, 4e-7);
+      EXPECT_TRUE(std::isnan(k->act(NAN, a)));
+      EXPECT_EQ(k->act(INFINITY, a), INFINITY);
+    }
+}
+
+TEST(CpuIsa, GemmMatchesDoubleAndRowsDoNotDependOnBatch) {
+  // Shapes around every tile edge (MR up to 12, NR up to 32, K blocks of 256): against
+  // double, and each row bitwise the same computed alone, in a batch of 7, or in the whole.
+  struct S { int M, N, K; };
+  for (const CpuKernels* k : runnable_tables())
+    for (S s : {S{1, 1, 1}, S{13, 33, 257}, S{50, 768, 768}, S{25, 100, 513}, S{77, 64, 3072}}) {
+      for (bool bf16 : {false, true}) {
+        SCOPED_TRACE(strprintf("%s M %d N %d K %d%s", cpu_isa_name(k->isa), s.M, s.N, s.K, bf16 ? " bf16" : ""));
+        auto x = randn((size_t)s.M * s.K, 31), w = randn((size_t)s.N * s.K, 32, 1.0f / std::sqrt((float)s.K));
+        auto b = randn(s.N, 33, 0.1f);
+        std::vector<float> wp((size_t)k->packed_floats(s.N, s.K)), xp((size_t)k->input_floats(s.M, s.K));
+        k->pack_weights(wp.data(), w.data(), s.N, s.K, bf16);
+        std::vector<float> y((size_t)s.M * s.N), y1((size_t)s.N), y7((size_t)7 * s.N);
+        k->gemm(y.data(), x.data(), wp.data(), b.data(), s.M, s.N, s.K, Act::gelu, bf16, xp.data());
+        auto r = [&](float v) { return bf16 ? bf16_to_f32(f32_to_bf16(v)) : v; };
+        std::vector<double> ref((size_t)s.M * s.N);
+        for (int m = 0; m < s.M; m++)
+          for (int n = 0; n < s.N; n++) {
+            double acc = b[n];
+            for (int i = 0; i < s.K; i++) acc += (double)r(x[(size_t)m * s.K + i]) * r(w[(size_t)n * s.K + i]);
+            ref[(size_t)m * s.N + n] = act_d(acc, Act::gelu);
+          }
+        EXPECT_CLOSE(y.data(), ref.data(), y.size(), kAtol, kRtol);
+        for (int m = 0; m < s.M; m++) {
+          k->gemm(y1.data(), x.data() + (size_t)m * s.K, wp.data(), b.data(), 1, s.N, s.K, Act::gelu, bf16, xp.data());
+          ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + (size_t)m * s.N, s.N * sizeof(float))) << "row " << m << " alone";
+        }
+        if (s.M >= 9) {
+          k->gemm(y7.data(), x.data() + (size_t)2 * s.K, wp.data(), b.data(), 7, s.N, s.K, Act::gelu, bf16, xp.data());
+          EXPECT_EQ(0, std::memcmp(y7.data(), y.data() + (size_t)2 * s.N, y7.size() * sizeof(float))) << "rows 2..8";
+        }
+      }
+    }
+}
+
+TEST(CpuIsa, RowLoopsMatchTheSelectedOnes) {
+  // LayerNorm, softmax and attention of every table against the selected table's: the same
+  // function to f32 rounding (their sums run in the same order; FMA contraction differs).
+  const CpuKernels& sel = cpu_kernels();
+  const int M = 77, C = 512, B = 2, T = 77, NH = 8, HS = 64;
+  auto x = randn((size_t)M * C, 41, 2.0f), g = randn(C, 42), bb = randn(C, 43);
+  auto qkv = randn((size_t)B * T * 3 * NH * HS, 44);
+  std::vector<float> ref_ln((size_t)M * C), ref_sm((size_t)M * C), ref_at((size_t)B * T * NH * HS);
+  sel.layernorm(ref_ln.data(), x.data(), g.data(), bb.data(), M, C, 1e-5f);
+  sel.softmax(ref_sm.data(), x.data(), M, C);
+  sel.attention(ref_at.data(), qkv.data(), B, T, NH, HS, true);
+  for (const CpuKernels* k : runnable_tables()) {
+    SCOPED_TRACE(cpu_isa_name(k->isa));
+    std::vector<float> ln(ref_ln.size()), sm(ref_sm.size()), at(ref_at.size());
+    k->layernorm(ln.data(), x.data(), g.data(), bb.data(), M, C, 1e-5f);
+    k->softmax(sm.data(), x.data(), M, C);
+    k->attention(at.data(), qkv.data(), B, T, NH, HS, true);
+    std::vector<double> d_ln(ref_ln.begin(), ref_ln.end()), d_sm(ref_sm.begin(), ref_sm.end()),
+        d_at(ref_at.begin(), ref_at.end());
+    EXPECT_CLOSE(ln.data(), d_ln.data(), ln.size(), 1e-5, 1e-5);
+    EXPECT_CLOSE(sm.data(), d_sm.data(), sm.size(), 1e-7, 1e-5);
+    EXPECT_CLOSE(at.data(), d_at.data(), at.size(), 1e-5, 1e-5);
   }
 }

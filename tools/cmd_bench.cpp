@@ -37,6 +37,8 @@
 #include <thread>
 
 #include "clip/arch.h"
+#include "engine/cpu_gemm.h"
+#include "engine/cpu_isa.h"
 #include "tools/common.h"
 #ifdef CLIP_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -126,20 +128,25 @@ __attribute__((always_inline)) inline double fma_rate(double seconds) {
   (void)keep;
   return (double)n * 16 * Lanes * 2 / el;
 }
+// Measured f32 peak of all OpenMP threads together with the instruction set the CPU backend
+// uses (engine/cpu_isa.h), GFLOP/s (0 below AVX2: the baseline has no FMA).
+#if defined(__x86_64__)
 typedef float f32x16 __attribute__((vector_size(64)));
 typedef float f32x8 __attribute__((vector_size(32)));
 __attribute__((target("avx512f,fma"))) double fma_rate_avx512(double s) { return fma_rate<f32x16, 16>(s); }
 __attribute__((target("avx2,fma"))) double fma_rate_avx2(double s) { return fma_rate<f32x8, 8>(s); }
 
-// Measured f32 peak of all OpenMP threads together, GFLOP/s (0 without AVX2).
 double measured_f32_peak_gflops() {
-  const bool avx512 = __builtin_cpu_supports("avx512f"), avx2 = __builtin_cpu_supports("avx2");
-  if (!avx512 && !avx2) return 0;
+  const CpuIsa isa = cpu_isa();
+  if (isa == CpuIsa::baseline) return 0;
   double total = 0;
 #pragma omp parallel reduction(+ : total)
-  total += avx512 ? fma_rate_avx512(0.2) : fma_rate_avx2(0.2);
+  total += isa == CpuIsa::avx512 ? fma_rate_avx512(0.2) : fma_rate_avx2(0.2);
   return total / 1e9;
 }
+#else
+double measured_f32_peak_gflops() { return 0; }
+#endif
 
 bool cpu_flag(const std::string& flag) {
   return (" " + cpuinfo("flags") + " ").find(" " + flag + " ") != std::string::npos;
@@ -156,17 +163,25 @@ Peak device_peak(Device dev, DType dt, double override_gflops) {
     int cores = omp_get_max_threads();
     double ghz = cpu_mhz() / 1000.0;
     p.device = cpu_model() + strprintf(" (%d threads)", cores);
-    if (dt == DType::bf16 && cpu_flag("amx_bf16")) {
+    const bool native_bf16 = dt == DType::bf16 && CpuContext::uses_onednn(DType::bf16);
+    if (native_bf16 && cpu_flag("amx_bf16")) {
       // AMX: one TDPBF16PS (16x32 by 32x16 tiles, 8192 multiply-adds) per 16 cycles.
       p.gflops = cores * ghz * 1024;
       p.how = strprintf("%d cores x %.2f GHz x 1024 bf16 FLOP/cycle (AMX)", cores, ghz);
-    } else if (dt == DType::bf16 && cpu_flag("avx512_bf16")) {
+    } else if (native_bf16 && cpu_flag("avx512_bf16")) {
       p.gflops = cores * ghz * 2 * 32 * 2;
       p.how = strprintf("%d cores x %.2f GHz x 2 VDPBF16PS units x 32 bf16 pairs x 2 FLOP", cores, ghz);
     } else {
-      int lanes = __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 4;
-      const double nominal = cores * ghz * 2 /*FMA units*/ * lanes * 2 /*FLOP per FMA*/;
-      const std::string how = strprintf("%d cores x %.2f GHz x 2 FMA units x %d f32 lanes x 2 FLOP", cores, ghz, lanes);
+      // f32 (and bf16 through our GEMM, f32 arithmetic) at the instruction set the backend uses;
+      // the baseline (SSE2) has a multiply and an add unit instead of two FMA units.
+      const CpuIsa isa = cpu_isa();
+      const int lanes = isa == CpuIsa::avx512 ? 16 : isa == CpuIsa::avx2 ? 8 : 4;
+      const double nominal = cores * ghz * 2 /*units*/ * lanes * (isa == CpuIsa::baseline ? 1 : 2) /*FLOP*/;
+      const std::string how =
+          isa == CpuIsa::baseline
+              ? strprintf("%d cores x %.2f GHz x (1 multiply + 1 add unit) x %d f32 lanes", cores, ghz, lanes)
+              : strprintf("%d cores x %.2f GHz x 2 FMA units x %d f32 lanes x 2 FLOP (%s)", cores, ghz, lanes,
+                          cpu_isa_name(isa));
       const double measured = override_gflops > 0 ? 0 : measured_f32_peak_gflops();
       p.gflops = measured > 0 ? measured : nominal;
       p.how = measured > 0 ? strprintf("measured FMA loop; nominal %.1f = %s", nominal, how.c_str()) : how;
@@ -320,6 +335,8 @@ int run_bench(const BenchArgs& a) {
            c.vision_layers, c.vision_heads, c.text_width, c.text_layers, c.text_heads, ctx);
     printf("device %s, %s; peak %.1f %s (%s)\n", peak.device.c_str(), dtype_name(o.dtype),
            peak.gflops * 1e9 / unit_scale, unit, peak.how.c_str());
+    if (!gpu)
+      printf("cpu isa %s; linear layers: %s\n", cpu_isa_name(cpu_isa()), CpuContext::linear_path(o.dtype).c_str());
     printf("load %.3f s; warm-up %d, median of %d\n", load_s, a.warmup, repeats);
     printf("%-10s %6s %6s %10s %10s %10s %9s %8s%s\n", "tower", "batch", "tokens", "ms/batch", "items/s",
            "GFLOP/item", unit, "% peak", gpu ? "  | kernels: ms/batch    items/s   % peak" : "");
@@ -394,6 +411,10 @@ int run_bench(const BenchArgs& a) {
                       {"text_heads", c.text_heads}, {"context_length", ctx}};
   record["peak"] = {{"gflops", peak.gflops}, {"how", peak.how}, {"device", peak.device}};
   record["threads"] = omp_get_max_threads();
+  if (o.device == Device::cpu) {
+    record["cpu"] = json::object();
+    for (const auto& kv : cpu_backend_info()) record["cpu"][kv.first] = kv.second;
+  }
   record["load_s"] = load_s;
   record["warmup"] = a.warmup;
   record["repeats"] = repeats;
