@@ -25,6 +25,12 @@ With --bf16 it also times our bf16 mode (`clip bench --dtype bf16`: linear layer
 bf16 operands, on AMX where the CPU has it) against PyTorch under torch.autocast(bfloat16),
 and checks both against PyTorch f32 (cosine).
 
+With --cap-isa avx2 every engine is capped at AVX2 where it allows it: ours with
+CLIP_CPU_ISA=avx2, PyTorch's own kernels with ATEN_CPU_CAPABILITY=avx2, MKL with
+MKL_ENABLE_INSTRUCTIONS=AVX2, oneDNN (inside PyTorch) with ONEDNN_MAX_CPU_ISA=AVX2. ONNX
+Runtime's MLAS has no such switch (it picks its kernels from cpuid) and runs uncapped, and the
+clip.cpp wheel is an AVX2 build either way; the report says so.
+
 All engines use the same number of threads (--threads, default: all cores). Only the
 baselines need Python packages; building and testing the project needs none of this.
 """
@@ -129,9 +135,13 @@ def main():
                     help="writes OUT.json and OUT.png")
     ap.add_argument("--skip-first-embedding", action="store_true")
     ap.add_argument("--towers", default="image,text77,text_short")
+    ap.add_argument("--cap-isa", choices=["avx2"], help="cap every engine that allows it at this instruction set")
     ap.add_argument("--bf16", action="store_true",
                     help="also time bf16: ours with --dtype bf16 against PyTorch under torch.autocast(bfloat16)")
     args = ap.parse_args()
+    if args.cap_isa == "avx2":  # set before torch loads (and inherited by the re-exec and `clip`)
+        os.environ.update(CLIP_CPU_ISA="avx2", ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2",
+                          ONEDNN_MAX_CPU_ISA="AVX2")
     ensure_venv()
 
     import numpy as np
@@ -320,7 +330,9 @@ def main():
         results.append({"engine": engine, "tower": tower, "batch": B, "median_s": med,
                         "items_per_s": B / med, "seconds": secs})
     by = {(r["engine"], r["tower"], r["batch"]): r for r in results}
-    print(f"\n{args.arch}, f32, {args.threads} threads, {cpu_model()}")
+    cap_note = (" | capped at AVX2: ours, PyTorch (ATen, MKL, oneDNN); ONNX Runtime uncapped (no switch); "
+                "clip.cpp an AVX2 build") if args.cap_isa else ""
+    print(f"\n{args.arch}, f32, {args.threads} threads, {cpu_model()}{cap_note}")
     print(f"{'tower':<11}{'batch':>6}{'ours/s':>10}{'torch/s':>10}{'ORT/s':>10}{'clip.cpp/s':>11}"
           f"{'vs torch':>10}{'vs ORT':>8}{'vs clip.cpp':>12}")
     for t in towers:
@@ -365,6 +377,7 @@ def main():
 
     record = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "arch": args.arch, "cpu": cpu_model(),
               "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+              "cap_isa": args.cap_isa, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "onnxruntime": ort.__version__, "open_clip": open_clip.__version__,
               "clip_cpp": importlib.metadata.version("clip_cpp"), "clip_cpp_image_chunk": cc_chunk,
               "batch_sizes": sizes, "repeats_per_round": args.repeats, "rounds": args.rounds,

@@ -6,15 +6,20 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <tuple>
 #include <unordered_map>
 
 #include "engine/cpu_isa.h"
 
+// oneDNN is built in on x86-64 (CMakeLists.txt), where AVX-512 CPUs use it.
+#if CLIP_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
 namespace clip {
 
+#if CLIP_HAVE_ONEDNN
 using dt = dnnl::memory::data_type;
 
 // In bf16, oneDNN splits a long reduction over K differently for different M (seen for K =
@@ -170,6 +175,7 @@ class PackedWeight {
   std::map<std::tuple<int64_t, bool, Act>, Prims> cache_;
   uint64_t uses_ = 0;
 };
+#endif  // CLIP_HAVE_ONEDNN
 
 // A weight packed for our own GEMM (engine/cpu_kernels.inc), 64-byte aligned.
 struct OwnPacked {
@@ -178,25 +184,33 @@ struct OwnPacked {
 };
 
 struct CpuContext::Impl {
-  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{eng};
   DType compute;
   bool onednn = false;  // oneDNN's matmul, else our own GEMM
   std::mutex mu;
-  std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
   std::unordered_map<const float*, std::unique_ptr<OwnPacked>> own;
+  std::vector<float> xp;  // our GEMM's packed input
+  std::function<void(const float*, size_t)> on_packed;
+#if CLIP_HAVE_ONEDNN
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{eng};
+  std::unordered_map<const float*, std::unique_ptr<PackedWeight>> packs;
   std::vector<char> staging;  // the staged input of the running linear layer
   std::vector<char> scratch;  // oneDNN scratchpad of the running linear layer
   std::vector<float> pad_x, pad_y;  // bf16 inputs of fewer than kMinRows rows, zero-padded
-  std::vector<float> xp;            // our GEMM's packed input
-  std::function<void(const float*, size_t)> on_packed;
+#endif
 };
 
 bool CpuContext::uses_onednn(DType compute) {
+#if CLIP_HAVE_ONEDNN
   return cpu_isa() == CpuIsa::avx512 && (compute == DType::f32 || cpu_has_bf16());
+#else
+  (void)compute;
+  return false;
+#endif
 }
 
 std::string CpuContext::linear_path(DType compute) {
+#if CLIP_HAVE_ONEDNN
   if (uses_onednn(compute)) {
     const char* isa = "?";
     switch (dnnl::get_effective_cpu_isa()) {
@@ -209,6 +223,7 @@ std::string CpuContext::linear_path(DType compute) {
     return strprintf("oneDNN %d.%d.%d matmul (%s)%s", dnnl_version()->major, dnnl_version()->minor,
                      dnnl_version()->patch, isa, compute == DType::bf16 ? ", bf16 operands" : "");
   }
+#endif
   const CpuKernels& k = cpu_kernels();
   return strprintf("own GEMM (%s, %dx%d tiles)%s", cpu_isa_name(k.isa), k.mr, k.nr,
                    compute == DType::bf16 ? ", f32 products of bf16-rounded operands" : "");
@@ -248,6 +263,7 @@ const float* CpuContext::pack_own(const float* w, int64_t N, int64_t K) {
   return packed;
 }
 
+#if CLIP_HAVE_ONEDNN
 PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
@@ -275,6 +291,8 @@ PackedWeight& CpuContext::pack(const float* w, int64_t N, int64_t K) {
   return *packed;
 }
 
+#endif
+
 void CpuContext::set_on_packed(std::function<void(const float* w, size_t bytes)> f) {
   impl_->on_packed = std::move(f);
 }
@@ -284,11 +302,13 @@ void CpuContext::prepare(const std::vector<LinearShape>& weights) {
 #pragma omp parallel for schedule(dynamic)
   for (size_t i = 0; i < weights.size(); i++) {
     try {
+#if CLIP_HAVE_ONEDNN
       if (impl_->onednn) {
         pack(weights[i].w, weights[i].N, weights[i].K);
-      } else {
-        pack_own(weights[i].w, weights[i].N, weights[i].K);
+        continue;
       }
+#endif
+      pack_own(weights[i].w, weights[i].N, weights[i].K);
     } catch (const std::exception& e) {
       errors[i] = e.what();
     }
@@ -308,6 +328,7 @@ void CpuContext::linear(float* y, const float* x, const float* w, const float* b
     k.gemm(y, x, wp, b, M, N, K, act, impl_->compute == DType::bf16, xp);
     return;
   }
+#if CLIP_HAVE_ONEDNN
   PackedWeight& p = pack(w, N, K);
   try {
     if (M >= kMinRows || impl_->compute == DType::f32) {
@@ -325,6 +346,7 @@ void CpuContext::linear(float* y, const float* x, const float* w, const float* b
     fail("CPU linear [%lld x %lld] x [%lld x %lld]ᵀ (%s) failed: %s", (long long)M, (long long)K, (long long)N,
          (long long)K, dtype_name(impl_->compute), e.what());
   }
+#endif
 }
 
 }  // namespace clip

@@ -1,7 +1,10 @@
-// Linear layers for the CPU backend, y[M, N] = act(x[M, K] · w[N, K]ᵀ + b[N]), through oneDNN
-// with the weights packed once.
+// Linear layers for the CPU backend, y[M, N] = act(x[M, K] · w[N, K]ᵀ + b[N]), with the
+// weights packed once: through oneDNN where cpu_isa() is AVX-512 (for bf16, only on CPUs with
+// bf16 dot products), otherwise through our own GEMM (engine/cpu_kernels.inc: one FMA chain
+// per output over k ascending, so a row's result never depends on M; bf16 there is the f32
+// GEMM over bf16-rounded weights and inputs, which is exact: bf16 products fit in f32).
 //
-// A weight is reordered at first use into oneDNN's blocked layout. That layout is the same for
+// The oneDNN path: a weight is reordered at first use into oneDNN's blocked layout. That layout is the same for
 // every row count M, so one packed copy serves all batch sizes, while each M gets its own
 // matmul primitive (cached; oneDNN's brgemm kernels want M at creation time, and are ~25%
 // faster at batch 1 than the run-time-M ones). Bias and activation are fused into the last
