@@ -28,9 +28,9 @@ std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2))
     if (!(cond)) ::clip::fail(__VA_ARGS__); \
   } while (0)
 
-// Hot CPU loops are compiled three times (AVX-512, AVX2+FMA, baseline x86-64) and the best
-// one for the running CPU is picked at load time. Written so that they vectorize (reductions
-// keep partial sums in arrays).
+// A loop compiled three times (AVX-512, AVX2+FMA, baseline x86-64), the best one for the
+// running CPU picked at load time by GCC (CLIP_CPU_ISA does not cap it): for exact integer
+// loops only (image resize). The engine's float loops are dispatched by engine/cpu_isa.h.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CLIP_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
