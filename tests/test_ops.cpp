@@ -469,11 +469,12 @@ TEST(CpuIsa, ActivationsMatchDouble) {
 }
 
 TEST(CpuIsa, GemmMatchesDoubleAndRowsDoNotDependOnBatch) {
-  // Shapes around every tile edge (MR up to 12, NR up to 32, K blocks of 256): against
-  // double, and each row bitwise the same computed alone, in a batch of 7, or in the whole.
+  // Shapes around every tile edge (MR up to 12, NR up to 32, K blocks of 256; K = 0, an
+  // empty sum): against double, and each row bitwise the same computed alone, in a batch of
+  // 7, or in the whole.
   struct S { int M, N, K; };
   for (const CpuKernels* k : runnable_tables())
-    for (S s : {S{1, 1, 1}, S{13, 33, 257}, S{50, 768, 768}, S{25, 100, 513}, S{77, 64, 3072}}) {
+    for (S s : {S{1, 1, 1}, S{3, 5, 0}, S{13, 33, 257}, S{50, 768, 768}, S{25, 100, 513}, S{77, 64, 3072}}) {
       for (bool bf16 : {false, true}) {
         SCOPED_TRACE(strprintf("%s M %d N %d K %d%s", cpu_isa_name(k->isa), s.M, s.N, s.K, bf16 ? " bf16" : ""));
         auto x = randn((size_t)s.M * s.K, 31), w = randn((size_t)s.N * s.K, 32, 1.0f / std::sqrt((float)s.K));
