@@ -245,7 +245,8 @@ const float* CpuContext::pack_own(const float* w, int64_t N, int64_t K) {
   }
   const CpuKernels& k = cpu_kernels();
   auto p = std::make_unique<OwnPacked>();
-  const size_t bytes = ((size_t)k.packed_floats(N, K) * sizeof(float) + 63) / 64 * 64;
+  // At least one line: aligned_alloc may give null for 0 bytes (K = 0).
+  const size_t bytes = ((size_t)k.packed_floats(N, K) * sizeof(float) + 63) / 64 * 64 + 64;
   p->wp = (float*)std::aligned_alloc(64, bytes);
   if (!p->wp) throw OutOfMemory(strprintf("packing a [%lld, %lld] weight for the CPU backend: out of memory",
                                           (long long)N, (long long)K));

@@ -11,26 +11,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh --test-trees
-run() {  # run LABEL TREE [CLIP_CPU_ISA value, empty: uncapped]
-  local t0=$SECONDS
-  echo "== $1"
-  if [ -n "${3:-}" ]; then
-    CLIP_CPU_ISA=$3 ctest --test-dir "$2" --output-on-failure -j2
-  else
-    env -u CLIP_CPU_ISA ctest --test-dir "$2" --output-on-failure -j2
-  fi
-  echo "== $1: passed in $((SECONDS - t0)) s"
+run() {  # run LABEL TREE [VAR=VALUE ...] [-- CTEST_ARGS ...]; CLIP_CPU_ISA unset unless given
+  local label=$1 tree=$2 t0=$SECONDS vars=()
+  shift 2
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do vars+=("$1"); shift; done
+  [ "${1:-}" = -- ] && shift
+  echo "== $label"
+  env -u CLIP_CPU_ISA "${vars[@]}" ctest --test-dir "$tree" --output-on-failure -j2 "$@"
+  echo "== $label: passed in $((SECONDS - t0)) s"
 }
 detected=$(env -u CLIP_CPU_ISA ./build/clip info --system --json | sed -n 's/.*"cpu_isa": "\([a-z0-9]*\).*/\1/p')
 run "build/ ($detected, as detected)" build
 if [ "$detected" = avx512 ]; then
-  run "build/ capped at avx2" build avx2
+  run "build/ capped at avx2" build CLIP_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2
   # oneDNN at its plain AVX-512 (Skylake-X) kernels: the linear layers' batch invariance.
-  t0=$SECONDS
-  echo "== build/ linear layers with oneDNN capped at AVX512_CORE"
-  ONEDNN_MAX_CPU_ISA=AVX512_CORE env -u CLIP_CPU_ISA ctest --test-dir build --output-on-failure -j2 -R 'Linear|CpuContext'
-  echo "== build/ linear layers with oneDNN capped at AVX512_CORE: passed in $((SECONDS - t0)) s"
+  run "build/ linear layers with oneDNN capped at AVX512_CORE" build ONEDNN_MAX_CPU_ISA=AVX512_CORE -- \
+    -R 'Linear|CpuContext'
 fi
-if [ "$detected" != baseline ]; then run "build/ capped at baseline" build baseline; fi
+if [ "$detected" != baseline ]; then run "build/ capped at baseline" build CLIP_CPU_ISA=baseline ONEDNN_MAX_CPU_ISA=SSE41; fi
 run "build-asan/" build-asan
 run "build-emu/" build-emu
