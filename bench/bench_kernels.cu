@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/cuda_context.h"
+#include "kernels/cuda_context.h"
 #include "engine/tensor.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/kernels.h"

@@ -27,7 +27,7 @@
 #pragma GCC diagnostic pop
 
 #include "clip/image.h"
-#include "engine/base.h"
+#include "core/base.h"
 
 using clock_type = std::chrono::steady_clock;
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "clip/tokenizer.h"
-#include "engine/base.h"
+#include "core/base.h"
 
 using clock_type = std::chrono::steady_clock;
 

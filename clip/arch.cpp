@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "engine/base.h"
+#include "core/base.h"
 
 namespace clip {
 

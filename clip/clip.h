@@ -44,6 +44,7 @@ DType parse_compute_dtype(const std::string& s, Device device);
 
 class CudaContext;
 class CpuContext;
+struct DerivedTensor;  // clip/resnet.h
 
 class Model {
  public:
@@ -77,6 +78,9 @@ class Model {
   // image embeddings [B, E] (not normalized).
   HostTensor encode_pixels(const float* pixels, int64_t B);
   HostTensor encode_image_files(const std::vector<std::string>& paths);  // throws on the first bad file
+  // A ResNet tower's intermediate outputs for pixels [B, 3, R, R]: ("embedding", [B, E]), then
+  // "stem" and "layer1" .. "layer4" as [B, H, W, C] (channels last). Throws for a ViT.
+  std::vector<std::pair<std::string, HostTensor>> encode_pixels_staged(const float* pixels, int64_t B);
   // Decodes, resizes and center-crops one image file into out [R, R, 3] RGB bytes.
   void preprocess_file(const std::string& path, uint8_t* out) const;
   // preprocess_file on a pool of threads: one [R, R, 3] slot per path, and per path the error
@@ -108,7 +112,7 @@ class Model {
   // CPU, whose bf16 mode rounds only the operands of the linear layers (CpuContext).
   DType graph_dtype() const { return opts_.device == Device::cpu ? DType::f32 : opts_.dtype; }
   Tensor w(const std::string& name) const;  // prepared weight (device, dtype)
-  Graph build_vision(int64_t B, bool rgb8) const;
+  Graph build_vision(int64_t B, bool rgb8, bool staged = false) const;
   Graph build_text(int64_t B, int64_t T) const;
   Executor& executor(const std::string& tower, int64_t B, int64_t T);
   HostTensor encode_tokens_chunk(const int32_t* tokens, int64_t B);
@@ -123,6 +127,7 @@ class Model {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
   std::vector<Buffer> storage_;               // owns prepared_ data
+  std::vector<DerivedTensor> derived_;       // folded ResNet weights (clip/resnet.h), f32
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
   struct Compiled {

@@ -5,15 +5,37 @@
 #include <utility>
 #include <vector>
 
-#include "engine/cpu_ops.h"  // Act
+#include "core/act.h"
 
 namespace clip {
+
+// The image tower's architecture family.
+enum class VisionFamily : uint8_t {
+  vit,     // VisionTransformer: the vision_* fields
+  resnet,  // OpenAI's ModifiedResNet: ResNetConfig
+};
+const char* vision_family_name(VisionFamily f);  // "ViT", "ResNet"
+
+// OpenAI's ModifiedResNet (clip/model.py): a stem of three 3x3 convolutions (width/2,
+// width/2, width channels; the first with stride 2) and a 2x2 average pool; four stages of
+// Bottleneck blocks, stage i with planes = width 2^i and 4 planes output channels (the first
+// block of stages 2-4 downsamples by 2); an attention pool over the (resolution / 32)² + 1
+// tokens of width 32 width, with `heads` heads (OpenAI: width 32 / 64), projecting to
+// embed_dim.
+struct ResNetConfig {
+  int width = 0;
+  int layers[4] = {0, 0, 0, 0};
+  int heads = 0;
+  int pool_width() const { return 32 * width; }
+};
 
 // Hyperparameters of one CLIP model, as inferred from a checkpoint (names follow OpenAI's
 // CLIP() arguments). MLP widths are stored, not assumed to be 4x.
 struct ModelConfig {
   int embed_dim = 0;
-  // vision tower
+  VisionFamily vision_family = VisionFamily::vit;
+  ResNetConfig resnet;  // vision_family resnet only
+  // vision tower (ViT fields: zero for a ResNet)
   int image_resolution = 0;
   int vision_patch_size = 0;
   int vision_width = 0;

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "engine/base.h"
+#include "core/base.h"
 #include "engine/cpu_ops.h"
 
 namespace clip {

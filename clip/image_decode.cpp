@@ -23,7 +23,7 @@
 #pragma GCC diagnostic pop
 
 #include "clip/image.h"
-#include "engine/base.h"
+#include "core/base.h"
 
 namespace clip {
 

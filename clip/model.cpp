@@ -5,15 +5,17 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <set>
 #include <thread>
 
 #include <omp.h>
 
 #include "clip/clip.h"
+#include "clip/resnet.h"
 #include "engine/cpu_gemm.h"
 #include "engine/cpu_isa.h"
 #ifdef CLIP_HAVE_CUDA
-#include "engine/cuda_context.h"
+#include "kernels/cuda_context.h"
 #else
 namespace clip {
 class CudaContext {};  // CPU-only build: never constructed
@@ -103,7 +105,28 @@ void Model::prepare_weights() {
   struct Item { std::string name; Shape shape; const WeightTensor* src; bool transpose; size_t off; };
   std::vector<Item> items;
   size_t total = 0;
-  for (const auto& t : weights_.tensors) {
+  // A ResNet's convolutions come with their BatchNorms folded in (clip/resnet.h): the graph
+  // reads those instead of the checkpoint's tensors.
+  std::vector<std::string> consumed;
+  std::vector<WeightTensor> derived_views;
+  if (weights_.config.vision_family == VisionFamily::resnet) {
+    derived_ = resnet_derived_tensors(weights_, consumed);
+    for (const DerivedTensor& d : derived_) {
+      WeightTensor v;
+      v.name = d.name;
+      v.dtype = DType::f32;
+      v.shape = d.shape;
+      v.data = d.data.data();
+      derived_views.push_back(v);
+    }
+  }
+  std::set<std::string> skip(consumed.begin(), consumed.end());
+  std::vector<const WeightTensor*> sources;
+  for (const auto& t : weights_.tensors)
+    if (!skip.count(t.name)) sources.push_back(&t);
+  for (const auto& t : derived_views) sources.push_back(&t);
+  for (const WeightTensor* tp : sources) {
+    const WeightTensor& t = *tp;
     if (t.name == "logit_scale") continue;
     bool tr = t.name == "visual.proj" || t.name == "text_projection";
     if (opts_.device == Device::cpu && !tr && t.dtype == dt) {
@@ -200,7 +223,7 @@ static Value finish(Graph& g, Stream& s) {
 // Vision: pixels [B,3,R,R] (f32, or normalized from bytes [B,R,R,3]) -> patches [B,G,W]
 //         -> +class,+pos [B,1+G,W] -> ln_pre -> blocks (the last one keeps the class row,
 //         [B,W]) -> ln_post -> proj [B,E]
-Graph Model::build_vision(int64_t B, bool rgb8) const {
+Graph Model::build_vision(int64_t B, bool rgb8, bool staged) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());
   auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
@@ -213,6 +236,14 @@ Graph Model::build_vision(int64_t B, bool rgb8) const {
     if (graph_dtype() != DType::f32) px = g.cast(px, graph_dtype());
   }
   Value cls_idx = g.input("class_index", DType::i32, {B});
+  if (c.vision_family == VisionFamily::resnet) {
+    std::vector<std::pair<std::string, Value>> stages;
+    Value e = build_resnet(g, px, cls_idx, c, W, staged ? &stages : nullptr);
+    g.output(e);
+    for (auto& [name, v] : stages) g.output(v);
+    return g;
+  }
+  CLIP_CHECK(!staged, "staged outputs are for ResNet towers");
   Value x = g.patch_embed(px, W("visual.conv1.weight"));
   x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
   Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
@@ -255,7 +286,7 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
     it->second.last_use = ++uses_;
     return *it->second.ex;
   }
-  Graph g = tower == "text" ? build_text(B, T) : build_vision(B, tower == "vision_rgb8");
+  Graph g = tower == "text" ? build_text(B, T) : build_vision(B, tower == "vision_rgb8", tower == "vision_staged");
   if (opts_.memory_limit) {
     size_t need = plan_memory(g).peak_bytes;
     if (need > opts_.memory_limit)
@@ -392,6 +423,20 @@ HostTensor Model::encode_image_chunk(const void* data, bool rgb8, int64_t B) {
   auto out = ex.run({in, Tensor(zeros.data(), DType::i32, {B})});
   device_seconds_ += ex.last_device_seconds();
   return out[0];
+}
+
+std::vector<std::pair<std::string, HostTensor>> Model::encode_pixels_staged(const float* pixels, int64_t B) {
+  CLIP_CHECK(weights_.config.vision_family == VisionFamily::resnet,
+             "staged image outputs are for ResNet towers; this model is a %s",
+             vision_family_name(weights_.config.vision_family));
+  const int64_t R = weights_.config.image_resolution;
+  std::vector<int32_t> zeros((size_t)B, 0);
+  Executor& ex = executor("vision_staged", B, 0);
+  std::vector<HostTensor> out = ex.run({Tensor((void*)pixels, DType::f32, {B, 3, R, R}), Tensor(zeros.data(), DType::i32, {B})});
+  std::vector<std::pair<std::string, HostTensor>> named = {{"embedding", out[0]}};
+  const char* names[] = {"stem", "layer1", "layer2", "layer3", "layer4"};
+  for (size_t i = 1; i < out.size() && i <= 5; i++) named.push_back({names[i - 1], out[i]});
+  return named;
 }
 
 HostTensor Model::encode_pixels(const float* pixels, int64_t B) {

@@ -6,7 +6,7 @@
 
 #include "clip/clip.h"
 #ifdef CLIP_HAVE_CUDA
-#include "engine/cuda_context.h"
+#include "kernels/cuda_context.h"
 #include "kernels/kernels.h"
 #endif
 

@@ -12,7 +12,7 @@
 #include <shared_mutex>
 #include <sstream>
 
-#include "engine/base.h"
+#include "core/base.h"
 
 namespace clip {
 

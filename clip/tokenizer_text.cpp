@@ -9,7 +9,7 @@
 
 #include "clip/tokenizer.h"
 #include "clip/tokenizer_entities.h"
-#include "engine/base.h"
+#include "core/base.h"
 
 namespace clip::text {
 

@@ -1,5 +1,6 @@
 // The CPU backend: runs a Graph node by node over the f32 CPU ops, with every activation
 // placed in one arena by plan_memory().
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -23,8 +24,9 @@ class CpuExecutor final : public Executor {
     if (cpu_) {
       std::vector<CpuContext::LinearShape> ws;
       for (const Node& n : g_.nodes())
-        if (n.op == Op::linear || n.op == Op::patch_embed) {
-          const ValueInfo& w = g_.info(n.in[1]);  // patch_embed: [C, 3, P, P] is [C, 3 * P * P]
+        if (n.op == Op::linear || n.op == Op::patch_embed || n.op == Op::conv2d) {
+          // patch_embed: [C, 3, P, P] is [C, 3 P P]; conv2d: [Co, k, k, Ci] is [Co, k k Ci]
+          const ValueInfo& w = g_.info(n.in[1]);
           ws.push_back({(const float*)w.bound.data, w.shape[0], w.shape.numel() / w.shape[0]});
         }
       cpu_->prepare(ws);
@@ -140,6 +142,22 @@ class CpuExecutor final : public Executor {
       case Op::cast:
         convert_cpu(ptr_[y], g_.info(y).dtype, ptr_[n.in[0]], g_.info(n.in[0]).dtype, s.numel());
         break;
+      case Op::to_nhwc: {
+        const Shape& x = shape(n.in[0]);
+        to_nhwc_cpu(f(y), f(n.in[0]), x[0], x[1], x[2], x[3]);
+        break;
+      }
+      case Op::conv2d: conv2d(n); break;
+      case Op::avgpool2d: {
+        const Shape& x = shape(n.in[0]);
+        avgpool2d_cpu(f(y), f(n.in[0]), x[0], x[1], x[2], x[3], n.kernel);
+        break;
+      }
+      case Op::pool_tokens: {
+        const Shape& x = shape(n.in[0]);
+        pool_tokens_cpu(f(y), f(n.in[0]), f(n.in[1]), x[0], x[1] * x[2], x[3]);
+        break;
+      }
       case Op::normalize_rgb8: {  // s = [B, 3, H, W]
         const int64_t per = 3 * s[2] * s[3];
         const uint8_t* rgb = (const uint8_t*)ptr_[n.in[0]];
@@ -150,6 +168,35 @@ class CpuExecutor final : public Executor {
     }
   }
 
+  // A convolution is a GEMM over output pixels: directly on x for a 1x1 window with stride 1,
+  // otherwise on its im2col rows, gathered kConvRows at a time into one scratch buffer. With a
+  // residual, the GEMM adds the bias and the residual add and activation follow in one pass.
+  static constexpr int64_t kConvRows = 4096;
+  void conv2d(const Node& n) {
+    const Shape &x = shape(n.in[0]), &w = shape(n.in[1]), &s = shape(n.out[0]);
+    const float* b = n.in.size() > 2 ? f(n.in[2]) : nullptr;
+    const float* r = n.in.size() > 3 ? f(n.in[3]) : nullptr;
+    if (!cpu_) {
+      conv2d_cpu(f(n.out[0]), f(n.in[0]), f(n.in[1]), b, r, x[0], x[1], x[2], x[3], w[0], n.kernel, n.stride,
+                 n.pad, n.act);
+      return;
+    }
+    const int64_t M = s.rows(), N = w[0], K = w.numel() / w[0];
+    const Act act = r ? Act::none : n.act;
+    float* Y = f(n.out[0]);
+    if (n.kernel == 1 && n.stride == 1 && n.pad == 0) {
+      cpu_->linear(Y, f(n.in[0]), f(n.in[1]), b, M, N, K, act);
+    } else {
+      cols_.resize((size_t)(std::min(M, kConvRows) * K));
+      for (int64_t m0 = 0; m0 < M; m0 += kConvRows) {
+        const int64_t rows = std::min(kConvRows, M - m0);
+        im2col_nhwc_cpu(cols_.data(), f(n.in[0]), x[0], x[1], x[2], x[3], n.kernel, n.stride, n.pad, m0, rows);
+        cpu_->linear(Y + m0 * N, cols_.data(), f(n.in[1]), b, rows, N, K, act);
+      }
+    }
+    if (r) add_act_cpu(Y, Y, r, M * N, n.act);
+  }
+
   Graph g_;
   CpuContext* cpu_;
   MemoryPlan plan_;
@@ -157,6 +204,7 @@ class CpuExecutor final : public Executor {
   std::vector<void*> ptr_;
   std::vector<std::string> labels_;  // per node, for profiling
   std::vector<float> patches_;       // patch_embed's gathered patches
+  std::vector<float> cols_;          // conv2d's im2col rows
 };
 
 }  // namespace

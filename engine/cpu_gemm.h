@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/base.h"
+#include "core/base.h"
 #include "engine/cpu_ops.h"
 
 namespace clip {

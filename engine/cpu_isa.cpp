@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "engine/base.h"
+#include "core/base.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>

@@ -5,31 +5,10 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/base.h"
+#include "core/base.h"
 #include "engine/cpu_isa.h"
 
 namespace clip {
-
-const char* act_name(Act a) {
-  switch (a) {
-    case Act::none: return "none";
-    case Act::gelu: return "gelu";
-    case Act::quick_gelu: return "quick_gelu";
-  }
-  return "?";
-}
-
-Act act_from_name(const char* s) {
-  std::string n = s;
-  if (n == "none") return Act::none;
-  if (n == "gelu") return Act::gelu;
-  if (n == "quick_gelu") return Act::quick_gelu;
-  fail("unknown activation '%s' (expected gelu or quick_gelu)", s);
-}
-
-static inline float apply_act(float x, Act a) {
-  return a == Act::gelu ? gelu_ref(x) : a == Act::quick_gelu ? quick_gelu_ref(x) : x;
-}
 
 // The reference GEMM is the backend's own (engine/cpu_kernels.inc), with the weights packed
 // per call: each output is one f32 chain over k in ascending order, then the bias and the
@@ -45,7 +24,7 @@ void linear_cpu(float* y, const float* x, const float* w, const float* b, int64_
 
 void act_cpu(float* y, const float* x, int64_t n, Act act) {
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) y[i] = apply_act(x[i], act);
+  for (int64_t i = 0; i < n; i++) y[i] = act_ref(x[i], act);
 }
 
 // LayerNorm, softmax and attention run the loops of the selected instruction set
@@ -106,6 +85,82 @@ void class_pos_embed_cpu(float* out, const float* patches, const float* cls, con
       float* dst = out + (b * (G + 1) + t) * C;
       for (int64_t c = 0; c < C; c++) dst[c] = src[c] + pos[t * C + c];
     }
+}
+
+void to_nhwc_cpu(float* y, const float* x, int64_t B, int64_t C, int64_t H, int64_t W) {
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t w = 0; w < W; w++)
+        for (int64_t c = 0; c < C; c++) y[((b * H + h) * W + w) * C + c] = x[((b * C + c) * H + h) * W + w];
+}
+
+void im2col_nhwc_cpu(float* cols, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k,
+                     int64_t s, int64_t p, int64_t row0, int64_t rows) {
+  const int64_t Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1, K = k * k * C;
+  CLIP_CHECK(row0 >= 0 && rows >= 0 && row0 + rows <= B * Ho * Wo, "im2col: rows [%lld, %lld) of %lld",
+             (long long)row0, (long long)(row0 + rows), (long long)(B * Ho * Wo));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    const int64_t o = row0 + i, b = o / (Ho * Wo), oy = o / Wo % Ho, ox = o % Wo;
+    float* dst = cols + i * K;
+    for (int64_t ky = 0; ky < k; ky++) {
+      const int64_t iy = oy * s - p + ky;
+      for (int64_t kx = 0; kx < k; kx++) {
+        const int64_t ix = ox * s - p + kx;
+        float* d = dst + (ky * k + kx) * C;
+        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+          std::memset(d, 0, (size_t)C * sizeof(float));
+        else
+          std::memcpy(d, x + ((b * H + iy) * W + ix) * C, (size_t)C * sizeof(float));
+      }
+    }
+  }
+}
+
+void add_act_cpu(float* y, const float* a, const float* r, int64_t n, Act act) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) y[i] = act_ref(a[i] + r[i], act);
+}
+
+void conv2d_cpu(float* y, const float* x, const float* w, const float* b, const float* r, int64_t B, int64_t H,
+                int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t s, int64_t p, Act act) {
+  const int64_t Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1, M = B * Ho * Wo, K = k * k * Ci;
+  std::vector<float> cols((size_t)(M * K));
+  im2col_nhwc_cpu(cols.data(), x, B, H, W, Ci, k, s, p, 0, M);
+  linear_cpu(y, cols.data(), w, b, M, Co, K, r ? Act::none : act);
+  if (r) add_act_cpu(y, y, r, M * Co, act);
+}
+
+void avgpool2d_cpu(float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k) {
+  const int64_t Ho = H / k, Wo = W / k;
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t oy = 0; oy < Ho; oy++)
+      for (int64_t ox = 0; ox < Wo; ox++) {
+        float* d = y + ((b * Ho + oy) * Wo + ox) * C;
+        for (int64_t c = 0; c < C; c++) {
+          float sum = 0.0f;
+          for (int64_t ky = 0; ky < k; ky++)
+            for (int64_t kx = 0; kx < k; kx++) sum += x[((b * H + oy * k + ky) * W + ox * k + kx) * C + c];
+          d[c] = sum / (float)(k * k);
+        }
+      }
+}
+
+void pool_tokens_cpu(float* y, const float* x, const float* pos, int64_t B, int64_t N, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; b++) {
+    const float* xb = x + b * N * C;
+    float* yb = y + b * (N + 1) * C;
+    for (int64_t c = 0; c < C; c++) {
+      float sum = 0.0f;
+      for (int64_t n = 0; n < N; n++) sum += xb[n * C + c];
+      yb[c] = sum / (float)N + pos[c];
+    }
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = 0; c < C; c++) yb[(n + 1) * C + c] = xb[n * C + c] + pos[(n + 1) * C + c];
+  }
 }
 
 void embedding_cpu(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,

@@ -6,14 +6,10 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/act.h"
+
 namespace clip {
 
-enum class Act : uint8_t { none, gelu, quick_gelu };  // gelu = exact erf GELU
-const char* act_name(Act a);
-Act act_from_name(const char* s);  // "none", "gelu", "quick_gelu"; throws otherwise
-
-inline float gelu_ref(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-inline float quick_gelu_ref(float x) { return x / (1.0f + expf(-1.702f * x)); }
 
 // y[M,N] = act(x[M,K] · w[N,K]ᵀ + b[N]); b may be null. w is laid out as nn.Linear stores it.
 void linear_cpu(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N,
@@ -50,6 +46,29 @@ void patch_embed_cpu(float* out, const float* px, const float* w, int64_t B, int
 // out [B, 1+G, C]: row 0 = cls + pos[0]; row 1+g = patches[b, g] + pos[1+g]. pos [1+G, C].
 void class_pos_embed_cpu(float* out, const float* patches, const float* cls, const float* pos,
                          int64_t B, int64_t G, int64_t C);
+// ---- the ResNet towers (channels last) ----
+// y [B, H, W, C] = x [B, C, H, W] permuted.
+void to_nhwc_cpu(float* y, const float* x, int64_t B, int64_t C, int64_t H, int64_t W);
+// The rows [row0, row0 + rows) of the im2col matrix of x [B, H, W, C] for a k x k window,
+// stride s, zero padding p: row (b, oy, ox) of cols [rows, k k C] holds the window at
+// (oy s - p, ox s - p) in (ky, kx, c) order, zeros outside the image: the layout of a conv
+// weight stored [Co, k, k, C], so the convolution is cols · wᵀ.
+void im2col_nhwc_cpu(float* cols, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k,
+                     int64_t s, int64_t p, int64_t row0, int64_t rows);
+// y [B, Ho, Wo, Co] = act(conv(x [B, H, W, Ci], w [Co, k, k, Ci]) + b[Co] + r), stride s, zero
+// padding p, Ho = (H + 2p - k) / s + 1; b and r may be null.
+void conv2d_cpu(float* y, const float* x, const float* w, const float* b, const float* r, int64_t B, int64_t H,
+                int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t s, int64_t p, Act act);
+// y[i] = act(a[i] + r[i]) over n elements (in place allowed).
+void add_act_cpu(float* y, const float* a, const float* r, int64_t n, Act act);
+// y [B, H/k, W/k, C]: the mean of each k x k window of x [B, H, W, C] (stride k; rows and
+// columns past the last whole window are dropped, as AvgPool2d(k) does). Summed in (ky, kx)
+// order, then divided by k².
+void avgpool2d_cpu(float* y, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t k);
+// The attention pool's tokens: y [B, 1 + N, C], row 0 = mean over the N rows of x [B, N, C]
+// (summed in order, divided by N), row 1 + n = x[b, n]; each row + pos [1 + N, C].
+void pool_tokens_cpu(float* y, const float* x, const float* pos, int64_t B, int64_t N, int64_t C);
+
 // out [N, C] = table[ids[i]]; table [V, C]. Throws on an id outside [0, V).
 void embedding_cpu(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,
                    int64_t V);

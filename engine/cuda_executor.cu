@@ -30,7 +30,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "engine/cuda_context.h"
+#include "kernels/cuda_context.h"
 #include "engine/graph.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/kernels.h"
@@ -98,6 +98,11 @@ class CudaExecutor final : public Executor {
         scratch = std::max(scratch, cuda::cosine_sim_scratch_bytes(shape(n.in[0])[0],
                                                                    shape(n.in[1])[0],
                                                                    (int)shape(n.in[0])[1], dt));
+      } else if (n.op == Op::conv2d) {
+        const Shape& xs = shape(n.in[0]);
+        scratch = std::max(scratch, cuda::conv2d_scratch_bytes(to_int(xs[0], "B"), to_int(xs[1], "H"),
+                                                               to_int(xs[2], "W"), to_int(xs[3], "C"), n.kernel,
+                                                               n.stride, n.pad, dt));
       } else if (n.op == Op::embedding) {
         bound_index(n.in[0], shape(n.in[1])[0]);  // ids < V
       } else if (n.op == Op::gather_rows) {
@@ -363,6 +368,39 @@ class CudaExecutor final : public Executor {
       case Op::cast:
         cuda::cast_forward(Y, dt, P(x), g_.info(x).dtype, s.numel(), st);
         break;
+      case Op::to_nhwc: {
+        same_dtype(n, dt, {x});
+        const Shape& xs = shape(x);
+        cuda::to_nhwc_forward(Y, P(x), to_int(xs[0], "B"), to_int(xs[1], "C"), to_int(xs[2], "H"),
+                              to_int(xs[3], "W"), dt, st);
+        break;
+      }
+      case Op::conv2d: {
+        const Shape& xs = shape(x);
+        const Shape& w = shape(n.in[1]);
+        const bool has_b = n.in.size() > 2, has_r = n.in.size() > 3;
+        same_dtype(n, dt, {x, n.in[1]});
+        if (has_b) same_dtype(n, dt, {n.in[2]});
+        if (has_r) same_dtype(n, dt, {n.in[3]});
+        cuda::conv2d_forward(ctx_, Y, P(x), P(n.in[1]), has_b ? P(n.in[2]) : nullptr, has_r ? P(n.in[3]) : nullptr,
+                             to_int(xs[0], "B"), to_int(xs[1], "H"), to_int(xs[2], "W"), to_int(xs[3], "Ci"),
+                             to_int(w[0], "Co"), n.kernel, n.stride, n.pad, n.act, dt, scratch_.data(), st);
+        break;
+      }
+      case Op::avgpool2d: {
+        same_dtype(n, dt, {x});
+        const Shape& xs = shape(x);
+        cuda::avgpool2d_forward(Y, P(x), to_int(xs[0], "B"), to_int(xs[1], "H"), to_int(xs[2], "W"),
+                                to_int(xs[3], "C"), n.kernel, dt, st);
+        break;
+      }
+      case Op::pool_tokens: {
+        same_dtype(n, dt, {x, n.in[1]});
+        const Shape& xs = shape(x);
+        cuda::pool_tokens_forward(Y, P(x), P(n.in[1]), to_int(xs[0], "B"), to_int(xs[1] * xs[2], "HW"),
+                                  to_int(xs[3], "C"), dt, st);
+        break;
+      }
       case Op::normalize_rgb8:
         cuda::normalize_rgb8_forward(Y, (const uint8_t*)P(x), to_int(s[0], "B"), to_int(s[2], "H"),
                                      to_int(s[3], "W"), n.mean, n.std, dt, st);

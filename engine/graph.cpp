@@ -22,6 +22,10 @@ const char* op_name(Op op) {
     case Op::cosine_sim: return "cosine_sim";
     case Op::cast: return "cast";
     case Op::normalize_rgb8: return "normalize_rgb8";
+    case Op::to_nhwc: return "to_nhwc";
+    case Op::conv2d: return "conv2d";
+    case Op::avgpool2d: return "avgpool2d";
+    case Op::pool_tokens: return "pool_tokens";
   }
   return "?";
 }
@@ -73,6 +77,11 @@ std::string node_label(const Graph& g, const Node& n) {
                      (long long)(y[2] / n.heads), n.causal ? " causal" : "");
       break;
     case Op::act: s += std::string(" ") + act_name(n.act) + " " + y.str(); break;
+    case Op::conv2d:
+      s += strprintf(" %s k%d s%d", x.str().c_str(), n.kernel, n.stride);
+      if (n.in.size() > 3) s += "+residual";
+      if (n.act != Act::none) s += std::string("+") + act_name(n.act);
+      break;
     default: s += " " + y.str(); break;
   }
   return s;
@@ -270,6 +279,60 @@ Value Graph::normalize_rgb8(Value rgb, const float mean[3], const float std[3]) 
     n.std[c] = std[c];
   }
   return add_node(n, Shape{X.shape[0], 3, X.shape[1], X.shape[2]}, dtype_);
+}
+
+Value Graph::to_nhwc(Value x) {
+  const auto& X = check(x, "to_nhwc");
+  SHAPE_CHECK(X.shape.nd == 4, "to_nhwc", "x %s (want [B, C, H, W])", X.shape.str().c_str());
+  return add_node(Node{Op::to_nhwc, {x}, {}}, Shape{X.shape[0], X.shape[2], X.shape[3], X.shape[1]}, dtype_);
+}
+
+Value Graph::conv2d(Value x, Value w, Value b, int stride, int pad, Act act, Value r) {
+  const auto &X = check(x, "conv2d"), &W = check(w, "conv2d");
+  SHAPE_CHECK(X.shape.nd == 4 && W.shape.nd == 4 && W.shape[1] == W.shape[2] && W.shape[1] > 0 &&
+                  W.shape[3] == X.shape[3] && stride >= 1 && pad >= 0 && pad < W.shape[1] &&
+                  X.shape[1] + 2 * pad >= W.shape[1] && X.shape[2] + 2 * pad >= W.shape[1],
+              "conv2d", "x %s, w %s, stride %d, pad %d (want x [B, H, W, Ci], w [Co, k, k, Ci], a window "
+              "that fits)", X.shape.str().c_str(), W.shape.str().c_str(), stride, pad);
+  const int64_t k = W.shape[1];
+  const Shape s{X.shape[0], (X.shape[1] + 2 * pad - k) / stride + 1, (X.shape[2] + 2 * pad - k) / stride + 1,
+                W.shape[0]};
+  Node n{Op::conv2d, {x, w}, {}};
+  if (b != kNoValue) {
+    const auto& Bv = check(b, "conv2d");
+    SHAPE_CHECK(Bv.shape.nd == 1 && Bv.shape[0] == W.shape[0], "conv2d", "bias %s for w %s",
+                Bv.shape.str().c_str(), W.shape.str().c_str());
+  }
+  if (r != kNoValue) {
+    const auto& R = check(r, "conv2d");
+    SHAPE_CHECK(R.shape == s, "conv2d", "residual %s for output %s", R.shape.str().c_str(), s.str().c_str());
+    CLIP_CHECK(b != kNoValue, "conv2d: a residual needs a bias operand");
+  }
+  if (b != kNoValue) n.in.push_back(b);
+  if (r != kNoValue) n.in.push_back(r);
+  n.kernel = (int)k;
+  n.stride = stride;
+  n.pad = pad;
+  n.act = act;
+  return add_node(n, s, dtype_);
+}
+
+Value Graph::avgpool2d(Value x, int k) {
+  const auto& X = check(x, "avgpool2d");
+  SHAPE_CHECK(X.shape.nd == 4 && k >= 1 && X.shape[1] >= k && X.shape[2] >= k, "avgpool2d",
+              "x %s, window %d (want [B, H, W, C] with H, W >= the window)", X.shape.str().c_str(), k);
+  Node n{Op::avgpool2d, {x}, {}};
+  n.kernel = k;
+  return add_node(n, Shape{X.shape[0], X.shape[1] / k, X.shape[2] / k, X.shape[3]}, dtype_);
+}
+
+Value Graph::pool_tokens(Value x, Value pos) {
+  const auto &X = check(x, "pool_tokens"), &P = check(pos, "pool_tokens");
+  SHAPE_CHECK(X.shape.nd == 4 && P.shape.nd == 2 && P.shape[0] == X.shape[1] * X.shape[2] + 1 &&
+                  P.shape[1] == X.shape[3],
+              "pool_tokens", "x %s, positional %s (want [B, H, W, C] and [1 + H W, C])", X.shape.str().c_str(),
+              P.shape.str().c_str());
+  return add_node(Node{Op::pool_tokens, {x, pos}, {}}, Shape{X.shape[0], P.shape[0], X.shape[3]}, dtype_);
 }
 
 void Graph::output(Value v) {

@@ -35,6 +35,13 @@ enum class Op : uint8_t {
   cosine_sim,     // in: a [M, C], b [N, C]                   out: scale * cos [M, N]
   cast,           // in: x                                    out: x in another dtype
   normalize_rgb8, // in: rgb [B, H, W, 3] u8                  out: [B, 3, H, W] (rgb/255 - mean) / std
+  // The ResNet towers run channels-last (NHWC): a convolution is then a GEMM over pixels.
+  to_nhwc,        // in: x [B, C, H, W]                       out: [B, H, W, C]
+  conv2d,         // in: x [B, H, W, Ci], w [Co, k, k, Ci], b [Co], r [B, Ho, Wo, Co]?
+                  // out: act(conv(x, stride, pad) + b + r) [B, Ho, Wo, Co]
+  avgpool2d,      // in: x [B, H, W, C]                       out: [B, H/k, W/k, C] (k x k windows, stride k)
+  pool_tokens,    // in: x [B, H, W, C], pos [1+HW, C]        out: [B, 1+HW, C]: row 0 the mean over HW,
+                  // then the HW rows, each + pos
 };
 const char* op_name(Op op);
 
@@ -58,6 +65,7 @@ struct Node {
   float eps = 0.0f;    // layernorm
   float scale = 1.0f;  // cosine_sim
   float mean[3] = {}, std[3] = {};  // normalize_rgb8, per channel
+  int kernel = 0, stride = 1, pad = 0;  // conv2d (kernel, stride, zero padding), avgpool2d (kernel)
 };
 
 // Activation memory: one arena; value v lives at [offset[v], offset[v] + size[v]).
@@ -91,6 +99,11 @@ class Graph {
   Value cosine_sim(Value a, Value b, float scale);
   Value cast(Value x, DType dtype);
   Value normalize_rgb8(Value rgb, const float mean[3], const float std[3]);
+  Value to_nhwc(Value x);
+  // b and r may be kNoValue; the kernel size comes from w [Co, k, k, Ci].
+  Value conv2d(Value x, Value w, Value b, int stride, int pad, Act act = Act::none, Value r = kNoValue);
+  Value avgpool2d(Value x, int k);
+  Value pool_tokens(Value x, Value pos);
   void output(Value v);
 
   Device device() const { return device_; }

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "clip/image.h"
-#include "engine/base.h"
+#include "core/base.h"
 
 static void check_jpeg_window(const uint8_t* data, size_t size, const clip::ImageLimits& lim, int n) {
   bool full_ok = false, win_ok = false;

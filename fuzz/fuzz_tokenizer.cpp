@@ -7,7 +7,7 @@
 #include <string>
 
 #include "clip/tokenizer.h"
-#include "engine/base.h"
+#include "core/base.h"
 
 static std::unique_ptr<clip::Tokenizer> g_tok;
 

@@ -1,8 +1,8 @@
 // Bias + activation, and plain activation, elementwise.
 //
 //   y[m, n] = act(x[m, n] + bias[n])     x, y [M, N]; bias [N] or none
-//   act: none, gelu (exact, erf: 0.5 x (1 + erf(x / sqrt 2))), quick_gelu (x sigmoid(1.702 x))
-// The same functions as gelu_ref / quick_gelu_ref in engine/cpu_ops.h, in f32 registers,
+//   act: any of core/act.h (none, gelu with erf, quick_gelu, relu)
+// The functions of core/act.h (act_ref), in f32 registers,
 // rounded once to the storage dtype. Used after a cuBLASLt GEMM without epilogue: cuBLASLt's
 // GELU epilogue is the tanh approximation, not erf, and it has no QuickGELU.
 //
@@ -22,7 +22,7 @@ constexpr int kThreads = 256;
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
     bias_act_kernel(T* y, const T* x, const T* __restrict__ bias, int64_t nvec, int64_t N,
-                    int act) {
+                    Act act) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < nvec;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t e = i * VEC;       // first element
@@ -30,7 +30,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (VEC == 1) {
       float v = to_float(x[e]);
       if (bias) v += to_float(bias[n]);
-      y[e] = from_float<T>(apply_act(v, act));
+      y[e] = from_float<T>(act_ref(v, act));
     } else {
       Pack16<T> xv = load16(x + e), out;
       Pack16<T> bv;
@@ -39,14 +39,12 @@ __global__ void __launch_bounds__(kThreads)
       for (int k = 0; k < VEC; k++) {
         float v = to_float(xv.v[k]);
         if (bias) v += to_float(bv.v[k]);
-        out.v[k] = from_float<T>(apply_act(v, act));
+        out.v[k] = from_float<T>(act_ref(v, act));
       }
       store16(y + e, out);
     }
   }
 }
-
-int act_code(Act a) { return a == Act::gelu ? 1 : a == Act::quick_gelu ? 2 : 0; }
 
 }  // namespace
 
@@ -63,10 +61,10 @@ void bias_act_forward(void* y, const void* x, const void* bias, int64_t M, int64
     const dim3 grid((unsigned)std::min<int64_t>(ceil_div(nvec, kThreads), 1 << 20));
     if (vec)
       launch(bias_act_kernel<T, VEC>, grid, dim3(kThreads), 0, stream, (T*)y, (const T*)x,
-             (const T*)bias, nvec, N, act_code(act));
+             (const T*)bias, nvec, N, act);
     else
       launch(bias_act_kernel<T, 1>, grid, dim3(kThreads), 0, stream, (T*)y, (const T*)x,
-             (const T*)bias, nvec, N, act_code(act));
+             (const T*)bias, nvec, N, act);
   });
 }
 

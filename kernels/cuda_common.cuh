@@ -14,7 +14,8 @@
 #include <cstdint>
 #include <utility>
 
-#include "engine/base.h"
+#include "core/act.h"
+#include "core/base.h"
 
 namespace clip::cuda {
 
@@ -143,15 +144,6 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
-}
-
-// ---- activations (same functions as engine/cpu_ops.h) --------------------------------------
-
-// Act as an int so device code needs no host enum: 0 none, 1 gelu (erf), 2 quick_gelu.
-__device__ __forceinline__ float apply_act(float x, int act) {
-  if (act == 1) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-  if (act == 2) return x / (1.0f + expf(-1.702f * x));
-  return x;
 }
 
 }  // namespace clip::cuda

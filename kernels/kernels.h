@@ -6,15 +6,16 @@
 //   - every launch is checked and every failed assumption throws clip::Error;
 //   - nothing is allocated and nothing synchronises, so every launcher can be captured
 //     into a CUDA graph.
-// Each function computes exactly the function of the same name in engine/cpu_ops.h.
+// Each function computes exactly the CPU op of the same name (engine/cpu_ops.h), which tests
+// check it against; the kernels themselves use only core/.
 // Dimension names: B batch, T tokens, C channels, NH heads, HS head size, G patches.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "engine/base.h"
-#include "engine/cpu_ops.h"
+#include "core/base.h"
+#include "core/act.h"
 
 namespace clip {
 class CudaContext;
@@ -80,6 +81,26 @@ void patch_gather_forward(void* cols, const void* px, int B, int H, int W, int P
 void patch_embed_forward(CudaContext& ctx, void* out, const void* px, const void* w, int B,
                          int H, int W, int P, int C, DType dt, void* cols, cudaStream_t stream);
 size_t patch_embed_scratch_bytes(int B, int H, int W, int P, DType dt);
+
+// kernels/conv.cu: the ResNet towers' ops, channels last (see engine/cpu_ops.h for each).
+// y [B, H, W, C] = x [B, C, H, W] permuted.
+void to_nhwc_forward(void* y, const void* x, int B, int C, int H, int W, DType dt, cudaStream_t stream);
+// cols [rows, k k C] = rows [row0, row0 + rows) of x's im2col matrix (as im2col_nhwc_cpu).
+void im2col_nhwc_forward(void* cols, const void* x, int B, int H, int W, int C, int k, int s, int p, int64_t row0,
+                         int64_t rows, DType dt, cudaStream_t stream);
+// y [B, Ho, Wo, Co] = act(conv(x [B, H, W, Ci], w [Co, k, k, Ci]) + b + r), stride s, padding p;
+// b, r may be null; y must not alias x or r. `scratch` holds conv2d_scratch_bytes() bytes.
+constexpr int64_t kConvScratchRows = 16384;  // im2col rows gathered per GEMM
+void conv2d_forward(CudaContext& ctx, void* y, const void* x, const void* w, const void* b, const void* r, int B,
+                    int H, int W, int Ci, int Co, int k, int s, int p, Act act, DType dt, void* scratch,
+                    cudaStream_t stream);
+size_t conv2d_scratch_bytes(int B, int H, int W, int Ci, int k, int s, int p, DType dt);
+// y[i] = act(a[i] + r[i]); y may alias a.
+void add_act_forward(void* y, const void* a, const void* r, int64_t n, Act act, DType dt, cudaStream_t stream);
+// y [B, H/k, W/k, C] = the mean of each k x k window of x [B, H, W, C] (stride k).
+void avgpool2d_forward(void* y, const void* x, int B, int H, int W, int C, int k, DType dt, cudaStream_t stream);
+// y [B, 1 + N, C]: row 0 = mean over the N rows of x [B, N, C], then the rows; each + pos [1 + N, C].
+void pool_tokens_forward(void* y, const void* x, const void* pos, int B, int N, int C, DType dt, cudaStream_t stream);
 
 // kernels/linear.cu. y [M, N] = act(alpha * x [M, K] · w [N, K]ᵀ + b [N]) through cuBLASLt
 // with f32 accumulation; b may be null. The plan (layouts, epilogue, algorithm) is chosen

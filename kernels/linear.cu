@@ -20,7 +20,7 @@
 // (M, N, K, dtype, epilogue, alignment) and cached in the CudaContext; the workspace comes
 // from the context. Nothing here allocates device memory or synchronises, so it can be
 // captured into a CUDA graph.
-#include "engine/cuda_context.h"
+#include "kernels/cuda_context.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/kernels.h"
 

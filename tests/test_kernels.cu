@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "engine/cpu_ops.h"
-#include "engine/cuda_context.h"
+#include "kernels/cuda_context.h"
 #include "engine/graph.h"
 #include "engine/tensor.h"
 #include "kernels/cuda_common.cuh"

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 
 #include "clip/image.h"
-#include "engine/base.h"
+#include "core/base.h"
 #include "tests/test_util.h"
 
 namespace clip {

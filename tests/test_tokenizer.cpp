@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "clip/tokenizer.h"
-#include "engine/base.h"
+#include "core/base.h"
 #include "tests/test_util.h"
 
 namespace clip {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/base.h"
+#include "core/base.h"
 
 namespace clip {
 // Test parameters that hold a dtype print its name.

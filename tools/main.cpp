@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <map>
 
-#include "engine/base.h"
+#include "core/base.h"
 #include "tools/command.h"
 #include "tools/common.h"
 

@@ -36,7 +36,8 @@ using namespace weights_detail;
 static size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 json weights_detail::config_json(const ModelConfig& c) {
-  return {{"embed_dim", c.embed_dim},
+  json j = {{"embed_dim", c.embed_dim},
+          {"vision_family", vision_family_name(c.vision_family)},
           {"image_resolution", c.image_resolution},
           {"vision_patch_size", c.vision_patch_size},
           {"vision_width", c.vision_width},
@@ -51,6 +52,12 @@ json weights_detail::config_json(const ModelConfig& c) {
           {"text_mlp", c.text_mlp},
           {"layer_norm_eps", c.layer_norm_eps},
           {"activation", act_name(c.activation)}};
+  if (c.vision_family == VisionFamily::resnet) {
+    const ResNetConfig& r = c.resnet;
+    j["resnet"] = {{"width", r.width}, {"layers", {r.layers[0], r.layers[1], r.layers[2], r.layers[3]}},
+                   {"heads", r.heads}};
+  }
+  return j;
 }
 
 void save_native(const Weights& w, const std::string& out_path, DType dtype) {
@@ -240,6 +247,25 @@ Weights parse_native_buffer(const void* data, size_t size, const std::string& na
   const json& c = field(h, "config", name, "the header");
   ModelConfig& m = w.config;
   m.embed_dim = int_field(c, "embed_dim", name, "config");
+  // Files written before the ResNet towers have no vision_family: they are ViTs.
+  if (c.contains("vision_family")) {
+    const json& fam = c["vision_family"];
+    CLIP_CHECK(fam.is_string() && (fam.get<std::string>() == "ViT" || fam.get<std::string>() == "ResNet"),
+               "%s: native header: config.vision_family must be \"ViT\" or \"ResNet\"", f);
+    if (fam.get<std::string>() == "ResNet") {
+      m.vision_family = VisionFamily::resnet;
+      const json& r = field(c, "resnet", name, "config");
+      m.resnet.width = int_field(r, "width", name, "config.resnet");
+      m.resnet.heads = int_field(r, "heads", name, "config.resnet");
+      const json& l = field(r, "layers", name, "config.resnet");
+      CLIP_CHECK(l.is_array() && l.size() == 4, "%s: native header: config.resnet.layers must be 4 integers", f);
+      for (size_t s = 0; s < 4; s++) {
+        CLIP_CHECK(l[s].is_number_integer() && l[s].get<int64_t>() >= 0 && l[s].get<int64_t>() <= 4096,
+                   "%s: native header: config.resnet.layers[%zu] is not a block count", f, s);
+        m.resnet.layers[s] = l[s].get<int>();
+      }
+    }
+  }
   m.image_resolution = int_field(c, "image_resolution", name, "config");
   m.vision_patch_size = int_field(c, "vision_patch_size", name, "config");
   m.vision_width = int_field(c, "vision_width", name, "config");

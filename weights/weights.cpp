@@ -156,6 +156,45 @@ size_t Weights::total_bytes() const {
   return n;
 }
 
+const char* vision_family_name(VisionFamily f) { return f == VisionFamily::resnet ? "ResNet" : "ViT"; }
+
+namespace {
+
+// The ResNet image tower's tensors in OpenAI's state_dict order. BatchNorm keeps its four
+// tensors here (running statistics included); the model folds them into the convolutions.
+void resnet_tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& v) {
+  const ResNetConfig& r = c.resnet;
+  const int64_t w = r.width, E = c.embed_dim, D = r.pool_width(), g = c.image_resolution / 32;
+  auto conv_bn = [&](const std::string& conv, const std::string& bn, int64_t out, int64_t in, int64_t k) {
+    v.push_back({conv + ".weight", {out, in, k, k}});
+    for (const char* s : {".weight", ".bias", ".running_mean", ".running_var"}) v.push_back({bn + s, {out}});
+  };
+  conv_bn("visual.conv1", "visual.bn1", w / 2, 3, 3);
+  conv_bn("visual.conv2", "visual.bn2", w / 2, w / 2, 3);
+  conv_bn("visual.conv3", "visual.bn3", w, w / 2, 3);
+  int64_t in = w;
+  for (int s = 0; s < 4; s++) {
+    const int64_t planes = w << s;
+    for (int j = 0; j < r.layers[s]; j++) {
+      const std::string p = "visual.layer" + std::to_string(s + 1) + "." + std::to_string(j) + ".";
+      conv_bn(p + "conv1", p + "bn1", planes, in, 1);
+      conv_bn(p + "conv2", p + "bn2", planes, planes, 3);
+      conv_bn(p + "conv3", p + "bn3", 4 * planes, planes, 1);
+      if (j == 0) conv_bn(p + "downsample.0", p + "downsample.1", 4 * planes, in, 1);
+      in = 4 * planes;
+    }
+  }
+  v.push_back({"visual.attnpool.positional_embedding", {g * g + 1, D}});
+  for (const char* n : {"k_proj", "q_proj", "v_proj"}) {
+    v.push_back({std::string("visual.attnpool.") + n + ".weight", {D, D}});
+    v.push_back({std::string("visual.attnpool.") + n + ".bias", {D}});
+  }
+  v.push_back({"visual.attnpool.c_proj.weight", {E, D}});
+  v.push_back({"visual.attnpool.c_proj.bias", {E}});
+}
+
+}  // namespace
+
 std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& c) {
   int64_t W = c.text_width, Wv = c.vision_width, E = c.embed_dim, P = c.vision_patch_size;
   int64_t G = P > 0 ? c.image_resolution / P : 0;
@@ -163,12 +202,6 @@ std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& 
   v.push_back({"positional_embedding", {c.context_length, W}});
   v.push_back({"text_projection", {W, E}});
   v.push_back({"logit_scale", Shape{}});
-  v.push_back({"visual.class_embedding", {Wv}});
-  v.push_back({"visual.positional_embedding", {G * G + 1, Wv}});
-  v.push_back({"visual.proj", {Wv, E}});
-  v.push_back({"visual.conv1.weight", {Wv, 3, P, P}});
-  v.push_back({"visual.ln_pre.weight", {Wv}});
-  v.push_back({"visual.ln_pre.bias", {Wv}});
   auto blocks = [&](const std::string& prefix, int layers, int64_t w, int64_t m) {
     for (int i = 0; i < layers; i++) {
       std::string p = prefix + std::to_string(i) + ".";
@@ -186,9 +219,19 @@ std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& 
       v.push_back({p + "ln_2.bias", {w}});
     }
   };
-  blocks("visual.transformer.resblocks.", c.vision_layers, Wv, c.vision_mlp);
-  v.push_back({"visual.ln_post.weight", {Wv}});
-  v.push_back({"visual.ln_post.bias", {Wv}});
+  if (c.vision_family == VisionFamily::resnet) {
+    resnet_tensors(c, v);
+  } else {
+    v.push_back({"visual.class_embedding", {Wv}});
+    v.push_back({"visual.positional_embedding", {G * G + 1, Wv}});
+    v.push_back({"visual.proj", {Wv, E}});
+    v.push_back({"visual.conv1.weight", {Wv, 3, P, P}});
+    v.push_back({"visual.ln_pre.weight", {Wv}});
+    v.push_back({"visual.ln_pre.bias", {Wv}});
+    blocks("visual.transformer.resblocks.", c.vision_layers, Wv, c.vision_mlp);
+    v.push_back({"visual.ln_post.weight", {Wv}});
+    v.push_back({"visual.ln_post.bias", {Wv}});
+  }
   blocks("transformer.resblocks.", c.text_layers, W, c.text_mlp);
   v.push_back({"token_embedding.weight", {c.vocab_size, W}});
   v.push_back({"ln_final.weight", {W}});
@@ -206,10 +249,24 @@ void check_config(const ModelConfig& c, const std::string& file) {
   };
   pos(c.embed_dim, "embed_dim");
   pos(c.image_resolution, "image_resolution");
-  pos(c.vision_patch_size, "vision_patch_size");
-  pos(c.vision_width, "vision_width");
-  pos(c.vision_heads, "vision_heads");
-  pos(c.vision_mlp, "vision_mlp");
+  if (c.vision_family == VisionFamily::resnet) {
+    const ResNetConfig& r = c.resnet;
+    pos(r.width, "resnet.width");
+    pos(r.heads, "resnet.heads");
+    CLIP_CHECK(r.width % 2 == 0 && r.width <= 4096 && r.pool_width() % r.heads == 0,
+               "%s: ResNet width %d with %d attention-pool heads (want an even width, and heads dividing 32 width)",
+               file.c_str(), r.width, r.heads);
+    for (int s = 0; s < 4; s++)
+      CLIP_CHECK(r.layers[s] >= 1 && r.layers[s] <= 256, "%s: ResNet stage %d has %d blocks (want 1 to 256)",
+                 file.c_str(), s + 1, r.layers[s]);
+    CLIP_CHECK(c.image_resolution % 32 == 0, "%s: a ResNet's image_resolution %d is not a multiple of 32",
+               file.c_str(), c.image_resolution);
+  } else {
+    pos(c.vision_patch_size, "vision_patch_size");
+    pos(c.vision_width, "vision_width");
+    pos(c.vision_heads, "vision_heads");
+    pos(c.vision_mlp, "vision_mlp");
+  }
   pos(c.context_length, "context_length");
   pos(c.vocab_size, "vocab_size");
   pos(c.text_width, "text_width");
@@ -219,12 +276,17 @@ void check_config(const ModelConfig& c, const std::string& file) {
                  c.text_layers <= 4096,
              "%s: config layer counts out of range (%d, %d)", file.c_str(), c.vision_layers,
              c.text_layers);
-  CLIP_CHECK(c.image_resolution % c.vision_patch_size == 0,
-             "%s: image_resolution %d is not a multiple of the patch size %d", file.c_str(),
-             c.image_resolution, c.vision_patch_size);
-  CLIP_CHECK(c.vision_width % c.vision_heads == 0 && c.text_width % c.text_heads == 0,
-             "%s: widths (%d, %d) are not multiples of the head counts (%d, %d)", file.c_str(),
-             c.vision_width, c.text_width, c.vision_heads, c.text_heads);
+  if (c.vision_family == VisionFamily::vit) {
+    CLIP_CHECK(c.image_resolution % c.vision_patch_size == 0,
+               "%s: image_resolution %d is not a multiple of the patch size %d", file.c_str(),
+               c.image_resolution, c.vision_patch_size);
+    CLIP_CHECK(c.vision_width % c.vision_heads == 0,
+               "%s: the vision width %d is not a multiple of the head count %d", file.c_str(),
+               c.vision_width, c.vision_heads);
+  }
+  CLIP_CHECK(c.text_width % c.text_heads == 0,
+             "%s: the text width %d is not a multiple of the head count %d", file.c_str(),
+             c.text_width, c.text_heads);
   CLIP_CHECK(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0 && c.layer_norm_eps < 1,
              "%s: layer_norm_eps %g is out of range", file.c_str(), (double)c.layer_norm_eps);
   CLIP_CHECK(c.activation == Act::gelu || c.activation == Act::quick_gelu,
@@ -369,10 +431,21 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
       int w = get_int(v, "width", f);
       sc.expect["vision_cfg.width"] = w;
       CLIP_CHECK(head_width > 0, "%s: head_width is 0", f.c_str());
-      sc.vision_heads = w / head_width;
+      // open_clip: a ResNet tower (layers is a list of four stages) has width 32 / head_width
+      // heads in its attention pool, a ViT width / head_width.
+      const bool resnet = v.contains("layers") && v["layers"].is_array();
+      sc.vision_heads = (resnet ? 32 * w : w) / head_width;
     }
     if (v.contains("layers") && v["layers"].is_number_integer())
       sc.expect["vision_cfg.layers"] = get_int(v, "layers", f);
+    if (v.contains("layers") && v["layers"].is_array()) {
+      const json& l = v["layers"];
+      CLIP_CHECK(l.size() == 4, "%s: vision_cfg.layers has %zu stages; a CLIP ResNet has 4", f.c_str(), l.size());
+      for (int s = 0; s < 4; s++) {
+        CLIP_CHECK(l[(size_t)s].is_number_integer(), "%s: vision_cfg.layers[%d] is not an integer", f.c_str(), s);
+        sc.expect["vision_cfg.layers." + std::to_string(s)] = l[(size_t)s].get<int64_t>();
+      }
+    }
     if (v.contains("patch_size")) sc.expect["vision_cfg.patch_size"] = get_int(v, "patch_size", f);
     if (v.contains("image_size") && v["image_size"].is_number_integer())
       sc.expect["vision_cfg.image_size"] = get_int(v, "image_size", f);
@@ -452,10 +525,6 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
     CLIP_CHECK(by.emplace(t.name, &t).second, "%s: duplicate tensor '%s'", path.c_str(),
                t.name.c_str());
   }
-  for (auto& [n, t] : by)
-    if (n.rfind("visual.layer1.", 0) == 0 || n.rfind("visual.attnpool.", 0) == 0)
-      fail("%s: this is a ResNet CLIP model (tensor '%s'); only ViT models are supported",
-           path.c_str(), n.c_str());
   CLIP_CHECK(!by.empty(), "%s: the checkpoint holds no tensors", path.c_str());
   auto dim = [&](const char* name, int i, int nd) -> int {
     auto it = by.find(name);
@@ -469,28 +538,55 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
     return (int)t.shape[(size_t)i];
   };
   ModelConfig c;
-  c.vision_width = dim("visual.conv1.weight", 0, 4);
-  c.vision_patch_size = dim("visual.conv1.weight", 3, 4);
-  int pos_rows = dim("visual.positional_embedding", 0, 2);
-  int grid = (int)std::lround(std::sqrt((double)std::max(pos_rows - 1, 0)));
-  CLIP_CHECK(pos_rows >= 2 && grid * grid + 1 == pos_rows,
-             "%s: visual.positional_embedding has %d rows, not a square grid + 1",
-             path.c_str(), pos_rows);
-  int64_t res = (int64_t)grid * c.vision_patch_size;
-  CLIP_CHECK(res <= (1 << 24), "%s: image resolution %lld (grid %d x patch %d) is too large",
-             path.c_str(), (long long)res, grid, c.vision_patch_size);
-  c.image_resolution = (int)res;
+  const bool resnet = by.count("visual.attnpool.positional_embedding") || by.count("visual.layer1.0.conv1.weight");
+  if (resnet) {
+    // OpenAI's build_model: blocks per stage from the names, the width from the first block,
+    // the resolution from the attention pool's positional rows, heads = width 32 / 64.
+    c.vision_family = VisionFamily::resnet;
+    ResNetConfig& r = c.resnet;
+    for (int s = 0; s < 4; s++)
+      r.layers[s] = layer_count(by, "visual.layer" + std::to_string(s + 1) + ".", path);
+    for (auto& [n, t] : by) {
+      const bool stage = n.rfind("visual.layer", 0) == 0 && n.size() > 13 && n[13] == '.';
+      CLIP_CHECK(!stage || (n[12] >= '1' && n[12] <= '4'), "%s: unexpected tensor '%s' (a ResNet has stages "
+                 "visual.layer1 to visual.layer4)", path.c_str(), n.c_str());
+    }
+    for (int s = 0; s < 4; s++)
+      CLIP_CHECK(r.layers[s] >= 1, "%s: a ResNet image tower without blocks in stage %d (visual.layer%d.*); the "
+                 "stage layout (%d, %d, %d, %d) is not one this engine knows", path.c_str(), s + 1, s + 1,
+                 r.layers[0], r.layers[1], r.layers[2], r.layers[3]);
+    r.width = dim("visual.layer1.0.conv1.weight", 0, 4);
+    const int pool_rows = dim("visual.attnpool.positional_embedding", 0, 2);
+    const int grid = (int)std::lround(std::sqrt((double)std::max(pool_rows - 1, 0)));
+    CLIP_CHECK(pool_rows >= 2 && grid * grid + 1 == pool_rows && grid <= 4096,
+               "%s: visual.attnpool.positional_embedding has %d rows, not a square grid + 1", path.c_str(),
+               pool_rows);
+    c.image_resolution = grid * 32;
+    r.heads = sc.vision_heads ? *sc.vision_heads : std::max(1, r.width * 32 / 64);
+  } else {
+    c.vision_width = dim("visual.conv1.weight", 0, 4);
+    c.vision_patch_size = dim("visual.conv1.weight", 3, 4);
+    int pos_rows = dim("visual.positional_embedding", 0, 2);
+    int grid = (int)std::lround(std::sqrt((double)std::max(pos_rows - 1, 0)));
+    CLIP_CHECK(pos_rows >= 2 && grid * grid + 1 == pos_rows,
+               "%s: visual.positional_embedding has %d rows, not a square grid + 1",
+               path.c_str(), pos_rows);
+    int64_t res = (int64_t)grid * c.vision_patch_size;
+    CLIP_CHECK(res <= (1 << 24), "%s: image resolution %lld (grid %d x patch %d) is too large",
+               path.c_str(), (long long)res, grid, c.vision_patch_size);
+    c.image_resolution = (int)res;
+    c.vision_layers = layer_count(by, "visual.transformer.resblocks.", path);
+    c.vision_mlp = c.vision_layers ? dim("visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
+                                   : 4 * c.vision_width;
+    c.vision_heads = sc.vision_heads ? *sc.vision_heads : std::max(1, c.vision_width / 64);
+  }
   c.embed_dim = dim("text_projection", 1, 2);
   c.context_length = dim("positional_embedding", 0, 2);
   c.vocab_size = dim("token_embedding.weight", 0, 2);
   c.text_width = dim("ln_final.weight", 0, 1);
-  c.vision_layers = layer_count(by, "visual.transformer.resblocks.", path);
   c.text_layers = layer_count(by, "transformer.resblocks.", path);
-  c.vision_mlp = c.vision_layers ? dim("visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
-                                 : 4 * c.vision_width;
   c.text_mlp = c.text_layers ? dim("transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
                              : 4 * c.text_width;
-  c.vision_heads = sc.vision_heads ? *sc.vision_heads : std::max(1, c.vision_width / 64);
   c.text_heads = sc.text_heads ? *sc.text_heads : std::max(1, c.text_width / 64);
   if (sc.eps) c.layer_norm_eps = *sc.eps;
   c.activation = Act::quick_gelu;
@@ -514,8 +610,12 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
       {"embed_dim", c.embed_dim},
       {"text_cfg.width", c.text_width},
       {"text_cfg.layers", c.text_layers},
-      {"vision_cfg.width", c.vision_width},
+      {"vision_cfg.width", resnet ? c.resnet.width : c.vision_width},
       {"vision_cfg.layers", c.vision_layers},
+      {"vision_cfg.layers.0", c.resnet.layers[0]},
+      {"vision_cfg.layers.1", c.resnet.layers[1]},
+      {"vision_cfg.layers.2", c.resnet.layers[2]},
+      {"vision_cfg.layers.3", c.resnet.layers[3]},
       {"vision_cfg.patch_size", c.vision_patch_size},
       {"vision_cfg.image_size", c.image_resolution}};
   for (auto& [k, v] : sc.expect) {
@@ -557,12 +657,19 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
   }
   static const std::set<std::string> ignored = {"input_resolution", "context_length",
                                                 "vocab_size", "attn_mask"};
+  // BatchNorm's step counter (an int64 scalar) is training state.
+  auto counter = [](const std::string& n, const RawTensor& t) {
+    const std::string s = ".num_batches_tracked";
+    return n.size() > s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0 && !raw_is_weight(t.type);
+  };
+  const std::string layout =
+      resnet ? strprintf("a CLIP ResNet with stages (%d, %d, %d, %d) and %d text layers", c.resnet.layers[0],
+                         c.resnet.layers[1], c.resnet.layers[2], c.resnet.layers[3], c.text_layers)
+             : strprintf("a CLIP ViT model with %d vision and %d text layers", c.vision_layers, c.text_layers);
   for (auto& [n, t] : by)
-    CLIP_CHECK(wanted.count(n) || ignored.count(n),
-               "%s: unexpected tensor '%s' %s (not part of a CLIP ViT model with %d vision "
-               "and %d text layers)",
-               path.c_str(), n.c_str(), shape_str(t->shape).c_str(), c.vision_layers,
-               c.text_layers);
+    CLIP_CHECK(wanted.count(n) || ignored.count(n) || counter(n, *t),
+               "%s: unexpected tensor '%s' %s (not part of %s)", path.c_str(), n.c_str(),
+               shape_str(t->shape).c_str(), layout.c_str());
   const WeightTensor& ls = w.get("logit_scale");
   float v = 0;
   convert_cpu(&v, DType::f32, ls.data, ls.dtype, 1);
@@ -734,10 +841,18 @@ std::string describe(const Weights& w) {
   std::string s;
   s += strprintf("file:        %s\n", w.path.c_str());
   s += strprintf("format:      %s\n", w.format.c_str());
-  s += strprintf("model:       ViT, embed %d, image %dpx, patch %d (grid %dx%d)\n", c.embed_dim,
-                 c.image_resolution, c.vision_patch_size, grid, grid);
-  s += strprintf("vision:      width %d, layers %d, heads %d, mlp %d\n", c.vision_width,
-                 c.vision_layers, c.vision_heads, c.vision_mlp);
+  if (c.vision_family == VisionFamily::resnet) {
+    const ResNetConfig& r = c.resnet;
+    s += strprintf("model:       ResNet, embed %d, image %dpx\n", c.embed_dim, c.image_resolution);
+    s += strprintf("vision:      stages (%d, %d, %d, %d) of Bottleneck blocks, width %d, attention pool "
+                   "width %d, heads %d\n", r.layers[0], r.layers[1], r.layers[2], r.layers[3], r.width,
+                   r.pool_width(), r.heads);
+  } else {
+    s += strprintf("model:       ViT, embed %d, image %dpx, patch %d (grid %dx%d)\n", c.embed_dim,
+                   c.image_resolution, c.vision_patch_size, grid, grid);
+    s += strprintf("vision:      width %d, layers %d, heads %d, mlp %d\n", c.vision_width,
+                   c.vision_layers, c.vision_heads, c.vision_mlp);
+  }
   s += strprintf("text:        width %d, layers %d, heads %d, mlp %d, context %d, vocab %d\n",
                  c.text_width, c.text_layers, c.text_heads, c.text_mlp, c.context_length,
                  c.vocab_size);

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "clip/config.h"
-#include "engine/base.h"
+#include "core/base.h"
 #include "engine/tensor.h"
 
 namespace clip {

@@ -21,7 +21,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
-#include "engine/base.h"
+#include "core/base.h"
 
 // ---- fibers and the block scheduler -------------------------------------------------------
 

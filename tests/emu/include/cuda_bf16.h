@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/base.h"
+#include "core/base.h"
 
 struct __nv_bfloat16 {
   uint16_t __x;

@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/base.h"
+#include "core/base.h"
 
 struct __half {
   uint16_t __x;

@@ -1,4 +1,4 @@
-#include "engine/base.h"
+#include "core/base.h"
 
 #include <cstdarg>
 #include <vector>

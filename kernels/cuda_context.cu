@@ -1,5 +1,5 @@
 // CudaContext: device, stream, cuBLASLt handle, workspace and the linear-plan cache.
-#include "engine/cuda_context.h"
+#include "kernels/cuda_context.h"
 
 #include "kernels/cuda_common.cuh"
 
