@@ -3,6 +3,7 @@
 #include "clip/arch.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -39,6 +40,18 @@ ModelConfig make(int embed, int res, int patch, int vw, int vl, int tw, int tl) 
   return c;
 }
 
+// OpenAI's ResNets (clip/model.py build_model; the released RN*.pt files): stages, width,
+// resolution, embed and text tower; attention-pool heads = width 32 / 64, text heads = width / 64.
+ModelConfig make_rn(int embed, int res, std::array<int, 4> layers, int width, int tw) {
+  ModelConfig c = make(embed, res, 0, 0, 0, tw, 12);
+  c.vision_family = VisionFamily::resnet;
+  c.vision_patch_size = c.vision_width = c.vision_heads = c.vision_mlp = 0;
+  c.resnet.width = width;
+  for (int s = 0; s < 4; s++) c.resnet.layers[s] = layers[(size_t)s];
+  c.resnet.heads = width * 32 / 64;
+  return c;
+}
+
 const std::vector<Arch>& archs() {
   //                                  E    R    P   Wv   Lv   Wt  Lt
   static const std::vector<Arch> a = {
@@ -46,6 +59,12 @@ const std::vector<Arch>& archs() {
       {"ViT-B-16", make(512, 224, 16, 768, 12, 512, 12)},
       {"ViT-L-14", make(768, 224, 14, 1024, 24, 768, 12)},
       {"ViT-L-14-336", make(768, 336, 14, 1024, 24, 768, 12)},
+      //                        E    R     stages          width  Wt
+      {"RN50", make_rn(1024, 224, {3, 4, 6, 3}, 64, 512)},
+      {"RN101", make_rn(512, 224, {3, 4, 23, 3}, 64, 512)},
+      {"RN50x4", make_rn(640, 288, {4, 6, 10, 6}, 80, 640)},
+      {"RN50x16", make_rn(768, 384, {6, 8, 18, 8}, 96, 768)},
+      {"RN50x64", make_rn(1024, 448, {3, 15, 36, 10}, 128, 1024)},
   };
   return a;
 }
@@ -139,6 +158,12 @@ Weights random_weights(const ModelConfig& c, uint64_t seed, DType dtype) {
     const uint64_t stream = seed * 0x9e3779b97f4a7c15ull + (uint64_t)(i + 1) * 0xbf58476d1ce4e5b9ull;
     if (name == "logit_scale") {
       dst[0] = w.logit_scale;
+    } else if (ends_with(name, "running_var")) {  // BatchNorm statistics (ResNets)
+      fill_normal(dst, n, 1.0f, 0.02f, stream);
+    } else if (ends_with(name, "running_mean")) {
+      fill_normal(dst, n, 0.0f, 0.01f, stream);
+    } else if (shape.nd == 1 && ends_with(name, ".weight")) {  // BatchNorm scales
+      fill_normal(dst, n, 1.0f, 0.02f, stream);
     } else if (ends_with(name, "ln_1.weight") || ends_with(name, "ln_2.weight") ||
                ends_with(name, "ln_pre.weight") || ends_with(name, "ln_post.weight") ||
                name == "ln_final.weight") {
@@ -148,6 +173,7 @@ Weights random_weights(const ModelConfig& c, uint64_t seed, DType dtype) {
     } else if (name == "token_embedding.weight") {
       fill_normal(dst, n, 0.0f, 0.02f, stream);
     } else if (name == "positional_embedding" || name == "visual.positional_embedding" ||
+               name == "visual.attnpool.positional_embedding" ||
                name == "visual.class_embedding") {
       fill_normal(dst, n, 0.0f, 0.01f, stream);
     } else {
@@ -170,7 +196,37 @@ Weights random_weights(const ModelConfig& c, uint64_t seed, DType dtype) {
   return w;
 }
 
+// A ResNet: every convolution (2 k² Ci Co per output pixel) and the attention pool (q, k, v
+// projections of the T = g² + 1 tokens, scores and values, and c_proj of the pooled row).
+static double resnet_flops(const ModelConfig& c) {
+  const ResNetConfig& r = c.resnet;
+  double f = 0;
+  auto conv = [&](double hw, double ci, double co, double k) { f += 2 * hw * hw * k * k * ci * co; };
+  double hw = c.image_resolution / 2.0, w = r.width;
+  conv(hw, 3, w / 2, 3);
+  conv(hw, w / 2, w / 2, 3);
+  conv(hw, w / 2, w, 3);
+  hw /= 2;
+  double in = w;
+  for (int s = 0; s < 4; s++) {
+    const double planes = w * (1 << s);
+    for (int j = 0; j < r.layers[s]; j++) {
+      const bool down = s > 0 && j == 0;
+      conv(hw, in, planes, 1);
+      conv(hw, planes, planes, 3);
+      const double out_hw = down ? hw / 2 : hw;
+      conv(out_hw, planes, 4 * planes, 1);
+      if (j == 0) conv(out_hw, in, 4 * planes, 1);
+      hw = out_hw;
+      in = 4 * planes;
+    }
+  }
+  const double T = hw * hw + 1, D = r.pool_width();
+  return f + 2 * T * 3 * D * D + 4 * T * T * D + 2 * D * c.embed_dim;
+}
+
 double image_flops(const ModelConfig& c) {
+  if (c.vision_family == VisionFamily::resnet) return resnet_flops(c);
   const double P = c.vision_patch_size, G = std::pow((double)(c.image_resolution / c.vision_patch_size), 2);
   const double T = G + 1, W = c.vision_width, M = c.vision_mlp, E = c.embed_dim;
   return 2 * G * 3 * P * P * W + c.vision_layers * (2 * T * (4 * W * W + 2 * W * M) + 4 * T * T * W) +

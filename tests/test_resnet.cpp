@@ -14,6 +14,8 @@
 
 #include "clip/arch.h"
 #include "clip/clip.h"
+#include "engine/cpu_gemm.h"
+#include "engine/graph.h"
 #include "tests/test_util.h"
 
 using namespace clip;
@@ -248,5 +250,241 @@ TEST_P(ResNetCudaTest, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Golden, ResNetCudaTest, ::testing::Values(DType::f32, DType::f16, DType::bf16),
                          [](const auto& i) { return std::string(dtype_name(i.param)); });
+
+}  // namespace
+
+// ---- the ResNet ops on each backend ------------------------------------------------------
+// Each op alone in a graph, on the CPU (its backend: oneDNN or our GEMM with packed weights;
+// and without a CpuContext, the reference functions of engine/cpu_ops.h) and on CUDA (a GPU
+// or the emulator), against a direct double-precision loop over the same (dtype-rounded)
+// values. Shapes: RN50 at 224 and RN50x64 at 448 (the stem's 224x224 and 112x112 maps, each
+// stage's 56/28/14/7, strides 1 and 2) and odd ones. Bounds |d| <= atol + rtol |ref|: f32 1e-4
+// + 1e-4 |ref|; f16 1e-2 + 1e-2 |ref|; bf16 6e-2 + 3e-2 |ref|. Real shapes on CUDA run on GPUs
+// only ("_GpuOnly_": the emulator runs a GPU's threads one at a time).
+namespace {
+
+enum class Backend { cpu_reference, cpu, cuda };
+const char* backend_name(Backend b) { return b == Backend::cpu_reference ? "cpu_reference" : b == Backend::cpu ? "cpu" : "cuda"; }
+
+float round_dt(float v, DType dt) {
+  if (dt == DType::f16) return f16_to_f32(f32_to_f16(v));
+  if (dt == DType::bf16) return bf16_to_f32(f32_to_bf16(v));
+  return v;
+}
+std::vector<float> rounded(std::vector<float> v, DType dt) {
+  for (auto& x : v) x = round_dt(x, dt);
+  return v;
+}
+
+// Runs build(g, inputs-as-values) as a one-output graph; host f32 data in, host f32 out.
+struct OpRun {
+  Backend backend;
+  DType dt;
+  std::vector<Buffer> keep;
+  std::unique_ptr<CpuContext> cpu;
+  std::unique_ptr<CudaContext> cuda;
+  Graph g;
+  OpRun(Backend b, DType t) : backend(b), dt(t), g(b == Backend::cuda ? Device::cuda : Device::cpu, t) {
+    if (b == Backend::cpu) cpu = std::make_unique<CpuContext>(DType::f32);
+  }
+  Value weight(const std::string& name, const std::vector<float>& v, Shape s) {
+    const Device d = backend == Backend::cuda ? Device::cuda : Device::cpu;
+    Buffer host(v.size() * dtype_size(dt), Device::cpu);
+    convert_cpu(host.data(), dt, v.data(), DType::f32, (int64_t)v.size());
+    if (d == Device::cpu) {
+      keep.push_back(std::move(host));
+    } else {
+      Buffer dev(v.size() * dtype_size(dt), Device::cuda);
+      copy_bytes(dev.data(), Device::cuda, host.data(), Device::cpu, v.size() * dtype_size(dt));
+      keep.push_back(std::move(dev));
+    }
+    return g.weight(name, Tensor(keep.back().data(), dt, s, d));
+  }
+  Value input(Shape s) {
+    Value x = g.input("x", DType::f32, s);
+    return dt == DType::f32 ? x : g.cast(x, dt);
+  }
+  std::vector<float> run(Value y, std::vector<float> x, Shape xs);
+};
+
+}  // namespace
+
+// CudaContext is complete only in CUDA builds; elsewhere the cuda backend is never run.
+#ifdef CLIP_HAVE_CUDA
+#include "kernels/cuda_context.h"
+#else
+namespace clip {
+class CudaContext {};
+}  // namespace clip
+#endif
+
+namespace {
+
+std::vector<float> OpRun::run(Value y, std::vector<float> x, Shape xs) {
+  g.output(y);
+#ifdef CLIP_HAVE_CUDA
+  if (backend == Backend::cuda) cuda = std::make_unique<CudaContext>(0);
+#endif
+  auto ex = compile(g, cuda.get(), cpu.get());
+  auto out = ex->run({Tensor(x.data(), DType::f32, xs)});
+  return std::vector<float>(out[0].f32(), out[0].f32() + out[0].t.numel());
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<double>& ref, DType dt, const std::string& what) {
+  const double atol = dt == DType::f32 ? 1e-4 : dt == DType::f16 ? 1e-2 : 6e-2;
+  const double rtol = dt == DType::f32 ? 1e-4 : dt == DType::f16 ? 1e-2 : 3e-2;
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  auto r = test::compare(got.data(), ref.data(), ref.size(), atol, rtol);
+  EXPECT_TRUE(r.ok) << what << ": " << r.report;
+}
+
+struct ConvCase {
+  std::string name;
+  int B, H, W, Ci, Co, k, s, p;
+  bool residual;
+  bool gpu_only;
+};
+struct OpCase {
+  ConvCase c;
+  Backend backend;
+  DType dt;
+};
+std::string op_case_name(const testing::TestParamInfo<OpCase>& i) {
+  return i.param.c.name + (i.param.c.gpu_only && i.param.backend == Backend::cuda ? "_GpuOnly_" : "_") +
+         backend_name(i.param.backend) + "_" + dtype_name(i.param.dt);
+}
+
+std::vector<ConvCase> conv_cases() {
+  return {
+      // RN50 at 224
+      {"rn50_stem1_224", 1, 224, 224, 3, 32, 3, 2, 1, false, true},
+      {"rn50_stem2_112", 1, 112, 112, 32, 32, 3, 1, 1, false, true},
+      {"rn50_l1_56_1x1_res", 2, 56, 56, 64, 256, 1, 1, 0, true, true},
+      {"rn50_l1_56_3x3", 1, 56, 56, 64, 64, 3, 1, 1, false, true},
+      {"rn50_l2_28_3x3", 1, 28, 28, 128, 128, 3, 1, 1, false, true},
+      {"rn50_l3_14_1x1", 2, 14, 14, 1024, 256, 1, 1, 0, false, true},
+      {"rn50_l4_7_3x3", 1, 7, 7, 512, 512, 3, 1, 1, false, true},
+      {"rn50_l4_7_1x1_res", 1, 7, 7, 512, 2048, 1, 1, 0, true, true},
+      // RN50x64 at 448: the stem's first convolution and a stage-1 one
+      {"rn50x64_stem1_448", 1, 448, 448, 3, 64, 3, 2, 1, false, true},
+      {"rn50x64_l1_112_3x3", 1, 112, 112, 128, 128, 3, 1, 1, false, true},
+      // odd: batch 3, non-square, strides 2 on odd sizes, no padding, a window as large as the map
+      {"odd_b3_9x7_s2", 3, 9, 7, 5, 11, 3, 2, 1, true, false},
+      {"odd_5x5_1x1", 2, 5, 5, 3, 4, 1, 1, 0, false, false},
+      {"odd_6x6_nopad", 1, 6, 6, 4, 3, 3, 1, 0, true, false},
+      {"odd_3x3_whole", 2, 3, 3, 7, 5, 3, 1, 0, false, false},
+      {"small_8x8_3x3", 2, 8, 8, 16, 24, 3, 1, 1, true, false},
+  };
+}
+
+std::vector<OpCase> op_cases() {
+  std::vector<OpCase> v;
+  for (const ConvCase& c : conv_cases()) {
+    v.push_back({c, Backend::cpu_reference, DType::f32});
+    v.push_back({c, Backend::cpu, DType::f32});
+    for (DType dt : {DType::f32, DType::f16, DType::bf16}) v.push_back({c, Backend::cuda, dt});
+  }
+  return v;
+}
+
+class ResNetOpTest : public testing::TestWithParam<OpCase> {
+ protected:
+  void SetUp() override {
+    if (GetParam().backend == Backend::cuda && !cuda_available()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+// conv2d (+ bias, ReLU, residual).
+TEST_P(ResNetOpTest, Conv2d) {
+  const ConvCase c = GetParam().c;
+  const DType dt = GetParam().dt;
+  const int Ho = (c.H + 2 * c.p - c.k) / c.s + 1, Wo = (c.W + 2 * c.p - c.k) / c.s + 1;
+  const size_t nx = (size_t)c.B * c.H * c.W * c.Ci, nw = (size_t)c.Co * c.k * c.k * c.Ci, ny = (size_t)c.B * Ho * Wo * c.Co;
+  std::vector<float> x = rounded(test::randn(nx, 1), dt);
+  std::vector<float> w = rounded(test::randn(nw, 2, (float)(1.0 / std::sqrt((double)c.k * c.k * c.Ci))), dt);
+  std::vector<float> b = rounded(test::randn((size_t)c.Co, 3, 0.1f), dt), r = rounded(test::randn(ny, 4), dt);
+  std::vector<double> ref(ny);
+  for (int n = 0; n < c.B; n++)
+    for (int oy = 0; oy < Ho; oy++)
+      for (int ox = 0; ox < Wo; ox++)
+        for (int o = 0; o < c.Co; o++) {
+          double s = b[(size_t)o];
+          for (int ky = 0; ky < c.k; ky++)
+            for (int kx = 0; kx < c.k; kx++) {
+              const int iy = oy * c.s - c.p + ky, ix = ox * c.s - c.p + kx;
+              if (iy < 0 || iy >= c.H || ix < 0 || ix >= c.W) continue;
+              const float* xp = &x[(((size_t)n * c.H + iy) * c.W + ix) * c.Ci];
+              const float* wp = &w[(((size_t)o * c.k + ky) * c.k + kx) * c.Ci];
+              for (int i = 0; i < c.Ci; i++) s += (double)xp[i] * wp[i];
+            }
+          const size_t yi = (((size_t)n * Ho + oy) * Wo + ox) * c.Co + o;
+          if (c.residual) s += r[yi];
+          ref[yi] = s < 0 ? 0 : s;
+        }
+  OpRun op(GetParam().backend, dt);
+  Value xv = op.input(Shape{c.B, c.H, c.W, c.Ci});
+  Value wv = op.weight("w", w, Shape{c.Co, c.k, c.k, c.Ci}), bv = op.weight("b", b, Shape{c.Co});
+  Value rv = c.residual ? op.weight("r", r, Shape{c.B, Ho, Wo, c.Co}) : kNoValue;
+  Value y = op.g.conv2d(xv, wv, bv, c.s, c.p, Act::relu, rv);
+  ASSERT_EQ(op.g.info(y).shape, (Shape{c.B, Ho, Wo, c.Co}));
+  expect_close(op.run(y, x, Shape{c.B, c.H, c.W, c.Ci}), ref, dt, "conv2d");
+}
+
+// avgpool2d with the windows the towers use (2: the stem and every downsampling block) and 3,
+// over this case's input map; to_nhwc of the same values; pool_tokens over the map.
+TEST_P(ResNetOpTest, PoolsAndLayout) {
+  const ConvCase c = GetParam().c;
+  const DType dt = GetParam().dt;
+  const size_t nx = (size_t)c.B * c.H * c.W * c.Ci;
+  std::vector<float> x = rounded(test::randn(nx, 5), dt);
+  for (int k : {2, 3}) {
+    if (c.H < k || c.W < k) continue;
+    const int Ho = c.H / k, Wo = c.W / k;
+    std::vector<double> ref((size_t)c.B * Ho * Wo * c.Ci);
+    for (int n = 0; n < c.B; n++)
+      for (int oy = 0; oy < Ho; oy++)
+        for (int ox = 0; ox < Wo; ox++)
+          for (int ch = 0; ch < c.Ci; ch++) {
+            double s = 0;
+            for (int ky = 0; ky < k; ky++)
+              for (int kx = 0; kx < k; kx++) s += x[(((size_t)n * c.H + oy * k + ky) * c.W + ox * k + kx) * c.Ci + ch];
+            ref[(((size_t)n * Ho + oy) * Wo + ox) * c.Ci + ch] = s / (k * k);
+          }
+    OpRun op(GetParam().backend, dt);
+    Value y = op.g.avgpool2d(op.input(Shape{c.B, c.H, c.W, c.Ci}), k);
+    expect_close(op.run(y, x, Shape{c.B, c.H, c.W, c.Ci}), ref, dt, "avgpool2d k" + std::to_string(k));
+  }
+  {  // to_nhwc: x read as [B, C, H, W]
+    std::vector<double> ref(nx);
+    for (int n = 0; n < c.B; n++)
+      for (int ch = 0; ch < c.Ci; ch++)
+        for (int h = 0; h < c.H; h++)
+          for (int w = 0; w < c.W; w++)
+            ref[(((size_t)n * c.H + h) * c.W + w) * c.Ci + ch] = x[(((size_t)n * c.Ci + ch) * c.H + h) * c.W + w];
+    OpRun op(GetParam().backend, dt);
+    Value y = op.g.to_nhwc(op.input(Shape{c.B, c.Ci, c.H, c.W}));
+    expect_close(op.run(y, x, Shape{c.B, c.Ci, c.H, c.W}), ref, dt, "to_nhwc");
+  }
+  {  // pool_tokens
+    const int N = c.H * c.W;
+    std::vector<float> pos = rounded(test::randn((size_t)(N + 1) * c.Ci, 6), dt);
+    std::vector<double> ref((size_t)c.B * (N + 1) * c.Ci);
+    for (int n = 0; n < c.B; n++)
+      for (int ch = 0; ch < c.Ci; ch++) {
+        double s = 0;
+        for (int t = 0; t < N; t++) {
+          const double v = x[((size_t)n * N + t) * c.Ci + ch];
+          s += v;
+          ref[((size_t)n * (N + 1) + t + 1) * c.Ci + ch] = v + pos[(size_t)(t + 1) * c.Ci + ch];
+        }
+        ref[(size_t)n * (N + 1) * c.Ci + ch] = s / N + pos[(size_t)ch];
+      }
+    OpRun op(GetParam().backend, dt);
+    Value y = op.g.pool_tokens(op.input(Shape{c.B, c.H, c.W, c.Ci}), op.weight("pos", pos, Shape{N + 1, c.Ci}));
+    expect_close(op.run(y, x, Shape{c.B, c.H, c.W, c.Ci}), ref, dt, "pool_tokens");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, ResNetOpTest, testing::ValuesIn(op_cases()), op_case_name);
 
 }  // namespace

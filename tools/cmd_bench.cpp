@@ -329,10 +329,16 @@ int run_bench(const BenchArgs& a) {
   const char* unit = gpu ? "TFLOP/s" : "GFLOP/s";
   const double unit_scale = gpu ? 1e12 : 1e9;
   if (!a.json) {
-    printf("model %s: %s, E %d | vision %dx%d/%d W %d L %d H %d | text W %d L %d H %d ctx %d\n",
+    const std::string vision =
+        c.vision_family == VisionFamily::resnet
+            ? strprintf("ResNet %dx%d stages (%d,%d,%d,%d) W %d H %d, %.2f GFLOP/image", c.image_resolution,
+                        c.image_resolution, c.resnet.layers[0], c.resnet.layers[1], c.resnet.layers[2],
+                        c.resnet.layers[3], c.resnet.width, c.resnet.heads, image_flops(c) / 1e9)
+            : strprintf("vision %dx%d/%d W %d L %d H %d", c.image_resolution, c.image_resolution,
+                        c.vision_patch_size, c.vision_width, c.vision_layers, c.vision_heads);
+    printf("model %s: %s, E %d | %s | text W %d L %d H %d ctx %d\n",
            a.arch.empty() ? a.model.model.c_str() : ("random " + a.arch).c_str(), c.activation == Act::gelu ? "gelu" : "quick_gelu",
-           c.embed_dim, c.image_resolution, c.image_resolution, c.vision_patch_size, c.vision_width,
-           c.vision_layers, c.vision_heads, c.text_width, c.text_layers, c.text_heads, ctx);
+           c.embed_dim, vision.c_str(), c.text_width, c.text_layers, c.text_heads, ctx);
     printf("device %s, %s; peak %.1f %s (%s)\n", peak.device.c_str(), dtype_name(o.dtype),
            peak.gflops * 1e9 / unit_scale, unit, peak.how.c_str());
     if (!gpu)
@@ -392,7 +398,11 @@ int run_bench(const BenchArgs& a) {
       std::vector<uint8_t> rgb((size_t)(B * m->pixels_per_image()));
       std::uniform_int_distribution<int> byte(0, 255);
       for (auto& v : rgb) v = (uint8_t)byte(rng);
-      Point p{"image", B, (c.image_resolution / c.vision_patch_size) * (c.image_resolution / c.vision_patch_size) + 1, {}, image_flops(c), {}, {}};
+      // Tokens of the image tower's attention: the patches and the class token (ViT), the
+      // final feature map and its mean (ResNet).
+      const int64_t g = c.vision_family == VisionFamily::resnet ? c.image_resolution / 32
+                                                                 : c.image_resolution / c.vision_patch_size;
+      Point p{"image", B, g * g + 1, {}, image_flops(c), {}, {}};
       measure(p, [&] { m->encode_rgb8(rgb.data(), B); });
     }
     if (do_text) {
