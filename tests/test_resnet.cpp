@@ -488,3 +488,77 @@ TEST_P(ResNetOpTest, PoolsAndLayout) {
 INSTANTIATE_TEST_SUITE_P(Ops, ResNetOpTest, testing::ValuesIn(op_cases()), op_case_name);
 
 }  // namespace
+
+// ---- checkpoints that must be refused ---------------------------------------------------------
+namespace {
+
+// The tiny-rn tensors as a .safetensors file, after edit(names -> (shape, bytes)).
+struct StTensor {
+  std::vector<int64_t> shape;
+  std::string bytes;
+};
+std::string write_rn_safetensors(const std::string& name,
+                                 const std::function<void(std::map<std::string, StTensor>&)>& edit) {
+  Weights w = load_weights(checkpoint("state_dict"));
+  std::map<std::string, StTensor> ts;
+  for (const WeightTensor& t : w.tensors) {
+    std::vector<float> f((size_t)t.shape.numel());
+    convert_cpu(f.data(), DType::f32, t.data, t.dtype, t.shape.numel());
+    ts[t.name] = {std::vector<int64_t>(t.shape.d, t.shape.d + t.shape.nd),
+                  std::string((const char*)f.data(), f.size() * 4)};
+  }
+  edit(ts);
+  json h = json::object();
+  std::string data;
+  for (auto& [n, t] : ts) {
+    h[n] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
+    data += t.bytes;
+  }
+  std::string hs = h.dump();
+  while (hs.size() % 8) hs += ' ';
+  const uint64_t n = hs.size();
+  const std::string path = test::binary_dir() + "/" + name + ".safetensors";
+  std::ofstream(path, std::ios::binary) << std::string((const char*)&n, 8) << hs << data;
+  return path;
+}
+
+void expect_refused(const std::string& path, const std::vector<std::string>& words) {
+  try {
+    load_weights(path);
+    ADD_FAILURE() << path << " loaded";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const std::string& w : words) EXPECT_NE(msg.find(w), std::string::npos) << "'" << w << "' not in: " << msg;
+  }
+}
+
+}  // namespace
+
+TEST(ResNetCheckpoint, BadTensorsAreRefusedByName) {
+  CLIP_REQUIRE_GOLDEN();
+  // The untouched file loads, and its config is the golden one.
+  const std::string good = write_rn_safetensors("rn_good", [](auto&) {});
+  EXPECT_EQ(load_weights(good).config.resnet.layers[3], 1);
+  const std::string missing = write_rn_safetensors("rn_missing", [](auto& t) { t.erase("visual.layer2.0.bn2.running_var"); });
+  expect_refused(missing, {missing, "missing tensor", "visual.layer2.0.bn2.running_var"});
+  const std::string extra = write_rn_safetensors("rn_extra", [](auto& t) {
+    t["visual.layer1.0.conv4.weight"] = t["visual.layer1.0.conv3.weight"];
+  });
+  expect_refused(extra, {extra, "unexpected tensor", "visual.layer1.0.conv4.weight"});
+  const std::string shape = write_rn_safetensors("rn_shape", [](auto& t) {
+    t["visual.layer3.0.conv2.weight"].shape = {32, 32, 1, 9};
+  });
+  expect_refused(shape, {shape, "visual.layer3.0.conv2.weight", "[32, 32, 1, 9]"});
+  const std::string stage5 = write_rn_safetensors("rn_stage5", [](auto& t) {
+    t["visual.layer5.0.conv1.weight"] = t["visual.layer4.0.conv1.weight"];
+  });
+  expect_refused(stage5, {stage5, "visual.layer5.0.conv1.weight"});
+  const std::string no_stage4 = write_rn_safetensors("rn_no_stage4", [](auto& t) {
+    for (auto it = t.begin(); it != t.end();) it = it->first.rfind("visual.layer4.", 0) == 0 ? t.erase(it) : std::next(it);
+  });
+  expect_refused(no_stage4, {no_stage4, "stage 4", "visual.layer4"});
+  const std::string gap = write_rn_safetensors("rn_gap", [](auto& t) {  // block 2 of stage 1 without block 1
+    t["visual.layer1.2.conv1.weight"] = t["visual.layer1.0.conv1.weight"];
+  });
+  expect_refused(gap, {gap, "visual.layer1.1."});
+}
