@@ -202,11 +202,15 @@ def main():
     s_img = ort.InferenceSession(onnx_img, so, providers=["CPUExecutionProvider"])
     s_txt = ort.InferenceSession(onnx_txt, so, providers=["CPUExecutionProvider"])
     vocab_json = os.path.join(SHARED, "clip", "vocab.json")
+    # clip.cpp runs ViTs only: for a ResNet (RN50 ...) it is left out.
+    use_cc = not args.arch.startswith("RN")
     ggml_file = os.path.join(args.work, f"{args.arch}-f32.gguf")
-    if not os.path.exists(ggml_file) or os.path.getmtime(ggml_file) < os.path.getmtime(weights):
-        clipcpp.write_gguf(model, ggml_file, vocab_json)
-    cc_chunk = clipcpp.ClipCpp.largest_chunk(ggml_file, args.threads)
-    cc = clipcpp.ClipCpp(ggml_file, args.threads, cc_chunk)
+    cc, cc_chunk = None, None
+    if use_cc:
+        if not os.path.exists(ggml_file) or os.path.getmtime(ggml_file) < os.path.getmtime(weights):
+            clipcpp.write_gguf(model, ggml_file, vocab_json)
+        cc_chunk = clipcpp.ClipCpp.largest_chunk(ggml_file, args.threads)
+        cc = clipcpp.ClipCpp(ggml_file, args.threads, cc_chunk)
     hwc = lambda x: np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # clip.cpp takes pixels HWC
 
     # --- same embeddings? -----------------------------------------------------------------
@@ -224,9 +228,10 @@ def main():
     cos = lambda a, b: float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
     check["ort_vs_torch_image_cos"] = min(cos(ort_i[i], ref_i[i]) for i in range(2))
     check["ort_vs_torch_text_cos"] = min(cos(ort_t[i], ref_t[i]) for i in range(2))
-    cc_i, cc_t = cc.encode_images(hwc(px)), cc.encode_texts(tok, EOT)
-    check["clipcpp_vs_torch_image_cos"] = min(cos(cc_i[i], ref_i[i]) for i in range(2))
-    check["clipcpp_vs_torch_text_cos"] = min(cos(cc_t[i], ref_t[i]) for i in range(2))
+    if use_cc:
+        cc_i, cc_t = cc.encode_images(hwc(px)), cc.encode_texts(tok, EOT)
+        check["clipcpp_vs_torch_image_cos"] = min(cos(cc_i[i], ref_i[i]) for i in range(2))
+        check["clipcpp_vs_torch_text_cos"] = min(cos(cc_t[i], ref_t[i]) for i in range(2))
     if os.path.exists(vocab) and os.path.exists(image_file):
         # Our embeddings of a real image and caption vs open_clip's, from the same file.
         from PIL import Image as PILImage
@@ -314,6 +319,8 @@ def main():
                 x = inputs[(t, B)]
                 s, name = (s_img, "pixels") if t == "image" else (s_txt, "tokens")
                 add("onnxruntime", t, B, time_fn(lambda: s.run(None, {name: x}), args.repeats))
+        if not use_cc:
+            continue
         print(f"round {r + 1}/{args.rounds}: clip.cpp", flush=True)
         for B in sizes:
             for t in towers:
@@ -337,7 +344,8 @@ def main():
           f"{'vs torch':>10}{'vs ORT':>8}{'vs clip.cpp':>12}")
     for t in towers:
         for B in sizes:
-            o, p, x, c = (by[(e, t, B)]["items_per_s"] for e in ("ours", "pytorch", "onnxruntime", "clip.cpp"))
+            o, p, x = (by[(e, t, B)]["items_per_s"] for e in ("ours", "pytorch", "onnxruntime"))
+            c = by[("clip.cpp", t, B)]["items_per_s"] if use_cc else float("nan")
             print(f"{t:<11}{B:>6}{o:>10.2f}{p:>10.2f}{x:>10.2f}{c:>11.2f}{o / p:>9.2f}x{o / x:>7.2f}x{o / c:>11.2f}x")
     if args.bf16:
         print(f"\n{args.arch}, bf16 (ours: --dtype bf16; PyTorch: torch.autocast bfloat16)")
@@ -362,7 +370,7 @@ def main():
         cc_script = os.path.join(args.work, "clipcpp_first.py")
         open(cc_script, "w").write(CLIPCPP_FIRST_EMBEDDING)
         cc_cmd = [sys.executable, cc_script, ggml_file, image_file, str(args.threads)]
-        for name, cmd in (("ours", ours_cmd), ("pytorch", torch_cmd), ("clip.cpp", cc_cmd)):
+        for name, cmd in (("ours", ours_cmd), ("pytorch", torch_cmd)) + ((("clip.cpp", cc_cmd),) if use_cc else ()):
             runs = []
             for _ in range(3):  # the first run warms the page cache; report the median
                 if os.path.exists(emb_out):
@@ -391,7 +399,7 @@ def main():
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(towers), figsize=(5 * len(towers), 4))
     for ax, t in zip(np.atleast_1d(axes), towers):
-        engines = [("ours", "o-"), ("pytorch", "s--"), ("onnxruntime", "^:"), ("clip.cpp", "d-.")]
+        engines = [("ours", "o-"), ("pytorch", "s--"), ("onnxruntime", "^:")] + ([("clip.cpp", "d-.")] if use_cc else [])
         if args.bf16:
             engines += [("ours-bf16", "o-"), ("pytorch-bf16", "s--")]
         for e, style in engines:

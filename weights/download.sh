@@ -2,6 +2,7 @@
 # Downloads a CLIP checkpoint, verifies its SHA-256, and converts it to our native file.
 #
 #   weights/download.sh ViT-B/32|ViT-B/16|ViT-L/14|ViT-L/14@336px [OUT_DIR]
+#   weights/download.sh RN50|RN101|RN50x4|RN50x16|RN50x64 [OUT_DIR]
 #   weights/download.sh hf <hf-repo, e.g. openai/clip-vit-base-patch32> [OUT_DIR] [--sha256 HASH]
 #   weights/download.sh open_clip <hf-repo, e.g. laion/CLIP-ViT-B-32-laion2B-s34B-b79K> [OUT_DIR] [--sha256 HASH]
 #
@@ -15,7 +16,7 @@ clip_bin="${CLIP_BIN:-$here/build/clip}"
 base="https://openaipublic.azureedge.net/clip/models"
 vocab_url="https://github.com/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 
 fetch() {  # url dest
@@ -43,6 +44,11 @@ case "$kind" in
   ViT-B/16) sha=5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f; file=ViT-B-16.pt ;;
   ViT-L/14) sha=b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836; file=ViT-L-14.pt ;;
   ViT-L/14@336px) sha=3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02; file=ViT-L-14-336px.pt ;;
+  RN50) sha=afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762; file=RN50.pt ;;
+  RN101) sha=8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599; file=RN101.pt ;;
+  RN50x4) sha=7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd; file=RN50x4.pt ;;
+  RN50x16) sha=52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa; file=RN50x16.pt ;;
+  RN50x64) sha=be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c; file=RN50x64.pt ;;
   hf|open_clip) ;;
   *) echo "unknown model '$kind'" >&2; usage ;;
 esac
