@@ -195,6 +195,10 @@ def main():
             torch.onnx.export(Text(model), torch.zeros(2, 77, dtype=torch.int64), onnx_txt, input_names=["tokens"],
                               output_names=["emb"], dynamic_axes={"tokens": {0: "B"}, "emb": {0: "B"}},
                               opset_version=17)
+    # The export may leave the model in training mode, which for a ResNet means BatchNorm on
+    # batch statistics (and updating them): back to eval, checked.
+    model.eval()
+    assert not any(mod.training for mod in model.modules())
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1

@@ -24,7 +24,7 @@ class CpuExecutor final : public Executor {
     if (cpu_) {
       std::vector<CpuContext::LinearShape> ws;
       for (const Node& n : g_.nodes())
-        if (n.op == Op::linear || n.op == Op::patch_embed || n.op == Op::conv2d) {
+        if (n.op == Op::linear || n.op == Op::patch_embed || (n.op == Op::conv2d && !cpu_->conv2d_native())) {
           // patch_embed: [C, 3, P, P] is [C, 3 P P]; conv2d: [Co, k, k, Ci] is [Co, k k Ci]
           const ValueInfo& w = g_.info(n.in[1]);
           ws.push_back({(const float*)w.bound.data, w.shape[0], w.shape.numel() / w.shape[0]});
@@ -168,7 +168,7 @@ class CpuExecutor final : public Executor {
     }
   }
 
-  // A convolution is a GEMM over output pixels: directly on x for a 1x1 window with stride 1,
+  // A convolution is oneDNN's (AVX-512, f32: CpuContext::conv2d), or a GEMM over output pixels: directly on x for a 1x1 window with stride 1,
   // otherwise on its im2col rows, gathered kConvRows at a time into one scratch buffer. With a
   // residual, the GEMM adds the bias and the residual add and activation follow in one pass.
   static constexpr int64_t kConvRows = 4096;
@@ -181,9 +181,11 @@ class CpuExecutor final : public Executor {
                  n.pad, n.act);
       return;
     }
+    float* Y = f(n.out[0]);
+    if (cpu_->conv2d(Y, f(n.in[0]), f(n.in[1]), b, r, x[0], x[1], x[2], x[3], w[0], n.kernel, n.stride, n.pad, n.act))
+      return;
     const int64_t M = s.rows(), N = w[0], K = w.numel() / w[0];
     const Act act = r ? Act::none : n.act;
-    float* Y = f(n.out[0]);
     if (n.kernel == 1 && n.stride == 1 && n.pad == 0) {
       cpu_->linear(Y, f(n.in[0]), f(n.in[1]), b, M, N, K, act);
     } else {

@@ -198,6 +198,17 @@ struct CpuContext::Impl {
   std::vector<char> staging;  // the staged input of the running linear layer
   std::vector<char> scratch;  // oneDNN scratchpad of the running linear layer
   std::vector<float> pad_x, pad_y;  // bf16 inputs of fewer than kMinRows rows, zero-padded
+  // Convolutions (f32): one primitive per (weight, input shape, residual, activation), and
+  // each weight reordered once into the layout its primitives ask for.
+  struct ConvPrim {
+    dnnl::convolution_forward prim;
+    dnnl::memory::desc wdesc, sdesc;
+    size_t scratch_bytes = 0;
+    uint64_t last_use = 0;
+  };
+  std::map<std::tuple<const float*, int64_t, int64_t, int64_t, bool, Act>, ConvPrim> conv_prims;
+  std::unordered_map<const float*, std::pair<dnnl::memory::desc, dnnl::memory>> conv_w;
+  uint64_t conv_uses = 0;
 #endif
 };
 
@@ -317,6 +328,78 @@ void CpuContext::prepare(const std::vector<LinearShape>& weights) {
   }
   for (auto& e : errors)
     if (!e.empty()) throw Error(e);
+}
+
+bool CpuContext::conv2d_native() const {
+#if CLIP_HAVE_ONEDNN
+  return impl_->onednn && impl_->compute == DType::f32;
+#else
+  return false;
+#endif
+}
+
+bool CpuContext::conv2d(float* y, const float* x, const float* w, const float* b, const float* r, int64_t B,
+                        int64_t H, int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t s, int64_t p, Act act) {
+#if CLIP_HAVE_ONEDNN
+  if (!conv2d_native() || B <= 0) return false;
+  using tag = dnnl::memory::format_tag;
+  const int64_t Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+  try {
+    Impl& I = *impl_;
+    auto key = std::make_tuple(w, B, H, W, r != nullptr, act);
+    auto it = I.conv_prims.find(key);
+    if (it == I.conv_prims.end()) {
+      if (I.conv_prims.size() >= 4 * kMaxRowCounts * 64) I.conv_prims.clear();
+      dnnl::memory::desc src({B, Ci, H, W}, dt::f32, tag::nhwc), dst({B, Co, Ho, Wo}, dt::f32, tag::nhwc);
+      dnnl::memory::desc wd({Co, Ci, k, k}, dt::f32, tag::any), bd({Co}, dt::f32, tag::a);
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src,
+                                        wd, bd, dst, {s, s}, {p, p}, {p, p});
+      dnnl::primitive_attr attr;
+      dnnl::post_ops ops;
+      if (r) ops.append_sum(1.0f);  // y holds the residual when the primitive runs
+      if (act == Act::relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+      CLIP_CHECK(act == Act::relu || act == Act::none, "conv2d: activation %s on the CPU", act_name(act));
+      attr.set_post_ops(ops);
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      dnnl::convolution_forward::primitive_desc pd(d, attr, I.eng);
+      Impl::ConvPrim cp{dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc(),
+                        pd.scratchpad_desc().get_size(), 0};
+      it = I.conv_prims.emplace(key, std::move(cp)).first;
+    }
+    it->second.last_use = ++I.conv_uses;
+    auto& packed = I.conv_w[w];
+    if (!packed.second || packed.first != it->second.wdesc) {
+      dnnl::memory from({{Co, Ci, k, k}, dt::f32, tag::ohwi}, I.eng, const_cast<float*>(w));
+      packed = {it->second.wdesc, dnnl::memory(it->second.wdesc, I.eng)};
+      dnnl::reorder(from, packed.second).execute(I.stream, from, packed.second);
+      I.stream.wait();
+    }
+    if (r && r != y) std::memcpy(y, r, (size_t)(B * Ho * Wo * Co) * sizeof(float));
+    I.scratch.resize(std::max<size_t>(it->second.scratch_bytes, 1));
+    dnnl::memory xs({{B, Ci, H, W}, dt::f32, tag::nhwc}, I.eng, const_cast<float*>(x));
+    dnnl::memory ys({{B, Co, Ho, Wo}, dt::f32, tag::nhwc}, I.eng, y);
+    dnnl::memory sp(it->second.sdesc, I.eng, I.scratch.data());
+    std::unordered_map<int, dnnl::memory> args = {
+        {DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, packed.second}, {DNNL_ARG_DST, ys}, {DNNL_ARG_SCRATCHPAD, sp}};
+    std::vector<float> zero;
+    if (b) {
+      args[DNNL_ARG_BIAS] = dnnl::memory({{Co}, dt::f32, tag::a}, I.eng, const_cast<float*>(b));
+    } else {
+      zero.assign((size_t)Co, 0.0f);
+      args[DNNL_ARG_BIAS] = dnnl::memory({{Co}, dt::f32, tag::a}, I.eng, zero.data());
+    }
+    it->second.prim.execute(I.stream, args);
+    I.stream.wait();
+  } catch (const dnnl::error& e) {
+    fail("CPU conv2d [%lld, %lld, %lld, %lld] -> %lld channels, window %lld stride %lld: %s", (long long)B,
+         (long long)H, (long long)W, (long long)Ci, (long long)Co, (long long)k, (long long)s, e.what());
+  }
+  return true;
+#else
+  (void)y, (void)x, (void)w, (void)b, (void)r, (void)B, (void)H, (void)W, (void)Ci, (void)Co, (void)k, (void)s;
+  (void)p, (void)act;
+  return false;
+#endif
 }
 
 void CpuContext::linear(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,

@@ -48,6 +48,14 @@ class CpuContext {
   // unchanged while the context lives; w is packed on first use.
   void linear(float* y, const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
               Act act = Act::none);
+  // y [B, Ho, Wo, Co] = act(conv(x [B, H, W, Ci], w [Co, k, k, Ci]) + b + r) (stride s, zero
+  // padding p; b, r may be null) through a oneDNN convolution primitive, channels last, with
+  // the weight reordered once and the residual (a sum post-op) and ReLU fused. Returns false
+  // where linear() does not use oneDNN (or in bf16): the caller then runs the convolution as
+  // im2col rows through linear().
+  bool conv2d_native() const;  // whether conv2d runs (oneDNN f32)
+  bool conv2d(float* y, const float* x, const float* w, const float* b, const float* r, int64_t B, int64_t H,
+              int64_t W, int64_t Ci, int64_t Co, int64_t k, int64_t s, int64_t p, Act act);
   // Packs these weights now, in parallel (a graph's linear weights, at compile time).
   struct LinearShape {
     const float* w;

@@ -562,3 +562,16 @@ TEST(ResNetCheckpoint, BadTensorsAreRefusedByName) {
   });
   expect_refused(gap, {gap, "visual.layer1.1."});
 }
+
+// RN50 at its real shapes on the CPU backend: an image's embedding is bitwise the same alone
+// and in a batch of three (oneDNN's convolutions on AVX-512, our GEMM elsewhere).
+TEST(ResNetModel, Rn50EmbeddingDoesNotDependOnBatch) {
+  auto m = Model::from_weights(random_weights(arch_config("RN50"), 3));
+  const int64_t P = m->pixels_per_image(), E = m->embed_dim();
+  std::vector<uint8_t> rgb((size_t)(3 * P));
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (auto& b : rgb) b = (uint8_t)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 56);
+  HostTensor three = m->encode_rgb8(rgb.data(), 3), one = m->encode_rgb8(rgb.data() + 2 * P, 1);
+  EXPECT_EQ(0, std::memcmp(one.f32(), three.f32() + 2 * E, (size_t)E * 4));
+  for (int64_t j = 0; j < E; j++) ASSERT_TRUE(std::isfinite(three.f32()[j]));
+}
