@@ -3,7 +3,6 @@
 #include <cstdio>
 
 #include "tools/command.h"
-#include "weights/weights.h"
 
 namespace {
 

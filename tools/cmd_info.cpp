@@ -5,7 +5,6 @@
 
 #include "clip/clip.h"
 #include "tools/command.h"
-#include "weights/weights.h"
 
 namespace {
 

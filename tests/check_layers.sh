@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The layers include only downward (README, Layout): every project include in a folder must
+# name a folder that layer may use. Prints each include that breaks this and fails.
+#   core/     -> core
+#   kernels/  -> core, kernels
+#   engine/   -> core, kernels, engine
+#   weights/  -> core, engine (tensor.h), weights; and clip/config.h, the one edge left until
+#                the model configs move out of the weights layer
+#   clip/     -> core, kernels, engine, weights, clip
+#   tools/    -> the public API: clip/ (and core/ for the shared vocabulary), tools
+set -euo pipefail
+cd "${1:-$(dirname "$0")/..}"
+allowed() {  # folder -> allowed include prefixes
+  case "$1" in
+    core) echo "core/" ;;
+    kernels) echo "core/ kernels/" ;;
+    engine) echo "core/ kernels/ engine/" ;;
+    weights) echo "core/ engine/tensor.h weights/ clip/config.h" ;;
+    clip) echo "core/ kernels/ engine/ weights/ clip/" ;;
+    tools) echo "core/ clip/ tools/ engine/" ;;
+  esac
+}
+bad=0
+for layer in core kernels engine weights clip tools; do
+  ok=$(allowed "$layer")
+  while IFS= read -r line; do
+    file=${line%%:*}
+    inc=$(sed -n 's/^#include "\([^"]*\)".*/\1/p' <<<"${line#*:}")
+    case "$inc" in */*) ;; *) continue ;; esac  # same-folder or system-style includes
+    pass=0
+    for p in $ok; do
+      case "$inc" in "$p"*) pass=1 ;; esac
+    done
+    if [ $pass = 0 ]; then
+      echo "layering: $file includes \"$inc\" (the $layer layer may include: $ok)"
+      bad=1
+    fi
+  done < <(grep -rn '^#include "' "$layer" --include='*.h' --include='*.cpp' --include='*.cu' --include='*.cuh' --include='*.inc' | sed 's/:[0-9]*:/:/')
+done
+exit $bad
