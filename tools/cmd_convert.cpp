@@ -2,6 +2,7 @@
 // Reads any supported checkpoint (see weights/weights.h) and writes our native file.
 #include <cstdio>
 
+#include "clip/clip.h"
 #include "tools/command.h"
 
 namespace {
