@@ -28,6 +28,38 @@ const Published kPublished[] = {
     {"ViT-L-14-336", 768, 336, 14, 1024, 24, 16, 768, 12, 12},
 };
 
+// The ResNets (clip/model.py build_model on the released RN*.pt): embed, resolution, blocks per
+// stage, width, text width; attention-pool heads = 32 width / 64, text heads = width / 64.
+struct PublishedResNet {
+  const char* name;
+  int embed, res, layers[4], width, tw;
+};
+const PublishedResNet kPublishedResNets[] = {
+    {"RN50", 1024, 224, {3, 4, 6, 3}, 64, 512},     {"RN101", 512, 224, {3, 4, 23, 3}, 64, 512},
+    {"RN50x4", 640, 288, {4, 6, 10, 6}, 80, 640},   {"RN50x16", 768, 384, {6, 8, 18, 8}, 96, 768},
+    {"RN50x64", 1024, 448, {3, 15, 36, 10}, 128, 1024},
+};
+
+TEST(Arch, PublishedResNetShapes) {
+  for (const auto& p : kPublishedResNets) {
+    SCOPED_TRACE(p.name);
+    ModelConfig c = arch_config(p.name);
+    EXPECT_EQ(c.vision_family, VisionFamily::resnet);
+    EXPECT_EQ(c.embed_dim, p.embed);
+    EXPECT_EQ(c.image_resolution, p.res);
+    for (int s = 0; s < 4; s++) EXPECT_EQ(c.resnet.layers[s], p.layers[s]);
+    EXPECT_EQ(c.resnet.width, p.width);
+    EXPECT_EQ(c.resnet.heads, p.width * 32 / 64);
+    EXPECT_EQ(c.text_width, p.tw);
+    EXPECT_EQ(c.text_heads, p.tw / 64);
+    EXPECT_EQ(c.text_layers, 12);
+    EXPECT_NO_THROW(weights_detail::check_config(c, p.name));
+  }
+  // RN50: 10.8 GFLOP of convolutions (5.4 GMAC) plus 1.26 GFLOP for the attention pool's
+  // q/k/v projections of its 50 tokens.
+  EXPECT_NEAR(image_flops(arch_config("RN50")) / 1e9, 12.0, 0.1);
+}
+
 TEST(Arch, PublishedShapes) {
   for (const auto& p : kPublished) {
     SCOPED_TRACE(p.name);
@@ -48,7 +80,7 @@ TEST(Arch, PublishedShapes) {
     EXPECT_EQ(c.activation, Act::quick_gelu);
     EXPECT_FLOAT_EQ(c.layer_norm_eps, 1e-5f);
   }
-  EXPECT_EQ(arch_names().size(), std::size(kPublished));
+  EXPECT_EQ(arch_names().size(), std::size(kPublished) + std::size(kPublishedResNets));
 }
 
 TEST(Arch, NamesWithSlashAndUnknown) {
@@ -76,7 +108,7 @@ TEST(Arch, FlopsFormula) {
 }
 
 TEST(Arch, RandomWeightsPassLoaderValidation) {
-  for (const char* name : {"ViT-B-32", "ViT-B-16"}) {
+  for (const char* name : {"ViT-B-32", "ViT-B-16", "RN50"}) {
     SCOPED_TRACE(name);
     Weights w = random_weights(arch_config(name), 7, DType::bf16);  // bf16 keeps it small
     EXPECT_NO_THROW(weights_detail::check_canonical(w));
