@@ -127,7 +127,7 @@ class Model {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
   std::vector<Buffer> storage_;               // owns prepared_ data
-  std::vector<DerivedTensor> derived_;       // folded ResNet weights (clip/resnet.h), f32
+  std::vector<DerivedTensor> derived_;        // folded ResNet weights (clip/resnet.h), f32; the CPU reads them in place
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
   struct Compiled {

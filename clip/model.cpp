@@ -160,8 +160,9 @@ void Model::prepare_weights() {
     copy_bytes(dev.data(), Device::cuda, host.data(), Device::cpu, total);
     base = (uint8_t*)dev.data();
     storage_.push_back(std::move(dev));
-    // Everything now lives on the GPU: the file's pages can leave host memory.
+    // Everything now lives on the GPU: the file's pages and the folded host copies can go.
     for (const auto& [p, n] : weights_.file_regions) weights_.release_file_pages(p, n);
+    derived_.clear();
   } else {
     storage_.push_back(std::move(host));
   }
