@@ -27,7 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "weights/weights.h"
+#include "clip/checkpoint.h"
 
 using namespace clip;
 

@@ -10,15 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "clip/checkpoint.h"
+#include "clip/clip.h"
 #include "clip/config.h"
-#include "weights/weights.h"
 
 namespace clip {
 
 // "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "RN50", "RN101", "RN50x4", "RN50x16",
 // "RN50x64" (a '/' may stand for the first '-': "ViT-B/32"). Throws clip::Error naming the known architectures otherwise.
-ModelConfig arch_config(const std::string& name);
-std::vector<std::string> arch_names();
+ModelConfig arch_config(const std::string& name);  // arch_names() in clip/clip.h lists them
 
 // Every canonical tensor of `c` filled with deterministic random values (the same for a
 // given seed on every machine and thread count): LayerNorm weights ~ 1 + N(0, 0.02²),
@@ -43,7 +43,6 @@ Weights random_weights(const ModelConfig& c, uint64_t seed, DType dtype = DType:
 // These are the model's FLOPs, which FLOP/s figures are quoted in (as model FLOPs utilization
 // is). The engine executes fewer: its last block runs the output projection and MLP on the
 // pooled row only (ViT-B/32: 8.30 GFLOP per image, 5.53 per 77-token text).
-double image_flops(const ModelConfig& c);
-double text_flops(const ModelConfig& c, int64_t tokens);
+// (image_flops and text_flops are declared in clip/clip.h.)
 
 }  // namespace clip

@@ -1,5 +1,7 @@
 // The CLIP library API: load a model from any supported checkpoint, tokenize, preprocess,
-// encode images and texts, and score them. The `clip` tool and the tests use only this.
+// encode images and texts, and score them. The `clip` tool uses only this; it includes the
+// shared vocabulary (core/) and the model's descriptions (clip/config.h, image.h,
+// tokenizer.h), never the engine or the weights readers, which stay behind Model.
 //
 //   clip::ModelOptions opts;
 //   opts.vocab_path = "bpe_simple_vocab_16e6.txt.gz";
@@ -19,9 +21,9 @@
 #include "clip/config.h"
 #include "clip/image.h"
 #include "clip/tokenizer.h"
-#include "engine/graph.h"
-#include "engine/tensor.h"
-#include "weights/weights.h"
+#include "core/base.h"
+#include "core/profile.h"
+#include "core/tensor.h"
 
 namespace clip {
 
@@ -42,104 +44,108 @@ struct ModelOptions {
 Device parse_device(const std::string& s);
 DType parse_compute_dtype(const std::string& s, Device device);
 
-class CudaContext;
-class CpuContext;
-struct DerivedTensor;  // clip/resnet.h
+struct Weights;  // clip/checkpoint.h: a checkpoint read and made canonical
 
+// A model on one device: the weights converted once, graphs compiled per batch shape and
+// kept. The implementation (clip/model.cpp) is behind this interface.
 class Model {
  public:
   static std::unique_ptr<Model> load(const std::string& path, const ModelOptions& opts = {});
-  // A model from weights already in memory (e.g. random weights of a named architecture).
-  static std::unique_ptr<Model> from_weights(Weights weights, const ModelOptions& opts = {});
-  ~Model();
+  // A named architecture (clip/arch.h's names: "ViT-B-32", "RN50", ...) with deterministic
+  // random weights, made directly in the dtype the graphs use: no download.
+  static std::unique_ptr<Model> random(const std::string& arch, uint64_t seed, const ModelOptions& opts = {});
+  // A model from weights already in memory (e.g. clip/arch.h's random_weights).
+  static std::unique_ptr<Model> from_weights(Weights&& weights, const ModelOptions& opts = {});
+  virtual ~Model() = default;
 
-  const ModelConfig& config() const { return weights_.config; }
-  const PreprocessConfig& preprocess_config() const { return weights_.preprocess; }
-  const Weights& weights() const { return weights_; }
-  Device device() const { return opts_.device; }
-  DType dtype() const { return opts_.dtype; }
-  int embed_dim() const { return weights_.config.embed_dim; }
+  virtual const ModelConfig& config() const = 0;
+  virtual const PreprocessConfig& preprocess_config() const = 0;
+  virtual Device device() const = 0;
+  virtual DType dtype() const = 0;
+  int embed_dim() const { return config().embed_dim; }
   // exp(logit_scale), clamped at 100 as the reference clamps it.
-  float logit_scale() const;
+  virtual float logit_scale() const = 0;
+  // Writes the weights as our native file in `dtype` (f16, bf16 or f32).
+  virtual void save_native(const std::string& path, DType dtype) const = 0;
 
-  bool has_tokenizer() const { return tokenizer_ != nullptr; }
-  const Tokenizer& tokenizer() const;  // throws when the checkpoint carried no vocabulary
+  virtual bool has_tokenizer() const = 0;
+  virtual const Tokenizer& tokenizer() const = 0;  // throws when the checkpoint carried no vocabulary
 
   // Tokens [B, context_length] -> text embeddings [B, E] (not normalized). Each batch runs
   // only up to its longest end-of-text position: exact under the causal mask. More texts than
   // one batch are batched by length (rows still come back in input order).
-  HostTensor encode_tokens(const int32_t* tokens, int64_t B);
-  HostTensor encode_texts(const std::vector<std::string>& texts);
+  virtual HostTensor encode_tokens(const int32_t* tokens, int64_t B) = 0;
+  virtual HostTensor encode_texts(const std::vector<std::string>& texts) = 0;
   // Image bytes [B, R, R, 3] (RGB, resized and cropped: what preprocess_file writes) -> image
   // embeddings [B, E] (not normalized). The model normalizes them (ToTensor + Normalize) on its
   // device, so a GPU gets a quarter of the bytes that f32 pixels would be.
-  HostTensor encode_rgb8(const uint8_t* rgb, int64_t B);
+  virtual HostTensor encode_rgb8(const uint8_t* rgb, int64_t B) = 0;
   // Pixels [B, 3, R, R] (already normalized, as the reference's preprocess returns them) ->
   // image embeddings [B, E] (not normalized).
-  HostTensor encode_pixels(const float* pixels, int64_t B);
-  HostTensor encode_image_files(const std::vector<std::string>& paths);  // throws on the first bad file
+  virtual HostTensor encode_pixels(const float* pixels, int64_t B) = 0;
+  virtual HostTensor encode_image_files(const std::vector<std::string>& paths) = 0;  // throws on the first bad file
   // A ResNet tower's intermediate outputs for pixels [B, 3, R, R]: ("embedding", [B, E]), then
   // "stem" and "layer1" .. "layer4" as [B, H, W, C] (channels last). Throws for a ViT.
-  std::vector<std::pair<std::string, HostTensor>> encode_pixels_staged(const float* pixels, int64_t B);
+  virtual std::vector<std::pair<std::string, HostTensor>> encode_pixels_staged(const float* pixels, int64_t B) = 0;
   // Decodes, resizes and center-crops one image file into out [R, R, 3] RGB bytes.
-  void preprocess_file(const std::string& path, uint8_t* out) const;
+  virtual void preprocess_file(const std::string& path, uint8_t* out) const = 0;
   // preprocess_file on a pool of threads: one [R, R, 3] slot per path, and per path the error
   // ("" when it decoded).
   struct Pixels {
     std::vector<uint8_t> data;
     std::vector<std::string> errors;
   };
-  Pixels preprocess_files(const std::vector<std::string>& paths) const;
-  int64_t pixels_per_image() const;  // 3 R R: floats of encode_pixels, bytes of encode_rgb8
+  virtual Pixels preprocess_files(const std::vector<std::string>& paths) const = 0;
+  int64_t pixels_per_image() const {  // 3 R R: floats of encode_pixels, bytes of encode_rgb8
+    const int64_t r = config().image_resolution;
+    return 3 * r * r;
+  }
 
   // logit_scale * cos(image_i, text_j): [I, T].
-  HostTensor logits(const HostTensor& image_emb, const HostTensor& text_emb) const;
+  virtual HostTensor logits(const HostTensor& image_emb, const HostTensor& text_emb) const = 0;
 
   // From now on every encoder pass adds its per-op times to p (nullptr: stop).
-  void set_profile(OpProfile* p);
+  virtual void set_profile(OpProfile* p) = 0;
   // Device seconds of all encoder passes so far: on CUDA, from each pass's first kernel to
   // its last, without the input and output copies (what a caller whose inputs were already
   // on the GPU would wait); 0 on the CPU.
-  double device_seconds() const { return device_seconds_; }
+  virtual double device_seconds() const = 0;
 
   // Graphs compiled and kept (tower, batch size, tokens) and their planned arena bytes.
-  std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> compiled_graphs() const;
-
- private:
-  Model() = default;
-  void prepare_weights();
-  // The dtype of the graphs' weights and activations: the compute dtype on CUDA; f32 on the
-  // CPU, whose bf16 mode rounds only the operands of the linear layers (CpuContext).
-  DType graph_dtype() const { return opts_.device == Device::cpu ? DType::f32 : opts_.dtype; }
-  Tensor w(const std::string& name) const;  // prepared weight (device, dtype)
-  Graph build_vision(int64_t B, bool rgb8, bool staged = false) const;
-  Graph build_text(int64_t B, int64_t T) const;
-  Executor& executor(const std::string& tower, int64_t B, int64_t T);
-  HostTensor encode_tokens_chunk(const int32_t* tokens, int64_t B);
-  HostTensor encode_image_chunk(const void* data, bool rgb8, int64_t B);
-  // Runs chunk(b0, nb) over [0, B) in batches of at most batch_limit_; a batch that runs out
-  // of memory is retried at half the size, which then stays the limit.
-  HostTensor in_batches(int64_t B, const std::function<HostTensor(int64_t, int64_t)>& chunk);
-  int64_t batch_limit_ = 0;
-
-  ModelOptions opts_;
-  Weights weights_;
-  std::unique_ptr<Tokenizer> tokenizer_;
-  std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
-  std::vector<Buffer> storage_;               // owns prepared_ data
-  std::vector<DerivedTensor> derived_;        // folded ResNet weights (clip/resnet.h), f32; the CPU reads them in place
-  std::unique_ptr<CudaContext> cuda_;
-  std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
-  struct Compiled {
-    std::unique_ptr<Executor> ex;
-    uint64_t last_use = 0;
-  };
-  static constexpr size_t kMaxExecutors = 8;  // compiled graphs kept (least recently used go)
-  std::map<std::tuple<std::string, int64_t, int64_t>, Compiled> executors_;
-  uint64_t uses_ = 0;
-  OpProfile* profile_ = nullptr;
-  double device_seconds_ = 0;
+  virtual std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> compiled_graphs() const = 0;
 };
+
+// What a checkpoint holds, without running it (`clip info`, `clip convert`, `clip tokenize`).
+struct CheckpointOptions {
+  std::string vocab_path;         // a tokenizer to attach
+  std::optional<Act> activation;  // overrides the activation from the file / config files
+};
+// Format, config, preprocessing, tokenizer and tensor summary as text, or as JSON with the
+// full tensor table.
+std::string describe_checkpoint(const std::string& path, const CheckpointOptions& opts = {}, bool json = false);
+struct Converted {
+  std::string format;  // the source's
+  size_t tensors = 0;
+  DType dtype = DType::f32;  // written
+  bool has_vocab = false;
+};
+// Reads any supported checkpoint and writes our native file in `dtype` (default: the
+// source's weight dtype).
+Converted convert_checkpoint(const std::string& src, const std::string& out, const CheckpointOptions& opts = {},
+                             std::optional<DType> dtype = std::nullopt);
+// The tokenizer vocabulary a checkpoint carries and its context length; nullopt when it
+// carries none.
+struct CheckpointVocab {
+  BpeVocab vocab;
+  int context_length = 0;
+};
+std::optional<CheckpointVocab> checkpoint_vocab(const std::string& path);
+
+// Named architectures (clip/arch.h): their names, and the multiply-add FLOPs of one image or
+// one text of `tokens` tokens.
+std::vector<std::string> arch_names();
+double image_flops(const ModelConfig& c);
+double text_flops(const ModelConfig& c, int64_t tokens);
 
 // For each of M queries [M, D], the k rows of index [N, D] with the highest cosine, best
 // first, ties to the lower index, as idx [M, k] and score [M, k]; exact either way (f32
@@ -168,10 +174,29 @@ std::vector<int32_t> rows_without_direction(const float* x, int64_t N, int64_t D
 
 // Row-wise L2 normalization of a host [N, D] tensor.
 HostTensor normalize_rows(const HostTensor& x);
+// The same and a row-wise softmax on host floats [N, D] (out may be x): the CPU backend's own
+// functions, so the numbers are the ones the model's outputs are normalized with.
+void l2_normalize_rows(float* out, const float* x, int64_t N, int64_t D);
+void softmax_rows(float* out, const float* x, int64_t N, int64_t D);
 
 // What the CPU backend runs on this machine, as (key, value) pairs in print order: the CPU's
 // features, the instruction set of the engine's own loops (and whether CLIP_CPU_ISA capped
 // it), and what runs the linear layers in f32 and bf16.
 std::vector<std::pair<std::string, std::string>> cpu_backend_info();
+// One line: the instruction set of the CPU backend's loops and what runs its linear layers
+// in `dtype` ("cpu isa avx512; linear layers: oneDNN ...").
+std::string cpu_backend_line(DType dtype);
+
+// The peak FLOP/s a throughput is compared with (`clip bench`), and how it was found: on the
+// CPU, f32 measured (every thread running FMA chains for 0.2 s; the nominal cores x clock x
+// FMA units x lanes x 2 beside it), bf16 nominal (AMX or AVX512-BF16 where oneDNN runs the
+// linear layers in bf16); on CUDA, SM count x clock x dense FLOP per clock per SM (tensor
+// cores for f16/bf16: 4096 on sm_90, 2048 on sm_80; FP32 lanes x 2 for f32).
+// override_gflops > 0 is used as the peak instead (how: "given"), with nothing measured.
+struct DevicePeak {
+  double gflops = 0;
+  std::string how, device;
+};
+DevicePeak device_peak(Device device, DType dtype, double override_gflops = 0);
 
 }  // namespace clip

@@ -10,8 +10,12 @@
 
 #include <omp.h>
 
+#include "clip/arch.h"
+#include "clip/checkpoint.h"
 #include "clip/clip.h"
 #include "clip/resnet.h"
+#include "engine/graph.h"
+#include "engine/tensor.h"
 #include "engine/cpu_gemm.h"
 #include "engine/cpu_isa.h"
 #ifdef CLIP_HAVE_CUDA
@@ -46,61 +50,127 @@ DType parse_compute_dtype(const std::string& s, Device device) {
   return t;
 }
 
+namespace {
+
+class ModelImpl final : public Model {
+ public:
+  ModelImpl(Weights&& weights, const ModelOptions& opts);
+  ~ModelImpl() override;
+
+  const ModelConfig& config() const override { return weights_.config; }
+  const PreprocessConfig& preprocess_config() const override { return weights_.preprocess; }
+  Device device() const override { return opts_.device; }
+  DType dtype() const override { return opts_.dtype; }
+  float logit_scale() const override;
+  void save_native(const std::string& path, DType dtype) const override { clip::save_native(weights_, path, dtype); }
+  bool has_tokenizer() const override { return tokenizer_ != nullptr; }
+  const Tokenizer& tokenizer() const override;
+  HostTensor encode_tokens(const int32_t* tokens, int64_t B) override;
+  HostTensor encode_texts(const std::vector<std::string>& texts) override;
+  HostTensor encode_rgb8(const uint8_t* rgb, int64_t B) override;
+  HostTensor encode_pixels(const float* pixels, int64_t B) override;
+  HostTensor encode_image_files(const std::vector<std::string>& paths) override;
+  std::vector<std::pair<std::string, HostTensor>> encode_pixels_staged(const float* pixels, int64_t B) override;
+  void preprocess_file(const std::string& path, uint8_t* out) const override;
+  Pixels preprocess_files(const std::vector<std::string>& paths) const override;
+  HostTensor logits(const HostTensor& image_emb, const HostTensor& text_emb) const override;
+  void set_profile(OpProfile* p) override;
+  double device_seconds() const override { return device_seconds_; }
+  std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> compiled_graphs() const override;
+
+ private:
+  void prepare_weights();
+  // The dtype of the graphs' weights and activations: the compute dtype on CUDA; f32 on the
+  // CPU, whose bf16 mode rounds only the operands of the linear layers (CpuContext).
+  DType graph_dtype() const { return opts_.device == Device::cpu ? DType::f32 : opts_.dtype; }
+  Tensor w(const std::string& name) const;  // prepared weight (device, dtype)
+  Graph build_vision(int64_t B, bool rgb8, bool staged = false) const;
+  Graph build_text(int64_t B, int64_t T) const;
+  Executor& executor(const std::string& tower, int64_t B, int64_t T);
+  HostTensor encode_tokens_chunk(const int32_t* tokens, int64_t B);
+  HostTensor encode_image_chunk(const void* data, bool rgb8, int64_t B);
+  // Runs chunk(b0, nb) over [0, B) in batches of at most batch_limit_; a batch that runs out
+  // of memory is retried at half the size, which then stays the limit.
+  HostTensor in_batches(int64_t B, const std::function<HostTensor(int64_t, int64_t)>& chunk);
+  int64_t batch_limit_ = 0;
+
+  ModelOptions opts_;
+  Weights weights_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
+  std::vector<Buffer> storage_;               // owns prepared_ data
+  std::vector<DerivedTensor> derived_;        // folded ResNet weights (clip/resnet.h), f32; the CPU reads them in place
+  std::unique_ptr<CudaContext> cuda_;
+  std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
+  struct Compiled {
+    std::unique_ptr<Executor> ex;
+    uint64_t last_use = 0;
+  };
+  static constexpr size_t kMaxExecutors = 8;  // compiled graphs kept (least recently used go)
+  std::map<std::tuple<std::string, int64_t, int64_t>, Compiled> executors_;
+  uint64_t uses_ = 0;
+  OpProfile* profile_ = nullptr;
+  double device_seconds_ = 0;
+};
+
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& opts) {
   LoadOptions lo;
   lo.activation = opts.activation;
   return from_weights(load_weights(path, opts.vocab_path, lo), opts);
 }
 
-std::unique_ptr<Model> Model::from_weights(Weights weights, const ModelOptions& opts) {
-  std::unique_ptr<Model> m(new Model());
-  m->opts_ = opts;
+std::unique_ptr<Model> Model::random(const std::string& arch, uint64_t seed, const ModelOptions& opts) {
+  // On the CPU the graphs read f32; on CUDA the compute dtype.
+  const DType wt = opts.device == Device::cpu ? DType::f32 : opts.dtype;
+  return from_weights(random_weights(arch_config(arch), seed, wt), opts);
+}
+
+std::unique_ptr<Model> Model::from_weights(Weights&& weights, const ModelOptions& opts) {
+  return std::make_unique<ModelImpl>(std::move(weights), opts);
+}
+
+ModelImpl::ModelImpl(Weights&& weights, const ModelOptions& opts) : opts_(opts), weights_(std::move(weights)) {
   CLIP_CHECK(opts.max_batch >= 1, "max batch must be at least 1, got %d", opts.max_batch);
   if (opts.device == Device::cpu)
     CLIP_CHECK(opts.dtype == DType::f32 || opts.dtype == DType::bf16,
                "the CPU backend computes in f32 or bf16, not %s", dtype_name(opts.dtype));
-  m->weights_ = std::move(weights);
-  m->batch_limit_ = opts.max_batch;
-  if (opts.activation) m->weights_.config.activation = *opts.activation;
-  if (m->weights_.has_vocab) m->tokenizer_ = std::make_unique<Tokenizer>(m->weights_.vocab);
+  batch_limit_ = opts.max_batch;
+  if (opts.activation) weights_.config.activation = *opts.activation;
+  if (weights_.has_vocab) tokenizer_ = std::make_unique<Tokenizer>(weights_.vocab);
 #ifdef CLIP_HAVE_CUDA
-  if (opts.device == Device::cuda) m->cuda_ = std::make_unique<CudaContext>(0);
+  if (opts.device == Device::cuda) cuda_ = std::make_unique<CudaContext>(0);
 #else
   CLIP_CHECK(opts.device == Device::cpu, "this build has no CUDA support");
 #endif
   if (opts.device == Device::cpu) {
-    m->cpu_ = std::make_unique<CpuContext>(opts.dtype);
+    cpu_ = std::make_unique<CpuContext>(opts.dtype);
     // A packed weight is never read from the file again: its mapped pages leave the
     // resident set (ViT-B/32 f32: ~340 MB of the file's 600).
-    const Weights& w = m->weights_;
-    m->cpu_->set_on_packed([&w](const float* p, size_t n) { w.release_file_pages(p, n); });
+    const Weights& w = weights_;
+    cpu_->set_on_packed([&w](const float* p, size_t n) { w.release_file_pages(p, n); });
   }
-  m->prepare_weights();
-  return m;
+  prepare_weights();
 }
 
-Model::~Model() {
+ModelImpl::~ModelImpl() {
   executors_.clear();  // executors reference the CUDA context and prepared weights
 }
 
-float Model::logit_scale() const { return std::min(std::exp(weights_.logit_scale), 100.0f); }
+float ModelImpl::logit_scale() const { return std::min(std::exp(weights_.logit_scale), 100.0f); }
 
-const Tokenizer& Model::tokenizer() const {
+const Tokenizer& ModelImpl::tokenizer() const {
   CLIP_CHECK(tokenizer_, "%s carries no tokenizer vocabulary: pass --vocab (bpe_simple_vocab_16e6.txt.gz or vocab.json)",
              weights_.path.c_str());
   return *tokenizer_;
-}
-
-int64_t Model::pixels_per_image() const {
-  int64_t r = weights_.config.image_resolution;
-  return 3 * r * r;
 }
 
 // Every weight is converted once to the compute dtype and placed on the device; the two
 // projections are transposed so every matrix product is a linear (x wᵀ). On the CPU, f32
 // tensors of the checkpoint (a mapped native file) are used in place; the rest share one
 // allocation, which on CUDA is uploaded in one copy.
-void Model::prepare_weights() {
+void ModelImpl::prepare_weights() {
   DType dt = graph_dtype();
   struct Item { std::string name; Shape shape; const WeightTensor* src; bool transpose; size_t off; };
   std::vector<Item> items;
@@ -169,7 +239,7 @@ void Model::prepare_weights() {
   for (const auto& it : items) prepared_[it.name] = Tensor(base + it.off, dt, it.shape, opts_.device);
 }
 
-Tensor Model::w(const std::string& name) const {
+Tensor ModelImpl::w(const std::string& name) const {
   auto it = prepared_.find(name);
   CLIP_CHECK(it != prepared_.end(), "%s: missing tensor %s", weights_.path.c_str(), name.c_str());
   return it->second;
@@ -224,7 +294,7 @@ static Value finish(Graph& g, Stream& s) {
 // Vision: pixels [B,3,R,R] (f32, or normalized from bytes [B,R,R,3]) -> patches [B,G,W]
 //         -> +class,+pos [B,1+G,W] -> ln_pre -> blocks (the last one keeps the class row,
 //         [B,W]) -> ln_post -> proj [B,E]
-Graph Model::build_vision(int64_t B, bool rgb8, bool staged) const {
+Graph ModelImpl::build_vision(int64_t B, bool rgb8, bool staged) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());
   auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
@@ -261,7 +331,7 @@ Graph Model::build_vision(int64_t B, bool rgb8, bool staged) const {
 
 // Text: ids [B,T] -> token embedding + pos[:T] [B,T,W] -> causal blocks (the last one keeps
 //       the row at the end-of-text position, [B,W]) -> ln_final -> text_projection [B,E]
-Graph Model::build_text(int64_t B, int64_t T) const {
+Graph ModelImpl::build_text(int64_t B, int64_t T) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());
   auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
@@ -280,7 +350,7 @@ Graph Model::build_text(int64_t B, int64_t T) const {
   return g;
 }
 
-Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
+Executor& ModelImpl::executor(const std::string& tower, int64_t B, int64_t T) {
   auto key = std::make_tuple(tower, B, T);
   auto it = executors_.find(key);
   if (it != executors_.end()) {
@@ -307,12 +377,12 @@ Executor& Model::executor(const std::string& tower, int64_t B, int64_t T) {
   return *executors_.emplace(key, std::move(c)).first->second.ex;
 }
 
-void Model::set_profile(OpProfile* p) {
+void ModelImpl::set_profile(OpProfile* p) {
   profile_ = p;
   for (auto& [key, c] : executors_) c.ex->set_profile(p);
 }
 
-std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> Model::compiled_graphs() const {
+std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> ModelImpl::compiled_graphs() const {
   std::vector<std::tuple<std::string, int64_t, int64_t, size_t>> r;
   for (auto& [k, c] : executors_)
     r.emplace_back(std::get<0>(k), std::get<1>(k), std::get<2>(k), c.ex->plan().peak_bytes);
@@ -340,7 +410,7 @@ static int64_t eot_position(const int32_t* row, int64_t ctx) {
   return best;
 }
 
-HostTensor Model::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
+HostTensor ModelImpl::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
   const int64_t ctx = weights_.config.context_length;
   std::vector<int32_t> eot((size_t)B);
   int64_t T = 1;
@@ -358,7 +428,7 @@ HostTensor Model::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
   return out[0];
 }
 
-HostTensor Model::encode_tokens(const int32_t* tokens, int64_t B) {
+HostTensor ModelImpl::encode_tokens(const int32_t* tokens, int64_t B) {
   const int64_t ctx = weights_.config.context_length;
   for (int64_t i = 0; i < B * ctx; i++)
     CLIP_CHECK(tokens[i] >= 0 && tokens[i] < weights_.config.vocab_size,
@@ -387,7 +457,7 @@ HostTensor Model::encode_tokens(const int32_t* tokens, int64_t B) {
   return out;
 }
 
-HostTensor Model::in_batches(int64_t B, const std::function<HostTensor(int64_t, int64_t)>& chunk) {
+HostTensor ModelImpl::in_batches(int64_t B, const std::function<HostTensor(int64_t, int64_t)>& chunk) {
   std::vector<HostTensor> parts;
   for (int64_t b0 = 0; b0 < B;) {
     int64_t nb = std::min<int64_t>(batch_limit_, B - b0);
@@ -405,7 +475,7 @@ HostTensor Model::in_batches(int64_t B, const std::function<HostTensor(int64_t, 
   return concat_rows(parts, embed_dim());
 }
 
-HostTensor Model::encode_texts(const std::vector<std::string>& texts) {
+HostTensor ModelImpl::encode_texts(const std::vector<std::string>& texts) {
   const Tokenizer& tok = tokenizer();
   const int ctx = weights_.config.context_length;
   std::vector<int32_t> ids(texts.size() * (size_t)ctx);
@@ -416,7 +486,7 @@ HostTensor Model::encode_texts(const std::vector<std::string>& texts) {
   return encode_tokens(ids.data(), (int64_t)texts.size());
 }
 
-HostTensor Model::encode_image_chunk(const void* data, bool rgb8, int64_t B) {
+HostTensor ModelImpl::encode_image_chunk(const void* data, bool rgb8, int64_t B) {
   int64_t R = weights_.config.image_resolution;
   std::vector<int32_t> zeros((size_t)B, 0);  // the class token is row 0
   Executor& ex = executor(rgb8 ? "vision_rgb8" : "vision", B, 0);
@@ -426,7 +496,7 @@ HostTensor Model::encode_image_chunk(const void* data, bool rgb8, int64_t B) {
   return out[0];
 }
 
-std::vector<std::pair<std::string, HostTensor>> Model::encode_pixels_staged(const float* pixels, int64_t B) {
+std::vector<std::pair<std::string, HostTensor>> ModelImpl::encode_pixels_staged(const float* pixels, int64_t B) {
   CLIP_CHECK(weights_.config.vision_family == VisionFamily::resnet,
              "staged image outputs are for ResNet towers; this model is a %s",
              vision_family_name(weights_.config.vision_family));
@@ -440,24 +510,24 @@ std::vector<std::pair<std::string, HostTensor>> Model::encode_pixels_staged(cons
   return named;
 }
 
-HostTensor Model::encode_pixels(const float* pixels, int64_t B) {
+HostTensor ModelImpl::encode_pixels(const float* pixels, int64_t B) {
   const int64_t n = pixels_per_image();
   return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_image_chunk(pixels + b0 * n, false, nb); });
 }
 
-HostTensor Model::encode_rgb8(const uint8_t* rgb, int64_t B) {
+HostTensor ModelImpl::encode_rgb8(const uint8_t* rgb, int64_t B) {
   const int64_t n = pixels_per_image();
   return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_image_chunk(rgb + b0 * n, true, nb); });
 }
 
-void Model::preprocess_file(const std::string& path, uint8_t* out) const {
+void ModelImpl::preprocess_file(const std::string& path, uint8_t* out) const {
   PreprocessConfig pc = weights_.preprocess;
   pc.resolution = weights_.config.image_resolution;
   std::vector<uint8_t> rgb = preprocess_image_file_rgb8(path, pc);
   std::memcpy(out, rgb.data(), rgb.size());
 }
 
-Model::Pixels Model::preprocess_files(const std::vector<std::string>& paths) const {
+Model::Pixels ModelImpl::preprocess_files(const std::vector<std::string>& paths) const {
   Pixels p;
   const size_t n = (size_t)pixels_per_image();
   p.data.resize(paths.size() * n);
@@ -480,11 +550,15 @@ Model::Pixels Model::preprocess_files(const std::vector<std::string>& paths) con
   return p;
 }
 
-HostTensor Model::encode_image_files(const std::vector<std::string>& paths) {
+HostTensor ModelImpl::encode_image_files(const std::vector<std::string>& paths) {
   Pixels px = preprocess_files(paths);
   for (const auto& e : px.errors) CLIP_CHECK(e.empty(), "%s", e.c_str());
   return encode_rgb8(px.data.data(), (int64_t)paths.size());
 }
+
+void l2_normalize_rows(float* out, const float* x, int64_t N, int64_t D) { l2_normalize_cpu(out, x, N, D); }
+
+void softmax_rows(float* out, const float* x, int64_t N, int64_t D) { softmax_cpu(out, x, N, D); }
 
 HostTensor normalize_rows(const HostTensor& x) {
   HostTensor y(DType::f32, x.t.shape);
@@ -492,7 +566,7 @@ HostTensor normalize_rows(const HostTensor& x) {
   return y;
 }
 
-HostTensor Model::logits(const HostTensor& img, const HostTensor& txt) const {
+HostTensor ModelImpl::logits(const HostTensor& img, const HostTensor& txt) const {
   CLIP_CHECK(img.t.shape.nd == 2 && txt.t.shape.nd == 2 && img.t.shape[1] == txt.t.shape[1],
              "logits: image embeddings %s and text embeddings %s do not match",
              img.t.shape.str().c_str(), txt.t.shape.str().c_str());
@@ -500,18 +574,6 @@ HostTensor Model::logits(const HostTensor& img, const HostTensor& txt) const {
   HostTensor out(DType::f32, {M, N});
   if (M && N) cosine_sim_cpu(out.f32(), img.f32(), txt.f32(), M, N, D, logit_scale());
   return out;
-}
-
-std::vector<std::pair<std::string, std::string>> cpu_backend_info() {
-  const char* cap = std::getenv("CLIP_CPU_ISA");
-  std::string isa = cpu_isa_name(cpu_isa());
-  if (cap && *cap) isa += strprintf(" (CLIP_CPU_ISA=%s; the CPU runs %s)", cap, cpu_isa_name(cpu_isa_detected()));
-  return {{"cpu_features", cpu_features()},
-          {"cpu_isa", isa},
-          {"threads", std::to_string(omp_get_max_threads())},
-          {"linear_f32", CpuContext::linear_path(DType::f32)},
-          {"linear_bf16", CpuContext::linear_path(DType::bf16)},
-          {"attention_layernorm_softmax", strprintf("own loops (%s)", cpu_isa_name(cpu_isa()))}};
 }
 
 }  // namespace clip

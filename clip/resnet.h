@@ -1,5 +1,5 @@
 // OpenAI's ModifiedResNet image tower on the engine (the family's graph and its weights;
-// its tensors and config inference are in weights/weights.cpp, its FLOPs in clip/arch.cpp).
+// its tensors and config inference are in clip/checkpoint.cpp, its FLOPs in clip/arch.cpp).
 //
 // Layout: channels last (NHWC) from the stem to the attention pool, so every convolution is a
 // GEMM over output pixels (1x1: straight on the activation; 3x3: on im2col rows) and the
@@ -13,7 +13,7 @@
 
 #include "clip/config.h"
 #include "engine/graph.h"
-#include "weights/weights.h"
+#include "clip/checkpoint.h"
 
 namespace clip {
 

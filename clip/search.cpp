@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "clip/clip.h"
+#include "engine/cpu_ops.h"
+#include "engine/tensor.h"
 #ifdef CLIP_HAVE_CUDA
 #include "kernels/cuda_context.h"
 #include "kernels/kernels.h"

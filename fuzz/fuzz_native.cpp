@@ -1,12 +1,12 @@
-// libFuzzer target: the native weights file parser (header, config, tensor table, bounds).
+// libFuzzer target: the native weights file parser (container, model header, tensor table, bounds).
 #include <cstddef>
 #include <cstdint>
 
-#include "weights/internal.h"
+#include "clip/checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    clip::weights_detail::parse_native_buffer(data, size, "fuzz.clip");
+    clip::checkpoint_detail::parse_native_weights(data, size, "fuzz.clip");
   } catch (const clip::Error&) {
   }
   return 0;

@@ -3,7 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "weights/internal.h"
+#include "weights/formats.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace clip::weights_detail;

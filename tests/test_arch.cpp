@@ -8,9 +8,9 @@
 #include <cstring>
 
 #include "clip/arch.h"
+#include "clip/checkpoint.h"
 #include "clip/clip.h"
 #include "test_util.h"
-#include "weights/internal.h"
 
 namespace clip {
 namespace {
@@ -53,7 +53,7 @@ TEST(Arch, PublishedResNetShapes) {
     EXPECT_EQ(c.text_width, p.tw);
     EXPECT_EQ(c.text_heads, p.tw / 64);
     EXPECT_EQ(c.text_layers, 12);
-    EXPECT_NO_THROW(weights_detail::check_config(c, p.name));
+    EXPECT_NO_THROW(checkpoint_detail::check_config(c, p.name));
   }
   // RN50: 10.8 GFLOP of convolutions (5.4 GMAC) plus 1.26 GFLOP for the attention pool's
   // q/k/v projections of its 50 tokens.
@@ -111,7 +111,7 @@ TEST(Arch, RandomWeightsPassLoaderValidation) {
   for (const char* name : {"ViT-B-32", "ViT-B-16", "RN50"}) {
     SCOPED_TRACE(name);
     Weights w = random_weights(arch_config(name), 7, DType::bf16);  // bf16 keeps it small
-    EXPECT_NO_THROW(weights_detail::check_canonical(w));
+    EXPECT_NO_THROW(checkpoint_detail::check_canonical(w));
     EXPECT_FALSE(w.has_vocab);
     EXPECT_TRUE(w.storage != nullptr);
     for (const auto& t : w.tensors) EXPECT_EQ(t.dtype, DType::bf16) << t.name;

@@ -16,6 +16,8 @@
 
 #include "clip/arch.h"
 #include "clip/clip.h"
+#include "engine/cpu_ops.h"
+#include "engine/tensor.h"
 #include "tests/test_util.h"
 
 using namespace clip;

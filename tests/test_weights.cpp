@@ -12,8 +12,8 @@
 #include <zip.h>
 
 #include "test_util.h"
-#include "weights/internal.h"
-#include "weights/weights.h"
+#include "clip/checkpoint.h"
+#include "weights/formats.h"
 
 using namespace clip;
 using json = nlohmann::json;

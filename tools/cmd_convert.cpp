@@ -1,5 +1,5 @@
 // `clip convert SRC -o OUT [--dtype f16|bf16|f32] [--vocab FILE] [--activation quick_gelu|gelu]`
-// Reads any supported checkpoint (see weights/weights.h) and writes our native file.
+// Reads any supported checkpoint (see clip/checkpoint.h) and writes our native file.
 #include <cstdio>
 
 #include "clip/clip.h"
@@ -24,17 +24,17 @@ clip::tool::CommandRun setup(CLI::App* sub) {
                   "override the MLP activation (state dicts carry none; default quick_gelu)")
       ->check(CLI::IsMember({"quick_gelu", "gelu"}));
   return [a]() {
-    clip::LoadOptions opt;
+    clip::CheckpointOptions opt;
+    opt.vocab_path = a->vocab;
     if (!a->activation.empty()) opt.activation = clip::act_from_name(a->activation.c_str());
-    clip::Weights w = clip::load_weights(a->src, a->vocab, opt);
-    clip::DType dt = w.tensors.empty() ? clip::DType::f32 : w.tensors.front().dtype;
+    std::optional<clip::DType> dt;
     if (!a->dtype.empty()) dt = clip::dtype_from_name(a->dtype);
-    if (!w.has_vocab)
+    const clip::Converted c = clip::convert_checkpoint(a->src, a->out, opt, dt);
+    if (!c.has_vocab)
       fprintf(stderr, "clip convert: warning: %s has no tokenizer; pass --vocab to embed one\n",
               a->src.c_str());
-    clip::save_native(w, a->out, dt);
-    printf("%s (%s, %zu tensors) -> %s (%s)\n", a->src.c_str(), w.format.c_str(),
-           w.tensors.size(), a->out.c_str(), clip::dtype_name(dt));
+    printf("%s (%s, %zu tensors) -> %s (%s)\n", a->src.c_str(), c.format.c_str(), c.tensors,
+           a->out.c_str(), clip::dtype_name(c.dtype));
     return clip::tool::kExitOk;
   };
 }

@@ -169,7 +169,7 @@ int run_embed(const EmbedArgs& a) {
   };
   auto normalize = [&](std::vector<float>& v) {
     if (a.no_normalize) return;
-    l2_normalize_cpu(v.data(), v.data(), 1, (int64_t)v.size());
+    l2_normalize_rows(v.data(), v.data(), 1, (int64_t)v.size());
   };
 
   // Records for items [i, i + nb): the good ones take the rows of emb in order.

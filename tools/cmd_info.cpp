@@ -40,11 +40,10 @@ clip::tool::CommandRun setup(CLI::App* sub) {
       return clip::tool::kExitOk;
     }
     if (a->path.empty()) throw clip::tool::UsageError("info: FILE_OR_DIR is required (or --system)");
-    clip::LoadOptions opt;
+    clip::CheckpointOptions opt;
+    opt.vocab_path = a->vocab;
     if (!a->activation.empty()) opt.activation = clip::act_from_name(a->activation.c_str());
-    clip::Weights w = clip::load_weights(a->path, a->vocab, opt);
-    std::string s = a->json ? clip::describe_json(w) : clip::describe(w);
-    fputs(s.c_str(), stdout);
+    fputs(clip::describe_checkpoint(a->path, opt, a->json).c_str(), stdout);
     return clip::tool::kExitOk;
   };
 }

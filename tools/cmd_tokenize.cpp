@@ -22,10 +22,10 @@ int run_tokenize(const TokenizeArgs& a) {
   if (!a.vocab.empty()) {
     vocab = load_bpe_vocab(a.vocab);
   } else {
-    Weights w = load_weights(a.model);
-    CLIP_CHECK(w.has_vocab, "%s carries no tokenizer vocabulary: use --vocab", a.model.c_str());
-    vocab = w.vocab;
-    ctx = w.config.context_length;
+    std::optional<CheckpointVocab> v = checkpoint_vocab(a.model);
+    CLIP_CHECK(v, "%s carries no tokenizer vocabulary: use --vocab", a.model.c_str());
+    vocab = std::move(v->vocab);
+    ctx = v->context_length;
   }
   Tokenizer tok(vocab);
   int rc = kExitOk;

@@ -190,7 +190,7 @@ bool interrupted() { return g_signal != 0; }
 
 std::vector<float> softmax(const float* x, int64_t n) {
   std::vector<float> p((size_t)n);
-  if (n) softmax_cpu(p.data(), x, 1, n);
+  if (n) softmax_rows(p.data(), x, 1, n);
   return p;
 }
 

@@ -1,23 +1,6 @@
-// Our native weights file, made to load in milliseconds by mmap with zero copies:
-//
-//   offset 0   "CLIPENG\0"                 8-byte magic
-//          8   u32 LE version (1)
-//         12   u64 LE header length H
-//         20   H bytes of JSON:
-//              {"config": {...ModelConfig, activation by name...},
-//               "preprocess": {"resolution", "mean", "std", "interpolation"},
-//               "logit_scale": f, "source_format": "...",
-//               "vocab": null | {"offset": from the data start, "nbytes"},
-//               "tensors": [{"name", "dtype": "f16"|"bf16"|"f32", "shape": [...],
-//                            "offset": from the data start, "nbytes"}, ...]}
-//   align64(20 + H)   data section: the tokenizer blob, then the tensors, each item starting
-//                     at a multiple of 64 bytes from the data start.
-//   tokenizer blob:   u32 n_tokens, u32 n_merges, n_tokens x (u32 len, bytes) in id order,
-//                     n_merges x (u32 len, bytes, u32 len, bytes) in rank order (all LE).
-//                     Binary rather than JSON: ~100k short strings parse ~10x faster.
-//
-// The tensors are exactly the canonical ones (weights/weights.h), in canonical order.
-// The loader validates every field and explains what is wrong.
+// The native container (weights/formats.h): the preamble, the header JSON with the blob's and
+// the tensors' places, and the 64-byte aligned data section. Read zero copy from a mapping;
+// every field and bound is validated and a failure names the file and the field.
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -26,7 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "weights/internal.h"
+#include "weights/formats.h"
 
 namespace clip {
 
@@ -35,69 +18,13 @@ using namespace weights_detail;
 
 static size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-json weights_detail::config_json(const ModelConfig& c) {
-  json j = {{"embed_dim", c.embed_dim},
-          {"vision_family", vision_family_name(c.vision_family)},
-          {"image_resolution", c.image_resolution},
-          {"vision_patch_size", c.vision_patch_size},
-          {"vision_width", c.vision_width},
-          {"vision_layers", c.vision_layers},
-          {"vision_heads", c.vision_heads},
-          {"vision_mlp", c.vision_mlp},
-          {"context_length", c.context_length},
-          {"vocab_size", c.vocab_size},
-          {"text_width", c.text_width},
-          {"text_layers", c.text_layers},
-          {"text_heads", c.text_heads},
-          {"text_mlp", c.text_mlp},
-          {"layer_norm_eps", c.layer_norm_eps},
-          {"activation", act_name(c.activation)}};
-  if (c.vision_family == VisionFamily::resnet) {
-    const ResNetConfig& r = c.resnet;
-    j["resnet"] = {{"width", r.width}, {"layers", {r.layers[0], r.layers[1], r.layers[2], r.layers[3]}},
-                   {"heads", r.heads}};
-  }
-  return j;
-}
-
-void save_native(const Weights& w, const std::string& out_path, DType dtype) {
+void weights_detail::write_native_file(const std::string& out_path, json h, const std::string& blob,
+                                       bool with_blob, const std::vector<NamedTensor>& tensors, DType dtype) {
   CLIP_CHECK(dtype == DType::f16 || dtype == DType::bf16 || dtype == DType::f32,
              "%s: native files hold f16, bf16 or f32 weights, not %s", out_path.c_str(),
              dtype_name(dtype));
-  check_canonical(w);
-  // logit_scale as it will read back after the dtype conversion
-  const WeightTensor& ls = w.get("logit_scale");
-  uint32_t conv = 0;
-  convert_cpu(&conv, dtype, ls.data, ls.dtype, 1);
-  float logit_scale = 0;
-  convert_cpu(&logit_scale, DType::f32, &conv, dtype, 1);
-
-  json h;
-  h["config"] = weights_detail::config_json(w.config);
-  const PreprocessConfig& p = w.preprocess;
-  h["preprocess"] = {{"resolution", p.resolution},
-                     {"mean", {p.mean[0], p.mean[1], p.mean[2]}},
-                     {"std", {p.std[0], p.std[1], p.std[2]}},
-                     {"interpolation", p.interpolation}};
-  h["logit_scale"] = logit_scale;
-  h["source_format"] = w.format;
-  std::string blob;
-  auto put_str = [&](const std::string& x) {
-    CLIP_CHECK(x.size() < (1u << 20), "%s: a tokenizer string is too long", w.path.c_str());
-    uint32_t n = (uint32_t)x.size();
-    for (int i = 0; i < 4; i++) blob += (char)(n >> (8 * i));
-    blob += x;
-  };
   size_t off = 0;
-  if (w.has_vocab) {
-    uint32_t counts[2] = {(uint32_t)w.vocab.tokens.size(), (uint32_t)w.vocab.merges.size()};
-    for (uint32_t c : counts)
-      for (int i = 0; i < 4; i++) blob += (char)(c >> (8 * i));
-    for (const std::string& t : w.vocab.tokens) put_str(t);
-    for (auto& [a, b] : w.vocab.merges) {
-      put_str(a);
-      put_str(b);
-    }
+  if (with_blob) {
     h["vocab"] = {{"offset", 0}, {"nbytes", blob.size()}};
     off = align_up(blob.size(), kNativeAlign);
   } else {
@@ -105,7 +32,7 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
   }
   json ts = json::array();
   std::vector<size_t> offsets;
-  for (const WeightTensor& t : w.tensors) {
+  for (const NamedTensor& t : tensors) {
     size_t nb = (size_t)t.shape.numel() * dtype_size(dtype);
     std::vector<int64_t> sh(t.shape.d, t.shape.d + t.shape.nd);
     ts.push_back({{"name", t.name},
@@ -146,8 +73,8 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
   put(blob.data(), blob.size());
   pos = blob.size();
   std::vector<uint8_t> buf;
-  for (size_t i = 0; i < w.tensors.size(); i++) {
-    const WeightTensor& t = w.tensors[i];
+  for (size_t i = 0; i < tensors.size(); i++) {
+    const NamedTensor& t = tensors[i];
     put(zeros, offsets[i] - pos);
     int64_t n = t.shape.numel();
     const int64_t chunk = 1 << 20;
@@ -186,24 +113,6 @@ const json& field(const json& o, const char* key, const std::string& file, const
   return o[key];
 }
 
-int int_field(const json& o, const char* key, const std::string& file, const char* where) {
-  const json& v = field(o, key, file, where);
-  CLIP_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= (1 << 30),
-             "%s: native header: %s.%s must be a non-negative integer", file.c_str(), where,
-             key);
-  return (int)v.get<int64_t>();
-}
-
-float num_field(const json& o, const char* key, const std::string& file, const char* where) {
-  const json& v = field(o, key, file, where);
-  CLIP_CHECK(v.is_number(), "%s: native header: %s.%s must be a number", file.c_str(), where,
-             key);
-  double d = v.get<double>();
-  CLIP_CHECK(std::isfinite(d), "%s: native header: %s.%s is not finite", file.c_str(), where,
-             key);
-  return (float)d;
-}
-
 uint64_t u64_field(const json& o, const char* key, const std::string& file, const char* where) {
   const json& v = field(o, key, file, where);
   CLIP_CHECK(v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0),
@@ -214,7 +123,7 @@ uint64_t u64_field(const json& o, const char* key, const std::string& file, cons
 
 }  // namespace
 
-Weights parse_native_buffer(const void* data, size_t size, const std::string& name) {
+NativeFile parse_native_buffer(const void* data, size_t size, const std::string& name) {
   const uint8_t* p = (const uint8_t*)data;
   const char* f = name.c_str();
   CLIP_CHECK(size > 0, "%s: the file is empty", f);
@@ -241,67 +150,7 @@ Weights parse_native_buffer(const void* data, size_t size, const std::string& na
   CLIP_CHECK(data_start <= size, "%s: truncated native file: no data section", f);
   size_t data_size = size - data_start;
 
-  Weights w;
-  w.path = name;
-  w.format = "native";
-  const json& c = field(h, "config", name, "the header");
-  ModelConfig& m = w.config;
-  m.embed_dim = int_field(c, "embed_dim", name, "config");
-  // Files written before the ResNet towers have no vision_family: they are ViTs.
-  if (c.contains("vision_family")) {
-    const json& fam = c["vision_family"];
-    CLIP_CHECK(fam.is_string() && (fam.get<std::string>() == "ViT" || fam.get<std::string>() == "ResNet"),
-               "%s: native header: config.vision_family must be \"ViT\" or \"ResNet\"", f);
-    if (fam.get<std::string>() == "ResNet") {
-      m.vision_family = VisionFamily::resnet;
-      const json& r = field(c, "resnet", name, "config");
-      m.resnet.width = int_field(r, "width", name, "config.resnet");
-      m.resnet.heads = int_field(r, "heads", name, "config.resnet");
-      const json& l = field(r, "layers", name, "config.resnet");
-      CLIP_CHECK(l.is_array() && l.size() == 4, "%s: native header: config.resnet.layers must be 4 integers", f);
-      for (size_t s = 0; s < 4; s++) {
-        CLIP_CHECK(l[s].is_number_integer() && l[s].get<int64_t>() >= 0 && l[s].get<int64_t>() <= 4096,
-                   "%s: native header: config.resnet.layers[%zu] is not a block count", f, s);
-        m.resnet.layers[s] = l[s].get<int>();
-      }
-    }
-  }
-  m.image_resolution = int_field(c, "image_resolution", name, "config");
-  m.vision_patch_size = int_field(c, "vision_patch_size", name, "config");
-  m.vision_width = int_field(c, "vision_width", name, "config");
-  m.vision_layers = int_field(c, "vision_layers", name, "config");
-  m.vision_heads = int_field(c, "vision_heads", name, "config");
-  m.vision_mlp = int_field(c, "vision_mlp", name, "config");
-  m.context_length = int_field(c, "context_length", name, "config");
-  m.vocab_size = int_field(c, "vocab_size", name, "config");
-  m.text_width = int_field(c, "text_width", name, "config");
-  m.text_layers = int_field(c, "text_layers", name, "config");
-  m.text_heads = int_field(c, "text_heads", name, "config");
-  m.text_mlp = int_field(c, "text_mlp", name, "config");
-  m.layer_norm_eps = num_field(c, "layer_norm_eps", name, "config");
-  const json& act = field(c, "activation", name, "config");
-  CLIP_CHECK(act.is_string() &&
-                 (act.get<std::string>() == "gelu" || act.get<std::string>() == "quick_gelu"),
-             "%s: native header: config.activation must be \"gelu\" or \"quick_gelu\"", f);
-  m.activation = act.get<std::string>() == "gelu" ? Act::gelu : Act::quick_gelu;
-  check_config(m, name);
-
-  const json& pp = field(h, "preprocess", name, "the header");
-  w.preprocess.resolution = int_field(pp, "resolution", name, "preprocess");
-  for (const char* key : {"mean", "std"}) {
-    const json& v = field(pp, key, name, "preprocess");
-    CLIP_CHECK(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() &&
-                   v[2].is_number(),
-               "%s: native header: preprocess.%s must be three numbers", f, key);
-    float* out = key[0] == 'm' ? w.preprocess.mean : w.preprocess.std;
-    for (size_t i = 0; i < 3; i++) out[i] = v[i].get<float>();
-  }
-  const json& interp = field(pp, "interpolation", name, "preprocess");
-  CLIP_CHECK(interp.is_string(), "%s: native header: preprocess.interpolation must be a string",
-             f);
-  w.preprocess.interpolation = interp.get<std::string>();
-  w.logit_scale = num_field(h, "logit_scale", name, "the header");
-
+  NativeFile nf;
   const json& voc = field(h, "vocab", name, "the header");
   if (!voc.is_null()) {
     uint64_t off = u64_field(voc, "offset", name, "vocab");
@@ -309,36 +158,9 @@ Weights parse_native_buffer(const void* data, size_t size, const std::string& na
     CLIP_CHECK(off <= data_size && nb <= data_size - off,
                "%s: the tokenizer bytes [%llu, %llu) are outside the %zu-byte data section", f,
                (unsigned long long)off, (unsigned long long)(off + nb), data_size);
-    const uint8_t* b = p + data_start + off;
-    size_t pos = 0;
-    auto u32 = [&]() -> uint32_t {
-      CLIP_CHECK(nb - pos >= 4, "%s: the tokenizer blob is truncated", f);
-      uint32_t v = 0;
-      for (int i = 0; i < 4; i++) v |= (uint32_t)b[pos + (size_t)i] << (8 * i);
-      pos += 4;
-      return v;
-    };
-    auto str = [&]() -> std::string {
-      uint32_t n = u32();
-      CLIP_CHECK(n <= nb - pos, "%s: the tokenizer blob is truncated", f);
-      std::string x((const char*)b + pos, n);
-      pos += n;
-      return x;
-    };
-    uint32_t nt = u32(), nm = u32();
-    CLIP_CHECK(nt <= nb / 4 && nm <= nb / 8, "%s: the tokenizer blob claims %u tokens and %u "
-               "merges in %llu bytes", f, nt, nm, (unsigned long long)nb);
-    w.vocab.tokens.reserve(nt);
-    for (uint32_t i = 0; i < nt; i++) w.vocab.tokens.push_back(str());
-    w.vocab.merges.reserve(nm);
-    for (uint32_t i = 0; i < nm; i++) {
-      std::string a = str();
-      std::string c = str();
-      w.vocab.merges.emplace_back(std::move(a), std::move(c));
-    }
-    CLIP_CHECK(pos == nb, "%s: the tokenizer blob has %llu unused bytes", f,
-               (unsigned long long)(nb - pos));
-    w.has_vocab = true;
+    nf.has_blob = true;
+    nf.blob = p + data_start + off;
+    nf.blob_size = (size_t)nb;
   }
 
   const json& ts = field(h, "tensors", name, "the header");
@@ -346,7 +168,7 @@ Weights parse_native_buffer(const void* data, size_t size, const std::string& na
   for (const json& t : ts) {
     const json& nm = field(t, "name", name, "a tensor");
     CLIP_CHECK(nm.is_string(), "%s: native header: a tensor name is not a string", f);
-    WeightTensor wt;
+    NamedTensor wt;
     wt.name = nm.get<std::string>();
     const char* tn = wt.name.c_str();
     const json& dt = field(t, "dtype", name, "a tensor");
@@ -379,10 +201,10 @@ Weights parse_native_buffer(const void* data, size_t size, const std::string& na
                f, tn, (unsigned long long)off, (unsigned long long)(off + nbytes), data_size);
     wt.shape = Shape::of(dims);
     wt.data = p + data_start + off;
-    w.tensors.push_back(wt);
+    nf.tensors.push_back(wt);
   }
-  check_canonical(w);
-  return w;
+  nf.header = std::move(h);
+  return nf;
 }
 
 }  // namespace weights_detail

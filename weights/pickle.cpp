@@ -17,7 +17,7 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "weights/internal.h"
+#include "weights/formats.h"
 
 namespace clip::weights_detail {
 

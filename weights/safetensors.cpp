@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "weights/internal.h"
+#include "weights/formats.h"
 
 namespace clip::weights_detail {
 

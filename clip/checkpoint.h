@@ -1,5 +1,6 @@
-// Reading CLIP checkpoints in every format people have, without Python, and our own
-// fast-loading native file.
+// CLIP checkpoints in every format people have, read without Python (the formats are
+// weights/formats.h), made canonical and checked against the model they describe, and our
+// own fast-loading native file.
 //
 // Formats read by load_weights (detected from the content, not the name):
 //   native               our file (see save_native): mmapped, zero copy
@@ -23,17 +24,13 @@
 
 #include "clip/config.h"
 #include "core/base.h"
-#include "engine/tensor.h"
+#include "core/shape.h"
+#include "weights/formats.h"
 
 namespace clip {
 
-struct WeightTensor {
-  std::string name;
-  DType dtype = DType::f32;
-  Shape shape;
-  const void* data = nullptr;  // host memory, contiguous, owned by Weights::storage
-  size_t nbytes() const { return (size_t)shape.numel() * dtype_size(dtype); }
-};
+// A canonical tensor: OpenAI's name, host memory owned by Weights::storage.
+using WeightTensor = weights_detail::NamedTensor;
 
 struct Weights {
   std::string path;    // what was loaded
@@ -85,5 +82,20 @@ std::string describe_json(const Weights& w);
 
 // The canonical tensor names and shapes for a config, in canonical order.
 std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& c);
+
+namespace checkpoint_detail {  // for the tests and fuzz targets
+// Sane, consistent config values; throws naming `file`.
+void check_config(const ModelConfig& c, const std::string& file);
+// w.tensors are exactly canonical_tensors(w.config), in order; the vocab fits the config.
+void check_canonical(const Weights& w);
+// HF CLIPModel names -> OpenAI names (q/k/v concatenated, projections transposed).
+// Tensors already under OpenAI names pass through. Drops ignorable buffers. (clip/hf_names.cpp)
+void map_hf_names(weights_detail::RawSet& set, const std::string& file);
+// HF mapping, `module.` prefixes, config inference and the canonical checks, with no config
+// files or options (load_weights adds those). `set` keeps owning the memory.
+Weights canonical_weights(weights_detail::RawSet& set, const std::string& path);
+// A native file in memory as Weights (tensors point into `data`; storage is not set).
+Weights parse_native_weights(const void* data, size_t size, const std::string& name);
+}  // namespace checkpoint_detail
 
 }  // namespace clip

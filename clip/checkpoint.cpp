@@ -1,5 +1,6 @@
-// load_weights: format detection, canonical names, config inference and validation.
-#include "weights/weights.h"
+// load_weights: the formats' raw tensors made canonical, the config inferred from them and
+// checked against any side config, the native file's model header, describe.
+#include "clip/checkpoint.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -17,107 +18,13 @@
 #include <set>
 #include <sstream>
 
-#include "weights/internal.h"
+#include "clip/clip.h"
+#include "weights/formats.h"
 
 namespace clip {
 
 using json = nlohmann::json;
 using namespace weights_detail;
-
-// ---------------------------------------------------------------------------------------
-// small shared helpers
-
-namespace weights_detail {
-
-size_t raw_size(RawType t) {
-  switch (t) {
-    case RawType::f64: case RawType::i64: return 8;
-    case RawType::f32: case RawType::i32: return 4;
-    case RawType::f16: case RawType::bf16: case RawType::i16: return 2;
-    case RawType::i8: case RawType::u8: case RawType::boolean: return 1;
-  }
-  return 1;
-}
-
-const char* raw_name(RawType t) {
-  switch (t) {
-    case RawType::f32: return "f32";
-    case RawType::f16: return "f16";
-    case RawType::bf16: return "bf16";
-    case RawType::f64: return "f64";
-    case RawType::i64: return "i64";
-    case RawType::i32: return "i32";
-    case RawType::i16: return "i16";
-    case RawType::i8: return "i8";
-    case RawType::u8: return "u8";
-    case RawType::boolean: return "bool";
-  }
-  return "?";
-}
-
-bool raw_is_weight(RawType t) {
-  return t == RawType::f32 || t == RawType::f16 || t == RawType::bf16;
-}
-
-DType raw_to_dtype(RawType t) {
-  if (t == RawType::f16) return DType::f16;
-  if (t == RawType::bf16) return DType::bf16;
-  return DType::f32;
-}
-
-uint8_t* Holder::alloc(size_t n) {
-  bufs.emplace_back(new uint8_t[n ? n : 1]);
-  return bufs.back().get();
-}
-
-Mapping::~Mapping() {
-  if (data) munmap((void*)data, size);
-}
-
-std::shared_ptr<Mapping> map_file(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  CLIP_CHECK(fd >= 0, "%s: cannot open: %s", path.c_str(), strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    fail("%s: not a regular file", path.c_str());
-  }
-  auto m = std::make_shared<Mapping>();
-  m->size = (size_t)st.st_size;
-  if (m->size) {
-    void* p = mmap(nullptr, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int e = errno;
-      close(fd);
-      fail("%s: cannot map %zu bytes: %s", path.c_str(), m->size, strerror(e));
-    }
-    m->data = (const uint8_t*)p;
-  }
-  close(fd);
-  return m;
-}
-
-int64_t checked_nbytes(const std::vector<int64_t>& shape, size_t elem_size,
-                       const std::string& what) {
-  int64_t n = (int64_t)elem_size;
-  for (int64_t d : shape) {
-    CLIP_CHECK(d >= 0, "%s: negative dimension %lld", what.c_str(), (long long)d);
-    if (d == 0) return 0;
-  }
-  for (int64_t d : shape)
-    if (__builtin_mul_overflow(n, d, &n) || n > (int64_t(1) << 62))
-      fail("%s: shape %s is too large (element count overflows)", what.c_str(),
-           shape_str(shape).c_str());
-  return n;
-}
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-}  // namespace weights_detail
 
 // ---------------------------------------------------------------------------------------
 // Weights
@@ -239,7 +146,7 @@ std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& 
   return v;
 }
 
-namespace weights_detail {
+namespace checkpoint_detail {
 
 // Checks a config for sane, consistent values (used by every loader, the native one too).
 void check_config(const ModelConfig& c, const std::string& file) {
@@ -314,7 +221,9 @@ void check_canonical(const Weights& w) {
                w.path.c_str(), w.vocab.tokens.size(), w.config.vocab_size);
 }
 
-}  // namespace weights_detail
+}  // namespace checkpoint_detail
+
+using namespace checkpoint_detail;
 
 // ---------------------------------------------------------------------------------------
 // config files
@@ -328,34 +237,6 @@ struct SideConfig {
   std::map<std::string, int64_t> expect;  // config field -> value the tensors must give
   std::string file;
 };
-
-json read_json(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  CLIP_CHECK(f.good(), "%s: cannot open", path.c_str());
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string s = ss.str();
-  CLIP_CHECK(s.size() < (size_t(64) << 20), "%s: config file too large", path.c_str());
-  try {
-    return json::parse(s);
-  } catch (const json::exception& e) {
-    fail("%s: not valid JSON: %s", path.c_str(), e.what());
-  }
-}
-
-bool file_exists(const std::string& p) {
-  struct stat st;
-  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-bool dir_exists(const std::string& p) {
-  struct stat st;
-  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-std::string dirname_of(const std::string& p) {
-  size_t s = p.find_last_of('/');
-  if (s == std::string::npos) return ".";
-  return s == 0 ? "/" : p.substr(0, s);
-}
 
 Act act_from_config(const json& v, const std::string& file) {
   CLIP_CHECK(v.is_string(), "%s: hidden_act is not a string", file.c_str());
@@ -687,35 +568,6 @@ void attach_vocab(Weights& w, const std::string& vocab_path) {
              vocab_path.c_str(), w.vocab.tokens.size(), w.path.c_str(), w.config.vocab_size);
 }
 
-bool is_zip(const uint8_t* p, size_t n) {
-  return n >= 4 && p[0] == 'P' && p[1] == 'K' &&
-         ((p[2] == 3 && p[3] == 4) || (p[2] == 5 && p[3] == 6));
-}
-
-// Reads one checkpoint file (no directory) into a RawSet.
-RawSet read_file_raw(const std::string& path, const std::shared_ptr<Mapping>& m) {
-  const uint8_t* p = m->data;
-  size_t n = m->size;
-  CLIP_CHECK(n > 0, "%s: the file is empty", path.c_str());
-  if (is_zip(p, n)) {
-    RawSet s = parse_torch_zip_buffer(p, n, path);
-    return s;  // copies out of the zip; the mapping is not needed afterwards
-  }
-  if (p[0] == 0x80 && n >= 2 && p[1] <= 5)
-    fail("%s: a legacy (pre-1.6, non-zip) torch file; re-save it with torch.save(...) from "
-         "torch >= 1.6", path.c_str());
-  if (n >= 9 && p[8] == '{') {
-    RawSet s;
-    RawSet r = parse_safetensors_buffer(p, n, path, *s.holder);
-    r.holder = s.holder;
-    r.holder->parts.push_back(m);  // zero-copy tensors point into the mapping
-    r.file_regions.emplace_back(p, n);
-    return r;
-  }
-  fail("%s: unrecognised file format (not a native, torch zip or safetensors file)",
-       path.c_str());
-}
-
 Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
                     const LoadOptions& opts) {
   auto in = [&](const char* f) { return dir + "/" + f; };
@@ -777,11 +629,11 @@ Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
 
 }  // namespace
 
-namespace weights_detail {
+namespace checkpoint_detail {
 Weights canonical_weights(RawSet& set, const std::string& path) {
   return canonicalize(set, path, SideConfig{}, LoadOptions{});
 }
-}  // namespace weights_detail
+}  // namespace checkpoint_detail
 
 Weights load_weights(const std::string& path, const std::string& vocab_path) {
   return load_weights(path, vocab_path, LoadOptions{});
@@ -793,7 +645,7 @@ Weights load_weights(const std::string& path, const std::string& vocab_path,
   if (dir_exists(path)) return load_hf_dir(path, vocab_path, opts);
   auto m = map_file(path);
   if (m->size >= 8 && std::memcmp(m->data, kNativeMagic, 8) == 0) {
-    Weights w = parse_native_buffer(m->data, m->size, path);
+    Weights w = parse_native_weights(m->data, m->size, path);
     auto holder = std::make_shared<Holder>();
     holder->parts.push_back(m);
     w.storage = holder;
@@ -802,7 +654,7 @@ Weights load_weights(const std::string& path, const std::string& vocab_path,
     if (!vocab_path.empty()) attach_vocab(w, vocab_path);
     return w;
   }
-  RawSet set = read_file_raw(path, m);
+  RawSet set = read_checkpoint_file(path, m);
   SideConfig sc;
   if (opts.use_side_config) {
     std::string dir = dirname_of(path);
@@ -816,6 +668,215 @@ Weights load_weights(const std::string& path, const std::string& vocab_path,
   if (!vocab_path.empty()) attach_vocab(w, vocab_path);
   return w;
 }
+
+// ---------------------------------------------------------------------------------------
+// the native file's model header
+
+namespace {
+
+json config_json(const ModelConfig& c) {
+  json j = {{"embed_dim", c.embed_dim},
+          {"vision_family", vision_family_name(c.vision_family)},
+          {"image_resolution", c.image_resolution},
+          {"vision_patch_size", c.vision_patch_size},
+          {"vision_width", c.vision_width},
+          {"vision_layers", c.vision_layers},
+          {"vision_heads", c.vision_heads},
+          {"vision_mlp", c.vision_mlp},
+          {"context_length", c.context_length},
+          {"vocab_size", c.vocab_size},
+          {"text_width", c.text_width},
+          {"text_layers", c.text_layers},
+          {"text_heads", c.text_heads},
+          {"text_mlp", c.text_mlp},
+          {"layer_norm_eps", c.layer_norm_eps},
+          {"activation", act_name(c.activation)}};
+  if (c.vision_family == VisionFamily::resnet) {
+    const ResNetConfig& r = c.resnet;
+    j["resnet"] = {{"width", r.width}, {"layers", {r.layers[0], r.layers[1], r.layers[2], r.layers[3]}},
+                   {"heads", r.heads}};
+  }
+  return j;
+}
+
+const json& field(const json& o, const char* key, const std::string& file, const char* where) {
+  CLIP_CHECK(o.is_object() && o.contains(key), "%s: native header: %s has no '%s'",
+             file.c_str(), where, key);
+  return o[key];
+}
+
+int int_field(const json& o, const char* key, const std::string& file, const char* where) {
+  const json& v = field(o, key, file, where);
+  CLIP_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= (1 << 30),
+             "%s: native header: %s.%s must be a non-negative integer", file.c_str(), where,
+             key);
+  return (int)v.get<int64_t>();
+}
+
+float num_field(const json& o, const char* key, const std::string& file, const char* where) {
+  const json& v = field(o, key, file, where);
+  CLIP_CHECK(v.is_number(), "%s: native header: %s.%s must be a number", file.c_str(), where,
+             key);
+  double d = v.get<double>();
+  CLIP_CHECK(std::isfinite(d), "%s: native header: %s.%s is not finite", file.c_str(), where,
+             key);
+  return (float)d;
+}
+
+}  // namespace
+
+void save_native(const Weights& w, const std::string& out_path, DType dtype) {
+  CLIP_CHECK(dtype == DType::f16 || dtype == DType::bf16 || dtype == DType::f32,
+             "%s: native files hold f16, bf16 or f32 weights, not %s", out_path.c_str(),
+             dtype_name(dtype));
+  check_canonical(w);
+  // logit_scale as it will read back after the dtype conversion
+  const WeightTensor& ls = w.get("logit_scale");
+  uint32_t conv = 0;
+  convert_cpu(&conv, dtype, ls.data, ls.dtype, 1);
+  float logit_scale = 0;
+  convert_cpu(&logit_scale, DType::f32, &conv, dtype, 1);
+
+  json h;
+  h["config"] = config_json(w.config);
+  const PreprocessConfig& p = w.preprocess;
+  h["preprocess"] = {{"resolution", p.resolution},
+                     {"mean", {p.mean[0], p.mean[1], p.mean[2]}},
+                     {"std", {p.std[0], p.std[1], p.std[2]}},
+                     {"interpolation", p.interpolation}};
+  h["logit_scale"] = logit_scale;
+  h["source_format"] = w.format;
+  std::string blob;
+  auto put_str = [&](const std::string& x) {
+    CLIP_CHECK(x.size() < (1u << 20), "%s: a tokenizer string is too long", w.path.c_str());
+    uint32_t n = (uint32_t)x.size();
+    for (int i = 0; i < 4; i++) blob += (char)(n >> (8 * i));
+    blob += x;
+  };
+  if (w.has_vocab) {
+    uint32_t counts[2] = {(uint32_t)w.vocab.tokens.size(), (uint32_t)w.vocab.merges.size()};
+    for (uint32_t c : counts)
+      for (int i = 0; i < 4; i++) blob += (char)(c >> (8 * i));
+    for (const std::string& t : w.vocab.tokens) put_str(t);
+    for (auto& [a, b] : w.vocab.merges) {
+      put_str(a);
+      put_str(b);
+    }
+  }
+  write_native_file(out_path, std::move(h), blob, w.has_vocab, w.tensors, dtype);
+}
+
+namespace checkpoint_detail {
+
+// The model header of a native file: "config", "preprocess", "logit_scale", "source_format"
+// (written, not read), and the tokenizer as the blob: u32 n_tokens, u32 n_merges, n_tokens x
+// (u32 len, bytes) in id order, n_merges x (u32 len, bytes, u32 len, bytes) in rank order (all
+// LE); binary rather than JSON: ~100k short strings parse ~10x faster.
+Weights parse_native_weights(const void* data, size_t size, const std::string& name) {
+  NativeFile nf = parse_native_buffer(data, size, name);
+  const json& h = nf.header;
+  const char* f = name.c_str();
+  Weights w;
+  w.path = name;
+  w.format = "native";
+  const json& c = field(h, "config", name, "the header");
+  ModelConfig& m = w.config;
+  m.embed_dim = int_field(c, "embed_dim", name, "config");
+  // Files written before the ResNet towers have no vision_family: they are ViTs.
+  if (c.contains("vision_family")) {
+    const json& fam = c["vision_family"];
+    CLIP_CHECK(fam.is_string() && (fam.get<std::string>() == "ViT" || fam.get<std::string>() == "ResNet"),
+               "%s: native header: config.vision_family must be \"ViT\" or \"ResNet\"", f);
+    if (fam.get<std::string>() == "ResNet") {
+      m.vision_family = VisionFamily::resnet;
+      const json& r = field(c, "resnet", name, "config");
+      m.resnet.width = int_field(r, "width", name, "config.resnet");
+      m.resnet.heads = int_field(r, "heads", name, "config.resnet");
+      const json& l = field(r, "layers", name, "config.resnet");
+      CLIP_CHECK(l.is_array() && l.size() == 4, "%s: native header: config.resnet.layers must be 4 integers", f);
+      for (size_t s = 0; s < 4; s++) {
+        CLIP_CHECK(l[s].is_number_integer() && l[s].get<int64_t>() >= 0 && l[s].get<int64_t>() <= 4096,
+                   "%s: native header: config.resnet.layers[%zu] is not a block count", f, s);
+        m.resnet.layers[s] = l[s].get<int>();
+      }
+    }
+  }
+  m.image_resolution = int_field(c, "image_resolution", name, "config");
+  m.vision_patch_size = int_field(c, "vision_patch_size", name, "config");
+  m.vision_width = int_field(c, "vision_width", name, "config");
+  m.vision_layers = int_field(c, "vision_layers", name, "config");
+  m.vision_heads = int_field(c, "vision_heads", name, "config");
+  m.vision_mlp = int_field(c, "vision_mlp", name, "config");
+  m.context_length = int_field(c, "context_length", name, "config");
+  m.vocab_size = int_field(c, "vocab_size", name, "config");
+  m.text_width = int_field(c, "text_width", name, "config");
+  m.text_layers = int_field(c, "text_layers", name, "config");
+  m.text_heads = int_field(c, "text_heads", name, "config");
+  m.text_mlp = int_field(c, "text_mlp", name, "config");
+  m.layer_norm_eps = num_field(c, "layer_norm_eps", name, "config");
+  const json& act = field(c, "activation", name, "config");
+  CLIP_CHECK(act.is_string() &&
+                 (act.get<std::string>() == "gelu" || act.get<std::string>() == "quick_gelu"),
+             "%s: native header: config.activation must be \"gelu\" or \"quick_gelu\"", f);
+  m.activation = act.get<std::string>() == "gelu" ? Act::gelu : Act::quick_gelu;
+  check_config(m, name);
+
+  const json& pp = field(h, "preprocess", name, "the header");
+  w.preprocess.resolution = int_field(pp, "resolution", name, "preprocess");
+  for (const char* key : {"mean", "std"}) {
+    const json& v = field(pp, key, name, "preprocess");
+    CLIP_CHECK(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() &&
+                   v[2].is_number(),
+               "%s: native header: preprocess.%s must be three numbers", f, key);
+    float* out = key[0] == 'm' ? w.preprocess.mean : w.preprocess.std;
+    for (size_t i = 0; i < 3; i++) out[i] = v[i].get<float>();
+  }
+  const json& interp = field(pp, "interpolation", name, "preprocess");
+  CLIP_CHECK(interp.is_string(), "%s: native header: preprocess.interpolation must be a string",
+             f);
+  w.preprocess.interpolation = interp.get<std::string>();
+  w.logit_scale = num_field(h, "logit_scale", name, "the header");
+
+  if (nf.has_blob) {
+    const uint8_t* b = nf.blob;
+    const size_t nb = nf.blob_size;
+    size_t pos = 0;
+    auto u32 = [&]() -> uint32_t {
+      CLIP_CHECK(nb - pos >= 4, "%s: the tokenizer blob is truncated", f);
+      uint32_t v = 0;
+      for (int i = 0; i < 4; i++) v |= (uint32_t)b[pos + (size_t)i] << (8 * i);
+      pos += 4;
+      return v;
+    };
+    auto str = [&]() -> std::string {
+      uint32_t n = u32();
+      CLIP_CHECK(n <= nb - pos, "%s: the tokenizer blob is truncated", f);
+      std::string x((const char*)b + pos, n);
+      pos += n;
+      return x;
+    };
+    uint32_t nt = u32(), nm = u32();
+    CLIP_CHECK(nt <= nb / 4 && nm <= nb / 8, "%s: the tokenizer blob claims %u tokens and %u "
+               "merges in %llu bytes", f, nt, nm, (unsigned long long)nb);
+    w.vocab.tokens.reserve(nt);
+    for (uint32_t i = 0; i < nt; i++) w.vocab.tokens.push_back(str());
+    w.vocab.merges.reserve(nm);
+    for (uint32_t i = 0; i < nm; i++) {
+      std::string a = str();
+      std::string c = str();
+      w.vocab.merges.emplace_back(std::move(a), std::move(c));
+    }
+    CLIP_CHECK(pos == nb, "%s: the tokenizer blob has %llu unused bytes", f,
+               (unsigned long long)(nb - pos));
+    w.has_vocab = true;
+  }
+
+  w.tensors = std::move(nf.tensors);
+  check_canonical(w);
+  return w;
+}
+
+}  // namespace checkpoint_detail
 
 // ---------------------------------------------------------------------------------------
 // describe
@@ -879,7 +940,7 @@ std::string describe_json(const Weights& w) {
   json j;
   j["file"] = w.path;
   j["format"] = w.format;
-  j["config"] = weights_detail::config_json(c);
+  j["config"] = config_json(c);
   j["logit_scale"] = w.logit_scale;
   j["preprocess"] = {{"resolution", w.preprocess.resolution},
                      {"mean", {w.preprocess.mean[0], w.preprocess.mean[1], w.preprocess.mean[2]}},
@@ -896,6 +957,41 @@ std::string describe_json(const Weights& w) {
   j["tensors"] = ts;
   j["total_bytes"] = w.total_bytes();
   return j.dump(2) + "\n";
+}
+
+
+// ---------------------------------------------------------------------------------------
+// the public API's view of a checkpoint (clip/clip.h)
+
+namespace {
+Weights load_for(const std::string& path, const CheckpointOptions& opts) {
+  LoadOptions lo;
+  lo.activation = opts.activation;
+  return load_weights(path, opts.vocab_path, lo);
+}
+}  // namespace
+
+std::string describe_checkpoint(const std::string& path, const CheckpointOptions& opts, bool as_json) {
+  Weights w = load_for(path, opts);
+  return as_json ? describe_json(w) : describe(w);
+}
+
+Converted convert_checkpoint(const std::string& src, const std::string& out, const CheckpointOptions& opts,
+                             std::optional<DType> dtype) {
+  Weights w = load_for(src, opts);
+  Converted c;
+  c.format = w.format;
+  c.tensors = w.tensors.size();
+  c.dtype = dtype ? *dtype : w.tensors.empty() ? DType::f32 : w.tensors.front().dtype;
+  c.has_vocab = w.has_vocab;
+  save_native(w, out, c.dtype);
+  return c;
+}
+
+std::optional<CheckpointVocab> checkpoint_vocab(const std::string& path) {
+  Weights w = load_weights(path);
+  if (!w.has_vocab) return std::nullopt;
+  return CheckpointVocab{std::move(w.vocab), w.config.context_length};
 }
 
 }  // namespace clip

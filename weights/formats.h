@@ -1,5 +1,7 @@
-// Internals shared by the weights readers (not part of the public API; the fuzz targets and
-// tests use them to reach each parser directly).
+// The checkpoint formats, read without Python and with bounded memory: torch zips (pickle as
+// data, never code), safetensors, our native container, and the JSON and file helpers the
+// model layer reads side configs with. The result is named raw tensors under the source's own
+// names; what the names and shapes mean (the model) is clip/checkpoint.h's business.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -10,7 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "weights/weights.h"
+#include "core/base.h"
+#include "core/shape.h"
 
 namespace clip::weights_detail {
 
@@ -108,26 +111,55 @@ std::vector<std::string> parse_pickle_names(const void* data, size_t size,
 RawSet parse_safetensors_buffer(const void* data, size_t size, const std::string& name,
                                 Holder& holder);
 
-// ---- native ----
+// ---- native container ----
+// Our file, made to load in milliseconds by mmap with zero copies:
+//
+//   offset 0   "CLIPENG\0"                 8-byte magic
+//          8   u32 LE version (1)
+//         12   u64 LE header length H
+//         20   H bytes of JSON: the caller's header object, plus
+//              "vocab": null | {"offset": from the data start, "nbytes"}   (the blob)
+//              "tensors": [{"name", "dtype": "f16"|"bf16"|"f32", "shape": [...],
+//                           "offset": from the data start, "nbytes"}, ...]
+//   align64(20 + H)   data section: the blob, then the tensors, each item starting at a
+//                     multiple of 64 bytes from the data start.
+// What the rest of the header and the blob mean is the model layer's (clip/checkpoint.cpp).
 constexpr char kNativeMagic[8] = {'C', 'L', 'I', 'P', 'E', 'N', 'G', '\0'};
 constexpr uint32_t kNativeVersion = 1;
 constexpr size_t kNativeAlign = 64;
-// Parses a native file in memory; tensors point into `data` (zero copy).
-Weights parse_native_buffer(const void* data, size_t size, const std::string& name);
 
-// ---- canonical mapping and checks ----
-// Sane, consistent config values; throws naming `file`.
-void check_config(const ModelConfig& c, const std::string& file);
-// w.tensors are exactly canonical_tensors(w.config), in order; the vocab fits the config.
-void check_canonical(const Weights& w);
-// HF CLIPModel names -> OpenAI names (q/k/v concatenated, projections transposed).
-// Tensors already under OpenAI names pass through. Drops ignorable buffers.
-void map_hf_names(RawSet& set, const std::string& file);
-// HF mapping, `module.` prefixes, config inference and the canonical checks, with no config
-// files or options (load_weights adds those). `set` keeps owning the memory.
-Weights canonical_weights(RawSet& set, const std::string& path);
+// A named tensor in host memory, in one of the weight dtypes.
+struct NamedTensor {
+  std::string name;
+  DType dtype = DType::f32;
+  Shape shape;
+  const void* data = nullptr;
+  size_t nbytes() const { return (size_t)shape.numel() * dtype_size(dtype); }
+};
 
-// The config as the JSON object the native header and `clip info --json` use.
-nlohmann::json config_json(const ModelConfig& c);
+struct NativeFile {
+  nlohmann::json header;           // the whole header object
+  bool has_blob = false;           // "vocab" was not null
+  const uint8_t* blob = nullptr;   // into the data section
+  size_t blob_size = 0;
+  std::vector<NamedTensor> tensors;  // point into `data` (zero copy)
+};
+// Parses a native file in memory: the preamble, the header JSON, the blob's and every
+// tensor's bounds, dtypes and alignment. Throws naming `name` and the field.
+NativeFile parse_native_buffer(const void* data, size_t size, const std::string& name);
+// Writes header + "vocab" (the blob's place; null without one) +
+// "tensors" (converted to dtype: f16, bf16 or f32) through a temporary file renamed into place.
+void write_native_file(const std::string& path, nlohmann::json header, const std::string& blob, bool with_blob,
+                       const std::vector<NamedTensor>& tensors, DType dtype);
+
+// ---- files and side configs ----
+// A JSON file of at most 64 MiB; throws naming it when it cannot be read or parsed.
+nlohmann::json read_json(const std::string& path);
+bool file_exists(const std::string& p);
+bool dir_exists(const std::string& p);
+std::string dirname_of(const std::string& p);  // "." for a bare name
+// Reads one checkpoint file (a torch zip or a safetensors file; detected from the content)
+// into a RawSet that keeps `m` alive where tensors point into it.
+RawSet read_checkpoint_file(const std::string& path, const std::shared_ptr<Mapping>& m);
 
 }  // namespace clip::weights_detail

@@ -17,9 +17,11 @@
 #include <cstring>
 #include <map>
 
-#include "weights/internal.h"
+#include "clip/checkpoint.h"
 
-namespace clip::weights_detail {
+namespace clip::checkpoint_detail {
+
+using namespace weights_detail;
 
 static bool starts(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
 
@@ -146,4 +148,4 @@ void map_hf_names(RawSet& set, const std::string& file) {
   set.tensors = std::move(out);
 }
 
-}  // namespace clip::weights_detail
+}  // namespace clip::checkpoint_detail
