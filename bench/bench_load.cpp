@@ -51,17 +51,17 @@ static ModelConfig vit_b32() {
   ModelConfig c;
   c.embed_dim = 512;
   c.image_resolution = 224;
-  c.vision_patch_size = 32;
-  c.vision_width = 768;
-  c.vision_layers = 12;
-  c.vision_heads = 12;
-  c.vision_mlp = 3072;
-  c.context_length = 77;
-  c.vocab_size = 49408;
-  c.text_width = 512;
-  c.text_layers = 12;
-  c.text_heads = 8;
-  c.text_mlp = 2048;
+  c.vit.patch_size = 32;
+  c.vit.width = 768;
+  c.vit.layers = 12;
+  c.vit.heads = 12;
+  c.vit.mlp = 3072;
+  c.text.context_length = 77;
+  c.text.vocab_size = 49408;
+  c.text.width = 512;
+  c.text.layers = 12;
+  c.text.heads = 8;
+  c.text.mlp = 2048;
   return c;
 }
 
@@ -173,7 +173,7 @@ static void make_files(const std::string& dir) {
   // native, with a vocabulary of the real size
   Weights w = load_weights(dir + "/bench_vitb32_openai.safetensors");
   w.has_vocab = true;
-  for (int i = 0; i < c.vocab_size; i++) w.vocab.tokens.push_back("tok" + std::to_string(i));
+  for (int i = 0; i < c.text.vocab_size; i++) w.vocab.tokens.push_back("tok" + std::to_string(i));
   for (int i = 0; i < 48894; i++)
     w.vocab.merges.push_back({"tok" + std::to_string(i % 500), "tok" + std::to_string(i / 500)});
   save_native(w, dir + "/bench_vitb32.clip", DType::f16);

@@ -24,17 +24,17 @@ ModelConfig make(int embed, int res, int patch, int vw, int vl, int tw, int tl) 
   ModelConfig c;
   c.embed_dim = embed;
   c.image_resolution = res;
-  c.vision_patch_size = patch;
-  c.vision_width = vw;
-  c.vision_layers = vl;
-  c.vision_heads = vw / 64;  // OpenAI: vision_heads = vision_width // 64
-  c.vision_mlp = 4 * vw;
-  c.context_length = 77;
-  c.vocab_size = 49408;
-  c.text_width = tw;
-  c.text_layers = tl;
-  c.text_heads = tw / 64;  // OpenAI: transformer_heads = transformer_width // 64
-  c.text_mlp = 4 * tw;
+  c.vit.patch_size = patch;
+  c.vit.width = vw;
+  c.vit.layers = vl;
+  c.vit.heads = vw / 64;  // OpenAI: vision_heads = vision_width // 64
+  c.vit.mlp = 4 * vw;
+  c.text.context_length = 77;
+  c.text.vocab_size = 49408;
+  c.text.width = tw;
+  c.text.layers = tl;
+  c.text.heads = tw / 64;  // OpenAI: transformer_heads = transformer_width // 64
+  c.text.mlp = 4 * tw;
   c.layer_norm_eps = 1e-5f;
   c.activation = Act::quick_gelu;
   return c;
@@ -45,7 +45,7 @@ ModelConfig make(int embed, int res, int patch, int vw, int vl, int tw, int tl) 
 ModelConfig make_rn(int embed, int res, std::array<int, 4> layers, int width, int tw) {
   ModelConfig c = make(embed, res, 0, 0, 0, tw, 12);
   c.vision_family = VisionFamily::resnet;
-  c.vision_patch_size = c.vision_width = c.vision_heads = c.vision_mlp = 0;
+  c.vit.patch_size = c.vit.width = c.vit.heads = c.vit.mlp = 0;
   c.resnet.width = width;
   for (int s = 0; s < 4; s++) c.resnet.layers[s] = layers[(size_t)s];
   c.resnet.heads = width * 32 / 64;
@@ -227,15 +227,15 @@ static double resnet_flops(const ModelConfig& c) {
 
 double image_flops(const ModelConfig& c) {
   if (c.vision_family == VisionFamily::resnet) return resnet_flops(c);
-  const double P = c.vision_patch_size, G = std::pow((double)(c.image_resolution / c.vision_patch_size), 2);
-  const double T = G + 1, W = c.vision_width, M = c.vision_mlp, E = c.embed_dim;
-  return 2 * G * 3 * P * P * W + c.vision_layers * (2 * T * (4 * W * W + 2 * W * M) + 4 * T * T * W) +
+  const double P = c.vit.patch_size, G = std::pow((double)(c.image_resolution / c.vit.patch_size), 2);
+  const double T = G + 1, W = c.vit.width, M = c.vit.mlp, E = c.embed_dim;
+  return 2 * G * 3 * P * P * W + c.vit.layers * (2 * T * (4 * W * W + 2 * W * M) + 4 * T * T * W) +
          2 * W * E;
 }
 
 double text_flops(const ModelConfig& c, int64_t tokens) {
-  const double T = (double)tokens, W = c.text_width, M = c.text_mlp, E = c.embed_dim;
-  return c.text_layers * (2 * T * (4 * W * W + 2 * W * M) + 2 * T * (T + 1) * W) + 2 * W * E;
+  const double T = (double)tokens, W = c.text.width, M = c.text.mlp, E = c.embed_dim;
+  return c.text.layers * (2 * T * (4 * W * W + 2 * W * M) + 2 * T * (T + 1) * W) + 2 * W * E;
 }
 
 }  // namespace clip

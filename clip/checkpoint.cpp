@@ -103,10 +103,10 @@ void resnet_tensors(const ModelConfig& c, std::vector<std::pair<std::string, Sha
 }  // namespace
 
 std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& c) {
-  int64_t W = c.text_width, Wv = c.vision_width, E = c.embed_dim, P = c.vision_patch_size;
+  int64_t W = c.text.width, Wv = c.vit.width, E = c.embed_dim, P = c.vit.patch_size;
   int64_t G = P > 0 ? c.image_resolution / P : 0;
   std::vector<std::pair<std::string, Shape>> v;
-  v.push_back({"positional_embedding", {c.context_length, W}});
+  v.push_back({"positional_embedding", {c.text.context_length, W}});
   v.push_back({"text_projection", {W, E}});
   v.push_back({"logit_scale", Shape{}});
   auto blocks = [&](const std::string& prefix, int layers, int64_t w, int64_t m) {
@@ -135,12 +135,12 @@ std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& 
     v.push_back({"visual.conv1.weight", {Wv, 3, P, P}});
     v.push_back({"visual.ln_pre.weight", {Wv}});
     v.push_back({"visual.ln_pre.bias", {Wv}});
-    blocks("visual.transformer.resblocks.", c.vision_layers, Wv, c.vision_mlp);
+    blocks("visual.transformer.resblocks.", c.vit.layers, Wv, c.vit.mlp);
     v.push_back({"visual.ln_post.weight", {Wv}});
     v.push_back({"visual.ln_post.bias", {Wv}});
   }
-  blocks("transformer.resblocks.", c.text_layers, W, c.text_mlp);
-  v.push_back({"token_embedding.weight", {c.vocab_size, W}});
+  blocks("transformer.resblocks.", c.text.layers, W, c.text.mlp);
+  v.push_back({"token_embedding.weight", {c.text.vocab_size, W}});
   v.push_back({"ln_final.weight", {W}});
   v.push_back({"ln_final.bias", {W}});
   return v;
@@ -169,31 +169,31 @@ void check_config(const ModelConfig& c, const std::string& file) {
     CLIP_CHECK(c.image_resolution % 32 == 0, "%s: a ResNet's image_resolution %d is not a multiple of 32",
                file.c_str(), c.image_resolution);
   } else {
-    pos(c.vision_patch_size, "vision_patch_size");
-    pos(c.vision_width, "vision_width");
-    pos(c.vision_heads, "vision_heads");
-    pos(c.vision_mlp, "vision_mlp");
+    pos(c.vit.patch_size, "vision_patch_size");
+    pos(c.vit.width, "vision_width");
+    pos(c.vit.heads, "vision_heads");
+    pos(c.vit.mlp, "vision_mlp");
   }
-  pos(c.context_length, "context_length");
-  pos(c.vocab_size, "vocab_size");
-  pos(c.text_width, "text_width");
-  pos(c.text_heads, "text_heads");
-  pos(c.text_mlp, "text_mlp");
-  CLIP_CHECK(c.vision_layers >= 0 && c.vision_layers <= 4096 && c.text_layers >= 0 &&
-                 c.text_layers <= 4096,
-             "%s: config layer counts out of range (%d, %d)", file.c_str(), c.vision_layers,
-             c.text_layers);
+  pos(c.text.context_length, "context_length");
+  pos(c.text.vocab_size, "vocab_size");
+  pos(c.text.width, "text_width");
+  pos(c.text.heads, "text_heads");
+  pos(c.text.mlp, "text_mlp");
+  CLIP_CHECK(c.vit.layers >= 0 && c.vit.layers <= 4096 && c.text.layers >= 0 &&
+                 c.text.layers <= 4096,
+             "%s: config layer counts out of range (%d, %d)", file.c_str(), c.vit.layers,
+             c.text.layers);
   if (c.vision_family == VisionFamily::vit) {
-    CLIP_CHECK(c.image_resolution % c.vision_patch_size == 0,
+    CLIP_CHECK(c.image_resolution % c.vit.patch_size == 0,
                "%s: image_resolution %d is not a multiple of the patch size %d", file.c_str(),
-               c.image_resolution, c.vision_patch_size);
-    CLIP_CHECK(c.vision_width % c.vision_heads == 0,
+               c.image_resolution, c.vit.patch_size);
+    CLIP_CHECK(c.vit.width % c.vit.heads == 0,
                "%s: the vision width %d is not a multiple of the head count %d", file.c_str(),
-               c.vision_width, c.vision_heads);
+               c.vit.width, c.vit.heads);
   }
-  CLIP_CHECK(c.text_width % c.text_heads == 0,
+  CLIP_CHECK(c.text.width % c.text.heads == 0,
              "%s: the text width %d is not a multiple of the head count %d", file.c_str(),
-             c.text_width, c.text_heads);
+             c.text.width, c.text.heads);
   CLIP_CHECK(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0 && c.layer_norm_eps < 1,
              "%s: layer_norm_eps %g is out of range", file.c_str(), (double)c.layer_norm_eps);
   CLIP_CHECK(c.activation == Act::gelu || c.activation == Act::quick_gelu,
@@ -216,9 +216,9 @@ void check_canonical(const Weights& w) {
                want[i].second.str().c_str());
   }
   if (w.has_vocab)
-    CLIP_CHECK((int64_t)w.vocab.tokens.size() == w.config.vocab_size,
+    CLIP_CHECK((int64_t)w.vocab.tokens.size() == w.config.text.vocab_size,
                "%s: the tokenizer has %zu tokens but the model's vocab_size is %d",
-               w.path.c_str(), w.vocab.tokens.size(), w.config.vocab_size);
+               w.path.c_str(), w.vocab.tokens.size(), w.config.text.vocab_size);
 }
 
 }  // namespace checkpoint_detail
@@ -445,30 +445,30 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
     c.image_resolution = grid * 32;
     r.heads = sc.vision_heads ? *sc.vision_heads : std::max(1, r.width * 32 / 64);
   } else {
-    c.vision_width = dim("visual.conv1.weight", 0, 4);
-    c.vision_patch_size = dim("visual.conv1.weight", 3, 4);
+    c.vit.width = dim("visual.conv1.weight", 0, 4);
+    c.vit.patch_size = dim("visual.conv1.weight", 3, 4);
     int pos_rows = dim("visual.positional_embedding", 0, 2);
     int grid = (int)std::lround(std::sqrt((double)std::max(pos_rows - 1, 0)));
     CLIP_CHECK(pos_rows >= 2 && grid * grid + 1 == pos_rows,
                "%s: visual.positional_embedding has %d rows, not a square grid + 1",
                path.c_str(), pos_rows);
-    int64_t res = (int64_t)grid * c.vision_patch_size;
+    int64_t res = (int64_t)grid * c.vit.patch_size;
     CLIP_CHECK(res <= (1 << 24), "%s: image resolution %lld (grid %d x patch %d) is too large",
-               path.c_str(), (long long)res, grid, c.vision_patch_size);
+               path.c_str(), (long long)res, grid, c.vit.patch_size);
     c.image_resolution = (int)res;
-    c.vision_layers = layer_count(by, "visual.transformer.resblocks.", path);
-    c.vision_mlp = c.vision_layers ? dim("visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
-                                   : 4 * c.vision_width;
-    c.vision_heads = sc.vision_heads ? *sc.vision_heads : std::max(1, c.vision_width / 64);
+    c.vit.layers = layer_count(by, "visual.transformer.resblocks.", path);
+    c.vit.mlp = c.vit.layers ? dim("visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
+                                   : 4 * c.vit.width;
+    c.vit.heads = sc.vision_heads ? *sc.vision_heads : std::max(1, c.vit.width / 64);
   }
   c.embed_dim = dim("text_projection", 1, 2);
-  c.context_length = dim("positional_embedding", 0, 2);
-  c.vocab_size = dim("token_embedding.weight", 0, 2);
-  c.text_width = dim("ln_final.weight", 0, 1);
-  c.text_layers = layer_count(by, "transformer.resblocks.", path);
-  c.text_mlp = c.text_layers ? dim("transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
-                             : 4 * c.text_width;
-  c.text_heads = sc.text_heads ? *sc.text_heads : std::max(1, c.text_width / 64);
+  c.text.context_length = dim("positional_embedding", 0, 2);
+  c.text.vocab_size = dim("token_embedding.weight", 0, 2);
+  c.text.width = dim("ln_final.weight", 0, 1);
+  c.text.layers = layer_count(by, "transformer.resblocks.", path);
+  c.text.mlp = c.text.layers ? dim("transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
+                             : 4 * c.text.width;
+  c.text.heads = sc.text_heads ? *sc.text_heads : std::max(1, c.text.width / 64);
   if (sc.eps) c.layer_norm_eps = *sc.eps;
   c.activation = Act::quick_gelu;
   if (sc.activation) c.activation = *sc.activation;
@@ -477,27 +477,27 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
 
   // what the config file says must agree with the tensors
   const std::map<std::string, int64_t> got = {
-      {"text_config.hidden_size", c.text_width},
-      {"text_config.intermediate_size", c.text_mlp},
-      {"text_config.num_hidden_layers", c.text_layers},
-      {"text_config.vocab_size", c.vocab_size},
-      {"text_config.max_position_embeddings", c.context_length},
-      {"vision_config.hidden_size", c.vision_width},
-      {"vision_config.intermediate_size", c.vision_mlp},
-      {"vision_config.num_hidden_layers", c.vision_layers},
+      {"text_config.hidden_size", c.text.width},
+      {"text_config.intermediate_size", c.text.mlp},
+      {"text_config.num_hidden_layers", c.text.layers},
+      {"text_config.text.vocab_size", c.text.vocab_size},
+      {"text_config.max_position_embeddings", c.text.context_length},
+      {"vision_config.hidden_size", c.vit.width},
+      {"vision_config.intermediate_size", c.vit.mlp},
+      {"vision_config.num_hidden_layers", c.vit.layers},
       {"vision_config.image_size", c.image_resolution},
-      {"vision_config.patch_size", c.vision_patch_size},
+      {"vision_config.patch_size", c.vit.patch_size},
       {"projection_dim", c.embed_dim},
       {"embed_dim", c.embed_dim},
-      {"text_cfg.width", c.text_width},
-      {"text_cfg.layers", c.text_layers},
-      {"vision_cfg.width", resnet ? c.resnet.width : c.vision_width},
-      {"vision_cfg.layers", c.vision_layers},
+      {"text_cfg.width", c.text.width},
+      {"text_cfg.layers", c.text.layers},
+      {"vision_cfg.width", resnet ? c.resnet.width : c.vit.width},
+      {"vision_cfg.layers", c.vit.layers},
       {"vision_cfg.layers.0", c.resnet.layers[0]},
       {"vision_cfg.layers.1", c.resnet.layers[1]},
       {"vision_cfg.layers.2", c.resnet.layers[2]},
       {"vision_cfg.layers.3", c.resnet.layers[3]},
-      {"vision_cfg.patch_size", c.vision_patch_size},
+      {"vision_cfg.patch_size", c.vit.patch_size},
       {"vision_cfg.image_size", c.image_resolution}};
   for (auto& [k, v] : sc.expect) {
     auto it = got.find(k);
@@ -545,8 +545,8 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
   };
   const std::string layout =
       resnet ? strprintf("a CLIP ResNet with stages (%d, %d, %d, %d) and %d text layers", c.resnet.layers[0],
-                         c.resnet.layers[1], c.resnet.layers[2], c.resnet.layers[3], c.text_layers)
-             : strprintf("a CLIP ViT model with %d vision and %d text layers", c.vision_layers, c.text_layers);
+                         c.resnet.layers[1], c.resnet.layers[2], c.resnet.layers[3], c.text.layers)
+             : strprintf("a CLIP ViT model with %d vision and %d text layers", c.vit.layers, c.text.layers);
   for (auto& [n, t] : by)
     CLIP_CHECK(wanted.count(n) || ignored.count(n) || counter(n, *t),
                "%s: unexpected tensor '%s' %s (not part of %s)", path.c_str(), n.c_str(),
@@ -563,9 +563,9 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
 void attach_vocab(Weights& w, const std::string& vocab_path) {
   w.vocab = load_bpe_vocab(vocab_path);
   w.has_vocab = true;
-  CLIP_CHECK((int64_t)w.vocab.tokens.size() == w.config.vocab_size,
+  CLIP_CHECK((int64_t)w.vocab.tokens.size() == w.config.text.vocab_size,
              "%s: the tokenizer has %zu tokens but the model in %s has vocab_size %d",
-             vocab_path.c_str(), w.vocab.tokens.size(), w.path.c_str(), w.config.vocab_size);
+             vocab_path.c_str(), w.vocab.tokens.size(), w.path.c_str(), w.config.text.vocab_size);
 }
 
 Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
@@ -678,17 +678,17 @@ json config_json(const ModelConfig& c) {
   json j = {{"embed_dim", c.embed_dim},
           {"vision_family", vision_family_name(c.vision_family)},
           {"image_resolution", c.image_resolution},
-          {"vision_patch_size", c.vision_patch_size},
-          {"vision_width", c.vision_width},
-          {"vision_layers", c.vision_layers},
-          {"vision_heads", c.vision_heads},
-          {"vision_mlp", c.vision_mlp},
-          {"context_length", c.context_length},
-          {"vocab_size", c.vocab_size},
-          {"text_width", c.text_width},
-          {"text_layers", c.text_layers},
-          {"text_heads", c.text_heads},
-          {"text_mlp", c.text_mlp},
+          {"vision_patch_size", c.vit.patch_size},
+          {"vision_width", c.vit.width},
+          {"vision_layers", c.vit.layers},
+          {"vision_heads", c.vit.heads},
+          {"vision_mlp", c.vit.mlp},
+          {"context_length", c.text.context_length},
+          {"vocab_size", c.text.vocab_size},
+          {"text_width", c.text.width},
+          {"text_layers", c.text.layers},
+          {"text_heads", c.text.heads},
+          {"text_mlp", c.text.mlp},
           {"layer_norm_eps", c.layer_norm_eps},
           {"activation", act_name(c.activation)}};
   if (c.vision_family == VisionFamily::resnet) {
@@ -802,17 +802,17 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
     }
   }
   m.image_resolution = int_field(c, "image_resolution", name, "config");
-  m.vision_patch_size = int_field(c, "vision_patch_size", name, "config");
-  m.vision_width = int_field(c, "vision_width", name, "config");
-  m.vision_layers = int_field(c, "vision_layers", name, "config");
-  m.vision_heads = int_field(c, "vision_heads", name, "config");
-  m.vision_mlp = int_field(c, "vision_mlp", name, "config");
-  m.context_length = int_field(c, "context_length", name, "config");
-  m.vocab_size = int_field(c, "vocab_size", name, "config");
-  m.text_width = int_field(c, "text_width", name, "config");
-  m.text_layers = int_field(c, "text_layers", name, "config");
-  m.text_heads = int_field(c, "text_heads", name, "config");
-  m.text_mlp = int_field(c, "text_mlp", name, "config");
+  m.vit.patch_size = int_field(c, "vision_patch_size", name, "config");
+  m.vit.width = int_field(c, "vision_width", name, "config");
+  m.vit.layers = int_field(c, "vision_layers", name, "config");
+  m.vit.heads = int_field(c, "vision_heads", name, "config");
+  m.vit.mlp = int_field(c, "vision_mlp", name, "config");
+  m.text.context_length = int_field(c, "context_length", name, "config");
+  m.text.vocab_size = int_field(c, "vocab_size", name, "config");
+  m.text.width = int_field(c, "text_width", name, "config");
+  m.text.layers = int_field(c, "text_layers", name, "config");
+  m.text.heads = int_field(c, "text_heads", name, "config");
+  m.text.mlp = int_field(c, "text_mlp", name, "config");
   m.layer_norm_eps = num_field(c, "layer_norm_eps", name, "config");
   const json& act = field(c, "activation", name, "config");
   CLIP_CHECK(act.is_string() &&
@@ -898,7 +898,7 @@ std::string describe(const Weights& w) {
   for (const WeightTensor& t : w.tensors) dtypes[dtype_name(t.dtype)]++;
   std::string dt;
   for (auto& [k, v] : dtypes) dt += (dt.empty() ? "" : ", ") + k + " x" + std::to_string(v);
-  int grid = c.vision_patch_size ? c.image_resolution / c.vision_patch_size : 0;
+  int grid = c.vit.patch_size ? c.image_resolution / c.vit.patch_size : 0;
   std::string s;
   s += strprintf("file:        %s\n", w.path.c_str());
   s += strprintf("format:      %s\n", w.format.c_str());
@@ -910,13 +910,13 @@ std::string describe(const Weights& w) {
                    r.pool_width(), r.heads);
   } else {
     s += strprintf("model:       ViT, embed %d, image %dpx, patch %d (grid %dx%d)\n", c.embed_dim,
-                   c.image_resolution, c.vision_patch_size, grid, grid);
-    s += strprintf("vision:      width %d, layers %d, heads %d, mlp %d\n", c.vision_width,
-                   c.vision_layers, c.vision_heads, c.vision_mlp);
+                   c.image_resolution, c.vit.patch_size, grid, grid);
+    s += strprintf("vision:      width %d, layers %d, heads %d, mlp %d\n", c.vit.width,
+                   c.vit.layers, c.vit.heads, c.vit.mlp);
   }
   s += strprintf("text:        width %d, layers %d, heads %d, mlp %d, context %d, vocab %d\n",
-                 c.text_width, c.text_layers, c.text_heads, c.text_mlp, c.context_length,
-                 c.vocab_size);
+                 c.text.width, c.text.layers, c.text.heads, c.text.mlp, c.text.context_length,
+                 c.text.vocab_size);
   s += strprintf("activation:  %s, layer_norm_eps %g\n", act_name(c.activation),
                  (double)c.layer_norm_eps);
   s += strprintf("logit_scale: %.9g (exp %.9g)\n", (double)w.logit_scale,
@@ -991,7 +991,7 @@ Converted convert_checkpoint(const std::string& src, const std::string& out, con
 std::optional<CheckpointVocab> checkpoint_vocab(const std::string& path) {
   Weights w = load_weights(path);
   if (!w.has_vocab) return std::nullopt;
-  return CheckpointVocab{std::move(w.vocab), w.config.context_length};
+  return CheckpointVocab{std::move(w.vocab), w.config.text.context_length};
 }
 
 }  // namespace clip

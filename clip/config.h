@@ -11,10 +11,21 @@ namespace clip {
 
 // The image tower's architecture family.
 enum class VisionFamily : uint8_t {
-  vit,     // VisionTransformer: the vision_* fields
+  vit,     // VisionTransformer: ViTConfig
   resnet,  // OpenAI's ModifiedResNet: ResNetConfig
 };
 const char* vision_family_name(VisionFamily f);  // "ViT", "ResNet"
+
+// OpenAI's VisionTransformer: a patch convolution (patch_size, no bias), a class token and
+// positions, ln_pre, `layers` pre-LN blocks of `heads` heads and MLP width `mlp`, ln_post on
+// the class token, a projection to embed_dim.
+struct ViTConfig {
+  int patch_size = 0;
+  int width = 0;
+  int layers = 0;
+  int heads = 0;
+  int mlp = 0;
+};
 
 // OpenAI's ModifiedResNet (clip/model.py): a stem of three 3x3 convolutions (width/2,
 // width/2, width channels; the first with stride 2) and a 2x2 average pool; four stages of
@@ -29,26 +40,27 @@ struct ResNetConfig {
   int pool_width() const { return 32 * width; }
 };
 
-// Hyperparameters of one CLIP model, as inferred from a checkpoint (names follow OpenAI's
-// CLIP() arguments). MLP widths are stored, not assumed to be 4x.
-struct ModelConfig {
-  int embed_dim = 0;
-  VisionFamily vision_family = VisionFamily::vit;
-  ResNetConfig resnet;  // vision_family resnet only
-  // vision tower (ViT fields: zero for a ResNet)
-  int image_resolution = 0;
-  int vision_patch_size = 0;
-  int vision_width = 0;
-  int vision_layers = 0;
-  int vision_heads = 0;
-  int vision_mlp = 0;
-  // text tower
+// The text Transformer: token embedding and positions, `layers` pre-LN causal blocks, ln_final
+// at the end-of-text token, a projection to embed_dim.
+struct TextConfig {
   int context_length = 0;
   int vocab_size = 0;
-  int text_width = 0;
-  int text_layers = 0;
-  int text_heads = 0;
-  int text_mlp = 0;
+  int width = 0;
+  int layers = 0;
+  int heads = 0;
+  int mlp = 0;
+};
+
+// Hyperparameters of one CLIP model, as inferred from a checkpoint (names follow OpenAI's
+// CLIP() arguments). MLP widths are stored, not assumed to be 4x. The image tower's config
+// is the one of its family (the other is all zeros).
+struct ModelConfig {
+  int embed_dim = 0;
+  int image_resolution = 0;
+  VisionFamily vision_family = VisionFamily::vit;
+  ViTConfig vit;        // vision_family vit
+  ResNetConfig resnet;  // vision_family resnet
+  TextConfig text;
   float layer_norm_eps = 1e-5f;
   Act activation = Act::quick_gelu;
 };

@@ -318,12 +318,12 @@ Graph ModelImpl::build_vision(int64_t B, bool rgb8, bool staged) const {
   Value x = g.patch_embed(px, W("visual.conv1.weight"));
   x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
   Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
-  for (int l = 0; l < c.vision_layers; l++)
+  for (int l = 0; l < c.vit.layers; l++)
     transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W,
-                      c.vision_heads, false, c.layer_norm_eps, c.activation,
-                      l + 1 == c.vision_layers ? cls_idx : kNoValue);
+                      c.vit.heads, false, c.layer_norm_eps, c.activation,
+                      l + 1 == c.vit.layers ? cls_idx : kNoValue);
   x = finish(g, s);
-  if (c.vision_layers == 0) x = g.gather_rows(x, cls_idx);
+  if (c.vit.layers == 0) x = g.gather_rows(x, cls_idx);
   x = g.layernorm(x, W("visual.ln_post.weight"), W("visual.ln_post.bias"), c.layer_norm_eps);
   g.output(g.linear(x, W("visual.proj.T")));
   return g;
@@ -340,11 +340,11 @@ Graph ModelImpl::build_text(int64_t B, int64_t T) const {
   Value x = g.embedding(ids, W("token_embedding.weight"));
   x = g.add(x, g.weight("positional_embedding[:T]", w("positional_embedding").slice(0, 0, T)));
   Stream s{x};
-  for (int l = 0; l < c.text_layers; l++)
-    transformer_block(g, s, "transformer.resblocks." + std::to_string(l) + ".", W, c.text_heads,
-                      true, c.layer_norm_eps, c.activation, l + 1 == c.text_layers ? eot : kNoValue);
+  for (int l = 0; l < c.text.layers; l++)
+    transformer_block(g, s, "transformer.resblocks." + std::to_string(l) + ".", W, c.text.heads,
+                      true, c.layer_norm_eps, c.activation, l + 1 == c.text.layers ? eot : kNoValue);
   x = finish(g, s);
-  if (c.text_layers == 0) x = g.gather_rows(x, eot);
+  if (c.text.layers == 0) x = g.gather_rows(x, eot);
   x = g.layernorm(x, W("ln_final.weight"), W("ln_final.bias"), c.layer_norm_eps);
   g.output(g.linear(x, W("text_projection.T")));
   return g;
@@ -411,7 +411,7 @@ static int64_t eot_position(const int32_t* row, int64_t ctx) {
 }
 
 HostTensor ModelImpl::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
-  const int64_t ctx = weights_.config.context_length;
+  const int64_t ctx = weights_.config.text.context_length;
   std::vector<int32_t> eot((size_t)B);
   int64_t T = 1;
   for (int64_t b = 0; b < B; b++) {
@@ -429,11 +429,11 @@ HostTensor ModelImpl::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
 }
 
 HostTensor ModelImpl::encode_tokens(const int32_t* tokens, int64_t B) {
-  const int64_t ctx = weights_.config.context_length;
+  const int64_t ctx = weights_.config.text.context_length;
   for (int64_t i = 0; i < B * ctx; i++)
-    CLIP_CHECK(tokens[i] >= 0 && tokens[i] < weights_.config.vocab_size,
+    CLIP_CHECK(tokens[i] >= 0 && tokens[i] < weights_.config.text.vocab_size,
                "token id %d (text %lld, position %lld) is outside the vocabulary of %d", tokens[i],
-               (long long)(i / ctx), (long long)(i % ctx), weights_.config.vocab_size);
+               (long long)(i / ctx), (long long)(i % ctx), weights_.config.text.vocab_size);
   if (B <= batch_limit_ || !opts_.trim_text)
     return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_tokens_chunk(tokens + b0 * ctx, nb); });
   // More texts than one batch: batches are cut from the texts sorted by length, so each runs
@@ -477,7 +477,7 @@ HostTensor ModelImpl::in_batches(int64_t B, const std::function<HostTensor(int64
 
 HostTensor ModelImpl::encode_texts(const std::vector<std::string>& texts) {
   const Tokenizer& tok = tokenizer();
-  const int ctx = weights_.config.context_length;
+  const int ctx = weights_.config.text.context_length;
   std::vector<int32_t> ids(texts.size() * (size_t)ctx);
   for (size_t i = 0; i < texts.size(); i++) {
     Encoded e = tok.encode(texts[i], ctx);

@@ -50,9 +50,9 @@ TEST(Arch, PublishedResNetShapes) {
     for (int s = 0; s < 4; s++) EXPECT_EQ(c.resnet.layers[s], p.layers[s]);
     EXPECT_EQ(c.resnet.width, p.width);
     EXPECT_EQ(c.resnet.heads, p.width * 32 / 64);
-    EXPECT_EQ(c.text_width, p.tw);
-    EXPECT_EQ(c.text_heads, p.tw / 64);
-    EXPECT_EQ(c.text_layers, 12);
+    EXPECT_EQ(c.text.width, p.tw);
+    EXPECT_EQ(c.text.heads, p.tw / 64);
+    EXPECT_EQ(c.text.layers, 12);
     EXPECT_NO_THROW(checkpoint_detail::check_config(c, p.name));
   }
   // RN50: 10.8 GFLOP of convolutions (5.4 GMAC) plus 1.26 GFLOP for the attention pool's
@@ -66,17 +66,17 @@ TEST(Arch, PublishedShapes) {
     ModelConfig c = arch_config(p.name);
     EXPECT_EQ(c.embed_dim, p.embed);
     EXPECT_EQ(c.image_resolution, p.res);
-    EXPECT_EQ(c.vision_patch_size, p.patch);
-    EXPECT_EQ(c.vision_width, p.vw);
-    EXPECT_EQ(c.vision_layers, p.vl);
-    EXPECT_EQ(c.vision_heads, p.vh);
-    EXPECT_EQ(c.vision_mlp, 4 * p.vw);
-    EXPECT_EQ(c.text_width, p.tw);
-    EXPECT_EQ(c.text_layers, p.tl);
-    EXPECT_EQ(c.text_heads, p.th);
-    EXPECT_EQ(c.text_mlp, 4 * p.tw);
-    EXPECT_EQ(c.context_length, 77);
-    EXPECT_EQ(c.vocab_size, 49408);
+    EXPECT_EQ(c.vit.patch_size, p.patch);
+    EXPECT_EQ(c.vit.width, p.vw);
+    EXPECT_EQ(c.vit.layers, p.vl);
+    EXPECT_EQ(c.vit.heads, p.vh);
+    EXPECT_EQ(c.vit.mlp, 4 * p.vw);
+    EXPECT_EQ(c.text.width, p.tw);
+    EXPECT_EQ(c.text.layers, p.tl);
+    EXPECT_EQ(c.text.heads, p.th);
+    EXPECT_EQ(c.text.mlp, 4 * p.tw);
+    EXPECT_EQ(c.text.context_length, 77);
+    EXPECT_EQ(c.text.vocab_size, 49408);
     EXPECT_EQ(c.activation, Act::quick_gelu);
     EXPECT_FLOAT_EQ(c.layer_norm_eps, 1e-5f);
   }
@@ -84,7 +84,7 @@ TEST(Arch, PublishedShapes) {
 }
 
 TEST(Arch, NamesWithSlashAndUnknown) {
-  EXPECT_EQ(arch_config("ViT-B/32").vision_patch_size, 32);
+  EXPECT_EQ(arch_config("ViT-B/32").vit.patch_size, 32);
   EXPECT_EQ(arch_config("ViT-L/14-336").image_resolution, 336);
   EXPECT_THROW(arch_config("ViT-H-14"), Error);
   EXPECT_THROW(arch_config(""), Error);
@@ -120,8 +120,8 @@ TEST(Arch, RandomWeightsPassLoaderValidation) {
 
 TEST(Arch, RandomWeightsDeterministicAndStatistics) {
   ModelConfig c = arch_config("ViT-B-32");
-  c.vision_layers = 2;
-  c.text_layers = 2;
+  c.vit.layers = 2;
+  c.text.layers = 2;
   Weights a = random_weights(c, 3, DType::f32), b = random_weights(c, 3, DType::f32),
           d = random_weights(c, 4, DType::f32);
   ASSERT_EQ(a.tensors.size(), b.tensors.size());
@@ -165,17 +165,17 @@ ModelConfig tiny_config() {
   ModelConfig c;
   c.embed_dim = 32;
   c.image_resolution = 32;
-  c.vision_patch_size = 8;
-  c.vision_width = 64;
-  c.vision_layers = 2;
-  c.vision_heads = 2;
-  c.vision_mlp = 256;
-  c.context_length = 77;
-  c.vocab_size = 49408;
-  c.text_width = 64;
-  c.text_layers = 2;
-  c.text_heads = 2;
-  c.text_mlp = 256;
+  c.vit.patch_size = 8;
+  c.vit.width = 64;
+  c.vit.layers = 2;
+  c.vit.heads = 2;
+  c.vit.mlp = 256;
+  c.text.context_length = 77;
+  c.text.vocab_size = 49408;
+  c.text.width = 64;
+  c.text.layers = 2;
+  c.text.heads = 2;
+  c.text.mlp = 256;
   return c;
 }
 
@@ -186,7 +186,7 @@ TEST(Arch, NativeRoundTrip) {
   Weights r = load_weights(path);
   std::remove(path.c_str());
   EXPECT_EQ(r.format, "native");
-  EXPECT_EQ(r.config.vision_width, 64);
+  EXPECT_EQ(r.config.vit.width, 64);
   EXPECT_EQ(r.config.activation, Act::quick_gelu);
   EXPECT_FLOAT_EQ(r.logit_scale, w.logit_scale);
   ASSERT_EQ(r.tensors.size(), w.tensors.size());

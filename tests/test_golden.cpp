@@ -295,8 +295,8 @@ TEST_F(ModelPropertyTest, LastBlockRunsOnThePooledRowsOnly) {
   // block, so its output projection and MLP run on B rows, the earlier blocks' on B·T; the
   // embeddings are checked against the references by the golden tests.
   const auto& cfg = m->config();
-  ASSERT_EQ(cfg.vision_layers, 2);
-  ASSERT_EQ(cfg.text_layers, 2);
+  ASSERT_EQ(cfg.vit.layers, 2);
+  ASSERT_EQ(cfg.text.layers, 2);
   const int64_t B = 3, tokens = 17;  // 4x4 patches + class
   std::vector<float> px;
   for (int64_t i = 0; i < B; i++) {
@@ -316,19 +316,19 @@ TEST_F(ModelPropertyTest, LastBlockRunsOnThePooledRowsOnly) {
   auto linear = [](int64_t rows, int64_t K, int64_t N, const char* tail) {
     return strprintf("linear [%lld,%lld]x[%lld,%lld]%s", (long long)rows, (long long)K, (long long)N, (long long)K, tail);
   };
-  const int64_t W = cfg.vision_width, M = cfg.vision_mlp;
+  const int64_t W = cfg.vit.width, M = cfg.vit.mlp;
   EXPECT_EQ(calls(vision, linear(B * tokens, W, M, "+bias+quick_gelu")), 1) << vision.table(40);
   EXPECT_EQ(calls(vision, linear(B, W, M, "+bias+quick_gelu")), 1) << vision.table(40);
   EXPECT_EQ(calls(vision, linear(B * tokens, M, W, "+bias")), 1) << vision.table(40);
   EXPECT_EQ(calls(vision, linear(B, M, W, "+bias")), 1) << vision.table(40);
   // Attention still sees every row (its keys and values come from all of them).
-  EXPECT_EQ(calls(vision, strprintf("attention B%lld T%lld H%d d%lld", (long long)B, (long long)tokens, cfg.vision_heads,
-                                    (long long)(W / cfg.vision_heads))),
+  EXPECT_EQ(calls(vision, strprintf("attention B%lld T%lld H%d d%lld", (long long)B, (long long)tokens, cfg.vit.heads,
+                                    (long long)(W / cfg.vit.heads))),
             2)
       << vision.table(40);
   const int64_t T = 7;  // the batch runs up to its longest text
-  EXPECT_EQ(calls(text, linear(B * T, cfg.text_mlp, cfg.text_width, "+bias")), 1) << text.table(40);
-  EXPECT_EQ(calls(text, linear(B, cfg.text_mlp, cfg.text_width, "+bias")), 1) << text.table(40);
+  EXPECT_EQ(calls(text, linear(B * T, cfg.text.mlp, cfg.text.width, "+bias")), 1) << text.table(40);
+  EXPECT_EQ(calls(text, linear(B, cfg.text.mlp, cfg.text.width, "+bias")), 1) << text.table(40);
 }
 
 // This process's mappings of `file` (from /proc/self/smaps): their address ranges and
@@ -442,7 +442,7 @@ TEST_P(GoldenCpuBf16Test, MatchesReference) {
   EXPECT_NE(0, std::memcmp(fe.f32(), ie.f32(), (size_t)(NI * E) * 4)) << "bf16 mode computed in f32";
   HostTensor last = m->encode_pixels(px.data() + (NI - 1) * m->pixels_per_image(), 1);
   EXPECT_EQ(0, std::memcmp(last.f32(), ie.f32() + (NI - 1) * E, (size_t)E * 4)) << "image row depends on its batch";
-  HostTensor t1 = m->encode_tokens(tok.data() + (NT - 1) * m->config().context_length, 1);
+  HostTensor t1 = m->encode_tokens(tok.data() + (NT - 1) * m->config().text.context_length, 1);
   EXPECT_EQ(0, std::memcmp(t1.f32(), te.f32() + (NT - 1) * E, (size_t)E * 4)) << "text row depends on its batch";
 }
 
@@ -537,7 +537,7 @@ TEST_P(ArchCudaTest, MatchesCpu) {
   o.dtype = c.dtype;
   auto gpu = Model::from_weights(random_weights(cfg, 5), o);
 
-  const int64_t NI = 2, P = gpu->pixels_per_image(), ctx = cfg.context_length;
+  const int64_t NI = 2, P = gpu->pixels_per_image(), ctx = cfg.text.context_length;
   std::vector<uint8_t> rgb((size_t)(NI * P));
   uint64_t x = 0x9e3779b97f4a7c15ull;
   for (auto& b : rgb) b = (uint8_t)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 56);
@@ -545,9 +545,9 @@ TEST_P(ArchCudaTest, MatchesCpu) {
   const int64_t lens[3] = {ctx, 16, 3};
   for (int64_t r = 0; r < 3; r++) {
     int32_t* t = tok.data() + r * ctx;
-    t[0] = cfg.vocab_size - 2;  // start of text
-    for (int64_t j = 1; j + 1 < lens[r]; j++) t[j] = (int32_t)(1 + (r * 7919 + j * 104729) % (cfg.vocab_size - 3));
-    t[lens[r] - 1] = cfg.vocab_size - 1;  // end of text: the pooled position
+    t[0] = cfg.text.vocab_size - 2;  // start of text
+    for (int64_t j = 1; j + 1 < lens[r]; j++) t[j] = (int32_t)(1 + (r * 7919 + j * 104729) % (cfg.text.vocab_size - 3));
+    t[lens[r] - 1] = cfg.text.vocab_size - 1;  // end of text: the pooled position
   }
 
   const double min_cos = c.dtype == DType::f32 ? 0.99999 : 0.999;

@@ -30,17 +30,17 @@ void expect_config(const Weights& w, const json& g) {
   const ModelConfig& c = w.config;
   EXPECT_EQ(c.embed_dim, g["embed_dim"].get<int>()) << w.path;
   EXPECT_EQ(c.image_resolution, g["image_resolution"].get<int>()) << w.path;
-  EXPECT_EQ(c.vision_layers, g["vision_layers"].get<int>()) << w.path;
-  EXPECT_EQ(c.vision_width, g["vision_width"].get<int>()) << w.path;
-  EXPECT_EQ(c.vision_patch_size, g["vision_patch_size"].get<int>()) << w.path;
-  EXPECT_EQ(c.vision_heads, g["vision_heads"].get<int>()) << w.path;
-  EXPECT_EQ(c.context_length, g["context_length"].get<int>()) << w.path;
-  EXPECT_EQ(c.vocab_size, g["vocab_size"].get<int>()) << w.path;
-  EXPECT_EQ(c.text_width, g["transformer_width"].get<int>()) << w.path;
-  EXPECT_EQ(c.text_heads, g["transformer_heads"].get<int>()) << w.path;
-  EXPECT_EQ(c.text_layers, g["transformer_layers"].get<int>()) << w.path;
-  EXPECT_EQ(c.vision_mlp, 4 * c.vision_width) << w.path;
-  EXPECT_EQ(c.text_mlp, 4 * c.text_width) << w.path;
+  EXPECT_EQ(c.vit.layers, g["vision_layers"].get<int>()) << w.path;
+  EXPECT_EQ(c.vit.width, g["vision_width"].get<int>()) << w.path;
+  EXPECT_EQ(c.vit.patch_size, g["vision_patch_size"].get<int>()) << w.path;
+  EXPECT_EQ(c.vit.heads, g["vision_heads"].get<int>()) << w.path;
+  EXPECT_EQ(c.text.context_length, g["context_length"].get<int>()) << w.path;
+  EXPECT_EQ(c.text.vocab_size, g["vocab_size"].get<int>()) << w.path;
+  EXPECT_EQ(c.text.width, g["transformer_width"].get<int>()) << w.path;
+  EXPECT_EQ(c.text.heads, g["transformer_heads"].get<int>()) << w.path;
+  EXPECT_EQ(c.text.layers, g["transformer_layers"].get<int>()) << w.path;
+  EXPECT_EQ(c.vit.mlp, 4 * c.vit.width) << w.path;
+  EXPECT_EQ(c.text.mlp, 4 * c.text.width) << w.path;
   EXPECT_FLOAT_EQ(c.layer_norm_eps, g["layer_norm_eps"].get<float>()) << w.path;
   EXPECT_STREQ(act_name(c.activation), g["activation"].get<std::string>().c_str()) << w.path;
   EXPECT_EQ(w.logit_scale, g["logit_scale"].get<float>()) << w.path;
@@ -790,11 +790,11 @@ TEST(weights, FuzzSeedsAreValid) {
   std::string dir = test::source_dir() + "/tests/fuzz_corpus";
   for (const char* f : {"tiny.clip", "tiny_vocab.clip"}) {
     Weights w = load_weights(dir + "/native/" + f);
-    EXPECT_EQ(w.config.text_width, 4) << f;
+    EXPECT_EQ(w.config.text.width, 4) << f;
   }
   for (const char* f : {"tiny_hf.safetensors", "tiny_openai.safetensors"}) {
     Weights w = load_weights(dir + "/safetensors/" + f);
-    EXPECT_EQ(w.config.vocab_size, 3) << f;
+    EXPECT_EQ(w.config.text.vocab_size, 3) << f;
     EXPECT_EQ(w.tensors.size(), canonical_tensors(w.config).size());
   }
   expect_identical(load_weights(dir + "/safetensors/tiny_hf.safetensors"),

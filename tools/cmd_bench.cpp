@@ -137,7 +137,7 @@ int run_bench(const BenchArgs& a) {
   std::unique_ptr<Model> m = a.arch.empty() ? Model::load(a.model.model, o) : Model::random(a.arch, a.seed, o);
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const ModelConfig& c = m->config();
-  const int ctx = c.context_length;
+  const int ctx = c.text.context_length;
   if (!a.save_native.empty()) m->save_native(a.save_native, DType::f32);
 
   std::mt19937_64 rng(a.seed);
@@ -193,10 +193,10 @@ int run_bench(const BenchArgs& a) {
                         c.image_resolution, c.resnet.layers[0], c.resnet.layers[1], c.resnet.layers[2],
                         c.resnet.layers[3], c.resnet.width, c.resnet.heads, image_flops(c) / 1e9)
             : strprintf("vision %dx%d/%d W %d L %d H %d", c.image_resolution, c.image_resolution,
-                        c.vision_patch_size, c.vision_width, c.vision_layers, c.vision_heads);
+                        c.vit.patch_size, c.vit.width, c.vit.layers, c.vit.heads);
     printf("model %s: %s, E %d | %s | text W %d L %d H %d ctx %d\n",
            a.arch.empty() ? a.model.model.c_str() : ("random " + a.arch).c_str(), c.activation == Act::gelu ? "gelu" : "quick_gelu",
-           c.embed_dim, vision.c_str(), c.text_width, c.text_layers, c.text_heads, ctx);
+           c.embed_dim, vision.c_str(), c.text.width, c.text.layers, c.text.heads, ctx);
     printf("device %s, %s; peak %.1f %s (%s)\n", peak.device.c_str(), dtype_name(o.dtype),
            peak.gflops * 1e9 / unit_scale, unit, peak.how.c_str());
     if (!gpu)
@@ -259,7 +259,7 @@ int run_bench(const BenchArgs& a) {
       // Tokens of the image tower's attention: the patches and the class token (ViT), the
       // final feature map and its mean (ResNet).
       const int64_t g = c.vision_family == VisionFamily::resnet ? c.image_resolution / 32
-                                                                 : c.image_resolution / c.vision_patch_size;
+                                                                 : c.image_resolution / c.vit.patch_size;
       Point p{"image", B, g * g + 1, {}, image_flops(c), {}, {}};
       measure(p, [&] { m->encode_rgb8(rgb.data(), B); });
     }
@@ -273,10 +273,10 @@ int run_bench(const BenchArgs& a) {
   }
 
   record["config"] = {{"embed_dim", c.embed_dim}, {"image_resolution", c.image_resolution},
-                      {"vision_patch_size", c.vision_patch_size}, {"vision_width", c.vision_width},
-                      {"vision_layers", c.vision_layers}, {"vision_heads", c.vision_heads},
-                      {"text_width", c.text_width}, {"text_layers", c.text_layers},
-                      {"text_heads", c.text_heads}, {"context_length", ctx}};
+                      {"vision_patch_size", c.vit.patch_size}, {"vision_width", c.vit.width},
+                      {"vision_layers", c.vit.layers}, {"vision_heads", c.vit.heads},
+                      {"text_width", c.text.width}, {"text_layers", c.text.layers},
+                      {"text_heads", c.text.heads}, {"context_length", ctx}};
   record["peak"] = {{"gflops", peak.gflops}, {"how", peak.how}, {"device", peak.device}};
   record["threads"] = omp_get_max_threads();
   if (o.device == Device::cpu) {

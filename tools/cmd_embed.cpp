@@ -217,7 +217,7 @@ int run_embed(const EmbedArgs& a) {
   // prompts does not run as long as the longest text of a random mix.
   while (i < items.size() && !interrupted()) {
     size_t nb = std::min(8 * B, items.size() - i);
-    const int ctx = model->config().context_length;
+    const int ctx = model->config().text.context_length;
     std::vector<int32_t> ids;
     std::vector<std::string> errors(nb);
     for (size_t j = 0; j < nb; j++) {

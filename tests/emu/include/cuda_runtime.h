@@ -12,7 +12,7 @@
 
 #include "cuda_bf16.h"
 #include "cuda_fp16.h"
-#include "tests/emu/simt.h"
+#include "../simt.h"
 
 #define __global__
 #define __device__
