@@ -98,11 +98,6 @@ std::unique_ptr<DevBuf> upload(const std::vector<float>& v, DType dt) {
   copy_bytes(b->data(), Device::cuda, h.data(), Device::cpu, h.size());  // waits until it landed
   return b;
 }
-std::unique_ptr<DevBuf> upload_i32(const std::vector<int32_t>& v) {
-  auto b = std::make_unique<DevBuf>(v.size() * 4);
-  copy_bytes(b->data(), Device::cuda, v.data(), Device::cpu, b->size());
-  return b;
-}
 std::unique_ptr<DevBuf> alloc_out(size_t n, DType dt) {
   return std::make_unique<DevBuf>(n * dtype_size(dt));
 }

@@ -43,6 +43,8 @@
 
 using namespace clip;
 using clip::test::randn;
+using clip::test::round_to;
+using clip::test::rounded;
 
 namespace {
 
@@ -52,16 +54,7 @@ const char* backend_name(Backend b) {
 }
 
 double eps_of(DType dt) { return dt == DType::f16 ? 9.765625e-4 : dt == DType::bf16 ? 7.8125e-3 : 1.1920929e-7; }
-float round_to(float x, DType dt) {
-  if (dt == DType::f16) return f16_to_f32(f32_to_f16(x));
-  if (dt == DType::bf16) return bf16_to_f32(f32_to_bf16(x));
-  return x;
-}
-std::vector<float> rounded(std::vector<float> v, DType dt) {
-  for (auto& x : v) x = round_to(x, dt);
-  return v;
-}
-std::vector<float> rounded(const std::vector<double>& v, DType dt) {
+std::vector<float> rounded_d(const std::vector<double>& v, DType dt) {
   std::vector<float> r(v.size());
   for (size_t i = 0; i < v.size(); i++) r[i] = round_to((float)v[i], dt);
   return r;
@@ -219,7 +212,7 @@ void expect_close(Backend b, DType dt, const std::string& what, const std::vecto
       t = {t.atol + order, t.rtol + order};
     }
   } else {
-    if (naive.empty()) naive = rounded(ref, dt);
+    if (naive.empty()) naive = rounded_d(ref, dt);
     double err = 0;
     for (size_t i = 0; i < ref.size(); i++)
       if (std::isfinite(ref[i])) err = std::max(err, std::fabs(naive[i] - ref[i]));
@@ -252,6 +245,10 @@ std::vector<Case<S>> cases(const std::vector<S>& shapes) {
       for (DType dt : {DType::f32, DType::f16, DType::bf16}) v.push_back({s, Backend::cuda, dt});
   }
   return v;
+}
+template <class S>
+void PrintTo(const Case<S>& c, std::ostream* os) {
+  *os << c.s.name() << " " << backend_name(c.backend) << " " << dtype_name(c.dt);
 }
 template <class S>
 std::string case_name(const testing::TestParamInfo<Case<S>>& i) {
