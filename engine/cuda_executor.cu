@@ -196,7 +196,6 @@ class CudaExecutor final : public Executor {
   }
 
  private:
-  const Shape& shape(Value v) const { return g_.info(v).shape; }
   // An index value may feed several lookups: keep the tightest bound.
   void bound_index(Value v, int64_t bound) {
     int64_t& b = index_bound_[v];
