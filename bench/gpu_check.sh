@@ -109,18 +109,20 @@ if [ ! -x "$BUILD/clip" ] || grep -q "^build .*FAILED" "$SUMMARY"; then
   exit 1
 fi
 
-step ctest 90 15 "$OURS ctest --test-dir $BUILD --output-on-failure -j8 -L 'test_kernels|test_golden|test_cli|test_weights'"
+step ctest 90 15 "$OURS ctest --test-dir $BUILD --output-on-failure -j8 -L 'test_kernels|test_ops|test_golden|test_cli|test_weights'"
 
 step e2e 40 all "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,64,1024 \
   --repeats 10 --first-embedding"
 
 step torch 100 all "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,64,1024 --compile-batch 1024"
 
-MEMCHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*Attention*_B2_T77_NH8_*:*LayerNorm*_C17_*:*OutputsMayAliasX*'
-MEMCHECK_FILTER+=':*LayerNorm*_C768_*:*BiasAct*_M3_N17_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
-MEMCHECK_FILTER+=':*DTypeTest.L2NormalizeAndSoftmax*:*DTypeTest.ClassPosEmbed*'
-MEMCHECK_FILTER+=':*DTypeTest.EmbeddingAndGatherRows*:*DTypeTest.AddBroadcast*:*GraphTest*'
-step memcheck 45 5 "$OURS $SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_kernels \
+# The ops (tests/test_ops.cpp, their CUDA cases) and the kernels that are not graph ops (tests/test_kernels.cu).
+MEMCHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*:*AttentionTest*_B2_T77_NH8_*cuda*'
+MEMCHECK_OPS+=':*LayerNormTest*_C17_*cuda*:*LayerNormTest*_C768_*cuda*:*L2NormalizeTest*cuda*:*SoftmaxTest*cuda*'
+MEMCHECK_OPS+=':*ClassPosTest*cuda*:*EmbeddingTest*cuda*:*GatherRowsTest*cuda*:*AddTest*cuda*'
+MEMCHECK_FILTER='*OutputsMayAliasX*:*BiasAct*_M3_N17_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*:*GraphTest*'
+step memcheck 45 5 "$OURS $SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_ops \
+  --gtest_filter='$MEMCHECK_OPS' && $OURS $SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$MEMCHECK_FILTER'"
 
 step kernels 40 all "$OURS $BUILD/bench/bench_kernels"
@@ -128,12 +130,16 @@ step kernels 40 all "$OURS $BUILD/bench/bench_kernels"
 step profile 25 40 "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,1024 \
   --repeats 3 --tower image --profile"
 
-RACECHECK_FILTER='*Attention*_T17_*:*Attention*_T65_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
-step racecheck 30 5 "$OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \
+RACECHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*'
+RACECHECK_FILTER='*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
+step racecheck 30 5 "$OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_ops \
+  --gtest_filter='$RACECHECK_OPS' && $OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$RACECHECK_FILTER'"
 
-INITCHECK_FILTER="$RACECHECK_FILTER:*LayerNorm*_C17_*:*BiasAct*_M3_N17_*:*DTypeTest.NormalizeRgb8*:*GraphTest*"
-step initcheck 30 5 "$OURS $SANITIZER --tool initcheck --error-exitcode 1 $BUILD/tests/test_kernels \
+INITCHECK_OPS="$RACECHECK_OPS:*LayerNormTest*_C17_*cuda*:*NormalizeRgb8Test*cuda*"
+INITCHECK_FILTER="$RACECHECK_FILTER:*BiasAct*_M3_N17_*:*GraphTest*"
+step initcheck 30 5 "$OURS $SANITIZER --tool initcheck --error-exitcode 1 $BUILD/tests/test_ops \
+  --gtest_filter='$INITCHECK_OPS' && $OURS $SANITIZER --tool initcheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$INITCHECK_FILTER'"
 
 step sdpa 25 all "python3 bench/torch_attention_baseline.py"

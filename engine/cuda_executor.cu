@@ -5,8 +5,10 @@
 //   - each graph input gets a device staging buffer and a pinned host buffer; each output a
 //     pinned host buffer; weights are used in place (ValueInfo::bound, device tensors in the
 //     graph's dtype);
-//   - one scratch Buffer, as large as the largest op scratch (patch matrix of patch_embed,
-//     normalized copies of cosine_sim).
+//   - per node, from its op's table entry (engine/ops.h): its CUDA function, its float operands
+//     checked to be in the node's dtype, the bounds of the indices it reads;
+//   - one scratch Buffer, as large as the largest op scratch (op_def(op).cuda_scratch: the
+//     patch matrix of patch_embed, normalized copies of cosine_sim, conv2d's im2col rows).
 // run:
 //   - inputs are checked (count, dtype, shape; token ids and row indices that feed embedding
 //     or gather_rows against their table sizes, so a bad id is an error here and never a
@@ -26,23 +28,16 @@
 // No device allocation and no host synchronisation in the steady state except that final
 // sync (the returned HostTensors are host allocations by the Executor interface).
 #include <algorithm>
-#include <climits>
 #include <cstdio>
 #include <cstring>
 
 #include "kernels/cuda_context.h"
 #include "engine/graph.h"
+#include "engine/op_run.h"
 #include "kernels/cuda_common.cuh"
-#include "kernels/kernels.h"
 
 namespace clip {
 namespace {
-
-int to_int(int64_t v, const char* what) {
-  CLIP_CHECK(v >= 0 && v <= INT_MAX, "%s = %lld does not fit the CUDA kernels' int sizes", what,
-             (long long)v);
-  return (int)v;
-}
 
 struct PinnedHost {
   void* p = nullptr;
@@ -86,27 +81,18 @@ class CudaExecutor final : public Executor {
       const size_t nb = (size_t)g_.info(v).shape.numel() * dtype_size(g_.info(v).dtype);
       out_host_.emplace_back(std::make_unique<PinnedHost>(nb));
     }
+    // Per node (its op's table entry): every float operand in the dtype the node computes in,
+    // the scratch it needs, the bounds of the indices it reads.
     size_t scratch = 0;
     for (const Node& n : g_.nodes()) {
-      const DType dt = g_.info(n.out[0]).dtype;
-      if (n.op == Op::patch_embed) {
-        const Shape& px = shape(n.in[0]);
-        const Shape& w = shape(n.in[1]);
-        scratch = std::max(scratch, cuda::patch_embed_scratch_bytes(
-                                        (int)px[0], (int)px[2], (int)px[3], (int)w[2], dt));
-      } else if (n.op == Op::cosine_sim) {
-        scratch = std::max(scratch, cuda::cosine_sim_scratch_bytes(shape(n.in[0])[0],
-                                                                   shape(n.in[1])[0],
-                                                                   (int)shape(n.in[0])[1], dt));
-      } else if (n.op == Op::conv2d) {
-        const Shape& xs = shape(n.in[0]);
-        scratch = std::max(scratch, cuda::conv2d_scratch_bytes(to_int(xs[0], "B"), to_int(xs[1], "H"),
-                                                               to_int(xs[2], "W"), to_int(xs[3], "C"), n.kernel,
-                                                               n.stride, n.pad, dt));
-      } else if (n.op == Op::embedding) {
-        bound_index(n.in[0], shape(n.in[1])[0]);  // ids < V
-      } else if (n.op == Op::gather_rows) {
-        bound_index(n.in[1], shape(n.in[0])[1]);  // idx < T
+      const OpDef& d = op_def(n.op);
+      CLIP_CHECK(d.cuda, "%s: this build has no CUDA function for it", d.name);
+      run_.push_back(d.cuda);
+      if (!d.mixed_dtypes) same_dtype(n);
+      if (d.cuda_scratch) scratch = std::max(scratch, d.cuda_scratch(g_, n));
+      if (d.index_bound) {
+        const IndexBound ib = d.index_bound(g_, n);
+        bound_index(n.in[(size_t)ib.in], ib.bound);
       }
     }
     scratch_ = Buffer(scratch, Device::cuda);
@@ -210,7 +196,6 @@ class CudaExecutor final : public Executor {
   }
 
  private:
-  const Shape& shape(Value v) const { return g_.info(v).shape; }
   // An index value may feed several lookups: keep the tightest bound.
   void bound_index(Value v, int64_t bound) {
     int64_t& b = index_bound_[v];
@@ -218,11 +203,13 @@ class CudaExecutor final : public Executor {
   }
 
   // Every float operand of a node must be in the dtype the node computes in.
-  void same_dtype(const Node& n, DType dt, std::initializer_list<Value> vs) const {
-    for (Value v : vs)
-      CLIP_CHECK(g_.info(v).dtype == dt, "%s: operand %s is %s, the op computes in %s",
-                 op_name(n.op), g_.info(v).name.c_str(), dtype_name(g_.info(v).dtype),
-                 dtype_name(dt));
+  void same_dtype(const Node& n) const {
+    const DType dt = g_.info(n.out[0]).dtype;
+    for (Value v : n.in) {
+      const DType t = g_.info(v).dtype;
+      CLIP_CHECK(t == dt || t == DType::i32 || t == DType::u8, "%s: operand %s is %s, the op computes in %s",
+                 op_name(n.op), g_.info(v).name.c_str(), dtype_name(t), dtype_name(dt));
+    }
   }
 
   // Records the nodes (not the input and output copies, which every run queues itself) into a
@@ -276,135 +263,8 @@ class CudaExecutor final : public Executor {
     }
     for (size_t i = 0; i < nodes.size(); i++) {
       if (timed) CUDA_CHECK(cudaEventRecord(events_[2 * i], st));
-      exec(nodes[i], st);
+      run_[i](CudaRun{{g_, nodes[i], ptr_.data()}, ctx_, scratch_.data()});
       if (timed) CUDA_CHECK(cudaEventRecord(events_[2 * i + 1], st));
-    }
-  }
-
-  void exec(const Node& n, cudaStream_t st) {
-    const Value y = n.out[0];
-    const DType dt = g_.info(y).dtype;
-    const Shape& s = shape(y);
-    void* Y = ptr_[y];
-    auto P = [&](Value v) { return (const void*)ptr_[v]; };
-    const Value x = n.in[0];
-    switch (n.op) {
-      case Op::linear: {
-        const Shape& w = shape(n.in[1]);
-        const bool has_b = n.in.size() > 2;
-        same_dtype(n, dt, {x, n.in[1]});
-        if (has_b) same_dtype(n, dt, {n.in[2]});
-        cuda::linear_forward(ctx_, Y, P(x), P(n.in[1]), has_b ? P(n.in[2]) : nullptr, s.rows(),
-                             w[0], w[1], n.act, dt, st);
-        break;
-      }
-      case Op::layernorm:
-        same_dtype(n, dt, {x, n.in[1], n.in[2]});
-        cuda::layernorm_forward(Y, P(x), P(n.in[1]), P(n.in[2]), s.rows(),
-                                to_int(s.last(), "layernorm C"), n.eps, dt, st);
-        break;
-      case Op::add_layernorm:
-        same_dtype(n, dt, {x, n.in[1], n.in[2], n.in[3]});
-        cuda::add_layernorm_forward(Y, ptr_[n.out[1]], P(x), P(n.in[1]), P(n.in[2]),
-                                    P(n.in[3]), s.rows(), to_int(s.last(), "layernorm C"),
-                                    n.eps, dt, st);
-        break;
-      case Op::add:
-        same_dtype(n, dt, {x, n.in[1]});
-        cuda::add_forward(Y, P(x), P(n.in[1]), s.numel(), shape(n.in[1]).numel(), dt, st);
-        break;
-      case Op::act:
-        same_dtype(n, dt, {x});
-        cuda::act_forward(Y, P(x), s.numel(), n.act, dt, st);
-        break;
-      case Op::softmax:
-        same_dtype(n, dt, {x});
-        cuda::softmax_forward(Y, P(x), s.rows(), to_int(s.last(), "softmax N"), dt, st);
-        break;
-      case Op::attention:
-        same_dtype(n, dt, {x});
-        CLIP_CHECK(n.heads > 0 && s[2] % n.heads == 0, "attention: %lld channels, %d heads",
-                   (long long)s[2], n.heads);
-        cuda::attention_forward(Y, P(x), to_int(s[0], "attention B"), to_int(s[1], "attention T"),
-                                n.heads, (int)(s[2] / n.heads), n.causal, dt, st);
-        break;
-      case Op::patch_embed: {
-        same_dtype(n, dt, {x, n.in[1]});
-        const Shape& px = shape(x);
-        const Shape& w = shape(n.in[1]);
-        cuda::patch_embed_forward(ctx_, Y, P(x), P(n.in[1]), to_int(px[0], "B"),
-                                  to_int(px[2], "H"), to_int(px[3], "W"), to_int(w[2], "P"),
-                                  to_int(w[0], "C"), dt, scratch_.data(), st);
-        break;
-      }
-      case Op::class_pos:
-        same_dtype(n, dt, {x, n.in[1], n.in[2]});
-        cuda::class_pos_forward(Y, P(x), P(n.in[1]), P(n.in[2]), to_int(s[0], "B"),
-                                to_int(s[1] - 1, "G"), to_int(s[2], "C"), dt, st);
-        break;
-      case Op::embedding: {
-        same_dtype(n, dt, {n.in[1]});
-        const Shape& tb = shape(n.in[1]);
-        cuda::embedding_forward(Y, (const int32_t*)P(x), P(n.in[1]), s[0] * s[1],
-                                to_int(tb[1], "C"), tb[0], dt, st);
-        break;
-      }
-      case Op::gather_rows: {
-        same_dtype(n, dt, {x});
-        const Shape& xs = shape(x);
-        cuda::gather_rows_forward(Y, P(x), (const int32_t*)P(n.in[1]), to_int(xs[0], "B"),
-                                  to_int(xs[1], "T"), to_int(xs[2], "C"), dt, st);
-        break;
-      }
-      case Op::l2_normalize:
-        same_dtype(n, dt, {x});
-        cuda::l2_normalize_forward(Y, P(x), s.rows(), to_int(s.last(), "C"), dt, st);
-        break;
-      case Op::cosine_sim:
-        same_dtype(n, dt, {x, n.in[1]});
-        cuda::cosine_sim_forward(ctx_, Y, P(x), P(n.in[1]), s[0], s[1],
-                                 to_int(shape(x)[1], "C"), n.scale, dt, scratch_.data(), st);
-        break;
-      case Op::cast:
-        cuda::cast_forward(Y, dt, P(x), g_.info(x).dtype, s.numel(), st);
-        break;
-      case Op::to_nhwc: {
-        same_dtype(n, dt, {x});
-        const Shape& xs = shape(x);
-        cuda::to_nhwc_forward(Y, P(x), to_int(xs[0], "B"), to_int(xs[1], "C"), to_int(xs[2], "H"),
-                              to_int(xs[3], "W"), dt, st);
-        break;
-      }
-      case Op::conv2d: {
-        const Shape& xs = shape(x);
-        const Shape& w = shape(n.in[1]);
-        const bool has_b = n.in.size() > 2, has_r = n.in.size() > 3;
-        same_dtype(n, dt, {x, n.in[1]});
-        if (has_b) same_dtype(n, dt, {n.in[2]});
-        if (has_r) same_dtype(n, dt, {n.in[3]});
-        cuda::conv2d_forward(ctx_, Y, P(x), P(n.in[1]), has_b ? P(n.in[2]) : nullptr, has_r ? P(n.in[3]) : nullptr,
-                             to_int(xs[0], "B"), to_int(xs[1], "H"), to_int(xs[2], "W"), to_int(xs[3], "Ci"),
-                             to_int(w[0], "Co"), n.kernel, n.stride, n.pad, n.act, dt, scratch_.data(), st);
-        break;
-      }
-      case Op::avgpool2d: {
-        same_dtype(n, dt, {x});
-        const Shape& xs = shape(x);
-        cuda::avgpool2d_forward(Y, P(x), to_int(xs[0], "B"), to_int(xs[1], "H"), to_int(xs[2], "W"),
-                                to_int(xs[3], "C"), n.kernel, dt, st);
-        break;
-      }
-      case Op::pool_tokens: {
-        same_dtype(n, dt, {x, n.in[1]});
-        const Shape& xs = shape(x);
-        cuda::pool_tokens_forward(Y, P(x), P(n.in[1]), to_int(xs[0], "B"), to_int(xs[1] * xs[2], "HW"),
-                                  to_int(xs[3], "C"), dt, st);
-        break;
-      }
-      case Op::normalize_rgb8:
-        cuda::normalize_rgb8_forward(Y, (const uint8_t*)P(x), to_int(s[0], "B"), to_int(s[2], "H"),
-                                     to_int(s[3], "W"), n.mean, n.std, dt, st);
-        break;
     }
   }
 
@@ -415,6 +275,7 @@ class CudaExecutor final : public Executor {
   std::vector<Buffer> in_dev_;
   std::vector<std::unique_ptr<PinnedHost>> in_host_, out_host_;
   std::vector<void*> ptr_;
+  std::vector<void (*)(const CudaRun&)> run_;  // per node, its op's CUDA function
   std::vector<int64_t> index_bound_;  // per value: exclusive bound of its int32 entries, or -1
   cudaGraphExec_t exec_ = nullptr;
   bool eager_ = false;  // capture failed: run the nodes directly

@@ -13,38 +13,13 @@
 
 #include "core/profile.h"
 #include "engine/cpu_ops.h"
+#include "engine/ops.h"
 #include "engine/tensor.h"
 
 namespace clip {
 
 using Value = int;
 constexpr Value kNoValue = -1;
-
-enum class Op : uint8_t {
-  linear,         // in: x [.., K], w [N, K], b [N]?         out: act(x wᵀ + b) [.., N]
-  layernorm,      // in: x [.., C], g [C], b [C]              out: [.., C]
-  add_layernorm,  // in: x, r [.., C], g, b                   out: sum = x + r, layernorm(sum)
-  add,            // in: a [..], b (trailing dims of a)       out: a + b (b broadcast)
-  act,            // in: x                                    out: act(x)
-  softmax,        // in: x [.., N]                            out: softmax over N
-  attention,      // in: qkv [B, T, 3C]                       out: [B, T, C]
-  patch_embed,    // in: px [B, 3, H, W], w [C, 3, P, P]      out: [B, (H/P)(W/P), C]
-  class_pos,      // in: patches [B, G, C], cls [C], pos [1+G, C]  out: [B, 1+G, C]
-  embedding,      // in: ids [B, T] i32, table [V, C]         out: [B, T, C]
-  gather_rows,    // in: x [B, T, C], idx [B] i32             out: [B, C]
-  l2_normalize,   // in: x [.., C]                            out: [.., C]
-  cosine_sim,     // in: a [M, C], b [N, C]                   out: scale * cos [M, N]
-  cast,           // in: x                                    out: x in another dtype
-  normalize_rgb8, // in: rgb [B, H, W, 3] u8                  out: [B, 3, H, W] (rgb/255 - mean) / std
-  // The ResNet towers run channels-last (NHWC): a convolution is then a GEMM over pixels.
-  to_nhwc,        // in: x [B, C, H, W]                       out: [B, H, W, C]
-  conv2d,         // in: x [B, H, W, Ci], w [Co, k, k, Ci], b [Co], r [B, Ho, Wo, Co]?
-                  // out: act(conv(x, stride, pad) + b + r) [B, Ho, Wo, Co]
-  avgpool2d,      // in: x [B, H, W, C]                       out: [B, H/k, W/k, C] (k x k windows, stride k)
-  pool_tokens,    // in: x [B, H, W, C], pos [1+HW, C]        out: [B, 1+HW, C]: row 0 the mean over HW,
-                  // then the HW rows, each + pos
-};
-const char* op_name(Op op);
 
 struct ValueInfo {
   enum Kind : uint8_t { input, weight, activation } kind = activation;
@@ -59,14 +34,10 @@ struct ValueInfo {
 
 struct Node {
   Op op;
-  std::vector<Value> in, out;
-  Act act = Act::none;
-  bool causal = false;
-  int heads = 0;
-  float eps = 0.0f;    // layernorm
-  float scale = 1.0f;  // cosine_sim
-  float mean[3] = {}, std[3] = {};  // normalize_rgb8, per channel
-  int kernel = 0, stride = 1, pad = 0;  // conv2d (kernel, stride, zero padding), avgpool2d (kernel)
+  std::vector<Value> in, out;  // optional operands absent at the end (see engine/ops.h)
+  OpParams params;             // the op's parameter struct
+  template <class P>
+  const P& p() const { return std::get<P>(params); }
 };
 
 // Activation memory: one arena; value v lives at [offset[v], offset[v] + size[v]).
@@ -105,6 +76,9 @@ class Graph {
   Value conv2d(Value x, Value w, Value b, int stride, int pad, Act act = Act::none, Value r = kNoValue);
   Value avgpool2d(Value x, int k);
   Value pool_tokens(Value x, Value pos);
+  // Any op: checks the operands (engine/ops.cpp: op_def(op).infer) and that the graph's
+  // device runs it (supports), then adds the node. Trailing kNoValue operands are dropped.
+  std::vector<Value> add_op(Op op, std::vector<Value> in, OpParams params = NoParams{});
   void output(Value v);
 
   Device device() const { return device_; }
@@ -117,7 +91,6 @@ class Graph {
 
  private:
   Value new_value(ValueInfo::Kind kind, Shape shape, DType dtype, const std::string& name);
-  Value add_node(Node n, Shape out_shape, DType out_dtype);
   const ValueInfo& check(Value v, const char* op) const;
   Device device_;
   DType dtype_;

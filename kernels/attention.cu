@@ -39,11 +39,12 @@
 
 #include "kernels/cuda_common.cuh"
 #include "kernels/kernels.h"
+#include "kernels/limits.h"
 
 namespace clip::cuda {
 namespace {
 
-constexpr int kHS = 64;       // head size
+constexpr int kHS = kAttentionHeadSize;
 constexpr int kBQ = 64;       // queries per block (tensor-core kernel)
 constexpr int kBK = 64;       // keys per tile
 constexpr int kLd = kHS + 8;  // padded shared-memory row, in halves
@@ -339,7 +340,7 @@ __global__ void __launch_bounds__(kThreads)
 void attention_forward(void* out, const void* qkv, int B, int T, int NH, int HS, bool causal,
                        DType dt, cudaStream_t stream) {
   CLIP_CHECK(HS == kHS, "attention: head size %d is not supported on CUDA (only %d)", HS, kHS);
-  CLIP_CHECK(B >= 1 && B <= 65535 && NH >= 1 && NH <= 65535 && T >= 1,
+  CLIP_CHECK(B >= 1 && B <= kMaxGridYZ && NH >= 1 && NH <= kMaxGridYZ && T >= 1,
              "attention: bad sizes B=%d T=%d NH=%d", B, T, NH);
   CLIP_CHECK(out != qkv, "attention: out must not alias qkv");
   const float scale = 1.0f / sqrtf((float)HS);

@@ -13,11 +13,12 @@
 // alias x: every element is read before any is written, by the same lane.
 #include "kernels/cuda_common.cuh"
 #include "kernels/kernels.h"
+#include "kernels/limits.h"
 
 namespace clip::cuda {
 namespace {
 
-constexpr int kMaxPerLane = 64;  // floats cached per lane: C <= 32 * 64
+constexpr int kMaxPerLane = kLayerNormMaxC / 32;  // floats cached per lane
 constexpr int kRowsPerBlock = 4;
 
 template <typename T, int VEC> __device__ __forceinline__ void load_vec(const T* p, float* v) {

@@ -3,7 +3,7 @@
 # suite under qemu-user (build-aarch64/). Not part of CI: under emulation the suite takes long.
 # Installs (Debian multiarch) the cross compiler, qemu-user and the arm64 -dev packages.
 #   bash scripts/cross_aarch64.sh            # set up, build, run ctest
-#   CTEST_ARGS="-R Linear" bash scripts/cross_aarch64.sh   (default: -L 'test_ops|test_graph|test_tokenizer')
+#   CTEST_ARGS="-R Linear" bash scripts/cross_aarch64.sh   (default: -L 'test_ops|test_cpu_kernels|test_graph|test_tokenizer')
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -34,5 +34,5 @@ t0=$SECONDS
 # CTEST_ARGS=" " for the whole suite (hours emulated).
 # shellcheck disable=SC2086
 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive ctest --test-dir build-aarch64 --output-on-failure -j2 --timeout 3000 \
-  ${CTEST_ARGS:--L test_ops|test_graph|test_tokenizer}
+  ${CTEST_ARGS:--L test_ops|test_cpu_kernels|test_graph|test_tokenizer}
 echo "cross_aarch64: tests passed under qemu-aarch64 in $((SECONDS - t0)) s"

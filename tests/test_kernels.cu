@@ -1,7 +1,8 @@
-// Every CUDA kernel against its CPU reference (engine/cpu_ops.h), over CLIP's shapes
-// (tokens 50, 77, 197, 257, 577; head size 64; widths 512/768/1024; heads 8/12/16) and odd
-// ones (1, 3, 17), in f32, f16 and bf16; plus a graph-level test (compile_cpu vs
-// compile_cuda) and host-only tests of the launch arithmetic.
+// The CUDA kernels that are not graph ops, or properties of one beyond what tests/test_ops.cpp
+// checks of every op on every backend: bias + activation, cuBLASLt's bias epilogue, outputs
+// aliasing inputs, cosine top-k, against their CPU reference (engine/cpu_ops.h); a
+// graph-level test (compile_cpu vs compile_cuda), input staging, and host-only tests of the
+// launch arithmetic.
 //
 // Tolerances (tests/test_util.h rule |got - ref| <= atol + rtol |ref|):
 //   - the reference is the f32 CPU op on the inputs already rounded to the dtype, so input
@@ -97,11 +98,6 @@ std::unique_ptr<DevBuf> upload(const std::vector<float>& v, DType dt) {
   copy_bytes(b->data(), Device::cuda, h.data(), Device::cpu, h.size());  // waits until it landed
   return b;
 }
-std::unique_ptr<DevBuf> upload_i32(const std::vector<int32_t>& v) {
-  auto b = std::make_unique<DevBuf>(v.size() * 4);
-  copy_bytes(b->data(), Device::cuda, v.data(), Device::cpu, b->size());
-  return b;
-}
 std::unique_ptr<DevBuf> alloc_out(size_t n, DType dt) {
   return std::make_unique<DevBuf>(n * dtype_size(dt));
 }
@@ -183,134 +179,7 @@ TEST(kernels_host, BadSizesThrowWithoutDevice) {
                Error);
 }
 
-// ---- attention ----------------------------------------------------------------------------
-
-struct AttnParam {
-  DType dt;
-  int B, T, NH;
-  bool causal;
-};
-std::string attn_name(const testing::TestParamInfo<AttnParam>& i) {
-  const auto& p = i.param;
-  return dt_name(p.dt) + "_B" + std::to_string(p.B) + "_T" + std::to_string(p.T) + "_NH" +
-         std::to_string(p.NH) + (p.causal ? "_causal" : "_full");
-}
-void PrintTo(const AttnParam& p, std::ostream* os) { *os << attn_name({p, 0}); }
-std::vector<AttnParam> attn_params() {
-  std::vector<AttnParam> v;
-  for (DType dt : kDTypes)
-    for (bool causal : {false, true}) {
-      for (int T : {1, 3, 17, 50, 64, 65, 197, 257, 577}) v.push_back({dt, 2, T, T >= 257 ? 16 : 12, causal});
-      v.push_back({dt, 2, 77, 8, causal});   // text, width 512
-      v.push_back({dt, 1, 77, 12, causal});  // text, width 768
-      v.push_back({dt, 1, 1024, 1, causal}); // the longest supported sequence
-    }
-  return v;
-}
-
-// Naive same-precision attention: S, P and O rounded to the dtype as a three-kernel
-// implementation (GEMM, softmax, GEMM) would store them.
-std::vector<float> attention_naive(const std::vector<float>& qkv, int B, int T, int NH, bool causal,
-                                   DType dt) {
-  const int HS = 64, C = NH * HS;
-  std::vector<float> out((size_t)B * T * C), s(T);
-  const float scale = 1.0f / std::sqrt((float)HS);
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < NH; h++)
-      for (int i = 0; i < T; i++) {
-        const float* q = &qkv[((size_t)b * T + i) * 3 * C + h * HS];
-        const int jend = causal ? i + 1 : T;
-        float mx = -INFINITY;
-        for (int j = 0; j < jend; j++) {
-          const float* k = &qkv[((size_t)b * T + j) * 3 * C + C + h * HS];
-          float d = 0;
-          for (int e = 0; e < HS; e++) d += q[e] * k[e];
-          s[j] = round_to(d * scale, dt);
-          mx = std::max(mx, s[j]);
-        }
-        float sum = 0;
-        for (int j = 0; j < jend; j++) sum += (s[j] = std::exp(s[j] - mx));
-        for (int j = 0; j < jend; j++) s[j] = round_to(s[j] / sum, dt);
-        for (int e = 0; e < HS; e++) {
-          float o = 0;
-          for (int j = 0; j < jend; j++) o += s[j] * qkv[((size_t)b * T + j) * 3 * C + 2 * C + h * HS + e];
-          out[((size_t)b * T + i) * C + h * HS + e] = round_to(o, dt);
-        }
-      }
-  return out;
-}
-
-class AttentionTest : public testing::TestWithParam<AttnParam> {};
-TEST_P(AttentionTest, MatchesCpu) {
-  REQUIRE_CUDA();
-  const auto p = GetParam();
-  const int C = p.NH * 64;
-  const size_t nin = (size_t)p.B * p.T * 3 * C, nout = (size_t)p.B * p.T * C;
-  auto qkv = rounded(test::randn(nin, 1000 + p.T, 1.0f), p.dt);
-  std::vector<float> ref(nout);
-  attention_cpu(ref.data(), qkv.data(), p.B, p.T, p.NH, 64, p.causal);
-  auto din = upload(qkv, p.dt);
-  auto dout = alloc_out(nout, p.dt);
-  cuda::attention_forward(dout->data(), din->data(), p.B, p.T, p.NH, 64, p.causal, p.dt, stream());
-  auto got = download(*dout, nout, p.dt);
-  std::vector<float> naive;
-  if (p.dt != DType::f32) naive = attention_naive(qkv, p.B, p.T, p.NH, p.causal, p.dt);
-  check_output("attention", *dout, got, ref, naive, p.dt, std::max(p.T, 64));
-  EXPECT_EQ(din->guard_damage(), 0u);
-}
-INSTANTIATE_TEST_SUITE_P(kernels, AttentionTest, testing::ValuesIn(attn_params()), attn_name);
-
 // ---- layernorm ----------------------------------------------------------------------------
-
-struct LnParam {
-  DType dt;
-  int64_t M;
-  int C;
-  bool fused;
-};
-std::string ln_name(const testing::TestParamInfo<LnParam>& i) {
-  const auto& p = i.param;
-  return dt_name(p.dt) + "_M" + std::to_string(p.M) + "_C" + std::to_string(p.C) +
-         (p.fused ? "_add" : "_plain");
-}
-void PrintTo(const LnParam& p, std::ostream* os) { *os << ln_name({p, 0}); }
-std::vector<LnParam> ln_params() {
-  std::vector<LnParam> v;
-  for (DType dt : kDTypes)
-    for (bool fused : {false, true})
-      for (int C : {1, 3, 17, 512, 768, 1024, 1280, 2048}) v.push_back({dt, C >= 1024 ? 77 : 157, C, fused});
-  return v;
-}
-class LayerNormTest : public testing::TestWithParam<LnParam> {};
-TEST_P(LayerNormTest, MatchesCpu) {
-  REQUIRE_CUDA();
-  const auto p = GetParam();
-  const size_t n = (size_t)p.M * p.C;
-  const float eps = 1e-5f;
-  auto x = rounded(test::randn(n, 11, 2.0f), p.dt), r = rounded(test::randn(n, 12, 1.0f), p.dt);
-  auto g = rounded(test::randu(p.C, 13, 0.5f, 1.5f), p.dt), b = rounded(test::randn(p.C, 14, 0.1f), p.dt);
-  std::vector<float> sum(n), y(n), nsum(n), ny(n);
-  if (p.fused) {
-    add_layernorm_cpu(sum.data(), y.data(), x.data(), r.data(), g.data(), b.data(), p.M, p.C, eps);
-    for (size_t i = 0; i < n; i++) nsum[i] = round_to(x[i] + r[i], p.dt);
-    layernorm_cpu(ny.data(), nsum.data(), g.data(), b.data(), p.M, p.C, eps);
-  } else {
-    layernorm_cpu(y.data(), x.data(), g.data(), b.data(), p.M, p.C, eps);
-    ny = y;
-  }
-  round_all(ny, p.dt);
-  auto dx = upload(x, p.dt), dr = upload(r, p.dt), dg = upload(g, p.dt), db = upload(b, p.dt);
-  auto dsum = alloc_out(n, p.dt), dy = alloc_out(n, p.dt);
-  if (p.fused)
-    cuda::add_layernorm_forward(dsum->data(), dy->data(), dx->data(), dr->data(), dg->data(),
-                                db->data(), p.M, p.C, eps, p.dt, stream());
-  else
-    cuda::layernorm_forward(dy->data(), dx->data(), dg->data(), db->data(), p.M, p.C, eps, p.dt,
-                            stream());
-  check_output("layernorm y", *dy, download(*dy, n, p.dt), y, ny, p.dt, p.C);
-  if (p.fused) check_output("layernorm sum", *dsum, download(*dsum, n, p.dt), sum, nsum, p.dt, 1);
-}
-INSTANTIATE_TEST_SUITE_P(kernels, LayerNormTest, testing::ValuesIn(ln_params()), ln_name);
 
 TEST(kernels_layernorm, OutputsMayAliasX) {
   REQUIRE_CUDA();
@@ -378,61 +247,7 @@ TEST_P(BiasActTest, MatchesCpu) {
 }
 INSTANTIATE_TEST_SUITE_P(kernels, BiasActTest, testing::ValuesIn(act_params()), act_param_name);
 
-// ---- linear (cuBLASLt) --------------------------------------------------------------------
-
-struct LinParam {
-  DType dt;
-  int64_t M, N, K;
-  Act act;
-  bool bias;
-};
-std::string lin_name(const testing::TestParamInfo<LinParam>& i) {
-  const auto& p = i.param;
-  return dt_name(p.dt) + "_M" + std::to_string(p.M) + "_N" + std::to_string(p.N) + "_K" +
-         std::to_string(p.K) + "_" + act_name(p.act) + (p.bias ? "_bias" : "_nobias");
-}
-void PrintTo(const LinParam& p, std::ostream* os) { *os << lin_name({p, 0}); }
-std::vector<LinParam> lin_params() {
-  std::vector<LinParam> v;
-  for (DType dt : kDTypes) {
-    v.push_back({dt, 154, 1536, 512, Act::none, true});      // text qkv, width 512
-    v.push_back({dt, 154, 2048, 512, Act::quick_gelu, true});
-    v.push_back({dt, 394, 3072, 768, Act::gelu, true});      // vision mlp, width 768
-    v.push_back({dt, 394, 768, 3072, Act::none, true});
-    v.push_back({dt, 2, 512, 768, Act::none, false});        // projection
-    v.push_back({dt, 3, 17, 17, Act::none, true});           // odd
-    v.push_back({dt, 1, 1, 1, Act::gelu, true});
-  }
-  return v;
-}
-class LinearTest : public testing::TestWithParam<LinParam> {};
-TEST_P(LinearTest, MatchesCpu) {
-  REQUIRE_CUDA();
-  const auto p = GetParam();
-  auto x = rounded(test::randn(p.M * p.K, 41), p.dt);
-  auto w = rounded(test::randn(p.N * p.K, 42, 1.0f / std::sqrt((float)p.K)), p.dt);
-  auto b = rounded(test::randn(p.N, 43, 0.5f), p.dt);
-  std::vector<float> ref(p.M * p.N), naive(p.M * p.N);
-  linear_cpu(ref.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.K, p.act);
-  linear_cpu(naive.data(), x.data(), w.data(), nullptr, p.M, p.N, p.K, Act::none);
-  for (size_t i = 0; i < naive.size(); i++) {  // GEMM out, + bias, act: each stored rounded
-    float v = round_to(naive[i], p.dt);
-    if (p.bias) v = round_to(v + b[i % p.N], p.dt);
-    naive[i] = v;
-  }
-  act_cpu(naive.data(), naive.data(), naive.size(), p.act);
-  round_all(naive, p.dt);
-  auto dx = upload(x, p.dt), dw = upload(w, p.dt), db = upload(b, p.dt), dy = alloc_out(p.M * p.N, p.dt);
-  cuda::linear_forward(ctx(), dy->data(), dx->data(), dw->data(), p.bias ? db->data() : nullptr,
-                       p.M, p.N, p.K, p.act, p.dt, stream());
-  check_output("linear", *dy, download(*dy, p.M * p.N, p.dt), ref, naive, p.dt, p.K);
-  // The second call of the same shape reuses the cached plan.
-  const size_t plans = ctx().linear_plan_count();
-  cuda::linear_forward(ctx(), dy->data(), dx->data(), dw->data(), p.bias ? db->data() : nullptr,
-                       p.M, p.N, p.K, p.act, p.dt, stream());
-  EXPECT_EQ(ctx().linear_plan_count(), plans);
-}
-INSTANTIATE_TEST_SUITE_P(kernels, LinearTest, testing::ValuesIn(lin_params()), lin_name);
+// ---- linear (cuBLASLt): its bias epilogue ----------------------------------------------------
 
 // A bias that is not 16-byte aligned (one element into its buffer) must not go to cuBLASLt's
 // BIAS epilogue, which reads it in vectors; the bias kernel adds it instead.
@@ -457,164 +272,9 @@ TEST(kernels_linear, UnalignedBias) {
   }
 }
 
-// ---- elementwise ----------------------------------------------------------------------------
-
-class DTypeTest : public testing::TestWithParam<DType> {};
 std::string dtype_param_name(const testing::TestParamInfo<DType>& i) { return dt_name(i.param); }
 
-TEST_P(DTypeTest, AddBroadcast) {
-  REQUIRE_CUDA();
-  const DType dt = GetParam();
-  for (auto nn : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {17 * 3, 17}, {2 * 77 * 512, 77 * 512}, {2 * 50 * 768, 768}}) {
-    auto a = rounded(test::randn(nn.first, 51), dt), b = rounded(test::randn(nn.second, 52), dt);
-    std::vector<float> ref(nn.first);
-    add_cpu(ref.data(), a.data(), b.data(), nn.first, nn.second);
-    auto da = upload(a, dt), db = upload(b, dt), dy = alloc_out(nn.first, dt);
-    cuda::add_forward(dy->data(), da->data(), db->data(), nn.first, nn.second, dt, stream());
-    check_output(("add n=" + std::to_string(nn.first)).c_str(), *dy, download(*dy, nn.first, dt),
-                 ref, rounded(ref, dt), dt, 1);
-  }
-}
-
-TEST_P(DTypeTest, CastFromF32AndBack) {
-  REQUIRE_CUDA();
-  const DType dt = GetParam();
-  const int64_t n = 1001;
-  auto x = test::randn(n, 61, 10.0f);
-  auto dx = upload(x, DType::f32), dy = alloc_out(n, dt), dz = alloc_out(n, DType::f32);
-  cuda::cast_forward(dy->data(), dt, dx->data(), DType::f32, n, stream());
-  cuda::cast_forward(dz->data(), DType::f32, dy->data(), dt, n, stream());
-  auto ref = rounded(x, dt);
-  check_output("cast", *dy, download(*dy, n, dt), ref, ref, dt, 1);
-  auto z = download(*dz, n, DType::f32);
-  EXPECT_EQ(dz->guard_damage(), 0u);
-  EXPECT_EQ(max_abs_diff(z, ref), 0.0) << "cast back to f32 must be exact";
-}
-
-TEST_P(DTypeTest, ClassPosEmbed) {
-  REQUIRE_CUDA();
-  const DType dt = GetParam();
-  for (auto s : std::vector<std::array<int, 3>>{{2, 49, 768}, {2, 196, 768}, {1, 256, 1024}, {3, 1, 17}}) {
-    const int B = s[0], G = s[1], C = s[2];
-    auto x = rounded(test::randn((size_t)B * G * C, 71), dt), cls = rounded(test::randn(C, 72), dt),
-         pos = rounded(test::randn((size_t)(G + 1) * C, 73), dt);
-    std::vector<float> ref((size_t)B * (G + 1) * C);
-    class_pos_embed_cpu(ref.data(), x.data(), cls.data(), pos.data(), B, G, C);
-    auto dx = upload(x, dt), dc = upload(cls, dt), dp = upload(pos, dt), dy = alloc_out(ref.size(), dt);
-    cuda::class_pos_forward(dy->data(), dx->data(), dc->data(), dp->data(), B, G, C, dt, stream());
-    check_output("class_pos", *dy, download(*dy, ref.size(), dt), ref, rounded(ref, dt), dt, 1);
-  }
-}
-
-// Exact in every dtype: the CPU's f32 arithmetic (IEEE division), then one rounding.
-TEST_P(DTypeTest, NormalizeRgb8) {
-  REQUIRE_CUDA();
-  const DType dt = GetParam();
-  const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, sd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-  for (auto s : std::vector<std::array<int, 3>>{{2, 224, 224}, {1, 336, 336}, {3, 5, 7}}) {
-    const int B = s[0], H = s[1], W = s[2];
-    const int64_t npx = (int64_t)H * W;
-    std::vector<uint8_t> rgb((size_t)(B * npx * 3));
-    for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 131 + 7) % 256);  // every byte value
-    std::vector<float> ref((size_t)(B * 3 * npx));
-    for (int b = 0; b < B; b++) normalize_rgb8_cpu(ref.data() + b * 3 * npx, rgb.data() + b * npx * 3, H, W, mean, sd);
-    DevBuf din(rgb.size());
-    copy_bytes(din.data(), Device::cuda, rgb.data(), Device::cpu, rgb.size());
-    auto dy = alloc_out(ref.size(), dt);
-    cuda::normalize_rgb8_forward(dy->data(), (const uint8_t*)din.data(), B, H, W, mean, sd, dt, stream());
-    EXPECT_EQ(dy->guard_damage(), 0u);
-    EXPECT_EQ(download(*dy, ref.size(), dt), rounded(ref, dt)) << B << "x" << H << "x" << W;
-  }
-}
-
-TEST_P(DTypeTest, EmbeddingAndGatherRows) {
-  REQUIRE_CUDA();
-  const DType dt = GetParam();
-  for (int C : {17, 512, 768}) {
-    const int64_t V = 1000, N = 2 * 77;
-    auto table = rounded(test::randn(V * C, 81), dt);
-    std::vector<int32_t> ids(N);
-    for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)((i * 7919) % V);
-    std::vector<float> ref(N * C);
-    embedding_cpu(ref.data(), ids.data(), table.data(), N, C, V);
-    auto dt_ = upload(table, dt), di = upload_i32(ids), dy = alloc_out(N * C, dt);
-    cuda::embedding_forward(dy->data(), (const int32_t*)di->data(), dt_->data(), N, C, V, dt, stream());
-    check_output("embedding", *dy, download(*dy, N * C, dt), ref, ref, dt, 1);
-
-    const int B = 2, T = 77;
-    std::vector<int32_t> idx = {76, 5};
-    std::vector<float> gref(B * C);
-    gather_rows_cpu(gref.data(), ref.data(), idx.data(), B, T, C);
-    auto dix = upload_i32(idx), dg = alloc_out(B * C, dt);
-    cuda::gather_rows_forward(dg->data(), dy->data(), (const int32_t*)dix->data(), B, T, C, dt, stream());
-    check_output("gather_rows", *dg, download(*dg, B * C, dt), gref, gref, dt, 1);
-  }
-}
-
-TEST_P(DTypeTest, L2NormalizeAndSoftmax) {
-  REQUIRE_CUDA();
-  const DType dt = GetParam();
-  for (int C : {1, 17, 512, 768, 1000}) {
-    const int64_t M = 37;
-    auto x = rounded(test::randn(M * C, 91, 3.0f), dt);
-    std::vector<float> ref(M * C), sref(M * C);
-    l2_normalize_cpu(ref.data(), x.data(), M, C);
-    softmax_cpu(sref.data(), x.data(), M, C);
-    auto dx = upload(x, dt), dy = alloc_out(M * C, dt), ds = alloc_out(M * C, dt);
-    cuda::l2_normalize_forward(dy->data(), dx->data(), M, C, dt, stream());
-    cuda::softmax_forward(ds->data(), dx->data(), M, C, dt, stream());
-    check_output("l2_normalize", *dy, download(*dy, M * C, dt), ref, rounded(ref, dt), dt, C);
-    check_output("softmax", *ds, download(*ds, M * C, dt), sref, rounded(sref, dt), dt, C);
-  }
-}
-
-// ---- patch embedding ------------------------------------------------------------------------
-
-TEST_P(DTypeTest, PatchEmbed) {
-  REQUIRE_CUDA();
-  const DType dt = GetParam();
-  for (auto s : std::vector<std::array<int, 4>>{{224, 32, 768, 2}, {224, 16, 768, 1}, {224, 14, 1024, 1}, {6, 3, 17, 3}}) {
-    const int H = s[0], P = s[1], C = s[2], B = s[3], G = (H / P) * (H / P), K = 3 * P * P;
-    auto px = rounded(test::randn((size_t)B * 3 * H * H, 101), dt);
-    auto w = rounded(test::randn((size_t)C * K, 102, 1.0f / std::sqrt((float)K)), dt);
-    std::vector<float> ref((size_t)B * G * C);
-    patch_embed_cpu(ref.data(), px.data(), w.data(), B, H, H, P, C);
-    auto dpx = upload(px, dt), dw = upload(w, dt), dy = alloc_out(ref.size(), dt);
-    DevBuf cols(cuda::patch_embed_scratch_bytes(B, H, H, P, dt));
-    cuda::patch_embed_forward(ctx(), dy->data(), dpx->data(), dw->data(), B, H, H, P, C, dt,
-                              cols.data(), stream());
-    EXPECT_EQ(cols.guard_damage(), 0u);
-    check_output(("patch_embed P" + std::to_string(P)).c_str(), *dy, download(*dy, ref.size(), dt),
-                 ref, rounded(ref, dt), dt, K);
-  }
-}
-
-// ---- cosine similarity and top-k ------------------------------------------------------------
-
-TEST_P(DTypeTest, CosineSim) {
-  REQUIRE_CUDA();
-  const DType dt = GetParam();
-  for (auto s : std::vector<std::array<int, 3>>{{3, 17, 17}, {64, 1000, 768}, {2, 5, 512}}) {
-    const int M = s[0], N = s[1], C = s[2];
-    const float scale = 100.0f;
-    auto a = rounded(test::randn((size_t)M * C, 111), dt), b = rounded(test::randn((size_t)N * C, 112), dt);
-    std::vector<float> ref((size_t)M * N);
-    cosine_sim_cpu(ref.data(), a.data(), b.data(), M, N, C, scale);
-    // naive: normalized copies stored rounded, GEMM output rounded
-    std::vector<float> an(a.size()), bn(b.size()), naive(ref.size());
-    l2_normalize_cpu(an.data(), a.data(), M, C);
-    l2_normalize_cpu(bn.data(), b.data(), N, C);
-    round_all(an, dt);
-    round_all(bn, dt);
-    linear_cpu(naive.data(), an.data(), bn.data(), nullptr, M, N, C, Act::none);
-    for (auto& v : naive) v = round_to(v * scale, dt);
-    auto da = upload(a, dt), db = upload(b, dt), dy = alloc_out(ref.size(), dt);
-    DevBuf scratch(cuda::cosine_sim_scratch_bytes(M, N, C, dt));
-    cuda::cosine_sim_forward(ctx(), dy->data(), da->data(), db->data(), M, N, C, scale, dt,
-                             scratch.data(), stream());
-    check_output("cosine_sim", *dy, download(*dy, ref.size(), dt), ref, naive, dt, C);
-  }
-}
+// ---- cosine top-k -----------------------------------------------------------------------------
 
 struct TopkParam {
   DType dt;
@@ -690,8 +350,6 @@ TEST_P(CosineTopkTest, MatchesCpu) {
   }
 }
 INSTANTIATE_TEST_SUITE_P(kernels, CosineTopkTest, testing::ValuesIn(topk_params()), topk_name);
-
-INSTANTIATE_TEST_SUITE_P(kernels, DTypeTest, testing::ValuesIn(kDTypes), dtype_param_name);
 
 // ---- graph level: compile_cpu vs compile_cuda ------------------------------------------------
 

@@ -1,530 +1,906 @@
-// Every CPU op against a plain double-precision implementation written here, over CLIP's
-// real shapes (sequence 50, 77, 197, 257; width 512, 768, 1024; heads 8, 12, 16; head dim
-// 64) and odd ones (1, 3, 17). Tolerance for f32 compute against f64: |d| <= atol + rtol|ref|
-// with rtol = 1e-5 (about 100 f32 ulps, covering reduction-order effects over K <= 4096) and
-// atol = 1e-5 (values are O(1)).
+// Every graph op on every backend, one parameterised test per op: each case is a shape (CLIP's
+// real ones: tokens 50, 77, 197, 257, 577; widths 512, 768, 1024; heads 8, 12, 16; and odd
+// ones: 1, 3, 17) on a backend and dtype, named shape_backend_dtype:
+//   - cpu_reference: the op's CPU function without a CpuContext (engine/cpu_ops.h);
+//   - cpu: with a CpuContext (packed-weight GEMMs, oneDNN);
+//   - cuda: the CUDA function (a GPU, or the emulator in build-emu/) in f32, f16 and bf16;
+//     skipped without a device. Real sizes that the emulator (one GPU thread at a time) would
+//     take minutes over are "_GpuOnly_" there (tests/CMakeLists.txt filters them).
+// The node is built with the Graph builder (shape inference and the backend's limits run
+// then) and run through its op table entry as the executors run it (op_def(op).cpu / .cuda),
+// on buffers with 256 guard bytes on each side (a canary, checked after the op: inputs,
+// outputs and scratch) and outputs that start as NaN bytes (an unwritten output is caught).
+//
+// Tolerances (tests/test_util.h: |got - ref| <= atol + rtol |ref|) against a double
+// reference written here, from the inputs rounded to the dtype:
+//   - f32 on the CPU: the op entry's bound (cpu_tol);
+//   - f32 on CUDA: that bound + 8 eps32 sqrt(L) in both atol and rtol, L the op's longest
+//     reduction (the GPU sums in another order than the CPU);
+//   - f16/bf16 (error budget): atol = 2 x the max error of a naive same-precision
+//     implementation (inputs and each intermediate a naive kernel would store, rounded to
+//     the dtype; by default the reference rounded once), rtol = eps(dtype) / 2;
+//   - non-finite outputs must be as many as the reference's.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
 #include <vector>
 
-#include "core/base.h"
 #include "engine/cpu_gemm.h"
-#include "engine/cpu_isa.h"
 #include "engine/cpu_ops.h"
+#include "engine/graph.h"
+#include "engine/op_run.h"
 #include "tests/test_util.h"
+
+#ifdef CLIP_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda_context.h"
+#endif
 
 using namespace clip;
 using clip::test::randn;
+using clip::test::round_to;
+using clip::test::rounded;
 
 namespace {
-constexpr double kAtol = 1e-5, kRtol = 1e-5;
+
+enum class Backend { cpu_reference, cpu, cuda };
+const char* backend_name(Backend b) {
+  return b == Backend::cpu_reference ? "cpu_reference" : b == Backend::cpu ? "cpu" : "cuda";
+}
+
+double eps_of(DType dt) { return dt == DType::f16 ? 9.765625e-4 : dt == DType::bf16 ? 7.8125e-3 : 1.1920929e-7; }
+std::vector<float> rounded_d(const std::vector<double>& v, DType dt) {
+  std::vector<float> r(v.size());
+  for (size_t i = 0; i < v.size(); i++) r[i] = round_to((float)v[i], dt);
+  return r;
+}
+
+// ---- buffers with guard bytes ---------------------------------------------------------------
+
+constexpr size_t kGuard = 256;
+constexpr uint8_t kCanary = 0xA5;
+
+// [guard | data | guard] on a device; data starts as `init` (or NaN bytes: 0xFF).
+class Guarded {
+ public:
+  Guarded(size_t n, Device d, const void* init = nullptr) : n_(n), d_(d), buf_(n + 2 * kGuard, d) {
+    std::vector<uint8_t> h(n + 2 * kGuard, kCanary);
+    if (init) {
+      if (n) std::memcpy(h.data() + kGuard, init, n);
+    } else {
+      std::memset(h.data() + kGuard, 0xFF, n);
+    }
+    copy_bytes(buf_.data(), d, h.data(), Device::cpu, h.size());
+  }
+  void* data() const { return (uint8_t*)buf_.data() + kGuard; }
+  std::vector<uint8_t> all() const {
+    std::vector<uint8_t> h(buf_.size());
+    copy_bytes(h.data(), Device::cpu, buf_.data(), d_, h.size());
+    return h;
+  }
+  size_t damage() const {
+    const std::vector<uint8_t> h = all();
+    size_t bad = 0;
+    for (size_t i = 0; i < kGuard; i++) bad += h[i] != kCanary;
+    for (size_t i = kGuard + n_; i < h.size(); i++) bad += h[i] != kCanary;
+    return bad;
+  }
+  size_t size() const { return n_; }
+
+ private:
+  size_t n_;
+  Device d_;
+  Buffer buf_;
+};
+
+// ---- one node on one backend ----------------------------------------------------------------
+
+struct OpRun {
+  Backend backend;
+  DType dt;
+  Device dev;
+  Graph g;
+  std::vector<std::vector<uint8_t>> data;  // per value: the input's bytes
+  std::unique_ptr<CpuContext> cpu;
+#ifdef CLIP_HAVE_CUDA
+  CudaContext& cuda_ctx() {
+    static CudaContext c(0);
+    return c;
+  }
+#endif
+  OpRun(Backend b, DType t)
+      : backend(b), dt(t), dev(b == Backend::cuda ? Device::cuda : Device::cpu), g(dev, t) {
+    if (b == Backend::cpu) cpu = std::make_unique<CpuContext>(DType::f32);
+  }
+  Value bytes_input(const void* p, size_t n, DType t, Shape s) {
+    Value v = g.input("in" + std::to_string(g.values().size()), t, s);
+    data.resize(g.values().size());
+    data[(size_t)v].assign((const uint8_t*)p, (const uint8_t*)p + n);
+    return v;
+  }
+  // Float data stored in t (the graph's dtype unless given).
+  Value input(const std::vector<float>& v, Shape s) { return input(v, s, dt); }
+  Value input(const std::vector<float>& v, Shape s, DType t) {
+    std::vector<uint8_t> b(v.size() * dtype_size(t));
+    if (!v.empty()) convert_cpu(b.data(), t, v.data(), DType::f32, (int64_t)v.size());
+    return bytes_input(b.data(), b.size(), t, s);
+  }
+  Value input_i32(const std::vector<int32_t>& v, Shape s) {
+    return bytes_input(v.data(), v.size() * 4, DType::i32, s);
+  }
+  Value input_u8(const std::vector<uint8_t>& v, Shape s) { return bytes_input(v.data(), v.size(), DType::u8, s); }
+
+  // Runs the last node added; its outputs as f32. Guards of every buffer are checked.
+  std::vector<std::vector<float>> run() {
+    const Node& n = g.nodes().back();
+    const OpDef& d = op_def(n.op);
+    std::vector<std::unique_ptr<Guarded>> bufs(g.values().size());
+    std::vector<void*> ptr(g.values().size(), nullptr);
+    for (Value v : n.in) {
+      bufs[(size_t)v] = std::make_unique<Guarded>(data[(size_t)v].size(), dev, data[(size_t)v].data());
+      ptr[(size_t)v] = bufs[(size_t)v]->data();
+    }
+    for (Value v : n.out) {
+      const ValueInfo& vi = g.info(v);
+      bufs[(size_t)v] = std::make_unique<Guarded>((size_t)vi.shape.numel() * dtype_size(vi.dtype), dev);
+      ptr[(size_t)v] = bufs[(size_t)v]->data();
+    }
+    if (backend == Backend::cuda) {
+#ifdef CLIP_HAVE_CUDA
+      Guarded scratch(d.cuda_scratch ? d.cuda_scratch(g, n) : 0, dev);
+      CudaContext& ctx = cuda_ctx();
+      d.cuda(CudaRun{{g, n, ptr.data()}, ctx, scratch.data()});
+      if (n.op == Op::linear) {  // the second call of the same shape reuses the cached plan
+        const size_t plans = ctx.linear_plan_count();
+        d.cuda(CudaRun{{g, n, ptr.data()}, ctx, scratch.data()});
+        EXPECT_EQ(ctx.linear_plan_count(), plans) << "linear: a second plan for the same shape";
+      }
+      EXPECT_EQ(cudaStreamSynchronize(ctx.stream()), cudaSuccess);
+      EXPECT_EQ(scratch.damage(), 0u) << d.name << ": scratch written out of bounds";
+#endif
+    } else {
+      std::vector<float> scratch;
+      d.cpu(CpuRun{{g, n, ptr.data()}, cpu.get(), scratch});
+    }
+    std::vector<std::vector<float>> outs;
+    for (Value v : n.in)
+      EXPECT_EQ(bufs[(size_t)v]->damage(), 0u) << d.name << ": input " << g.info(v).name << " guards changed";
+    for (Value v : n.out) {
+      const ValueInfo& vi = g.info(v);
+      const Guarded& b = *bufs[(size_t)v];
+      EXPECT_EQ(b.damage(), 0u) << d.name << ": out-of-bounds write (guard bytes changed)";
+      const std::vector<uint8_t> h = b.all();
+      std::vector<float> f((size_t)vi.shape.numel());
+      if (!f.empty()) convert_cpu(f.data(), DType::f32, h.data() + kGuard, vi.dtype, vi.shape.numel());
+      outs.push_back(f);
+    }
+    return outs;
+  }
+};
+
+size_t count_nonfinite(const std::vector<float>& v) {
+  size_t n = 0;
+  for (float x : v) n += !std::isfinite(x);
+  return n;
+}
+size_t count_nonfinite(const std::vector<double>& v) {
+  size_t n = 0;
+  for (double x : v) n += !std::isfinite(x);
+  return n;
+}
+
+struct Tol {
+  double atol, rtol;
+};
+constexpr Tol kExact = {0, 0};
+
+// The tolerance rule of the header. naive: the same-precision implementation (f16/bf16;
+// empty: the reference rounded once).
+void expect_close(Backend b, DType dt, const std::string& what, const std::vector<float>& got,
+                  const std::vector<double>& ref, Tol cpu_tol, int64_t L, std::vector<float> naive = {}) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  EXPECT_EQ(count_nonfinite(got), count_nonfinite(ref)) << what << ": non-finite outputs";
+  Tol t = cpu_tol;
+  if (dt == DType::f32) {
+    if (b == Backend::cuda) {
+      const double order = 8.0 * eps_of(dt) * std::sqrt((double)std::max<int64_t>(L, 16));
+      t = {t.atol + order, t.rtol + order};
+    }
+  } else {
+    if (naive.empty()) naive = rounded_d(ref, dt);
+    double err = 0;
+    for (size_t i = 0; i < ref.size(); i++)
+      if (std::isfinite(ref[i])) err = std::max(err, std::fabs(naive[i] - ref[i]));
+    t = {2.0 * err + 1e-7, 0.5 * eps_of(dt)};
+  }
+  auto r = test::compare(got.data(), ref.data(), ref.size(), t.atol, t.rtol);
+  EXPECT_TRUE(r.ok) << what << " " << backend_name(b) << " " << dtype_name(dt) << ": " << r.report;
+}
+
+// ---- cases: each shape on each backend and dtype ---------------------------------------------
+
+template <class S>
+struct Case {
+  S s;
+  Backend backend;
+  DType dt;
+};
+// A shape struct has name(), and gpu_only (real sizes: on CUDA, GPUs only) and cuda (false:
+// the CUDA kernels do not take it; refused at build time, tested below).
+// Shapes listed twice (the old CPU and CUDA lists overlap) run once.
+template <class S>
+std::vector<Case<S>> cases(const std::vector<S>& shapes) {
+  std::vector<Case<S>> v;
+  std::set<std::string> seen;
+  for (const S& s : shapes) {
+    if (!seen.insert(s.name()).second) continue;
+    v.push_back({s, Backend::cpu_reference, DType::f32});
+    v.push_back({s, Backend::cpu, DType::f32});
+    if (s.cuda)
+      for (DType dt : {DType::f32, DType::f16, DType::bf16}) v.push_back({s, Backend::cuda, dt});
+  }
+  return v;
+}
+template <class S>
+void PrintTo(const Case<S>& c, std::ostream* os) {
+  *os << c.s.name() << " " << backend_name(c.backend) << " " << dtype_name(c.dt);
+}
+template <class S>
+std::string case_name(const testing::TestParamInfo<Case<S>>& i) {
+  const Case<S>& c = i.param;
+  return c.s.name() + (c.s.gpu_only && c.backend == Backend::cuda ? "_GpuOnly_" : "_") + backend_name(c.backend) +
+         "_" + dtype_name(c.dt);
+}
+template <class S>
+class OpTest : public testing::TestWithParam<Case<S>> {
+ protected:
+  void SetUp() override {
+    if (this->GetParam().backend == Backend::cuda && !cuda_available()) GTEST_SKIP() << "no CUDA device";
+  }
+  Backend backend() const { return this->GetParam().backend; }
+  DType dt() const { return this->GetParam().dt; }
+  const S& shape() const { return this->GetParam().s; }
+  void expect(const std::string& what, const std::vector<float>& got, const std::vector<double>& ref, Tol cpu_tol,
+              int64_t L, std::vector<float> naive = {}) const {
+    expect_close(backend(), dt(), what, got, ref, cpu_tol, L, std::move(naive));
+  }
+};
+#define OP_CASES(Test, ...) \
+  INSTANTIATE_TEST_SUITE_P(Ops, Test, testing::ValuesIn(cases<Test::Param>(__VA_ARGS__)), case_name<Test::Param>)
 
 double gelu_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
 double qgelu_d(double x) { return x / (1.0 + std::exp(-1.702 * x)); }
 double act_d(double x, Act a) { return a == Act::gelu ? gelu_d(x) : a == Act::quick_gelu ? qgelu_d(x) : x; }
+std::string n(int64_t v) { return std::to_string(v); }
 
-void layernorm_d(double* y, const double* x, const float* g, const float* b, int C, double eps) {
-  double mean = 0, var = 0;
-  for (int c = 0; c < C; c++) mean += x[c];
-  mean /= C;
-  for (int c = 0; c < C; c++) var += (x[c] - mean) * (x[c] - mean);
-  var /= C;
-  for (int c = 0; c < C; c++) y[c] = (x[c] - mean) / std::sqrt(var + eps) * g[c] + b[c];
-}
 }  // namespace
 
-// ---- linear: M rows x (N, K) --------------------------------------------------------
-struct LinearCase { int M, N, K; Act act; bool bias; };
-void PrintTo(const LinearCase& p, std::ostream* os) {
-  *os << "M " << p.M << " N " << p.N << " K " << p.K << " " << act_name(p.act) << (p.bias ? " bias" : " no bias");
-}
-class LinearTest : public ::testing::TestWithParam<LinearCase> {};
-
+// ---- linear ----------------------------------------------------------------------------------
+// CPU bound 1e-5 + 1e-5 |ref| (about 100 f32 ulps over K <= 4096).
+struct LinearShape {
+  int64_t M, N, K;
+  Act act;
+  bool bias;
+  bool gpu_only = false, cuda = true;
+  std::string name() const {
+    return "M" + n(M) + "_N" + n(N) + "_K" + n(K) + "_" + act_name(act) + (bias ? "_bias" : "_nobias");
+  }
+};
+class LinearTest : public OpTest<LinearShape> {
+ public:
+  using Param = LinearShape;
+};
 TEST_P(LinearTest, MatchesDouble) {
-  auto p = GetParam();
-  auto x = randn((size_t)p.M * p.K, 1), w = randn((size_t)p.N * p.K, 2, 1.0f / std::sqrt((float)p.K));
-  auto b = randn(p.N, 3, 0.1f);
-  std::vector<float> y((size_t)p.M * p.N);
-  linear_cpu(y.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.K, p.act);
-  std::vector<double> ref((size_t)p.M * p.N);
-  for (int m = 0; m < p.M; m++)
-    for (int n = 0; n < p.N; n++) {
-      double s = p.bias ? b[n] : 0;
-      for (int k = 0; k < p.K; k++) s += (double)x[(size_t)m * p.K + k] * w[(size_t)n * p.K + k];
-      ref[(size_t)m * p.N + n] = act_d(s, p.act);
+  const LinearShape p = shape();
+  const DType t = dt();
+  auto x = rounded(randn((size_t)(p.M * p.K), 1), t);
+  auto w = rounded(randn((size_t)(p.N * p.K), 2, 1.0f / std::sqrt((float)p.K)), t);
+  auto b = rounded(randn((size_t)p.N, 3, 0.1f), t);
+  std::vector<double> ref((size_t)(p.M * p.N));
+  for (int64_t m = 0; m < p.M; m++)
+    for (int64_t j = 0; j < p.N; j++) {
+      double s = p.bias ? b[(size_t)j] : 0;
+      for (int64_t k = 0; k < p.K; k++) s += (double)x[(size_t)(m * p.K + k)] * w[(size_t)(j * p.K + k)];
+      ref[(size_t)(m * p.N + j)] = act_d(s, p.act);
     }
-  EXPECT_CLOSE(y.data(), ref.data(), y.size(), kAtol, kRtol);
-  // The CPU backend's packed-weight path (oneDNN) computes the same function.
-  CpuContext ctx;
-  std::vector<float> yp((size_t)p.M * p.N);
-  ctx.linear(yp.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.K, p.act);
-  EXPECT_CLOSE(yp.data(), ref.data(), yp.size(), kAtol, kRtol);
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Clip, LinearTest,
-    ::testing::Values(LinearCase{1, 512, 512, Act::none, true}, LinearCase{3, 768, 768, Act::none, false},
-                      LinearCase{17, 1536, 512, Act::none, true}, LinearCase{50, 2304, 768, Act::none, true},
-                      LinearCase{77, 2048, 512, Act::quick_gelu, true}, LinearCase{77, 512, 2048, Act::none, true},
-                      LinearCase{50, 3072, 768, Act::gelu, true}, LinearCase{33, 1024, 1024, Act::quick_gelu, true},
-                      LinearCase{5, 7, 3, Act::gelu, true}, LinearCase{64, 4096, 1024, Act::none, true}),
-    [](const auto& i) {
-      auto p = i.param;
-      return "M" + std::to_string(p.M) + "_N" + std::to_string(p.N) + "_K" + std::to_string(p.K) + "_" +
-             act_name(p.act) + (p.bias ? "_bias" : "_nobias");
-    });
-
-struct RowCase { int N, K; };
-void PrintTo(const RowCase& c, std::ostream* os) { *os << "N " << c.N << " K " << c.K; }
-class LinearRowsTest : public ::testing::TestWithParam<std::tuple<RowCase, DType>> {};
-
-TEST_P(LinearRowsTest, RowsDoNotDependOnBatch) {
-  // The same row gives bitwise the same output whichever batch (and position) it is in: the
-  // reference (OpenBLAS) and the packed-weight path of the CPU backend in f32 and bf16.
-  const auto [p, dt] = GetParam();
-  const int M = 1700;
-  auto x = randn((size_t)M * p.K, 4), w = randn((size_t)p.N * p.K, 5, 0.03f), b = randn(p.N, 6);
-  std::vector<float> all((size_t)M * p.N), part((size_t)M * p.N), all_p((size_t)M * p.N);
-  if (dt == DType::f32) linear_cpu(all.data(), x.data(), w.data(), b.data(), M, p.N, p.K, Act::quick_gelu);
-  CpuContext ctx(dt);
-  ctx.linear(all_p.data(), x.data(), w.data(), b.data(), M, p.N, p.K, Act::quick_gelu);
-  for (int rows : {1, 2, 7, 31, 32, 33, 50, 77, 97, 400, 1601}) {
-    int start = (rows * 37) % (M - rows + 1);
-    if (dt == DType::f32) {
-      linear_cpu(part.data(), x.data() + (size_t)start * p.K, w.data(), b.data(), rows, p.N, p.K, Act::quick_gelu);
-      for (int r = 0; r < rows; r++)
-        ASSERT_EQ(0, std::memcmp(part.data() + (size_t)r * p.N, all.data() + (size_t)(start + r) * p.N, p.N * sizeof(float)))
-            << "row " << start + r << " in a batch of " << rows;
+  std::vector<float> naive;  // GEMM out, + bias, act: each stored rounded
+  if (t != DType::f32) {
+    naive.resize(ref.size());
+    linear_cpu(naive.data(), x.data(), w.data(), nullptr, p.M, p.N, p.K, Act::none);
+    for (size_t i = 0; i < naive.size(); i++) {
+      float v = round_to(naive[i], t);
+      if (p.bias) v = round_to(v + b[i % (size_t)p.N], t);
+      naive[i] = v;
     }
-    ctx.linear(part.data(), x.data() + (size_t)start * p.K, w.data(), b.data(), rows, p.N, p.K, Act::quick_gelu);
-    for (int r = 0; r < rows; r++)
-      ASSERT_EQ(0, std::memcmp(part.data() + (size_t)r * p.N, all_p.data() + (size_t)(start + r) * p.N, p.N * sizeof(float)))
-          << "packed path: row " << start + r << " in a batch of " << rows;
+    act_cpu(naive.data(), naive.data(), (int64_t)naive.size(), p.act);
+    naive = rounded(naive, t);
   }
+  OpRun op(backend(), t);
+  op.g.linear(op.input(x, {p.M, p.K}), op.input(w, {p.N, p.K}), p.bias ? op.input(b, {p.N}) : kNoValue,
+              p.act);
+  expect("linear", op.run()[0], ref, {1e-5, 1e-5}, p.K, naive);
 }
+OP_CASES(LinearTest, {
+    // text (width 512) and vision (width 768) shapes, projections, odd ones
+    {1, 512, 512, Act::none, true}, {3, 768, 768, Act::none, false}, {17, 1536, 512, Act::none, true},
+    {50, 2304, 768, Act::none, true}, {77, 2048, 512, Act::quick_gelu, true}, {77, 512, 2048, Act::none, true},
+    {50, 3072, 768, Act::gelu, true}, {33, 1024, 1024, Act::quick_gelu, true}, {5, 7, 3, Act::gelu, true},
+    {64, 4096, 1024, Act::none, true, true}, {154, 1536, 512, Act::none, true}, {154, 2048, 512, Act::quick_gelu, true},
+    {394, 3072, 768, Act::gelu, true}, {394, 768, 3072, Act::none, true}, {2, 512, 768, Act::none, false},
+    {3, 17, 17, Act::none, true}, {1, 1, 1, Act::gelu, true},
+});
 
-INSTANTIATE_TEST_SUITE_P(Clip, LinearRowsTest,
-                         ::testing::Combine(::testing::Values(RowCase{768, 768}, RowCase{2304, 768}, RowCase{3072, 768},
-                                                              RowCase{768, 3072}, RowCase{512, 512}, RowCase{2048, 512},
-                                                              RowCase{512, 768}, RowCase{1024, 1024}, RowCase{4096, 1024},
-                                                              RowCase{1024, 4096}, RowCase{768, 1024}, RowCase{17, 5}),
-                                            ::testing::Values(DType::f32, DType::bf16)),
-                         [](const auto& i) {
-                           const RowCase& c = std::get<0>(i.param);
-                           return "N" + std::to_string(c.N) + "_K" + std::to_string(c.K) + "_" +
-                                  dtype_name(std::get<1>(i.param));
-                         });
-
-TEST(CpuContext, RowCountCacheEvictsAndRebuildsTheSame) {
-  // More row counts than the context keeps primitives for: each gives the right rows, and a
-  // row count made again after eviction gives bitwise the same output.
-  const int N = 96, K = 80, Mmax = 70;
-  auto x = randn((size_t)Mmax * K, 21), w = randn((size_t)N * K, 22, 0.1f), b = randn(N, 23);
-  CpuContext ctx;
-  std::vector<float> first((size_t)33 * N), y((size_t)Mmax * N), ref((size_t)Mmax * N);
-  linear_cpu(ref.data(), x.data(), w.data(), b.data(), Mmax, N, K, Act::gelu);
-  ctx.linear(first.data(), x.data(), w.data(), b.data(), 33, N, K, Act::gelu);
-  for (int M = 34; M <= Mmax; M++) {
-    ctx.linear(y.data(), x.data(), w.data(), b.data(), M, N, K, Act::gelu);
-    for (int i = 0; i < M * N; i++) ASSERT_NEAR(y[(size_t)i], ref[(size_t)i], 1e-4) << "M " << M << " i " << i;
-  }
-  ctx.linear(y.data(), x.data(), w.data(), b.data(), 33, N, K, Act::gelu);
-  EXPECT_EQ(0, std::memcmp(y.data(), first.data(), first.size() * sizeof(float)));
-}
-
-// The bf16 mode computes the f32 function of the bf16-rounded operands: against a double
-// reference from rounded x and w, only the f32 accumulation differs.
-TEST_P(LinearTest, Bf16MatchesRoundedOperands) {
-  auto p = GetParam();
-  auto x = randn((size_t)p.M * p.K, 1), w = randn((size_t)p.N * p.K, 2, 1.0f / std::sqrt((float)p.K));
-  auto b = randn(p.N, 3, 0.1f);
-  auto round = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
-  std::vector<double> ref((size_t)p.M * p.N);
-  for (int m = 0; m < p.M; m++)
-    for (int n = 0; n < p.N; n++) {
-      double s = p.bias ? b[n] : 0;
-      for (int k = 0; k < p.K; k++) s += (double)round(x[(size_t)m * p.K + k]) * round(w[(size_t)n * p.K + k]);
-      ref[(size_t)m * p.N + n] = act_d(s, p.act);
-    }
-  CpuContext ctx(DType::bf16);
-  std::vector<float> y((size_t)p.M * p.N);
-  ctx.linear(y.data(), x.data(), w.data(), p.bias ? b.data() : nullptr, p.M, p.N, p.K, p.act);
-  EXPECT_CLOSE(y.data(), ref.data(), y.size(), kAtol, kRtol);
-}
-
-// ---- layernorm and residual + layernorm ----------------------------------------------
-struct NormCase { int M, C; };
-void PrintTo(const NormCase& c, std::ostream* os) { *os << "M " << c.M << " C " << c.C; }
-class LayerNormTest : public ::testing::TestWithParam<NormCase> {};
-
-TEST_P(LayerNormTest, MatchesDouble) {
-  auto p = GetParam();
-  size_t n = (size_t)p.M * p.C;
-  auto x = randn(n, 7, 3.0f), r = randn(n, 8), g = randn(p.C, 9, 0.1f), b = randn(p.C, 10, 0.1f);
-  for (auto& v : g) v += 1.0f;
-  for (size_t i = 0; i < n; i++) x[i] += 5.0f;  // a non-zero mean
-  std::vector<float> y(n), sum(n), y2(n);
-  layernorm_cpu(y.data(), x.data(), g.data(), b.data(), p.M, p.C, 1e-5f);
-  add_layernorm_cpu(sum.data(), y2.data(), x.data(), r.data(), g.data(), b.data(), p.M, p.C, 1e-5f);
-  std::vector<double> ref(n), xs(n), ref2(n), xd(x.begin(), x.end());
-  for (size_t i = 0; i < n; i++) xs[i] = (double)x[i] + r[i];
-  for (int m = 0; m < p.M; m++) {
-    layernorm_d(&ref[(size_t)m * p.C], &xd[(size_t)m * p.C], g.data(), b.data(), p.C, 1e-5);
-    layernorm_d(&ref2[(size_t)m * p.C], &xs[(size_t)m * p.C], g.data(), b.data(), p.C, 1e-5);
-  }
-  EXPECT_CLOSE(y.data(), ref.data(), n, 1e-4, 1e-4);  // mean/var over C in f32
-  EXPECT_CLOSE(sum.data(), xs.data(), n, 0, 1e-7);
-  EXPECT_CLOSE(y2.data(), ref2.data(), n, 1e-4, 1e-4);
-}
-
-INSTANTIATE_TEST_SUITE_P(Clip, LayerNormTest,
-                         ::testing::Values(NormCase{1, 512}, NormCase{3, 768}, NormCase{17, 1024},
-                                           NormCase{50, 768}, NormCase{77, 512}, NormCase{197, 768},
-                                           NormCase{257, 1024}, NormCase{5, 17}),
-                         [](const auto& i) { return "M" + std::to_string(i.param.M) + "_C" + std::to_string(i.param.C); });
-
-TEST(LayerNorm, EpsIsUsed) {
-  // A constant row has zero variance: the output is b exactly and depends on eps only via g*0.
-  std::vector<float> x(8, 2.5f), g(8, 1.0f), b(8, 0.25f), y(8);
-  layernorm_cpu(y.data(), x.data(), g.data(), b.data(), 1, 8, 1e-5f);
-  for (float v : y) EXPECT_EQ(v, 0.25f);
-  // With a large eps the scale shrinks: var = 1 for x = +-1, so y = x / sqrt(1 + eps).
-  std::vector<float> x2 = {1, -1, 1, -1}, g2(4, 1.0f), b2(4, 0.0f), y2(4);
-  layernorm_cpu(y2.data(), x2.data(), g2.data(), b2.data(), 1, 4, 3.0f);
-  EXPECT_NEAR(y2[0], 0.5f, 1e-6);
-}
-
-// ---- activations, add, softmax -------------------------------------------------------
-TEST(Activation, GeluAndQuickGeluMatchDouble) {
-  auto x = randn(10000, 11, 3.0f);
-  for (Act a : {Act::gelu, Act::quick_gelu, Act::none}) {
-    std::vector<float> y(x.size());
-    act_cpu(y.data(), x.data(), (int64_t)x.size(), a);
-    std::vector<double> ref(x.size());
-    for (size_t i = 0; i < x.size(); i++) ref[i] = act_d(x[i], a);
-    EXPECT_CLOSE(y.data(), ref.data(), y.size(), 1e-6, 1e-6);
-  }
-  EXPECT_NE(act_ref(1.0f, Act::gelu), act_ref(1.0f, Act::quick_gelu));  // the two are different functions
-}
-
-TEST(Add, BroadcastsOverLeadingDims) {
-  const int B = 3, T = 77, C = 512;
-  auto a = randn((size_t)B * T * C, 12), b = randn((size_t)T * C, 13);
-  std::vector<float> y(a.size());
-  add_cpu(y.data(), a.data(), b.data(), (int64_t)a.size(), (int64_t)b.size());
-  for (size_t i = 0; i < a.size(); i++) ASSERT_EQ(y[i], a[i] + b[i % b.size()]);
-  EXPECT_THROW(add_cpu(y.data(), a.data(), b.data(), (int64_t)a.size(), 5), Error);
-}
-
-TEST(Softmax, MatchesDouble) {
-  for (int N : {1, 3, 17, 50, 77, 197, 257}) {
-    const int M = 5;
-    auto x = randn((size_t)M * N, 14 + N, 4.0f);
-    std::vector<float> y(x.size());
-    softmax_cpu(y.data(), x.data(), M, N);
-    std::vector<double> ref(x.size());
-    for (int m = 0; m < M; m++) {
-      double mx = -1e300, s = 0;
-      for (int i = 0; i < N; i++) mx = std::max(mx, (double)x[m * N + i]);
-      for (int i = 0; i < N; i++) s += std::exp(x[m * N + i] - mx);
-      for (int i = 0; i < N; i++) ref[m * N + i] = std::exp(x[m * N + i] - mx) / s;
-    }
-    EXPECT_CLOSE(y.data(), ref.data(), y.size(), 1e-7, 1e-5);
-  }
-}
-
-TEST(Softmax, ExtremeInputs) {
-  // Masked (-inf) and far-below-max entries get (close to) 0, a huge spread stays finite, a
-  // row of equal values is uniform, and a NaN makes its row NaN rather than a plausible
-  // distribution. Wide scores exercise the exp's clamping and its exponent bits.
-  const float inf = INFINITY;
-  std::vector<float> x = {-inf, 0.0f, -1000.0f, 5.0f,  // row 0
-                          80.0f, -80.0f, 0.0f, 88.5f,  // row 1
-                          3.0f, 3.0f, 3.0f, 3.0f,      // row 2
-                          1.0f, NAN, 2.0f, 0.0f};      // row 3
-  std::vector<float> y(x.size());
-  softmax_cpu(y.data(), x.data(), 4, 4);
-  EXPECT_LT(y[0], 1e-30f);
-  EXPECT_LT(y[2], 1e-30f);
-  EXPECT_NEAR(y[1], 1.0 / (1.0 + std::exp(5.0)), 1e-7);
-  EXPECT_NEAR(y[3], 1.0 / (1.0 + std::exp(-5.0)), 1e-7);
-  EXPECT_NEAR(y[7], 1.0 / (1.0 + std::exp(-8.5)), 1e-7);
-  EXPECT_NEAR(y[4], std::exp(-8.5) / (1.0 + std::exp(-8.5)), 1e-9);
-  for (int i = 0; i < 12; i++) EXPECT_TRUE(std::isfinite(y[i])) << i;
-  for (int i = 8; i < 12; i++) EXPECT_FLOAT_EQ(y[i], 0.25f);
-  for (int i = 12; i < 16; i++) EXPECT_TRUE(std::isnan(y[i])) << i;
-}
-
-// ---- attention -------------------------------------------------------------------------
-struct AttnCase { int B, T, NH, HS; bool causal; };
-void PrintTo(const AttnCase& c, std::ostream* os) {
-  *os << "B " << c.B << " T " << c.T << " heads " << c.NH << " head dim " << c.HS << (c.causal ? " causal" : "");
-}
-class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
-
-TEST_P(AttentionTest, MatchesDouble) {
-  auto p = GetParam();
-  const int C = p.NH * p.HS, C3 = 3 * C;
-  auto qkv = randn((size_t)p.B * p.T * C3, 20 + p.T, 1.0f);
-  std::vector<float> out((size_t)p.B * p.T * C);
-  attention_cpu(out.data(), qkv.data(), p.B, p.T, p.NH, p.HS, p.causal);
-  std::vector<double> ref(out.size()), s(p.T);
-  for (int b = 0; b < p.B; b++)
-    for (int h = 0; h < p.NH; h++)
-      for (int i = 0; i < p.T; i++) {
-        const float* q = &qkv[((size_t)b * p.T + i) * C3 + h * p.HS];
-        int nk = p.causal ? i + 1 : p.T;
-        double mx = -1e300, sum = 0;
-        for (int j = 0; j < nk; j++) {
-          const float* k = &qkv[((size_t)b * p.T + j) * C3 + C + h * p.HS];
-          double d = 0;
-          for (int e = 0; e < p.HS; e++) d += (double)q[e] * k[e];
-          s[j] = d / std::sqrt((double)p.HS);
-          mx = std::max(mx, s[j]);
-        }
-        for (int j = 0; j < nk; j++) sum += (s[j] = std::exp(s[j] - mx));
-        for (int e = 0; e < p.HS; e++) {
-          double o = 0;
-          for (int j = 0; j < nk; j++) o += s[j] * qkv[((size_t)b * p.T + j) * C3 + 2 * C + h * p.HS + e];
-          ref[((size_t)b * p.T + i) * C + h * p.HS + e] = o / sum;
-        }
-      }
-  EXPECT_CLOSE(out.data(), ref.data(), out.size(), 1e-5, 1e-4);
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Clip, AttentionTest,
-    ::testing::Values(AttnCase{2, 50, 12, 64, false}, AttnCase{2, 77, 8, 64, true},
-                      AttnCase{1, 197, 12, 64, false}, AttnCase{1, 257, 16, 64, false},
-                      AttnCase{1, 77, 12, 64, true}, AttnCase{3, 1, 8, 64, true},
-                      AttnCase{2, 3, 2, 64, false}, AttnCase{2, 17, 2, 64, true},
-                      AttnCase{1, 17, 3, 32, false},
-                      // From T = 65 on AVX-512, 8 rows x 32 keys (or head dims) per tile: tails of
-                      // keys, of 32 and 16 head dims.
-                      AttnCase{2, 100, 3, 80, false}, AttnCase{1, 129, 2, 40, true},
-                      AttnCase{1, 70, 2, 72, true}),
-    [](const auto& i) {
-      auto p = i.param;
-      return "B" + std::to_string(p.B) + "_T" + std::to_string(p.T) + "_NH" + std::to_string(p.NH) +
-             "_HS" + std::to_string(p.HS) + (p.causal ? "_causal" : "_full");
-    });
-
-TEST(Attention, CausalIgnoresLaterTokens) {
-  // Under the causal mask, changing tokens after position i leaves rows <= i unchanged.
-  const int T = 20, NH = 2, HS = 64, C = NH * HS;
-  auto qkv = randn((size_t)T * 3 * C, 30);
-  std::vector<float> a((size_t)T * C), b((size_t)T * C);
-  attention_cpu(a.data(), qkv.data(), 1, T, NH, HS, true);
-  for (size_t i = (size_t)10 * 3 * C; i < qkv.size(); i++) qkv[i] += 1.0f;
-  attention_cpu(b.data(), qkv.data(), 1, T, NH, HS, true);
-  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), (size_t)10 * C * sizeof(float)));
-  EXPECT_NE(0, std::memcmp(a.data(), b.data(), (size_t)T * C * sizeof(float)));
-}
-
-// ---- patch embedding, class/pos, embedding, gather, normalize, cosine ----------------
-struct PatchCase { int B, res, P, C; };
-void PrintTo(const PatchCase& c, std::ostream* os) {
-  *os << "B " << c.B << " resolution " << c.res << " patch " << c.P << " C " << c.C;
-}
-class PatchEmbedTest : public ::testing::TestWithParam<PatchCase> {};
-
-TEST_P(PatchEmbedTest, MatchesDoubleConv) {
-  auto p = GetParam();
-  const int G1 = p.res / p.P, G = G1 * G1, K = 3 * p.P * p.P;
-  auto px = randn((size_t)p.B * 3 * p.res * p.res, 40), w = randn((size_t)p.C * K, 41, 1.0f / std::sqrt((float)K));
-  std::vector<float> out((size_t)p.B * G * p.C);
-  patch_embed_cpu(out.data(), px.data(), w.data(), p.B, p.res, p.res, p.P, p.C);
-  std::vector<double> ref(out.size());
-  for (int b = 0; b < p.B; b++)
-    for (int gy = 0; gy < G1; gy++)
-      for (int gx = 0; gx < G1; gx++)
-        for (int o = 0; o < p.C; o++) {
-          double s = 0;
-          for (int c = 0; c < 3; c++)
-            for (int ky = 0; ky < p.P; ky++)
-              for (int kx = 0; kx < p.P; kx++)
-                s += (double)px[(((size_t)b * 3 + c) * p.res + gy * p.P + ky) * p.res + gx * p.P + kx] *
-                     w[(((size_t)o * 3 + c) * p.P + ky) * p.P + kx];
-          ref[((size_t)b * G + gy * G1 + gx) * p.C + o] = s;
-        }
-  EXPECT_CLOSE(out.data(), ref.data(), out.size(), kAtol, kRtol);
-}
-
-INSTANTIATE_TEST_SUITE_P(Clip, PatchEmbedTest,
-                         ::testing::Values(PatchCase{2, 224, 32, 768}, PatchCase{1, 224, 16, 768},
-                                           PatchCase{1, 64, 16, 128}, PatchCase{3, 51, 17, 5},
-                                           PatchCase{1, 336, 14, 64}),
-                         [](const auto& i) {
-                           auto p = i.param;
-                           return "B" + std::to_string(p.B) + "_res" + std::to_string(p.res) + "_P" +
-                                  std::to_string(p.P) + "_C" + std::to_string(p.C);
-                         });
-
-TEST(ClassPos, PrependsClassAndAddsPositions) {
-  const int B = 2, G = 49, C = 768;
-  auto pt = randn((size_t)B * G * C, 50), cls = randn(C, 51), pos = randn((size_t)(G + 1) * C, 52);
-  std::vector<float> out((size_t)B * (G + 1) * C);
-  class_pos_embed_cpu(out.data(), pt.data(), cls.data(), pos.data(), B, G, C);
-  for (int b = 0; b < B; b++)
-    for (int t = 0; t <= G; t++)
-      for (int c = 0; c < C; c++) {
-        float want = (t == 0 ? cls[c] : pt[((size_t)b * G + t - 1) * C + c]) + pos[(size_t)t * C + c];
-        ASSERT_EQ(out[((size_t)b * (G + 1) + t) * C + c], want);
-      }
-}
-
-TEST(Embedding, GathersRowsAndRejectsBadIds) {
-  const int V = 100, C = 16;
-  auto table = randn((size_t)V * C, 60);
-  std::vector<int32_t> ids = {0, 99, 5, 5};
-  std::vector<float> out(ids.size() * C);
-  embedding_cpu(out.data(), ids.data(), table.data(), (int64_t)ids.size(), C, V);
-  for (size_t i = 0; i < ids.size(); i++)
-    EXPECT_EQ(0, std::memcmp(&out[i * C], &table[(size_t)ids[i] * C], C * 4));
-  ids[2] = 100;
-  EXPECT_THROW(embedding_cpu(out.data(), ids.data(), table.data(), 4, C, V), Error);
-  ids[2] = -1;
-  EXPECT_THROW(embedding_cpu(out.data(), ids.data(), table.data(), 4, C, V), Error);
-}
-
-TEST(GatherRows, PicksOneRowPerBatch) {
-  const int B = 3, T = 77, C = 512;
-  auto x = randn((size_t)B * T * C, 61);
-  std::vector<int32_t> idx = {76, 0, 9};
-  std::vector<float> out((size_t)B * C);
-  gather_rows_cpu(out.data(), x.data(), idx.data(), B, T, C);
-  for (int b = 0; b < B; b++) EXPECT_EQ(0, std::memcmp(&out[(size_t)b * C], &x[((size_t)b * T + idx[b]) * C], C * 4));
-  idx[1] = 77;
-  EXPECT_THROW(gather_rows_cpu(out.data(), x.data(), idx.data(), B, T, C), Error);
-}
-
-TEST(Normalize, UnitRowsAndCosine) {
-  const int M = 7, N = 1000, C = 512;
-  auto a = randn((size_t)M * C, 70), b = randn((size_t)N * C, 71, 3.0f);
-  std::vector<float> an(a.size());
-  l2_normalize_cpu(an.data(), a.data(), M, C);
-  for (int m = 0; m < M; m++) {
-    double s = 0;
-    for (int c = 0; c < C; c++) s += (double)an[m * C + c] * an[m * C + c];
-    EXPECT_NEAR(s, 1.0, 1e-6);
-  }
-  std::vector<float> sim((size_t)M * N);
-  cosine_sim_cpu(sim.data(), a.data(), b.data(), M, N, C, 100.0f);
-  std::vector<double> ref(sim.size());
-  for (int m = 0; m < M; m++)
-    for (int n = 0; n < N; n++) ref[(size_t)m * N + n] = 100.0 * clip::test::cosine(&a[(size_t)m * C], &b[(size_t)n * C], C);
-  EXPECT_CLOSE(sim.data(), ref.data(), sim.size(), 1e-4, 1e-5);
-
-  // Top-k agrees with a full sort of the double reference.
-  const int k = 10;
-  std::vector<int32_t> idx((size_t)M * k);
-  std::vector<float> score((size_t)M * k);
-  cosine_topk_cpu(idx.data(), score.data(), a.data(), b.data(), M, N, C, 100.0f, k);
-  for (int m = 0; m < M; m++) {
-    std::vector<int> order(N);
-    for (int n = 0; n < N; n++) order[n] = n;
-    std::sort(order.begin(), order.end(), [&](int x, int y) { return ref[(size_t)m * N + x] > ref[(size_t)m * N + y]; });
-    for (int i = 0; i < k; i++) {
-      EXPECT_EQ(idx[(size_t)m * k + i], order[i]) << "query " << m << " rank " << i;
-      EXPECT_NEAR(score[(size_t)m * k + i], ref[(size_t)m * N + order[i]], 1e-4);
-    }
-  }
-}
-
-// ---- every instruction set's loops (engine/cpu_isa.h) -----------------------------------
-// Each table this CPU runs, called directly (the suite as a whole runs with the one
-// cpu_kernels() picks; CI runs it again capped at avx2 and at the baseline).
+// ---- layernorm, add_layernorm -------------------------------------------------------------------
+// x with a non-zero mean. CPU bound 1e-4 + 1e-4 |ref| (mean and variance over C in f32); the
+// sum x + r: 1e-7 |ref|. C > 2048 is refused on CUDA (see Supports below).
+struct NormShape {
+  int64_t M, C;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "M" + n(M) + "_C" + n(C); }
+};
 namespace {
-std::vector<const CpuKernels*> runnable_tables() {
-  std::vector<const CpuKernels*> t = {cpu_kernels_baseline()};
-#if defined(__x86_64__)
-  if (cpu_isa_detected() >= CpuIsa::avx2) t.push_back(cpu_kernels_avx2());
-  if (cpu_isa_detected() >= CpuIsa::avx512) t.push_back(cpu_kernels_avx512());
-#endif
-  return t;
+struct NormData {
+  std::vector<float> x, r, g, b;
+};
+NormData norm_data(const NormShape& p, DType t) {
+  const size_t sz = (size_t)(p.M * p.C);
+  NormData d{randn(sz, 7, 3.0f), randn(sz, 8), randn((size_t)p.C, 9, 0.1f), randn((size_t)p.C, 10, 0.1f)};
+  for (auto& v : d.g) v += 1.0f;
+  for (auto& v : d.x) v += 5.0f;
+  d.x = rounded(d.x, t);
+  d.r = rounded(d.r, t);
+  d.g = rounded(d.g, t);
+  d.b = rounded(d.b, t);
+  return d;
+}
+std::vector<double> layernorm_d(const std::vector<double>& x, const NormData& d, int64_t M, int64_t C) {
+  std::vector<double> y(x.size());
+  for (int64_t m = 0; m < M; m++) {
+    const double* xr = &x[(size_t)(m * C)];
+    double mean = 0, var = 0;
+    for (int64_t c = 0; c < C; c++) mean += xr[c];
+    mean /= (double)C;
+    for (int64_t c = 0; c < C; c++) var += (xr[c] - mean) * (xr[c] - mean);
+    var /= (double)C;
+    for (int64_t c = 0; c < C; c++)
+      y[(size_t)(m * C + c)] = (xr[c] - mean) / std::sqrt(var + 1e-5) * d.g[(size_t)c] + d.b[(size_t)c];
+  }
+  return y;
+}
+std::vector<NormShape> norm_shapes() {
+  return {{1, 512}, {3, 768}, {17, 1024}, {50, 768}, {77, 512}, {197, 768}, {257, 1024}, {5, 17},
+          {157, 1}, {157, 3}, {157, 17}, {157, 512}, {157, 768}, {77, 1024}, {77, 1280}, {77, 2048}};
 }
 }  // namespace
-
-TEST(CpuIsa, ActivationsMatchDouble) {
-  // The GEMM's GELU (through erfc) and QuickGELU against double, from -30 to 30 and the
-  // special values: |d| <= 1e-6 + 4e-7 |ref| (a few f32 ulps; erfcc's fractional error is
-  // below 1.2e-7).
-  std::vector<float> xs;
-  for (int i = -30000; i <= 30000; i++) xs.push_back(i * 1e-3f);
-  for (float v : {1e-30f, -1e-30f, 0.0f, -0.0f, 88.0f, -88.0f, 1e30f, -1e30f}) xs.push_back(v);
-  for (const CpuKernels* k : runnable_tables())
-    for (Act a : {Act::gelu, Act::quick_gelu}) {
-      std::vector<float> got(xs.size());
-      std::vector<double> ref(xs.size());
-      for (size_t i = 0; i < xs.size(); i++) {
-        got[i] = k->act(xs[i], a);
-        ref[i] = act_d(xs[i], a);
-      }
-      SCOPED_TRACE(std::string(cpu_isa_name(k->isa)) + " " + act_name(a));
-      EXPECT_CLOSE(got.data(), ref.data(), got.size(), 1e-6, 4e-7);
-      EXPECT_TRUE(std::isnan(k->act(NAN, a)));
-      EXPECT_EQ(k->act(INFINITY, a), INFINITY);
-    }
-}
-
-TEST(CpuIsa, GemmMatchesDoubleAndRowsDoNotDependOnBatch) {
-  // Shapes around every tile edge (MR up to 12, NR up to 32, K blocks of 256; K = 0, an
-  // empty sum): against double, and each row bitwise the same computed alone, in a batch of
-  // 7, or in the whole.
-  struct S { int M, N, K; };
-  for (const CpuKernels* k : runnable_tables())
-    for (S s : {S{1, 1, 1}, S{3, 5, 0}, S{13, 33, 257}, S{50, 768, 768}, S{25, 100, 513}, S{77, 64, 3072}}) {
-      for (bool bf16 : {false, true}) {
-        SCOPED_TRACE(strprintf("%s M %d N %d K %d%s", cpu_isa_name(k->isa), s.M, s.N, s.K, bf16 ? " bf16" : ""));
-        auto x = randn((size_t)s.M * s.K, 31), w = randn((size_t)s.N * s.K, 32, 1.0f / std::sqrt((float)s.K));
-        auto b = randn(s.N, 33, 0.1f);
-        std::vector<float> wp((size_t)k->packed_floats(s.N, s.K)), xp((size_t)k->input_floats(s.M, s.K));
-        k->pack_weights(wp.data(), w.data(), s.N, s.K, bf16);
-        std::vector<float> y((size_t)s.M * s.N), y1((size_t)s.N), y7((size_t)7 * s.N);
-        k->gemm(y.data(), x.data(), wp.data(), b.data(), s.M, s.N, s.K, Act::gelu, bf16, xp.data());
-        auto r = [&](float v) { return bf16 ? bf16_to_f32(f32_to_bf16(v)) : v; };
-        std::vector<double> ref((size_t)s.M * s.N);
-        for (int m = 0; m < s.M; m++)
-          for (int n = 0; n < s.N; n++) {
-            double acc = b[n];
-            for (int i = 0; i < s.K; i++) acc += (double)r(x[(size_t)m * s.K + i]) * r(w[(size_t)n * s.K + i]);
-            ref[(size_t)m * s.N + n] = act_d(acc, Act::gelu);
-          }
-        EXPECT_CLOSE(y.data(), ref.data(), y.size(), kAtol, kRtol);
-        for (int m = 0; m < s.M; m++) {
-          k->gemm(y1.data(), x.data() + (size_t)m * s.K, wp.data(), b.data(), 1, s.N, s.K, Act::gelu, bf16, xp.data());
-          ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + (size_t)m * s.N, s.N * sizeof(float))) << "row " << m << " alone";
-        }
-        if (s.M >= 9) {
-          k->gemm(y7.data(), x.data() + (size_t)2 * s.K, wp.data(), b.data(), 7, s.N, s.K, Act::gelu, bf16, xp.data());
-          EXPECT_EQ(0, std::memcmp(y7.data(), y.data() + (size_t)2 * s.N, y7.size() * sizeof(float))) << "rows 2..8";
-        }
-      }
-    }
-}
-
-TEST(CpuIsa, RowLoopsMatchTheSelectedOnes) {
-  // LayerNorm, softmax and attention of every table against the selected table's: the same
-  // function to f32 rounding (their sums run in the same order; FMA contraction differs).
-  const CpuKernels& sel = cpu_kernels();
-  const int M = 77, C = 512, B = 2, T = 77, NH = 8, HS = 64;
-  auto x = randn((size_t)M * C, 41, 2.0f), g = randn(C, 42), bb = randn(C, 43);
-  auto qkv = randn((size_t)B * T * 3 * NH * HS, 44);
-  std::vector<float> ref_ln((size_t)M * C), ref_sm((size_t)M * C), ref_at((size_t)B * T * NH * HS);
-  sel.layernorm(ref_ln.data(), x.data(), g.data(), bb.data(), M, C, 1e-5f);
-  sel.softmax(ref_sm.data(), x.data(), M, C);
-  sel.attention(ref_at.data(), qkv.data(), B, T, NH, HS, true);
-  for (const CpuKernels* k : runnable_tables()) {
-    SCOPED_TRACE(cpu_isa_name(k->isa));
-    std::vector<float> ln(ref_ln.size()), sm(ref_sm.size()), at(ref_at.size());
-    k->layernorm(ln.data(), x.data(), g.data(), bb.data(), M, C, 1e-5f);
-    k->softmax(sm.data(), x.data(), M, C);
-    k->attention(at.data(), qkv.data(), B, T, NH, HS, true);
-    std::vector<double> d_ln(ref_ln.begin(), ref_ln.end()), d_sm(ref_sm.begin(), ref_sm.end()),
-        d_at(ref_at.begin(), ref_at.end());
-    EXPECT_CLOSE(ln.data(), d_ln.data(), ln.size(), 1e-5, 1e-5);
-    EXPECT_CLOSE(sm.data(), d_sm.data(), sm.size(), 1e-7, 1e-5);
-    EXPECT_CLOSE(at.data(), d_at.data(), at.size(), 1e-5, 1e-5);
+class LayerNormTest : public OpTest<NormShape> {
+ public:
+  using Param = NormShape;
+};
+TEST_P(LayerNormTest, MatchesDouble) {
+  const NormShape p = shape();
+  const NormData d = norm_data(p, dt());
+  const std::vector<double> ref = layernorm_d(std::vector<double>(d.x.begin(), d.x.end()), d, p.M, p.C);
+  std::vector<float> naive;
+  if (dt() != DType::f32) {
+    naive.resize(ref.size());
+    layernorm_cpu(naive.data(), d.x.data(), d.g.data(), d.b.data(), p.M, p.C, 1e-5f);
+    naive = rounded(naive, dt());
   }
+  OpRun op(backend(), dt());
+  op.g.layernorm(op.input(d.x, {p.M, p.C}), op.input(d.g, {p.C}), op.input(d.b, {p.C}), 1e-5f);
+  expect("layernorm", op.run()[0], ref, {1e-4, 1e-4}, p.C, naive);
+}
+OP_CASES(LayerNormTest, norm_shapes());
+
+class AddLayerNormTest : public OpTest<NormShape> {
+ public:
+  using Param = NormShape;
+};
+TEST_P(AddLayerNormTest, MatchesDouble) {
+  const NormShape p = shape();
+  const NormData d = norm_data(p, dt());
+  std::vector<double> sum(d.x.size());
+  for (size_t i = 0; i < sum.size(); i++) sum[i] = (double)d.x[i] + d.r[i];
+  const std::vector<double> ref = layernorm_d(sum, d, p.M, p.C);
+  std::vector<float> nsum, ny;
+  if (dt() != DType::f32) {
+    nsum.resize(sum.size());
+    ny.resize(sum.size());
+    for (size_t i = 0; i < sum.size(); i++) nsum[i] = round_to(d.x[i] + d.r[i], dt());
+    layernorm_cpu(ny.data(), nsum.data(), d.g.data(), d.b.data(), p.M, p.C, 1e-5f);
+    ny = rounded(ny, dt());
+  }
+  OpRun op(backend(), dt());
+  op.g.add_layernorm(op.input(d.x, {p.M, p.C}), op.input(d.r, {p.M, p.C}), op.input(d.g, {p.C}),
+                     op.input(d.b, {p.C}), 1e-5f);
+  const auto out = op.run();
+  expect("add_layernorm sum", out[0], sum, {0, 1e-7}, 1, nsum);
+  expect("add_layernorm y", out[1], ref, {1e-4, 1e-4}, p.C, ny);
+}
+OP_CASES(AddLayerNormTest, norm_shapes());
+
+// ---- add (b broadcast over the leading dims of a) ------------------------------------------------
+// Exact on the CPU: one f32 rounding of the sum.
+struct AddShape {
+  Shape a, b;
+  bool gpu_only = false, cuda = true;
+  std::string name() const {
+    std::string s = "a";
+    for (int i = 0; i < a.nd; i++) s += "_" + n(a[i]);
+    return s + "_b" + n(b.numel());
+  }
+};
+class AddTest : public OpTest<AddShape> {
+ public:
+  using Param = AddShape;
+};
+TEST_P(AddTest, MatchesDouble) {
+  const AddShape p = shape();
+  auto a = rounded(randn((size_t)p.a.numel(), 51), dt()), b = rounded(randn((size_t)p.b.numel(), 52), dt());
+  std::vector<double> ref(a.size());
+  for (size_t i = 0; i < a.size(); i++) ref[i] = a[i] + b[i % b.size()];  // in f32, as the CPU adds
+  OpRun op(backend(), dt());
+  op.g.add(op.input(a, p.a), op.input(b, p.b));
+  expect("add", op.run()[0], ref, kExact, 1);
+}
+OP_CASES(AddTest, {{{3, 77, 512}, {77, 512}}, {{1, 1}, {1}}, {{3, 17}, {17}}, {{2, 77, 512}, {77, 512}},
+                   {{2, 50, 768}, {768}}});
+
+// ---- act -------------------------------------------------------------------------------------------
+// CPU bound 1e-6 + 1e-6 |ref|.
+struct ActShape {
+  int64_t M, N;
+  Act act;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return std::string(act_name(act)) + "_M" + n(M) + "_N" + n(N); }
+};
+class ActTest : public OpTest<ActShape> {
+ public:
+  using Param = ActShape;
+};
+TEST_P(ActTest, MatchesDouble) {
+  const ActShape p = shape();
+  auto x = rounded(randn((size_t)(p.M * p.N), 11, 3.0f), dt());
+  std::vector<double> ref(x.size());
+  for (size_t i = 0; i < x.size(); i++) ref[i] = act_d(x[i], p.act);
+  std::vector<float> naive;
+  if (dt() != DType::f32) {
+    naive.resize(x.size());
+    act_cpu(naive.data(), x.data(), (int64_t)x.size(), p.act);
+    naive = rounded(naive, dt());
+  }
+  OpRun op(backend(), dt());
+  op.g.activation(op.input(x, {p.M, p.N}), p.act);
+  expect("act", op.run()[0], ref, {1e-6, 1e-6}, 1, naive);
+}
+namespace {
+std::vector<ActShape> act_shapes() {
+  std::vector<ActShape> v;
+  for (Act a : {Act::none, Act::gelu, Act::quick_gelu})
+    for (auto mn : std::vector<std::pair<int64_t, int64_t>>{{1, 10000}, {1, 1}, {3, 17}, {154, 2048}, {257, 3072}})
+      v.push_back({mn.first, mn.second, a});
+  return v;
+}
+}  // namespace
+OP_CASES(ActTest, act_shapes());
+
+// ---- softmax --------------------------------------------------------------------------------------
+// CPU bound 1e-7 + 1e-5 |ref|.
+struct SoftmaxShape {
+  int64_t M, N;
+  float scale;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "M" + n(M) + "_N" + n(N); }
+};
+class SoftmaxTest : public OpTest<SoftmaxShape> {
+ public:
+  using Param = SoftmaxShape;
+};
+TEST_P(SoftmaxTest, MatchesDouble) {
+  const SoftmaxShape p = shape();
+  auto x = rounded(randn((size_t)(p.M * p.N), 14 + (uint64_t)p.N, p.scale), dt());
+  std::vector<double> ref(x.size());
+  for (int64_t m = 0; m < p.M; m++) {
+    const float* xr = &x[(size_t)(m * p.N)];
+    double mx = -1e300, s = 0;
+    for (int64_t i = 0; i < p.N; i++) mx = std::max(mx, (double)xr[i]);
+    for (int64_t i = 0; i < p.N; i++) s += std::exp(xr[i] - mx);
+    for (int64_t i = 0; i < p.N; i++) ref[(size_t)(m * p.N + i)] = std::exp(xr[i] - mx) / s;
+  }
+  OpRun op(backend(), dt());
+  op.g.softmax(op.input(x, {p.M, p.N}));
+  expect("softmax", op.run()[0], ref, {1e-7, 1e-5}, p.N);
+}
+OP_CASES(SoftmaxTest, {{5, 1, 4}, {5, 3, 4}, {5, 17, 4}, {5, 50, 4}, {5, 77, 4}, {5, 197, 4}, {5, 257, 4},
+                       {37, 1, 3}, {37, 17, 3}, {37, 512, 3}, {37, 768, 3}, {37, 1000, 3}});
+
+// ---- attention ------------------------------------------------------------------------------------
+// CPU bound 1e-5 + 1e-4 |ref|. Head sizes other than 64 run on the CPU only (the CUDA kernel
+// is instantiated for 64: Supports below).
+struct AttentionShape {
+  int64_t B, T, NH, HS;
+  bool causal;
+  bool gpu_only = false, cuda = true;
+  std::string name() const {
+    return "B" + n(B) + "_T" + n(T) + "_NH" + n(NH) + "_HS" + n(HS) + (causal ? "_causal" : "_full");
+  }
+};
+class AttentionTest : public OpTest<AttentionShape> {
+ public:
+  using Param = AttentionShape;
+};
+namespace {
+// Naive same-precision attention: S, P and O rounded to the dtype as a three-kernel
+// implementation (GEMM, softmax, GEMM) would store them.
+std::vector<float> attention_naive(const std::vector<float>& qkv, const AttentionShape& p, DType dt) {
+  const int64_t C = p.NH * p.HS, T = p.T;
+  std::vector<float> out((size_t)(p.B * T * C)), s((size_t)T);
+  const float scale = 1.0f / std::sqrt((float)p.HS);
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t h = 0; h < p.NH; h++)
+      for (int64_t i = 0; i < T; i++) {
+        const float* q = &qkv[(size_t)(((b * T + i) * 3 * C) + h * p.HS)];
+        const int64_t jend = p.causal ? i + 1 : T;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < jend; j++) {
+          const float* k = &qkv[(size_t)((b * T + j) * 3 * C + C + h * p.HS)];
+          float d = 0;
+          for (int64_t e = 0; e < p.HS; e++) d += q[e] * k[e];
+          s[(size_t)j] = round_to(d * scale, dt);
+          mx = std::max(mx, s[(size_t)j]);
+        }
+        float sum = 0;
+        for (int64_t j = 0; j < jend; j++) sum += (s[(size_t)j] = std::exp(s[(size_t)j] - mx));
+        for (int64_t j = 0; j < jend; j++) s[(size_t)j] = round_to(s[(size_t)j] / sum, dt);
+        for (int64_t e = 0; e < p.HS; e++) {
+          float o = 0;
+          for (int64_t j = 0; j < jend; j++) o += s[(size_t)j] * qkv[(size_t)((b * T + j) * 3 * C + 2 * C + h * p.HS + e)];
+          out[(size_t)((b * T + i) * C + h * p.HS + e)] = round_to(o, dt);
+        }
+      }
+  return out;
+}
+std::vector<AttentionShape> attention_shapes() {
+  std::vector<AttentionShape> v = {
+      {2, 50, 12, 64, false}, {2, 77, 8, 64, true}, {1, 197, 12, 64, false}, {1, 257, 16, 64, false},
+      {1, 77, 12, 64, true}, {3, 1, 8, 64, true}, {2, 3, 2, 64, false}, {2, 17, 2, 64, true},
+      // other head sizes (CPU): from T = 65 on AVX-512, 8 rows x 32 keys (or head dims) per
+      // tile: tails of keys, of 32 and 16 head dims
+      {1, 17, 3, 32, false, false, false}, {2, 100, 3, 80, false, false, false}, {1, 129, 2, 40, true, false, false},
+      {1, 70, 2, 72, true, false, false}};
+  for (bool causal : {false, true}) {
+    for (int64_t T : {1, 3, 17, 50, 64, 65, 197, 257, 577}) v.push_back({2, T, T >= 257 ? 16 : 12, 64, causal});
+    v.push_back({1, 1024, 1, 64, causal});  // the longest sequence of the old CUDA tests
+  }
+  return v;
+}
+}  // namespace
+TEST_P(AttentionTest, MatchesDouble) {
+  const AttentionShape p = shape();
+  const int64_t C = p.NH * p.HS, C3 = 3 * C, T = p.T;
+  auto qkv = rounded(randn((size_t)(p.B * T * C3), 20 + (uint64_t)T, 1.0f), dt());
+  std::vector<double> ref((size_t)(p.B * T * C)), s((size_t)T);
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t h = 0; h < p.NH; h++)
+      for (int64_t i = 0; i < T; i++) {
+        const float* q = &qkv[(size_t)((b * T + i) * C3 + h * p.HS)];
+        const int64_t nk = p.causal ? i + 1 : T;
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < nk; j++) {
+          const float* k = &qkv[(size_t)((b * T + j) * C3 + C + h * p.HS)];
+          double d = 0;
+          for (int64_t e = 0; e < p.HS; e++) d += (double)q[e] * k[e];
+          s[(size_t)j] = d / std::sqrt((double)p.HS);
+          mx = std::max(mx, s[(size_t)j]);
+        }
+        for (int64_t j = 0; j < nk; j++) sum += (s[(size_t)j] = std::exp(s[(size_t)j] - mx));
+        for (int64_t e = 0; e < p.HS; e++) {
+          double o = 0;
+          for (int64_t j = 0; j < nk; j++) o += s[(size_t)j] * qkv[(size_t)((b * T + j) * C3 + 2 * C + h * p.HS + e)];
+          ref[(size_t)((b * T + i) * C + h * p.HS + e)] = o / sum;
+        }
+      }
+  std::vector<float> naive;
+  if (dt() != DType::f32) naive = attention_naive(qkv, p, dt());
+  OpRun op(backend(), dt());
+  op.g.attention(op.input(qkv, {p.B, T, C3}), (int)p.NH, p.causal);
+  expect("attention", op.run()[0], ref, {1e-5, 1e-4}, std::max<int64_t>(T, 64), naive);
+}
+OP_CASES(AttentionTest, attention_shapes());
+
+// ---- patch_embed ------------------------------------------------------------------------------------
+// A conv with stride = kernel = P and no bias; CPU bound 1e-5 + 1e-5 |ref|.
+struct PatchShape {
+  int64_t B, res, P, C;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "B" + n(B) + "_res" + n(res) + "_P" + n(P) + "_C" + n(C); }
+};
+class PatchEmbedTest : public OpTest<PatchShape> {
+ public:
+  using Param = PatchShape;
+};
+TEST_P(PatchEmbedTest, MatchesDoubleConv) {
+  const PatchShape p = shape();
+  const int64_t G1 = p.res / p.P, G = G1 * G1, K = 3 * p.P * p.P, R = p.res;
+  auto px = rounded(randn((size_t)(p.B * 3 * R * R), 40), dt());
+  auto w = rounded(randn((size_t)(p.C * K), 41, 1.0f / std::sqrt((float)K)), dt());
+  std::vector<double> ref((size_t)(p.B * G * p.C));
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t gy = 0; gy < G1; gy++)
+      for (int64_t gx = 0; gx < G1; gx++)
+        for (int64_t o = 0; o < p.C; o++) {
+          double s = 0;
+          for (int64_t c = 0; c < 3; c++)
+            for (int64_t ky = 0; ky < p.P; ky++)
+              for (int64_t kx = 0; kx < p.P; kx++)
+                s += (double)px[(size_t)(((b * 3 + c) * R + gy * p.P + ky) * R + gx * p.P + kx)] *
+                     w[(size_t)(((o * 3 + c) * p.P + ky) * p.P + kx)];
+          ref[(size_t)((b * G + gy * G1 + gx) * p.C + o)] = s;
+        }
+  OpRun op(backend(), dt());
+  op.g.patch_embed(op.input(px, {p.B, 3, R, R}), op.input(w, {p.C, 3, p.P, p.P}));
+  expect("patch_embed", op.run()[0], ref, {1e-5, 1e-5}, K);
+}
+OP_CASES(PatchEmbedTest, {{2, 224, 32, 768}, {1, 224, 16, 768}, {1, 64, 16, 128}, {3, 51, 17, 5}, {1, 336, 14, 64},
+                          {1, 224, 14, 1024}, {3, 6, 3, 17}});
+
+// ---- class_pos --------------------------------------------------------------------------------------
+// Exact on the CPU (one f32 add).
+struct ClassPosShape {
+  int64_t B, G, C;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "B" + n(B) + "_G" + n(G) + "_C" + n(C); }
+};
+class ClassPosTest : public OpTest<ClassPosShape> {
+ public:
+  using Param = ClassPosShape;
+};
+TEST_P(ClassPosTest, PrependsClassAndAddsPositions) {
+  const ClassPosShape p = shape();
+  auto pt = rounded(randn((size_t)(p.B * p.G * p.C), 50), dt()), cls = rounded(randn((size_t)p.C, 51), dt());
+  auto pos = rounded(randn((size_t)((p.G + 1) * p.C), 52), dt());
+  std::vector<double> ref((size_t)(p.B * (p.G + 1) * p.C));
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t t = 0; t <= p.G; t++)
+      for (int64_t c = 0; c < p.C; c++)
+        ref[(size_t)((b * (p.G + 1) + t) * p.C + c)] =
+            (t == 0 ? cls[(size_t)c] : pt[(size_t)((b * p.G + t - 1) * p.C + c)]) + pos[(size_t)(t * p.C + c)];
+  OpRun op(backend(), dt());
+  op.g.class_pos(op.input(pt, {p.B, p.G, p.C}), op.input(cls, {p.C}), op.input(pos, {p.G + 1, p.C}));
+  expect("class_pos", op.run()[0], ref, kExact, 1);
+}
+OP_CASES(ClassPosTest, {{2, 49, 768}, {2, 196, 768}, {1, 256, 1024}, {3, 1, 17}});
+
+// ---- embedding, gather_rows ---------------------------------------------------------------------------
+// Copies: exact.
+struct EmbeddingShape {
+  int64_t B, T, V, C;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "B" + n(B) + "_T" + n(T) + "_V" + n(V) + "_C" + n(C); }
+};
+class EmbeddingTest : public OpTest<EmbeddingShape> {
+ public:
+  using Param = EmbeddingShape;
+};
+TEST_P(EmbeddingTest, GathersRows) {
+  const EmbeddingShape p = shape();
+  auto table = rounded(randn((size_t)(p.V * p.C), 60), dt());
+  std::vector<int32_t> ids((size_t)(p.B * p.T));
+  for (size_t i = 0; i < ids.size(); i++) ids[i] = (int32_t)((i * 7919) % (size_t)p.V);
+  ids[0] = 0;
+  ids.back() = (int32_t)p.V - 1;  // both ends of the table
+  std::vector<double> ref(ids.size() * (size_t)p.C);
+  for (size_t i = 0; i < ids.size(); i++)
+    for (int64_t c = 0; c < p.C; c++) ref[i * (size_t)p.C + (size_t)c] = table[(size_t)(ids[i] * p.C + c)];
+  OpRun op(backend(), dt());
+  op.g.embedding(op.input_i32(ids, {p.B, p.T}), op.input(table, {p.V, p.C}));
+  expect("embedding", op.run()[0], ref, kExact, 1);
+}
+OP_CASES(EmbeddingTest, {{1, 4, 100, 16}, {2, 77, 1000, 17}, {2, 77, 1000, 512}, {2, 77, 1000, 768}});
+
+struct GatherShape {
+  int64_t B, T, C;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "B" + n(B) + "_T" + n(T) + "_C" + n(C); }
+};
+class GatherRowsTest : public OpTest<GatherShape> {
+ public:
+  using Param = GatherShape;
+};
+TEST_P(GatherRowsTest, PicksOneRowPerBatch) {
+  const GatherShape p = shape();
+  auto x = rounded(randn((size_t)(p.B * p.T * p.C), 61), dt());
+  std::vector<int32_t> idx((size_t)p.B);
+  for (int64_t b = 0; b < p.B; b++) idx[(size_t)b] = (int32_t)((p.T - 1 + b * 9) % p.T);  // the last row first
+  std::vector<double> ref((size_t)(p.B * p.C));
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t c = 0; c < p.C; c++) ref[(size_t)(b * p.C + c)] = x[(size_t)((b * p.T + idx[(size_t)b]) * p.C + c)];
+  OpRun op(backend(), dt());
+  op.g.gather_rows(op.input(x, {p.B, p.T, p.C}), op.input_i32(idx, {p.B}));
+  expect("gather_rows", op.run()[0], ref, kExact, 1);
+}
+OP_CASES(GatherRowsTest, {{3, 77, 512}, {2, 77, 17}, {2, 77, 768}});
+
+// ---- l2_normalize, cosine_sim --------------------------------------------------------------------------
+// l2_normalize: CPU bound 1e-6 + 1e-6 |ref|, and in f32 every row's squares sum to 1 within
+// 1e-6. cosine_sim: 1e-4 + 1e-5 |ref| (scale 100).
+struct RowsShape {
+  int64_t M, C;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "M" + n(M) + "_C" + n(C); }
+};
+class L2NormalizeTest : public OpTest<RowsShape> {
+ public:
+  using Param = RowsShape;
+};
+TEST_P(L2NormalizeTest, UnitRows) {
+  const RowsShape p = shape();
+  auto x = rounded(randn((size_t)(p.M * p.C), 70, 3.0f), dt());
+  std::vector<double> ref(x.size());
+  for (int64_t m = 0; m < p.M; m++) {
+    double s = 0;
+    for (int64_t c = 0; c < p.C; c++) s += (double)x[(size_t)(m * p.C + c)] * x[(size_t)(m * p.C + c)];
+    const double inv = 1.0 / std::max(std::sqrt(s), 1e-12);
+    for (int64_t c = 0; c < p.C; c++) ref[(size_t)(m * p.C + c)] = x[(size_t)(m * p.C + c)] * inv;
+  }
+  OpRun op(backend(), dt());
+  op.g.l2_normalize(op.input(x, {p.M, p.C}));
+  const std::vector<float> y = op.run()[0];
+  expect("l2_normalize", y, ref, {1e-6, 1e-6}, p.C);
+  if (dt() == DType::f32)
+    for (int64_t m = 0; m < p.M; m++) {
+      double s = 0;
+      for (int64_t c = 0; c < p.C; c++) s += (double)y[(size_t)(m * p.C + c)] * y[(size_t)(m * p.C + c)];
+      EXPECT_NEAR(s, 1.0, 1e-6) << "row " << m;
+    }
+}
+OP_CASES(L2NormalizeTest, {{7, 512}, {37, 1}, {37, 17}, {37, 768}, {37, 1000}});
+
+struct CosineShape {
+  int64_t M, N, C;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "M" + n(M) + "_N" + n(N) + "_C" + n(C); }
+};
+class CosineSimTest : public OpTest<CosineShape> {
+ public:
+  using Param = CosineShape;
+};
+TEST_P(CosineSimTest, MatchesDouble) {
+  const CosineShape p = shape();
+  const float scale = 100.0f;
+  auto a = rounded(randn((size_t)(p.M * p.C), 111), dt()), b = rounded(randn((size_t)(p.N * p.C), 112, 3.0f), dt());
+  std::vector<double> ref((size_t)(p.M * p.N));
+  for (int64_t i = 0; i < p.M; i++)
+    for (int64_t j = 0; j < p.N; j++)
+      ref[(size_t)(i * p.N + j)] = scale * test::cosine(&a[(size_t)(i * p.C)], &b[(size_t)(j * p.C)], (size_t)p.C);
+  std::vector<float> naive;  // normalized copies stored rounded, the GEMM output rounded
+  if (dt() != DType::f32) {
+    std::vector<float> an(a.size()), bn(b.size());
+    l2_normalize_cpu(an.data(), a.data(), p.M, p.C);
+    l2_normalize_cpu(bn.data(), b.data(), p.N, p.C);
+    an = rounded(an, dt());
+    bn = rounded(bn, dt());
+    naive.resize(ref.size());
+    linear_cpu(naive.data(), an.data(), bn.data(), nullptr, p.M, p.N, p.C, Act::none);
+    for (auto& v : naive) v = round_to(v * scale, dt());
+  }
+  OpRun op(backend(), dt());
+  op.g.cosine_sim(op.input(a, {p.M, p.C}), op.input(b, {p.N, p.C}), scale);
+  expect("cosine_sim", op.run()[0], ref, {1e-4, 1e-5}, p.C, naive);
+}
+OP_CASES(CosineSimTest, {{7, 1000, 512}, {3, 17, 17}, {64, 1000, 768}, {2, 5, 512}});
+
+// ---- cast ---------------------------------------------------------------------------------------------
+// f32 -> dtype is one rounding; back to f32 is exact.
+struct CastShape {
+  int64_t n;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "n" + ::n(n); }
+};
+class CastTest : public OpTest<CastShape> {
+ public:
+  using Param = CastShape;
+};
+TEST_P(CastTest, FromF32AndBack) {
+  const int64_t N = shape().n;
+  auto x = randn((size_t)N, 61, 10.0f);
+  const std::vector<float> r = rounded(x, dt());
+  const std::vector<double> ref(r.begin(), r.end());
+  {
+    OpRun op(backend(), dt());
+    op.g.cast(op.input(x, {N}, DType::f32), dt());
+    expect("cast to dtype", op.run()[0], ref, kExact, 1);
+  }
+  OpRun op(backend(), dt());
+  op.g.cast(op.input(r, {N}), DType::f32);
+  const std::vector<float> back = op.run()[0];
+  EXPECT_EQ(back, r) << "cast back to f32 must be exact";
+}
+OP_CASES(CastTest, {{1001}, {1}});
+
+// ---- normalize_rgb8 -----------------------------------------------------------------------------------
+// Exact in every dtype: f32 arithmetic (IEEE division) as torchvision's, then one rounding.
+struct RgbShape {
+  int64_t B, H, W;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "B" + n(B) + "_" + n(H) + "x" + n(W); }
+};
+class NormalizeRgb8Test : public OpTest<RgbShape> {
+ public:
+  using Param = RgbShape;
+};
+TEST_P(NormalizeRgb8Test, Exact) {
+  const RgbShape p = shape();
+  const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, sd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+  const int64_t npx = p.H * p.W;
+  std::vector<uint8_t> rgb((size_t)(p.B * npx * 3));
+  for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 131 + 7) % 256);  // every byte value
+  std::vector<float> want((size_t)(p.B * 3 * npx));
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t c = 0; c < 3; c++)
+      for (int64_t q = 0; q < npx; q++)
+        want[(size_t)((b * 3 + c) * npx + q)] =
+            round_to(((float)rgb[(size_t)((b * npx + q) * 3 + c)] / 255.0f - mean[c]) / sd[c], dt());
+  OpRun op(backend(), dt());
+  op.g.normalize_rgb8(op.input_u8(rgb, {p.B, p.H, p.W, 3}), mean, sd);
+  EXPECT_EQ(op.run()[0], want);
+}
+OP_CASES(NormalizeRgb8Test, {{2, 224, 224}, {1, 336, 336}, {3, 5, 7}});
+
+// ---- the table and the backends' limits ---------------------------------------------------------------
+
+TEST(OpTable, OneEntryPerOp) {
+  for (int i = 0; i < kNumOps; i++) {
+    const OpDef& d = op_def((Op)i);
+    EXPECT_EQ((int)d.op, i);
+    EXPECT_TRUE(d.name && d.infer && d.cpu) << i;
+#ifdef CLIP_HAVE_CUDA
+    EXPECT_TRUE(d.cuda) << d.name;
+#endif
+  }
+}
+
+// A node the CUDA kernels cannot run is refused as it is added, naming the op, the limit and
+// the backend; the CPU takes the same node.
+TEST(Supports, CudaRefusesWhatItsKernelsCannotRun) {
+  auto refused = [](const std::function<void(Graph&)>& build, const std::vector<std::string>& words) {
+    for (DType dt : {DType::f32, DType::f16}) {
+      Graph g(Device::cuda, dt);
+      try {
+        build(g);
+        ADD_FAILURE() << "not refused: " << words[0];
+      } catch (const Error& e) {
+        const std::string msg = e.what();
+        for (const std::string& w : words) EXPECT_NE(msg.find(w), std::string::npos) << "'" << w << "' not in: " << msg;
+      }
+    }
+    Graph cpu(Device::cpu, DType::f32);
+    EXPECT_NO_THROW(build(cpu));
+  };
+  refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {1, 50, 3 * 12 * 80}), 12, false); },
+          {"attention", "head size 80", "cuda", "64"});
+  refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {2, 17, 3 * 2 * 32}), 2, true); },
+          {"attention", "head size 32", "cuda"});
+  refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {70000, 1, 3 * 64}), 1, false); },
+          {"attention", "B 70000", "cuda"});
+  refused(
+      [](Graph& g) {
+        g.layernorm(g.input("x", g.dtype(), {4, 4096}), g.input("g", g.dtype(), {4096}), g.input("b", g.dtype(), {4096}),
+                    1e-5f);
+      },
+      {"layernorm", "4096 channels", "cuda", "2048"});
+  refused(
+      [](Graph& g) {
+        Value x = g.input("x", g.dtype(), {4, 3000});
+        g.add_layernorm(x, x, g.input("g", g.dtype(), {3000}), g.input("b", g.dtype(), {3000}), 1e-5f);
+      },
+      {"add_layernorm", "3000 channels", "cuda"});
+  // Within the limits, CUDA graphs build.
+  Graph g(Device::cuda, DType::f16);
+  EXPECT_NO_THROW(g.attention(g.input("qkv", DType::f16, {1, 77, 3 * 8 * 64}), 8, true));
 }

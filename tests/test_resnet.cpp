@@ -266,15 +266,7 @@ namespace {
 enum class Backend { cpu_reference, cpu, cuda };
 const char* backend_name(Backend b) { return b == Backend::cpu_reference ? "cpu_reference" : b == Backend::cpu ? "cpu" : "cuda"; }
 
-float round_dt(float v, DType dt) {
-  if (dt == DType::f16) return f16_to_f32(f32_to_f16(v));
-  if (dt == DType::bf16) return bf16_to_f32(f32_to_bf16(v));
-  return v;
-}
-std::vector<float> rounded(std::vector<float> v, DType dt) {
-  for (auto& x : v) x = round_dt(x, dt);
-  return v;
-}
+using test::rounded;
 
 // Runs build(g, inputs-as-values) as a one-output graph; host f32 data in, host f32 out.
 struct OpRun {

@@ -104,4 +104,15 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
+float round_to(float x, DType dt) {
+  if (dt == DType::f16) return f16_to_f32(f32_to_f16(x));
+  if (dt == DType::bf16) return bf16_to_f32(f32_to_bf16(x));
+  return x;
+}
+
+std::vector<float> rounded(std::vector<float> v, DType dt) {
+  for (auto& x : v) x = round_to(x, dt);
+  return v;
+}
+
 }  // namespace clip::test

@@ -56,6 +56,9 @@ CompareResult compare(const float* got, const float* ref, size_t n, double atol,
   } while (0)
 
 double cosine(const float* a, const float* b, size_t n);
+// x rounded to dt (f16, bf16; f32 unchanged), as a tensor stored in dt holds it.
+float round_to(float x, DType dt);
+std::vector<float> rounded(std::vector<float> v, DType dt);
 std::string read_file(const std::string& path);
 
 }  // namespace clip::test

@@ -1,0 +1,12 @@
+// The CUDA kernels' size limits, as constants: the engine checks a node against them when the
+// node is added to a graph (engine/ops.cpp, supports), so a graph the kernels cannot run is
+// refused as it is built, naming the op; each launcher asserts the same limit.
+#pragma once
+
+namespace clip::cuda {
+
+constexpr int kAttentionHeadSize = 64;  // kernels/attention.cu: the one head size instantiated
+constexpr int kMaxGridYZ = 65535;       // attention's grid: NH heads (y) and B images (z)
+constexpr int kLayerNormMaxC = 2048;    // kernels/layernorm.cu: 32 lanes x 64 cached floats
+
+}  // namespace clip::cuda
