@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "clip/family.h"
 #include "core/base.h"
 
 namespace clip {
@@ -196,42 +197,11 @@ Weights random_weights(const ModelConfig& c, uint64_t seed, DType dtype) {
   return w;
 }
 
-// A ResNet: every convolution (2 k² Ci Co per output pixel) and the attention pool (q, k, v
-// projections of the T = g² + 1 tokens, scores and values, and c_proj of the pooled row).
-static double resnet_flops(const ModelConfig& c) {
-  const ResNetConfig& r = c.resnet;
-  double f = 0;
-  auto conv = [&](double hw, double ci, double co, double k) { f += 2 * hw * hw * k * k * ci * co; };
-  double hw = c.image_resolution / 2.0, w = r.width;
-  conv(hw, 3, w / 2, 3);
-  conv(hw, w / 2, w / 2, 3);
-  conv(hw, w / 2, w, 3);
-  hw /= 2;
-  double in = w;
-  for (int s = 0; s < 4; s++) {
-    const double planes = w * (1 << s);
-    for (int j = 0; j < r.layers[s]; j++) {
-      const bool down = s > 0 && j == 0;
-      conv(hw, in, planes, 1);
-      conv(hw, planes, planes, 3);
-      const double out_hw = down ? hw / 2 : hw;
-      conv(out_hw, planes, 4 * planes, 1);
-      if (j == 0) conv(out_hw, in, 4 * planes, 1);
-      hw = out_hw;
-      in = 4 * planes;
-    }
-  }
-  const double T = hw * hw + 1, D = r.pool_width();
-  return f + 2 * T * 3 * D * D + 4 * T * T * D + 2 * D * c.embed_dim;
-}
+double image_flops(const ModelConfig& c) { return vision_family(c.vision_family).flops(c); }
 
-double image_flops(const ModelConfig& c) {
-  if (c.vision_family == VisionFamily::resnet) return resnet_flops(c);
-  const double P = c.vit.patch_size, G = std::pow((double)(c.image_resolution / c.vit.patch_size), 2);
-  const double T = G + 1, W = c.vit.width, M = c.vit.mlp, E = c.embed_dim;
-  return 2 * G * 3 * P * P * W + c.vit.layers * (2 * T * (4 * W * W + 2 * W * M) + 4 * T * T * W) +
-         2 * W * E;
-}
+int64_t image_tokens(const ModelConfig& c) { return vision_family(c.vision_family).tokens(c); }
+
+std::string vision_summary(const ModelConfig& c) { return vision_family(c.vision_family).summary(c); }
 
 double text_flops(const ModelConfig& c, int64_t tokens) {
   const double T = (double)tokens, W = c.text.width, M = c.text.mlp, E = c.embed_dim;

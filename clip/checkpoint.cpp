@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "clip/clip.h"
+#include "clip/family.h"
 #include "weights/formats.h"
 
 namespace clip {
@@ -63,83 +64,18 @@ size_t Weights::total_bytes() const {
   return n;
 }
 
-const char* vision_family_name(VisionFamily f) { return f == VisionFamily::resnet ? "ResNet" : "ViT"; }
+const char* vision_family_name(VisionFamily f) { return vision_family(f).name; }
 
-namespace {
-
-// The ResNet image tower's tensors in OpenAI's state_dict order. BatchNorm keeps its four
-// tensors here (running statistics included); the model folds them into the convolutions.
-void resnet_tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& v) {
-  const ResNetConfig& r = c.resnet;
-  const int64_t w = r.width, E = c.embed_dim, D = r.pool_width(), g = c.image_resolution / 32;
-  auto conv_bn = [&](const std::string& conv, const std::string& bn, int64_t out, int64_t in, int64_t k) {
-    v.push_back({conv + ".weight", {out, in, k, k}});
-    for (const char* s : {".weight", ".bias", ".running_mean", ".running_var"}) v.push_back({bn + s, {out}});
-  };
-  conv_bn("visual.conv1", "visual.bn1", w / 2, 3, 3);
-  conv_bn("visual.conv2", "visual.bn2", w / 2, w / 2, 3);
-  conv_bn("visual.conv3", "visual.bn3", w, w / 2, 3);
-  int64_t in = w;
-  for (int s = 0; s < 4; s++) {
-    const int64_t planes = w << s;
-    for (int j = 0; j < r.layers[s]; j++) {
-      const std::string p = "visual.layer" + std::to_string(s + 1) + "." + std::to_string(j) + ".";
-      conv_bn(p + "conv1", p + "bn1", planes, in, 1);
-      conv_bn(p + "conv2", p + "bn2", planes, planes, 3);
-      conv_bn(p + "conv3", p + "bn3", 4 * planes, planes, 1);
-      if (j == 0) conv_bn(p + "downsample.0", p + "downsample.1", 4 * planes, in, 1);
-      in = 4 * planes;
-    }
-  }
-  v.push_back({"visual.attnpool.positional_embedding", {g * g + 1, D}});
-  for (const char* n : {"k_proj", "q_proj", "v_proj"}) {
-    v.push_back({std::string("visual.attnpool.") + n + ".weight", {D, D}});
-    v.push_back({std::string("visual.attnpool.") + n + ".bias", {D}});
-  }
-  v.push_back({"visual.attnpool.c_proj.weight", {E, D}});
-  v.push_back({"visual.attnpool.c_proj.bias", {E}});
-}
-
-}  // namespace
-
+// OpenAI's state_dict order: the text tower's first three, the image tower, then the text
+// tower's blocks and ends.
 std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& c) {
-  int64_t W = c.text.width, Wv = c.vit.width, E = c.embed_dim, P = c.vit.patch_size;
-  int64_t G = P > 0 ? c.image_resolution / P : 0;
+  const int64_t W = c.text.width, E = c.embed_dim;
   std::vector<std::pair<std::string, Shape>> v;
   v.push_back({"positional_embedding", {c.text.context_length, W}});
   v.push_back({"text_projection", {W, E}});
   v.push_back({"logit_scale", Shape{}});
-  auto blocks = [&](const std::string& prefix, int layers, int64_t w, int64_t m) {
-    for (int i = 0; i < layers; i++) {
-      std::string p = prefix + std::to_string(i) + ".";
-      v.push_back({p + "attn.in_proj_weight", {3 * w, w}});
-      v.push_back({p + "attn.in_proj_bias", {3 * w}});
-      v.push_back({p + "attn.out_proj.weight", {w, w}});
-      v.push_back({p + "attn.out_proj.bias", {w}});
-      v.push_back({p + "ln_1.weight", {w}});
-      v.push_back({p + "ln_1.bias", {w}});
-      v.push_back({p + "mlp.c_fc.weight", {m, w}});
-      v.push_back({p + "mlp.c_fc.bias", {m}});
-      v.push_back({p + "mlp.c_proj.weight", {w, m}});
-      v.push_back({p + "mlp.c_proj.bias", {w}});
-      v.push_back({p + "ln_2.weight", {w}});
-      v.push_back({p + "ln_2.bias", {w}});
-    }
-  };
-  if (c.vision_family == VisionFamily::resnet) {
-    resnet_tensors(c, v);
-  } else {
-    v.push_back({"visual.class_embedding", {Wv}});
-    v.push_back({"visual.positional_embedding", {G * G + 1, Wv}});
-    v.push_back({"visual.proj", {Wv, E}});
-    v.push_back({"visual.conv1.weight", {Wv, 3, P, P}});
-    v.push_back({"visual.ln_pre.weight", {Wv}});
-    v.push_back({"visual.ln_pre.bias", {Wv}});
-    blocks("visual.transformer.resblocks.", c.vit.layers, Wv, c.vit.mlp);
-    v.push_back({"visual.ln_post.weight", {Wv}});
-    v.push_back({"visual.ln_post.bias", {Wv}});
-  }
-  blocks("transformer.resblocks.", c.text.layers, W, c.text.mlp);
+  vision_family(c.vision_family).tensors(c, v);
+  transformer_tensors("transformer.resblocks.", c.text.layers, W, c.text.mlp, v);
   v.push_back({"token_embedding.weight", {c.text.vocab_size, W}});
   v.push_back({"ln_final.weight", {W}});
   v.push_back({"ln_final.bias", {W}});
@@ -156,41 +92,14 @@ void check_config(const ModelConfig& c, const std::string& file) {
   };
   pos(c.embed_dim, "embed_dim");
   pos(c.image_resolution, "image_resolution");
-  if (c.vision_family == VisionFamily::resnet) {
-    const ResNetConfig& r = c.resnet;
-    pos(r.width, "resnet.width");
-    pos(r.heads, "resnet.heads");
-    CLIP_CHECK(r.width % 2 == 0 && r.width <= 4096 && r.pool_width() % r.heads == 0,
-               "%s: ResNet width %d with %d attention-pool heads (want an even width, and heads dividing 32 width)",
-               file.c_str(), r.width, r.heads);
-    for (int s = 0; s < 4; s++)
-      CLIP_CHECK(r.layers[s] >= 1 && r.layers[s] <= 256, "%s: ResNet stage %d has %d blocks (want 1 to 256)",
-                 file.c_str(), s + 1, r.layers[s]);
-    CLIP_CHECK(c.image_resolution % 32 == 0, "%s: a ResNet's image_resolution %d is not a multiple of 32",
-               file.c_str(), c.image_resolution);
-  } else {
-    pos(c.vit.patch_size, "vision_patch_size");
-    pos(c.vit.width, "vision_width");
-    pos(c.vit.heads, "vision_heads");
-    pos(c.vit.mlp, "vision_mlp");
-  }
+  vision_family(c.vision_family).check(c, file);
   pos(c.text.context_length, "context_length");
   pos(c.text.vocab_size, "vocab_size");
   pos(c.text.width, "text_width");
   pos(c.text.heads, "text_heads");
   pos(c.text.mlp, "text_mlp");
-  CLIP_CHECK(c.vit.layers >= 0 && c.vit.layers <= 4096 && c.text.layers >= 0 &&
-                 c.text.layers <= 4096,
-             "%s: config layer counts out of range (%d, %d)", file.c_str(), c.vit.layers,
-             c.text.layers);
-  if (c.vision_family == VisionFamily::vit) {
-    CLIP_CHECK(c.image_resolution % c.vit.patch_size == 0,
-               "%s: image_resolution %d is not a multiple of the patch size %d", file.c_str(),
-               c.image_resolution, c.vit.patch_size);
-    CLIP_CHECK(c.vit.width % c.vit.heads == 0,
-               "%s: the vision width %d is not a multiple of the head count %d", file.c_str(),
-               c.vit.width, c.vit.heads);
-  }
+  CLIP_CHECK(c.text.layers >= 0 && c.text.layers <= 4096, "%s: config text layer count %d is out of range",
+             file.c_str(), c.text.layers);
   CLIP_CHECK(c.text.width % c.text.heads == 0,
              "%s: the text width %d is not a multiple of the head count %d", file.c_str(),
              c.text.width, c.text.heads);
@@ -230,13 +139,6 @@ using namespace checkpoint_detail;
 
 namespace {
 
-struct SideConfig {
-  std::optional<Act> activation;
-  std::optional<float> eps;
-  std::optional<int> text_heads, vision_heads;
-  std::map<std::string, int64_t> expect;  // config field -> value the tensors must give
-  std::string file;
-};
 
 Act act_from_config(const json& v, const std::string& file) {
   CLIP_CHECK(v.is_string(), "%s: hidden_act is not a string", file.c_str());
@@ -307,15 +209,12 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
   }
   if (j.contains("vision_cfg") && j["vision_cfg"].is_object()) {
     const json& v = j["vision_cfg"];
-    int head_width = v.contains("head_width") ? get_int(v, "head_width", f) : 64;
+    // open_clip's heads are width / head_width (64 unless given); the family knows its width
+    // (a ResNet's attention pool is 32 x the stem width).
     if (v.contains("width")) {
-      int w = get_int(v, "width", f);
-      sc.expect["vision_cfg.width"] = w;
-      CLIP_CHECK(head_width > 0, "%s: head_width is 0", f.c_str());
-      // open_clip: a ResNet tower (layers is a list of four stages) has width 32 / head_width
-      // heads in its attention pool, a ViT width / head_width.
-      const bool resnet = v.contains("layers") && v["layers"].is_array();
-      sc.vision_heads = (resnet ? 32 * w : w) / head_width;
+      sc.expect["vision_cfg.width"] = get_int(v, "width", f);
+      sc.vision_head_width = v.contains("head_width") ? get_int(v, "head_width", f) : 64;
+      CLIP_CHECK(*sc.vision_head_width > 0, "%s: head_width is 0", f.c_str());
     }
     if (v.contains("layers") && v["layers"].is_number_integer())
       sc.expect["vision_cfg.layers"] = get_int(v, "layers", f);
@@ -327,7 +226,9 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
         sc.expect["vision_cfg.layers." + std::to_string(s)] = l[(size_t)s].get<int64_t>();
       }
     }
-    if (v.contains("patch_size")) sc.expect["vision_cfg.patch_size"] = get_int(v, "patch_size", f);
+    // open_clip's ResNet configs carry "patch_size": null.
+    if (v.contains("patch_size") && !v["patch_size"].is_null())
+      sc.expect["vision_cfg.patch_size"] = get_int(v, "patch_size", f);
     if (v.contains("image_size") && v["image_size"].is_number_integer())
       sc.expect["vision_cfg.image_size"] = get_int(v, "image_size", f);
   }
@@ -380,22 +281,6 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
 // ---------------------------------------------------------------------------------------
 // canonicalisation
 
-int layer_count(const std::map<std::string, const RawTensor*>& by, const std::string& prefix,
-                const std::string& file) {
-  int n = 0;
-  for (auto it = by.lower_bound(prefix); it != by.end() && it->first.rfind(prefix, 0) == 0;
-       ++it) {
-    const std::string rest = it->first.substr(prefix.size());
-    size_t dot = rest.find('.');
-    std::string num = rest.substr(0, dot);
-    CLIP_CHECK(!num.empty() && num.size() <= 5 &&
-                   num.find_first_not_of("0123456789") == std::string::npos,
-               "%s: unexpected tensor '%s'", file.c_str(), it->first.c_str());
-    n = std::max(n, std::stoi(num) + 1);
-  }
-  return n;
-}
-
 Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
                      const LoadOptions& opts) {
   for (RawTensor& t : set.tensors)  // DataParallel / DDP wrappers
@@ -407,60 +292,14 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
                t.name.c_str());
   }
   CLIP_CHECK(!by.empty(), "%s: the checkpoint holds no tensors", path.c_str());
-  auto dim = [&](const char* name, int i, int nd) -> int {
-    auto it = by.find(name);
-    CLIP_CHECK(it != by.end(), "%s: missing tensor '%s'", path.c_str(), name);
-    const RawTensor& t = *it->second;
-    CLIP_CHECK((int)t.shape.size() == nd, "%s: tensor '%s' has shape %s, expected %d dims",
-               path.c_str(), name, shape_str(t.shape).c_str(), nd);
-    CLIP_CHECK(t.shape[(size_t)i] <= (1 << 24),
-               "%s: tensor '%s' has shape %s, too large for a CLIP model", path.c_str(), name,
-               shape_str(t.shape).c_str());
-    return (int)t.shape[(size_t)i];
-  };
   ModelConfig c;
-  const bool resnet = by.count("visual.attnpool.positional_embedding") || by.count("visual.layer1.0.conv1.weight");
-  if (resnet) {
-    // OpenAI's build_model: blocks per stage from the names, the width from the first block,
-    // the resolution from the attention pool's positional rows, heads = width 32 / 64.
-    c.vision_family = VisionFamily::resnet;
-    ResNetConfig& r = c.resnet;
-    for (int s = 0; s < 4; s++)
-      r.layers[s] = layer_count(by, "visual.layer" + std::to_string(s + 1) + ".", path);
-    for (auto& [n, t] : by) {
-      const bool stage = n.rfind("visual.layer", 0) == 0 && n.size() > 13 && n[13] == '.';
-      CLIP_CHECK(!stage || (n[12] >= '1' && n[12] <= '4'), "%s: unexpected tensor '%s' (a ResNet has stages "
-                 "visual.layer1 to visual.layer4)", path.c_str(), n.c_str());
-    }
-    for (int s = 0; s < 4; s++)
-      CLIP_CHECK(r.layers[s] >= 1, "%s: a ResNet image tower without blocks in stage %d (visual.layer%d.*); the "
-                 "stage layout (%d, %d, %d, %d) is not one this engine knows", path.c_str(), s + 1, s + 1,
-                 r.layers[0], r.layers[1], r.layers[2], r.layers[3]);
-    r.width = dim("visual.layer1.0.conv1.weight", 0, 4);
-    const int pool_rows = dim("visual.attnpool.positional_embedding", 0, 2);
-    const int grid = (int)std::lround(std::sqrt((double)std::max(pool_rows - 1, 0)));
-    CLIP_CHECK(pool_rows >= 2 && grid * grid + 1 == pool_rows && grid <= 4096,
-               "%s: visual.attnpool.positional_embedding has %d rows, not a square grid + 1", path.c_str(),
-               pool_rows);
-    c.image_resolution = grid * 32;
-    r.heads = sc.vision_heads ? *sc.vision_heads : std::max(1, r.width * 32 / 64);
-  } else {
-    c.vit.width = dim("visual.conv1.weight", 0, 4);
-    c.vit.patch_size = dim("visual.conv1.weight", 3, 4);
-    int pos_rows = dim("visual.positional_embedding", 0, 2);
-    int grid = (int)std::lround(std::sqrt((double)std::max(pos_rows - 1, 0)));
-    CLIP_CHECK(pos_rows >= 2 && grid * grid + 1 == pos_rows,
-               "%s: visual.positional_embedding has %d rows, not a square grid + 1",
-               path.c_str(), pos_rows);
-    int64_t res = (int64_t)grid * c.vit.patch_size;
-    CLIP_CHECK(res <= (1 << 24), "%s: image resolution %lld (grid %d x patch %d) is too large",
-               path.c_str(), (long long)res, grid, c.vit.patch_size);
-    c.image_resolution = (int)res;
-    c.vit.layers = layer_count(by, "visual.transformer.resblocks.", path);
-    c.vit.mlp = c.vit.layers ? dim("visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
-                                   : 4 * c.vit.width;
-    c.vit.heads = sc.vision_heads ? *sc.vision_heads : std::max(1, c.vit.width / 64);
-  }
+  // The image tower's family from its tensors' names; one that matches none is read as a
+  // ViT, whose loader then names the first tensor missing.
+  const VisionFamilyDef* fam = &vit_family();
+  for (const VisionFamilyDef* f : vision_families())
+    if (f->detect(by)) fam = f;
+  fam->infer(by, sc, c, path);
+  auto dim = [&](const char* name, int i, int nd) { return tensor_dim(by, name, i, nd, path); };
   c.embed_dim = dim("text_projection", 1, 2);
   c.text.context_length = dim("positional_embedding", 0, 2);
   c.text.vocab_size = dim("token_embedding.weight", 0, 2);
@@ -475,36 +314,26 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
   if (opts.activation) c.activation = *opts.activation;
   check_config(c, path);
 
-  // what the config file says must agree with the tensors
-  const std::map<std::string, int64_t> got = {
+  // What the config file says must agree with the tensors, and a size it states that this
+  // family's tower does not have (a ResNet config beside a ViT) is refused.
+  std::map<std::string, int64_t> got = {
       {"text_config.hidden_size", c.text.width},
       {"text_config.intermediate_size", c.text.mlp},
       {"text_config.num_hidden_layers", c.text.layers},
-      {"text_config.text.vocab_size", c.text.vocab_size},
+      {"text_config.vocab_size", c.text.vocab_size},
       {"text_config.max_position_embeddings", c.text.context_length},
-      {"vision_config.hidden_size", c.vit.width},
-      {"vision_config.intermediate_size", c.vit.mlp},
-      {"vision_config.num_hidden_layers", c.vit.layers},
-      {"vision_config.image_size", c.image_resolution},
-      {"vision_config.patch_size", c.vit.patch_size},
       {"projection_dim", c.embed_dim},
       {"embed_dim", c.embed_dim},
       {"text_cfg.width", c.text.width},
-      {"text_cfg.layers", c.text.layers},
-      {"vision_cfg.width", resnet ? c.resnet.width : c.vit.width},
-      {"vision_cfg.layers", c.vit.layers},
-      {"vision_cfg.layers.0", c.resnet.layers[0]},
-      {"vision_cfg.layers.1", c.resnet.layers[1]},
-      {"vision_cfg.layers.2", c.resnet.layers[2]},
-      {"vision_cfg.layers.3", c.resnet.layers[3]},
-      {"vision_cfg.patch_size", c.vit.patch_size},
-      {"vision_cfg.image_size", c.image_resolution}};
+      {"text_cfg.layers", c.text.layers}};
+  fam->stated(c, got);
   for (auto& [k, v] : sc.expect) {
     auto it = got.find(k);
-    if (it != got.end())
-      CLIP_CHECK(it->second == v, "%s: %s says %s = %lld but the tensors in %s give %lld",
-                 sc.file.c_str(), "the config", k.c_str(), (long long)v, path.c_str(),
-                 (long long)it->second);
+    CLIP_CHECK(it != got.end(), "%s: the config states %s = %lld, which a %s image tower (as the tensors in %s "
+               "hold) does not have", sc.file.c_str(), k.c_str(), (long long)v, fam->name, path.c_str());
+    CLIP_CHECK(it->second == v, "%s: %s says %s = %lld but the tensors in %s give %lld",
+               sc.file.c_str(), "the config", k.c_str(), (long long)v, path.c_str(),
+               (long long)it->second);
   }
 
   Weights w;
@@ -543,10 +372,8 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
     const std::string s = ".num_batches_tracked";
     return n.size() > s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0 && !raw_is_weight(t.type);
   };
-  const std::string layout =
-      resnet ? strprintf("a CLIP ResNet with stages (%d, %d, %d, %d) and %d text layers", c.resnet.layers[0],
-                         c.resnet.layers[1], c.resnet.layers[2], c.resnet.layers[3], c.text.layers)
-             : strprintf("a CLIP ViT model with %d vision and %d text layers", c.vit.layers, c.text.layers);
+  const std::string layout = strprintf("a CLIP %s: %s, and %d text layers", fam->name, fam->summary(c).c_str(),
+                                       c.text.layers);
   for (auto& [n, t] : by)
     CLIP_CHECK(wanted.count(n) || ignored.count(n) || counter(n, *t),
                "%s: unexpected tensor '%s' %s (not part of %s)", path.c_str(), n.c_str(),
@@ -898,22 +725,10 @@ std::string describe(const Weights& w) {
   for (const WeightTensor& t : w.tensors) dtypes[dtype_name(t.dtype)]++;
   std::string dt;
   for (auto& [k, v] : dtypes) dt += (dt.empty() ? "" : ", ") + k + " x" + std::to_string(v);
-  int grid = c.vit.patch_size ? c.image_resolution / c.vit.patch_size : 0;
   std::string s;
   s += strprintf("file:        %s\n", w.path.c_str());
   s += strprintf("format:      %s\n", w.format.c_str());
-  if (c.vision_family == VisionFamily::resnet) {
-    const ResNetConfig& r = c.resnet;
-    s += strprintf("model:       ResNet, embed %d, image %dpx\n", c.embed_dim, c.image_resolution);
-    s += strprintf("vision:      stages (%d, %d, %d, %d) of Bottleneck blocks, width %d, attention pool "
-                   "width %d, heads %d\n", r.layers[0], r.layers[1], r.layers[2], r.layers[3], r.width,
-                   r.pool_width(), r.heads);
-  } else {
-    s += strprintf("model:       ViT, embed %d, image %dpx, patch %d (grid %dx%d)\n", c.embed_dim,
-                   c.image_resolution, c.vit.patch_size, grid, grid);
-    s += strprintf("vision:      width %d, layers %d, heads %d, mlp %d\n", c.vit.width,
-                   c.vit.layers, c.vit.heads, c.vit.mlp);
-  }
+  s += vision_family(c.vision_family).describe(c);
   s += strprintf("text:        width %d, layers %d, heads %d, mlp %d, context %d, vocab %d\n",
                  c.text.width, c.text.layers, c.text.heads, c.text.mlp, c.text.context_length,
                  c.text.vocab_size);

@@ -146,6 +146,10 @@ std::optional<CheckpointVocab> checkpoint_vocab(const std::string& path);
 std::vector<std::string> arch_names();
 double image_flops(const ModelConfig& c);
 double text_flops(const ModelConfig& c, int64_t tokens);
+// The tokens the image tower's attention runs over (a ViT's patches and class token, a
+// ResNet's final feature vectors and their mean), and the tower in one line.
+int64_t image_tokens(const ModelConfig& c);
+std::string vision_summary(const ModelConfig& c);
 
 // For each of M queries [M, D], the k rows of index [N, D] with the highest cosine, best
 // first, ties to the lower index, as idx [M, k] and score [M, k]; exact either way (f32

@@ -13,7 +13,7 @@
 #include "clip/arch.h"
 #include "clip/checkpoint.h"
 #include "clip/clip.h"
-#include "clip/resnet.h"
+#include "clip/family.h"
 #include "engine/graph.h"
 #include "engine/tensor.h"
 #include "engine/cpu_gemm.h"
@@ -99,7 +99,7 @@ class ModelImpl final : public Model {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
   std::vector<Buffer> storage_;               // owns prepared_ data
-  std::vector<DerivedTensor> derived_;        // folded ResNet weights (clip/resnet.h), f32; the CPU reads them in place
+  std::vector<DerivedTensor> derived_;        // the family's derived tensors (clip/family.h), f32; the CPU reads them in place
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
   struct Compiled {
@@ -175,12 +175,13 @@ void ModelImpl::prepare_weights() {
   struct Item { std::string name; Shape shape; const WeightTensor* src; bool transpose; size_t off; };
   std::vector<Item> items;
   size_t total = 0;
-  // A ResNet's convolutions come with their BatchNorms folded in (clip/resnet.h): the graph
-  // reads those instead of the checkpoint's tensors.
+  // Tensors the family derives at load (a ResNet's convolutions with their BatchNorms folded
+  // in, clip/resnet.cpp) are read by the graph instead of the checkpoint's.
   std::vector<std::string> consumed;
   std::vector<WeightTensor> derived_views;
-  if (weights_.config.vision_family == VisionFamily::resnet) {
-    derived_ = resnet_derived_tensors(weights_, consumed);
+  const VisionFamilyDef& fam = vision_family(weights_.config.vision_family);
+  if (fam.derive) {
+    derived_ = fam.derive(weights_, consumed);
     for (const DerivedTensor& d : derived_) {
       WeightTensor v;
       v.name = d.name;
@@ -245,55 +246,8 @@ Tensor ModelImpl::w(const std::string& name) const {
   return it->second;
 }
 
-namespace {
-
-// The residual stream of a transformer: x plus a pending delta that is added by the next
-// layernorm (fused residual add + LayerNorm) or at the end.
-struct Stream {
-  Value x;
-  Value pending = kNoValue;
-};
-
-Value norm(Graph& g, Stream& s, Value gamma, Value beta, float eps) {
-  if (s.pending == kNoValue) return g.layernorm(s.x, gamma, beta, eps);
-  auto [sum, y] = g.add_layernorm(s.x, s.pending, gamma, beta, eps);
-  s.x = sum;
-  s.pending = kNoValue;
-  return y;
-}
-
-}  // namespace
-
-// One residual block, shared by both towers:
-//   x = x + out_proj(attention(in_proj(ln_1(x))))      (causal for text)
-//   x = x + c_proj(act(c_fc(ln_2(x))))
-// With pool [B] (the last block): only the row pool[b] of each item is read after this
-// block, so after attention (which needs every row's keys and values) the stream keeps
-// just those rows, [B, T, C] -> [B, C]: the output projection and the MLP, three quarters
-// of the block, run on B rows instead of B·T. The kept rows are computed exactly as before.
-static void transformer_block(Graph& g, Stream& s, const std::string& p,
-                              const std::function<Value(const std::string&)>& W, int heads,
-                              bool causal, float eps, Act act, Value pool = kNoValue) {
-  Value h = norm(g, s, W(p + "ln_1.weight"), W(p + "ln_1.bias"), eps);
-  Value qkv = g.linear(h, W(p + "attn.in_proj_weight"), W(p + "attn.in_proj_bias"));
-  Value a = g.attention(qkv, heads, causal);
-  if (pool != kNoValue) {
-    a = g.gather_rows(a, pool);
-    s.x = g.gather_rows(s.x, pool);
-  }
-  s.pending = g.linear(a, W(p + "attn.out_proj.weight"), W(p + "attn.out_proj.bias"));
-  Value h2 = norm(g, s, W(p + "ln_2.weight"), W(p + "ln_2.bias"), eps);
-  Value m = g.linear(h2, W(p + "mlp.c_fc.weight"), W(p + "mlp.c_fc.bias"), act);
-  s.pending = g.linear(m, W(p + "mlp.c_proj.weight"), W(p + "mlp.c_proj.bias"));
-}
-
-static Value finish(Graph& g, Stream& s) {
-  return s.pending == kNoValue ? s.x : g.add(s.x, s.pending);
-}
-
-// Vision: pixels [B,3,R,R] (f32, or normalized from bytes [B,R,R,3]) -> patches [B,G,W]
-//         -> +class,+pos [B,1+G,W] -> ln_pre -> blocks (the last one keeps the class row,
-//         [B,W]) -> ln_post -> proj [B,E]
+// Vision: pixels [B,3,R,R] (f32, or normalized from bytes [B,R,R,3]) -> the family's tower
+// (clip/vit.cpp, clip/resnet.cpp) -> [B,E]; with `staged`, its named intermediates after it.
 Graph ModelImpl::build_vision(int64_t B, bool rgb8, bool staged) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());
@@ -306,26 +260,10 @@ Graph ModelImpl::build_vision(int64_t B, bool rgb8, bool staged) const {
     px = g.input("pixels", DType::f32, {B, 3, R, R});
     if (graph_dtype() != DType::f32) px = g.cast(px, graph_dtype());
   }
-  Value cls_idx = g.input("class_index", DType::i32, {B});
-  if (c.vision_family == VisionFamily::resnet) {
-    std::vector<std::pair<std::string, Value>> stages;
-    Value e = build_resnet(g, px, cls_idx, c, W, staged ? &stages : nullptr);
-    g.output(e);
-    for (auto& [name, v] : stages) g.output(v);
-    return g;
-  }
-  CLIP_CHECK(!staged, "staged outputs are for ResNet towers");
-  Value x = g.patch_embed(px, W("visual.conv1.weight"));
-  x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
-  Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
-  for (int l = 0; l < c.vit.layers; l++)
-    transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W,
-                      c.vit.heads, false, c.layer_norm_eps, c.activation,
-                      l + 1 == c.vit.layers ? cls_idx : kNoValue);
-  x = finish(g, s);
-  if (c.vit.layers == 0) x = g.gather_rows(x, cls_idx);
-  x = g.layernorm(x, W("visual.ln_post.weight"), W("visual.ln_post.bias"), c.layer_norm_eps);
-  g.output(g.linear(x, W("visual.proj.T")));
+  Value row = g.input("class_index", DType::i32, {B});
+  Stages stages;
+  g.output(vision_family(c.vision_family).build(g, px, row, c, W, staged ? &stages : nullptr));
+  for (auto& [name, v] : stages) g.output(v);
   return g;
 }
 

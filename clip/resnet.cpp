@@ -1,6 +1,22 @@
-#include "clip/resnet.h"
-
+// OpenAI's ModifiedResNet image tower (clip/model.py), the whole family: its tensors and
+// config inference, checks, FLOPs, the BatchNorm folding and the graph.
+//
+// Layout: channels last (NHWC) from the stem to the attention pool, so every convolution is a
+// GEMM over output pixels (1x1: straight on the activation; 3x3: on im2col rows) and the
+// pool's tokens are the final feature map's rows as they lie.
+//
+// The derived f32 tensors the graph reads instead of the checkpoint's convolutions, BatchNorms
+// and attention-pool projections, computed once at load:
+//   <conv>.weight.nhwc [Co, k, k, Ci] and <conv>.bias.folded [Co]: each convolution with its
+//     BatchNorm folded in (eval mode, eps 1e-5): scale = gamma / sqrt(running_var + eps),
+//     w' = w scale, b' = beta - running_mean scale, computed in double and rounded once to
+//     f32. The folded f32 values are what every compute dtype starts from.
+//   visual.attnpool.in_proj_weight [3D, D], in_proj_bias [3D]: q, k, v stacked (in that order,
+//     the layout the attention op reads).
+#include <algorithm>
 #include <cmath>
+
+#include "clip/family.h"
 
 namespace clip {
 
@@ -25,9 +41,7 @@ std::vector<std::pair<std::string, std::string>> conv_bn_pairs(const ResNetConfi
   return v;
 }
 
-}  // namespace
-
-std::vector<DerivedTensor> resnet_derived_tensors(const Weights& w, std::vector<std::string>& consumed) {
+std::vector<DerivedTensor> derive(const Weights& w, std::vector<std::string>& consumed) {
   const ResNetConfig& r = w.config.resnet;
   std::vector<DerivedTensor> out;
   for (const auto& [conv, bn] : conv_bn_pairs(r)) {
@@ -70,9 +84,7 @@ std::vector<DerivedTensor> resnet_derived_tensors(const Weights& w, std::vector<
   return out;
 }
 
-Value build_resnet(Graph& g, Value px, Value row0, const ModelConfig& c,
-                   const std::function<Value(const std::string&)>& W,
-                   std::vector<std::pair<std::string, Value>>* stages) {
+Value build(Graph& g, Value px, Value row0, const ModelConfig& c, const WeightFn& W, Stages* stages) {
   const ResNetConfig& r = c.resnet;
   auto conv = [&](Value x, const std::string& name, int stride, int pad, Act act, Value res = kNoValue) {
     return g.conv2d(x, W(name + ".weight.nhwc"), W(name + ".bias.folded"), stride, pad, act, res);
@@ -108,6 +120,148 @@ Value build_resnet(Graph& g, Value px, Value row0, const ModelConfig& c,
   Value qkv = g.linear(t, W("visual.attnpool.in_proj_weight"), W("visual.attnpool.in_proj_bias"));
   Value a = g.gather_rows(g.attention(qkv, r.heads, false), row0);
   return g.linear(a, W("visual.attnpool.c_proj.weight"), W("visual.attnpool.c_proj.bias"));
+}
+
+
+// The tower's tensors in OpenAI's state_dict order. BatchNorm keeps its four tensors here
+// (running statistics included); derive() folds them into the convolutions.
+void tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& v) {
+  const ResNetConfig& r = c.resnet;
+  const int64_t w = r.width, E = c.embed_dim, D = r.pool_width(), g = c.image_resolution / 32;
+  auto conv_bn = [&](const std::string& conv, const std::string& bn, int64_t out, int64_t in, int64_t k) {
+    v.push_back({conv + ".weight", {out, in, k, k}});
+    for (const char* s : {".weight", ".bias", ".running_mean", ".running_var"}) v.push_back({bn + s, {out}});
+  };
+  conv_bn("visual.conv1", "visual.bn1", w / 2, 3, 3);
+  conv_bn("visual.conv2", "visual.bn2", w / 2, w / 2, 3);
+  conv_bn("visual.conv3", "visual.bn3", w, w / 2, 3);
+  int64_t in = w;
+  for (int s = 0; s < 4; s++) {
+    const int64_t planes = w << s;
+    for (int j = 0; j < r.layers[s]; j++) {
+      const std::string p = "visual.layer" + std::to_string(s + 1) + "." + std::to_string(j) + ".";
+      conv_bn(p + "conv1", p + "bn1", planes, in, 1);
+      conv_bn(p + "conv2", p + "bn2", planes, planes, 3);
+      conv_bn(p + "conv3", p + "bn3", 4 * planes, planes, 1);
+      if (j == 0) conv_bn(p + "downsample.0", p + "downsample.1", 4 * planes, in, 1);
+      in = 4 * planes;
+    }
+  }
+  v.push_back({"visual.attnpool.positional_embedding", {g * g + 1, D}});
+  for (const char* n : {"k_proj", "q_proj", "v_proj"}) {
+    v.push_back({std::string("visual.attnpool.") + n + ".weight", {D, D}});
+    v.push_back({std::string("visual.attnpool.") + n + ".bias", {D}});
+  }
+  v.push_back({"visual.attnpool.c_proj.weight", {E, D}});
+  v.push_back({"visual.attnpool.c_proj.bias", {E}});
+}
+
+bool detect(const TensorIndex& by) {
+  return by.count("visual.attnpool.positional_embedding") || by.count("visual.layer1.0.conv1.weight");
+}
+
+// OpenAI's build_model: blocks per stage from the names, the width from the first block, the
+// resolution from the attention pool's positional rows, heads = width 32 / 64 (open_clip:
+// width 32 / head_width).
+void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const std::string& path) {
+  c.vision_family = VisionFamily::resnet;
+  ResNetConfig& r = c.resnet;
+  for (int s = 0; s < 4; s++) r.layers[s] = layer_count(by, "visual.layer" + std::to_string(s + 1) + ".", path);
+  for (auto& [n, t] : by) {
+    const bool stage = n.rfind("visual.layer", 0) == 0 && n.size() > 13 && n[13] == '.';
+    CLIP_CHECK(!stage || (n[12] >= '1' && n[12] <= '4'), "%s: unexpected tensor '%s' (a ResNet has stages "
+               "visual.layer1 to visual.layer4)", path.c_str(), n.c_str());
+  }
+  for (int s = 0; s < 4; s++)
+    CLIP_CHECK(r.layers[s] >= 1, "%s: a ResNet image tower without blocks in stage %d (visual.layer%d.*); the "
+               "stage layout (%d, %d, %d, %d) is not one this engine knows", path.c_str(), s + 1, s + 1,
+               r.layers[0], r.layers[1], r.layers[2], r.layers[3]);
+  r.width = tensor_dim(by, "visual.layer1.0.conv1.weight", 0, 4, path);
+  const int pool_rows = tensor_dim(by, "visual.attnpool.positional_embedding", 0, 2, path);
+  const int grid = (int)std::lround(std::sqrt((double)std::max(pool_rows - 1, 0)));
+  CLIP_CHECK(pool_rows >= 2 && grid * grid + 1 == pool_rows && grid <= 4096,
+             "%s: visual.attnpool.positional_embedding has %d rows, not a square grid + 1", path.c_str(), pool_rows);
+  c.image_resolution = grid * 32;
+  if (sc.vision_heads) r.heads = *sc.vision_heads;
+  else if (sc.vision_head_width) r.heads = std::max(1, r.pool_width() / std::max(1, *sc.vision_head_width));
+  else r.heads = std::max(1, r.pool_width() / 64);
+}
+
+void check(const ModelConfig& c, const std::string& file) {
+  const ResNetConfig& r = c.resnet;
+  for (auto [v, what] : {std::pair<int, const char*>{r.width, "resnet.width"}, {r.heads, "resnet.heads"}})
+    CLIP_CHECK(v > 0 && v <= (1 << 24), "%s: config %s = %d is out of range", file.c_str(), what, v);
+  CLIP_CHECK(r.width % 2 == 0 && r.width <= 4096 && r.pool_width() % r.heads == 0,
+             "%s: ResNet width %d with %d attention-pool heads (want an even width, and heads dividing 32 width)",
+             file.c_str(), r.width, r.heads);
+  for (int s = 0; s < 4; s++)
+    CLIP_CHECK(r.layers[s] >= 1 && r.layers[s] <= 256, "%s: ResNet stage %d has %d blocks (want 1 to 256)",
+               file.c_str(), s + 1, r.layers[s]);
+  CLIP_CHECK(c.image_resolution % 32 == 0, "%s: a ResNet's image_resolution %d is not a multiple of 32",
+             file.c_str(), c.image_resolution);
+}
+
+void stated(const ModelConfig& c, std::map<std::string, int64_t>& got) {
+  got["vision_cfg.width"] = c.resnet.width;
+  for (int s = 0; s < 4; s++) got["vision_cfg.layers." + std::to_string(s)] = c.resnet.layers[s];
+  got["vision_cfg.image_size"] = c.image_resolution;
+}
+
+std::string describe(const ModelConfig& c) {
+  const ResNetConfig& r = c.resnet;
+  return strprintf("model:       ResNet, embed %d, image %dpx\n", c.embed_dim, c.image_resolution) +
+         strprintf("vision:      stages (%d, %d, %d, %d) of Bottleneck blocks, width %d, attention pool "
+                   "width %d, heads %d\n", r.layers[0], r.layers[1], r.layers[2], r.layers[3], r.width,
+                   r.pool_width(), r.heads);
+}
+
+std::string summary(const ModelConfig& c) {
+  const ResNetConfig& r = c.resnet;
+  return strprintf("ResNet %dx%d stages (%d,%d,%d,%d) W %d H %d", c.image_resolution, c.image_resolution,
+                   r.layers[0], r.layers[1], r.layers[2], r.layers[3], r.width, r.heads);
+}
+
+// Every convolution (2 k² Ci Co per output pixel) and the attention pool (q, k, v projections
+// of the T = g² + 1 tokens, scores and values, and c_proj of the pooled row).
+double flops(const ModelConfig& c) {
+  const ResNetConfig& r = c.resnet;
+  double f = 0;
+  auto conv = [&](double hw, double ci, double co, double k) { f += 2 * hw * hw * k * k * ci * co; };
+  double hw = c.image_resolution / 2.0, w = r.width;
+  conv(hw, 3, w / 2, 3);
+  conv(hw, w / 2, w / 2, 3);
+  conv(hw, w / 2, w, 3);
+  hw /= 2;
+  double in = w;
+  for (int s = 0; s < 4; s++) {
+    const double planes = w * (1 << s);
+    for (int j = 0; j < r.layers[s]; j++) {
+      const bool down = s > 0 && j == 0;
+      conv(hw, in, planes, 1);
+      conv(hw, planes, planes, 3);
+      const double out_hw = down ? hw / 2 : hw;
+      conv(out_hw, planes, 4 * planes, 1);
+      if (j == 0) conv(out_hw, in, 4 * planes, 1);
+      hw = out_hw;
+      in = 4 * planes;
+    }
+  }
+  const double T = hw * hw + 1, D = r.pool_width();
+  return f + 2 * T * 3 * D * D + 4 * T * T * D + 2 * D * c.embed_dim;
+}
+
+// The final feature map's (R/32)² vectors and their mean.
+int64_t tokens(const ModelConfig& c) {
+  const int64_t g = c.image_resolution / 32;
+  return g * g + 1;
+}
+
+}  // namespace
+
+const VisionFamilyDef& resnet_family() {
+  static const VisionFamilyDef d{VisionFamily::resnet, "ResNet", detect, infer, check, tensors, stated,
+                                 describe, summary, flops, tokens, derive, build};
+  return d;
 }
 
 }  // namespace clip

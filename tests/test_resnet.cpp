@@ -555,6 +555,39 @@ TEST(ResNetCheckpoint, BadTensorsAreRefusedByName) {
   expect_refused(gap, {gap, "visual.layer1.1."});
 }
 
+// open_clip's own ResNet config beside a state dict (its RN*.json: stages as a list, a null
+// patch_size): read, its head width honoured, and a size that disagrees refused by key.
+TEST(ResNetCheckpoint, OpenClipConfigBesideAStateDict) {
+  CLIP_REQUIRE_GOLDEN();
+  const std::string dir = test::binary_dir() + "/rn_open_clip";
+  ASSERT_EQ(system(("rm -rf " + dir + " && mkdir -p " + dir + " && cp " + checkpoint("state_dict") + " " + dir).c_str()), 0);
+  const std::string sd = dir + "/state_dict.pt", cfg_path = dir + "/open_clip_config.json";
+  json cfg = {{"model_cfg",
+               {{"embed_dim", 64},
+                {"quick_gelu", true},
+                {"vision_cfg", {{"image_size", 64}, {"layers", {1, 1, 1, 1}}, {"width", 8}, {"patch_size", nullptr}}},
+                {"text_cfg", {{"context_length", 77}, {"vocab_size", 49408}, {"width", 128}, {"heads", 2}, {"layers", 2}}}}}};
+  auto write = [&] { std::ofstream(cfg_path) << cfg.dump(); };
+  write();
+  const Weights plain = load_weights(checkpoint("state_dict"));
+  Weights w = load_weights(sd);
+  EXPECT_EQ(w.config.resnet.heads, 4);  // 32 x 8 / the default head width 64
+  EXPECT_EQ(w.config.activation, Act::quick_gelu);
+  EXPECT_EQ(w.config.text.width, plain.config.text.width);
+  cfg["model_cfg"]["vision_cfg"]["head_width"] = 32;
+  write();
+  EXPECT_EQ(load_weights(sd).config.resnet.heads, 8);
+  cfg["model_cfg"]["vision_cfg"].erase("head_width");
+  cfg["model_cfg"]["vision_cfg"]["layers"] = {1, 1, 2, 1};
+  write();
+  expect_refused(sd, {"open_clip_config.json", "vision_cfg.layers.2 = 2", "give 1"});
+  cfg["model_cfg"]["vision_cfg"]["layers"] = {1, 1, 1, 1};
+  cfg["model_cfg"]["vision_cfg"]["patch_size"] = 16;  // a ViT's field
+  write();
+  expect_refused(sd, {"open_clip_config.json", "vision_cfg.patch_size = 16", "ResNet image tower", "does not have"});
+  ASSERT_EQ(system(("rm -rf " + dir).c_str()), 0);
+}
+
 // RN50 at its real shapes on the CPU backend: an image's embedding is bitwise the same alone
 // and in a batch of three (oneDNN's convolutions on AVX-512, our GEMM elsewhere).
 TEST(ResNetModel, Rn50EmbeddingDoesNotDependOnBatch) {

@@ -746,6 +746,13 @@ TEST(weights, HfDirectoryConfigChecks) {
   write_file(dir + "/config.json", cfg.dump());
   EXPECT_ERROR(load_weights(dir), "config.json", "num_hidden_layers = 3", "give 2");
   cfg["vision_config"]["num_hidden_layers"] = 2;
+  // every size the file states is checked, the text tower's vocabulary too
+  const json good_vocab = cfg["text_config"].value("vocab_size", json(nullptr));
+  cfg["text_config"]["vocab_size"] = 1000;
+  write_file(dir + "/config.json", cfg.dump());
+  EXPECT_ERROR(load_weights(dir), "config.json", "text_config.vocab_size = 1000", "give 49408");
+  if (good_vocab.is_null()) cfg["text_config"].erase("vocab_size");
+  else cfg["text_config"]["vocab_size"] = good_vocab;
   cfg["vision_config"]["hidden_act"] = "relu";
   write_file(dir + "/config.json", cfg.dump());
   EXPECT_ERROR(load_weights(dir), "config.json", "relu");
@@ -775,6 +782,13 @@ TEST(weights, SideConfigAndVocab) {
   oc["model_cfg"]["quick_gelu"] = true;
   write_file(dir + "/open_clip_config.json", oc.dump());
   EXPECT_EQ(load_weights(dir + "/state_dict.pt").config.activation, Act::quick_gelu);
+  // a ResNet's config (stages as a list) beside a ViT's tensors: refused, not half applied
+  json rn = oc;
+  rn["model_cfg"]["vision_cfg"] = {{"image_size", 64}, {"layers", {1, 1, 1, 1}}, {"width", 128}};
+  write_file(dir + "/open_clip_config.json", rn.dump());
+  EXPECT_ERROR(load_weights(dir + "/state_dict.pt"), "open_clip_config.json", "vision_cfg.layers.0 = 1",
+               "ViT image tower", "does not have");
+  write_file(dir + "/open_clip_config.json", oc.dump());
   // vocab from OpenAI's .gz and from vocab.json; wrong-size vocab refused
   Weights v = load_weights(dir + "/state_dict.pt", test::vocab_dir() + "/bpe_simple_vocab_16e6.txt.gz");
   EXPECT_TRUE(v.has_vocab);

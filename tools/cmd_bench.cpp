@@ -187,13 +187,8 @@ int run_bench(const BenchArgs& a) {
   const char* unit = gpu ? "TFLOP/s" : "GFLOP/s";
   const double unit_scale = gpu ? 1e12 : 1e9;
   if (!a.json) {
-    const std::string vision =
-        c.vision_family == VisionFamily::resnet
-            ? strprintf("ResNet %dx%d stages (%d,%d,%d,%d) W %d H %d, %.2f GFLOP/image", c.image_resolution,
-                        c.image_resolution, c.resnet.layers[0], c.resnet.layers[1], c.resnet.layers[2],
-                        c.resnet.layers[3], c.resnet.width, c.resnet.heads, image_flops(c) / 1e9)
-            : strprintf("vision %dx%d/%d W %d L %d H %d", c.image_resolution, c.image_resolution,
-                        c.vit.patch_size, c.vit.width, c.vit.layers, c.vit.heads);
+    std::string vision = vision_summary(c);
+    if (c.vision_family == VisionFamily::resnet) vision += strprintf(", %.2f GFLOP/image", image_flops(c) / 1e9);
     printf("model %s: %s, E %d | %s | text W %d L %d H %d ctx %d\n",
            a.arch.empty() ? a.model.model.c_str() : ("random " + a.arch).c_str(), c.activation == Act::gelu ? "gelu" : "quick_gelu",
            c.embed_dim, vision.c_str(), c.text.width, c.text.layers, c.text.heads, ctx);
@@ -256,11 +251,7 @@ int run_bench(const BenchArgs& a) {
       std::vector<uint8_t> rgb((size_t)(B * m->pixels_per_image()));
       std::uniform_int_distribution<int> byte(0, 255);
       for (auto& v : rgb) v = (uint8_t)byte(rng);
-      // Tokens of the image tower's attention: the patches and the class token (ViT), the
-      // final feature map and its mean (ResNet).
-      const int64_t g = c.vision_family == VisionFamily::resnet ? c.image_resolution / 32
-                                                                 : c.image_resolution / c.vit.patch_size;
-      Point p{"image", B, g * g + 1, {}, image_flops(c), {}, {}};
+      Point p{"image", B, image_tokens(c), {}, image_flops(c), {}, {}};
       measure(p, [&] { m->encode_rgb8(rgb.data(), B); });
     }
     if (do_text) {

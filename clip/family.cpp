@@ -1,0 +1,106 @@
+// The family registry and what the families share: the loaders' tensor lookups, the
+// transformer block's tensors and its graph.
+#include <algorithm>
+
+#include "clip/family.h"
+
+namespace clip {
+
+using weights_detail::RawTensor;
+using weights_detail::shape_str;
+
+const std::vector<const VisionFamilyDef*>& vision_families() {
+  static const std::vector<const VisionFamilyDef*> v = {&vit_family(), &resnet_family()};
+  return v;
+}
+
+const VisionFamilyDef& vision_family(VisionFamily f) {
+  for (const VisionFamilyDef* d : vision_families())
+    if (d->id == f) return *d;
+  fail("unknown image-tower family %d", (int)f);
+}
+
+int tensor_dim(const TensorIndex& by, const char* name, int i, int nd, const std::string& path) {
+  auto it = by.find(name);
+  CLIP_CHECK(it != by.end(), "%s: missing tensor '%s'", path.c_str(), name);
+  const RawTensor& t = *it->second;
+  CLIP_CHECK((int)t.shape.size() == nd, "%s: tensor '%s' has shape %s, expected %d dims", path.c_str(), name,
+             shape_str(t.shape).c_str(), nd);
+  CLIP_CHECK(t.shape[(size_t)i] <= (1 << 24), "%s: tensor '%s' has shape %s, too large for a CLIP model",
+             path.c_str(), name, shape_str(t.shape).c_str());
+  return (int)t.shape[(size_t)i];
+}
+
+int layer_count(const TensorIndex& by, const std::string& prefix, const std::string& file) {
+  int n = 0;
+  for (auto it = by.lower_bound(prefix); it != by.end() && it->first.rfind(prefix, 0) == 0;
+       ++it) {
+    const std::string rest = it->first.substr(prefix.size());
+    size_t dot = rest.find('.');
+    std::string num = rest.substr(0, dot);
+    CLIP_CHECK(!num.empty() && num.size() <= 5 &&
+                   num.find_first_not_of("0123456789") == std::string::npos,
+               "%s: unexpected tensor '%s'", file.c_str(), it->first.c_str());
+    n = std::max(n, std::stoi(num) + 1);
+  }
+  return n;
+}
+
+void transformer_tensors(const std::string& prefix, int layers, int64_t w, int64_t m,
+                         std::vector<std::pair<std::string, Shape>>& v) {
+  for (int i = 0; i < layers; i++) {
+    const std::string p = prefix + std::to_string(i) + ".";
+    v.push_back({p + "attn.in_proj_weight", {3 * w, w}});
+    v.push_back({p + "attn.in_proj_bias", {3 * w}});
+    v.push_back({p + "attn.out_proj.weight", {w, w}});
+    v.push_back({p + "attn.out_proj.bias", {w}});
+    v.push_back({p + "ln_1.weight", {w}});
+    v.push_back({p + "ln_1.bias", {w}});
+    v.push_back({p + "mlp.c_fc.weight", {m, w}});
+    v.push_back({p + "mlp.c_fc.bias", {m}});
+    v.push_back({p + "mlp.c_proj.weight", {w, m}});
+    v.push_back({p + "mlp.c_proj.bias", {w}});
+    v.push_back({p + "ln_2.weight", {w}});
+    v.push_back({p + "ln_2.bias", {w}});
+  }
+}
+
+namespace {
+
+Value norm(Graph& g, Stream& s, Value gamma, Value beta, float eps) {
+  if (s.pending == kNoValue) return g.layernorm(s.x, gamma, beta, eps);
+  auto [sum, y] = g.add_layernorm(s.x, s.pending, gamma, beta, eps);
+  s.x = sum;
+  s.pending = kNoValue;
+  return y;
+}
+
+}  // namespace
+
+// One residual block, shared by both towers:
+//   x = x + out_proj(attention(in_proj(ln_1(x))))      (causal for text)
+//   x = x + c_proj(act(c_fc(ln_2(x))))
+// With pool [B] (the last block): only the row pool[b] of each item is read after this
+// block, so after attention (which needs every row's keys and values) the stream keeps
+// just those rows, [B, T, C] -> [B, C]: the output projection and the MLP, three quarters
+// of the block, run on B rows instead of B·T. The kept rows are computed exactly as before.
+void transformer_block(Graph& g, Stream& s, const std::string& p, const WeightFn& W, int heads, bool causal,
+                       float eps, Act act, Value pool) {
+  Value h = norm(g, s, W(p + "ln_1.weight"), W(p + "ln_1.bias"), eps);
+  Value qkv = g.linear(h, W(p + "attn.in_proj_weight"), W(p + "attn.in_proj_bias"));
+  Value a = g.attention(qkv, heads, causal);
+  if (pool != kNoValue) {
+    a = g.gather_rows(a, pool);
+    s.x = g.gather_rows(s.x, pool);
+  }
+  s.pending = g.linear(a, W(p + "attn.out_proj.weight"), W(p + "attn.out_proj.bias"));
+  Value h2 = norm(g, s, W(p + "ln_2.weight"), W(p + "ln_2.bias"), eps);
+  Value m = g.linear(h2, W(p + "mlp.c_fc.weight"), W(p + "mlp.c_fc.bias"), act);
+  s.pending = g.linear(m, W(p + "mlp.c_proj.weight"), W(p + "mlp.c_proj.bias"));
+}
+
+Value finish(Graph& g, Stream& s) {
+  return s.pending == kNoValue ? s.x : g.add(s.x, s.pending);
+}
+
+}  // namespace clip

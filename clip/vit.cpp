@@ -1,0 +1,127 @@
+// OpenAI's VisionTransformer image tower (clip/model.py), the whole family: its tensors and
+// config inference, checks, FLOPs and the graph (on the transformer block the text tower
+// shares, clip/model.cpp).
+#include <algorithm>
+#include <cmath>
+
+#include "clip/family.h"
+
+namespace clip {
+
+namespace {
+
+bool detect(const TensorIndex& by) { return by.count("visual.class_embedding") > 0; }
+
+// OpenAI's build_model: width and patch from the patch convolution, the grid from the
+// positional rows, layers from the block names, MLP width from the first block, heads =
+// width / 64 (a side config's count or head width wins).
+void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const std::string& path) {
+  c.vision_family = VisionFamily::vit;
+  ViTConfig& v = c.vit;
+  v.width = tensor_dim(by, "visual.conv1.weight", 0, 4, path);
+  v.patch_size = tensor_dim(by, "visual.conv1.weight", 3, 4, path);
+  const int pos_rows = tensor_dim(by, "visual.positional_embedding", 0, 2, path);
+  const int grid = (int)std::lround(std::sqrt((double)std::max(pos_rows - 1, 0)));
+  CLIP_CHECK(pos_rows >= 2 && grid * grid + 1 == pos_rows, "%s: visual.positional_embedding has %d rows, not a square grid + 1",
+             path.c_str(), pos_rows);
+  const int64_t res = (int64_t)grid * v.patch_size;
+  CLIP_CHECK(res <= (1 << 24), "%s: image resolution %lld (grid %d x patch %d) is too large", path.c_str(),
+             (long long)res, grid, v.patch_size);
+  c.image_resolution = (int)res;
+  v.layers = layer_count(by, "visual.transformer.resblocks.", path);
+  v.mlp = v.layers ? tensor_dim(by, "visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2, path) : 4 * v.width;
+  if (sc.vision_heads) v.heads = *sc.vision_heads;
+  else if (sc.vision_head_width) v.heads = std::max(1, v.width / std::max(1, *sc.vision_head_width));
+  else v.heads = std::max(1, v.width / 64);
+}
+
+void check(const ModelConfig& c, const std::string& file) {
+  const ViTConfig& v = c.vit;
+  for (auto [x, what] : {std::pair<int, const char*>{v.patch_size, "vision_patch_size"},
+                         {v.width, "vision_width"}, {v.heads, "vision_heads"}, {v.mlp, "vision_mlp"}})
+    CLIP_CHECK(x > 0 && x <= (1 << 24), "%s: config %s = %d is out of range", file.c_str(), what, x);
+  CLIP_CHECK(v.layers >= 0 && v.layers <= 4096, "%s: config vision layer count %d is out of range", file.c_str(),
+             v.layers);
+  CLIP_CHECK(c.image_resolution % v.patch_size == 0, "%s: image_resolution %d is not a multiple of the patch size %d",
+             file.c_str(), c.image_resolution, v.patch_size);
+  CLIP_CHECK(v.width % v.heads == 0, "%s: the vision width %d is not a multiple of the head count %d", file.c_str(),
+             v.width, v.heads);
+}
+
+void tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& out) {
+  const int64_t W = c.vit.width, E = c.embed_dim, P = c.vit.patch_size, G = c.image_resolution / P;
+  out.push_back({"visual.class_embedding", {W}});
+  out.push_back({"visual.positional_embedding", {G * G + 1, W}});
+  out.push_back({"visual.proj", {W, E}});
+  out.push_back({"visual.conv1.weight", {W, 3, P, P}});
+  out.push_back({"visual.ln_pre.weight", {W}});
+  out.push_back({"visual.ln_pre.bias", {W}});
+  transformer_tensors("visual.transformer.resblocks.", c.vit.layers, W, c.vit.mlp, out);
+  out.push_back({"visual.ln_post.weight", {W}});
+  out.push_back({"visual.ln_post.bias", {W}});
+}
+
+void stated(const ModelConfig& c, std::map<std::string, int64_t>& got) {
+  const ViTConfig& v = c.vit;
+  got["vision_config.hidden_size"] = v.width;
+  got["vision_config.intermediate_size"] = v.mlp;
+  got["vision_config.num_hidden_layers"] = v.layers;
+  got["vision_config.image_size"] = c.image_resolution;
+  got["vision_config.patch_size"] = v.patch_size;
+  got["vision_cfg.width"] = v.width;
+  got["vision_cfg.layers"] = v.layers;
+  got["vision_cfg.patch_size"] = v.patch_size;
+  got["vision_cfg.image_size"] = c.image_resolution;
+}
+
+std::string describe(const ModelConfig& c) {
+  const ViTConfig& v = c.vit;
+  const int grid = c.image_resolution / v.patch_size;
+  return strprintf("model:       ViT, embed %d, image %dpx, patch %d (grid %dx%d)\n", c.embed_dim, c.image_resolution,
+                   v.patch_size, grid, grid) +
+         strprintf("vision:      width %d, layers %d, heads %d, mlp %d\n", v.width, v.layers, v.heads, v.mlp);
+}
+
+std::string summary(const ModelConfig& c) {
+  return strprintf("vision %dx%d/%d W %d L %d H %d", c.image_resolution, c.image_resolution, c.vit.patch_size,
+                   c.vit.width, c.vit.layers, c.vit.heads);
+}
+
+// G = (R/P)² patches, T = G + 1 tokens: 2·G·3P²·W + L·(2·T·(4W² + 2WM) + 4·T²·W) + 2·W·E.
+double flops(const ModelConfig& c) {
+  const double P = c.vit.patch_size, G = std::pow((double)(c.image_resolution / c.vit.patch_size), 2);
+  const double T = G + 1, W = c.vit.width, M = c.vit.mlp, E = c.embed_dim;
+  return 2 * G * 3 * P * P * W + c.vit.layers * (2 * T * (4 * W * W + 2 * W * M) + 4 * T * T * W) + 2 * W * E;
+}
+
+// The patches and the class token.
+int64_t tokens(const ModelConfig& c) {
+  const int64_t g = c.image_resolution / c.vit.patch_size;
+  return g * g + 1;
+}
+
+// pixels [B,3,R,R] -> patches [B,G,W] -> +class,+pos [B,1+G,W] -> ln_pre -> blocks (the last
+// one keeps the class row, [B,W]) -> ln_post -> proj [B,E]
+Value build(Graph& g, Value px, Value cls_idx, const ModelConfig& c, const WeightFn& W, Stages* stages) {
+  CLIP_CHECK(!stages, "staged image outputs are for ResNet towers; this model is a ViT");
+  Value x = g.patch_embed(px, W("visual.conv1.weight"));
+  x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
+  Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
+  for (int l = 0; l < c.vit.layers; l++)
+    transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W, c.vit.heads, false,
+                      c.layer_norm_eps, c.activation, l + 1 == c.vit.layers ? cls_idx : kNoValue);
+  x = finish(g, s);
+  if (c.vit.layers == 0) x = g.gather_rows(x, cls_idx);
+  x = g.layernorm(x, W("visual.ln_post.weight"), W("visual.ln_post.bias"), c.layer_norm_eps);
+  return g.linear(x, W("visual.proj.T"));
+}
+
+}  // namespace
+
+const VisionFamilyDef& vit_family() {
+  static const VisionFamilyDef d{VisionFamily::vit, "ViT", detect, infer, check, tensors, stated,
+                                 describe, summary, flops, tokens, nullptr, build};
+  return d;
+}
+
+}  // namespace clip
