@@ -1,5 +1,5 @@
-// Cosine top-k search over an embedding index: the fused GPU kernel (kernels/cosine_topk.cu)
-// on CUDA, the blocked CPU top-k otherwise.
+// Cosine top-k search over an embedding index: the fused GPU kernel (engine/search.h) for
+// candidates on CUDA, made exact here; the blocked CPU top-k otherwise.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -8,8 +8,7 @@
 #include "engine/cpu_ops.h"
 #include "engine/tensor.h"
 #ifdef CLIP_HAVE_CUDA
-#include "kernels/cuda_context.h"
-#include "kernels/kernels.h"
+#include "engine/search.h"
 #endif
 
 namespace clip {
@@ -104,7 +103,6 @@ static void cosine_topk_cuda(int32_t* idx, float* score, const float* q, int64_t
                              int64_t N, int64_t D, int64_t k) {
   const int64_t kk = std::min<int64_t>(N, 32);
   const double eps = std::ldexp(1.0, -9) + (double)(2 * D + 16) * std::ldexp(1.0, -24);
-  CudaContext ctx(0);
   // Normalized and rounded a block at a time (while the block is in cache, its rows without
   // direction are listed too).
   auto to_f16 = [D](std::vector<uint16_t>& out, const float* x, int64_t rows) {
@@ -123,18 +121,9 @@ static void cosine_topk_cuda(int32_t* idx, float* score, const float* q, int64_t
   std::vector<uint16_t> h, qh;
   const std::vector<int32_t> odd_rows = to_f16(h, index, N);
   to_f16(qh, q, M);  // cosine_topk_refine sends queries without direction to the CPU
-  Buffer Bd((size_t)(N * D) * 2, Device::cuda), Qd((size_t)(M * D) * 2, Device::cuda);
-  Buffer Id((size_t)(M * kk) * 4, Device::cuda), Sd((size_t)(M * kk) * 4, Device::cuda);
-  Buffer scratch(cuda::cosine_topk_scratch_bytes(M, N, (int)kk, ctx.num_sms()), Device::cuda);
-  copy_bytes(Bd.data(), Device::cuda, h.data(), Device::cpu, h.size() * 2);
-  copy_bytes(Qd.data(), Device::cuda, qh.data(), Device::cpu, qh.size() * 2);
-  cuda::cosine_topk_forward((int32_t*)Id.data(), (float*)Sd.data(), Qd.data(), Bd.data(), M, N, (int)D, 1.0f,
-                            (int)kk, DType::f16, scratch.data(), ctx.num_sms(), ctx.stream());
-  ctx.synchronize();
   std::vector<int32_t> cand((size_t)(M * kk));
   std::vector<float> cand_score((size_t)(M * kk));
-  copy_bytes(cand.data(), Device::cpu, Id.data(), Device::cuda, cand.size() * 4);
-  copy_bytes(cand_score.data(), Device::cpu, Sd.data(), Device::cuda, cand_score.size() * 4);
+  cosine_topk_candidates_cuda(cand.data(), cand_score.data(), qh.data(), M, h.data(), N, D, kk);
   cosine_topk_refine(idx, score, q, M, index, N, D, k, cand.data(), cand_score.data(), kk, odd_rows, eps);
 }
 #endif
