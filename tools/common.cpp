@@ -30,13 +30,18 @@ void ModelArgs::add(CLI::App* app, bool model_required) {
       ->check(CLI::IsMember({"quick_gelu", "gelu"}));
 }
 
-std::unique_ptr<Model> ModelArgs::load() const {
+ModelOptions ModelArgs::options() const {
   ModelOptions o;
   o.device = parse_device(device);
   o.dtype = parse_compute_dtype(dtype, o.device);
   o.vocab_path = vocab;
-  o.max_batch = batch_size > 0 ? batch_size : (o.device == Device::cuda ? 256 : 64);
+  o.max_batch = batch_size > 0 ? batch_size : default_batch_size(o.device);
   if (!activation.empty()) o.activation = act_from_name(activation.c_str());
+  return o;
+}
+
+std::unique_ptr<Model> ModelArgs::load() const {
+  ModelOptions o = options();
   CLIP_CHECK(fs::exists(model), "model not found: %s", model.c_str());
   return Model::load(model, o);
 }
