@@ -24,7 +24,9 @@ void ModelArgs::add(CLI::App* app, bool model_required) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app->add_option("--dtype", dtype, "auto, f32, f16 or bf16 (auto: f32 on CPU, f16 on GPU)")
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
-  app->add_option("--batch-size", batch_size, "Items per batch (default 64 on CPU, 256 on GPU)")
+  app->add_option("--batch-size", batch_size,
+                  strprintf("Items per batch (default %d on CPU, %d on GPU)", default_batch_size(Device::cpu),
+                            default_batch_size(Device::cuda)))
       ->check(CLI::PositiveNumber);
   app->add_option("--activation", activation, "Override the MLP activation: quick_gelu or gelu")
       ->check(CLI::IsMember({"quick_gelu", "gelu"}));
