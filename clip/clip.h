@@ -35,10 +35,15 @@ struct ModelOptions {
   std::string vocab_path;             // tokenizer for checkpoints that carry none
   std::optional<Act> activation;      // override the activation inferred from the checkpoint
   int max_batch = 64;                 // encode_* split larger inputs into chunks of this size
+                                      // (the tool passes default_batch_size(device))
   bool trim_text = true;              // run texts only up to the batch's last end-of-text
   size_t memory_limit = 0;            // activation arena limit in bytes (0: none); over it, or
                                       // out of GPU memory, a batch is split and retried
 };
+
+// Items per batch when none is given: 64 on the CPU, 256 on CUDA (the tool's --batch-size
+// default, the pipeline's batch size).
+int default_batch_size(Device device);
 
 // "auto" device: CUDA when a GPU is present. "auto" dtype: f32 on CPU, f16 on CUDA.
 Device parse_device(const std::string& s);

@@ -1,7 +1,6 @@
 // The CLIP model on the engine: both towers built from one transformer-block builder,
 // compiled per (tower, batch size, tokens) and cached.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +13,8 @@
 #include "clip/checkpoint.h"
 #include "clip/clip.h"
 #include "clip/family.h"
+#include "clip/pipeline.h"
+#include "clip/thread_pool.h"
 #include "engine/graph.h"
 #include "engine/tensor.h"
 #include "engine/cpu_gemm.h"
@@ -467,24 +468,8 @@ void ModelImpl::preprocess_file(const std::string& path, uint8_t* out) const {
 
 Model::Pixels ModelImpl::preprocess_files(const std::vector<std::string>& paths) const {
   Pixels p;
-  const size_t n = (size_t)pixels_per_image();
-  p.data.resize(paths.size() * n);
-  p.errors.resize(paths.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next++) < paths.size();) {
-      try {
-        preprocess_file(paths[i], p.data.data() + i * n);
-      } catch (const std::exception& e) {
-        p.errors[i] = e.what();
-      }
-    }
-  };
-  size_t nt = std::min<size_t>(paths.size(), std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < nt; t++) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  ThreadPool pool(std::clamp<size_t>(paths.size(), 1, std::max(1u, std::thread::hardware_concurrency())));
+  preprocess_files_async(pool, *this, paths, p)->wait();
   return p;
 }
 

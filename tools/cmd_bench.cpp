@@ -122,11 +122,7 @@ int run_bench(const BenchArgs& a) {
   const double t_enter = seconds_since_process_start();
   const auto t0 = Clock::now();
   if (a.arch.empty() == a.model.model.empty()) throw UsageError("bench: give exactly one of --model or --arch");
-  ModelOptions o;
-  o.device = parse_device(a.model.device);
-  o.dtype = parse_compute_dtype(a.model.dtype, o.device);
-  o.vocab_path = a.model.vocab;
-  if (!a.model.activation.empty()) o.activation = act_from_name(a.model.activation.c_str());
+  ModelOptions o = a.model.options();
   std::vector<int> sizes = a.batch_sizes;
   if (sizes.empty()) sizes = o.device == Device::cuda ? std::vector<int>{1, 8, 64, 256, 1024} : std::vector<int>{1, 8, 32};
   for (int b : sizes)

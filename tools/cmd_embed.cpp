@@ -1,20 +1,18 @@
 // clip embed: image and text embeddings as JSON Lines or .npy.
 //
-// Inputs run in order, images first then texts. Image decoding runs on a pool of threads
-// one batch ahead of the model. A failed input gets an {"error": ...} record in its place and
-// the run goes on (exit status 3). Files are written to OUT.tmp and renamed at the end, also
-// after SIGINT/SIGTERM (which stop the run after the current batch; texts go 8 batches at a
-// time, batched by length), so OUT always holds a valid prefix of the run; --resume
-// continues from it without duplicates or gaps.
-#include <algorithm>
-#include <cmath>
+// Inputs run in order, images first then texts, through the library's pipeline
+// (clip/pipeline.h: images decoded on a pool of threads one batch ahead of the model, texts
+// 8 batches at a time, batched by length). A failed input gets an {"error": ...} record in
+// its place and the run goes on (exit status 3). Files are written to OUT.tmp and renamed at
+// the end, also after SIGINT/SIGTERM (which stop the run after the current batch), so OUT
+// always holds a valid prefix of the run; --resume continues from it without duplicates or
+// gaps.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <nlohmann/json.hpp>
-#include <thread>
 
+#include "clip/pipeline.h"
 #include "tools/common.h"
 
 namespace clip::tool {
@@ -22,11 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-struct Item {
-  bool image;
-  std::string source;
-};
 
 struct Record {
   bool image;
@@ -96,7 +89,7 @@ struct EmbedArgs {
 };
 
 int run_embed(const EmbedArgs& a) {
-  std::vector<Item> items;
+  std::vector<EmbedItem> items;
   for (auto& p : collect_images(a.images, a.image_list)) items.push_back({true, p});
   for (auto& t : collect_texts(a.texts, a.text_file)) items.push_back({false, t});
   if (items.empty()) throw UsageError("embed: no inputs: give --image, --image-list, --text or --text-file");
@@ -117,7 +110,6 @@ int run_embed(const EmbedArgs& a) {
 
   auto model = a.model.load();
   const int64_t D = model->embed_dim();
-  const size_t B = (size_t)(a.model.batch_size > 0 ? a.model.batch_size : (model->device() == Device::cuda ? 256 : 64));
   install_interrupt_handler();
 
   // Output sinks. Stdout gets lines as they are ready; files are rewritten atomically.
@@ -167,73 +159,25 @@ int run_embed(const EmbedArgs& a) {
     }
     fs::rename(tmp, a.out);
   };
-  auto normalize = [&](std::vector<float>& v) {
-    if (a.no_normalize) return;
-    l2_normalize_rows(v.data(), v.data(), 1, (int64_t)v.size());
-  };
 
-  // Records for items [i, i + nb): the good ones take the rows of emb in order.
-  auto emit_batch = [&](size_t i, size_t nb, const std::vector<std::string>& errors, const HostTensor& emb) {
-    size_t g = 0;
-    for (size_t j = 0; j < nb; j++) {
-      Record r{items[i + j].image, items[i + j].source, {}, errors[j]};
-      if (r.error.empty()) {
-        r.emb.assign(emb.f32() + g * D, emb.f32() + (g + 1) * D);
-        g++;
-        normalize(r.emb);
-      }
-      emit(r);
-    }
-  };
   Progress progress("embed", (int64_t)items.size());
   progress.add((int64_t)done.size());
   size_t i = done.size();
-  // Images: batch k+1 is decoded while the model runs batch k.
-  size_t img_end = i;
-  while (img_end < items.size() && items[img_end].image) img_end++;
-  auto batch_paths = [&](size_t from) {
-    std::vector<std::string> p;
-    for (size_t j = from; j < std::min(from + B, img_end); j++) p.push_back(items[j].source);
-    return p;
-  };
-  std::future<Model::Pixels> next;
-  if (i < img_end) next = std::async(std::launch::async, [&, p = batch_paths(i)] { return model->preprocess_files(p); });
-  while (i < img_end && !interrupted()) {
-    size_t nb = std::min(B, img_end - i);
-    Model::Pixels px = next.get();
-    if (i + nb < img_end) next = std::async(std::launch::async, [&, p = batch_paths(i + nb)] { return model->preprocess_files(p); });
-    const size_t n = (size_t)model->pixels_per_image();
-    std::vector<uint8_t> good;
-    for (size_t j = 0; j < nb; j++)
-      if (px.errors[j].empty()) good.insert(good.end(), px.data.begin() + j * n, px.data.begin() + (j + 1) * n);
-    HostTensor emb;
-    if (!good.empty()) emb = model->encode_rgb8(good.data(), (int64_t)(good.size() / n));
-    emit_batch(i, nb, px.errors, emb);
-    i += nb;
-    progress.add((int64_t)nb);
-  }
-  if (next.valid()) next.wait();
-  // Texts, 8 batches at a time: the library batches them by length, so a batch of short
-  // prompts does not run as long as the longest text of a random mix.
-  while (i < items.size() && !interrupted()) {
-    size_t nb = std::min(8 * B, items.size() - i);
-    const int ctx = model->config().text.context_length;
-    std::vector<int32_t> ids;
-    std::vector<std::string> errors(nb);
-    for (size_t j = 0; j < nb; j++) {
-      try {
-        Encoded e = model->tokenizer().encode(items[i + j].source, ctx);
-        ids.insert(ids.end(), e.ids.begin(), e.ids.end());
-      } catch (const Error& e) {
-        if (!model->has_tokenizer()) throw;
-        errors[j] = e.what();
+  const std::vector<EmbedItem> rest(items.begin() + (std::ptrdiff_t)i, items.end());
+  if (!rest.empty() && !interrupted()) {
+    PipelineOptions po;
+    po.batch_size = a.model.batch_size;
+    po.normalize = !a.no_normalize;
+    EmbedPipeline pipeline(*model, po);
+    pipeline.run(rest, [&](const EmbedBatch& b) {
+      for (size_t j = 0; j < b.results.size(); j++) {
+        const EmbedItem& it = rest[b.first + j];
+        emit({it.image, it.source, b.results[j].embedding, b.results[j].error});
       }
-    }
-    HostTensor emb;
-    if (!ids.empty()) emb = model->encode_tokens(ids.data(), (int64_t)(ids.size() / ctx));
-    emit_batch(i, nb, errors, emb);
-    i += nb;
-    progress.add((int64_t)nb);
+      i += b.results.size();
+      progress.add((int64_t)b.results.size());
+      return !interrupted();
+    });
   }
   progress.finish();
   finalize();

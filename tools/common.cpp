@@ -24,19 +24,26 @@ void ModelArgs::add(CLI::App* app, bool model_required) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app->add_option("--dtype", dtype, "auto, f32, f16 or bf16 (auto: f32 on CPU, f16 on GPU)")
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
-  app->add_option("--batch-size", batch_size, "Items per batch (default 64 on CPU, 256 on GPU)")
+  app->add_option("--batch-size", batch_size,
+                  strprintf("Items per batch (default %d on CPU, %d on GPU)", default_batch_size(Device::cpu),
+                            default_batch_size(Device::cuda)))
       ->check(CLI::PositiveNumber);
   app->add_option("--activation", activation, "Override the MLP activation: quick_gelu or gelu")
       ->check(CLI::IsMember({"quick_gelu", "gelu"}));
 }
 
-std::unique_ptr<Model> ModelArgs::load() const {
+ModelOptions ModelArgs::options() const {
   ModelOptions o;
   o.device = parse_device(device);
   o.dtype = parse_compute_dtype(dtype, o.device);
   o.vocab_path = vocab;
-  o.max_batch = batch_size > 0 ? batch_size : (o.device == Device::cuda ? 256 : 64);
+  o.max_batch = batch_size > 0 ? batch_size : default_batch_size(o.device);
   if (!activation.empty()) o.activation = act_from_name(activation.c_str());
+  return o;
+}
+
+std::unique_ptr<Model> ModelArgs::load() const {
+  ModelOptions o = options();
   CLIP_CHECK(fs::exists(model), "model not found: %s", model.c_str());
   return Model::load(model, o);
 }

@@ -15,8 +15,9 @@ namespace clip::tool {
 // --model, --vocab, --device, --dtype, --batch-size, --activation
 struct ModelArgs {
   std::string model, vocab, device = "auto", dtype = "auto", activation;
-  int batch_size = 0;  // 0: 64 on CPU, 256 on CUDA
+  int batch_size = 0;  // 0: default_batch_size(device)
   void add(CLI::App* app, bool model_required = true);
+  ModelOptions options() const;  // the device and dtype resolved; max_batch from batch_size
   std::unique_ptr<Model> load() const;
 };
 
