@@ -19,13 +19,6 @@
 #include "engine/tensor.h"
 #include "engine/cpu_gemm.h"
 #include "engine/cpu_isa.h"
-#ifdef CLIP_HAVE_CUDA
-#include "kernels/cuda_context.h"
-#else
-namespace clip {
-class CudaContext {};  // CPU-only build: never constructed
-}  // namespace clip
-#endif
 
 namespace clip {
 
@@ -101,7 +94,7 @@ class ModelImpl final : public Model {
   std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
   std::vector<Buffer> storage_;               // owns prepared_ data
   std::vector<DerivedTensor> derived_;        // the family's derived tensors (clip/family.h), f32; the CPU reads them in place
-  std::unique_ptr<CudaContext> cuda_;
+  std::shared_ptr<CudaContext> cuda_;  // engine/graph.h make_cuda_context
   std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
   struct Compiled {
     std::unique_ptr<Executor> ex;
@@ -141,7 +134,7 @@ ModelImpl::ModelImpl(Weights&& weights, const ModelOptions& opts) : opts_(opts),
   if (opts.activation) weights_.config.activation = *opts.activation;
   if (weights_.has_vocab) tokenizer_ = std::make_unique<Tokenizer>(weights_.vocab);
 #ifdef CLIP_HAVE_CUDA
-  if (opts.device == Device::cuda) cuda_ = std::make_unique<CudaContext>(0);
+  if (opts.device == Device::cuda) cuda_ = make_cuda_context(0);
 #else
   CLIP_CHECK(opts.device == Device::cpu, "this build has no CUDA support");
 #endif

@@ -10,9 +10,7 @@
 #include "clip/clip.h"
 #include "engine/cpu_gemm.h"
 #include "engine/cpu_isa.h"
-#ifdef CLIP_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "engine/tensor.h"
 
 namespace clip {
 
@@ -119,26 +117,15 @@ DevicePeak device_peak(Device dev, DType dt, double override_gflops) {
       p.how = measured > 0 ? strprintf("measured FMA loop; nominal %.1f = %s", nominal, how.c_str()) : how;
     }
   } else {
-#ifdef CLIP_HAVE_CUDA
-    cudaDeviceProp prop;
-    int clock_khz = 0;
-    cudaError_t e = cudaGetDeviceProperties(&prop, 0);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0);
-    if (e != cudaSuccess) fail("reading the CUDA device's properties failed: %s", cudaGetErrorString(e));
-    int cc = prop.major * 10 + prop.minor;
-    double per_sm;
-    if (dt == DType::f32) {
-      per_sm = 2.0 * (cc == 80 ? 64 : 128);
-    } else {
-      per_sm = cc >= 90 ? 4096 : cc == 80 ? 2048 : 1024;
-    }
-    p.gflops = prop.multiProcessorCount * (clock_khz / 1e6) * per_sm;
-    p.device = prop.name;
-    p.how = strprintf("%d SMs x %.3f GHz x %.0f FLOP/clock/SM (%s, dense)", prop.multiProcessorCount,
-                      clock_khz / 1e6, per_sm, dt == DType::f32 ? "FP32 cores" : "tensor cores");
-#else
-    (void)dt;
-#endif
+    const CudaDeviceInfo d = cuda_device_info(0);
+    const double per_sm = dt == DType::f32 ? 2.0 * (d.compute_capability == 80 ? 64 : 128)
+                          : d.compute_capability >= 90 ? 4096
+                          : d.compute_capability == 80 ? 2048
+                                                       : 1024;
+    p.gflops = d.sms * d.clock_ghz * per_sm;
+    p.device = d.name;
+    p.how = strprintf("%d SMs x %.3f GHz x %.0f FLOP/clock/SM (%s, dense)", d.sms, d.clock_ghz, per_sm,
+                      dt == DType::f32 ? "FP32 cores" : "tensor cores");
   }
   if (override_gflops > 0) {
     p.gflops = override_gflops;

@@ -293,4 +293,6 @@ std::unique_ptr<Executor> compile_cuda(const Graph& g, CudaContext& ctx) {
   return std::make_unique<CudaExecutor>(g, ctx);
 }
 
+std::shared_ptr<CudaContext> make_cuda_context(int device) { return std::make_shared<CudaContext>(device); }
+
 }  // namespace clip

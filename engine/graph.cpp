@@ -164,4 +164,8 @@ std::unique_ptr<Executor> compile(const Graph& g, CudaContext* ctx, CpuContext* 
 #endif
 }
 
+#ifndef CLIP_HAVE_CUDA
+std::shared_ptr<CudaContext> make_cuda_context(int) { fail("this build has no CUDA support"); }
+#endif
+
 }  // namespace clip

@@ -131,6 +131,10 @@ class CpuContext;   // engine/cpu_gemm.h
 // the CPU, a context holds linear weights packed once (shared by all graphs of a model);
 // without one, linear layers use the reference linear_cpu.
 std::unique_ptr<Executor> compile(const Graph& g, CudaContext* cuda = nullptr, CpuContext* cpu = nullptr);
+// A context for CUDA device `device` (streams, cuBLASLt, workspace: kernels/cuda_context.h),
+// made here so that the model layer holds one without the kernels' headers. Throws in a build
+// without CUDA.
+std::shared_ptr<CudaContext> make_cuda_context(int device);
 std::unique_ptr<Executor> compile_cpu(const Graph& g, CpuContext* cpu = nullptr);
 std::unique_ptr<Executor> compile_cuda(const Graph& g, CudaContext& ctx);  // engine/cuda_executor.cu
 

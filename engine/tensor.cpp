@@ -105,4 +105,17 @@ bool cuda_available() {
 #endif
 }
 
+CudaDeviceInfo cuda_device_info(int device) {
+#ifdef CLIP_HAVE_CUDA
+  cudaDeviceProp prop;
+  int clock_khz = 0;
+  cudaError_t e = cudaGetDeviceProperties(&prop, device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device);
+  CLIP_CHECK(e == cudaSuccess, "reading the properties of CUDA device %d failed: %s", device, cudaGetErrorString(e));
+  return {prop.name, prop.multiProcessorCount, clock_khz / 1e6, prop.major * 10 + prop.minor};
+#else
+  fail("CUDA device %d: this build has no CUDA support", device);
+#endif
+}
+
 }  // namespace clip

@@ -34,4 +34,14 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
 // True when the process can use a CUDA device (built with CUDA and a GPU is present).
 bool cuda_available();
 
+// A CUDA device's name, SM count, clock and compute capability (80 for sm_80); throws when
+// they cannot be read (no CUDA in this build, no such device).
+struct CudaDeviceInfo {
+  std::string name;
+  int sms = 0;
+  double clock_ghz = 0;
+  int compute_capability = 0;
+};
+CudaDeviceInfo cuda_device_info(int device);
+
 }  // namespace clip

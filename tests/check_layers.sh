@@ -5,7 +5,7 @@
 #   kernels/  -> core, kernels
 #   engine/   -> core, kernels, engine
 #   weights/  -> core, weights (the formats: named raw tensors and side-config files)
-#   clip/     -> core, kernels, engine, weights, clip
+#   clip/     -> core, engine, weights, clip (the kernels only through the engine)
 #   tools/    -> the public API: clip/ (and core/ for the shared vocabulary), tools
 # The build enforces the same (CMakeLists.txt: each layer compiles against an include root
 # of only these folders); this check names every offending line at once.
@@ -17,7 +17,7 @@ allowed() {  # folder -> allowed include prefixes
     kernels) echo "core/ kernels/" ;;
     engine) echo "core/ kernels/ engine/" ;;
     weights) echo "core/ weights/" ;;
-    clip) echo "core/ kernels/ engine/ weights/ clip/" ;;
+    clip) echo "core/ engine/ weights/ clip/" ;;
     tools) echo "core/ clip/ tools/" ;;
   esac
 }
