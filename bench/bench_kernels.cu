@@ -21,8 +21,16 @@
 //   cosine top-k cuBLAS GEMM writing the full M x N f16 score matrix, then a separate
 //                warp-per-row top-k over it.
 //   patch embed  the GEMM alone (cublasGemmEx on the gathered matrix).
+//   conv2d       cuDNN's convolution with bias and ReLU fused (cudnnConvolutionBiasActivation-
+//                Forward; NHWC tensors, KRSC filters, f32 accumulation, the fastest algorithm
+//                cudnnFindConvolutionForwardAlgorithm measures), at RN50's shapes, against ours
+//                (im2col gather + cuBLASLt GEMM with the bias and ReLU epilogue). Built when
+//                cuDNN is found (CLIP_BENCH_CUDNN); otherwise only ours is timed.
 // Output: CSV on stdout: kernel,shape,dtype,variant,us,value,unit,pct_of_peak.
 #include <cublas_v2.h>
+#if CLIP_BENCH_CUDNN
+#include <cudnn.h>
+#endif
 
 #include <algorithm>
 #include <climits>
@@ -313,6 +321,79 @@ void bench_patch_embed(Bench& bn, CudaContext& ctx, cublasHandle_t h, DType dt, 
   bn.row("patch_embed", shape, dt, "gemm_only_cublas", us, flop, true);
 }
 
+#if CLIP_BENCH_CUDNN
+// cuDNN's fused convolution + bias + ReLU on NHWC data: y = relu(conv(x, w) + b).
+void cudnn_conv_bias_relu(Bench& bn, cudnnHandle_t dnn, DType dt, const std::string& shape, double flop, int B, int H,
+                          int Ci, int Co, int k, int s, int p, const void* x, const void* w, const void* b, void* y) {
+  const int Ho = (H + 2 * p - k) / s + 1;
+  const cudnnDataType_t t = dt == DType::f16 ? CUDNN_DATA_HALF : dt == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  cudnnTensorDescriptor_t xd, yd, bd;
+  cudnnFilterDescriptor_t wd;
+  cudnnConvolutionDescriptor_t cd;
+  cudnnActivationDescriptor_t ad;
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&xd));
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&yd));
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&bd));
+  CUDNN_CHECK(cudnnCreateFilterDescriptor(&wd));
+  CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd));
+  CUDNN_CHECK(cudnnCreateActivationDescriptor(&ad));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, t, B, Ci, H, H));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, t, B, Co, Ho, Ho));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(bd, CUDNN_TENSOR_NHWC, t, 1, Co, 1, 1));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(wd, t, CUDNN_TENSOR_NHWC, Co, Ci, k, k));
+  CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, p, p, s, s, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(cd, dt == DType::f32 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH));
+  CUDNN_CHECK(cudnnSetActivationDescriptor(ad, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0));
+  int found = 0;
+  cudnnConvolutionFwdAlgoPerf_t perf[8];
+  CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(dnn, xd, wd, cd, yd, 8, &found, perf));
+  int best = -1;
+  for (int i = 0; i < found && best < 0; i++)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS) best = i;
+  if (best < 0) {
+    fprintf(stderr, "bench_kernels: cuDNN has no forward algorithm for conv2d %s %s\n", shape.c_str(), dtype_name(dt));
+  } else {
+    Buffer ws(std::max<size_t>(perf[best].memory, 256), Device::cuda);
+    const float one = 1.0f, zero = 0.0f;
+    const double us = bn.time_us([&] {
+      CUDNN_CHECK(cudnnConvolutionBiasActivationForward(dnn, &one, xd, x, wd, w, cd, perf[best].algo, ws.data(),
+                                                        ws.size(), &zero, yd, y, bd, b, ad, yd, y));
+    });
+    bn.row("conv2d", shape, dt, "cudnn_conv_bias_relu_algo" + std::to_string((int)perf[best].algo), us, flop, true);
+  }
+  cudnnDestroyActivationDescriptor(ad);
+  cudnnDestroyConvolutionDescriptor(cd);
+  cudnnDestroyFilterDescriptor(wd);
+  cudnnDestroyTensorDescriptor(bd);
+  cudnnDestroyTensorDescriptor(yd);
+  cudnnDestroyTensorDescriptor(xd);
+}
+#else
+struct cudnnContext;
+using cudnnHandle_t = cudnnContext*;
+#endif
+
+// conv2d + bias + ReLU, NHWC x [B, H, H, Ci], w [Co, k, k, Ci]: 2·B·Ho·Wo·Co·k·k·Ci flop.
+void bench_conv2d(Bench& bn, CudaContext& ctx, cudnnHandle_t dnn, DType dt, int B, int H, int Ci, int Co, int k,
+                  int s, int p) {
+  const int Ho = (H + 2 * p - k) / s + 1;
+  Buffer x = random_dev((size_t)B * H * H * Ci, dt, 21), w = random_dev((size_t)Co * k * k * Ci, dt, 22),
+         b = random_dev(Co, dt, 23), y((size_t)B * Ho * Ho * Co * dtype_size(dt), Device::cuda);
+  Buffer scratch(cuda::conv2d_scratch_bytes(B, H, H, Ci, k, s, p, dt), Device::cuda);
+  const double flop = 2.0 * B * Ho * Ho * Co * k * k * Ci;
+  const std::string shape = shp({B, H, Ci, Co, k, s});
+  const double us = bn.time_us([&] {
+    cuda::conv2d_forward(ctx, y.data(), x.data(), w.data(), b.data(), nullptr, B, H, H, Ci, Co, k, s, p, Act::relu, dt,
+                         scratch.data(), bn.s);
+  });
+  bn.row("conv2d", shape, dt, "im2col_plus_cublaslt", us, flop, true);
+#if CLIP_BENCH_CUDNN
+  cudnn_conv_bias_relu(bn, dnn, dt, shape, flop, B, H, Ci, Co, k, s, p, x.data(), w.data(), b.data(), y.data());
+#else
+  (void)dnn;
+#endif
+}
+
 void bench_small(Bench& bn, DType dt) {
   const size_t es = dtype_size(dt);
   {  // class token + positional embedding, ViT-L/14: B 32, G 256, C 1024
@@ -382,6 +463,27 @@ int main() {
 
     bench_cosine_topk(bn, ctx, h, DType::f16, 1000, 1000000, 512, 10);
     bench_cosine_topk(bn, ctx, h, DType::f16, 1000, 1000000, 768, 10);
+
+    // RN50's convolutions at batch 32: the stem's first two (the first with stride 2; the
+    // blocks downsample by average pooling), each stage's 3x3 (56² down to 7²), two 1x1s.
+    cudnnHandle_t dnn = nullptr;
+#if CLIP_BENCH_CUDNN
+    CUDNN_CHECK(cudnnCreate(&dnn));
+    CUDNN_CHECK(cudnnSetStream(dnn, ctx.stream()));
+#endif
+    for (DType dt : {DType::f16, DType::f32}) {
+      bench_conv2d(bn, ctx, dnn, dt, 32, 224, 3, 32, 3, 2, 1);
+      bench_conv2d(bn, ctx, dnn, dt, 32, 112, 32, 32, 3, 1, 1);
+      bench_conv2d(bn, ctx, dnn, dt, 32, 56, 64, 64, 3, 1, 1);
+      bench_conv2d(bn, ctx, dnn, dt, 32, 28, 128, 128, 3, 1, 1);
+      bench_conv2d(bn, ctx, dnn, dt, 32, 14, 256, 256, 3, 1, 1);
+      bench_conv2d(bn, ctx, dnn, dt, 32, 7, 512, 512, 3, 1, 1);
+      bench_conv2d(bn, ctx, dnn, dt, 32, 56, 256, 64, 1, 1, 0);
+      bench_conv2d(bn, ctx, dnn, dt, 32, 7, 512, 2048, 1, 1, 0);
+    }
+#if CLIP_BENCH_CUDNN
+    cudnnDestroy(dnn);
+#endif
 
     bench_small(bn, DType::f16);
     CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
