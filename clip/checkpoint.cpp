@@ -527,9 +527,7 @@ json config_json(const ModelConfig& c) {
 }
 
 const json& field(const json& o, const char* key, const std::string& file, const char* where) {
-  CLIP_CHECK(o.is_object() && o.contains(key), "%s: native header: %s has no '%s'",
-             file.c_str(), where, key);
-  return o[key];
+  return native_field(o, key, file, where);
 }
 
 int int_field(const json& o, const char* key, const std::string& file, const char* where) {

@@ -147,6 +147,10 @@ struct NativeFile {
 // Parses a native file in memory: the preamble, the header JSON, the blob's and every
 // tensor's bounds, dtypes and alignment. Throws naming `name` and the field.
 NativeFile parse_native_buffer(const void* data, size_t size, const std::string& name);
+// Field `key` of the header object o (or of an object in it, `where`: "config", "a tensor");
+// throws naming the file, where and the key when o is no object or has no such field.
+const nlohmann::json& native_field(const nlohmann::json& o, const char* key, const std::string& file,
+                                   const char* where);
 // Writes header + "vocab" (the blob's place; null without one) +
 // "tensors" (converted to dtype: f16, bf16 or f32) through a temporary file renamed into place.
 void write_native_file(const std::string& path, nlohmann::json header, const std::string& blob, bool with_blob,

@@ -105,12 +105,16 @@ void weights_detail::write_native_file(const std::string& out_path, json h, cons
 
 namespace weights_detail {
 
-namespace {
-
-const json& field(const json& o, const char* key, const std::string& file, const char* where) {
+const json& native_field(const json& o, const char* key, const std::string& file, const char* where) {
   CLIP_CHECK(o.is_object() && o.contains(key), "%s: native header: %s has no '%s'",
              file.c_str(), where, key);
   return o[key];
+}
+
+namespace {
+
+const json& field(const json& o, const char* key, const std::string& file, const char* where) {
+  return native_field(o, key, file, where);
 }
 
 uint64_t u64_field(const json& o, const char* key, const std::string& file, const char* where) {
