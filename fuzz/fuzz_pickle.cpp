@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "clip/checkpoint.h"
 #include "weights/formats.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -12,7 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       ZipReader zip(data, size, "fuzz.pt");
       zip.max_member_bytes = 64 << 20;
       RawSet set = read_torch_zip(zip);
-      canonical_weights(set, "fuzz.pt");
+      clip::checkpoint_detail::canonical_weights(set, "fuzz.pt");
     } else {
       PickleLimits lim;
       lim.max_stack = 1 << 16;

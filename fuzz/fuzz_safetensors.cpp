@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "clip/checkpoint.h"
 #include "weights/formats.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -11,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     RawSet set;
     RawSet r = parse_safetensors_buffer(data, size, "fuzz.safetensors", *set.holder);
     r.holder = set.holder;
-    canonical_weights(r, "fuzz.safetensors");
+    clip::checkpoint_detail::canonical_weights(r, "fuzz.safetensors");
   } catch (const clip::Error&) {
   }
   return 0;
