@@ -2,9 +2,7 @@
 // checked against any side config, the native file's model header, describe.
 #include "clip/checkpoint.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -12,11 +10,9 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "clip/clip.h"
 #include "clip/family.h"
@@ -526,12 +522,8 @@ json config_json(const ModelConfig& c) {
   return j;
 }
 
-const json& field(const json& o, const char* key, const std::string& file, const char* where) {
-  return native_field(o, key, file, where);
-}
-
 int int_field(const json& o, const char* key, const std::string& file, const char* where) {
-  const json& v = field(o, key, file, where);
+  const json& v = native_field(o, key, file, where);
   CLIP_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= (1 << 30),
              "%s: native header: %s.%s must be a non-negative integer", file.c_str(), where,
              key);
@@ -539,7 +531,7 @@ int int_field(const json& o, const char* key, const std::string& file, const cha
 }
 
 float num_field(const json& o, const char* key, const std::string& file, const char* where) {
-  const json& v = field(o, key, file, where);
+  const json& v = native_field(o, key, file, where);
   CLIP_CHECK(v.is_number(), "%s: native header: %s.%s must be a number", file.c_str(), where,
              key);
   double d = v.get<double>();
@@ -604,7 +596,7 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
   Weights w;
   w.path = name;
   w.format = "native";
-  const json& c = field(h, "config", name, "the header");
+  const json& c = native_field(h, "config", name, "the header");
   ModelConfig& m = w.config;
   m.embed_dim = int_field(c, "embed_dim", name, "config");
   // Files written before the ResNet towers have no vision_family: they are ViTs.
@@ -614,10 +606,10 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
                "%s: native header: config.vision_family must be \"ViT\" or \"ResNet\"", f);
     if (fam.get<std::string>() == "ResNet") {
       m.vision_family = VisionFamily::resnet;
-      const json& r = field(c, "resnet", name, "config");
+      const json& r = native_field(c, "resnet", name, "config");
       m.resnet.width = int_field(r, "width", name, "config.resnet");
       m.resnet.heads = int_field(r, "heads", name, "config.resnet");
-      const json& l = field(r, "layers", name, "config.resnet");
+      const json& l = native_field(r, "layers", name, "config.resnet");
       CLIP_CHECK(l.is_array() && l.size() == 4, "%s: native header: config.resnet.layers must be 4 integers", f);
       for (size_t s = 0; s < 4; s++) {
         CLIP_CHECK(l[s].is_number_integer() && l[s].get<int64_t>() >= 0 && l[s].get<int64_t>() <= 4096,
@@ -639,24 +631,24 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
   m.text.heads = int_field(c, "text_heads", name, "config");
   m.text.mlp = int_field(c, "text_mlp", name, "config");
   m.layer_norm_eps = num_field(c, "layer_norm_eps", name, "config");
-  const json& act = field(c, "activation", name, "config");
+  const json& act = native_field(c, "activation", name, "config");
   CLIP_CHECK(act.is_string() &&
                  (act.get<std::string>() == "gelu" || act.get<std::string>() == "quick_gelu"),
              "%s: native header: config.activation must be \"gelu\" or \"quick_gelu\"", f);
   m.activation = act.get<std::string>() == "gelu" ? Act::gelu : Act::quick_gelu;
   check_config(m, name);
 
-  const json& pp = field(h, "preprocess", name, "the header");
+  const json& pp = native_field(h, "preprocess", name, "the header");
   w.preprocess.resolution = int_field(pp, "resolution", name, "preprocess");
   for (const char* key : {"mean", "std"}) {
-    const json& v = field(pp, key, name, "preprocess");
+    const json& v = native_field(pp, key, name, "preprocess");
     CLIP_CHECK(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() &&
                    v[2].is_number(),
                "%s: native header: preprocess.%s must be three numbers", f, key);
     float* out = key[0] == 'm' ? w.preprocess.mean : w.preprocess.std;
     for (size_t i = 0; i < 3; i++) out[i] = v[i].get<float>();
   }
-  const json& interp = field(pp, "interpolation", name, "preprocess");
+  const json& interp = native_field(pp, "interpolation", name, "preprocess");
   CLIP_CHECK(interp.is_string(), "%s: native header: preprocess.interpolation must be a string",
              f);
   w.preprocess.interpolation = interp.get<std::string>();

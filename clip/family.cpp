@@ -46,6 +46,11 @@ int layer_count(const TensorIndex& by, const std::string& prefix, const std::str
   return n;
 }
 
+int vision_heads(const SideConfig& sc, int width) {
+  if (sc.vision_heads) return *sc.vision_heads;
+  return std::max(1, width / sc.vision_head_width.value_or(64));
+}
+
 void transformer_tensors(const std::string& prefix, int layers, int64_t w, int64_t m,
                          std::vector<std::pair<std::string, Shape>>& v) {
   for (int i = 0; i < layers; i++) {

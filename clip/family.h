@@ -83,6 +83,9 @@ const VisionFamilyDef& vision_family(VisionFamily f);
 // blocks under `prefix` ("visual.layer1." -> 1 + the highest index).
 int tensor_dim(const TensorIndex& by, const char* name, int i, int nd, const std::string& path);
 int layer_count(const TensorIndex& by, const std::string& prefix, const std::string& path);
+// The heads of an image tower whose attention is `width` wide: the side config's count, else
+// width / its head width, else width / 64 (OpenAI's).
+int vision_heads(const SideConfig& sc, int width);
 // The tensors of `layers` residual attention blocks of width w and MLP width m under prefix.
 void transformer_tensors(const std::string& prefix, int layers, int64_t w, int64_t m,
                          std::vector<std::pair<std::string, Shape>>& v);

@@ -182,9 +182,7 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
   CLIP_CHECK(pool_rows >= 2 && grid * grid + 1 == pool_rows && grid <= 4096,
              "%s: visual.attnpool.positional_embedding has %d rows, not a square grid + 1", path.c_str(), pool_rows);
   c.image_resolution = grid * 32;
-  if (sc.vision_heads) r.heads = *sc.vision_heads;
-  else if (sc.vision_head_width) r.heads = std::max(1, r.pool_width() / std::max(1, *sc.vision_head_width));
-  else r.heads = std::max(1, r.pool_width() / 64);
+  r.heads = vision_heads(sc, r.pool_width());
 }
 
 void check(const ModelConfig& c, const std::string& file) {

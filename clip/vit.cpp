@@ -30,9 +30,7 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
   c.image_resolution = (int)res;
   v.layers = layer_count(by, "visual.transformer.resblocks.", path);
   v.mlp = v.layers ? tensor_dim(by, "visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2, path) : 4 * v.width;
-  if (sc.vision_heads) v.heads = *sc.vision_heads;
-  else if (sc.vision_head_width) v.heads = std::max(1, v.width / std::max(1, *sc.vision_head_width));
-  else v.heads = std::max(1, v.width / 64);
+  v.heads = vision_heads(sc, v.width);
 }
 
 void check(const ModelConfig& c, const std::string& file) {

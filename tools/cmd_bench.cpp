@@ -14,14 +14,8 @@
 // or 5-15 tokens long ("text_short", the length of typical prompts; the model runs each batch
 // only up to its longest end-of-text).
 //
-// CPU f32 peak: measured, every thread running 16 independent chains of vector FMAs for 0.2 s
-// (the clock in /proc/cpuinfo is the base clock, which turbo exceeds, and a VM may report any
-// clock); the nominal figure, cores x clock x 2 FMA units x SIMD lanes x 2, is printed beside
-// it. CPU bf16: nominal, 1024 FLOP per cycle per core with AMX (one TDPBF16PS, 16x32 by 32x16,
-// per 16 cycles), else 2 x 32 pairs x 2 with AVX512-BF16. --peak-gflops overrides either.
-// GPU peak from the device's SM count and clock: dense tensor-core f16/bf16 FLOP per clock
-// per SM (4096 on sm_90: 989 TFLOP/s on an H100 SXM at 1.83 GHz; 2048 on sm_80) or 2 x FP32
-// lanes per SM for f32.
+// The device peak and how it is found: clip::device_peak (clip/clip.h); --peak-gflops
+// overrides it.
 #include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -34,7 +28,6 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
-#include <thread>
 
 #include "tools/common.h"
 

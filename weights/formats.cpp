@@ -9,13 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include <climits>
-#include <cmath>
-#include <cstring>
 #include <fstream>
-#include <functional>
-#include <map>
-#include <set>
 #include <sstream>
 
 namespace clip {

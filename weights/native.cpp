@@ -113,12 +113,8 @@ const json& native_field(const json& o, const char* key, const std::string& file
 
 namespace {
 
-const json& field(const json& o, const char* key, const std::string& file, const char* where) {
-  return native_field(o, key, file, where);
-}
-
 uint64_t u64_field(const json& o, const char* key, const std::string& file, const char* where) {
-  const json& v = field(o, key, file, where);
+  const json& v = native_field(o, key, file, where);
   CLIP_CHECK(v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0),
              "%s: native header: %s.%s must be a non-negative integer", file.c_str(), where,
              key);
@@ -155,7 +151,7 @@ NativeFile parse_native_buffer(const void* data, size_t size, const std::string&
   size_t data_size = size - data_start;
 
   NativeFile nf;
-  const json& voc = field(h, "vocab", name, "the header");
+  const json& voc = native_field(h, "vocab", name, "the header");
   if (!voc.is_null()) {
     uint64_t off = u64_field(voc, "offset", name, "vocab");
     uint64_t nb = u64_field(voc, "nbytes", name, "vocab");
@@ -167,22 +163,22 @@ NativeFile parse_native_buffer(const void* data, size_t size, const std::string&
     nf.blob_size = (size_t)nb;
   }
 
-  const json& ts = field(h, "tensors", name, "the header");
+  const json& ts = native_field(h, "tensors", name, "the header");
   CLIP_CHECK(ts.is_array(), "%s: native header: tensors must be an array", f);
   for (const json& t : ts) {
-    const json& nm = field(t, "name", name, "a tensor");
+    const json& nm = native_field(t, "name", name, "a tensor");
     CLIP_CHECK(nm.is_string(), "%s: native header: a tensor name is not a string", f);
     NamedTensor wt;
     wt.name = nm.get<std::string>();
     const char* tn = wt.name.c_str();
-    const json& dt = field(t, "dtype", name, "a tensor");
+    const json& dt = native_field(t, "dtype", name, "a tensor");
     std::string ds = dt.is_string() ? dt.get<std::string>() : "";
     if (ds == "f16") wt.dtype = DType::f16;
     else if (ds == "bf16") wt.dtype = DType::bf16;
     else if (ds == "f32") wt.dtype = DType::f32;
     else fail("%s: tensor '%s': unknown dtype %s (expected f16, bf16 or f32)", f, tn,
               dt.dump().c_str());
-    const json& sh = field(t, "shape", name, "a tensor");
+    const json& sh = native_field(t, "shape", name, "a tensor");
     CLIP_CHECK(sh.is_array() && sh.size() <= (size_t)kMaxDims,
                "%s: tensor '%s': shape must be an array of at most %d dims", f, tn, kMaxDims);
     std::vector<int64_t> dims;
