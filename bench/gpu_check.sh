@@ -117,7 +117,7 @@ step e2e 40 all "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f
 step torch 100 all "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,64,1024 --compile-batch 1024"
 
 # The ops (tests/test_ops.cpp, their CUDA cases) and the kernels that are not graph ops (tests/test_kernels.cu).
-MEMCHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*:*AttentionTest*_B2_T77_NH8_*cuda*'
+MEMCHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*:*AttentionTest*_B2_T77_NH8_*cuda*:*AttentionPoolTest*_T17_*cuda*:*AttentionPoolTest*_T130_*cuda*'
 MEMCHECK_OPS+=':*LayerNormTest*_C17_*cuda*:*LayerNormTest*_C768_*cuda*:*L2NormalizeTest*cuda*:*SoftmaxTest*cuda*'
 MEMCHECK_OPS+=':*ClassPosTest*cuda*:*EmbeddingTest*cuda*:*GatherRowsTest*cuda*:*AddTest*cuda*'
 MEMCHECK_FILTER='*OutputsMayAliasX*:*BiasAct*_M3_N17_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*:*GraphTest*'
@@ -130,7 +130,7 @@ step kernels 40 all "$OURS $BUILD/bench/bench_kernels"
 step profile 25 40 "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,1024 \
   --repeats 3 --tower image --profile"
 
-RACECHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*'
+RACECHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*:*AttentionPoolTest*_T17_*cuda*:*AttentionPoolTest*_T130_*cuda*'
 RACECHECK_FILTER='*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
 step racecheck 30 5 "$OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_ops \
   --gtest_filter='$RACECHECK_OPS' && $OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \

@@ -11,8 +11,11 @@
 //     BatchNorm folded in (eval mode, eps 1e-5): scale = gamma / sqrt(running_var + eps),
 //     w' = w scale, b' = beta - running_mean scale, computed in double and rounded once to
 //     f32. The folded f32 values are what every compute dtype starts from.
-//   visual.attnpool.in_proj_weight [3D, D], in_proj_bias [3D]: q, k, v stacked (in that order,
-//     the layout the attention op reads).
+// The attention pool reads the checkpoint's q, k and v projections as they are: only the mean
+// token queries, so the graph projects that one token's query and the attention_pool op takes
+// the query to the tokens' space through k's weight, and the softmax-weighted token back
+// through v's (engine/cpu_ops.h: attention_pool_cpu); k's bias adds the same value to every
+// score of a head, which the softmax removes, so it is not read.
 #include <algorithm>
 #include <cmath>
 
@@ -68,19 +71,7 @@ std::vector<DerivedTensor> derive(const Weights& w, std::vector<std::string>& co
     consumed.push_back(conv + ".weight");
     for (const char* s : {".weight", ".bias", ".running_mean", ".running_var"}) consumed.push_back(bn + s);
   }
-  const int64_t D = r.pool_width();
-  DerivedTensor iw{"visual.attnpool.in_proj_weight", Shape{3 * D, D}, {}};
-  DerivedTensor ib{"visual.attnpool.in_proj_bias", Shape{3 * D}, {}};
-  for (const char* p : {"q_proj", "k_proj", "v_proj"}) {
-    const std::string n = std::string("visual.attnpool.") + p;
-    std::vector<float> a = as_f32(w.get(n + ".weight")), b = as_f32(w.get(n + ".bias"));
-    iw.data.insert(iw.data.end(), a.begin(), a.end());
-    ib.data.insert(ib.data.end(), b.begin(), b.end());
-    consumed.push_back(n + ".weight");
-    consumed.push_back(n + ".bias");
-  }
-  out.push_back(std::move(iw));
-  out.push_back(std::move(ib));
+  consumed.push_back("visual.attnpool.k_proj.bias");  // cancels in the softmax (above)
   return out;
 }
 
@@ -117,8 +108,9 @@ Value build(Graph& g, Value px, Value row0, const ModelConfig& c, const WeightFn
   // position, as tokens; one multi-head attention in which only the mean token's output is
   // kept; its output projection is the embedding.
   Value t = g.pool_tokens(x, W("visual.attnpool.positional_embedding"));
-  Value qkv = g.linear(t, W("visual.attnpool.in_proj_weight"), W("visual.attnpool.in_proj_bias"));
-  Value a = g.gather_rows(g.attention(qkv, r.heads, false), row0);
+  Value q = g.linear(g.gather_rows(t, row0), W("visual.attnpool.q_proj.weight"), W("visual.attnpool.q_proj.bias"));
+  Value a = g.attention_pool(t, q, W("visual.attnpool.k_proj.weight"), W("visual.attnpool.v_proj.weight"),
+                             W("visual.attnpool.v_proj.bias"), r.heads);
   return g.linear(a, W("visual.attnpool.c_proj.weight"), W("visual.attnpool.c_proj.bias"));
 }
 
@@ -219,8 +211,10 @@ std::string summary(const ModelConfig& c) {
                    r.layers[0], r.layers[1], r.layers[2], r.layers[3], r.width, r.heads);
 }
 
-// Every convolution (2 k² Ci Co per output pixel) and the attention pool (q, k, v projections
-// of the T = g² + 1 tokens, scores and values, and c_proj of the pooled row).
+// Every convolution (2 k² Ci Co per output pixel) and the attention pool as it runs: the mean
+// token's query projection, the attention_pool op (2 (2 D² + 2 heads T D), T = g² + 1 tokens)
+// and c_proj: 6 D² + 4 heads T D, where projecting every token's q, k and v as open_clip does
+// takes 6 T D² (RN50: 1.26 GFLOP of its 12.0 counted that way).
 double flops(const ModelConfig& c) {
   const ResNetConfig& r = c.resnet;
   double f = 0;
@@ -245,7 +239,7 @@ double flops(const ModelConfig& c) {
     }
   }
   const double T = hw * hw + 1, D = r.pool_width();
-  return f + 2 * T * 3 * D * D + 4 * T * T * D + 2 * D * c.embed_dim;
+  return f + 2 * D * D + 2 * (2 * D * D + 2 * r.heads * T * D) + 2 * D * c.embed_dim;
 }
 
 // The final feature map's (R/32)² vectors and their mean.

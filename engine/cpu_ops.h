@@ -68,6 +68,18 @@ void avgpool2d_cpu(float* y, const float* x, int64_t B, int64_t H, int64_t W, in
 // The attention pool's tokens: y [B, 1 + N, C], row 0 = mean over the N rows of x [B, N, C]
 // (summed in order, divided by N), row 1 + n = x[b, n]; each row + pos [1 + N, C].
 void pool_tokens_cpu(float* y, const float* x, const float* pos, int64_t B, int64_t N, int64_t C);
+// The attention pool's one query over its tokens, per head h of HS = C / NH dims: with q [B, C]
+// the query's projection (bias included), x [B, T, C] the tokens and Wk_h, Wv_h the head's rows
+// of the key and value projections wk, wv [C, C] (row = output dim):
+//   u = Wk_hᵀ q_h / sqrt(HS)       [C]   the query taken back to the tokens' space
+//   s_j = u · x_j, a = softmax(s)   [T]   = q_h · (Wk_h x_j) / sqrt(HS); k's bias adds the
+//                                          same q_h · bk_h to every score, which softmax removes
+//   z = Σ_j a_j x_j                 [C]
+//   y_h = Wv_h z + bv_h             [HS]  = Σ_j a_j (Wv_h x_j + bv_h), since Σ_j a_j = 1
+// 2 C² + 2 NH T C multiply-adds per row of the batch, where projecting every token's key and
+// value would take 2 T C².
+void attention_pool_cpu(float* y, const float* x, const float* q, const float* wk, const float* wv, const float* bv,
+                        int64_t B, int64_t T, int64_t C, int64_t NH);
 
 // out [N, C] = table[ids[i]]; table [V, C]. Throws on an id outside [0, V).
 void embedding_cpu(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,

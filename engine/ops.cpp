@@ -210,6 +210,34 @@ std::vector<OutSpec> infer_pool_tokens(const Graph& g, const Node& n) {
   return {{Shape{X.shape[0], P.shape[0], X.shape[3]}, g.dtype()}};
 }
 
+std::vector<OutSpec> infer_attention_pool(const Graph& g, const Node& n) {
+  const auto &X = in(g, n, 0), &Q = in(g, n, 1), &K = in(g, n, 2), &V = in(g, n, 3), &Bv = in(g, n, 4);
+  const int heads = n.p<AttentionPoolParams>().heads;
+  const int64_t C = X.shape.nd == 3 ? X.shape[2] : 0;
+  SHAPE_CHECK(X.shape.nd == 3 && X.shape[1] >= 1 && Q.shape == Shape({X.shape[0], C}) && K.shape == Shape({C, C}) &&
+                  V.shape == Shape({C, C}) && Bv.shape == Shape({C}) && heads >= 1 && C % heads == 0,
+              "attention_pool", "x %s, q %s, wk %s, wv %s, bv %s, %d heads (want x [B, T, C], q [B, C], [C, C] "
+              "projections, bv [C], heads dividing C)",
+              S(X), S(Q), S(K), S(V), S(Bv), heads);
+  return {{Q.shape, g.dtype()}};
+}
+// The CUDA kernel holds the head's query, a C-float row and the T scores in shared memory;
+// its grid is heads x B.
+std::string supports_attention_pool(const Graph& g, const Node& n, Device d) {
+  const Shape& x = in(g, n, 0).shape;
+  const int heads = n.p<AttentionPoolParams>().heads;
+  if (d != Device::cuda) return "";
+  if (x[2] + x[1] + x[2] / heads > cuda::kAttentionPoolFloats)
+    return strprintf("C %lld + T %lld + head size %lld floats of shared memory (the kernel holds at most %d)",
+                     (long long)x[2], (long long)x[1], (long long)(x[2] / heads), cuda::kAttentionPoolFloats);
+  if (x[0] > cuda::kMaxGridYZ) return strprintf("B %lld (the grid takes at most %d)", (long long)x[0], cuda::kMaxGridYZ);
+  return "";
+}
+std::string label_attention_pool(const Graph& g, const Node& n) {
+  const Shape& x = in(g, n, 0).shape;
+  return strprintf("attention_pool %s, %d heads", x.str().c_str(), n.p<AttentionPoolParams>().heads);
+}
+
 #ifdef CLIP_HAVE_CUDA
 #define CUDA_FN(f) f
 #else
@@ -254,6 +282,8 @@ const OpDef kOps[] = {
      CUDA_FN(op_cuda::avgpool2d), nullptr, nullptr},
     {Op::pool_tokens, "pool_tokens", infer_pool_tokens, nullptr, nullptr, op_cpu::pool_tokens, nullptr,
      CUDA_FN(op_cuda::pool_tokens), nullptr, nullptr},
+    {Op::attention_pool, "attention_pool", infer_attention_pool, supports_attention_pool, label_attention_pool,
+     op_cpu::attention_pool, nullptr, CUDA_FN(op_cuda::attention_pool), nullptr, nullptr},
 };
 static_assert(sizeof(kOps) / sizeof(kOps[0]) == kNumOps, "one table entry per op");
 

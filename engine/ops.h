@@ -47,8 +47,12 @@ enum class Op : uint8_t {
   avgpool2d,      // in: x [B, H, W, C]                       out: [B, H/k, W/k, C] (k x k windows, stride k)
   pool_tokens,    // in: x [B, H, W, C], pos [1+HW, C]        out: [B, 1+HW, C]: row 0 the mean over HW,
                   // then the HW rows, each + pos
+  attention_pool, // in: x [B, T, C], q [B, C], wk [C, C], wv [C, C], bv [C]
+                  // out: [B, C]: multi-head attention of the one query q (row 0's projection,
+                  // bias included) over the T tokens, through the key and value projections
+                  // (engine/cpu_ops.h: attention_pool_cpu)
 };
-constexpr int kNumOps = (int)Op::pool_tokens + 1;
+constexpr int kNumOps = (int)Op::attention_pool + 1;
 const char* op_name(Op op);
 
 // Each op's parameters (NoParams: none).
@@ -62,8 +66,9 @@ struct CastParams { DType to = DType::f32; };
 struct NormalizeRgb8Params { float mean[3] = {}, std[3] = {}; };  // per channel
 struct Conv2dParams { int stride = 1, pad = 0; Act act = Act::none; };  // the kernel size is w's
 struct AvgPool2dParams { int k = 0; };
+struct AttentionPoolParams { int heads = 0; };
 using OpParams = std::variant<NoParams, LinearParams, NormParams, ActParams, AttentionParams, CosineSimParams,
-                              CastParams, NormalizeRgb8Params, Conv2dParams, AvgPool2dParams>;
+                              CastParams, NormalizeRgb8Params, Conv2dParams, AvgPool2dParams, AttentionPoolParams>;
 
 class Graph;
 struct Node;

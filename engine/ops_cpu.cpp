@@ -138,4 +138,10 @@ void pool_tokens(const CpuRun& r) {
   pool_tokens_cpu(r.out(), r.in(0), r.in(1), x[0], x[1] * x[2], x[3]);
 }
 
+void attention_pool(const CpuRun& r) {
+  const Shape& x = r.in_shape(0);
+  attention_pool_cpu(r.out(), r.in(0), r.in(1), r.in(2), r.in(3), r.in(4), x[0], x[1], x[2],
+                     r.p<AttentionPoolParams>().heads);
+}
+
 }  // namespace clip::op_cpu

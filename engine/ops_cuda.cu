@@ -143,4 +143,11 @@ void pool_tokens(const CudaRun& r) {
                             to_int(x[3], "C"), r.out_dtype(), stream(r));
 }
 
+void attention_pool(const CudaRun& r) {
+  const Shape& x = r.in_shape(0);
+  cuda::attention_pool_forward(r.out(), r.in(0), r.in(1), r.in(2), r.in(3), r.in(4), to_int(x[0], "B"),
+                               to_int(x[1], "T"), to_int(x[2], "C"), r.p<AttentionPoolParams>().heads,
+                               r.out_dtype(), stream(r));
+}
+
 }  // namespace clip::op_cuda

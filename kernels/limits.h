@@ -8,5 +8,6 @@ namespace clip::cuda {
 constexpr int kAttentionHeadSize = 64;  // kernels/attention.cu: the one head size instantiated
 constexpr int kMaxGridYZ = 65535;       // attention's grid: NH heads (y) and B images (z)
 constexpr int kLayerNormMaxC = 2048;    // kernels/layernorm.cu: 32 lanes x 64 cached floats
+constexpr int kAttentionPoolFloats = 8192;  // kernels/attention_pool.cu: C + T + head size in shared memory
 
 }  // namespace clip::cuda

@@ -613,6 +613,125 @@ TEST_P(AttentionTest, MatchesDouble) {
 }
 OP_CASES(AttentionTest, attention_shapes());
 
+// ---- attention_pool -----------------------------------------------------------------------------
+// The ResNet towers' one query over the T = g² + 1 tokens. The reference is the definition, as
+// open_clip computes it: every token's key (with k's bias, which the op never reads: it
+// cancels in the softmax) and value, then the query's softmax over the keys. Where that
+// projection of every token would take the double reference seconds (T C² > 2e7: the real
+// shapes), the reference takes the op's own route in double instead (u = Wkᵀ q, z = Σ a x,
+// Wv z + bv). CPU bound 2e-5 + 1e-4 |ref|; the naive f16/bf16 implementation rounds each
+// projection, the scores, the probabilities and the output to the dtype.
+struct AttentionPoolShape {
+  int64_t B, T, C, NH;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "B" + n(B) + "_T" + n(T) + "_C" + n(C) + "_NH" + n(NH); }
+};
+class AttentionPoolTest : public OpTest<AttentionPoolShape> {
+ public:
+  using Param = AttentionPoolShape;
+};
+TEST_P(AttentionPoolTest, MatchesDefinition) {
+  const AttentionPoolShape p = shape();
+  const int64_t B = p.B, T = p.T, C = p.C, HS = C / p.NH;
+  const float ws = 1.0f / std::sqrt((float)C);
+  auto x = rounded(randn((size_t)(B * T * C), 70 + (uint64_t)T), dt());
+  auto q = rounded(randn((size_t)(B * C), 71), dt());
+  auto wk = rounded(randn((size_t)(C * C), 72, ws), dt()), wv = rounded(randn((size_t)(C * C), 73, ws), dt());
+  auto bk = rounded(randn((size_t)C, 74, 3.0f), dt()), bv = rounded(randn((size_t)C, 75), dt());
+  const bool direct = (double)T * C * C <= 2e7;
+  std::vector<double> ref((size_t)(B * C));
+  std::vector<float> naive;
+  if (direct) {
+    std::vector<double> k((size_t)(T * C)), v((size_t)(T * C)), s((size_t)T);
+    if (dt() != DType::f32) naive.resize(ref.size());
+    std::vector<float> kn((size_t)(T * C)), vn((size_t)(T * C)), sn((size_t)T);
+    for (int64_t b = 0; b < B; b++) {
+      const float* xb = &x[(size_t)(b * T * C)];
+      for (int64_t j = 0; j < T; j++)
+        for (int64_t o = 0; o < C; o++) {
+          double dk = bk[(size_t)o], dv = bv[(size_t)o];
+          float fk = bk[(size_t)o], fv = bv[(size_t)o];
+          for (int64_t c = 0; c < C; c++) {
+            dk += (double)wk[(size_t)(o * C + c)] * xb[j * C + c];
+            dv += (double)wv[(size_t)(o * C + c)] * xb[j * C + c];
+            fk += wk[(size_t)(o * C + c)] * xb[j * C + c];
+            fv += wv[(size_t)(o * C + c)] * xb[j * C + c];
+          }
+          k[(size_t)(j * C + o)] = dk, v[(size_t)(j * C + o)] = dv;
+          kn[(size_t)(j * C + o)] = round_to(fk, dt()), vn[(size_t)(j * C + o)] = round_to(fv, dt());
+        }
+      for (int64_t h = 0; h < p.NH; h++) {
+        double mx = -1e300, sum = 0;
+        float fmx = -INFINITY, fsum = 0;
+        for (int64_t j = 0; j < T; j++) {
+          double d = 0;
+          float f = 0;
+          for (int64_t e = 0; e < HS; e++) {
+            d += (double)q[(size_t)(b * C + h * HS + e)] * k[(size_t)(j * C + h * HS + e)];
+            f += q[(size_t)(b * C + h * HS + e)] * kn[(size_t)(j * C + h * HS + e)];
+          }
+          s[(size_t)j] = d / std::sqrt((double)HS);
+          sn[(size_t)j] = round_to(f / std::sqrt((float)HS), dt());
+          mx = std::max(mx, s[(size_t)j]);
+          fmx = std::max(fmx, sn[(size_t)j]);
+        }
+        for (int64_t j = 0; j < T; j++) {
+          sum += (s[(size_t)j] = std::exp(s[(size_t)j] - mx));
+          fsum += (sn[(size_t)j] = std::exp(sn[(size_t)j] - fmx));
+        }
+        for (int64_t j = 0; j < T; j++) sn[(size_t)j] = round_to(sn[(size_t)j] / fsum, dt());
+        for (int64_t e = 0; e < HS; e++) {
+          double o = 0;
+          float f = 0;
+          for (int64_t j = 0; j < T; j++) {
+            o += s[(size_t)j] * v[(size_t)(j * C + h * HS + e)];
+            f += sn[(size_t)j] * vn[(size_t)(j * C + h * HS + e)];
+          }
+          ref[(size_t)(b * C + h * HS + e)] = o / sum;
+          if (!naive.empty()) naive[(size_t)(b * C + h * HS + e)] = round_to(f, dt());
+        }
+      }
+    }
+  } else {
+    std::vector<double> u((size_t)C), s((size_t)T);
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t h = 0; h < p.NH; h++) {
+        const float* xb = &x[(size_t)(b * T * C)];
+        std::fill(u.begin(), u.end(), 0.0);
+        for (int64_t e = 0; e < HS; e++)
+          for (int64_t c = 0; c < C; c++)
+            u[(size_t)c] += (double)q[(size_t)(b * C + h * HS + e)] * wk[(size_t)((h * HS + e) * C + c)];
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < T; j++) {
+          double d = 0;
+          for (int64_t c = 0; c < C; c++) d += u[(size_t)c] * xb[j * C + c];
+          s[(size_t)j] = d / std::sqrt((double)HS);
+          mx = std::max(mx, s[(size_t)j]);
+        }
+        for (int64_t j = 0; j < T; j++) sum += (s[(size_t)j] = std::exp(s[(size_t)j] - mx));
+        std::fill(u.begin(), u.end(), 0.0);
+        for (int64_t j = 0; j < T; j++)
+          for (int64_t c = 0; c < C; c++) u[(size_t)c] += s[(size_t)j] / sum * xb[j * C + c];
+        for (int64_t e = 0; e < HS; e++) {
+          double o = bv[(size_t)(h * HS + e)];
+          for (int64_t c = 0; c < C; c++) o += (double)wv[(size_t)((h * HS + e) * C + c)] * u[(size_t)c];
+          ref[(size_t)(b * C + h * HS + e)] = o;
+        }
+      }
+  }
+  OpRun op(backend(), dt());
+  op.g.attention_pool(op.input(x, {B, T, C}), op.input(q, {B, C}), op.input(wk, {C, C}), op.input(wv, {C, C}),
+                      op.input(bv, {C}), (int)p.NH);
+  expect("attention_pool", op.run()[0], ref, {2e-5, 1e-4}, std::max(C, T), naive);
+}
+OP_CASES(AttentionPoolTest,
+         {// RN50 at 224 (7² + 1 tokens of 2048, 32 heads), RN50x4 at 288, RN50x64 at 448, tiny-rn
+          {1, 50, 2048, 32}, {2, 50, 2048, 32}, {1, 82, 2560, 40}, {1, 197, 4096, 64, true}, {2, 5, 256, 4},
+          // odd: one token, one head, head sizes 24, 32 and 65, C not a multiple of 16, T past
+          // the 32 lanes and the 8 warps
+          {3, 1, 64, 1}, {2, 17, 96, 3}, {1, 3, 48, 2}, {2, 50, 256, 4}, {1, 130, 128, 2}, {1, 50, 520, 8},
+          {1, 300, 64, 1}});
+
 // ---- patch_embed ------------------------------------------------------------------------------------
 // A conv with stride = kernel = P and no bias; CPU bound 1e-5 + 1e-5 |ref|.
 struct PatchShape {
@@ -900,6 +1019,14 @@ TEST(Supports, CudaRefusesWhatItsKernelsCannotRun) {
         g.add_layernorm(x, x, g.input("g", g.dtype(), {3000}), g.input("b", g.dtype(), {3000}), 1e-5f);
       },
       {"add_layernorm", "3000 channels", "cuda"});
+  refused(
+      [](Graph& g) {
+        const int64_t C = 8192;
+        g.attention_pool(g.input("x", g.dtype(), {1, 50, C}), g.input("q", g.dtype(), {1, C}),
+                         g.input("wk", g.dtype(), {C, C}), g.input("wv", g.dtype(), {C, C}),
+                         g.input("bv", g.dtype(), {C}), 64);
+      },
+      {"attention_pool", "C 8192 + T 50 + head size 128", "cuda", "8192"});
   // Within the limits, CUDA graphs build.
   Graph g(Device::cuda, DType::f16);
   EXPECT_NO_THROW(g.attention(g.input("qkv", DType::f16, {1, 77, 3 * 8 * 64}), 8, true));
