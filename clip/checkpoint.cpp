@@ -187,12 +187,149 @@ void parse_hf_config(const json& j, SideConfig& sc) {
   if (te || ve) sc.eps = te ? te : ve;
 }
 
+// open_clip 2.29's config fields (model_cfg, vision_cfg, text_cfg; open_clip/model.py), each
+// with what it means here. A field that changes the computation is read, or must hold the
+// value we implement (its default) and is refused by name otherwise; a field that cannot
+// change an embedding is ignored; a field open_clip does not have is refused.
+struct FieldRule {
+  const char* name;
+  enum Kind { read, ignored, must_be } kind;
+  const char* value;  // must_be: the JSON value we implement ("null" also admits {} and absence)
+  const char* what;   // must_be: what another value would mean
+};
+const FieldRule kModelFields[] = {
+    {"embed_dim", FieldRule::read, nullptr, nullptr},
+    {"vision_cfg", FieldRule::read, nullptr, nullptr},
+    {"text_cfg", FieldRule::read, nullptr, nullptr},
+    {"quick_gelu", FieldRule::read, nullptr, nullptr},
+    {"init_logit_scale", FieldRule::ignored, nullptr, nullptr},  // the checkpoint's logit_scale is used
+    {"cast_dtype", FieldRule::ignored, nullptr, nullptr},
+    {"custom_text", FieldRule::must_be, "false", "open_clip's CustomTextCLIP (text.* tensors: HF, timm, SigLIP "
+                                                 "and CoCa towers)"},
+    {"multimodal_cfg", FieldRule::must_be, "null", "CoCa's multimodal text decoder"},
+    {"init_logit_bias", FieldRule::must_be, "null", "a sigmoid (SigLIP) logit bias"},
+};
+const FieldRule kVisionFields[] = {
+    {"layers", FieldRule::read, nullptr, nullptr},
+    {"width", FieldRule::read, nullptr, nullptr},
+    {"head_width", FieldRule::read, nullptr, nullptr},
+    {"patch_size", FieldRule::read, nullptr, nullptr},
+    {"image_size", FieldRule::read, nullptr, nullptr},
+    {"mlp_ratio", FieldRule::ignored, nullptr, nullptr},      // the MLP width comes from the tensors
+    {"patch_dropout", FieldRule::ignored, nullptr, nullptr},  // training only
+    {"output_tokens", FieldRule::ignored, nullptr, nullptr},  // extra outputs, same embedding
+    {"attn_pooler_queries", FieldRule::ignored, nullptr, nullptr},  // only with attentional_pool
+    {"attn_pooler_heads", FieldRule::ignored, nullptr, nullptr},
+    {"ls_init_value", FieldRule::must_be, "null", "layer scale (ls_1, ls_2 in every block)"},
+    {"attentional_pool", FieldRule::must_be, "false", "CoCa's attentional pooler"},
+    {"no_ln_pre", FieldRule::must_be, "false", "no LayerNorm before the transformer"},
+    {"pos_embed_type", FieldRule::must_be, "\"learnable\"", "fixed sin-cos positions"},
+    {"final_ln_after_pool", FieldRule::must_be, "false", "the final LayerNorm after pooling"},
+    {"pool_type", FieldRule::must_be, "\"tok\"", "pooling other than the class token"},
+    {"act_kwargs", FieldRule::must_be, "null", "activation arguments"},
+    {"norm_kwargs", FieldRule::must_be, "null", "LayerNorm arguments (eps)"},
+    {"timm_model_name", FieldRule::must_be, "null", "a timm image tower"},
+    {"timm_model_pretrained", FieldRule::ignored, nullptr, nullptr},  // the timm_* rest: only with a timm tower
+    {"timm_pool", FieldRule::ignored, nullptr, nullptr},
+    {"timm_proj", FieldRule::ignored, nullptr, nullptr},
+    {"timm_proj_bias", FieldRule::ignored, nullptr, nullptr},
+    {"timm_drop", FieldRule::ignored, nullptr, nullptr},
+    {"timm_drop_path", FieldRule::ignored, nullptr, nullptr},
+};
+const FieldRule kTextFields[] = {
+    {"context_length", FieldRule::read, nullptr, nullptr},
+    {"vocab_size", FieldRule::read, nullptr, nullptr},
+    {"width", FieldRule::read, nullptr, nullptr},
+    {"heads", FieldRule::read, nullptr, nullptr},
+    {"layers", FieldRule::read, nullptr, nullptr},
+    {"mlp_ratio", FieldRule::ignored, nullptr, nullptr},
+    {"output_tokens", FieldRule::ignored, nullptr, nullptr},
+    {"hf_tokenizer_name", FieldRule::must_be, "null", "a Hugging Face tokenizer"},
+    {"tokenizer_kwargs", FieldRule::must_be, "null", "tokenizer options (cleaning, separators)"},
+    {"ls_init_value", FieldRule::must_be, "null", "layer scale (ls_1, ls_2 in every block)"},
+    {"embed_cls", FieldRule::must_be, "false", "a learned class token (CoCa)"},
+    {"pad_id", FieldRule::must_be, "0", "another padding id"},
+    {"no_causal_mask", FieldRule::must_be, "false", "bidirectional text attention"},
+    {"final_ln_after_pool", FieldRule::must_be, "false", "the final LayerNorm after pooling"},
+    {"pool_type", FieldRule::must_be, "\"argmax\"", "pooling other than at the end-of-text token"},
+    {"proj_bias", FieldRule::must_be, "false", "a bias on the text projection"},
+    {"proj_type", FieldRule::must_be, "\"linear\"", "a text projection other than one matrix"},
+    {"act_kwargs", FieldRule::must_be, "null", "activation arguments"},
+    {"norm_kwargs", FieldRule::must_be, "null", "LayerNorm arguments (eps)"},
+    {"hf_model_name", FieldRule::must_be, "null", "a Hugging Face text tower"},
+    {"hf_model_pretrained", FieldRule::ignored, nullptr, nullptr},  // the hf_* rest: only with an HF tower
+    {"hf_proj_type", FieldRule::ignored, nullptr, nullptr},
+    {"hf_pooler_type", FieldRule::ignored, nullptr, nullptr},
+};
+
+template <size_t N>
+void check_fields(const json& j, const FieldRule (&rules)[N], const char* section, const std::string& f) {
+  for (auto& [key, v] : j.items()) {
+    const FieldRule* r = nullptr;
+    for (const FieldRule& x : rules)
+      if (key == x.name) r = &x;
+    CLIP_CHECK(r, "%s: %s.%s is not a field this engine knows (open_clip 2.29 has none of that name); refused "
+               "rather than ignored", f.c_str(), section, key.c_str());
+    if (r->kind != FieldRule::must_be) continue;
+    const json want = json::parse(r->value);
+    const bool ok = v == want || (want.is_null() && v.is_object() && v.empty());
+    CLIP_CHECK(ok, "%s: %s.%s = %s (%s) is not supported; this engine implements %s = %s", f.c_str(), section,
+               key.c_str(), v.dump().c_str(), r->what, key.c_str(), r->value);
+  }
+}
+
+// open_clip's preprocess_cfg: the size, mean and std, bicubic interpolation and the
+// shortest-side resize (then a center crop) are what the engine's preprocessing does.
+void parse_open_clip_preprocess(const json& p, SideConfig& sc) {
+  const std::string& f = sc.file;
+  CLIP_CHECK(p.is_object(), "%s: preprocess_cfg is not an object", f.c_str());
+  PreprocessConfig pp;
+  for (auto& [key, v] : p.items()) {
+    if (key == "size") {
+      int64_t s = -1;
+      if (v.is_number_integer()) s = v.get<int64_t>();
+      else if (v.is_array() && v.size() == 2 && v[0].is_number_integer() && v[0] == v[1]) s = v[0].get<int64_t>();
+      CLIP_CHECK(s > 0 && s <= (1 << 16), "%s: preprocess_cfg.size = %s (want one positive size, or two equal "
+                 "ones)", f.c_str(), v.dump().c_str());
+      pp.resolution = (int)s;
+      sc.expect["preprocess_cfg.size"] = s;
+    } else if (key == "mean" || key == "std") {
+      CLIP_CHECK(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() && v[2].is_number(),
+                 "%s: preprocess_cfg.%s must be three numbers", f.c_str(), key.c_str());
+      float* out = key == "mean" ? pp.mean : pp.std;
+      for (size_t i = 0; i < 3; i++) out[i] = v[i].get<float>();
+    } else if (key == "interpolation") {
+      CLIP_CHECK(v == "bicubic", "%s: preprocess_cfg.interpolation = %s is not supported (this engine resizes "
+                 "bicubic, as Pillow)", f.c_str(), v.dump().c_str());
+    } else if (key == "resize_mode") {
+      CLIP_CHECK(v == "shortest", "%s: preprocess_cfg.resize_mode = %s is not supported (this engine resizes "
+                 "the shortest side, then center-crops)", f.c_str(), v.dump().c_str());
+    } else if (key == "mode") {
+      CLIP_CHECK(v == "RGB", "%s: preprocess_cfg.mode = %s is not supported (RGB only)", f.c_str(),
+                 v.dump().c_str());
+    } else if (key != "fill_color") {  // fill_color: only the "longest" resize pads
+      fail("%s: preprocess_cfg.%s is not a field this engine knows; refused rather than ignored", f.c_str(),
+           key.c_str());
+    }
+  }
+  for (int i = 0; i < 3; i++)
+    CLIP_CHECK(pp.std[i] > 0 && std::isfinite(pp.std[i]) && std::isfinite(pp.mean[i]),
+               "%s: preprocess_cfg.std must be positive and mean finite", f.c_str());
+  sc.preprocess = pp;
+}
+
 // open_clip model config ({"model_cfg": {...}} or the model config itself).
 void parse_open_clip_config(const json& j0, SideConfig& sc) {
   const std::string& f = sc.file;
   CLIP_CHECK(j0.is_object(), "%s: not a JSON object", f.c_str());
   const json& j = j0.contains("model_cfg") ? j0["model_cfg"] : j0;
   CLIP_CHECK(j.is_object(), "%s: model_cfg is not an object", f.c_str());
+  check_fields(j, kModelFields, "model_cfg", f);
+  for (const char* t : {"vision_cfg", "text_cfg"})
+    CLIP_CHECK(!j.contains(t) || j[t].is_object(), "%s: %s is not an object", f.c_str(), t);
+  if (j.contains("vision_cfg")) check_fields(j["vision_cfg"], kVisionFields, "vision_cfg", f);
+  if (j.contains("text_cfg")) check_fields(j["text_cfg"], kTextFields, "text_cfg", f);
+  if (j0.contains("preprocess_cfg")) parse_open_clip_preprocess(j0["preprocess_cfg"], sc);
   bool quick = j.contains("quick_gelu") && j["quick_gelu"].is_boolean() &&
                j["quick_gelu"].get<bool>();
   sc.activation = quick ? Act::quick_gelu : Act::gelu;
@@ -202,6 +339,8 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
     if (t.contains("heads")) sc.text_heads = get_int(t, "heads", f);
     if (t.contains("width")) sc.expect["text_cfg.width"] = get_int(t, "width", f);
     if (t.contains("layers")) sc.expect["text_cfg.layers"] = get_int(t, "layers", f);
+    if (t.contains("context_length")) sc.expect["text_cfg.context_length"] = get_int(t, "context_length", f);
+    if (t.contains("vocab_size")) sc.expect["text_cfg.vocab_size"] = get_int(t, "vocab_size", f);
   }
   if (j.contains("vision_cfg") && j["vision_cfg"].is_object()) {
     const json& v = j["vision_cfg"];
@@ -260,11 +399,42 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
   for (int i = 0; i < 3; i++)
     CLIP_CHECK(pp.std[i] > 0 && std::isfinite(pp.std[i]) && std::isfinite(pp.mean[i]),
                "%s: image_std must be positive and finite", path.c_str());
+  // CLIPImageProcessor: resize the shortest edge to size, center-crop crop_size, rescale by
+  // 1/255, normalize. Anything else is refused by name.
+  auto flag = [&](const char* key, bool want, const char* what) {
+    if (!j.contains(key)) return;
+    CLIP_CHECK(j[key].is_boolean() && j[key].get<bool>() == want, "%s: %s = %s is not supported (%s)", path.c_str(),
+               key, j[key].dump().c_str(), what);
+  };
+  flag("do_resize", true, "images are resized to the model's resolution");
+  flag("do_center_crop", true, "the shortest-edge resize is followed by a center crop; a resize of both sides "
+                               "to the size is not implemented");
+  flag("do_rescale", true, "pixels are scaled by 1/255");
+  flag("do_normalize", true, "pixels are normalized by image_mean and image_std");
+  flag("do_convert_rgb", true, "images are converted to RGB");
+  if (j.contains("rescale_factor"))
+    CLIP_CHECK(j["rescale_factor"].is_number() && std::fabs(j["rescale_factor"].get<double>() - 1.0 / 255) < 1e-9,
+               "%s: rescale_factor = %s is not supported (1/255 only)", path.c_str(), j["rescale_factor"].dump().c_str());
+  auto edge = [&](const char* key) -> int {  // an int, {"shortest_edge": n} or {"height": n, "width": n}
+    const json& s = j[key];
+    if (s.is_number_integer()) return get_int(j, key, path);
+    CLIP_CHECK(s.is_object(), "%s: %s = %s is not a size", path.c_str(), key, s.dump().c_str());
+    if (s.contains("shortest_edge")) return get_int(s, "shortest_edge", path);
+    CLIP_CHECK(s.contains("height") && s.contains("width") && s["height"] == s["width"],
+               "%s: %s = %s is not supported (want a square size)", path.c_str(), key, s.dump().c_str());
+    return get_int(s, "height", path);
+  };
   if (j.contains("size")) {
-    const json& s = j["size"];
-    if (s.is_number_integer()) pp.resolution = get_int(j, "size", path);
-    else if (s.is_object() && s.contains("shortest_edge"))
-      pp.resolution = get_int(s, "shortest_edge", path);
+    CLIP_CHECK(!j["size"].is_object() || j["size"].contains("shortest_edge"),
+               "%s: size = %s (a resize of both sides to it) is not supported; this engine resizes the shortest "
+               "edge", path.c_str(), j["size"].dump().c_str());
+    pp.resolution = edge("size");
+  }
+  if (j.contains("crop_size")) {
+    const int crop = edge("crop_size");
+    CLIP_CHECK(!j.contains("size") || crop == pp.resolution, "%s: crop_size %d differs from size %d: a crop "
+               "smaller than the resize is not supported", path.c_str(), crop, pp.resolution);
+    pp.resolution = crop;
   }
   if (j.contains("resample") && j["resample"].is_number_integer()) {
     static const char* names[] = {"nearest", "lanczos", "bilinear", "bicubic", "box", "hamming"};
@@ -277,8 +447,13 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
 // ---------------------------------------------------------------------------------------
 // canonicalisation
 
-Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
+Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& side,
                      const LoadOptions& opts) {
+  // OpenAI's TorchScript archives are OpenAI's models: build_model's heads are width / 64 in
+  // both towers, and the activation QuickGELU; nothing about them is assumed.
+  const bool openai = set.format == "openai-torchscript";
+  SideConfig sc = side;
+  if (openai && !sc.vision_heads && !sc.vision_head_width) sc.vision_head_width = 64;
   for (RawTensor& t : set.tensors)  // DataParallel / DDP wrappers
     if (t.name.rfind("module.", 0) == 0) t.name = t.name.substr(7);
   map_hf_names(set, path);
@@ -294,7 +469,8 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
   const VisionFamilyDef* fam = &vit_family();
   for (const VisionFamilyDef* f : vision_families())
     if (f->detect(by)) fam = f;
-  fam->infer(by, sc, c, path);
+  std::vector<std::string> notes;
+  fam->infer(by, sc, c, path, notes);
   auto dim = [&](const char* name, int i, int nd) { return tensor_dim(by, name, i, nd, path); };
   c.embed_dim = dim("text_projection", 1, 2);
   c.text.context_length = dim("positional_embedding", 0, 2);
@@ -304,10 +480,20 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
   c.text.mlp = c.text.layers ? dim("transformer.resblocks.0.mlp.c_fc.weight", 0, 2)
                              : 4 * c.text.width;
   c.text.heads = sc.text_heads ? *sc.text_heads : std::max(1, c.text.width / 64);
+  const int tw = c.text.width;
+  if (!sc.text_heads && !openai && tw != 512 && tw != 640 && tw != 768 && tw != 1024)  // OpenAI's text widths
+    notes.push_back(strprintf("text heads: %d of %d assumed for width %d (width / 64, as OpenAI's and open_clip's "
+                              "defaults); a config beside the checkpoint (text_cfg.heads, num_attention_heads) "
+                              "settles it",
+                              c.text.heads, tw / c.text.heads, tw));
   if (sc.eps) c.layer_norm_eps = *sc.eps;
   c.activation = Act::quick_gelu;
   if (sc.activation) c.activation = *sc.activation;
   if (opts.activation) c.activation = *opts.activation;
+  if (!sc.activation && !opts.activation && !openai)  // a state dict says nothing
+    notes.push_back("activation: QuickGELU assumed (OpenAI's models); an open_clip model without \"quick_gelu\": "
+                    "true in its config uses GELU: put its open_clip_config.json beside the checkpoint, or pass "
+                    "--activation gelu");
   check_config(c, path);
 
   // What the config file says must agree with the tensors, and a size it states that this
@@ -321,7 +507,10 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
       {"projection_dim", c.embed_dim},
       {"embed_dim", c.embed_dim},
       {"text_cfg.width", c.text.width},
-      {"text_cfg.layers", c.text.layers}};
+      {"text_cfg.layers", c.text.layers},
+      {"text_cfg.context_length", c.text.context_length},
+      {"text_cfg.vocab_size", c.text.vocab_size},
+      {"preprocess_cfg.size", c.image_resolution}};
   fam->stated(c, got);
   for (auto& [k, v] : sc.expect) {
     auto it = got.find(k);
@@ -336,6 +525,8 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sc,
   w.path = path;
   w.format = set.format;
   w.config = c;
+  w.notes = notes;
+  if (sc.preprocess) w.preprocess = *sc.preprocess;  // its size is checked above
   w.preprocess.resolution = c.image_resolution;
   auto want = canonical_tensors(c);
   std::set<std::string> wanted;
@@ -440,7 +631,8 @@ Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
     sharded(in("pytorch_model.bin.index.json"), add_torch);
   else
     fail("%s: a directory without model.safetensors, sharded model-*.safetensors with "
-         "model.safetensors.index.json, or pytorch_model.bin", dir.c_str());
+         "model.safetensors.index.json, pytorch_model.bin, or open_clip_config.json with "
+         "open_clip_model.safetensors or open_clip_pytorch_model.bin", dir.c_str());
   Weights w = canonicalize(set, dir, sc, opts);
   if (file_exists(in("preprocessor_config.json")))
     read_preprocessor_config(in("preprocessor_config.json"), w.preprocess);
@@ -465,7 +657,20 @@ Weights load_weights(const std::string& path, const std::string& vocab_path) {
 Weights load_weights(const std::string& path, const std::string& vocab_path,
                      const LoadOptions& opts) {
   CLIP_CHECK(!path.empty(), "no checkpoint path given");
-  if (dir_exists(path)) return load_hf_dir(path, vocab_path, opts);
+  if (dir_exists(path)) {
+    // A Hugging Face Hub snapshot of an open_clip model: its weights file read with the
+    // open_clip_config.json beside it (preferred over HF CLIPModel weights in the same
+    // snapshot), and the tokenizer files if present.
+    std::string oc;
+    for (const char* f : {"open_clip_model.safetensors", "open_clip_pytorch_model.bin"})
+      if (oc.empty() && file_exists(path + "/" + f)) oc = path + "/" + f;
+    if (oc.empty() || !file_exists(path + "/open_clip_config.json") || !opts.use_side_config)
+      return load_hf_dir(path, vocab_path, opts);
+    Weights w = load_weights(oc, vocab_path, opts);
+    if (vocab_path.empty() && file_exists(path + "/vocab.json") && file_exists(path + "/merges.txt"))
+      attach_vocab(w, path + "/vocab.json");
+    return w;
+  }
   auto m = map_file(path);
   if (m->size >= 8 && std::memcmp(m->data, kNativeMagic, 8) == 0) {
     Weights w = parse_native_weights(m->data, m->size, path);
@@ -563,6 +768,7 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
                      {"interpolation", p.interpolation}};
   h["logit_scale"] = logit_scale;
   h["source_format"] = w.format;
+  if (!w.notes.empty()) h["notes"] = w.notes;  // the source's assumptions travel with the file
   std::string blob;
   auto put_str = [&](const std::string& x) {
     CLIP_CHECK(x.size() < (1u << 20), "%s: a tokenizer string is too long", w.path.c_str());
@@ -586,7 +792,7 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
 namespace checkpoint_detail {
 
 // The model header of a native file: "config", "preprocess", "logit_scale", "source_format"
-// (written, not read), and the tokenizer as the blob: u32 n_tokens, u32 n_merges, n_tokens x
+// (written, not read), "notes" (the source checkpoint's assumptions, optional), and the tokenizer as the blob: u32 n_tokens, u32 n_merges, n_tokens x
 // (u32 len, bytes) in id order, n_merges x (u32 len, bytes, u32 len, bytes) in rank order (all
 // LE); binary rather than JSON: ~100k short strings parse ~10x faster.
 Weights parse_native_weights(const void* data, size_t size, const std::string& name) {
@@ -653,6 +859,15 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
              f);
   w.preprocess.interpolation = interp.get<std::string>();
   w.logit_scale = num_field(h, "logit_scale", name, "the header");
+  if (h.contains("notes")) {
+    const json& n = h["notes"];
+    CLIP_CHECK(n.is_array() && n.size() <= 64, "%s: native header: notes must be an array of at most 64 strings", f);
+    for (const json& x : n) {
+      CLIP_CHECK(x.is_string() && x.get<std::string>().size() <= 4096,
+                 "%s: native header: each note must be a string of at most 4096 bytes", f);
+      w.notes.push_back(x.get<std::string>());
+    }
+  }
 
   if (nf.has_blob) {
     const uint8_t* b = nf.blob;
@@ -737,6 +952,7 @@ std::string describe(const Weights& w) {
     s += "tokenizer:   none (pass --vocab)\n";
   s += strprintf("tensors:     %zu (%s), %s (%zu bytes)\n", w.tensors.size(), dt.c_str(),
                  human_bytes(w.total_bytes()).c_str(), w.total_bytes());
+  for (const std::string& n : w.notes) s += "assumed:     " + n + "\n";
   return s;
 }
 
@@ -761,6 +977,7 @@ std::string describe_json(const Weights& w) {
   }
   j["tensors"] = ts;
   j["total_bytes"] = w.total_bytes();
+  j["notes"] = w.notes;
   return j.dump(2) + "\n";
 }
 

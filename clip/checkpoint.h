@@ -40,6 +40,9 @@ struct Weights {
   bool has_vocab = false;
   BpeVocab vocab;
   float logit_scale = 0;  // the raw parameter (log scale), as stored
+  // What the loader assumed because neither the file nor a config beside it says (a head
+  // count, the activation), one line each naming what settles it; the tools print them.
+  std::vector<std::string> notes;
   std::vector<WeightTensor> tensors;  // canonical names, canonical order
   std::shared_ptr<void> storage;      // keeps the mmap / extracted buffers alive
   // The read-only file mappings tensors may point into (zero-copy formats). Their pages can

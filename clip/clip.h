@@ -64,6 +64,10 @@ class Model {
   virtual ~Model() = default;
 
   virtual const ModelConfig& config() const = 0;
+  // What loading assumed because the checkpoint and the configs beside it do not say (a head
+  // count, the activation): one line each, naming the config field or flag that settles it.
+  // The clip tool prints them to stderr as it loads.
+  virtual const std::vector<std::string>& notes() const = 0;
   virtual const PreprocessConfig& preprocess_config() const = 0;
   virtual Device device() const = 0;
   virtual DType dtype() const = 0;

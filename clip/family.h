@@ -30,6 +30,7 @@ struct SideConfig {
   std::optional<Act> activation;
   std::optional<float> eps;
   std::optional<int> text_heads, vision_heads, vision_head_width;
+  std::optional<PreprocessConfig> preprocess;  // open_clip's preprocess_cfg
   std::map<std::string, int64_t> expect;
   std::string file;
 };
@@ -50,8 +51,10 @@ struct VisionFamilyDef {
   // True when the tensors hold this family's image tower.
   bool (*detect)(const TensorIndex& by);
   // The tower's config and c.image_resolution from the tensors' shapes; throws naming `path`
-  // and the tensor. Side-config heads win over the family's default.
-  void (*infer)(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const std::string& path);
+  // and the tensor. Side-config heads win over the family's default; an assumption made
+  // without them goes to `notes` (one line each, naming what settles it).
+  void (*infer)(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const std::string& path,
+                std::vector<std::string>& notes);
   // Sane, consistent tower values; throws naming `file`.
   void (*check)(const ModelConfig& c, const std::string& file);
   // The tower's canonical tensors, in OpenAI's state_dict order.

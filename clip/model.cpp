@@ -52,6 +52,7 @@ class ModelImpl final : public Model {
   ~ModelImpl() override;
 
   const ModelConfig& config() const override { return weights_.config; }
+  const std::vector<std::string>& notes() const override { return weights_.notes; }
   const PreprocessConfig& preprocess_config() const override { return weights_.preprocess; }
   Device device() const override { return opts_.device; }
   DType dtype() const override { return opts_.dtype; }

@@ -155,7 +155,9 @@ bool detect(const TensorIndex& by) {
 // OpenAI's build_model: blocks per stage from the names, the width from the first block, the
 // resolution from the attention pool's positional rows, heads = width 32 / 64 (open_clip:
 // width 32 / head_width).
-void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const std::string& path) {
+// Heads are OpenAI's (and open_clip's) rule for a ResNet, 32 width / 64: nothing is assumed.
+void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const std::string& path,
+           std::vector<std::string>&) {
   c.vision_family = VisionFamily::resnet;
   ResNetConfig& r = c.resnet;
   for (int s = 0; s < 4; s++) r.layers[s] = layer_count(by, "visual.layer" + std::to_string(s + 1) + ".", path);

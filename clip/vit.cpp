@@ -12,10 +12,33 @@ namespace {
 
 bool detect(const TensorIndex& by) { return by.count("visual.class_embedding") > 0; }
 
+// Without a config the tensors do not give the head count. OpenAI's ViTs (widths 768, 1024)
+// have heads of 64; open_clip's large ViTs have other head widths at these widths.
+int assumed_heads(int width, std::vector<std::string>& notes) {
+  static const std::pair<int, int> kZoo[] = {{1280, 80}, {1408, 88}, {1664, 104}, {1792, 112}};  // H, g, bigG, e
+  static const char* kZooNames[] = {"ViT-H", "ViT-g", "ViT-bigG", "ViT-e"};
+  for (size_t i = 0; i < 4; i++)
+    if (width == kZoo[i].first) {
+      notes.push_back(strprintf("vision heads: %d of %d assumed for width %d (open_clip's %s); an "
+                                "open_clip_config.json (head_width) or config.json (num_attention_heads) "
+                                "beside the checkpoint settles it",
+                                width / kZoo[i].second, kZoo[i].second, width, kZooNames[i]));
+      return width / kZoo[i].second;
+    }
+  const int heads = std::max(1, width / 64);
+  if (width != 768 && width != 1024)
+    notes.push_back(strprintf("vision heads: %d of %d assumed for width %d (width / 64, as OpenAI's ViTs); an "
+                              "open_clip_config.json (head_width) or config.json (num_attention_heads) beside the "
+                              "checkpoint settles it",
+                              heads, width / heads, width));
+  return heads;
+}
+
 // OpenAI's build_model: width and patch from the patch convolution, the grid from the
-// positional rows, layers from the block names, MLP width from the first block, heads =
-// width / 64 (a side config's count or head width wins).
-void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const std::string& path) {
+// positional rows, layers from the block names, MLP width from the first block; heads from a
+// side config, else assumed_heads.
+void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const std::string& path,
+           std::vector<std::string>& notes) {
   c.vision_family = VisionFamily::vit;
   ViTConfig& v = c.vit;
   v.width = tensor_dim(by, "visual.conv1.weight", 0, 4, path);
@@ -30,7 +53,7 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
   c.image_resolution = (int)res;
   v.layers = layer_count(by, "visual.transformer.resblocks.", path);
   v.mlp = v.layers ? tensor_dim(by, "visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2, path) : 4 * v.width;
-  v.heads = vision_heads(sc, v.width);
+  v.heads = sc.vision_heads || sc.vision_head_width ? vision_heads(sc, v.width) : assumed_heads(v.width, notes);
 }
 
 void check(const ModelConfig& c, const std::string& file) {

@@ -124,6 +124,7 @@ int run_bench(const BenchArgs& a) {
   const int repeats = a.repeats > 0 ? a.repeats : (o.device == Device::cuda ? 20 : 5);
 
   std::unique_ptr<Model> m = a.arch.empty() ? Model::load(a.model.model, o) : Model::random(a.arch, a.seed, o);
+  print_notes(*m);
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const ModelConfig& c = m->config();
   const int ctx = c.text.context_length;

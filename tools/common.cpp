@@ -45,7 +45,13 @@ ModelOptions ModelArgs::options() const {
 std::unique_ptr<Model> ModelArgs::load() const {
   ModelOptions o = options();
   CLIP_CHECK(fs::exists(model), "model not found: %s", model.c_str());
-  return Model::load(model, o);
+  std::unique_ptr<Model> m = Model::load(model, o);
+  print_notes(*m);
+  return m;
+}
+
+void print_notes(const Model& m) {
+  for (const std::string& n : m.notes()) std::fprintf(stderr, "note: %s\n", n.c_str());
 }
 
 std::vector<std::string> collect_images(const std::vector<std::string>& paths,

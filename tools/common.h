@@ -18,8 +18,10 @@ struct ModelArgs {
   int batch_size = 0;  // 0: default_batch_size(device)
   void add(CLI::App* app, bool model_required = true);
   ModelOptions options() const;  // the device and dtype resolved; max_batch from batch_size
-  std::unique_ptr<Model> load() const;
+  std::unique_ptr<Model> load() const;  // prints the model's notes (print_notes)
 };
+// The model's loading assumptions (Model::notes), one "note: ..." line each on stderr.
+void print_notes(const Model& m);
 
 // Image inputs in the order given: files as they are, directories walked recursively in
 // sorted order (image files only), list files read line by line.

@@ -1,0 +1,300 @@
+// open_clip's zoo: the five small open_clip 2.29.0 models of ../shared/golden/zoo, each a Hub
+// snapshot (open_clip_pytorch_model.bin + open_clip_config.json) with the embeddings of the
+// public images and texts; and the loads that used to give wrong embeddings without an error
+// (a head count or the activation guessed, a config field or a preprocessing step ignored),
+// each of which now says what it assumed or refuses by name.
+//
+// A zoo model either matches its golden (CPU f32: normalized embeddings cosine >= 0.99999 and
+// max |d| <= 1e-4; the first image's pixels within one u8 level, the exact count printed) or
+// is refused with a message naming the config field this engine does not implement yet.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "clip/checkpoint.h"
+#include "clip/clip.h"
+#include "clip/image.h"
+#include "tests/test_util.h"
+
+using namespace clip;
+using json = nlohmann::json;
+
+namespace {
+
+std::string zoo(const std::string& model) { return test::golden_dir() + "/zoo/" + model; }
+std::string vocab() { return test::vocab_dir() + "/bpe_simple_vocab_16e6.txt.gz"; }
+
+json read_json_file(const std::string& path) {
+  std::ifstream f(path);
+  return json::parse(f);
+}
+
+template <class F>
+std::string error_of(F fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+#define EXPECT_REFUSED(expr, ...)                                                     \
+  do {                                                                                \
+    const std::string msg_ = error_of([&] { (void)(expr); });                         \
+    EXPECT_FALSE(msg_.empty()) << #expr << " was not refused";                        \
+    for (const char* w_ : {__VA_ARGS__}) EXPECT_NE(msg_.find(w_), std::string::npos) \
+        << "'" << w_ << "' not in: " << msg_;                                         \
+  } while (0)
+
+bool has_note(const std::vector<std::string>& notes, const std::string& what) {
+  for (const std::string& n : notes)
+    if (n.find(what) != std::string::npos) return true;
+  return false;
+}
+
+double min_cosine(const HostTensor& got, const json& ref, double* max_abs) {
+  const int64_t N = got.t.shape[0], D = got.t.shape[1];
+  EXPECT_EQ((size_t)N, ref.size());
+  HostTensor g = normalize_rows(got);
+  double mc = 1;
+  *max_abs = 0;
+  for (int64_t i = 0; i < N && i < (int64_t)ref.size(); i++) {
+    std::vector<float> r = ref[(size_t)i].get<std::vector<float>>(), rn(r.size());
+    EXPECT_EQ((int64_t)r.size(), D);
+    l2_normalize_rows(rn.data(), r.data(), 1, D);
+    mc = std::min(mc, test::cosine(g.f32() + i * D, rn.data(), (size_t)D));
+    for (int64_t d = 0; d < D; d++) *max_abs = std::max(*max_abs, (double)std::fabs(g.f32()[i * D + d] - rn[(size_t)d]));
+  }
+  return mc;
+}
+
+}  // namespace
+
+// The models this engine runs: their goldens, from the directory and from the .bin itself.
+TEST(Zoo, HeadWidth104MatchesOpenClip) {
+  CLIP_REQUIRE_GOLDEN();
+  CLIP_REQUIRE_VOCAB();
+  const json g = read_json_file(zoo("zoo-vit-hw104") + "/golden.json");
+  for (const std::string& path : {zoo("zoo-vit-hw104"), zoo("zoo-vit-hw104") + "/open_clip_pytorch_model.bin"}) {
+    SCOPED_TRACE(path);
+    ModelOptions o;
+    o.vocab_path = vocab();
+    auto m = Model::load(path, o);
+    EXPECT_EQ(m->config().vit.heads, 2);  // width 208 / head_width 104 (width / 64 would be 3)
+    EXPECT_EQ(m->config().vit.mlp, 1024);  // mlp_ratio 4.9231: from the tensors
+    EXPECT_EQ(m->config().activation, Act::quick_gelu);
+    EXPECT_TRUE(m->notes().empty()) << m->notes()[0];
+    std::vector<std::string> files;
+    for (auto& f : g["images"]) files.push_back(test::golden_dir() + "/images/" + f.get<std::string>());
+    double ai = 0, at = 0;
+    const double ci = min_cosine(m->encode_image_files(files), g["image_embeds"], &ai);
+    const double ct = min_cosine(m->encode_texts(g["texts"].get<std::vector<std::string>>()), g["text_embeds"], &at);
+    printf("zoo-vit-hw104: image min cos %.9f max |d| %.3g; text min cos %.9f max |d| %.3g\n", ci, ai, ct, at);
+    EXPECT_GE(ci, 0.99999);
+    EXPECT_LE(ai, 1e-4);
+    EXPECT_GE(ct, 0.99999);
+    EXPECT_LE(at, 1e-4);
+    // The first image's pixels.
+    const int R = m->config().image_resolution;
+    std::vector<uint8_t> rgb((size_t)(3 * R * R));
+    std::vector<float> px(rgb.size());
+    m->preprocess_file(files[0], rgb.data());
+    normalize_rgb8(rgb.data(), R, m->preprocess_config(), px.data());
+    const std::vector<float> ref = g["pixels_first_image"].get<std::vector<float>>();
+    ASSERT_EQ(ref.size(), px.size());
+    double dmax = 0;
+    size_t exact = 0;
+    for (size_t i = 0; i < px.size(); i++) {
+      dmax = std::max(dmax, (double)std::fabs(px[i] - ref[i]));
+      exact += px[i] == ref[i];
+    }
+    printf("zoo-vit-hw104: pixels max |d| %.3g, %zu of %zu exact\n", dmax, exact, px.size());
+    EXPECT_LE(dmax, 1.0 / 255 / 0.26130258 + 1e-6);
+  }
+}
+
+// The zoo features not implemented yet are refused, naming the field (never run as a plain ViT).
+TEST(Zoo, UnimplementedFeaturesRefusedByName) {
+  CLIP_REQUIRE_GOLDEN();
+  EXPECT_REFUSED(load_weights(zoo("zoo-vit-hw80")), "open_clip_config.json", "preprocess_cfg.resize_mode",
+                 "squash");
+  EXPECT_REFUSED(load_weights(zoo("zoo-vit-ls")), "vision_cfg.ls_init_value", "layer scale");
+  EXPECT_REFUSED(load_weights(zoo("zoo-coca")), "model_cfg.custom_text");
+  EXPECT_REFUSED(load_weights(zoo("zoo-clipa")), "vision_cfg.final_ln_after_pool");
+  // The .bin alone reads the config beside it the same way.
+  EXPECT_REFUSED(load_weights(zoo("zoo-vit-ls") + "/open_clip_pytorch_model.bin"), "vision_cfg.ls_init_value");
+}
+
+namespace {
+
+// A safetensors file of every tensor `c` needs (zeros; f32).
+void write_safetensors(const std::string& path, const ModelConfig& c) {
+  json h = json::object();
+  size_t off = 0;
+  for (auto& [name, shape] : canonical_tensors(c)) {
+    const size_t n = (size_t)shape.numel() * 4;
+    h[name] = {{"dtype", "F32"}, {"shape", std::vector<int64_t>(shape.d, shape.d + shape.nd)}, {"data_offsets", {off, off + n}}};
+    off += n;
+  }
+  std::string hs = h.dump();
+  hs.resize((hs.size() + 7) / 8 * 8, ' ');
+  std::ofstream f(path, std::ios::binary);
+  const uint64_t len = hs.size();
+  f.write((const char*)&len, 8);
+  f << hs;
+  f << std::string(off, '\0');
+}
+
+// ViT-H's image tower with no blocks (the head count does not change any tensor's shape).
+ModelConfig vit_h_shapes() {
+  ModelConfig c;
+  c.vision_family = VisionFamily::vit;
+  c.vit = {14, 1280, 0, 16, 5120};
+  c.image_resolution = 28;
+  c.text = {8, 16, 64, 0, 1, 256};
+  c.embed_dim = 16;
+  return c;
+}
+
+std::string fresh_dir(const char* name) {
+  const std::string d = ::testing::TempDir() + "/clip_zoo_" + name;
+  EXPECT_EQ(std::system(("rm -rf " + d + " && mkdir -p " + d).c_str()), 0);
+  return d;
+}
+
+}  // namespace
+
+// Without a config, ViT-H's width 1280 used to run as 20 heads of 64; it is open_clip's 16
+// heads of 80, said so, and a config settles it either way.
+TEST(Zoo, HeadCountWithoutConfigIsNamed) {
+  const std::string d = fresh_dir("vith");
+  write_safetensors(d + "/model.safetensors", vit_h_shapes());
+  Weights w = load_weights(d + "/model.safetensors");
+  EXPECT_EQ(w.config.vit.heads, 16);
+  EXPECT_TRUE(has_note(w.notes, "vision heads: 16 of 80 assumed for width 1280")) << describe(w);
+  EXPECT_TRUE(has_note(w.notes, "open_clip_config.json"));
+  EXPECT_NE(describe(w).find("assumed:     vision heads: 16 of 80"), std::string::npos) << describe(w);
+  // A config with head_width 64 says 20 heads; no note about heads then.
+  json oc = {{"model_cfg", {{"embed_dim", 16}, {"vision_cfg", {{"width", 1280}, {"head_width", 64}}}}}};
+  std::ofstream(d + "/open_clip_config.json") << oc.dump();
+  Weights w2 = load_weights(d + "/model.safetensors");
+  EXPECT_EQ(w2.config.vit.heads, 20);
+  EXPECT_FALSE(has_note(w2.notes, "vision heads"));
+  // And open_clip's width 1664 (ViT-bigG, 16 heads of 104), without a config.
+  std::remove((d + "/open_clip_config.json").c_str());
+  ModelConfig g = vit_h_shapes();
+  g.vit.width = 1664;
+  write_safetensors(d + "/model.safetensors", g);
+  EXPECT_EQ(load_weights(d + "/model.safetensors").config.vit.heads, 16);
+  // A width that is neither OpenAI's nor a known zoo width: width / 64, said so.
+  g.vit.width = 640;
+  write_safetensors(d + "/model.safetensors", g);
+  Weights w3 = load_weights(d + "/model.safetensors");
+  EXPECT_EQ(w3.config.vit.heads, 10);
+  EXPECT_TRUE(has_note(w3.notes, "vision heads: 10 of 64 assumed for width 640")) << describe(w3);
+  // The notes travel into a native file converted from it.
+  save_native(w3, d + "/m.clip", DType::f32);
+  EXPECT_EQ(load_weights(d + "/m.clip").notes, w3.notes);
+}
+
+// A GELU model saved as a bare state dict used to run as QuickGELU with no word; the
+// assumption is now a note, and --activation (or a config) settles it.
+TEST(Zoo, ActivationOfABareStateDictIsNamed) {
+  CLIP_REQUIRE_GOLDEN();
+  const std::string sd = test::golden_dir() + "/tiny-vit-gelu/state_dict.pt";
+  Weights w = load_weights(sd);
+  EXPECT_EQ(w.config.activation, Act::quick_gelu);
+  EXPECT_TRUE(has_note(w.notes, "activation: QuickGELU assumed")) << describe(w);
+  EXPECT_TRUE(has_note(w.notes, "--activation gelu"));
+  LoadOptions lo;
+  lo.activation = Act::gelu;
+  Weights g = load_weights(sd, "", lo);
+  EXPECT_EQ(g.config.activation, Act::gelu);
+  EXPECT_FALSE(has_note(g.notes, "activation"));
+  // OpenAI's TorchScript archives are OpenAI's models: nothing assumed.
+  EXPECT_TRUE(load_weights(test::golden_dir() + "/tiny-vit/openai.pt").notes.empty());
+  // An HF directory's config.json states the activation.
+  EXPECT_FALSE(has_note(load_weights(test::golden_dir() + "/tiny-vit-gelu/hf").notes, "activation"));
+}
+
+// open_clip's preprocess_cfg and every model_cfg field are read or refused by name; HF's
+// preprocessor_config.json steps likewise.
+TEST(Zoo, ConfigFieldsReadOrRefused) {
+  CLIP_REQUIRE_GOLDEN();
+  const std::string d = fresh_dir("fields");
+  ASSERT_EQ(std::system(("cp " + test::golden_dir() + "/tiny-vit-gelu/state_dict.pt " + d).c_str()), 0);
+  const json base = {
+      {"model_cfg",
+       {{"embed_dim", 64},
+        {"vision_cfg", {{"image_size", 64}, {"layers", 2}, {"width", 128}, {"patch_size", 16}}},
+        {"text_cfg", {{"context_length", 77}, {"vocab_size", 49408}, {"width", 128}, {"heads", 2}, {"layers", 2}}}}},
+      {"preprocess_cfg",
+       {{"size", 64},
+        {"mode", "RGB"},
+        {"mean", {0.485, 0.456, 0.406}},
+        {"std", {0.229, 0.224, 0.225}},
+        {"interpolation", "bicubic"},
+        {"resize_mode", "shortest"},
+        {"fill_color", 0}}}};
+  auto load_with = [&](const json& j) {
+    std::ofstream(d + "/open_clip_config.json") << j.dump();
+    return load_weights(d + "/state_dict.pt");
+  };
+  Weights w = load_with(base);
+  EXPECT_EQ(w.config.activation, Act::gelu);
+  EXPECT_TRUE(w.notes.empty()) << w.notes[0];
+  EXPECT_FLOAT_EQ(w.preprocess.mean[0], 0.485f);
+  EXPECT_FLOAT_EQ(w.preprocess.std[2], 0.225f);
+  auto with = [&](const char* section, const char* key, const json& v) {
+    json j = base;
+    if (std::string(section) == "model_cfg") j["model_cfg"][key] = v;
+    else if (std::string(section) == "preprocess_cfg") j["preprocess_cfg"][key] = v;
+    else j["model_cfg"][section][key] = v;
+    return j;
+  };
+  // Fields that change the computation, at values not implemented: refused by name.
+  EXPECT_REFUSED(load_with(with("vision_cfg", "pool_type", "avg")), "vision_cfg.pool_type = \"avg\"");
+  EXPECT_REFUSED(load_with(with("vision_cfg", "no_ln_pre", true)), "vision_cfg.no_ln_pre");
+  EXPECT_REFUSED(load_with(with("text_cfg", "no_causal_mask", true)), "text_cfg.no_causal_mask");
+  EXPECT_REFUSED(load_with(with("text_cfg", "pool_type", "last")), "text_cfg.pool_type");
+  EXPECT_REFUSED(load_with(with("text_cfg", "proj_bias", true)), "text_cfg.proj_bias");
+  EXPECT_REFUSED(load_with(with("text_cfg", "norm_kwargs", {{"eps", 1e-6}})), "text_cfg.norm_kwargs");
+  EXPECT_REFUSED(load_with(with("text_cfg", "tokenizer_kwargs", {{"clean", "canonicalize"}})),
+                 "text_cfg.tokenizer_kwargs");
+  EXPECT_REFUSED(load_with(with("model_cfg", "init_logit_bias", -10)), "model_cfg.init_logit_bias");
+  EXPECT_REFUSED(load_with(with("vision_cfg", "timm_model_name", "vit_base_patch16_224")), "vision_cfg.timm_model_name");
+  EXPECT_REFUSED(load_with(with("vision_cfg", "some_new_field", 1)), "vision_cfg.some_new_field",
+                 "not a field this engine knows");
+  EXPECT_REFUSED(load_with(with("text_cfg", "context_length", 76)), "text_cfg.context_length = 76");
+  EXPECT_REFUSED(load_with(with("preprocess_cfg", "resize_mode", "longest")), "preprocess_cfg.resize_mode");
+  EXPECT_REFUSED(load_with(with("preprocess_cfg", "interpolation", "bilinear")), "preprocess_cfg.interpolation");
+  EXPECT_REFUSED(load_with(with("preprocess_cfg", "size", 224)), "preprocess_cfg.size = 224");
+  // Defaults written out, and fields that cannot change an embedding, load.
+  json ok = with("vision_cfg", "pool_type", "tok");
+  ok["model_cfg"]["vision_cfg"]["ls_init_value"] = nullptr;
+  ok["model_cfg"]["vision_cfg"]["output_tokens"] = true;
+  ok["model_cfg"]["vision_cfg"]["patch_dropout"] = 0.5;
+  ok["model_cfg"]["text_cfg"]["proj_type"] = "linear";
+  ok["model_cfg"]["text_cfg"]["act_kwargs"] = json::object();
+  EXPECT_NO_THROW(load_with(ok));
+
+  // HF: CLIPImageProcessor steps other than resize-shortest-edge, center crop, rescale by
+  // 1/255 and normalize are refused.
+  const std::string hf = fresh_dir("hfpp");
+  ASSERT_EQ(std::system(("cp -r " + test::golden_dir() + "/tiny-vit/hf/. " + hf).c_str()), 0);
+  const json pp = read_json_file(hf + "/preprocessor_config.json");
+  auto load_pp = [&](const char* key, const json& v) {
+    json j = pp;
+    j[key] = v;
+    std::ofstream(hf + "/preprocessor_config.json") << j.dump();
+    return load_weights(hf);
+  };
+  EXPECT_REFUSED(load_pp("do_center_crop", false), "do_center_crop = false");
+  EXPECT_REFUSED(load_pp("do_normalize", false), "do_normalize = false");
+  EXPECT_REFUSED(load_pp("size", {{"height", 64}, {"width", 64}}), "size = ", "both sides");
+  EXPECT_REFUSED(load_pp("crop_size", 48), "crop_size 48 differs");
+  EXPECT_REFUSED(load_pp("rescale_factor", 1.0), "rescale_factor");
+  EXPECT_NO_THROW(load_pp("crop_size", {{"height", 64}, {"width", 64}}));
+}
