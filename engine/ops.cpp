@@ -79,14 +79,15 @@ std::vector<OutSpec> infer_attention(const Graph& g, const Node& n) {
               "qkv %s with %d heads (want [B, T, 3*heads*HS])", S(Q), heads);
   return {{Shape{Q.shape[0], Q.shape[1], Q.shape[2] / 3}, g.dtype()}};
 }
-// CUDA: one head size is instantiated; B and NH are grid dimensions.
+// CUDA: the head sizes the kernels are compiled for; B and NH are grid dimensions.
 std::string supports_attention(const Graph& g, const Node& n, Device d) {
   if (d != Device::cuda) return "";
   const Shape& q = in(g, n, 0).shape;
   const int heads = n.p<AttentionParams>().heads;
   const int64_t HS = q[2] / 3 / heads;
-  if (HS != cuda::kAttentionHeadSize)
-    return strprintf("head size %lld (the kernel takes head size %d only)", (long long)HS, cuda::kAttentionHeadSize);
+  if (HS % 8 != 0 || HS < cuda::kAttentionMinHeadSize || HS > cuda::kAttentionMaxHeadSize)
+    return strprintf("head size %lld (the kernel takes multiples of 8 from %d to %d)", (long long)HS,
+                     cuda::kAttentionMinHeadSize, cuda::kAttentionMaxHeadSize);
   if (q[0] < 1 || q[0] > cuda::kMaxGridYZ || heads > cuda::kMaxGridYZ || q[1] < 1)
     return strprintf("B %lld, T %lld, %d heads (the kernel takes B and heads in 1..%d, T >= 1)", (long long)q[0],
                      (long long)q[1], heads, cuda::kMaxGridYZ);

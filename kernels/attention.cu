@@ -5,12 +5,17 @@
 // 2C + h*HS.. of each row. out [B, T, C], head h at columns h*HS... No transpose kernel:
 // the kernels read rows of qkv with a row stride of 3C.
 //
+// Head sizes: every multiple of 8 from 24 to 128 (the zoo's 32, 64, 72, 80, 88, 96, 104, 112,
+// 128). The tensor-core kernel is compiled per padded size D = HS rounded up to 16 (32, 48, 64,
+// 80, 96, 112, 128): dims past HS are zero in Q, K and V and never stored, so they add exactly
+// 0 to each score. 16-byte loads stay aligned: HS and C are multiples of 8 halves.
+//
 // f16 / bf16 kernel (tensor cores, mma.sync.m16n8k16, f32 accumulation):
 //   - one block = 64 queries of one (b, h), 4 warps, each warp owns 16 query rows;
-//   - the warp's Q (16 x 64) lives in registers as A fragments for the whole kernel;
-//   - keys are processed in tiles of 64: K [64 keys][64 dims] and V transposed
-//     Vt [64 dims][64 keys] are staged in shared memory (rows padded to 72 halves, so the
-//     32-bit fragment loads hit 32 distinct banks);
+//   - the warp's Q (16 x D) lives in registers as A fragments for the whole kernel;
+//   - keys are processed in tiles of 64: K [64 keys][D dims] and V transposed
+//     Vt [D dims][64 keys] are staged in shared memory (rows padded by 8 halves: a row
+//     stride of 4 mod 8 words, so the 32-bit fragment loads hit 32 distinct banks);
 //   - S = Q Kᵀ (16 x 64 per warp) is accumulated in f32 registers; the online softmax keeps
 //     the running row max m and row sum l (FlashAttention-2 style: l is summed per thread
 //     and reduced across the 4 threads of a row once at the end); exponentials are exp2
@@ -31,9 +36,11 @@
 //
 // f32 kernel (simple and exact enough for an f32 reference path): one block = 16 queries of
 // one (b, h), 4 warps x 4 rows; key tiles of 32 in shared memory; lane j scores key j, the
-// warp does the online softmax with shuffles, and lane d accumulates output dims d, d+32.
+// warp does the online softmax with shuffles, and lane d accumulates output dims d, d + 32, ..
+// (compiled per 32-dim group count, ND = 1..4).
 //
-// Instantiations: HS = 64 x {causal, not} x {f16, bf16, f32}.
+// Instantiations: D in {32, 48, 64, 80, 96, 112, 128} x {causal, not} x {f16, bf16}, and
+// ND in {1, 2, 3, 4} x {causal, not} for f32.
 #include <cmath>
 #include <type_traits>
 
@@ -44,10 +51,8 @@
 namespace clip::cuda {
 namespace {
 
-constexpr int kHS = kAttentionHeadSize;
 constexpr int kBQ = 64;       // queries per block (tensor-core kernel)
 constexpr int kBK = 64;       // keys per tile
-constexpr int kLd = kHS + 8;  // padded shared-memory row, in halves
 constexpr int kThreads = 128;
 
 template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
@@ -94,49 +99,53 @@ template <typename T> __device__ __forceinline__ uint32_t ld32(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-template <typename T, bool kCausal>
+template <typename T, int D, bool kCausal>
 __global__ void __launch_bounds__(kThreads)
-    attention_mma_kernel(T* __restrict__ out, const T* __restrict__ qkv, int T_, int NH,
+    attention_mma_kernel(T* __restrict__ out, const T* __restrict__ qkv, int T_, int NH, int HS,
                          float scale_log2) {
-  __shared__ __align__(16) T Ks[kBK][kLd];  // K tile [key][dim]
-  __shared__ __align__(16) T Vt[kHS][kLd];  // V tile transposed [dim][key]
+  static_assert(D % 16 == 0 && D <= 128, "D: the head size rounded up to 16");
+  constexpr int kKC = D / 16, kDT = D / 8;    // k16 slices of the dims, n8 tiles of the dims
+  __shared__ __align__(16) T Ks[kBK][D + 8];  // K tile [key][dim]
+  __shared__ __align__(16) T Vt[D][kBK + 8];  // V tile transposed [dim][key]
 
   const int h = blockIdx.y, b = blockIdx.z;
-  const int C = NH * kHS, C3 = 3 * C;
+  const int C = NH * HS, C3 = 3 * C;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
   const int q0 = blockIdx.x * kBQ;
-  const T* qbase = qkv + (size_t)b * T_ * C3 + h * kHS;
+  const T* qbase = qkv + (size_t)b * T_ * C3 + h * HS;
   const T* kbase = qbase + C;
   const T* vbase = qbase + 2 * C;
 
-  // Q fragments of rows r0 (= g) and r1 (= g + 8) of this warp's 16 rows.
+  // Q fragments of rows r0 (= g) and r1 (= g + 8) of this warp's 16 rows; dims past HS (a
+  // whole 8-dim group, HS being a multiple of 8) are zero.
   const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
-  uint32_t qa[4][4];
+  uint32_t qa[kKC][4];
 #pragma unroll
-  for (int kc = 0; kc < 4; kc++) {
+  for (int kc = 0; kc < kKC; kc++) {
     const int c = kc * 16 + 2 * t;
-    qa[kc][0] = r0 < T_ ? ld32(qbase + (size_t)r0 * C3 + c) : 0u;
-    qa[kc][1] = r1 < T_ ? ld32(qbase + (size_t)r1 * C3 + c) : 0u;
-    qa[kc][2] = r0 < T_ ? ld32(qbase + (size_t)r0 * C3 + c + 8) : 0u;
-    qa[kc][3] = r1 < T_ ? ld32(qbase + (size_t)r1 * C3 + c + 8) : 0u;
+    const bool lo = c < HS, hi = c + 8 < HS;
+    qa[kc][0] = r0 < T_ && lo ? ld32(qbase + (size_t)r0 * C3 + c) : 0u;
+    qa[kc][1] = r1 < T_ && lo ? ld32(qbase + (size_t)r1 * C3 + c) : 0u;
+    qa[kc][2] = r0 < T_ && hi ? ld32(qbase + (size_t)r0 * C3 + c + 8) : 0u;
+    qa[kc][3] = r1 < T_ && hi ? ld32(qbase + (size_t)r1 * C3 + c + 8) : 0u;
   }
 
-  float o[8][4];
+  float o[kDT][4];
 #pragma unroll
-  for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  for (int i = 0; i < kDT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   const int kend = kCausal ? min(T_, q0 + kBQ) : T_;
   for (int k0 = 0; k0 < kend; k0 += kBK) {
     __syncthreads();  // every warp is done with the previous tile
-    // K tile: 8 consecutive threads read one 128-byte key row (coalesced), 16-byte stores.
+    // K tile: D / 8 consecutive threads read one key row (coalesced), 16-byte stores.
 #pragma unroll
-    for (int it = 0; it < kBK * (kHS / 8) / kThreads; it++) {
+    for (int it = 0; it < kBK * kDT / kThreads; it++) {
       const int i = threadIdx.x + it * kThreads;
-      const int row = i / 8, ch = (i % 8) * 8, key = k0 + row;
+      const int row = i / kDT, ch = (i % kDT) * 8, key = k0 + row;
       Pack16<T> kv;
-      if (key < T_) {
+      if (key < T_ && ch < HS) {
         kv = load16(kbase + (size_t)key * C3 + ch);
       } else {
 #pragma unroll
@@ -147,11 +156,11 @@ __global__ void __launch_bounds__(kThreads)
     // V tile, transposed on the way in: a warp covers 32 consecutive keys of one 8-dim
     // chunk, so each scalar store hits 16 distinct words (two keys share a word).
 #pragma unroll
-    for (int it = 0; it < kBK * (kHS / 8) / kThreads; it++) {
+    for (int it = 0; it < kBK * kDT / kThreads; it++) {
       const int i = threadIdx.x + it * kThreads;
       const int row = i % kBK, ch = (i / kBK) * 8, key = k0 + row;
       Pack16<T> vv;
-      if (key < T_) {
+      if (key < T_ && ch < HS) {
         vv = load16(vbase + (size_t)key * C3 + ch);
       } else {
 #pragma unroll
@@ -168,7 +177,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int nt = 0; nt < 8; nt++) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
-      for (int kc = 0; kc < 4; kc++) {
+      for (int kc = 0; kc < kKC; kc++) {
         const uint32_t b0 = ld32(&Ks[nt * 8 + g][kc * 16 + 2 * t]);
         const uint32_t b1 = ld32(&Ks[nt * 8 + g][kc * 16 + 8 + 2 * t]);
         mma16816<T>(s[nt], qa[kc], b0, b1);
@@ -210,7 +219,7 @@ __global__ void __launch_bounds__(kThreads)
     l[0] = l[0] * alpha[0] + rs[0];
     l[1] = l[1] * alpha[1] + rs[1];
 #pragma unroll
-    for (int dt = 0; dt < 8; dt++) {
+    for (int dt = 0; dt < kDT; dt++) {
       o[dt][0] *= alpha[0];
       o[dt][1] *= alpha[0];
       o[dt][2] *= alpha[1];
@@ -226,7 +235,7 @@ __global__ void __launch_bounds__(kThreads)
       pa[2] = pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
       pa[3] = pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
 #pragma unroll
-      for (int dt = 0; dt < 8; dt++) {
+      for (int dt = 0; dt < kDT; dt++) {
         const uint32_t b0 = ld32(&Vt[dt * 8 + g][kc * 16 + 2 * t]);
         const uint32_t b1 = ld32(&Vt[dt * 8 + g][kc * 16 + 8 + 2 * t]);
         mma16816<T>(o[dt], pa, b0, b1);
@@ -242,10 +251,11 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float inv0 = l[0] > 0.0f ? 1.0f / l[0] : 0.0f;
   const float inv1 = l[1] > 0.0f ? 1.0f / l[1] : 0.0f;
-  T* obase = out + (size_t)b * T_ * C + h * kHS;
+  T* obase = out + (size_t)b * T_ * C + h * HS;
 #pragma unroll
-  for (int dt = 0; dt < 8; dt++) {
+  for (int dt = 0; dt < kDT; dt++) {
     const int c = dt * 8 + 2 * t;
+    if (c >= HS) continue;
     if (r0 < T_)
       *reinterpret_cast<uint32_t*>(obase + (size_t)r0 * C + c) =
           pack2<T>(o[dt][0] * inv0, o[dt][1] * inv0);
@@ -258,41 +268,43 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kF32Rows = 16;  // queries per block: 4 warps x 4 rows
 constexpr int kF32Keys = 32;  // keys per tile: one per lane
 
-template <bool kCausal>
+template <int ND, bool kCausal>
 __global__ void __launch_bounds__(kThreads)
-    attention_f32_kernel(float* __restrict__ out, const float* __restrict__ qkv, int T_, int NH,
+    attention_f32_kernel(float* __restrict__ out, const float* __restrict__ qkv, int T_, int NH, int HS,
                          float scale) {
-  __shared__ float Qs[kF32Rows][kHS];
-  __shared__ float Ks[kF32Keys][kHS + 1];  // +1: lane j reads row j without bank conflicts
-  __shared__ float Vs[kF32Keys][kHS];
+  constexpr int kD = 32 * ND;  // HS <= kD
+  __shared__ float Qs[kF32Rows][kD];
+  __shared__ float Ks[kF32Keys][kD + 1];  // +1: lane j reads row j without bank conflicts
+  __shared__ float Vs[kF32Keys][kD];
 
   const int h = blockIdx.y, b = blockIdx.z;
-  const int C = NH * kHS, C3 = 3 * C;
+  const int C = NH * HS, C3 = 3 * C;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int q0 = blockIdx.x * kF32Rows;
-  const float* qbase = qkv + (size_t)b * T_ * C3 + h * kHS;
+  const float* qbase = qkv + (size_t)b * T_ * C3 + h * HS;
   const float* kbase = qbase + C;
   const float* vbase = qbase + 2 * C;
 
-  for (int i = threadIdx.x; i < kF32Rows * kHS; i += kThreads) {
-    const int r = i / kHS, d = i % kHS, q = q0 + r;
+  for (int i = threadIdx.x; i < kF32Rows * HS; i += kThreads) {
+    const int r = i / HS, d = i % HS, q = q0 + r;
     Qs[r][d] = q < T_ ? qbase[(size_t)q * C3 + d] : 0.0f;
   }
 
   constexpr int kRows = kF32Rows / 4;
-  float m[kRows], l[kRows], o[kRows][2];
+  float m[kRows], l[kRows], o[kRows][ND];
 #pragma unroll
   for (int rr = 0; rr < kRows; rr++) {
     m[rr] = -INFINITY;
     l[rr] = 0.0f;
-    o[rr][0] = o[rr][1] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < ND; j++) o[rr][j] = 0.0f;
   }
 
   const int kend = kCausal ? min(T_, q0 + kF32Rows) : T_;
   for (int k0 = 0; k0 < kend; k0 += kF32Keys) {
     __syncthreads();
-    for (int i = threadIdx.x; i < kF32Keys * kHS; i += kThreads) {
-      const int r = i / kHS, d = i % kHS, key = k0 + r;
+    for (int i = threadIdx.x; i < kF32Keys * HS; i += kThreads) {
+      const int r = i / HS, d = i % HS, key = k0 + r;
       Ks[r][d] = key < T_ ? kbase[(size_t)key * C3 + d] : 0.0f;
       Vs[r][d] = key < T_ ? vbase[(size_t)key * C3 + d] : 0.0f;
     }
@@ -301,8 +313,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int rr = 0; rr < kRows; rr++) {
       const int qr = warp * kRows + rr, row = q0 + qr, key = k0 + lane;
       float dot = 0.0f;
-#pragma unroll 16
-      for (int d = 0; d < kHS; d++) dot = fmaf(Qs[qr][d], Ks[lane][d], dot);
+#pragma unroll 8
+      for (int d = 0; d < HS; d++) dot = fmaf(Qs[qr][d], Ks[lane][d], dot);
       float sv = dot * scale;
       if (key >= T_ || (kCausal && key > row)) sv = -INFINITY;
       const float mnew = fmaxf(m[rr], warp_max(sv));
@@ -310,48 +322,78 @@ __global__ void __launch_bounds__(kThreads)
       const float alpha = expf(m[rr] - mnew);
       const float p = expf(sv - mnew);
       l[rr] = l[rr] * alpha + warp_sum(p);
-      float a0 = o[rr][0] * alpha, a1 = o[rr][1] * alpha;
+      float a[ND];
+#pragma unroll
+      for (int n = 0; n < ND; n++) a[n] = o[rr][n] * alpha;
 #pragma unroll 8
       for (int j = 0; j < kF32Keys; j++) {
         const float pj = __shfl_sync(0xffffffffu, p, j);
-        a0 = fmaf(pj, Vs[j][lane], a0);
-        a1 = fmaf(pj, Vs[j][lane + 32], a1);
+#pragma unroll
+        for (int n = 0; n < ND; n++) a[n] = fmaf(pj, Vs[j][lane + 32 * n], a[n]);  // dims past HS: unused
       }
-      o[rr][0] = a0;
-      o[rr][1] = a1;
+#pragma unroll
+      for (int n = 0; n < ND; n++) o[rr][n] = a[n];
       m[rr] = mnew;
     }
   }
 
-  float* obase = out + (size_t)b * T_ * C + h * kHS;
+  float* obase = out + (size_t)b * T_ * C + h * HS;
 #pragma unroll
   for (int rr = 0; rr < kRows; rr++) {
     const int row = q0 + warp * kRows + rr;
     if (row < T_) {
       const float inv = l[rr] > 0.0f ? 1.0f / l[rr] : 0.0f;
-      obase[(size_t)row * C + lane] = o[rr][0] * inv;
-      obase[(size_t)row * C + lane + 32] = o[rr][1] * inv;
+#pragma unroll
+      for (int n = 0; n < ND; n++)
+        if (lane + 32 * n < HS) obase[(size_t)row * C + lane + 32 * n] = o[rr][n] * inv;
     }
   }
+}
+
+// The kernel instantiation of head size HS: f(std::integral_constant<int, D>) with D = HS
+// rounded up to 16 (the tensor-core kernel's padded size).
+template <typename F>
+void with_padded(int HS, F&& f) {
+  switch ((HS + 15) / 16 * 16) {
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 48: return f(std::integral_constant<int, 48>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 80: return f(std::integral_constant<int, 80>{});
+    case 96: return f(std::integral_constant<int, 96>{});
+    case 112: return f(std::integral_constant<int, 112>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+  }
+  fail("attention: head size %d is not supported on CUDA (multiples of 8 from %d to %d)", HS,
+       kAttentionMinHeadSize, kAttentionMaxHeadSize);
 }
 
 }  // namespace
 
 void attention_forward(void* out, const void* qkv, int B, int T, int NH, int HS, bool causal,
                        DType dt, cudaStream_t stream) {
-  CLIP_CHECK(HS == kHS, "attention: head size %d is not supported on CUDA (only %d)", HS, kHS);
+  CLIP_CHECK(HS % 8 == 0 && HS >= kAttentionMinHeadSize && HS <= kAttentionMaxHeadSize,
+             "attention: head size %d is not supported on CUDA (multiples of 8 from %d to %d)", HS,
+             kAttentionMinHeadSize, kAttentionMaxHeadSize);
   CLIP_CHECK(B >= 1 && B <= kMaxGridYZ && NH >= 1 && NH <= kMaxGridYZ && T >= 1,
              "attention: bad sizes B=%d T=%d NH=%d", B, T, NH);
   CLIP_CHECK(out != qkv, "attention: out must not alias qkv");
   const float scale = 1.0f / sqrtf((float)HS);
   if (dt == DType::f32) {
     const dim3 grid((unsigned)ceil_div(T, kF32Rows), NH, B);
-    auto* k = causal ? attention_f32_kernel<true> : attention_f32_kernel<false>;
-    launch(k, grid, dim3(kThreads), 0, stream, (float*)out, (const float*)qkv, T, NH, scale);
-    return;
+    auto run = [&](auto nd) {
+      constexpr int ND = decltype(nd)::value;
+      auto* k = causal ? attention_f32_kernel<ND, true> : attention_f32_kernel<ND, false>;
+      launch(k, grid, dim3(kThreads), 0, stream, (float*)out, (const float*)qkv, T, NH, HS, scale);
+    };
+    switch ((HS + 31) / 32) {
+      case 1: return run(std::integral_constant<int, 1>{});
+      case 2: return run(std::integral_constant<int, 2>{});
+      case 3: return run(std::integral_constant<int, 3>{});
+      default: return run(std::integral_constant<int, 4>{});
+    }
   }
-  // 16-byte K/V loads: rows of 3C halves with C a multiple of 64 keep every chunk aligned
-  // once the base pointer is.
+  // 16-byte K/V loads: rows of 3C halves with HS (so C) a multiple of 8 keep every chunk
+  // aligned once the base pointer is.
   CLIP_CHECK(aligned16(qkv) && ((uintptr_t)out & 3) == 0,
              "attention: qkv must be 16-byte aligned and out 4-byte aligned");
   const dim3 grid((unsigned)ceil_div(T, kBQ), NH, B);
@@ -359,8 +401,11 @@ void attention_forward(void* out, const void* qkv, int B, int T, int NH, int HS,
   dispatch_float(dt, "attention", [&](auto tag) {
     using Tp = decltype(tag);
     if constexpr (!std::is_same_v<Tp, float>) {
-      auto* k = causal ? attention_mma_kernel<Tp, true> : attention_mma_kernel<Tp, false>;
-      launch(k, grid, dim3(kThreads), 0, stream, (Tp*)out, (const Tp*)qkv, T, NH, scale_log2);
+      with_padded(HS, [&](auto d) {
+        constexpr int D = decltype(d)::value;
+        auto* k = causal ? attention_mma_kernel<Tp, D, true> : attention_mma_kernel<Tp, D, false>;
+        launch(k, grid, dim3(kThreads), 0, stream, (Tp*)out, (const Tp*)qkv, T, NH, HS, scale_log2);
+      });
     }
   });
 }

@@ -5,7 +5,8 @@
 
 namespace clip::cuda {
 
-constexpr int kAttentionHeadSize = 64;  // kernels/attention.cu: the one head size instantiated
+constexpr int kAttentionMinHeadSize = 24;   // kernels/attention.cu: head sizes that are multiples of 8
+constexpr int kAttentionMaxHeadSize = 128;  // in [24, 128] (the zoo's 32 .. 128)
 constexpr int kMaxGridYZ = 65535;       // attention's grid: NH heads (y) and B images (z)
 constexpr int kLayerNormMaxC = 2048;    // kernels/layernorm.cu: 32 lanes x 64 cached floats
 constexpr int kAttentionPoolFloats = 8192;  // kernels/attention_pool.cu: C + T + head size in shared memory

@@ -520,8 +520,8 @@ OP_CASES(SoftmaxTest, {{5, 1, 4}, {5, 3, 4}, {5, 17, 4}, {5, 50, 4}, {5, 77, 4},
                        {37, 1, 3}, {37, 17, 3}, {37, 512, 3}, {37, 768, 3}, {37, 1000, 3}});
 
 // ---- attention ------------------------------------------------------------------------------------
-// CPU bound 1e-5 + 1e-4 |ref|. Head sizes other than 64 run on the CPU only (the CUDA kernel
-// is instantiated for 64: Supports below).
+// CPU bound 1e-5 + 1e-4 |ref|. CUDA takes head sizes that are multiples of 8 from 24 to 128
+// (padded to 16 for the tensor cores); others run on the CPU only (Supports below).
 struct AttentionShape {
   int64_t B, T, NH, HS;
   bool causal;
@@ -569,10 +569,16 @@ std::vector<AttentionShape> attention_shapes() {
   std::vector<AttentionShape> v = {
       {2, 50, 12, 64, false}, {2, 77, 8, 64, true}, {1, 197, 12, 64, false}, {1, 257, 16, 64, false},
       {1, 77, 12, 64, true}, {3, 1, 8, 64, true}, {2, 3, 2, 64, false}, {2, 17, 2, 64, true},
-      // other head sizes (CPU): from T = 65 on AVX-512, 8 rows x 32 keys (or head dims) per
-      // tile: tails of keys, of 32 and 16 head dims
-      {1, 17, 3, 32, false, false, false}, {2, 100, 3, 80, false, false, false}, {1, 129, 2, 40, true, false, false},
-      {1, 70, 2, 72, true, false, false}};
+      // other head sizes: on the CPU from T = 65 on AVX-512, 8 rows x 32 keys (or head dims)
+      // per tile: tails of keys, of 32 and 16 head dims; on CUDA each padded size (32 .. 128)
+      // and the padding itself (24, 40, 56, 72, 88, 104: an 8-dim tail in the last 16)
+      {1, 17, 3, 32, false}, {2, 100, 3, 80, false}, {1, 129, 2, 40, true}, {1, 70, 2, 72, true},
+      {2, 19, 2, 24, false}, {1, 64, 2, 56, true}, {1, 33, 2, 88, false}, {1, 66, 2, 96, true},
+      {1, 65, 2, 104, true}, {1, 40, 2, 112, false}, {1, 70, 1, 128, true}, {1, 17, 2, 20, false, false, false},
+      // the zoo's real shapes: ViT-H/14 (16 heads of 80), ViT-g/14 (88), ViT-bigG/14 (104),
+      // ViT-e/14 (112) at 257 tokens, SigLIP SO400M (16 of 72) at 256
+      {1, 257, 16, 80, false, true}, {1, 257, 16, 88, false, true}, {1, 257, 16, 104, false, true},
+      {1, 257, 16, 112, false, true}, {1, 256, 16, 72, false, true}};
   for (bool causal : {false, true}) {
     for (int64_t T : {1, 3, 17, 50, 64, 65, 197, 257, 577}) v.push_back({2, T, T >= 257 ? 16 : 12, 64, causal});
     v.push_back({1, 1024, 1, 64, causal});  // the longest sequence of the old CUDA tests
@@ -1001,10 +1007,12 @@ TEST(Supports, CudaRefusesWhatItsKernelsCannotRun) {
     Graph cpu(Device::cpu, DType::f32);
     EXPECT_NO_THROW(build(cpu));
   };
-  refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {1, 50, 3 * 12 * 80}), 12, false); },
-          {"attention", "head size 80", "cuda", "64"});
-  refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {2, 17, 3 * 2 * 32}), 2, true); },
-          {"attention", "head size 32", "cuda"});
+  refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {1, 50, 3 * 12 * 20}), 12, false); },
+          {"attention", "head size 20", "cuda", "multiples of 8 from 24 to 128"});
+  refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {2, 17, 3 * 2 * 136}), 2, true); },
+          {"attention", "head size 136", "cuda"});
+  refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {2, 17, 3 * 2 * 76}), 2, true); },
+          {"attention", "head size 76", "cuda"});
   refused([](Graph& g) { g.attention(g.input("qkv", g.dtype(), {70000, 1, 3 * 64}), 1, false); },
           {"attention", "B 70000", "cuda"});
   refused(
@@ -1030,4 +1038,5 @@ TEST(Supports, CudaRefusesWhatItsKernelsCannotRun) {
   // Within the limits, CUDA graphs build.
   Graph g(Device::cuda, DType::f16);
   EXPECT_NO_THROW(g.attention(g.input("qkv", DType::f16, {1, 77, 3 * 8 * 64}), 8, true));
+  EXPECT_NO_THROW(g.attention(g.input("qkv2", DType::f16, {1, 257, 3 * 16 * 104}), 16, false));
 }
