@@ -31,6 +31,10 @@ MKL_ENABLE_INSTRUCTIONS=AVX2, oneDNN (inside PyTorch) with ONEDNN_MAX_CPU_ISA=AV
 Runtime's MLAS has no such switch (it picks its kernels from cpuid) and runs uncapped, and the
 clip.cpp wheel is an AVX2 build either way; the report says so.
 
+--engines ours,pytorch leaves ONNX Runtime and clip.cpp out (the large ViTs: their exports take
+minutes and gigabytes). An architecture without a -quickgelu variant in open_clip (ViT-g-14)
+runs as open_clip's GELU model, and ours with --activation gelu.
+
 All engines use the same number of threads (--threads, default: all cores). Only the
 baselines need Python packages; building and testing the project needs none of this.
 """
@@ -136,6 +140,9 @@ def main():
     ap.add_argument("--skip-first-embedding", action="store_true")
     ap.add_argument("--towers", default="image,text77,text_short")
     ap.add_argument("--cap-isa", choices=["avx2"], help="cap every engine that allows it at this instruction set")
+    ap.add_argument("--engines", default="ours,pytorch,onnxruntime,clip.cpp",
+                    help="baselines to run besides ours (ONNX Runtime and clip.cpp take minutes to export the "
+                         "large ViTs; clip.cpp's converter assumes heads of 64)")
     ap.add_argument("--bf16", action="store_true",
                     help="also time bf16: ours with --dtype bf16 against PyTorch under torch.autocast(bfloat16)")
     args = ap.parse_args()
@@ -157,8 +164,16 @@ def main():
     torch.set_num_threads(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
 
+    engines = args.engines.split(",")
+    use_ort = "onnxruntime" in engines
+
     # --- the model and its weights --------------------------------------------------------
-    oc_arch = args.arch + "-quickgelu"  # OpenAI's activation, which our loader assumes for state dicts
+    # QuickGELU (OpenAI's activation, which our loader assumes for a bare state dict) where
+    # open_clip has the variant; otherwise the GELU model, and ours is told (--activation gelu).
+    oc_arch = args.arch + "-quickgelu"
+    ours_act = []
+    if oc_arch not in open_clip.list_models():
+        oc_arch, ours_act = args.arch, ["--activation", "gelu"]
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms(oc_arch)
     model.eval()
@@ -187,7 +202,7 @@ def main():
     onnx_txt = os.path.join(args.work, f"{args.arch}-text.onnx")
     # Exported with autograd on: under no_grad nn.MultiheadAttention takes its fused fast path,
     # which has no ONNX export.
-    if True:
+    if use_ort:
         if not os.path.exists(onnx_img) or os.path.getmtime(onnx_img) < os.path.getmtime(weights):
             torch.onnx.export(Image(model), torch.zeros(2, 3, R, R), onnx_img, input_names=["pixels"],
                               output_names=["emb"], dynamic_axes={"pixels": {0: "B"}, "emb": {0: "B"}},
@@ -199,15 +214,16 @@ def main():
     # batch statistics (and updating them): back to eval, checked.
     model.eval()
     assert not any(mod.training for mod in model.modules())
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    s_img = ort.InferenceSession(onnx_img, so, providers=["CPUExecutionProvider"])
-    s_txt = ort.InferenceSession(onnx_txt, so, providers=["CPUExecutionProvider"])
+    if use_ort:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        s_img = ort.InferenceSession(onnx_img, so, providers=["CPUExecutionProvider"])
+        s_txt = ort.InferenceSession(onnx_txt, so, providers=["CPUExecutionProvider"])
     vocab_json = os.path.join(SHARED, "clip", "vocab.json")
     # clip.cpp runs ViTs only: for a ResNet (RN50 ...) it is left out.
-    use_cc = not args.arch.startswith("RN")
+    use_cc = not args.arch.startswith("RN") and "clip.cpp" in engines
     ggml_file = os.path.join(args.work, f"{args.arch}-f32.gguf")
     cc, cc_chunk = None, None
     if use_cc:
@@ -227,11 +243,12 @@ def main():
     with torch.inference_mode():
         ref_i = model.encode_image(torch.from_numpy(px)).numpy()
         ref_t = model.encode_text(torch.from_numpy(tok)).numpy()
-    ort_i = s_img.run(None, {"pixels": px})[0]
-    ort_t = s_txt.run(None, {"tokens": tok})[0]
     cos = lambda a, b: float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
-    check["ort_vs_torch_image_cos"] = min(cos(ort_i[i], ref_i[i]) for i in range(2))
-    check["ort_vs_torch_text_cos"] = min(cos(ort_t[i], ref_t[i]) for i in range(2))
+    if use_ort:
+        ort_i = s_img.run(None, {"pixels": px})[0]
+        ort_t = s_txt.run(None, {"tokens": tok})[0]
+        check["ort_vs_torch_image_cos"] = min(cos(ort_i[i], ref_i[i]) for i in range(2))
+        check["ort_vs_torch_text_cos"] = min(cos(ort_t[i], ref_t[i]) for i in range(2))
     if use_cc:
         cc_i, cc_t = cc.encode_images(hwc(px)), cc.encode_texts(tok, EOT)
         check["clipcpp_vs_torch_image_cos"] = min(cos(cc_i[i], ref_i[i]) for i in range(2))
@@ -240,7 +257,7 @@ def main():
         # Our embeddings of a real image and caption vs open_clip's, from the same file.
         from PIL import Image as PILImage
         out = subprocess.run([args.clip, "embed", "--model", weights, "--vocab", vocab, "--no-normalize",
-                              "--image", image_file, "--text", "a photo of a cat"],
+                              "--image", image_file, "--text", "a photo of a cat"] + ours_act,
                              capture_output=True, text=True, env=env, check=True).stdout.splitlines()
         ours = [np.array(json.loads(line)["embedding"], dtype=np.float32) for line in out]
         tk = open_clip.get_tokenizer(oc_arch)
@@ -291,7 +308,7 @@ def main():
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}: ours", flush=True)
         cmd = [args.clip, "bench", "--model", weights, "--device", "cpu", "--batch-sizes", args.batch_sizes,
-               "--repeats", str(args.repeats), "--tower", ours_tower, "--seed", str(r + 1), "--json"]
+               "--repeats", str(args.repeats), "--tower", ours_tower, "--seed", str(r + 1), "--json"] + ours_act
         ours_record = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout)
         for p in ours_record["results"]:
             if p["tower"] in towers:
@@ -317,12 +334,13 @@ def main():
                     x = torch.from_numpy(inputs[(t, B)])
                     f = model.encode_image if t == "image" else model.encode_text
                     add("pytorch", t, B, time_fn(lambda: f(x), args.repeats))
-        print(f"round {r + 1}/{args.rounds}: onnxruntime", flush=True)
-        for B in sizes:
-            for t in towers:
-                x = inputs[(t, B)]
-                s, name = (s_img, "pixels") if t == "image" else (s_txt, "tokens")
-                add("onnxruntime", t, B, time_fn(lambda: s.run(None, {name: x}), args.repeats))
+        if use_ort:
+            print(f"round {r + 1}/{args.rounds}: onnxruntime", flush=True)
+            for B in sizes:
+                for t in towers:
+                    x = inputs[(t, B)]
+                    s, name = (s_img, "pixels") if t == "image" else (s_txt, "tokens")
+                    add("onnxruntime", t, B, time_fn(lambda: s.run(None, {name: x}), args.repeats))
         if not use_cc:
             continue
         print(f"round {r + 1}/{args.rounds}: clip.cpp", flush=True)
@@ -348,7 +366,8 @@ def main():
           f"{'vs torch':>10}{'vs ORT':>8}{'vs clip.cpp':>12}")
     for t in towers:
         for B in sizes:
-            o, p, x = (by[(e, t, B)]["items_per_s"] for e in ("ours", "pytorch", "onnxruntime"))
+            o, p = (by[(e, t, B)]["items_per_s"] for e in ("ours", "pytorch"))
+            x = by[("onnxruntime", t, B)]["items_per_s"] if use_ort else float("nan")
             c = by[("clip.cpp", t, B)]["items_per_s"] if use_cc else float("nan")
             print(f"{t:<11}{B:>6}{o:>10.2f}{p:>10.2f}{x:>10.2f}{c:>11.2f}{o / p:>9.2f}x{o / x:>7.2f}x{o / c:>11.2f}x")
     if args.bf16:
@@ -363,7 +382,7 @@ def main():
     first = {}
     if not args.skip_first_embedding and os.path.exists(vocab) and os.path.exists(image_file):
         native = os.path.join(args.work, f"{args.arch}.clip")
-        subprocess.run([args.clip, "convert", weights, "-o", native, "--vocab", vocab], check=True,
+        subprocess.run([args.clip, "convert", weights, "-o", native, "--vocab", vocab] + ours_act, check=True,
                        capture_output=True, env=env)
         emb_out = os.path.join(args.work, "first.jsonl")
         ours_cmd = [args.clip, "embed", "--model", native, "--image", image_file, "--text", "a photo of a cat",
@@ -403,7 +422,8 @@ def main():
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(towers), figsize=(5 * len(towers), 4))
     for ax, t in zip(np.atleast_1d(axes), towers):
-        engines = [("ours", "o-"), ("pytorch", "s--"), ("onnxruntime", "^:")] + ([("clip.cpp", "d-.")] if use_cc else [])
+        engines = [("ours", "o-"), ("pytorch", "s--")] + ([("onnxruntime", "^:")] if use_ort else []) + \
+            ([("clip.cpp", "d-.")] if use_cc else [])
         if args.bf16:
             engines += [("ours-bf16", "o-"), ("pytorch-bf16", "s--")]
         for e, style in engines:

@@ -53,6 +53,17 @@ ModelConfig make_rn(int embed, int res, std::array<int, 4> layers, int width, in
   return c;
 }
 
+// open_clip's large ViTs (open_clip 2.29 model_configs): heads = width / head_width, the MLP
+// width int(width * mlp_ratio), the text tower's heads as stated; GELU.
+ModelConfig make_oc(int embed, int res, int vw, int vl, int head_width, int mlp, int tw, int th, int tl) {
+  ModelConfig c = make(embed, res, 14, vw, vl, tw, tl);
+  c.vit.heads = vw / head_width;
+  c.vit.mlp = mlp;
+  c.text.heads = th;
+  c.activation = Act::gelu;
+  return c;
+}
+
 const std::vector<Arch>& archs() {
   //                                  E    R    P   Wv   Lv   Wt  Lt
   static const std::vector<Arch> a = {
@@ -66,6 +77,12 @@ const std::vector<Arch>& archs() {
       {"RN50x4", make_rn(640, 288, {4, 6, 10, 6}, 80, 640)},
       {"RN50x16", make_rn(768, 384, {6, 8, 18, 8}, 96, 768)},
       {"RN50x64", make_rn(1024, 448, {3, 15, 36, 10}, 128, 1024)},
+      //                             E    R    Wv   Lv  HW   mlp    Wt   Ht  Lt
+      {"ViT-H-14", make_oc(1024, 224, 1280, 32, 80, 5120, 1024, 16, 24)},
+      {"ViT-H-14-378", make_oc(1024, 378, 1280, 32, 80, 5120, 1024, 16, 24)},
+      {"ViT-g-14", make_oc(1024, 224, 1408, 40, 88, 6144, 1024, 16, 24)},
+      {"ViT-bigG-14", make_oc(1280, 224, 1664, 48, 104, 8192, 1280, 20, 32)},
+      {"ViT-e-14", make_oc(1280, 224, 1792, 56, 112, 15360, 1280, 20, 36)},
   };
   return a;
 }

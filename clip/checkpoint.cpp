@@ -7,9 +7,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <set>
@@ -220,7 +223,7 @@ const FieldRule kVisionFields[] = {
     {"output_tokens", FieldRule::ignored, nullptr, nullptr},  // extra outputs, same embedding
     {"attn_pooler_queries", FieldRule::ignored, nullptr, nullptr},  // only with attentional_pool
     {"attn_pooler_heads", FieldRule::ignored, nullptr, nullptr},
-    {"ls_init_value", FieldRule::must_be, "null", "layer scale (ls_1, ls_2 in every block)"},
+    {"ls_init_value", FieldRule::read, nullptr, nullptr},  // layer scale: the ls_*.gamma tensors decide
     {"attentional_pool", FieldRule::must_be, "false", "CoCa's attentional pooler"},
     {"no_ln_pre", FieldRule::must_be, "false", "no LayerNorm before the transformer"},
     {"pos_embed_type", FieldRule::must_be, "\"learnable\"", "fixed sin-cos positions"},
@@ -246,7 +249,7 @@ const FieldRule kTextFields[] = {
     {"output_tokens", FieldRule::ignored, nullptr, nullptr},
     {"hf_tokenizer_name", FieldRule::must_be, "null", "a Hugging Face tokenizer"},
     {"tokenizer_kwargs", FieldRule::must_be, "null", "tokenizer options (cleaning, separators)"},
-    {"ls_init_value", FieldRule::must_be, "null", "layer scale (ls_1, ls_2 in every block)"},
+    {"ls_init_value", FieldRule::read, nullptr, nullptr},  // layer scale: the ls_*.gamma tensors decide
     {"embed_cls", FieldRule::must_be, "false", "a learned class token (CoCa)"},
     {"pad_id", FieldRule::must_be, "0", "another padding id"},
     {"no_causal_mask", FieldRule::must_be, "false", "bidirectional text attention"},
@@ -302,8 +305,10 @@ void parse_open_clip_preprocess(const json& p, SideConfig& sc) {
       CLIP_CHECK(v == "bicubic", "%s: preprocess_cfg.interpolation = %s is not supported (this engine resizes "
                  "bicubic, as Pillow)", f.c_str(), v.dump().c_str());
     } else if (key == "resize_mode") {
-      CLIP_CHECK(v == "shortest", "%s: preprocess_cfg.resize_mode = %s is not supported (this engine resizes "
-                 "the shortest side, then center-crops)", f.c_str(), v.dump().c_str());
+      CLIP_CHECK(v == "shortest" || v == "squash", "%s: preprocess_cfg.resize_mode = %s is not supported (this "
+                 "engine resizes the shortest side and center-crops, or squashes both sides)", f.c_str(),
+                 v.dump().c_str());
+      pp.resize_mode = v == "squash" ? ResizeMode::squash : ResizeMode::shortest;
     } else if (key == "mode") {
       CLIP_CHECK(v == "RGB", "%s: preprocess_cfg.mode = %s is not supported (RGB only)", f.c_str(),
                  v.dump().c_str());
@@ -425,9 +430,8 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
     return get_int(s, "height", path);
   };
   if (j.contains("size")) {
-    CLIP_CHECK(!j["size"].is_object() || j["size"].contains("shortest_edge"),
-               "%s: size = %s (a resize of both sides to it) is not supported; this engine resizes the shortest "
-               "edge", path.c_str(), j["size"].dump().c_str());
+    // {"height": n, "width": n}: both sides to n (squash); the crop then takes nothing away.
+    if (j["size"].is_object() && !j["size"].contains("shortest_edge")) pp.resize_mode = ResizeMode::squash;
     pp.resolution = edge("size");
   }
   if (j.contains("crop_size")) {
@@ -447,6 +451,58 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
 // ---------------------------------------------------------------------------------------
 // canonicalisation
 
+// open_clip's layer scale (ls_init_value): a block's x + ls_1 * attn(..) and x + ls_2 * mlp(..),
+// gamma [C] per channel of the branch's output. Folded into the branch's last linear layer once,
+// here, in f32 (w'[o, :] = gamma[o] w[o, :], b'[o] = gamma[o] b[o], each product rounded once),
+// so the blocks run as plain ones; the folded f32 values are what every compute dtype starts
+// from, and what a native file converted from the checkpoint holds.
+void fold_layer_scale(RawSet& set, const std::string& path) {
+  std::map<std::string, RawTensor*> by;
+  for (RawTensor& t : set.tensors) by[t.name] = &t;
+  auto f32 = [&](const RawTensor& t) {
+    CLIP_CHECK(raw_is_weight(t.type), "%s: '%s' is %s, not a float tensor", path.c_str(), t.name.c_str(),
+               raw_name(t.type));
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    std::vector<float> v((size_t)n);
+    convert_cpu(v.data(), DType::f32, t.data, raw_to_dtype(t.type), n);
+    return v;
+  };
+  std::set<std::string> folded;
+  for (auto& [name, g] : by) {
+    const bool ls1 = name.size() > 11 && name.compare(name.size() - 11, 11, ".ls_1.gamma") == 0;
+    const bool ls2 = name.size() > 11 && name.compare(name.size() - 11, 11, ".ls_2.gamma") == 0;
+    if (!ls1 && !ls2) continue;
+    const std::string block = name.substr(0, name.size() - 11);
+    const std::string lin = block + (ls1 ? ".attn.out_proj" : ".mlp.c_proj");
+    auto w = by.find(lin + ".weight"), b = by.find(lin + ".bias");
+    CLIP_CHECK(w != by.end() && b != by.end(), "%s: layer scale '%s' without '%s.weight' and '.bias' to fold it into",
+               path.c_str(), name.c_str(), lin.c_str());
+    RawTensor &W = *w->second, &Bv = *b->second;
+    const std::vector<float> gv = f32(*g), wv = f32(W), bv = f32(Bv);
+    CLIP_CHECK(g->shape.size() == 1 && W.shape.size() == 2 && Bv.shape.size() == 1 && g->shape[0] == W.shape[0] &&
+                   Bv.shape[0] == W.shape[0],
+               "%s: layer scale '%s' %s for '%s.weight' %s", path.c_str(), name.c_str(), shape_str(g->shape).c_str(),
+               lin.c_str(), shape_str(W.shape).c_str());
+    const int64_t O = W.shape[0], I = W.shape[1];
+    float* nw = (float*)set.holder->alloc(wv.size() * 4);
+    float* nb = (float*)set.holder->alloc(bv.size() * 4);
+    for (int64_t o = 0; o < O; o++) {
+      for (int64_t i = 0; i < I; i++) nw[o * I + i] = gv[(size_t)o] * wv[(size_t)(o * I + i)];
+      nb[o] = gv[(size_t)o] * bv[(size_t)o];
+    }
+    W.type = Bv.type = RawType::f32;
+    W.data = nw, W.nbytes = wv.size() * 4;
+    Bv.data = nb, Bv.nbytes = bv.size() * 4;
+    folded.insert(name);
+  }
+  if (folded.empty()) return;
+  std::vector<RawTensor> kept;
+  for (RawTensor& t : set.tensors)
+    if (!folded.count(t.name)) kept.push_back(std::move(t));
+  set.tensors = std::move(kept);
+}
+
 Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& side,
                      const LoadOptions& opts) {
   // OpenAI's TorchScript archives are OpenAI's models: build_model's heads are width / 64 in
@@ -457,6 +513,7 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   for (RawTensor& t : set.tensors)  // DataParallel / DDP wrappers
     if (t.name.rfind("module.", 0) == 0) t.name = t.name.substr(7);
   map_hf_names(set, path);
+  fold_layer_scale(set, path);
   std::map<std::string, const RawTensor*> by;
   for (RawTensor& t : set.tensors) {
     CLIP_CHECK(by.emplace(t.name, &t).second, "%s: duplicate tensor '%s'", path.c_str(),
@@ -650,13 +707,59 @@ Weights canonical_weights(RawSet& set, const std::string& path) {
 }
 }  // namespace checkpoint_detail
 
+// hf-hub:ORG/NAME[@REV] -> the snapshot directory in the local Hugging Face cache (no network):
+// <cache>/models--ORG--NAME/snapshots/<commit>, the commit being REV itself or the contents of
+// refs/REV (REV "main" when not given); <cache> is $HF_HUB_CACHE, else $HF_HOME/hub, else
+// $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub. Other paths come back as given.
+std::string resolve_model_path(const std::string& path) {
+  const std::string pre = "hf-hub:";
+  if (path.rfind(pre, 0) != 0) return path;
+  std::string id = path.substr(pre.size()), rev = "main";
+  if (const size_t at = id.find('@'); at != std::string::npos) {
+    rev = id.substr(at + 1);
+    id = id.substr(0, at);
+  }
+  const size_t slash = id.find('/');
+  auto plain = [](const std::string& s) {
+    return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos && s.size() <= 200;
+  };
+  CLIP_CHECK(slash != std::string::npos && plain(id.substr(0, slash)) && plain(id.substr(slash + 1)) && plain(rev),
+             "%s: want hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION", path.c_str());
+  auto env = [](const char* k) { const char* v = std::getenv(k); return std::string(v && *v ? v : ""); };
+  std::string cache;
+  if (!env("HF_HUB_CACHE").empty()) cache = env("HF_HUB_CACHE");
+  else if (!env("HF_HOME").empty()) cache = env("HF_HOME") + "/hub";
+  else if (!env("XDG_CACHE_HOME").empty()) cache = env("XDG_CACHE_HOME") + "/huggingface/hub";
+  else cache = env("HOME") + "/.cache/huggingface/hub";
+  const std::string repo = cache + "/models--" + id.substr(0, slash) + "--" + id.substr(slash + 1);
+  std::vector<std::string> tried;
+  std::string commit = rev;
+  const std::string ref = repo + "/refs/" + rev;
+  if (file_exists(ref)) {
+    std::ifstream f(ref);
+    std::getline(f, commit);
+    while (!commit.empty() && std::isspace((unsigned char)commit.back())) commit.pop_back();
+    CLIP_CHECK(plain(commit), "%s: %s does not hold a commit", path.c_str(), ref.c_str());
+  } else {
+    tried.push_back(ref);
+  }
+  const std::string snap = repo + "/snapshots/" + commit;
+  if (dir_exists(snap)) return snap;
+  tried.push_back(snap);
+  std::string t;
+  for (const std::string& x : tried) t += "\n  " + x;
+  fail("%s is not in the local Hugging Face cache (nothing is downloaded; fetch it with huggingface-cli "
+       "download %s, or set HF_HUB_CACHE / HF_HOME); tried:%s", path.c_str(), id.c_str(), t.c_str());
+}
+
 Weights load_weights(const std::string& path, const std::string& vocab_path) {
   return load_weights(path, vocab_path, LoadOptions{});
 }
 
-Weights load_weights(const std::string& path, const std::string& vocab_path,
+Weights load_weights(const std::string& path_in, const std::string& vocab_path,
                      const LoadOptions& opts) {
-  CLIP_CHECK(!path.empty(), "no checkpoint path given");
+  CLIP_CHECK(!path_in.empty(), "no checkpoint path given");
+  const std::string path = resolve_model_path(path_in);
   if (dir_exists(path)) {
     // A Hugging Face Hub snapshot of an open_clip model: its weights file read with the
     // open_clip_config.json beside it (preferred over HF CLIPModel weights in the same
@@ -765,7 +868,8 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
   h["preprocess"] = {{"resolution", p.resolution},
                      {"mean", {p.mean[0], p.mean[1], p.mean[2]}},
                      {"std", {p.std[0], p.std[1], p.std[2]}},
-                     {"interpolation", p.interpolation}};
+                     {"interpolation", p.interpolation},
+                     {"resize_mode", resize_mode_name(p.resize_mode)}};
   h["logit_scale"] = logit_scale;
   h["source_format"] = w.format;
   if (!w.notes.empty()) h["notes"] = w.notes;  // the source's assumptions travel with the file
@@ -858,6 +962,12 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
   CLIP_CHECK(interp.is_string(), "%s: native header: preprocess.interpolation must be a string",
              f);
   w.preprocess.interpolation = interp.get<std::string>();
+  if (pp.contains("resize_mode")) {  // files written before it: shortest
+    const json& rm = pp["resize_mode"];
+    CLIP_CHECK(rm == "shortest" || rm == "squash", "%s: native header: preprocess.resize_mode must be \"shortest\" "
+               "or \"squash\"", f);
+    w.preprocess.resize_mode = rm == "squash" ? ResizeMode::squash : ResizeMode::shortest;
+  }
   w.logit_scale = num_field(h, "logit_scale", name, "the header");
   if (h.contains("notes")) {
     const json& n = h["notes"];
@@ -942,9 +1052,10 @@ std::string describe(const Weights& w) {
   s += strprintf("logit_scale: %.9g (exp %.9g)\n", (double)w.logit_scale,
                  std::exp((double)w.logit_scale));
   const PreprocessConfig& p = w.preprocess;
-  s += strprintf("preprocess:  %dpx %s, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
-                 p.resolution, p.interpolation.c_str(), p.mean[0], p.mean[1], p.mean[2],
-                 p.std[0], p.std[1], p.std[2]);
+  s += strprintf("preprocess:  %dpx %s, %s, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
+                 p.resolution, p.interpolation.c_str(),
+                 p.resize_mode == ResizeMode::squash ? "squash (both sides, no crop)" : "shortest side + center crop",
+                 p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]);
   if (w.has_vocab)
     s += strprintf("tokenizer:   %zu tokens, %zu merges\n", w.vocab.tokens.size(),
                    w.vocab.merges.size());
@@ -966,7 +1077,8 @@ std::string describe_json(const Weights& w) {
   j["preprocess"] = {{"resolution", w.preprocess.resolution},
                      {"mean", {w.preprocess.mean[0], w.preprocess.mean[1], w.preprocess.mean[2]}},
                      {"std", {w.preprocess.std[0], w.preprocess.std[1], w.preprocess.std[2]}},
-                     {"interpolation", w.preprocess.interpolation}};
+                     {"interpolation", w.preprocess.interpolation},
+                     {"resize_mode", resize_mode_name(w.preprocess.resize_mode)}};
   j["tokenizer"] = w.has_vocab ? json{{"tokens", w.vocab.tokens.size()},
                                       {"merges", w.vocab.merges.size()}}
                                : json(nullptr);

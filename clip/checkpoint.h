@@ -66,9 +66,14 @@ struct LoadOptions {
   bool use_side_config = true;
 };
 
+// path: a file, a directory, or hf-hub:ORG/NAME[@REV] (resolve_model_path).
 Weights load_weights(const std::string& path, const std::string& vocab_path = "");
 Weights load_weights(const std::string& path, const std::string& vocab_path,
                      const LoadOptions& opts);
+// hf-hub:ORG/NAME[@REV]: the snapshot directory in the local Hugging Face cache ($HF_HUB_CACHE,
+// $HF_HOME/hub, ~/.cache/huggingface/hub), or an error naming every path tried; any other path
+// as given.
+std::string resolve_model_path(const std::string& path);
 
 // Writes our native file:
 //   "CLIPENG\0" | u32 version | u64 header length | JSON header | pad | tensor data

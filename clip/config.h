@@ -65,12 +65,19 @@ struct ModelConfig {
   Act activation = Act::quick_gelu;
 };
 
+// How an image becomes resolution x resolution: shortest (OpenAI's: the short side to the
+// resolution, then a center crop) or squash (both sides to it, no crop: open_clip's
+// resize_mode "squash", e.g. DFN5B's models).
+enum class ResizeMode : uint8_t { shortest, squash };
+const char* resize_mode_name(ResizeMode m);  // "shortest", "squash"
+
 // Image preprocessing constants (OpenAI's by default).
 struct PreprocessConfig {
   int resolution = 224;
   float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
   float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
   std::string interpolation = "bicubic";
+  ResizeMode resize_mode = ResizeMode::shortest;
 };
 
 // A byte-level BPE vocabulary: tokens in id order (49408 for CLIP, the special tokens

@@ -312,9 +312,11 @@ int muldiv255(int a, int b) {
 struct Geometry {
   int new_w, new_h, left, top;
 };
-Geometry resize_geometry(int w, int h, int n) {
+Geometry resize_geometry(int w, int h, int n, ResizeMode mode) {
   CLIP_CHECK(n > 0, "preprocess: resolution %d must be positive", n);
   CLIP_CHECK(w > 0 && h > 0, "preprocess: empty image");
+  // squash: torchvision's Resize((n, n)), both sides, nothing to crop
+  if (mode == ResizeMode::squash) return {n, n, 0, 0};
   // rule 2: torchvision's Resize(int): short side -> n, long side int(n * long / short)
   const int shrt = std::min(w, h), lng = std::max(w, h);
   const double new_long_d = (double)((int64_t)n * lng) / shrt;
@@ -327,8 +329,10 @@ Geometry resize_geometry(int w, int h, int n) {
 
 }  // namespace
 
-PixelWindow preprocess_input_window(int w, int h, int n) {
-  const Geometry g = resize_geometry(w, h, n);
+const char* resize_mode_name(ResizeMode m) { return m == ResizeMode::squash ? "squash" : "shortest"; }
+
+PixelWindow preprocess_input_window(int w, int h, int n, ResizeMode mode) {
+  const Geometry g = resize_geometry(w, h, n, mode);
   PixelWindow r;
   input_range(w, g.new_w, g.left, g.left + n, r.x0, r.x1);
   input_range(h, g.new_h, g.top, g.top + n, r.y0, r.y1);
@@ -378,9 +382,9 @@ std::vector<uint8_t> convert_rgb(ImageMode mode, std::vector<uint8_t> win, const
 
 }  // namespace
 
-std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessInfo* info) {
+std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessInfo* info, ResizeMode mode) {
   const int w = im.width, h = im.height;
-  const auto [new_w, new_h, left, top] = resize_geometry(w, h, n);
+  const auto [new_w, new_h, left, top] = resize_geometry(w, h, n, mode);
   const bool resize = new_w != w || new_h != h;
   const bool nearest = im.mode == ImageMode::P || im.mode == ImageMode::One;
   if (info) *info = PreprocessInfo{new_w, new_h, left, top, resize, nearest && resize};
@@ -434,12 +438,12 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
   CLIP_CHECK(cfg.interpolation == "bicubic", "%s: interpolation \"%s\" is not supported (only bicubic)",
              name.c_str(), cfg.interpolation.c_str());
   const int n = cfg.resolution;
-  if (!is_jpeg(data, size)) return resize_crop_rgb8(decode_image(data, size, name, lim), n);
+  if (!is_jpeg(data, size)) return resize_crop_rgb8(decode_image(data, size, name, lim), n, nullptr, cfg.resize_mode);
   // A JPEG is resized a band of rows at a time, as it is decoded (only where the crop reads
   // it); same bytes as decode_image + resize_crop_rgb8 (JPEGs decode to L, RGB or CMYK, all
   // BICUBIC).
-  JpegRows jr(data, size, name, lim, n);
-  const Geometry g = resize_geometry(jr.width, jr.height, n);
+  JpegRows jr(data, size, name, lim, n, cfg.resize_mode);
+  const Geometry g = resize_geometry(jr.width, jr.height, n, cfg.resize_mode);
   const int C = jr.channels();
   const size_t stride = (size_t)jr.cols * C;
   // Rows are decoded 128 at a time (the resize takes them 32 at a time): switching between the

@@ -53,7 +53,8 @@ bool is_jpeg(const uint8_t* data, size_t size);  // by its signature
 // component counts.
 class JpegRows {
  public:
-  JpegRows(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px);
+  JpegRows(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px,
+           ResizeMode mode = ResizeMode::shortest);
   ~JpegRows();
   JpegRows(const JpegRows&) = delete;
   JpegRows& operator=(const JpegRows&) = delete;
@@ -77,7 +78,7 @@ class JpegRows {
 struct PixelWindow {
   int x0, x1, y0, y1;
 };
-PixelWindow preprocess_input_window(int w, int h, int n_px);
+PixelWindow preprocess_input_window(int w, int h, int n_px, ResizeMode mode = ResizeMode::shortest);
 
 // What the geometric steps did (for tests and diagnostics; mirrors golden.json's fields).
 struct PreprocessInfo {
@@ -105,8 +106,10 @@ using RowBand = std::function<void(int y, int n, const uint8_t** rows)>;
 std::vector<uint8_t> resize_window_rows(const RowBand& band, int in_x0, int in_y0, int in_cols, int in_rows, int w,
                                         int h, int C, int new_w, int new_h, int x0, int nx, int y0, int ny);
 
-// Resize (in the decoded mode) + center crop + convert("RGB"): HWC uint8 [n_px, n_px, 3].
-std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n_px, PreprocessInfo* info = nullptr);
+// Resize (in the decoded mode) + center crop + convert("RGB"): HWC uint8 [n_px, n_px, 3]. With
+// ResizeMode::squash both sides go to n_px and nothing is cropped.
+std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n_px, PreprocessInfo* info = nullptr,
+                                      ResizeMode mode = ResizeMode::shortest);
 
 // ToTensor + Normalize: HWC uint8 [n, n, 3] -> CHW float [3, n, n], in float32 as torch does.
 void normalize_rgb8(const uint8_t* rgb, int n_px, const PreprocessConfig& cfg, float* out);

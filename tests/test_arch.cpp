@@ -99,6 +99,29 @@ TEST(Arch, ViTB32ParameterCount) {
   EXPECT_EQ(n, 151277313);
 }
 
+// open_clip's large ViTs: parameters as open_clip 2.29.0 counts them (torch meta-device
+// models: sum of numel over model.parameters()), heads and MLP widths from its configs.
+TEST(Arch, OpenClipLargeViTs) {
+  struct P {
+    const char* name;
+    int64_t params;
+    int heads, mlp;
+  };
+  for (const P& p : {P{"ViT-H-14", 986109441, 16, 5120}, P{"ViT-H-14-378", 986714881, 16, 5120},
+                     P{"ViT-g-14", 1366678273, 16, 6144}, P{"ViT-bigG-14", 2539567105, 16, 8192},
+                     P{"ViT-e-14", 4581086465, 16, 15360}}) {
+    SCOPED_TRACE(p.name);
+    const ModelConfig c = arch_config(p.name);
+    int64_t n = 0;
+    for (const auto& [name, shape] : canonical_tensors(c)) n += shape.numel();
+    EXPECT_EQ(n, p.params);
+    EXPECT_EQ(c.vit.heads, p.heads);
+    EXPECT_EQ(c.vit.mlp, p.mlp);
+    EXPECT_EQ(c.activation, Act::gelu);
+    EXPECT_NO_THROW(checkpoint_detail::check_config(c, p.name));
+  }
+}
+
 TEST(Arch, FlopsFormula) {
   ModelConfig c = arch_config("ViT-B-32");
   // 4.41 GMAC (open_clip's "GFLOPs" column) = 8.8 GFLOP.

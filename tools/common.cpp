@@ -44,7 +44,7 @@ ModelOptions ModelArgs::options() const {
 
 std::unique_ptr<Model> ModelArgs::load() const {
   ModelOptions o = options();
-  CLIP_CHECK(fs::exists(model), "model not found: %s", model.c_str());
+  CLIP_CHECK(model.rfind("hf-hub:", 0) == 0 || fs::exists(model), "model not found: %s", model.c_str());
   std::unique_ptr<Model> m = Model::load(model, o);
   print_notes(*m);
   return m;
