@@ -281,8 +281,9 @@ void check_fields(const json& j, const FieldRule (&rules)[N], const char* sectio
   }
 }
 
-// open_clip's preprocess_cfg: the size, mean and std, bicubic interpolation and the
-// shortest-side resize (then a center crop) are what the engine's preprocessing does.
+// open_clip's preprocess_cfg: the size, mean and std, bicubic or bilinear interpolation, and the
+// shortest-side resize with a center crop or the squash resize are what the engine's
+// preprocessing does.
 void parse_open_clip_preprocess(const json& p, SideConfig& sc) {
   const std::string& f = sc.file;
   CLIP_CHECK(p.is_object(), "%s: preprocess_cfg is not an object", f.c_str());
@@ -302,8 +303,9 @@ void parse_open_clip_preprocess(const json& p, SideConfig& sc) {
       float* out = key == "mean" ? pp.mean : pp.std;
       for (size_t i = 0; i < 3; i++) out[i] = v[i].get<float>();
     } else if (key == "interpolation") {
-      CLIP_CHECK(v == "bicubic", "%s: preprocess_cfg.interpolation = %s is not supported (this engine resizes "
-                 "bicubic, as Pillow)", f.c_str(), v.dump().c_str());
+      CLIP_CHECK(v == "bicubic" || v == "bilinear", "%s: preprocess_cfg.interpolation = %s is not supported (this "
+                 "engine resizes bicubic or bilinear, as Pillow)", f.c_str(), v.dump().c_str());
+      pp.interpolation = v.get<std::string>();
     } else if (key == "resize_mode") {
       CLIP_CHECK(v == "shortest" || v == "squash", "%s: preprocess_cfg.resize_mode = %s is not supported (this "
                  "engine resizes the shortest side and center-crops, or squashes both sides)", f.c_str(),
@@ -444,6 +446,8 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
     static const char* names[] = {"nearest", "lanczos", "bilinear", "bicubic", "box", "hamming"};
     int r = j["resample"].get<int>();
     CLIP_CHECK(r >= 0 && r < 6, "%s: unknown resample %d", path.c_str(), r);
+    CLIP_CHECK(r == 2 || r == 3, "%s: resample = %d (%s) is not supported (bilinear 2 or bicubic 3)", path.c_str(), r,
+               names[r]);
     pp.interpolation = names[r];
   }
 }

@@ -28,6 +28,13 @@ double bicubic(double x) {  // a = -0.5
   if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
   return 0.0;
 }
+double bilinear(double x) {
+  if (x < 0.0) x = -x;
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+// Pillow's filters (Resample.c): support 2 for BICUBIC, 1 for BILINEAR.
+double filter_support(ResampleFilter f) { return f == ResampleFilter::bilinear ? 1.0 : 2.0; }
+double filter_weight(ResampleFilter f, double x) { return f == ResampleFilter::bilinear ? bilinear(x) : bicubic(x); }
 
 // Pillow's precompute_coeffs for one axis: per output index, the first input index, the
 // count, and `ksize` normalised weights.
@@ -39,8 +46,8 @@ struct Coeffs {
 };
 
 // The input samples [xmin, xmax) that output sample xx of an in_size -> out_size resample reads.
-void input_span(int in_size, int out_size, int xx, int& xmin, int& xmax) {
-  const double scale = (double)in_size / out_size, support = 2.0 * std::max(scale, 1.0);
+void input_span(int in_size, int out_size, int xx, int& xmin, int& xmax, ResampleFilter f) {
+  const double scale = (double)in_size / out_size, support = filter_support(f) * std::max(scale, 1.0);
   const double center = (xx + 0.5) * scale;
   xmin = std::max((int)(center - support + 0.5), 0);
   xmax = std::min((int)(center + support + 0.5), in_size);
@@ -48,25 +55,25 @@ void input_span(int in_size, int out_size, int xx, int& xmin, int& xmax) {
 
 // The input samples [lo, hi) that outputs [o0, o1) of an in_size -> out_size BICUBIC resample
 // read (an axis that keeps its size is copied).
-void input_range(int in_size, int out_size, int o0, int o1, int& lo, int& hi) {
+void input_range(int in_size, int out_size, int o0, int o1, int& lo, int& hi, ResampleFilter f) {
   if (in_size == out_size) {
     lo = o0, hi = o1;
     return;
   }
   int xmin, xmax;
-  input_span(in_size, out_size, o0, lo, xmax);
+  input_span(in_size, out_size, o0, lo, xmax, f);
   hi = 0;
   for (int o = o0; o < o1; o++) {
-    input_span(in_size, out_size, o, xmin, xmax);
+    input_span(in_size, out_size, o, xmin, xmax, f);
     lo = std::min(lo, xmin);
     hi = std::max(hi, xmax);
   }
 }
 
-Coeffs precompute_coeffs(int in_size, int out_size) {
+Coeffs precompute_coeffs(int in_size, int out_size, ResampleFilter f) {
   Coeffs c;
   double scale = (double)in_size / out_size, filterscale = std::max(scale, 1.0);
-  double support = 2.0 * filterscale;
+  double support = filter_support(f) * filterscale;
   c.ksize = (int)std::ceil(support) * 2 + 1;
   c.xmin.resize((size_t)out_size);
   c.count.resize((size_t)out_size);
@@ -75,11 +82,11 @@ Coeffs precompute_coeffs(int in_size, int out_size) {
   for (int xx = 0; xx < out_size; xx++) {
     double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
     int xmin, xmax;
-    input_span(in_size, out_size, xx, xmin, xmax);
+    input_span(in_size, out_size, xx, xmin, xmax, f);
     xmax -= xmin;
     double* k = &c.k[(size_t)xx * c.ksize];
     for (int x = 0; x < xmax; x++) {
-      double w = bicubic((x + xmin - center + 0.5) * ss);
+      double w = filter_weight(f, (x + xmin - center + 0.5) * ss);
       k[x] = w;
       ww += w;
     }
@@ -103,12 +110,12 @@ struct WindowPlan {
   Coeffs ch, cv;
   int c0, c1, r0, r1;
 };
-WindowPlan plan_window(int w, int h, int new_w, int new_h, int x0, int nx, int y0, int ny) {
+WindowPlan plan_window(int w, int h, int new_w, int new_h, int x0, int nx, int y0, int ny, ResampleFilter f) {
   WindowPlan p{new_w != w, new_h != h, {}, {}, 0, 0, 0, 0};
-  if (p.need_h) p.ch = precompute_coeffs(w, new_w);
-  if (p.need_v) p.cv = precompute_coeffs(h, new_h);
-  input_range(w, new_w, x0, x0 + nx, p.c0, p.c1);
-  input_range(h, new_h, y0, y0 + ny, p.r0, p.r1);
+  if (p.need_h) p.ch = precompute_coeffs(w, new_w, f);
+  if (p.need_v) p.cv = precompute_coeffs(h, new_h, f);
+  input_range(w, new_w, x0, x0 + nx, p.c0, p.c1, f);
+  input_range(h, new_h, y0, y0 + ny, p.r0, p.r1, f);
   return p;
 }
 
@@ -116,8 +123,8 @@ WindowPlan plan_window(int w, int h, int new_w, int new_h, int x0, int nx, int y
 // of `in` (w x h) to new_w x new_h, in doubles as Pillow's 32bpc resampler: horizontal pass
 // first, then vertical.
 std::vector<int32_t> resample_window_i32(const int32_t* in, int w, int h, int new_w, int new_h, int x0, int nx,
-                                         int y0, int ny) {
-  const WindowPlan p = plan_window(w, h, new_w, new_h, x0, nx, y0, ny);
+                                         int y0, int ny, ResampleFilter f) {
+  const WindowPlan p = plan_window(w, h, new_w, new_h, x0, nx, y0, ny, f);
   const bool need_h = p.need_h, need_v = p.need_v;
   const Coeffs &ch = p.ch, &cv = p.cv;
   const int r0 = p.r0, r1 = p.r1;
@@ -225,20 +232,21 @@ void gather_column_block(int C, uint8_t* dst, size_t dstep, const uint8_t* const
 // input rows. Horizontal: a band of kRowBand input rows is first transposed to [x][row][C], so
 // that one output column of all the band's rows is one line.
 std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, int new_w, int new_h, int x0, int nx,
-                                      int y0, int ny) {
+                                      int y0, int ny, ResampleFilter f) {
   auto rows = [&](int y, int n, const uint8_t** row) {
     for (int i = 0; i < n; i++) row[i] = in + (size_t)(y + i) * w * C;
   };
-  return resize_window_rows(rows, 0, 0, w, h, w, h, C, new_w, new_h, x0, nx, y0, ny);
+  return resize_window_rows(rows, 0, 0, w, h, w, h, C, new_w, new_h, x0, nx, y0, ny, f);
 }
 
 std::vector<uint8_t> resize_window_rows(const RowBand& band, int in_x0, int in_y0, int in_cols, int in_rows, int w,
-                                        int h, int C, int new_w, int new_h, int x0, int nx, int y0, int ny) {
+                                        int h, int C, int new_w, int new_h, int x0, int nx, int y0, int ny,
+                                        ResampleFilter f) {
   CLIP_CHECK(C >= 1 && C <= 4, "resize: %d channels (1 to 4 are supported)", C);
   CLIP_CHECK(w > 0 && h > 0 && new_w > 0 && new_h > 0 && x0 >= 0 && nx > 0 && x0 + nx <= new_w && y0 >= 0 &&
                  ny > 0 && y0 + ny <= new_h,
              "resize: window %dx%d+%d+%d of a %dx%d resize is empty or outside it", nx, ny, x0, y0, new_w, new_h);
-  const WindowPlan p = plan_window(w, h, new_w, new_h, x0, nx, y0, ny);
+  const WindowPlan p = plan_window(w, h, new_w, new_h, x0, nx, y0, ny, f);
   const bool need_h = p.need_h, need_v = p.need_v;
   const Coeffs &ch = p.ch, &cv = p.cv;
   const int c0 = p.c0, c1 = p.c1, r0 = p.r0, r1 = p.r1;
@@ -331,11 +339,11 @@ Geometry resize_geometry(int w, int h, int n, ResizeMode mode) {
 
 const char* resize_mode_name(ResizeMode m) { return m == ResizeMode::squash ? "squash" : "shortest"; }
 
-PixelWindow preprocess_input_window(int w, int h, int n, ResizeMode mode) {
+PixelWindow preprocess_input_window(int w, int h, int n, ResizeMode mode, ResampleFilter f) {
   const Geometry g = resize_geometry(w, h, n, mode);
   PixelWindow r;
-  input_range(w, g.new_w, g.left, g.left + n, r.x0, r.x1);
-  input_range(h, g.new_h, g.top, g.top + n, r.y0, r.y1);
+  input_range(w, g.new_w, g.left, g.left + n, r.x0, r.x1, f);
+  input_range(h, g.new_h, g.top, g.top + n, r.y0, r.y1, f);
   return r;
 }
 
@@ -382,7 +390,8 @@ std::vector<uint8_t> convert_rgb(ImageMode mode, std::vector<uint8_t> win, const
 
 }  // namespace
 
-std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessInfo* info, ResizeMode mode) {
+std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessInfo* info, ResizeMode mode,
+                                      ResampleFilter f) {
   const int w = im.width, h = im.height;
   const auto [new_w, new_h, left, top] = resize_geometry(w, h, n, mode);
   const bool resize = new_w != w || new_h != h;
@@ -397,7 +406,7 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
   std::vector<uint8_t> win;    // 8-bit modes: the [n, n, C] window in the decoded mode
   std::vector<int32_t> win_i;  // mode I
   if (im.mode == ImageMode::I) {
-    win_i = resample_window_i32(im.pixels_i.data(), w, h, new_w, new_h, left, n, top, n);
+    win_i = resample_window_i32(im.pixels_i.data(), w, h, new_w, new_h, left, n, top, n, f);
   } else if (!resize) {
     win.resize(npx * C);
     for (int y = 0; y < n; y++)
@@ -415,14 +424,14 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
     const int a = C - 1;
     for (size_t p = 0; p < (size_t)w * h; p++)
       for (int c = 0; c < a; c++) pre[p * C + c] = (uint8_t)muldiv255(pre[p * C + c], pre[p * C + a]);
-    win = resize_window_u8(pre.data(), w, h, C, new_w, new_h, left, n, top, n);
+    win = resize_window_u8(pre.data(), w, h, C, new_w, new_h, left, n, top, n, f);
     for (size_t p = 0; p < npx; p++) {
       int alpha = win[p * C + a];
       if (alpha == 0 || alpha == 255) continue;
       for (int c = 0; c < a; c++) win[p * C + c] = (uint8_t)std::min(255, 255 * win[p * C + c] / alpha);
     }
   } else {
-    win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, n, top, n);
+    win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, n, top, n, f);
   }
 
   return convert_rgb(im.mode, std::move(win), win_i, C, im.palette, npx);
@@ -435,14 +444,16 @@ void normalize_rgb8(const uint8_t* rgb, int n, const PreprocessConfig& cfg, floa
 
 std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t size, const std::string& name,
                                                  const PreprocessConfig& cfg, const ImageLimits& lim) {
-  CLIP_CHECK(cfg.interpolation == "bicubic", "%s: interpolation \"%s\" is not supported (only bicubic)",
-             name.c_str(), cfg.interpolation.c_str());
+  CLIP_CHECK(cfg.interpolation == "bicubic" || cfg.interpolation == "bilinear",
+             "%s: interpolation \"%s\" is not supported (bicubic or bilinear)", name.c_str(), cfg.interpolation.c_str());
+  const ResampleFilter f = cfg.interpolation == "bilinear" ? ResampleFilter::bilinear : ResampleFilter::bicubic;
   const int n = cfg.resolution;
-  if (!is_jpeg(data, size)) return resize_crop_rgb8(decode_image(data, size, name, lim), n, nullptr, cfg.resize_mode);
+  if (!is_jpeg(data, size))
+    return resize_crop_rgb8(decode_image(data, size, name, lim), n, nullptr, cfg.resize_mode, f);
   // A JPEG is resized a band of rows at a time, as it is decoded (only where the crop reads
   // it); same bytes as decode_image + resize_crop_rgb8 (JPEGs decode to L, RGB or CMYK, all
   // BICUBIC).
-  JpegRows jr(data, size, name, lim, n, cfg.resize_mode);
+  JpegRows jr(data, size, name, lim, n, cfg.resize_mode, f);
   const Geometry g = resize_geometry(jr.width, jr.height, n, cfg.resize_mode);
   const int C = jr.channels();
   const size_t stride = (size_t)jr.cols * C;
@@ -464,7 +475,7 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
     for (int i = 0; i < k; i++) row[i] = band.data() + stride * (size_t)(y - b_y0 + i);
   };
   std::vector<uint8_t> win = resize_window_rows(rows, jr.x0, jr.y0, jr.cols, jr.y1 - jr.y0, jr.width, jr.height, C,
-                                                g.new_w, g.new_h, g.left, n, g.top, n);
+                                                g.new_w, g.new_h, g.left, n, g.top, n, f);
   jr.finish();
   return convert_rgb(jr.mode, std::move(win), {}, C, {}, (size_t)n * n);
 }

@@ -42,6 +42,10 @@ DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& n
 
 bool is_jpeg(const uint8_t* data, size_t size);  // by its signature
 
+// Pillow's resampling filters for Image.resize: BICUBIC (OpenAI's; support 2) and BILINEAR
+// (support 1), both antialiased (the support scales with the reduction).
+enum class ResampleFilter : uint8_t { bicubic, bilinear };
+
 // A JPEG decoded a few rows at a time, so that preprocessing resizes rows while they are in
 // cache instead of from a decoded image of the whole window (decode_image uses it too, with
 // n_px 0). The rows it gives are columns [x0, x0 + cols) of rows [y0, y1): the whole image, or
@@ -54,7 +58,7 @@ bool is_jpeg(const uint8_t* data, size_t size);  // by its signature
 class JpegRows {
  public:
   JpegRows(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px,
-           ResizeMode mode = ResizeMode::shortest);
+           ResizeMode mode = ResizeMode::shortest, ResampleFilter filter = ResampleFilter::bicubic);
   ~JpegRows();
   JpegRows(const JpegRows&) = delete;
   JpegRows& operator=(const JpegRows&) = delete;
@@ -78,7 +82,8 @@ class JpegRows {
 struct PixelWindow {
   int x0, x1, y0, y1;
 };
-PixelWindow preprocess_input_window(int w, int h, int n_px, ResizeMode mode = ResizeMode::shortest);
+PixelWindow preprocess_input_window(int w, int h, int n_px, ResizeMode mode = ResizeMode::shortest,
+                                    ResampleFilter filter = ResampleFilter::bicubic);
 
 // What the geometric steps did (for tests and diagnostics; mirrors golden.json's fields).
 struct PreprocessInfo {
@@ -93,7 +98,7 @@ struct PreprocessInfo {
 // the bytes Pillow gives there (each output column/row of its separable resampler depends
 // only on its own coefficients).
 std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, int new_w, int new_h, int x0, int nx,
-                                      int y0, int ny);
+                                      int y0, int ny, ResampleFilter filter = ResampleFilter::bicubic);
 // The same from an input that holds only columns [in_x0, in_x0 + in_cols) of rows [in_y0,
 // in_y0 + in_rows) (throws when the window reads outside them), handed over in bands:
 // band(y, n, rows) sets rows[i] to row y + i's pixel in_x0, for n <= kRowBand rows, called
@@ -104,12 +109,14 @@ std::vector<uint8_t> resize_window_u8(const uint8_t* in, int w, int h, int C, in
 constexpr int kRowBand = 32;
 using RowBand = std::function<void(int y, int n, const uint8_t** rows)>;
 std::vector<uint8_t> resize_window_rows(const RowBand& band, int in_x0, int in_y0, int in_cols, int in_rows, int w,
-                                        int h, int C, int new_w, int new_h, int x0, int nx, int y0, int ny);
+                                        int h, int C, int new_w, int new_h, int x0, int nx, int y0, int ny,
+                                        ResampleFilter filter = ResampleFilter::bicubic);
 
 // Resize (in the decoded mode) + center crop + convert("RGB"): HWC uint8 [n_px, n_px, 3]. With
 // ResizeMode::squash both sides go to n_px and nothing is cropped.
 std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n_px, PreprocessInfo* info = nullptr,
-                                      ResizeMode mode = ResizeMode::shortest);
+                                      ResizeMode mode = ResizeMode::shortest,
+                                      ResampleFilter filter = ResampleFilter::bicubic);
 
 // ToTensor + Normalize: HWC uint8 [n, n, 3] -> CHW float [3, n, n], in float32 as torch does.
 void normalize_rgb8(const uint8_t* rgb, int n_px, const PreprocessConfig& cfg, float* out);

@@ -114,7 +114,7 @@ void JpegRows::check(bool ok) const {
 // Skipped rows need no margin in libjpeg-turbo 2.1 (its skip keeps the upsampler's context
 // rows and the smoothing reads the whole coefficient buffer), but get the same, cheap, one.
 JpegRows::JpegRows(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim, int n_px,
-                   ResizeMode resize_mode)
+                   ResizeMode resize_mode, ResampleFilter filter)
     : s_(new State), name_(name) {
   jpeg_decompress_struct& c = s_->cinfo;
   JpegErr& err = s_->err;
@@ -141,7 +141,7 @@ JpegRows::JpegRows(const uint8_t* data, size_t size, const std::string& name, co
   if (n_px > 0) {
     PixelWindow win{0, width, 0, height};
     try {
-      win = preprocess_input_window(width, height, n_px, resize_mode);
+      win = preprocess_input_window(width, height, n_px, resize_mode, filter);
     } catch (const Error&) {  // preprocessing refuses this size itself
     }
     const int imcus = c.progressive_mode ? 3 : 1;

@@ -321,7 +321,8 @@ TEST(Zoo, ConfigFieldsReadOrRefused) {
   EXPECT_REFUSED(load_with(with("text_cfg", "context_length", 76)), "text_cfg.context_length = 76");
   EXPECT_REFUSED(load_with(with("preprocess_cfg", "resize_mode", "longest")), "preprocess_cfg.resize_mode");
   EXPECT_EQ(load_with(with("preprocess_cfg", "resize_mode", "squash")).preprocess.resize_mode, ResizeMode::squash);
-  EXPECT_REFUSED(load_with(with("preprocess_cfg", "interpolation", "bilinear")), "preprocess_cfg.interpolation");
+  EXPECT_REFUSED(load_with(with("preprocess_cfg", "interpolation", "lanczos")), "preprocess_cfg.interpolation");
+  EXPECT_EQ(load_with(with("preprocess_cfg", "interpolation", "bilinear")).preprocess.interpolation, "bilinear");
   EXPECT_REFUSED(load_with(with("preprocess_cfg", "size", 224)), "preprocess_cfg.size = 224");
   // Defaults written out, and fields that cannot change an embedding, load.
   json ok = with("vision_cfg", "pool_type", "tok");
@@ -377,4 +378,37 @@ TEST(Zoo, HfHubFromTheLocalCache) {
   EXPECT_REFUSED(resolve_model_path("hf-hub:a/../b"), "hf-hub:ORG/NAME");
   if (old) setenv("HF_HUB_CACHE", saved.c_str(), 1);
   else unsetenv("HF_HUB_CACHE");
+}
+
+// BILINEAR (open_clip's preprocess_cfg "bilinear", HF resample 2), shortest side + center crop
+// and squash, against Pillow 9.4.0: FNV-1a 64 of the RGB bytes of Image.open(f).resize(...,
+// BILINEAR), cropped as torchvision's CenterCrop, .convert("RGB") (JPEG, RGBA, L, and both
+// elongated shapes).
+TEST(Zoo, BilinearIsPillow94) {
+  CLIP_REQUIRE_GOLDEN();
+  struct C {
+    const char* file;
+    int n;
+    ResizeMode mode;
+    uint64_t fnv;
+  };
+  for (const C& c : {C{"p01_chelsea_baseline.jpg", 64, ResizeMode::shortest, 0xd5458dca5cb2ce97ull},
+                     C{"p05_rgba_transparent.png", 48, ResizeMode::shortest, 0x04b227efe23ea7b4ull},
+                     C{"p03_camera_gray.jpg", 100, ResizeMode::shortest, 0x317fc295872698ebull},
+                     C{"p10_tall_60x900.png", 56, ResizeMode::squash, 0x43f7e89cfcb369fbull},
+                     C{"p09_wide_900x60.jpg", 40, ResizeMode::shortest, 0x230f076758c61602ull}}) {
+    SCOPED_TRACE(c.file);
+    PreprocessConfig pc;
+    pc.resolution = c.n;
+    pc.resize_mode = c.mode;
+    pc.interpolation = "bilinear";
+    const std::vector<uint8_t> b = preprocess_image_file_rgb8(test::golden_dir() + "/images/" + c.file, pc);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
+    EXPECT_EQ(b.size(), (size_t)(3 * c.n * c.n));
+    EXPECT_EQ(h, c.fnv);
+    pc.interpolation = "bicubic";  // and the filter matters
+    const std::vector<uint8_t> bc = preprocess_image_file_rgb8(test::golden_dir() + "/images/" + c.file, pc);
+    EXPECT_NE(bc, b);
+  }
 }
