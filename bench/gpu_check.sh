@@ -109,7 +109,7 @@ if [ ! -x "$BUILD/clip" ] || grep -q "^build .*FAILED" "$SUMMARY"; then
   exit 1
 fi
 
-step ctest 90 15 "$OURS ctest --test-dir $BUILD --output-on-failure -j8 -L 'test_kernels|test_ops|test_golden|test_resnet|test_cli|test_weights'"
+step ctest 90 15 "$OURS ctest --test-dir $BUILD --output-on-failure -j8 -L 'test_kernels|test_ops|test_golden|test_resnet|test_cli|test_weights|test_zoo'"
 
 step e2e 40 all "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,64,1024 \
   --repeats 10 --first-embedding"
