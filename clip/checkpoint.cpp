@@ -281,6 +281,18 @@ void check_fields(const json& j, const FieldRule (&rules)[N], const char* sectio
   }
 }
 
+// A per-channel triple of a preprocessing config (mean or std): three finite numbers, a std
+// positive. `what` names it in errors ("image_std", "preprocess_cfg.mean").
+void read_channel_triple(const json& v, const std::string& file, const std::string& what, bool is_std, float* out) {
+  CLIP_CHECK(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() && v[2].is_number(),
+             "%s: %s must be three numbers", file.c_str(), what.c_str());
+  for (size_t i = 0; i < 3; i++) {
+    out[i] = v[i].get<float>();
+    CLIP_CHECK(std::isfinite(out[i]) && (!is_std || out[i] > 0), "%s: %s[%zu] = %g (want %s)", file.c_str(),
+               what.c_str(), i, (double)out[i], is_std ? "a positive finite number" : "a finite number");
+  }
+}
+
 // open_clip's preprocess_cfg: the size, mean and std, bicubic or bilinear interpolation, and the
 // shortest-side resize with a center crop or the squash resize are what the engine's
 // preprocessing does.
@@ -298,10 +310,7 @@ void parse_open_clip_preprocess(const json& p, SideConfig& sc) {
       pp.resolution = (int)s;
       sc.expect["preprocess_cfg.size"] = s;
     } else if (key == "mean" || key == "std") {
-      CLIP_CHECK(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() && v[2].is_number(),
-                 "%s: preprocess_cfg.%s must be three numbers", f.c_str(), key.c_str());
-      float* out = key == "mean" ? pp.mean : pp.std;
-      for (size_t i = 0; i < 3; i++) out[i] = v[i].get<float>();
+      read_channel_triple(v, f, "preprocess_cfg." + key, key == "std", key == "mean" ? pp.mean : pp.std);
     } else if (key == "interpolation") {
       CLIP_CHECK(v == "bicubic" || v == "bilinear", "%s: preprocess_cfg.interpolation = %s is not supported (this "
                  "engine resizes bicubic or bilinear, as Pillow)", f.c_str(), v.dump().c_str());
@@ -319,9 +328,6 @@ void parse_open_clip_preprocess(const json& p, SideConfig& sc) {
            key.c_str());
     }
   }
-  for (int i = 0; i < 3; i++)
-    CLIP_CHECK(pp.std[i] > 0 && std::isfinite(pp.std[i]) && std::isfinite(pp.mean[i]),
-               "%s: preprocess_cfg.std must be positive and mean finite", f.c_str());
   sc.preprocess = pp;
 }
 
@@ -393,19 +399,8 @@ SideConfig read_side_config(const std::string& path) {
 void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
   json j = read_json(path);
   CLIP_CHECK(j.is_object(), "%s: not a JSON object", path.c_str());
-  auto triple = [&](const char* key, float* out) {
-    if (!j.contains(key)) return;
-    const json& v = j[key];
-    CLIP_CHECK(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() &&
-                   v[2].is_number(),
-               "%s: '%s' must be three numbers", path.c_str(), key);
-    for (int i = 0; i < 3; i++) out[i] = v[(size_t)i].get<float>();
-  };
-  triple("image_mean", pp.mean);
-  triple("image_std", pp.std);
-  for (int i = 0; i < 3; i++)
-    CLIP_CHECK(pp.std[i] > 0 && std::isfinite(pp.std[i]) && std::isfinite(pp.mean[i]),
-               "%s: image_std must be positive and finite", path.c_str());
+  if (j.contains("image_mean")) read_channel_triple(j["image_mean"], path, "image_mean", false, pp.mean);
+  if (j.contains("image_std")) read_channel_triple(j["image_std"], path, "image_std", true, pp.std);
   // CLIPImageProcessor: resize the shortest edge to size, center-crop crop_size, rescale by
   // 1/255, normalize. Anything else is refused by name.
   auto flag = [&](const char* key, bool want, const char* what) {
@@ -414,8 +409,8 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
                key, j[key].dump().c_str(), what);
   };
   flag("do_resize", true, "images are resized to the model's resolution");
-  flag("do_center_crop", true, "the shortest-edge resize is followed by a center crop; a resize of both sides "
-                               "to the size is not implemented");
+  flag("do_center_crop", true, "the shortest-edge resize is followed by a center crop; without it the image "
+                               "is not square");
   flag("do_rescale", true, "pixels are scaled by 1/255");
   flag("do_normalize", true, "pixels are normalized by image_mean and image_std");
   flag("do_convert_rgb", true, "images are converted to RGB");

@@ -15,15 +15,18 @@ bool detect(const TensorIndex& by) { return by.count("visual.class_embedding") >
 // Without a config the tensors do not give the head count. OpenAI's ViTs (widths 768, 1024)
 // have heads of 64; open_clip's large ViTs have other head widths at these widths.
 int assumed_heads(int width, std::vector<std::string>& notes) {
-  static const std::pair<int, int> kZoo[] = {{1280, 80}, {1408, 88}, {1664, 104}, {1792, 112}};  // H, g, bigG, e
-  static const char* kZooNames[] = {"ViT-H", "ViT-g", "ViT-bigG", "ViT-e"};
-  for (size_t i = 0; i < 4; i++)
-    if (width == kZoo[i].first) {
+  struct Zoo {
+    int width, head_width;
+    const char* name;
+  };
+  static const Zoo kZoo[] = {{1280, 80, "ViT-H"}, {1408, 88, "ViT-g"}, {1664, 104, "ViT-bigG"}, {1792, 112, "ViT-e"}};
+  for (const Zoo& z : kZoo)
+    if (width == z.width) {
       notes.push_back(strprintf("vision heads: %d of %d assumed for width %d (open_clip's %s); an "
                                 "open_clip_config.json (head_width) or config.json (num_attention_heads) "
                                 "beside the checkpoint settles it",
-                                width / kZoo[i].second, kZoo[i].second, width, kZooNames[i]));
-      return width / kZoo[i].second;
+                                width / z.head_width, z.head_width, width, z.name));
+      return width / z.head_width;
     }
   const int heads = std::max(1, width / 64);
   if (width != 768 && width != 1024)

@@ -56,15 +56,20 @@ void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t N
   cpu_kernels().attention(out, qkv, B, T, NH, HS, causal);
 }
 
-// Each thread's scratch: C + T floats (u, then z; the scores), 64-byte aligned.
+// Each thread's scratch: C + T floats (u, then z; the scores), rounded to 16 floats, from a
+// 64-byte boundary.
+namespace {
+int64_t attention_pool_per_thread(int64_t T, int64_t C) { return (C + T + 15) / 16 * 16; }
+}  // namespace
+size_t attention_pool_scratch_floats(int64_t T, int64_t C) {
+  return (size_t)(attention_pool_per_thread(T, C) * omp_get_max_threads()) + 16;
+}
 void attention_pool_cpu(float* y, const float* x, const float* q, const float* wk, const float* wv, const float* bv,
-                        int64_t B, int64_t T, int64_t C, int64_t NH) {
+                        int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch) {
   CLIP_CHECK(B >= 0 && T >= 1 && NH >= 1 && C % NH == 0, "attention_pool: bad sizes B=%lld T=%lld C=%lld NH=%lld",
              (long long)B, (long long)T, (long long)C, (long long)NH);
-  const int64_t per = (C + T + 15) / 16 * 16;
-  std::vector<float> scratch((size_t)(per * omp_get_max_threads()) + 16);
-  float* s0 = (float*)(((uintptr_t)scratch.data() + 63) & ~(uintptr_t)63);
-  cpu_kernels().attention_pool(y, x, q, wk, wv, bv, B, T, C, NH, s0, per);
+  float* s0 = (float*)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+  cpu_kernels().attention_pool(y, x, q, wk, wv, bv, B, T, C, NH, s0, attention_pool_per_thread(T, C));
 }
 
 void patch_gather_cpu(float* patches, const float* px, int64_t B, int64_t H, int64_t W, int64_t P) {

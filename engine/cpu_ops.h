@@ -78,8 +78,10 @@ void pool_tokens_cpu(float* y, const float* x, const float* pos, int64_t B, int6
 //   y_h = Wv_h z + bv_h             [HS]  = Σ_j a_j (Wv_h x_j + bv_h), since Σ_j a_j = 1
 // 2 C² + 2 NH T C multiply-adds per row of the batch, where projecting every token's key and
 // value would take 2 T C².
+// scratch: attention_pool_scratch_floats(T, C) floats (per thread: C + T).
 void attention_pool_cpu(float* y, const float* x, const float* q, const float* wk, const float* wv, const float* bv,
-                        int64_t B, int64_t T, int64_t C, int64_t NH);
+                        int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch);
+size_t attention_pool_scratch_floats(int64_t T, int64_t C);
 
 // out [N, C] = table[ids[i]]; table [V, C]. Throws on an id outside [0, V).
 void embedding_cpu(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,

@@ -140,8 +140,9 @@ void pool_tokens(const CpuRun& r) {
 
 void attention_pool(const CpuRun& r) {
   const Shape& x = r.in_shape(0);
+  r.scratch.resize(attention_pool_scratch_floats(x[1], x[2]));
   attention_pool_cpu(r.out(), r.in(0), r.in(1), r.in(2), r.in(3), r.in(4), x[0], x[1], x[2],
-                     r.p<AttentionPoolParams>().heads);
+                     r.p<AttentionPoolParams>().heads, r.scratch.data());
 }
 
 }  // namespace clip::op_cpu

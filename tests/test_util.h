@@ -61,4 +61,29 @@ float round_to(float x, DType dt);
 std::vector<float> rounded(std::vector<float> v, DType dt);
 std::string read_file(const std::string& path);
 
+// Runs fn and returns the clip::Error message ("" when nothing was thrown).
+template <typename F>
+std::string error_of(F fn) {
+  try {
+    fn();
+  } catch (const ::clip::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace clip::test
+
+// stmt throws a clip::Error whose message holds every one of the strings.
+#define EXPECT_ERROR(stmt, ...)                                               \
+  do {                                                                        \
+    std::string _msg = ::clip::test::error_of([&] { stmt; });                 \
+    EXPECT_FALSE(_msg.empty()) << "no clip::Error from " #stmt;               \
+    for (const char* _s : {__VA_ARGS__})                                      \
+      EXPECT_NE(_msg.find(_s), std::string::npos) << "message: " << _msg      \
+                                                  << "\nlacks: " << _s;       \
+  } while (0)
+
+namespace clip::test {
+
 }  // namespace clip::test

@@ -70,26 +70,6 @@ void expect_identical(const Weights& a, const Weights& b) {
   f.write(data.data(), (std::streamsize)data.size());
 }
 
-// Runs fn and returns the clip::Error message ("" when nothing was thrown).
-template <typename F>
-std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const clip::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_ERROR(stmt, ...)                                               \
-  do {                                                                        \
-    std::string _msg = error_of([&] { stmt; });                               \
-    EXPECT_FALSE(_msg.empty()) << "no clip::Error from " #stmt;               \
-    for (const char* _s : {__VA_ARGS__})                                      \
-      EXPECT_NE(_msg.find(_s), std::string::npos) << "message: " << _msg      \
-                                                  << "\nlacks: " << _s;       \
-  } while (0)
-
 }  // namespace
 
 TEST(weights, GoldenTinyVitAllFormatsBitIdentical) {
@@ -522,7 +502,7 @@ TEST(weights, PickleBoundsAndNesting) {
                        .tensor("HalfStorage", "0", 6, 0, {2, 3}, {3, 1}).op("u").done();
   EXPECT_EQ(pickle_names(ok), std::vector<std::string>{"w"});
   for (size_t n = 0; n < ok.size(); n++)
-    EXPECT_FALSE(error_of([&] { pickle_names(ok.substr(0, n)); }).empty()) << n;
+    EXPECT_FALSE(test::error_of([&] { pickle_names(ok.substr(0, n)); }).empty()) << n;
 }
 
 TEST(weights, TorchZipStoragesAndViews) {

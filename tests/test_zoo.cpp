@@ -34,23 +34,6 @@ json read_json_file(const std::string& path) {
   return json::parse(f);
 }
 
-template <class F>
-std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-#define EXPECT_REFUSED(expr, ...)                                                     \
-  do {                                                                                \
-    const std::string msg_ = error_of([&] { (void)(expr); });                         \
-    EXPECT_FALSE(msg_.empty()) << #expr << " was not refused";                        \
-    for (const char* w_ : {__VA_ARGS__}) EXPECT_NE(msg_.find(w_), std::string::npos) \
-        << "'" << w_ << "' not in: " << msg_;                                         \
-  } while (0)
-
 bool has_note(const std::vector<std::string>& notes, const std::string& what) {
   for (const std::string& n : notes)
     if (n.find(what) != std::string::npos) return true;
@@ -211,10 +194,10 @@ TEST(Zoo, CudaMatchesGoldens) {
 // The zoo features not implemented yet are refused, naming the field (never run as a plain ViT).
 TEST(Zoo, UnimplementedFeaturesRefusedByName) {
   CLIP_REQUIRE_GOLDEN();
-  EXPECT_REFUSED(load_weights(zoo("zoo-coca")), "model_cfg.custom_text");
-  EXPECT_REFUSED(load_weights(zoo("zoo-clipa")), "vision_cfg.final_ln_after_pool");
+  EXPECT_ERROR(load_weights(zoo("zoo-coca")), "model_cfg.custom_text");
+  EXPECT_ERROR(load_weights(zoo("zoo-clipa")), "vision_cfg.final_ln_after_pool");
   // The .bin alone reads the config beside it the same way.
-  EXPECT_REFUSED(load_weights(zoo("zoo-clipa") + "/open_clip_pytorch_model.bin"), "vision_cfg.final_ln_after_pool");
+  EXPECT_ERROR(load_weights(zoo("zoo-clipa") + "/open_clip_pytorch_model.bin"), "vision_cfg.final_ln_after_pool");
 }
 
 namespace {
@@ -345,24 +328,24 @@ TEST(Zoo, ConfigFieldsReadOrRefused) {
     return j;
   };
   // Fields that change the computation, at values not implemented: refused by name.
-  EXPECT_REFUSED(load_with(with("vision_cfg", "pool_type", "avg")), "vision_cfg.pool_type = \"avg\"");
-  EXPECT_REFUSED(load_with(with("vision_cfg", "no_ln_pre", true)), "vision_cfg.no_ln_pre");
-  EXPECT_REFUSED(load_with(with("text_cfg", "no_causal_mask", true)), "text_cfg.no_causal_mask");
-  EXPECT_REFUSED(load_with(with("text_cfg", "pool_type", "last")), "text_cfg.pool_type");
-  EXPECT_REFUSED(load_with(with("text_cfg", "proj_bias", true)), "text_cfg.proj_bias");
-  EXPECT_REFUSED(load_with(with("text_cfg", "norm_kwargs", {{"eps", 1e-6}})), "text_cfg.norm_kwargs");
-  EXPECT_REFUSED(load_with(with("text_cfg", "tokenizer_kwargs", {{"clean", "canonicalize"}})),
+  EXPECT_ERROR(load_with(with("vision_cfg", "pool_type", "avg")), "vision_cfg.pool_type = \"avg\"");
+  EXPECT_ERROR(load_with(with("vision_cfg", "no_ln_pre", true)), "vision_cfg.no_ln_pre");
+  EXPECT_ERROR(load_with(with("text_cfg", "no_causal_mask", true)), "text_cfg.no_causal_mask");
+  EXPECT_ERROR(load_with(with("text_cfg", "pool_type", "last")), "text_cfg.pool_type");
+  EXPECT_ERROR(load_with(with("text_cfg", "proj_bias", true)), "text_cfg.proj_bias");
+  EXPECT_ERROR(load_with(with("text_cfg", "norm_kwargs", {{"eps", 1e-6}})), "text_cfg.norm_kwargs");
+  EXPECT_ERROR(load_with(with("text_cfg", "tokenizer_kwargs", {{"clean", "canonicalize"}})),
                  "text_cfg.tokenizer_kwargs");
-  EXPECT_REFUSED(load_with(with("model_cfg", "init_logit_bias", -10)), "model_cfg.init_logit_bias");
-  EXPECT_REFUSED(load_with(with("vision_cfg", "timm_model_name", "vit_base_patch16_224")), "vision_cfg.timm_model_name");
-  EXPECT_REFUSED(load_with(with("vision_cfg", "some_new_field", 1)), "vision_cfg.some_new_field",
+  EXPECT_ERROR(load_with(with("model_cfg", "init_logit_bias", -10)), "model_cfg.init_logit_bias");
+  EXPECT_ERROR(load_with(with("vision_cfg", "timm_model_name", "vit_base_patch16_224")), "vision_cfg.timm_model_name");
+  EXPECT_ERROR(load_with(with("vision_cfg", "some_new_field", 1)), "vision_cfg.some_new_field",
                  "not a field this engine knows");
-  EXPECT_REFUSED(load_with(with("text_cfg", "context_length", 76)), "text_cfg.context_length = 76");
-  EXPECT_REFUSED(load_with(with("preprocess_cfg", "resize_mode", "longest")), "preprocess_cfg.resize_mode");
+  EXPECT_ERROR(load_with(with("text_cfg", "context_length", 76)), "text_cfg.context_length = 76");
+  EXPECT_ERROR(load_with(with("preprocess_cfg", "resize_mode", "longest")), "preprocess_cfg.resize_mode");
   EXPECT_EQ(load_with(with("preprocess_cfg", "resize_mode", "squash")).preprocess.resize_mode, ResizeMode::squash);
-  EXPECT_REFUSED(load_with(with("preprocess_cfg", "interpolation", "lanczos")), "preprocess_cfg.interpolation");
+  EXPECT_ERROR(load_with(with("preprocess_cfg", "interpolation", "lanczos")), "preprocess_cfg.interpolation");
   EXPECT_EQ(load_with(with("preprocess_cfg", "interpolation", "bilinear")).preprocess.interpolation, "bilinear");
-  EXPECT_REFUSED(load_with(with("preprocess_cfg", "size", 224)), "preprocess_cfg.size = 224");
+  EXPECT_ERROR(load_with(with("preprocess_cfg", "size", 224)), "preprocess_cfg.size = 224");
   // Defaults written out, and fields that cannot change an embedding, load.
   json ok = with("vision_cfg", "pool_type", "tok");
   ok["model_cfg"]["vision_cfg"]["ls_init_value"] = nullptr;
@@ -383,12 +366,12 @@ TEST(Zoo, ConfigFieldsReadOrRefused) {
     std::ofstream(hf + "/preprocessor_config.json") << j.dump();
     return load_weights(hf);
   };
-  EXPECT_REFUSED(load_pp("do_center_crop", false), "do_center_crop = false");
-  EXPECT_REFUSED(load_pp("do_normalize", false), "do_normalize = false");
+  EXPECT_ERROR(load_pp("do_center_crop", false), "do_center_crop = false");
+  EXPECT_ERROR(load_pp("do_normalize", false), "do_normalize = false");
   EXPECT_EQ(load_pp("size", {{"height", 64}, {"width", 64}}).preprocess.resize_mode, ResizeMode::squash);
-  EXPECT_REFUSED(load_pp("size", {{"height", 64}, {"width", 48}}), "size = ", "square");
-  EXPECT_REFUSED(load_pp("crop_size", 48), "crop_size 48 differs");
-  EXPECT_REFUSED(load_pp("rescale_factor", 1.0), "rescale_factor");
+  EXPECT_ERROR(load_pp("size", {{"height", 64}, {"width", 48}}), "size = ", "square");
+  EXPECT_ERROR(load_pp("crop_size", 48), "crop_size 48 differs");
+  EXPECT_ERROR(load_pp("rescale_factor", 1.0), "rescale_factor");
   EXPECT_NO_THROW(load_pp("crop_size", {{"height", 64}, {"width", 64}}));
 }
 
@@ -410,11 +393,11 @@ TEST(Zoo, HfHubFromTheLocalCache) {
   EXPECT_EQ(resolve_model_path("hf-hub:laion/tiny-hw104@0123abcd"), snap);
   EXPECT_EQ(resolve_model_path("/some/file.pt"), "/some/file.pt");
   EXPECT_EQ(load_weights("hf-hub:laion/tiny-hw104").config.vit.heads, 2);
-  EXPECT_REFUSED(load_weights("hf-hub:laion/other"), "hf-hub:laion/other", "not in the local Hugging Face cache",
+  EXPECT_ERROR(load_weights("hf-hub:laion/other"), "hf-hub:laion/other", "not in the local Hugging Face cache",
                  "models--laion--other/refs/main", "models--laion--other/snapshots/main");
-  EXPECT_REFUSED(load_weights("hf-hub:laion/tiny-hw104@v2"), "snapshots/v2");
-  EXPECT_REFUSED(resolve_model_path("hf-hub:no-slash"), "hf-hub:ORG/NAME");
-  EXPECT_REFUSED(resolve_model_path("hf-hub:a/../b"), "hf-hub:ORG/NAME");
+  EXPECT_ERROR(load_weights("hf-hub:laion/tiny-hw104@v2"), "snapshots/v2");
+  EXPECT_ERROR(resolve_model_path("hf-hub:no-slash"), "hf-hub:ORG/NAME");
+  EXPECT_ERROR(resolve_model_path("hf-hub:a/../b"), "hf-hub:ORG/NAME");
   if (old) setenv("HF_HUB_CACHE", saved.c_str(), 1);
   else unsetenv("HF_HUB_CACHE");
 }
