@@ -64,6 +64,10 @@ size_t Weights::total_bytes() const {
 }
 
 const char* vision_family_name(VisionFamily f) { return vision_family(f).name; }
+const char* vit_pool_name(ViTPool p) { return p == ViTPool::avg ? "avg" : "tok"; }
+const char* text_pool_name(TextPool p) {
+  return p == TextPool::first ? "first" : p == TextPool::last ? "last" : "argmax";
+}
 
 // OpenAI's state_dict order: the text tower's first three, the image tower, then the text
 // tower's blocks and ends.
@@ -225,10 +229,11 @@ const FieldRule kVisionFields[] = {
     {"attn_pooler_heads", FieldRule::ignored, nullptr, nullptr},
     {"ls_init_value", FieldRule::read, nullptr, nullptr},  // layer scale: the ls_*.gamma tensors decide
     {"attentional_pool", FieldRule::must_be, "false", "CoCa's attentional pooler"},
-    {"no_ln_pre", FieldRule::must_be, "false", "no LayerNorm before the transformer"},
-    {"pos_embed_type", FieldRule::must_be, "\"learnable\"", "fixed sin-cos positions"},
-    {"final_ln_after_pool", FieldRule::must_be, "false", "the final LayerNorm after pooling"},
-    {"pool_type", FieldRule::must_be, "\"tok\"", "pooling other than the class token"},
+    {"no_ln_pre", FieldRule::read, nullptr, nullptr},
+    // sin_cos_2d positions are a parameter of the state dict like learned ones.
+    {"pos_embed_type", FieldRule::read, nullptr, nullptr},
+    {"final_ln_after_pool", FieldRule::read, nullptr, nullptr},
+    {"pool_type", FieldRule::read, nullptr, nullptr},
     {"act_kwargs", FieldRule::must_be, "null", "activation arguments"},
     {"norm_kwargs", FieldRule::must_be, "null", "LayerNorm arguments (eps)"},
     {"timm_model_name", FieldRule::must_be, "null", "a timm image tower"},
@@ -252,9 +257,11 @@ const FieldRule kTextFields[] = {
     {"ls_init_value", FieldRule::read, nullptr, nullptr},  // layer scale: the ls_*.gamma tensors decide
     {"embed_cls", FieldRule::must_be, "false", "a learned class token (CoCa)"},
     {"pad_id", FieldRule::must_be, "0", "another padding id"},
-    {"no_causal_mask", FieldRule::must_be, "false", "bidirectional text attention"},
-    {"final_ln_after_pool", FieldRule::must_be, "false", "the final LayerNorm after pooling"},
-    {"pool_type", FieldRule::must_be, "\"argmax\"", "pooling other than at the end-of-text token"},
+    {"no_causal_mask", FieldRule::read, nullptr, nullptr},
+    // Stored but unused by open_clip 2.29's TextTransformer (and ln_final is per row, so
+    // before or after the pooling is the same).
+    {"final_ln_after_pool", FieldRule::ignored, nullptr, nullptr},
+    {"pool_type", FieldRule::read, nullptr, nullptr},
     {"proj_bias", FieldRule::must_be, "false", "a bias on the text projection"},
     {"proj_type", FieldRule::must_be, "\"linear\"", "a text projection other than one matrix"},
     {"act_kwargs", FieldRule::must_be, "null", "activation arguments"},
@@ -347,8 +354,31 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
                j["quick_gelu"].get<bool>();
   sc.activation = quick ? Act::quick_gelu : Act::gelu;
   if (j.contains("embed_dim")) sc.expect["embed_dim"] = get_int(j, "embed_dim", f);
+  auto flag = [&](const json& o, const char* section, const char* key) {
+    if (!o.contains(key)) return false;
+    CLIP_CHECK(o[key].is_boolean(), "%s: %s.%s = %s is not true or false", f.c_str(), section, key,
+               o[key].dump().c_str());
+    return o[key].get<bool>();
+  };
+  // A string field that must be one of `names` (index returned; absent: 0, the default).
+  auto choice = [&](const json& o, const char* section, const char* key, std::initializer_list<const char*> names,
+                    const char* meaning) {
+    if (!o.contains(key)) return 0;
+    int i = 0;
+    for (const char* n : names) {
+      if (o[key] == n) return i;
+      i++;
+    }
+    std::string list;
+    for (const char* n : names) list += std::string(list.empty() ? "" : ", ") + "\"" + n + "\"";
+    fail("%s: %s.%s = %s is not supported (%s); this engine implements %s", f.c_str(), section, key,
+         o[key].dump().c_str(), meaning, list.c_str());
+  };
   if (j.contains("text_cfg") && j["text_cfg"].is_object()) {
     const json& t = j["text_cfg"];
+    sc.text_pool = (TextPool)choice(t, "text_cfg", "pool_type", {"argmax", "first", "last"},
+                                    "\"none\" gives tokens, not one embedding");
+    sc.text_causal = !flag(t, "text_cfg", "no_causal_mask");
     if (t.contains("heads")) sc.text_heads = get_int(t, "heads", f);
     if (t.contains("width")) sc.expect["text_cfg.width"] = get_int(t, "width", f);
     if (t.contains("layers")) sc.expect["text_cfg.layers"] = get_int(t, "layers", f);
@@ -357,6 +387,11 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
   }
   if (j.contains("vision_cfg") && j["vision_cfg"].is_object()) {
     const json& v = j["vision_cfg"];
+    sc.vision_no_ln_pre = flag(v, "vision_cfg", "no_ln_pre");
+    sc.vision_pool = (ViTPool)choice(v, "vision_cfg", "pool_type", {"tok", "avg"},
+                                     "\"none\" gives tokens, not one embedding");
+    sc.vision_ln_after_pool = flag(v, "vision_cfg", "final_ln_after_pool");
+    choice(v, "vision_cfg", "pos_embed_type", {"learnable", "sin_cos_2d"}, "positions not held by the state dict");
     // open_clip's heads are width / head_width (64 unless given); the family knows its width
     // (a ResNet's attention pool is 32 x the stem width).
     if (v.contains("width")) {
@@ -542,6 +577,8 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
                               "defaults); a config beside the checkpoint (text_cfg.heads, num_attention_heads) "
                               "settles it",
                               c.text.heads, tw / c.text.heads, tw));
+  c.text.pool = sc.text_pool;
+  c.text.causal = sc.text_causal;
   if (sc.eps) c.layer_norm_eps = *sc.eps;
   c.activation = Act::quick_gelu;
   if (sc.activation) c.activation = *sc.activation;
@@ -820,7 +857,12 @@ json config_json(const ModelConfig& c) {
           {"text_heads", c.text.heads},
           {"text_mlp", c.text.mlp},
           {"layer_norm_eps", c.layer_norm_eps},
-          {"activation", act_name(c.activation)}};
+          {"activation", act_name(c.activation)},
+          {"vision_ln_pre", c.vit.ln_pre},
+          {"vision_pool", vit_pool_name(c.vit.pool)},
+          {"vision_ln_after_pool", c.vit.ln_after_pool},
+          {"text_pool", text_pool_name(c.text.pool)},
+          {"text_causal", c.text.causal}};
   if (c.vision_family == VisionFamily::resnet) {
     const ResNetConfig& r = c.resnet;
     j["resnet"] = {{"width", r.width}, {"layers", {r.layers[0], r.layers[1], r.layers[2], r.layers[3]}},
@@ -945,6 +987,26 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
                  (act.get<std::string>() == "gelu" || act.get<std::string>() == "quick_gelu"),
              "%s: native header: config.activation must be \"gelu\" or \"quick_gelu\"", f);
   m.activation = act.get<std::string>() == "gelu" ? Act::gelu : Act::quick_gelu;
+  // open_clip's pooling variants; files written before them have OpenAI's.
+  auto flag = [&](const char* key, bool& out) {
+    if (!c.contains(key)) return;
+    CLIP_CHECK(c[key].is_boolean(), "%s: native header: config.%s must be true or false", f, key);
+    out = c[key].get<bool>();
+  };
+  flag("vision_ln_pre", m.vit.ln_pre);
+  flag("vision_ln_after_pool", m.vit.ln_after_pool);
+  flag("text_causal", m.text.causal);
+  if (c.contains("vision_pool")) {
+    CLIP_CHECK(c["vision_pool"] == "tok" || c["vision_pool"] == "avg",
+               "%s: native header: config.vision_pool must be \"tok\" or \"avg\"", f);
+    m.vit.pool = c["vision_pool"] == "avg" ? ViTPool::avg : ViTPool::token;
+  }
+  if (c.contains("text_pool")) {
+    const json& tp = c["text_pool"];
+    CLIP_CHECK(tp == "argmax" || tp == "first" || tp == "last",
+               "%s: native header: config.text_pool must be \"argmax\", \"first\" or \"last\"", f);
+    m.text.pool = tp == "first" ? TextPool::first : tp == "last" ? TextPool::last : TextPool::argmax;
+  }
   check_config(m, name);
 
   const json& pp = native_field(h, "preprocess", name, "the header");
@@ -1043,9 +1105,12 @@ std::string describe(const Weights& w) {
   s += strprintf("file:        %s\n", w.path.c_str());
   s += strprintf("format:      %s\n", w.format.c_str());
   s += vision_family(c.vision_family).describe(c);
-  s += strprintf("text:        width %d, layers %d, heads %d, mlp %d, context %d, vocab %d\n",
-                 c.text.width, c.text.layers, c.text.heads, c.text.mlp, c.text.context_length,
-                 c.text.vocab_size);
+  const TextConfig& t = c.text;
+  s += strprintf("text:        width %d, layers %d, heads %d, mlp %d, context %d, vocab %d, %s, pooled at %s\n",
+                 t.width, t.layers, t.heads, t.mlp, t.context_length, t.vocab_size,
+                 t.causal ? "causal" : "bidirectional (the whole context, padding included)",
+                 t.pool == TextPool::first ? "the first position" : t.pool == TextPool::last ? "the last position"
+                                                                                              : "end-of-text");
   s += strprintf("activation:  %s, layer_norm_eps %g\n", act_name(c.activation),
                  (double)c.layer_norm_eps);
   s += strprintf("logit_scale: %.9g (exp %.9g)\n", (double)w.logit_scale,

@@ -19,13 +19,22 @@ const char* vision_family_name(VisionFamily f);  // "ViT", "ResNet"
 // OpenAI's VisionTransformer: a patch convolution (patch_size, no bias), a class token and
 // positions, ln_pre, `layers` pre-LN blocks of `heads` heads and MLP width `mlp`, ln_post on
 // the class token, a projection to embed_dim.
+//
+// open_clip's variants (vision_cfg): no ln_pre (no_ln_pre), and the embedding pooled as the
+// mean of the patch tokens (pool_type "avg"; the class token is left out), with ln_post on
+// all tokens before the mean or on the mean (final_ln_after_pool).
+enum class ViTPool : uint8_t { token, avg };
 struct ViTConfig {
   int patch_size = 0;
   int width = 0;
   int layers = 0;
   int heads = 0;
   int mlp = 0;
+  bool ln_pre = true;
+  ViTPool pool = ViTPool::token;
+  bool ln_after_pool = false;
 };
+const char* vit_pool_name(ViTPool p);  // "tok", "avg" (open_clip's names)
 
 // OpenAI's ModifiedResNet (clip/model.py): a stem of three 3x3 convolutions (width/2,
 // width/2, width channels; the first with stride 2) and a 2x2 average pool; four stages of
@@ -42,6 +51,11 @@ struct ResNetConfig {
 
 // The text Transformer: token embedding and positions, `layers` pre-LN causal blocks, ln_final
 // at the end-of-text token, a projection to embed_dim.
+//
+// open_clip's variants (text_cfg): pooled at the first or the last position of the context
+// instead of the end-of-text token (pool_type "first", "last"), and bidirectional attention
+// (no_causal_mask), which then runs over the whole context, padding included.
+enum class TextPool : uint8_t { argmax, first, last };
 struct TextConfig {
   int context_length = 0;
   int vocab_size = 0;
@@ -49,7 +63,10 @@ struct TextConfig {
   int layers = 0;
   int heads = 0;
   int mlp = 0;
+  TextPool pool = TextPool::argmax;
+  bool causal = true;
 };
+const char* text_pool_name(TextPool p);  // "argmax", "first", "last" (open_clip's names)
 
 // Hyperparameters of one CLIP model, as inferred from a checkpoint (names follow OpenAI's
 // CLIP() arguments). MLP widths are stored, not assumed to be 4x. The image tower's config

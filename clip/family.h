@@ -31,6 +31,13 @@ struct SideConfig {
   std::optional<float> eps;
   std::optional<int> text_heads, vision_heads, vision_head_width;
   std::optional<PreprocessConfig> preprocess;  // open_clip's preprocess_cfg
+  // open_clip's vision_cfg no_ln_pre, pool_type, final_ln_after_pool and text_cfg pool_type,
+  // no_causal_mask (set: an open_clip config said so or holds the default).
+  std::optional<bool> vision_no_ln_pre;
+  ViTPool vision_pool = ViTPool::token;
+  bool vision_ln_after_pool = false;
+  TextPool text_pool = TextPool::argmax;
+  bool text_causal = true;
   std::map<std::string, int64_t> expect;
   std::string file;
 };

@@ -263,7 +263,8 @@ Graph ModelImpl::build_vision(int64_t B, bool rgb8, bool staged) const {
 }
 
 // Text: ids [B,T] -> token embedding + pos[:T] [B,T,W] -> causal blocks (the last one keeps
-//       the row at the end-of-text position, [B,W]) -> ln_final -> text_projection [B,E]
+//       the row at the end-of-text position, or open_clip's first or last, [B,W]) -> ln_final
+//       -> text_projection [B,E]
 Graph ModelImpl::build_text(int64_t B, int64_t T) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());
@@ -275,7 +276,7 @@ Graph ModelImpl::build_text(int64_t B, int64_t T) const {
   Stream s{x};
   for (int l = 0; l < c.text.layers; l++)
     transformer_block(g, s, "transformer.resblocks." + std::to_string(l) + ".", W, c.text.heads,
-                      true, c.layer_norm_eps, c.activation, l + 1 == c.text.layers ? eot : kNoValue);
+                      c.text.causal, c.layer_norm_eps, c.activation, l + 1 == c.text.layers ? eot : kNoValue);
   x = finish(g, s);
   if (c.text.layers == 0) x = g.gather_rows(x, eot);
   x = g.layernorm(x, W("ln_final.weight"), W("ln_final.bias"), c.layer_norm_eps);
@@ -334,9 +335,11 @@ static HostTensor concat_rows(const std::vector<HostTensor>& parts, int64_t D) {
   return out;
 }
 
-// Position of a text's end-of-text token: the reference pools at argmax(tokens), the first
-// end-of-text (the highest id).
-static int64_t eot_position(const int32_t* row, int64_t ctx) {
+// The position a text is pooled at: OpenAI's argmax(tokens), the first end-of-text (the
+// highest id); or open_clip's first or last position of the context.
+static int64_t pool_position(const int32_t* row, int64_t ctx, TextPool pool) {
+  if (pool == TextPool::first) return 0;
+  if (pool == TextPool::last) return ctx - 1;
   int64_t best = 0;
   for (int64_t t = 1; t < ctx; t++)
     if (row[t] > row[best]) best = t;
@@ -344,14 +347,17 @@ static int64_t eot_position(const int32_t* row, int64_t ctx) {
 }
 
 HostTensor ModelImpl::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
-  const int64_t ctx = weights_.config.text.context_length;
+  const TextConfig& tc = weights_.config.text;
+  const int64_t ctx = tc.context_length;
   std::vector<int32_t> eot((size_t)B);
   int64_t T = 1;
   for (int64_t b = 0; b < B; b++) {
-    eot[(size_t)b] = (int32_t)eot_position(tokens + b * ctx, ctx);
+    eot[(size_t)b] = (int32_t)pool_position(tokens + b * ctx, ctx, tc.pool);
     T = std::max<int64_t>(T, eot[(size_t)b] + 1);
   }
-  if (!opts_.trim_text) T = ctx;
+  // Causal attention: a row sees only the rows before it, so the context can end at the pooled
+  // row. Bidirectional: every row sees the padding too.
+  if (!opts_.trim_text || !tc.causal) T = ctx;
   std::vector<int32_t> ids((size_t)(B * T));
   for (int64_t b = 0; b < B; b++)
     std::memcpy(&ids[(size_t)(b * T)], tokens + b * ctx, (size_t)T * sizeof(int32_t));
@@ -367,7 +373,7 @@ HostTensor ModelImpl::encode_tokens(const int32_t* tokens, int64_t B) {
     CLIP_CHECK(tokens[i] >= 0 && tokens[i] < weights_.config.text.vocab_size,
                "token id %d (text %lld, position %lld) is outside the vocabulary of %d", tokens[i],
                (long long)(i / ctx), (long long)(i % ctx), weights_.config.text.vocab_size);
-  if (B <= batch_limit_ || !opts_.trim_text)
+  if (B <= batch_limit_ || !opts_.trim_text || !weights_.config.text.causal)
     return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_tokens_chunk(tokens + b0 * ctx, nb); });
   // More texts than one batch: batches are cut from the texts sorted by length, so each runs
   // only as far as its own longest text instead of the longest of a random mix. Exact: an
@@ -376,7 +382,7 @@ HostTensor ModelImpl::encode_tokens(const int32_t* tokens, int64_t B) {
   std::vector<int64_t> order((size_t)B), len((size_t)B);
   for (int64_t b = 0; b < B; b++) {
     order[(size_t)b] = b;
-    len[(size_t)b] = eot_position(tokens + b * ctx, ctx);
+    len[(size_t)b] = pool_position(tokens + b * ctx, ctx, weights_.config.text.pool);
   }
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return len[(size_t)a] < len[(size_t)b]; });
   std::vector<int32_t> sorted((size_t)(B * ctx));

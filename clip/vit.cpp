@@ -57,6 +57,16 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
   v.layers = layer_count(by, "visual.transformer.resblocks.", path);
   v.mlp = v.layers ? tensor_dim(by, "visual.transformer.resblocks.0.mlp.c_fc.weight", 0, 2, path) : 4 * v.width;
   v.heads = sc.vision_heads || sc.vision_head_width ? vision_heads(sc, v.width) : assumed_heads(v.width, notes);
+  // open_clip's no_ln_pre towers (CLIPA) also pool differently, which the tensors do not show:
+  // without the config that says so, refused. With it, the tensors must agree (a missing or an
+  // unexpected ln_pre is named by the tensor check).
+  if (sc.vision_no_ln_pre) v.ln_pre = !*sc.vision_no_ln_pre;
+  else
+    CLIP_CHECK(by.count("visual.ln_pre.weight"), "%s: the image tower has no visual.ln_pre: open_clip's no_ln_pre "
+               "towers (CLIPA) also pool and normalize in ways the tensors do not show; put the model's "
+               "open_clip_config.json beside the checkpoint", path.c_str());
+  v.pool = sc.vision_pool;
+  v.ln_after_pool = sc.vision_ln_after_pool;
 }
 
 void check(const ModelConfig& c, const std::string& file) {
@@ -78,8 +88,10 @@ void tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& o
   out.push_back({"visual.positional_embedding", {G * G + 1, W}});
   out.push_back({"visual.proj", {W, E}});
   out.push_back({"visual.conv1.weight", {W, 3, P, P}});
-  out.push_back({"visual.ln_pre.weight", {W}});
-  out.push_back({"visual.ln_pre.bias", {W}});
+  if (c.vit.ln_pre) {
+    out.push_back({"visual.ln_pre.weight", {W}});
+    out.push_back({"visual.ln_pre.bias", {W}});
+  }
   transformer_tensors("visual.transformer.resblocks.", c.vit.layers, W, c.vit.mlp, out);
   out.push_back({"visual.ln_post.weight", {W}});
   out.push_back({"visual.ln_post.bias", {W}});
@@ -103,7 +115,11 @@ std::string describe(const ModelConfig& c) {
   const int grid = c.image_resolution / v.patch_size;
   return strprintf("model:       ViT, embed %d, image %dpx, patch %d (grid %dx%d)\n", c.embed_dim, c.image_resolution,
                    v.patch_size, grid, grid) +
-         strprintf("vision:      width %d, layers %d, heads %d, mlp %d\n", v.width, v.layers, v.heads, v.mlp);
+         strprintf("vision:      width %d, layers %d, heads %d, mlp %d%s, pooled %s%s\n", v.width, v.layers, v.heads,
+                   v.mlp, v.ln_pre ? "" : ", no ln_pre",
+                   v.pool == ViTPool::avg ? "as the mean of the patch tokens" : "at the class token",
+                   v.pool == ViTPool::avg ? (v.ln_after_pool ? ", ln_post after the mean" : ", ln_post before the mean")
+                                          : "");
 }
 
 std::string summary(const ModelConfig& c) {
@@ -125,18 +141,27 @@ int64_t tokens(const ModelConfig& c) {
 }
 
 // pixels [B,3,R,R] -> patches [B,G,W] -> +class,+pos [B,1+G,W] -> ln_pre -> blocks (the last
-// one keeps the class row, [B,W]) -> ln_post -> proj [B,E]
+// one keeps the class row, [B,W]) -> ln_post -> proj [B,E]. Average pooling: all rows through
+// the last block, then ln_post and the mean of the G patch rows (or the mean, then ln_post).
 Value build(Graph& g, Value px, Value cls_idx, const ModelConfig& c, const WeightFn& W, Stages* stages) {
   CLIP_CHECK(!stages, "staged image outputs are for ResNet towers; this model is a ViT");
+  const ViTConfig& v = c.vit;
+  const float eps = c.layer_norm_eps;
   Value x = g.patch_embed(px, W("visual.conv1.weight"));
   x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
-  Stream s{g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), c.layer_norm_eps)};
-  for (int l = 0; l < c.vit.layers; l++)
-    transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W, c.vit.heads, false,
-                      c.layer_norm_eps, c.activation, l + 1 == c.vit.layers ? cls_idx : kNoValue);
+  Stream s{v.ln_pre ? g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), eps) : x};
+  const bool token = v.pool == ViTPool::token;
+  for (int l = 0; l < v.layers; l++)
+    transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W, v.heads, false, eps,
+                      c.activation, token && l + 1 == v.layers ? cls_idx : kNoValue);
   x = finish(g, s);
-  if (c.vit.layers == 0) x = g.gather_rows(x, cls_idx);
-  x = g.layernorm(x, W("visual.ln_post.weight"), W("visual.ln_post.bias"), c.layer_norm_eps);
+  auto ln_post = [&](Value y) { return g.layernorm(y, W("visual.ln_post.weight"), W("visual.ln_post.bias"), eps); };
+  if (token) {
+    if (v.layers == 0) x = g.gather_rows(x, cls_idx);
+    x = ln_post(x);
+  } else {
+    x = v.ln_after_pool ? ln_post(g.mean_tokens(x)) : g.mean_tokens(ln_post(x));
+  }
   return g.linear(x, W("visual.proj.T"));
 }
 

@@ -181,6 +181,22 @@ void pool_tokens_cpu(float* y, const float* x, const float* pos, int64_t B, int6
   }
 }
 
+void mean_tokens_cpu(float* out, const float* x, int64_t B, int64_t T, int64_t C) {
+  CLIP_CHECK(B >= 0 && T >= 2 && C >= 1, "mean_tokens: bad sizes B=%lld T=%lld C=%lld", (long long)B, (long long)T,
+             (long long)C);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; b++) {
+    float* o = out + b * C;
+    for (int64_t c = 0; c < C; c++) o[c] = 0.0f;
+    for (int64_t t = 1; t < T; t++) {
+      const float* xt = x + (b * T + t) * C;
+      for (int64_t c = 0; c < C; c++) o[c] += xt[c];
+    }
+    const float inv = 1.0f / (float)(T - 1);
+    for (int64_t c = 0; c < C; c++) o[c] *= inv;
+  }
+}
+
 void embedding_cpu(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,
                    int64_t V) {
   for (int64_t i = 0; i < N; i++)

@@ -89,6 +89,8 @@ void embedding_cpu(float* out, const int32_t* ids, const float* table, int64_t N
 // out [B, C] = x[b, idx[b], :] for x [B, T, C]. Throws on an index outside [0, T).
 void gather_rows_cpu(float* out, const float* x, const int32_t* idx, int64_t B, int64_t T,
                      int64_t C);
+// out [B, C] = the mean of rows 1..T-1 of x [B, T, C] (T >= 2), summed in row order in f32.
+void mean_tokens_cpu(float* out, const float* x, int64_t B, int64_t T, int64_t C);
 // y[M,C] = x / max(||x||, 1e-12) per row.
 void l2_normalize_cpu(float* y, const float* x, int64_t M, int64_t C);
 // out [M, N] = scale * cos(a_i, b_j) for a [M, C], b [N, C].

@@ -86,6 +86,7 @@ Value Graph::patch_embed(Value px, Value w) { return add_op(Op::patch_embed, {px
 Value Graph::class_pos(Value patches, Value cls, Value pos) { return add_op(Op::class_pos, {patches, cls, pos})[0]; }
 Value Graph::embedding(Value ids, Value table) { return add_op(Op::embedding, {ids, table})[0]; }
 Value Graph::gather_rows(Value x, Value idx) { return add_op(Op::gather_rows, {x, idx})[0]; }
+Value Graph::mean_tokens(Value x) { return add_op(Op::mean_tokens, {x})[0]; }
 Value Graph::l2_normalize(Value x) { return add_op(Op::l2_normalize, {x})[0]; }
 Value Graph::cosine_sim(Value a, Value b, float scale) {
   return add_op(Op::cosine_sim, {a, b}, CosineSimParams{scale})[0];

@@ -67,6 +67,7 @@ class Graph {
   Value class_pos(Value patches, Value cls, Value pos);
   Value embedding(Value ids, Value table);
   Value gather_rows(Value x, Value idx);
+  Value mean_tokens(Value x);
   Value l2_normalize(Value x);
   Value cosine_sim(Value a, Value b, float scale);
   Value cast(Value x, DType dtype);

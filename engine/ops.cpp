@@ -133,6 +133,13 @@ std::vector<OutSpec> infer_gather_rows(const Graph& g, const Node& n) {
 }
 IndexBound index_gather_rows(const Graph& g, const Node& n) { return {1, in(g, n, 0).shape[1]}; }  // idx < T
 
+std::vector<OutSpec> infer_mean_tokens(const Graph& g, const Node& n) {
+  const auto& X = in(g, n, 0);
+  SHAPE_CHECK(X.shape.nd == 3 && X.shape[1] >= 2, "mean_tokens", "x %s (want [B, T, C] with T >= 2: a class row "
+              "and the tokens)", S(X));
+  return {{Shape{X.shape[0], X.shape[2]}, g.dtype()}};
+}
+
 std::vector<OutSpec> infer_cosine_sim(const Graph& g, const Node& n) {
   const auto &A = in(g, n, 0), &Bv = in(g, n, 1);
   SHAPE_CHECK(A.shape.nd == 2 && Bv.shape.nd == 2 && A.shape[1] == Bv.shape[1], "cosine_sim", "a %s, b %s", S(A),
@@ -267,6 +274,8 @@ const OpDef kOps[] = {
      CUDA_FN(op_cuda::embedding), nullptr, index_embedding},
     {Op::gather_rows, "gather_rows", infer_gather_rows, nullptr, nullptr, op_cpu::gather_rows, nullptr,
      CUDA_FN(op_cuda::gather_rows), nullptr, index_gather_rows},
+    {Op::mean_tokens, "mean_tokens", infer_mean_tokens, nullptr, nullptr, op_cpu::mean_tokens, nullptr,
+     CUDA_FN(op_cuda::mean_tokens), nullptr, nullptr},
     {Op::l2_normalize, "l2_normalize", same_shape, nullptr, nullptr, op_cpu::l2_normalize, nullptr,
      CUDA_FN(op_cuda::l2_normalize), nullptr, nullptr},
     {Op::cosine_sim, "cosine_sim", infer_cosine_sim, nullptr, nullptr, op_cpu::cosine_sim, nullptr,

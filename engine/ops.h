@@ -36,6 +36,8 @@ enum class Op : uint8_t {
   class_pos,      // in: patches [B, G, C], cls [C], pos [1+G, C]  out: [B, 1+G, C]
   embedding,      // in: ids [B, T] i32, table [V, C]         out: [B, T, C]
   gather_rows,    // in: x [B, T, C], idx [B] i32             out: [B, C]
+  mean_tokens,    // in: x [B, T, C]                          out: [B, C] the mean of rows 1..T-1
+                  // (the patch tokens; row 0, the class token, left out)
   l2_normalize,   // in: x [.., C]                            out: [.., C]
   cosine_sim,     // in: a [M, C], b [N, C]                   out: scale * cos [M, N]
   cast,           // in: x                                    out: x in another dtype

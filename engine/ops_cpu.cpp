@@ -70,6 +70,11 @@ void gather_rows(const CpuRun& r) {
   gather_rows_cpu(r.out(), r.in(0), (const int32_t*)r.in(1), x[0], x[1], x[2]);
 }
 
+void mean_tokens(const CpuRun& r) {
+  const Shape& x = r.in_shape(0);
+  mean_tokens_cpu(r.out(), r.in(0), x[0], x[1], x[2]);
+}
+
 void l2_normalize(const CpuRun& r) { l2_normalize_cpu(r.out(), r.in(0), r.out_shape().rows(), r.out_shape().last()); }
 
 void cosine_sim(const CpuRun& r) {

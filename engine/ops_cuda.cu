@@ -85,6 +85,12 @@ void gather_rows(const CudaRun& r) {
                             to_int(x[2], "C"), r.out_dtype(), stream(r));
 }
 
+void mean_tokens(const CudaRun& r) {
+  const Shape& x = r.in_shape(0);
+  cuda::mean_tokens_forward(r.out(), r.in(0), to_int(x[0], "B"), to_int(x[1], "T"), to_int(x[2], "C"),
+                            r.out_dtype(), stream(r));
+}
+
 void l2_normalize(const CudaRun& r) {
   const Shape& s = r.out_shape();
   cuda::l2_normalize_forward(r.out(), r.in(0), s.rows(), to_int(s.last(), "C"), r.out_dtype(), stream(r));

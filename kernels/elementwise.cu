@@ -8,6 +8,7 @@
 //   class_pos    out [B, 1+G, C]: row 0 = cls + pos[0], row 1+g = patches[b, g] + pos[1+g]
 //   embedding    out [N, C] = table[ids[i]]                (bad id -> NaN row)
 //   gather_rows  out [B, C] = x[b, idx[b]]                 (bad index -> NaN row)
+//   mean_tokens  out [B, C] = mean of x[b, 1..T-1]         a thread per (b, c), rows in order
 //   l2_normalize y = x / max(||x||, 1e-12) per row         one warp per row, two passes
 //   softmax      y = exp(x - max) / sum per row            one warp per row: an online
 //                (max, sum) pass with shuffles, then a write pass; any row length
@@ -103,6 +104,19 @@ __global__ void gather_rows_kernel(T* __restrict__ out, const T* __restrict__ x,
     const int c = (int)(i % C);
     const int32_t t = idx[b];
     out[i] = (t >= 0 && t < T_) ? x[(b * T_ + t) * C + c] : from_float<T>(NAN);
+  }
+}
+
+// A thread per output element; consecutive threads read consecutive channels of each row.
+template <typename T>
+__global__ void mean_tokens_kernel(T* __restrict__ out, const T* __restrict__ x, int T_, int C, int64_t n) {
+  GRID_STRIDE(i, n) {
+    const int64_t b = i / C;
+    const int c = (int)(i % C);
+    const T* xb = x + b * T_ * C + c;
+    float s = 0.0f;
+    for (int t = 1; t < T_; t++) s += to_float(xb[(int64_t)t * C]);
+    out[i] = from_float<T>(s * (1.0f / (float)(T_ - 1)));
   }
 }
 
@@ -243,6 +257,16 @@ void gather_rows_forward(void* out, const void* x, const int32_t* idx, int B, in
     using T_ = decltype(tag);
     launch(gather_rows_kernel<T_>, grid_for(n), dim3(kThreads), 0, stream, (T_*)out,
            (const T_*)x, idx, T, C, n);
+  });
+}
+
+void mean_tokens_forward(void* out, const void* x, int B, int T, int C, DType dt, cudaStream_t stream) {
+  CLIP_CHECK(B >= 0 && T >= 2 && C >= 1, "mean_tokens: bad sizes B=%d T=%d C=%d", B, T, C);
+  const int64_t n = (int64_t)B * C;
+  if (n == 0) return;
+  dispatch_float(dt, "mean_tokens", [&](auto tag) {
+    using T_ = decltype(tag);
+    launch(mean_tokens_kernel<T_>, grid_for(n), dim3(kThreads), 0, stream, (T_*)out, (const T_*)x, T, C, n);
   });
 }
 

@@ -59,6 +59,8 @@ void embedding_forward(void* out, const int32_t* ids, const void* table, int64_t
 // out [B, C] = x[b, idx[b], :] for x [B, T, C]; an index outside [0, T) gives a NaN row.
 void gather_rows_forward(void* out, const void* x, const int32_t* idx, int B, int T, int C,
                          DType dt, cudaStream_t stream);
+// out [B, C] = the mean of rows 1..T-1 of x [B, T, C] (T >= 2).
+void mean_tokens_forward(void* out, const void* x, int B, int T, int C, DType dt, cudaStream_t stream);
 // y [M, C] = x / max(||x||, 1e-12) per row; y may alias x.
 void l2_normalize_forward(void* y, const void* x, int64_t M, int C, DType dt,
                           cudaStream_t stream);

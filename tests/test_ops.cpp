@@ -851,6 +851,31 @@ TEST_P(GatherRowsTest, PicksOneRowPerBatch) {
 }
 OP_CASES(GatherRowsTest, {{3, 77, 512}, {2, 77, 17}, {2, 77, 768}});
 
+// ---- mean_tokens ----------------------------------------------------------------------------------
+// The mean of the patch rows (open_clip's pool_type "avg"): a sum of T - 1 values, CPU bound
+// 1e-6 + 1e-6 |ref|.
+class MeanTokensTest : public OpTest<GatherShape> {
+ public:
+  using Param = GatherShape;
+};
+TEST_P(MeanTokensTest, AveragesThePatchRows) {
+  const GatherShape p = shape();
+  auto x = rounded(randn((size_t)(p.B * p.T * p.C), 62), dt());
+  for (int64_t c = 0; c < p.C; c++) x[(size_t)c] = 1e4f;  // row 0 of item 0, the class row: left out
+  std::vector<double> ref((size_t)(p.B * p.C));
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t c = 0; c < p.C; c++) {
+      double s = 0;
+      for (int64_t t = 1; t < p.T; t++) s += x[(size_t)((b * p.T + t) * p.C + c)];
+      ref[(size_t)(b * p.C + c)] = s / (double)(p.T - 1);
+    }
+  OpRun op(backend(), dt());
+  op.g.mean_tokens(op.input(x, {p.B, p.T, p.C}));
+  expect("mean_tokens", op.run()[0], ref, {1e-6, 1e-6}, p.T);
+}
+// CLIPA-L/14 at 224 (257 tokens of 1024), ViT-B/16 (197 of 768), the smallest and odd sizes.
+OP_CASES(MeanTokensTest, {{2, 257, 1024}, {3, 197, 768}, {1, 2, 1}, {2, 5, 17}, {4, 50, 130}});
+
 // ---- l2_normalize, cosine_sim --------------------------------------------------------------------------
 // l2_normalize: CPU bound 1e-6 + 1e-6 |ref|, and in f32 every row's squares sum to 1 within
 // 1e-6. cosine_sim: 1e-4 + 1e-5 |ref| (scale 100).

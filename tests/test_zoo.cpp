@@ -7,7 +7,7 @@
 // A zoo model either matches its golden (CPU f32: normalized embeddings cosine >= 0.99999 and
 // max |d| <= 1e-4; the first image's pixels within one u8 level, the exact count printed) or
 // is refused with a message naming the config field this engine does not implement yet: today
-// zoo-vit-hw104, zoo-vit-hw80 and zoo-vit-ls run, zoo-coca and zoo-clipa are refused.
+// zoo-vit-hw104, zoo-vit-hw80, zoo-vit-ls and zoo-clipa run, zoo-coca is refused.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -155,18 +155,19 @@ TEST(Zoo, LayerScaleMatchesOpenClip) {
 
 // The same models on CUDA (a GPU, or the emulator in build-emu/): f32 within the CPU bounds of
 // the goldens, f16 and bf16 cosine >= 0.999 (head sizes 104 and 80, GELU and QuickGELU, layer
-// scale folded, squash resize).
+// scale folded, squash resize, CLIPA's average pooling and bidirectional text).
 TEST(Zoo, CudaMatchesGoldens) {
   CLIP_REQUIRE_GOLDEN();
   CLIP_REQUIRE_VOCAB();
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  for (const char* model : {"zoo-vit-hw104", "zoo-vit-hw80", "zoo-vit-ls"}) {
+  for (const char* model : {"zoo-vit-hw104", "zoo-vit-hw80", "zoo-vit-ls", "zoo-clipa"}) {
     const json g = read_json_file(zoo(model) + "/golden.json");
     std::vector<std::string> files;
     std::vector<bool> skip;
     for (auto& f : g["images"]) {
       files.push_back(test::golden_dir() + "/images/" + f.get<std::string>());
-      skip.push_back(f.get<std::string>() == "p10_tall_60x900.png" && std::string(model) == "zoo-vit-hw80");
+      skip.push_back(f.get<std::string>() == "p10_tall_60x900.png" &&
+                     (std::string(model) == "zoo-vit-hw80" || std::string(model) == "zoo-clipa"));
     }
     for (DType dt : {DType::f32, DType::f16, DType::bf16}) {
       SCOPED_TRACE(std::string(model) + " " + dtype_name(dt));
@@ -195,9 +196,59 @@ TEST(Zoo, CudaMatchesGoldens) {
 TEST(Zoo, UnimplementedFeaturesRefusedByName) {
   CLIP_REQUIRE_GOLDEN();
   EXPECT_ERROR(load_weights(zoo("zoo-coca")), "model_cfg.custom_text");
-  EXPECT_ERROR(load_weights(zoo("zoo-clipa")), "vision_cfg.final_ln_after_pool");
   // The .bin alone reads the config beside it the same way.
-  EXPECT_ERROR(load_weights(zoo("zoo-clipa") + "/open_clip_pytorch_model.bin"), "vision_cfg.final_ln_after_pool");
+  EXPECT_ERROR(load_weights(zoo("zoo-coca") + "/open_clip_pytorch_model.bin"), "model_cfg.custom_text");
+}
+
+// CLIPA: no ln_pre, the image embedding the mean of the patch tokens with ln_post after it,
+// bidirectional text attention over the whole context pooled at its last position, ImageNet's
+// mean and std, bilinear squash resize. The options travel through a native file.
+// As for zoo-vit-hw80, the golden's Pillow 13.0.0 squashes p10_tall_60x900.png (to 64x64,
+// bilinear) differently from Pillow 9.4.0 (1268 of 12288 bytes, by one level); ours is 9.4.0's
+// (FNV-1a 64 of Image.open(f).convert("RGB").resize((64, 64), BILINEAR): 0xec895716f3766b03), and
+// that image is held to the cosine bound (0.9999977) only.
+TEST(Zoo, ClipaMatchesOpenClip) {
+  CLIP_REQUIRE_GOLDEN();
+  CLIP_REQUIRE_VOCAB();
+  PreprocessConfig pc;
+  pc.resolution = 64;
+  pc.resize_mode = ResizeMode::squash;
+  pc.interpolation = "bilinear";
+  const std::vector<uint8_t> px = preprocess_image_file_rgb8(test::golden_dir() + "/images/p10_tall_60x900.png", pc);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint8_t c : px) h = (h ^ c) * 0x100000001b3ull;
+  EXPECT_EQ(h, 0xec895716f3766b03ull) << "the bilinear squash is not Pillow 9.4.0's";
+  auto m = expect_matches_golden("zoo-clipa", {"p10_tall_60x900.png"});
+  ASSERT_TRUE(m);
+  const ModelConfig& c = m->config();
+  EXPECT_FALSE(c.vit.ln_pre);
+  EXPECT_EQ(c.vit.pool, ViTPool::avg);
+  EXPECT_TRUE(c.vit.ln_after_pool);
+  EXPECT_EQ(c.text.pool, TextPool::last);
+  EXPECT_FALSE(c.text.causal);
+  EXPECT_EQ(m->preprocess_config().interpolation, "bilinear");
+  EXPECT_EQ(m->preprocess_config().resize_mode, ResizeMode::squash);
+
+  const std::string d = ::testing::TempDir() + "/clip_zoo_clipa.clip";
+  save_native(load_weights(zoo("zoo-clipa"), vocab()), d, DType::f32);
+  ModelOptions o;
+  auto n = Model::load(d, o);
+  EXPECT_FALSE(n->config().vit.ln_pre);
+  EXPECT_EQ(n->config().vit.pool, ViTPool::avg);
+  EXPECT_TRUE(n->config().vit.ln_after_pool);
+  EXPECT_EQ(n->config().text.pool, TextPool::last);
+  EXPECT_FALSE(n->config().text.causal);
+  const std::vector<std::string> texts = {"a photo of a cat", "x"};
+  const HostTensor a = m->encode_texts(texts), b = n->encode_texts(texts);
+  ASSERT_EQ(a.t.shape, b.t.shape);
+  for (int64_t i = 0; i < a.t.shape.numel(); i++) ASSERT_EQ(a.f32()[i], b.f32()[i]) << i;
+
+  // Without its config, a tower without ln_pre is refused: how it pools is not in the tensors.
+  const std::string bare = ::testing::TempDir() + "/clip_zoo_clipa_bare";
+  ASSERT_EQ(std::system(("rm -rf " + bare + " && mkdir -p " + bare + " && cp " + zoo("zoo-clipa") +
+                         "/open_clip_pytorch_model.bin " + bare).c_str()),
+            0);
+  EXPECT_ERROR(load_weights(bare + "/open_clip_pytorch_model.bin"), "no visual.ln_pre", "open_clip_config.json");
 }
 
 namespace {
@@ -328,10 +379,19 @@ TEST(Zoo, ConfigFieldsReadOrRefused) {
     return j;
   };
   // Fields that change the computation, at values not implemented: refused by name.
-  EXPECT_ERROR(load_with(with("vision_cfg", "pool_type", "avg")), "vision_cfg.pool_type = \"avg\"");
-  EXPECT_ERROR(load_with(with("vision_cfg", "no_ln_pre", true)), "vision_cfg.no_ln_pre");
-  EXPECT_ERROR(load_with(with("text_cfg", "no_causal_mask", true)), "text_cfg.no_causal_mask");
-  EXPECT_ERROR(load_with(with("text_cfg", "pool_type", "last")), "text_cfg.pool_type");
+  EXPECT_ERROR(load_with(with("vision_cfg", "pool_type", "none")), "vision_cfg.pool_type = \"none\"");
+  EXPECT_ERROR(load_with(with("vision_cfg", "pos_embed_type", "rope")), "vision_cfg.pos_embed_type = \"rope\"");
+  EXPECT_ERROR(load_with(with("vision_cfg", "final_ln_after_pool", 1)), "vision_cfg.final_ln_after_pool = 1");
+  EXPECT_ERROR(load_with(with("text_cfg", "pool_type", "eos")), "text_cfg.pool_type = \"eos\"");
+  // no_ln_pre with ln_pre tensors in the file: the config and the tensors disagree.
+  EXPECT_ERROR(load_with(with("vision_cfg", "no_ln_pre", true)), "unexpected tensor 'visual.ln_pre.bias'");
+  // The pooling and mask options, read.
+  EXPECT_EQ(load_with(with("vision_cfg", "pool_type", "avg")).config.vit.pool, ViTPool::avg);
+  EXPECT_TRUE(load_with(with("vision_cfg", "final_ln_after_pool", true)).config.vit.ln_after_pool);
+  EXPECT_FALSE(load_with(with("text_cfg", "no_causal_mask", true)).config.text.causal);
+  EXPECT_EQ(load_with(with("text_cfg", "pool_type", "last")).config.text.pool, TextPool::last);
+  EXPECT_EQ(load_with(with("text_cfg", "pool_type", "first")).config.text.pool, TextPool::first);
+  EXPECT_NO_THROW(load_with(with("vision_cfg", "pos_embed_type", "sin_cos_2d")));  // positions are in the file
   EXPECT_ERROR(load_with(with("text_cfg", "proj_bias", true)), "text_cfg.proj_bias");
   EXPECT_ERROR(load_with(with("text_cfg", "norm_kwargs", {{"eps", 1e-6}})), "text_cfg.norm_kwargs");
   EXPECT_ERROR(load_with(with("text_cfg", "tokenizer_kwargs", {{"clean", "canonicalize"}})),
