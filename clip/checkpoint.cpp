@@ -323,14 +323,19 @@ void parse_open_clip_preprocess(const json& p, SideConfig& sc) {
                  "engine resizes bicubic or bilinear, as Pillow)", f.c_str(), v.dump().c_str());
       pp.interpolation = v.get<std::string>();
     } else if (key == "resize_mode") {
-      CLIP_CHECK(v == "shortest" || v == "squash", "%s: preprocess_cfg.resize_mode = %s is not supported (this "
-                 "engine resizes the shortest side and center-crops, or squashes both sides)", f.c_str(),
-                 v.dump().c_str());
-      pp.resize_mode = v == "squash" ? ResizeMode::squash : ResizeMode::shortest;
+      CLIP_CHECK(v == "shortest" || v == "squash" || v == "longest", "%s: preprocess_cfg.resize_mode = %s is not "
+                 "supported (this engine resizes the shortest side and center-crops, squashes both sides, or "
+                 "resizes the longest side and pads)", f.c_str(), v.dump().c_str());
+      pp.resize_mode = v == "squash" ? ResizeMode::squash : v == "longest" ? ResizeMode::longest : ResizeMode::shortest;
     } else if (key == "mode") {
       CLIP_CHECK(v == "RGB", "%s: preprocess_cfg.mode = %s is not supported (RGB only)", f.c_str(),
                  v.dump().c_str());
-    } else if (key != "fill_color") {  // fill_color: only the "longest" resize pads
+    } else if (key == "fill_color") {  // only the "longest" resize pads
+      CLIP_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= 255,
+                 "%s: preprocess_cfg.fill_color = %s is not supported (one value 0..255 for every channel)", f.c_str(),
+                 v.dump().c_str());
+      pp.fill = v.get<int>();
+    } else {
       fail("%s: preprocess_cfg.%s is not a field this engine knows; refused rather than ignored", f.c_str(),
            key.c_str());
     }
@@ -910,7 +915,8 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
                      {"mean", {p.mean[0], p.mean[1], p.mean[2]}},
                      {"std", {p.std[0], p.std[1], p.std[2]}},
                      {"interpolation", p.interpolation},
-                     {"resize_mode", resize_mode_name(p.resize_mode)}};
+                     {"resize_mode", resize_mode_name(p.resize_mode)},
+                     {"fill", p.fill}};
   h["logit_scale"] = logit_scale;
   h["source_format"] = w.format;
   if (!w.notes.empty()) h["notes"] = w.notes;  // the source's assumptions travel with the file
@@ -1025,9 +1031,15 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
   w.preprocess.interpolation = interp.get<std::string>();
   if (pp.contains("resize_mode")) {  // files written before it: shortest
     const json& rm = pp["resize_mode"];
-    CLIP_CHECK(rm == "shortest" || rm == "squash", "%s: native header: preprocess.resize_mode must be \"shortest\" "
-               "or \"squash\"", f);
-    w.preprocess.resize_mode = rm == "squash" ? ResizeMode::squash : ResizeMode::shortest;
+    CLIP_CHECK(rm == "shortest" || rm == "squash" || rm == "longest", "%s: native header: preprocess.resize_mode "
+               "must be \"shortest\", \"squash\" or \"longest\"", f);
+    w.preprocess.resize_mode = rm == "squash"    ? ResizeMode::squash
+                               : rm == "longest" ? ResizeMode::longest
+                                                 : ResizeMode::shortest;
+  }
+  if (pp.contains("fill")) {
+    w.preprocess.fill = int_field(pp, "fill", name, "preprocess");
+    CLIP_CHECK(w.preprocess.fill <= 255, "%s: native header: preprocess.fill must be 0..255", f);
   }
   w.logit_scale = num_field(h, "logit_scale", name, "the header");
   if (h.contains("notes")) {
@@ -1118,7 +1130,9 @@ std::string describe(const Weights& w) {
   const PreprocessConfig& p = w.preprocess;
   s += strprintf("preprocess:  %dpx %s, %s, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
                  p.resolution, p.interpolation.c_str(),
-                 p.resize_mode == ResizeMode::squash ? "squash (both sides, no crop)" : "shortest side + center crop",
+                 p.resize_mode == ResizeMode::squash    ? "squash (both sides, no crop)"
+                 : p.resize_mode == ResizeMode::longest ? strprintf("longest side + pad (fill %d)", p.fill).c_str()
+                                                        : "shortest side + center crop",
                  p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]);
   if (w.has_vocab)
     s += strprintf("tokenizer:   %zu tokens, %zu merges\n", w.vocab.tokens.size(),
@@ -1142,7 +1156,8 @@ std::string describe_json(const Weights& w) {
                      {"mean", {w.preprocess.mean[0], w.preprocess.mean[1], w.preprocess.mean[2]}},
                      {"std", {w.preprocess.std[0], w.preprocess.std[1], w.preprocess.std[2]}},
                      {"interpolation", w.preprocess.interpolation},
-                     {"resize_mode", resize_mode_name(w.preprocess.resize_mode)}};
+                     {"resize_mode", resize_mode_name(w.preprocess.resize_mode)},
+                     {"fill", w.preprocess.fill}};
   j["tokenizer"] = w.has_vocab ? json{{"tokens", w.vocab.tokens.size()},
                                       {"merges", w.vocab.merges.size()}}
                                : json(nullptr);

@@ -83,10 +83,11 @@ struct ModelConfig {
 };
 
 // How an image becomes resolution x resolution: shortest (OpenAI's: the short side to the
-// resolution, then a center crop) or squash (both sides to it, no crop: open_clip's
-// resize_mode "squash", e.g. DFN5B's models).
-enum class ResizeMode : uint8_t { shortest, squash };
-const char* resize_mode_name(ResizeMode m);  // "shortest", "squash"
+// resolution, then a center crop), squash (both sides to it, no crop: open_clip's
+// resize_mode "squash", e.g. DFN5B's models) or longest (open_clip's: the long side to it,
+// keeping the aspect ratio, then centered on a square of the fill colour).
+enum class ResizeMode : uint8_t { shortest, squash, longest };
+const char* resize_mode_name(ResizeMode m);  // "shortest", "squash", "longest"
 
 // Image preprocessing constants (OpenAI's by default).
 struct PreprocessConfig {
@@ -95,6 +96,7 @@ struct PreprocessConfig {
   float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
   std::string interpolation = "bicubic";
   ResizeMode resize_mode = ResizeMode::shortest;
+  int fill = 0;  // longest: the padding, every channel of the decoded mode (open_clip's fill_color)
 };
 
 // A byte-level BPE vocabulary: tokens in id order (49408 for CLIP, the special tokens

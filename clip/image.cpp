@@ -317,14 +317,28 @@ int muldiv255(int a, int b) {
   return ((t >> 8) + t) >> 8;
 }
 
+// The resized image new_w x new_h; the window [left, left + cols) x [top, top + rows) of it
+// that is kept; and where that window sits on the n x n output (pad_left, pad_top > 0: the
+// longest resize's padding around it).
 struct Geometry {
   int new_w, new_h, left, top;
+  int cols, rows, pad_left = 0, pad_top = 0;
 };
 Geometry resize_geometry(int w, int h, int n, ResizeMode mode) {
   CLIP_CHECK(n > 0, "preprocess: resolution %d must be positive", n);
   CLIP_CHECK(w > 0 && h > 0, "preprocess: empty image");
   // squash: torchvision's Resize((n, n)), both sides, nothing to crop
-  if (mode == ResizeMode::squash) return {n, n, 0, 0};
+  if (mode == ResizeMode::squash) return {n, n, 0, 0, n, n};
+  if (mode == ResizeMode::longest) {
+    // open_clip's ResizeKeepRatio(n, longest=1): ratio = max(h / n, w / n), each side
+    // round(side / ratio) (Python's round, half to even), then CenterCropOrPad: padding
+    // (n - side) // 2 before, the rest after; nothing is cropped.
+    const double ratio = std::max((double)h / n, (double)w / n);
+    const int new_w = (int)std::nearbyint((double)w / ratio), new_h = (int)std::nearbyint((double)h / ratio);
+    CLIP_CHECK(new_w >= 1 && new_h >= 1 && new_w <= n && new_h <= n,
+               "preprocess: %dx%d image is too elongated to resize to %d on its longest side", w, h, n);
+    return {new_w, new_h, 0, 0, new_w, new_h, (n - new_w) / 2, (n - new_h) / 2};
+  }
   // rule 2: torchvision's Resize(int): short side -> n, long side int(n * long / short)
   const int shrt = std::min(w, h), lng = std::max(w, h);
   const double new_long_d = (double)((int64_t)n * lng) / shrt;
@@ -332,18 +346,20 @@ Geometry resize_geometry(int w, int h, int n, ResizeMode mode) {
   const int new_long = (int)new_long_d;
   const int new_w = w <= h ? n : new_long, new_h = w <= h ? new_long : n;
   // rule 4: center crop offsets, Python round (half to even)
-  return {new_w, new_h, round_half_even_div2(new_w - n), round_half_even_div2(new_h - n)};
+  return {new_w, new_h, round_half_even_div2(new_w - n), round_half_even_div2(new_h - n), n, n};
 }
 
 }  // namespace
 
-const char* resize_mode_name(ResizeMode m) { return m == ResizeMode::squash ? "squash" : "shortest"; }
+const char* resize_mode_name(ResizeMode m) {
+  return m == ResizeMode::squash ? "squash" : m == ResizeMode::longest ? "longest" : "shortest";
+}
 
 PixelWindow preprocess_input_window(int w, int h, int n, ResizeMode mode, ResampleFilter f) {
   const Geometry g = resize_geometry(w, h, n, mode);
   PixelWindow r;
-  input_range(w, g.new_w, g.left, g.left + n, r.x0, r.x1, f);
-  input_range(h, g.new_h, g.top, g.top + n, r.y0, r.y1, f);
+  input_range(w, g.new_w, g.left, g.left + g.cols, r.x0, r.x1, f);
+  input_range(h, g.new_h, g.top, g.top + g.rows, r.y0, r.y1, f);
   return r;
 }
 
@@ -388,53 +404,76 @@ std::vector<uint8_t> convert_rgb(ImageMode mode, std::vector<uint8_t> win, const
   return rgb;
 }
 
+// The longest resize's padding: the cols x rows RGB window placed at (pad_left, pad_top) of an
+// n x n square of the fill colour, which torchvision's pad gives every channel of the image's
+// own mode (a palette index in mode P) before convert("RGB").
+std::vector<uint8_t> pad_rgb(std::vector<uint8_t> rgb, const Geometry& g, int n, ImageMode mode, int C,
+                             const std::vector<uint8_t>& palette, int fill, const std::string& what) {
+  if (g.cols == n && g.rows == n) return rgb;
+  CLIP_CHECK(fill >= 0 && fill <= 255, "%s: fill colour %d is outside 0..255", what.c_str(), fill);
+  CLIP_CHECK(!(mode == ImageMode::P && palette.empty()) && !(mode == ImageMode::One && fill != 0),
+             "%s: padding a %s image with fill colour %d is not supported", what.c_str(),
+             mode == ImageMode::P ? "palette BMP/GIF" : "1-bit", fill);
+  const std::vector<uint8_t> px = convert_rgb(mode, std::vector<uint8_t>((size_t)C, (uint8_t)fill), {fill}, C,
+                                              palette, 1);
+  std::vector<uint8_t> out((size_t)n * n * 3);
+  for (size_t p = 0; p < (size_t)n * n; p++) std::copy_n(px.data(), 3, &out[p * 3]);
+  for (int y = 0; y < g.rows; y++)
+    std::copy_n(&rgb[(size_t)y * g.cols * 3], (size_t)g.cols * 3, &out[((size_t)(y + g.pad_top) * n + g.pad_left) * 3]);
+  return out;
+}
+
 }  // namespace
 
 std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessInfo* info, ResizeMode mode,
-                                      ResampleFilter f) {
+                                      ResampleFilter f, int fill) {
   const int w = im.width, h = im.height;
-  const auto [new_w, new_h, left, top] = resize_geometry(w, h, n, mode);
+  const Geometry g = resize_geometry(w, h, n, mode);
+  const int new_w = g.new_w, new_h = g.new_h, left = g.left, top = g.top;
+  const int cols = g.cols, rows = g.rows;
   const bool resize = new_w != w || new_h != h;
   const bool nearest = im.mode == ImageMode::P || im.mode == ImageMode::One;
   if (info) *info = PreprocessInfo{new_w, new_h, left, top, resize, nearest && resize};
 
   int C = image_mode_channels(im.mode);
   if (im.mode == ImageMode::P && im.palette.empty()) C = 3;  // stb-decoded P: RGB triples
-  const size_t npx = (size_t)n * n;
+  const size_t npx = (size_t)cols * rows;
   CLIP_CHECK(im.mode == ImageMode::I || im.pixels.size() == (size_t)w * h * C,
              "preprocess: %zu bytes of pixels for %dx%d pixels of %d bytes", im.pixels.size(), w, h, C);
   std::vector<uint8_t> win;    // 8-bit modes: the [n, n, C] window in the decoded mode
   std::vector<int32_t> win_i;  // mode I
   if (im.mode == ImageMode::I) {
-    win_i = resample_window_i32(im.pixels_i.data(), w, h, new_w, new_h, left, n, top, n, f);
+    win_i = resample_window_i32(im.pixels_i.data(), w, h, new_w, new_h, left, cols, top, rows, f);
   } else if (!resize) {
     win.resize(npx * C);
-    for (int y = 0; y < n; y++)
-      std::copy_n(&im.pixels[((size_t)(y + top) * w + left) * C], (size_t)n * C, &win[(size_t)y * n * C]);
+    for (int y = 0; y < rows; y++)
+      std::copy_n(&im.pixels[((size_t)(y + top) * w + left) * C], (size_t)cols * C, &win[(size_t)y * cols * C]);
   } else if (nearest) {  // rule 3: P and 1 use NEAREST
     std::vector<int> xi = nearest_index(w, new_w), yi = nearest_index(h, new_h);
     win.resize(npx * C);
-    for (int y = 0; y < n; y++)
-      for (int x = 0; x < n; x++)
+    for (int y = 0; y < rows; y++)
+      for (int x = 0; x < cols; x++)
         for (int c = 0; c < C; c++)
-          win[((size_t)y * n + x) * C + c] = im.pixels[((size_t)yi[(size_t)(y + top)] * w + xi[(size_t)(x + left)]) * C + c];
+          win[((size_t)y * cols + x) * C + c] =
+              im.pixels[((size_t)yi[(size_t)(y + top)] * w + xi[(size_t)(x + left)]) * C + c];
   } else if (im.mode == ImageMode::RGBA || im.mode == ImageMode::LA) {
     // rule 3: premultiply, resize, un-premultiply
     std::vector<uint8_t> pre(im.pixels);
     const int a = C - 1;
     for (size_t p = 0; p < (size_t)w * h; p++)
       for (int c = 0; c < a; c++) pre[p * C + c] = (uint8_t)muldiv255(pre[p * C + c], pre[p * C + a]);
-    win = resize_window_u8(pre.data(), w, h, C, new_w, new_h, left, n, top, n, f);
+    win = resize_window_u8(pre.data(), w, h, C, new_w, new_h, left, cols, top, rows, f);
     for (size_t p = 0; p < npx; p++) {
       int alpha = win[p * C + a];
       if (alpha == 0 || alpha == 255) continue;
       for (int c = 0; c < a; c++) win[p * C + c] = (uint8_t)std::min(255, 255 * win[p * C + c] / alpha);
     }
   } else {
-    win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, n, top, n, f);
+    win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, cols, top, rows, f);
   }
 
-  return convert_rgb(im.mode, std::move(win), win_i, C, im.palette, npx);
+  return pad_rgb(convert_rgb(im.mode, std::move(win), win_i, C, im.palette, npx), g, n, im.mode, C, im.palette, fill,
+                 "preprocess");
 }
 
 void normalize_rgb8(const uint8_t* rgb, int n, const PreprocessConfig& cfg, float* out) {
@@ -449,7 +488,7 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
   const ResampleFilter f = cfg.interpolation == "bilinear" ? ResampleFilter::bilinear : ResampleFilter::bicubic;
   const int n = cfg.resolution;
   if (!is_jpeg(data, size))
-    return resize_crop_rgb8(decode_image(data, size, name, lim), n, nullptr, cfg.resize_mode, f);
+    return resize_crop_rgb8(decode_image(data, size, name, lim), n, nullptr, cfg.resize_mode, f, cfg.fill);
   // A JPEG is resized a band of rows at a time, as it is decoded (only where the crop reads
   // it); same bytes as decode_image + resize_crop_rgb8 (JPEGs decode to L, RGB or CMYK, all
   // BICUBIC).
@@ -475,9 +514,10 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
     for (int i = 0; i < k; i++) row[i] = band.data() + stride * (size_t)(y - b_y0 + i);
   };
   std::vector<uint8_t> win = resize_window_rows(rows, jr.x0, jr.y0, jr.cols, jr.y1 - jr.y0, jr.width, jr.height, C,
-                                                g.new_w, g.new_h, g.left, n, g.top, n, f);
+                                                g.new_w, g.new_h, g.left, g.cols, g.top, g.rows, f);
   jr.finish();
-  return convert_rgb(jr.mode, std::move(win), {}, C, {}, (size_t)n * n);
+  return pad_rgb(convert_rgb(jr.mode, std::move(win), {}, C, {}, (size_t)g.cols * g.rows), g, n, jr.mode, C, {},
+                 cfg.fill, name);
 }
 
 void preprocess_image_bytes(const uint8_t* data, size_t size, const std::string& name, const PreprocessConfig& cfg,

@@ -113,10 +113,11 @@ std::vector<uint8_t> resize_window_rows(const RowBand& band, int in_x0, int in_y
                                         ResampleFilter filter = ResampleFilter::bicubic);
 
 // Resize (in the decoded mode) + center crop + convert("RGB"): HWC uint8 [n_px, n_px, 3]. With
-// ResizeMode::squash both sides go to n_px and nothing is cropped.
+// ResizeMode::squash both sides go to n_px and nothing is cropped; with ResizeMode::longest the
+// long side goes to n_px and the image is centered on n_px x n_px of `fill` (every channel).
 std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n_px, PreprocessInfo* info = nullptr,
                                       ResizeMode mode = ResizeMode::shortest,
-                                      ResampleFilter filter = ResampleFilter::bicubic);
+                                      ResampleFilter filter = ResampleFilter::bicubic, int fill = 0);
 
 // ToTensor + Normalize: HWC uint8 [n, n, 3] -> CHW float [3, n, n], in float32 as torch does.
 void normalize_rgb8(const uint8_t* rgb, int n_px, const PreprocessConfig& cfg, float* out);

@@ -401,7 +401,8 @@ TEST(Zoo, ConfigFieldsReadOrRefused) {
   EXPECT_ERROR(load_with(with("vision_cfg", "some_new_field", 1)), "vision_cfg.some_new_field",
                  "not a field this engine knows");
   EXPECT_ERROR(load_with(with("text_cfg", "context_length", 76)), "text_cfg.context_length = 76");
-  EXPECT_ERROR(load_with(with("preprocess_cfg", "resize_mode", "longest")), "preprocess_cfg.resize_mode");
+  EXPECT_ERROR(load_with(with("preprocess_cfg", "resize_mode", "widest")), "preprocess_cfg.resize_mode");
+  EXPECT_EQ(load_with(with("preprocess_cfg", "resize_mode", "longest")).preprocess.resize_mode, ResizeMode::longest);
   EXPECT_EQ(load_with(with("preprocess_cfg", "resize_mode", "squash")).preprocess.resize_mode, ResizeMode::squash);
   EXPECT_ERROR(load_with(with("preprocess_cfg", "interpolation", "lanczos")), "preprocess_cfg.interpolation");
   EXPECT_EQ(load_with(with("preprocess_cfg", "interpolation", "bilinear")).preprocess.interpolation, "bilinear");
@@ -494,3 +495,57 @@ TEST(Zoo, BilinearIsPillow94) {
     EXPECT_NE(bc, b);
   }
 }
+
+// open_clip's resize_mode "longest" (the long side to n, then centered on n x n of fill_color),
+// against Pillow 9.4.0: FNV-1a 64 of the RGB bytes from tests/references/longest_resize.py (the
+// steps of open_clip 2.29.0's transform in Pillow alone, checked there against open_clip's own):
+// both elongated shapes, a JPEG band by band, RGBA, a palette image (NEAREST, padded with its
+// palette's entry 0), gray, an upscaled 3x5, fills 0, 7, 128 and 255, bicubic and bilinear.
+TEST(Zoo, LongestIsPillow94) {
+  CLIP_REQUIRE_GOLDEN();
+  struct C {
+    const char* file;
+    int n, fill;
+    const char* interpolation;
+    uint64_t fnv;
+  };
+  for (const C& c : {C{"p10_tall_60x900.png", 56, 0, "bicubic", 0x19db306cad65b51cull},
+                     C{"p09_wide_900x60.jpg", 64, 0, "bicubic", 0x7def18316c9506bdull},
+                     C{"p05_rgba_transparent.png", 48, 0, "bilinear", 0xc2bb5c967e267666ull},
+                     C{"p06_palette.png", 40, 0, "bicubic", 0xde737610ae51703eull},
+                     C{"p03_camera_gray.jpg", 64, 128, "bicubic", 0x5dd2172b983d536aull},
+                     C{"p11_tiny_3x5.png", 32, 7, "bicubic", 0x7083d6c84a4ba868ull},
+                     C{"p13_odd_333x500.jpg", 64, 255, "bilinear", 0x4c6cf1044dba045full},
+                     C{"p01_chelsea_baseline.jpg", 50, 0, "bicubic", 0xade112e51a5664b8ull}}) {
+    SCOPED_TRACE(c.file);
+    PreprocessConfig pc;
+    pc.resolution = c.n;
+    pc.resize_mode = ResizeMode::longest;
+    pc.fill = c.fill;
+    pc.interpolation = c.interpolation;
+    const std::vector<uint8_t> b = preprocess_image_file_rgb8(test::golden_dir() + "/images/" + c.file, pc);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
+    EXPECT_EQ(b.size(), (size_t)(3 * c.n * c.n));
+    EXPECT_EQ(h, c.fnv);
+  }
+  // Read from open_clip's preprocess_cfg, and kept by a native file.
+  const std::string d = fresh_dir("longest");
+  ASSERT_EQ(std::system(("cp " + zoo("zoo-vit-hw104") + "/* " + d).c_str()), 0);
+  json j = read_json_file(d + "/open_clip_config.json");
+  j["preprocess_cfg"]["resize_mode"] = "longest";
+  j["preprocess_cfg"]["fill_color"] = 9;
+  std::ofstream(d + "/open_clip_config.json") << j.dump();
+  Weights w = load_weights(d);
+  EXPECT_EQ(w.preprocess.resize_mode, ResizeMode::longest);
+  EXPECT_EQ(w.preprocess.fill, 9);
+  save_native(w, d + "/m.clip", DType::f16);
+  Weights n = load_weights(d + "/m.clip");
+  EXPECT_EQ(n.preprocess.resize_mode, ResizeMode::longest);
+  EXPECT_EQ(n.preprocess.fill, 9);
+  EXPECT_NE(describe(n).find("longest side + pad (fill 9)"), std::string::npos) << describe(n);
+  j["preprocess_cfg"]["fill_color"] = 300;
+  std::ofstream(d + "/open_clip_config.json") << j.dump();
+  EXPECT_ERROR(load_weights(d), "preprocess_cfg.fill_color = 300");
+}
+
