@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <climits>
 #include <cmath>
@@ -74,7 +75,8 @@ const char* text_pool_name(TextPool p) {
 std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& c) {
   const int64_t W = c.text.width, E = c.embed_dim;
   std::vector<std::pair<std::string, Shape>> v;
-  v.push_back({"positional_embedding", {c.text.context_length, W}});
+  v.push_back({"positional_embedding", {c.text.context_length + (c.text.embed_cls ? 1 : 0), W}});
+  if (c.text.embed_cls) v.push_back({"cls_emb", {W}});
   v.push_back({"text_projection", {W, E}});
   v.push_back({"logit_scale", Shape{}});
   vision_family(c.vision_family).tensors(c, v);
@@ -103,6 +105,9 @@ void check_config(const ModelConfig& c, const std::string& file) {
   pos(c.text.mlp, "text_mlp");
   CLIP_CHECK(c.text.layers >= 0 && c.text.layers <= 4096, "%s: config text layer count %d is out of range",
              file.c_str(), c.text.layers);
+  CLIP_CHECK(c.text.pad_id >= 0 && c.text.pad_id < c.text.vocab_size, "%s: config pad_id %d is outside the "
+             "vocabulary of %d", file.c_str(), c.text.pad_id, c.text.vocab_size);
+  CLIP_CHECK(!c.text.embed_cls || c.text.causal, "%s: embed_cls needs the causal mask", file.c_str());
   CLIP_CHECK(c.text.width % c.text.heads == 0,
              "%s: the text width %d is not a multiple of the head count %d", file.c_str(),
              c.text.width, c.text.heads);
@@ -211,9 +216,10 @@ const FieldRule kModelFields[] = {
     {"quick_gelu", FieldRule::read, nullptr, nullptr},
     {"init_logit_scale", FieldRule::ignored, nullptr, nullptr},  // the checkpoint's logit_scale is used
     {"cast_dtype", FieldRule::ignored, nullptr, nullptr},
-    {"custom_text", FieldRule::must_be, "false", "open_clip's CustomTextCLIP (text.* tensors: HF, timm, SigLIP "
-                                                 "and CoCa towers)"},
-    {"multimodal_cfg", FieldRule::must_be, "null", "CoCa's multimodal text decoder"},
+    // CustomTextCLIP: the text tower's tensors under text.*; its other towers (HF, timm) are
+    // refused by their own fields.
+    {"custom_text", FieldRule::read, nullptr, nullptr},
+    {"multimodal_cfg", FieldRule::ignored, nullptr, nullptr},  // CoCa's captioning decoder: skipped
     {"init_logit_bias", FieldRule::must_be, "null", "a sigmoid (SigLIP) logit bias"},
 };
 const FieldRule kVisionFields[] = {
@@ -225,10 +231,10 @@ const FieldRule kVisionFields[] = {
     {"mlp_ratio", FieldRule::ignored, nullptr, nullptr},      // the MLP width comes from the tensors
     {"patch_dropout", FieldRule::ignored, nullptr, nullptr},  // training only
     {"output_tokens", FieldRule::ignored, nullptr, nullptr},  // extra outputs, same embedding
-    {"attn_pooler_queries", FieldRule::ignored, nullptr, nullptr},  // only with attentional_pool
-    {"attn_pooler_heads", FieldRule::ignored, nullptr, nullptr},
+    {"attn_pooler_queries", FieldRule::ignored, nullptr, nullptr},  // the query tensor's rows
+    {"attn_pooler_heads", FieldRule::read, nullptr, nullptr},
     {"ls_init_value", FieldRule::read, nullptr, nullptr},  // layer scale: the ls_*.gamma tensors decide
-    {"attentional_pool", FieldRule::must_be, "false", "CoCa's attentional pooler"},
+    {"attentional_pool", FieldRule::read, nullptr, nullptr},
     {"no_ln_pre", FieldRule::read, nullptr, nullptr},
     // sin_cos_2d positions are a parameter of the state dict like learned ones.
     {"pos_embed_type", FieldRule::read, nullptr, nullptr},
@@ -255,8 +261,8 @@ const FieldRule kTextFields[] = {
     {"hf_tokenizer_name", FieldRule::must_be, "null", "a Hugging Face tokenizer"},
     {"tokenizer_kwargs", FieldRule::must_be, "null", "tokenizer options (cleaning, separators)"},
     {"ls_init_value", FieldRule::read, nullptr, nullptr},  // layer scale: the ls_*.gamma tensors decide
-    {"embed_cls", FieldRule::must_be, "false", "a learned class token (CoCa)"},
-    {"pad_id", FieldRule::must_be, "0", "another padding id"},
+    {"embed_cls", FieldRule::read, nullptr, nullptr},
+    {"pad_id", FieldRule::read, nullptr, nullptr},  // CoCa's class-token mask
     {"no_causal_mask", FieldRule::read, nullptr, nullptr},
     // Stored but unused by open_clip 2.29's TextTransformer (and ln_final is per row, so
     // before or after the pooling is the same).
@@ -384,6 +390,13 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
     sc.text_pool = (TextPool)choice(t, "text_cfg", "pool_type", {"argmax", "first", "last"},
                                     "\"none\" gives tokens, not one embedding");
     sc.text_causal = !flag(t, "text_cfg", "no_causal_mask");
+    sc.text_embed_cls = flag(t, "text_cfg", "embed_cls");
+    if (t.contains("pad_id")) sc.text_pad_id = get_int(t, "pad_id", f);
+    CLIP_CHECK(!sc.text_embed_cls || sc.text_causal, "%s: text_cfg.embed_cls with no_causal_mask is not supported "
+               "(open_clip then drops the class token's mask)", f.c_str());
+    CLIP_CHECK(!sc.text_embed_cls || sc.text_pool == TextPool::argmax || t["pool_type"] == "last",
+               "%s: text_cfg.embed_cls pools at the class token; text_cfg.pool_type = %s is ignored by open_clip "
+               "there and refused here", f.c_str(), t["pool_type"].dump().c_str());
     if (t.contains("heads")) sc.text_heads = get_int(t, "heads", f);
     if (t.contains("width")) sc.expect["text_cfg.width"] = get_int(t, "width", f);
     if (t.contains("layers")) sc.expect["text_cfg.layers"] = get_int(t, "layers", f);
@@ -396,6 +409,17 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
     sc.vision_pool = (ViTPool)choice(v, "vision_cfg", "pool_type", {"tok", "avg"},
                                      "\"none\" gives tokens, not one embedding");
     sc.vision_ln_after_pool = flag(v, "vision_cfg", "final_ln_after_pool");
+    if (v.contains("attentional_pool")) {
+      CLIP_CHECK(v["attentional_pool"].is_boolean(), "%s: vision_cfg.attentional_pool = %s is not supported (the "
+                 "\"parallel\" and \"cascade\" poolers are open_clip's untested ones); this engine implements true "
+                 "and false", f.c_str(), v["attentional_pool"].dump().c_str());
+      sc.vision_attn_pool = v["attentional_pool"].get<bool>();
+    }
+    if (sc.vision_attn_pool) {
+      sc.vision_attn_pool_heads = v.contains("attn_pooler_heads") ? get_int(v, "attn_pooler_heads", f) : 8;
+      CLIP_CHECK(sc.vision_pool == ViTPool::token, "%s: vision_cfg.pool_type = \"avg\" over the attentional "
+                 "pooler's queries is not supported", f.c_str());
+    }
     choice(v, "vision_cfg", "pos_embed_type", {"learnable", "sin_cos_2d"}, "positions not held by the state dict");
     // open_clip's heads are width / head_width (64 unless given); the family knows its width
     // (a ResNet's attention pool is 32 x the stem width).
@@ -551,6 +575,18 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   if (openai && !sc.vision_heads && !sc.vision_head_width) sc.vision_head_width = 64;
   for (RawTensor& t : set.tensors)  // DataParallel / DDP wrappers
     if (t.name.rfind("module.", 0) == 0) t.name = t.name.substr(7);
+  // open_clip's CustomTextCLIP (CoCa) keeps the text tower under text.*; its HF and timm towers
+  // are refused by their config fields, or name their first unexpected tensor.
+  bool custom_text = false;
+  for (const RawTensor& t : set.tensors) custom_text |= t.name == "text.token_embedding.weight";
+  if (custom_text)
+    for (RawTensor& t : set.tensors)
+      if (t.name.rfind("text.", 0) == 0) t.name = t.name.substr(5);
+  // CoCa's captioning decoder: not part of the embeddings.
+  const auto decoder = std::remove_if(set.tensors.begin(), set.tensors.end(),
+                                      [](const RawTensor& t) { return t.name.rfind("text_decoder.", 0) == 0; });
+  const size_t skipped_decoder = (size_t)(set.tensors.end() - decoder);
+  set.tensors.erase(decoder, set.tensors.end());
   map_hf_names(set, path);
   fold_layer_scale(set, path);
   std::map<std::string, const RawTensor*> by;
@@ -569,7 +605,9 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   fam->infer(by, sc, c, path, notes);
   auto dim = [&](const char* name, int i, int nd) { return tensor_dim(by, name, i, nd, path); };
   c.embed_dim = dim("text_projection", 1, 2);
-  c.text.context_length = dim("positional_embedding", 0, 2);
+  c.text.embed_cls = by.count("cls_emb") > 0 || sc.text_embed_cls;
+  c.text.pad_id = sc.text_pad_id;
+  c.text.context_length = dim("positional_embedding", 0, 2) - (c.text.embed_cls ? 1 : 0);
   c.text.vocab_size = dim("token_embedding.weight", 0, 2);
   c.text.width = dim("ln_final.weight", 0, 1);
   c.text.layers = layer_count(by, "transformer.resblocks.", path);
@@ -624,6 +662,9 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   w.format = set.format;
   w.config = c;
   w.notes = notes;
+  if (skipped_decoder)
+    w.skipped.push_back(strprintf("%zu text_decoder.* tensors (CoCa's captioning decoder; embeddings do not use it)",
+                                  skipped_decoder));
   if (sc.preprocess) w.preprocess = *sc.preprocess;  // its size is checked above
   w.preprocess.resolution = c.image_resolution;
   auto want = canonical_tensors(c);
@@ -867,7 +908,12 @@ json config_json(const ModelConfig& c) {
           {"vision_pool", vit_pool_name(c.vit.pool)},
           {"vision_ln_after_pool", c.vit.ln_after_pool},
           {"text_pool", text_pool_name(c.text.pool)},
-          {"text_causal", c.text.causal}};
+          {"text_causal", c.text.causal},
+          {"text_embed_cls", c.text.embed_cls},
+          {"text_pad_id", c.text.pad_id},
+          {"vision_attn_pool_heads", c.vit.attn_pool_heads},
+          {"vision_attn_pool_queries", c.vit.attn_pool_queries},
+          {"vision_pool_width", c.vit.pool_width}};
   if (c.vision_family == VisionFamily::resnet) {
     const ResNetConfig& r = c.resnet;
     j["resnet"] = {{"width", r.width}, {"layers", {r.layers[0], r.layers[1], r.layers[2], r.layers[3]}},
@@ -1002,6 +1048,12 @@ Weights parse_native_weights(const void* data, size_t size, const std::string& n
   flag("vision_ln_pre", m.vit.ln_pre);
   flag("vision_ln_after_pool", m.vit.ln_after_pool);
   flag("text_causal", m.text.causal);
+  flag("text_embed_cls", m.text.embed_cls);
+  for (auto [key, out] : {std::pair<const char*, int*>{"text_pad_id", &m.text.pad_id},
+                          {"vision_attn_pool_heads", &m.vit.attn_pool_heads},
+                          {"vision_attn_pool_queries", &m.vit.attn_pool_queries},
+                          {"vision_pool_width", &m.vit.pool_width}})
+    if (c.contains(key)) *out = int_field(c, key, name, "config");
   if (c.contains("vision_pool")) {
     CLIP_CHECK(c["vision_pool"] == "tok" || c["vision_pool"] == "avg",
                "%s: native header: config.vision_pool must be \"tok\" or \"avg\"", f);
@@ -1121,8 +1173,10 @@ std::string describe(const Weights& w) {
   s += strprintf("text:        width %d, layers %d, heads %d, mlp %d, context %d, vocab %d, %s, pooled at %s\n",
                  t.width, t.layers, t.heads, t.mlp, t.context_length, t.vocab_size,
                  t.causal ? "causal" : "bidirectional (the whole context, padding included)",
-                 t.pool == TextPool::first ? "the first position" : t.pool == TextPool::last ? "the last position"
-                                                                                              : "end-of-text");
+                 t.embed_cls ? strprintf("the appended class token (CoCa; pad id %d)", t.pad_id).c_str()
+                 : t.pool == TextPool::first ? "the first position"
+                 : t.pool == TextPool::last  ? "the last position"
+                                             : "end-of-text");
   s += strprintf("activation:  %s, layer_norm_eps %g\n", act_name(c.activation),
                  (double)c.layer_norm_eps);
   s += strprintf("logit_scale: %.9g (exp %.9g)\n", (double)w.logit_scale,
@@ -1142,6 +1196,7 @@ std::string describe(const Weights& w) {
   s += strprintf("tensors:     %zu (%s), %s (%zu bytes)\n", w.tensors.size(), dt.c_str(),
                  human_bytes(w.total_bytes()).c_str(), w.total_bytes());
   for (const std::string& n : w.notes) s += "assumed:     " + n + "\n";
+  for (const std::string& n : w.skipped) s += "skipped:     " + n + "\n";
   return s;
 }
 
@@ -1169,6 +1224,7 @@ std::string describe_json(const Weights& w) {
   j["tensors"] = ts;
   j["total_bytes"] = w.total_bytes();
   j["notes"] = w.notes;
+  j["skipped"] = w.skipped;
   return j.dump(2) + "\n";
 }
 

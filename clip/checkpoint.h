@@ -43,6 +43,8 @@ struct Weights {
   // What the loader assumed because neither the file nor a config beside it says (a head
   // count, the activation), one line each naming what settles it; the tools print them.
   std::vector<std::string> notes;
+  // Tensors of the file the embeddings do not use and that were left unread (CoCa's decoder).
+  std::vector<std::string> skipped;
   std::vector<WeightTensor> tensors;  // canonical names, canonical order
   std::shared_ptr<void> storage;      // keeps the mmap / extracted buffers alive
   // The read-only file mappings tensors may point into (zero-copy formats). Their pages can

@@ -22,7 +22,10 @@ const char* vision_family_name(VisionFamily f);  // "ViT", "ResNet"
 //
 // open_clip's variants (vision_cfg): no ln_pre (no_ln_pre), and the embedding pooled as the
 // mean of the patch tokens (pool_type "avg"; the class token is left out), with ln_post on
-// all tokens before the mean or on the mean (final_ln_after_pool).
+// all tokens before the mean or on the mean (final_ln_after_pool). CoCa's attentional pooler
+// (attentional_pool): learned queries [attn_pool_queries, pool_width] attend over ln_k of all
+// tokens (attn_pool_heads heads, keys and values projected from the width to pool_width), then
+// out_proj and ln_post (of pool_width); the embedding is the first query's row, projected.
 enum class ViTPool : uint8_t { token, avg };
 struct ViTConfig {
   int patch_size = 0;
@@ -33,6 +36,8 @@ struct ViTConfig {
   bool ln_pre = true;
   ViTPool pool = ViTPool::token;
   bool ln_after_pool = false;
+  int attn_pool_heads = 0;  // 0: no attentional pooler
+  int attn_pool_queries = 0, pool_width = 0;
 };
 const char* vit_pool_name(ViTPool p);  // "tok", "avg" (open_clip's names)
 
@@ -54,7 +59,10 @@ struct ResNetConfig {
 //
 // open_clip's variants (text_cfg): pooled at the first or the last position of the context
 // instead of the end-of-text token (pool_type "first", "last"), and bidirectional attention
-// (no_causal_mask), which then runs over the whole context, padding included.
+// (no_causal_mask), which then runs over the whole context, padding included. CoCa's embed_cls:
+// a learned class row appended after the context_length tokens (positions context_length + 1),
+// which attends only to position 0 and the positions after a token that is not pad_id (open_clip's
+// build_cls_mask); the text is pooled there.
 enum class TextPool : uint8_t { argmax, first, last };
 struct TextConfig {
   int context_length = 0;
@@ -65,6 +73,8 @@ struct TextConfig {
   int mlp = 0;
   TextPool pool = TextPool::argmax;
   bool causal = true;
+  bool embed_cls = false;
+  int pad_id = 0;
 };
 const char* text_pool_name(TextPool p);  // "argmax", "first", "last" (open_clip's names)
 

@@ -70,6 +70,12 @@ void transformer_tensors(const std::string& prefix, int layers, int64_t w, int64
   }
 }
 
+std::vector<float> tensor_f32(const WeightTensor& t) {
+  std::vector<float> v((size_t)t.shape.numel());
+  convert_cpu(v.data(), DType::f32, t.data, t.dtype, t.shape.numel());
+  return v;
+}
+
 namespace {
 
 Value norm(Graph& g, Stream& s, Value gamma, Value beta, float eps) {
@@ -90,10 +96,11 @@ Value norm(Graph& g, Stream& s, Value gamma, Value beta, float eps) {
 // just those rows, [B, T, C] -> [B, C]: the output projection and the MLP, three quarters
 // of the block, run on B rows instead of B·T. The kept rows are computed exactly as before.
 void transformer_block(Graph& g, Stream& s, const std::string& p, const WeightFn& W, int heads, bool causal,
-                       float eps, Act act, Value pool) {
+                       float eps, Act act, Value pool, Value cls_keep) {
   Value h = norm(g, s, W(p + "ln_1.weight"), W(p + "ln_1.bias"), eps);
   Value qkv = g.linear(h, W(p + "attn.in_proj_weight"), W(p + "attn.in_proj_bias"));
   Value a = g.attention(qkv, heads, causal);
+  if (cls_keep != kNoValue) a = g.cls_attention(a, qkv, cls_keep, heads);
   if (pool != kNoValue) {
     a = g.gather_rows(a, pool);
     s.x = g.gather_rows(s.x, pool);

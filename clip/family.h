@@ -38,6 +38,11 @@ struct SideConfig {
   bool vision_ln_after_pool = false;
   TextPool text_pool = TextPool::argmax;
   bool text_causal = true;
+  // CoCa: vision_cfg attentional_pool, attn_pooler_heads; text_cfg embed_cls, pad_id.
+  bool vision_attn_pool = false;
+  std::optional<int> vision_attn_pool_heads;
+  bool text_embed_cls = false;
+  int text_pad_id = 0;
   std::map<std::string, int64_t> expect;
   std::string file;
 };
@@ -96,6 +101,8 @@ int layer_count(const TensorIndex& by, const std::string& prefix, const std::str
 // The heads of an image tower whose attention is `width` wide: the side config's count, else
 // width / its head width, else width / 64 (OpenAI's).
 int vision_heads(const SideConfig& sc, int width);
+// A weight's values in f32 (for the tensors a family derives at load).
+std::vector<float> tensor_f32(const WeightTensor& t);
 // The tensors of `layers` residual attention blocks of width w and MLP width m under prefix.
 void transformer_tensors(const std::string& prefix, int layers, int64_t w, int64_t m,
                          std::vector<std::pair<std::string, Shape>>& v);
@@ -107,9 +114,10 @@ struct Stream {
   Value pending = kNoValue;
 };
 // One pre-LN residual block, shared by the ViT and the text tower; with pool [B] (the last
-// block), only row pool[b] of each item is kept after attention (see clip/model.cpp).
+// block), only row pool[b] of each item is kept after attention (see clip/family.cpp); with
+// cls_keep [B, T] (CoCa's text), the last row's attention sees only the keys it marks.
 void transformer_block(Graph& g, Stream& s, const std::string& prefix, const WeightFn& W, int heads, bool causal,
-                       float eps, Act act, Value pool = kNoValue);
+                       float eps, Act act, Value pool = kNoValue, Value cls_keep = kNoValue);
 Value finish(Graph& g, Stream& s);
 
 }  // namespace clip

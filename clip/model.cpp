@@ -81,6 +81,11 @@ class ModelImpl final : public Model {
   Tensor w(const std::string& name) const;  // prepared weight (device, dtype)
   Graph build_vision(int64_t B, bool rgb8, bool staged = false) const;
   Graph build_text(int64_t B, int64_t T) const;
+  // Texts run only up to their batch's last pooled position (causal attention, no CoCa class
+  // row after the context).
+  bool trims_text() const {
+    return opts_.trim_text && weights_.config.text.causal && !weights_.config.text.embed_cls;
+  }
   Executor& executor(const std::string& tower, int64_t B, int64_t T);
   HostTensor encode_tokens_chunk(const int32_t* tokens, int64_t B);
   HostTensor encode_image_chunk(const void* data, bool rgb8, int64_t B);
@@ -175,8 +180,19 @@ void ModelImpl::prepare_weights() {
   std::vector<std::string> consumed;
   std::vector<WeightTensor> derived_views;
   const VisionFamilyDef& fam = vision_family(weights_.config.vision_family);
-  if (fam.derive) {
-    derived_ = fam.derive(weights_, consumed);
+  if (fam.derive) derived_ = fam.derive(weights_, consumed);
+  const TextConfig& tc = weights_.config.text;
+  if (tc.embed_cls) {
+    // CoCa's class row, appended after the tokens, is looked up as one more token: id vocab_size
+    // of the table with it as the last row.
+    const WeightTensor& tok = weights_.get("token_embedding.weight");
+    std::vector<float> table = tensor_f32(tok), cls = tensor_f32(weights_.get("cls_emb"));
+    table.insert(table.end(), cls.begin(), cls.end());
+    derived_.push_back({"token_embedding.weight+cls", Shape{tok.shape[0] + 1, tok.shape[1]}, std::move(table)});
+    consumed.push_back("token_embedding.weight");
+    consumed.push_back("cls_emb");
+  }
+  {
     for (const DerivedTensor& d : derived_) {
       WeightTensor v;
       v.name = d.name;
@@ -271,12 +287,15 @@ Graph ModelImpl::build_text(int64_t B, int64_t T) const {
   auto W = [&](const std::string& n) { return g.weight(n, w(n)); };
   Value ids = g.input("tokens", DType::i32, {B, T});
   Value eot = g.input("eot_index", DType::i32, {B});
-  Value x = g.embedding(ids, W("token_embedding.weight"));
+  // CoCa: the last of the T ids is the class row's (clip/model.cpp, prepare_weights), and it
+  // attends only to the keys `keep` marks.
+  Value keep = c.text.embed_cls ? g.input("cls_keep", DType::i32, {B, T}) : kNoValue;
+  Value x = g.embedding(ids, W(c.text.embed_cls ? "token_embedding.weight+cls" : "token_embedding.weight"));
   x = g.add(x, g.weight("positional_embedding[:T]", w("positional_embedding").slice(0, 0, T)));
   Stream s{x};
   for (int l = 0; l < c.text.layers; l++)
-    transformer_block(g, s, "transformer.resblocks." + std::to_string(l) + ".", W, c.text.heads,
-                      c.text.causal, c.layer_norm_eps, c.activation, l + 1 == c.text.layers ? eot : kNoValue);
+    transformer_block(g, s, "transformer.resblocks." + std::to_string(l) + ".", W, c.text.heads, c.text.causal,
+                      c.layer_norm_eps, c.activation, l + 1 == c.text.layers ? eot : kNoValue, keep);
   x = finish(g, s);
   if (c.text.layers == 0) x = g.gather_rows(x, eot);
   x = g.layernorm(x, W("ln_final.weight"), W("ln_final.bias"), c.layer_norm_eps);
@@ -357,7 +376,25 @@ HostTensor ModelImpl::encode_tokens_chunk(const int32_t* tokens, int64_t B) {
   }
   // Causal attention: a row sees only the rows before it, so the context can end at the pooled
   // row. Bidirectional: every row sees the padding too.
-  if (!opts_.trim_text || !tc.causal) T = ctx;
+  if (!trims_text()) T = ctx;
+  if (tc.embed_cls) {
+    // CoCa: the class row at position ctx after the tokens, pooled there; it sees position 0
+    // and each position after a token that is not pad_id (open_clip's build_cls_mask).
+    T = ctx + 1;
+    std::vector<int32_t> ids((size_t)(B * T)), keep((size_t)(B * T));
+    for (int64_t b = 0; b < B; b++) {
+      const int32_t* row = tokens + b * ctx;
+      std::memcpy(&ids[(size_t)(b * T)], row, (size_t)ctx * sizeof(int32_t));
+      ids[(size_t)(b * T + ctx)] = tc.vocab_size;
+      for (int64_t j = 0; j < T; j++) keep[(size_t)(b * T + j)] = j == 0 || row[j - 1] != tc.pad_id;
+      eot[(size_t)b] = (int32_t)ctx;
+    }
+    Executor& ex = executor("text", B, T);
+    auto out = ex.run({Tensor(ids.data(), DType::i32, {B, T}), Tensor(eot.data(), DType::i32, {B}),
+                       Tensor(keep.data(), DType::i32, {B, T})});
+    device_seconds_ += ex.last_device_seconds();
+    return out[0];
+  }
   std::vector<int32_t> ids((size_t)(B * T));
   for (int64_t b = 0; b < B; b++)
     std::memcpy(&ids[(size_t)(b * T)], tokens + b * ctx, (size_t)T * sizeof(int32_t));
@@ -373,7 +410,7 @@ HostTensor ModelImpl::encode_tokens(const int32_t* tokens, int64_t B) {
     CLIP_CHECK(tokens[i] >= 0 && tokens[i] < weights_.config.text.vocab_size,
                "token id %d (text %lld, position %lld) is outside the vocabulary of %d", tokens[i],
                (long long)(i / ctx), (long long)(i % ctx), weights_.config.text.vocab_size);
-  if (B <= batch_limit_ || !opts_.trim_text || !weights_.config.text.causal)
+  if (B <= batch_limit_ || !trims_text())
     return in_batches(B, [&](int64_t b0, int64_t nb) { return encode_tokens_chunk(tokens + b0 * ctx, nb); });
   // More texts than one batch: batches are cut from the texts sorted by length, so each runs
   // only as far as its own longest text instead of the longest of a random mix. Exact: an

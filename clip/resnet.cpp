@@ -25,12 +25,6 @@ namespace clip {
 
 namespace {
 
-std::vector<float> as_f32(const WeightTensor& t) {
-  std::vector<float> v((size_t)t.shape.numel());
-  convert_cpu(v.data(), DType::f32, t.data, t.dtype, t.shape.numel());
-  return v;
-}
-
 // Every convolution and the BatchNorm after it, as (conv prefix, bn prefix).
 std::vector<std::pair<std::string, std::string>> conv_bn_pairs(const ResNetConfig& r) {
   std::vector<std::pair<std::string, std::string>> v = {
@@ -49,9 +43,9 @@ std::vector<DerivedTensor> derive(const Weights& w, std::vector<std::string>& co
   std::vector<DerivedTensor> out;
   for (const auto& [conv, bn] : conv_bn_pairs(r)) {
     const WeightTensor& cw = w.get(conv + ".weight");
-    const std::vector<float> wt = as_f32(cw), gamma = as_f32(w.get(bn + ".weight")),
-                             beta = as_f32(w.get(bn + ".bias")), mean = as_f32(w.get(bn + ".running_mean")),
-                             var = as_f32(w.get(bn + ".running_var"));
+    const std::vector<float> wt = tensor_f32(cw), gamma = tensor_f32(w.get(bn + ".weight")),
+                             beta = tensor_f32(w.get(bn + ".bias")), mean = tensor_f32(w.get(bn + ".running_mean")),
+                             var = tensor_f32(w.get(bn + ".running_var"));
     const int64_t O = cw.shape[0], I = cw.shape[1], K = cw.shape[2];
     DerivedTensor dw{conv + ".weight.nhwc", Shape{O, K, K, I}, std::vector<float>((size_t)cw.shape.numel())};
     DerivedTensor db{conv + ".bias.folded", Shape{O}, std::vector<float>((size_t)O)};

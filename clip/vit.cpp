@@ -67,6 +67,26 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
                "open_clip_config.json beside the checkpoint", path.c_str());
   v.pool = sc.vision_pool;
   v.ln_after_pool = sc.vision_ln_after_pool;
+  // CoCa's attentional pooler: its queries give the pool width; the head count is the config's
+  // (open_clip's default, 8, without one: said so).
+  const bool attn_pool = by.count("visual.attn_pool.query") > 0;
+  CLIP_CHECK(attn_pool || !sc.vision_attn_pool, "%s: the config has vision_cfg.attentional_pool but %s holds no "
+             "visual.attn_pool.query", sc.file.c_str(), path.c_str());
+  if (attn_pool) {
+    CLIP_CHECK(sc.vision_attn_pool || !sc.vision_no_ln_pre, "%s: %s holds CoCa's attentional pooler "
+               "(visual.attn_pool.*) but the config's vision_cfg has no attentional_pool", sc.file.c_str(), path.c_str());
+    CLIP_CHECK(!by.count("visual.attn_pool.attn.in_proj_weight"), "%s: an attentional pooler as wide as the tower "
+               "(packed visual.attn_pool.attn.in_proj_weight) is not supported", path.c_str());
+    v.attn_pool_queries = tensor_dim(by, "visual.attn_pool.query", 0, 2, path);
+    v.pool_width = tensor_dim(by, "visual.attn_pool.query", 1, 2, path);
+    if (sc.vision_attn_pool_heads) {
+      v.attn_pool_heads = *sc.vision_attn_pool_heads;
+    } else {
+      v.attn_pool_heads = 8;
+      notes.push_back("attentional pooler heads: 8 assumed (open_clip's default attn_pooler_heads); an "
+                      "open_clip_config.json beside the checkpoint settles it");
+    }
+  }
 }
 
 void check(const ModelConfig& c, const std::string& file) {
@@ -80,6 +100,13 @@ void check(const ModelConfig& c, const std::string& file) {
              file.c_str(), c.image_resolution, v.patch_size);
   CLIP_CHECK(v.width % v.heads == 0, "%s: the vision width %d is not a multiple of the head count %d", file.c_str(),
              v.width, v.heads);
+  if (v.attn_pool_heads) {
+    CLIP_CHECK(v.attn_pool_queries >= 1 && v.attn_pool_queries <= (1 << 16) && v.pool_width >= 1 &&
+                   v.pool_width <= (1 << 16) && v.attn_pool_heads <= v.pool_width &&
+                   v.pool_width % v.attn_pool_heads == 0 && v.pool == ViTPool::token,
+               "%s: attentional pooler of %d queries of width %d with %d heads (want heads dividing the width, "
+               "class-token pooling)", file.c_str(), v.attn_pool_queries, v.pool_width, v.attn_pool_heads);
+  }
 }
 
 void tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& out) {
@@ -93,8 +120,25 @@ void tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& o
     out.push_back({"visual.ln_pre.bias", {W}});
   }
   transformer_tensors("visual.transformer.resblocks.", c.vit.layers, W, c.vit.mlp, out);
-  out.push_back({"visual.ln_post.weight", {W}});
-  out.push_back({"visual.ln_post.bias", {W}});
+  if (const int64_t D = c.vit.pool_width; c.vit.attn_pool_heads) {
+    const std::string a = "visual.attn_pool.";
+    out.push_back({a + "query", {c.vit.attn_pool_queries, D}});
+    out.push_back({a + "attn.q_proj_weight", {D, D}});
+    out.push_back({a + "attn.k_proj_weight", {D, W}});
+    out.push_back({a + "attn.v_proj_weight", {D, W}});
+    out.push_back({a + "attn.in_proj_bias", {3 * D}});
+    out.push_back({a + "attn.out_proj.weight", {D, D}});
+    out.push_back({a + "attn.out_proj.bias", {D}});
+    out.push_back({a + "ln_q.weight", {D}});
+    out.push_back({a + "ln_q.bias", {D}});
+    out.push_back({a + "ln_k.weight", {W}});
+    out.push_back({a + "ln_k.bias", {W}});
+  }
+  const int64_t pooled = c.vit.attn_pool_heads ? c.vit.pool_width : W;
+  out.push_back({"visual.ln_post.weight", {pooled}});
+  out.push_back({"visual.ln_post.bias", {pooled}});
+  for (auto& [name, shape] : out)
+    if (name == "visual.proj") shape = Shape{pooled, E};
 }
 
 void stated(const ModelConfig& c, std::map<std::string, int64_t>& got) {
@@ -119,7 +163,11 @@ std::string describe(const ModelConfig& c) {
                    v.mlp, v.ln_pre ? "" : ", no ln_pre",
                    v.pool == ViTPool::avg ? "as the mean of the patch tokens" : "at the class token",
                    v.pool == ViTPool::avg ? (v.ln_after_pool ? ", ln_post after the mean" : ", ln_post before the mean")
-                                          : "");
+                                          : "") +
+         (v.attn_pool_heads ? strprintf("pooler:      CoCa's attentional pooler, %d queries (the first is the "
+                                        "embedding's) of width %d, %d heads\n",
+                                        v.attn_pool_queries, v.pool_width, v.attn_pool_heads)
+                            : std::string());
 }
 
 std::string summary(const ModelConfig& c) {
@@ -150,13 +198,21 @@ Value build(Graph& g, Value px, Value cls_idx, const ModelConfig& c, const Weigh
   Value x = g.patch_embed(px, W("visual.conv1.weight"));
   x = g.class_pos(x, W("visual.class_embedding"), W("visual.positional_embedding"));
   Stream s{v.ln_pre ? g.layernorm(x, W("visual.ln_pre.weight"), W("visual.ln_pre.bias"), eps) : x};
-  const bool token = v.pool == ViTPool::token;
+  const bool token = v.pool == ViTPool::token && !v.attn_pool_heads;  // the class row alone is read
   for (int l = 0; l < v.layers; l++)
     transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W, v.heads, false, eps,
                       c.activation, token && l + 1 == v.layers ? cls_idx : kNoValue);
   x = finish(g, s);
   auto ln_post = [&](Value y) { return g.layernorm(y, W("visual.ln_post.weight"), W("visual.ln_post.bias"), eps); };
-  if (token) {
+  if (v.attn_pool_heads) {
+    // CoCa: only the first query's row is the embedding, so only it is computed: its
+    // projection q0 (derived at load) over ln_k of every token.
+    const std::string a = "visual.attn_pool.";
+    x = g.layernorm(x, W(a + "ln_k.weight"), W(a + "ln_k.bias"), eps);
+    x = g.attention_pool(x, W(a + "q0"), W(a + "attn.k_proj_weight"), W(a + "attn.v_proj_weight"), W(a + "bv"),
+                         v.attn_pool_heads);
+    x = ln_post(g.linear(x, W(a + "attn.out_proj.weight"), W(a + "attn.out_proj.bias")));
+  } else if (token) {
     if (v.layers == 0) x = g.gather_rows(x, cls_idx);
     x = ln_post(x);
   } else {
@@ -165,11 +221,46 @@ Value build(Graph& g, Value px, Value cls_idx, const ModelConfig& c, const Weigh
   return g.linear(x, W("visual.proj.T"));
 }
 
+// CoCa's pooler: the first query is the same for every image, so its layer norm and projection
+// are computed once here (in double, rounded once): q0 = ln_q(query[0]) Wqᵀ + bq [1, D]; and the
+// value bias, the last D of in_proj_bias.
+std::vector<DerivedTensor> derive(const Weights& w, std::vector<std::string>& consumed) {
+  const ViTConfig& v = w.config.vit;
+  if (!v.attn_pool_heads) return {};
+  const std::string a = "visual.attn_pool.";
+  const int64_t D = v.pool_width;
+  const std::vector<float> query = tensor_f32(w.get(a + "query")), g = tensor_f32(w.get(a + "ln_q.weight")),
+                           b = tensor_f32(w.get(a + "ln_q.bias")), wq = tensor_f32(w.get(a + "attn.q_proj_weight")),
+                           bias = tensor_f32(w.get(a + "attn.in_proj_bias"));
+  double mean = 0, var = 0;
+  for (int64_t i = 0; i < D; i++) mean += query[(size_t)i];
+  mean /= (double)D;
+  for (int64_t i = 0; i < D; i++) var += (query[(size_t)i] - mean) * (query[(size_t)i] - mean);
+  var /= (double)D;
+  std::vector<double> ln((size_t)D);
+  for (int64_t i = 0; i < D; i++)
+    ln[(size_t)i] = (query[(size_t)i] - mean) / std::sqrt(var + (double)w.config.layer_norm_eps) * g[(size_t)i] +
+                    b[(size_t)i];
+  DerivedTensor q0{a + "q0", Shape{1, D}, std::vector<float>((size_t)D)};
+  for (int64_t o = 0; o < D; o++) {
+    double s = bias[(size_t)o];
+    for (int64_t i = 0; i < D; i++) s += (double)wq[(size_t)(o * D + i)] * ln[(size_t)i];
+    q0.data[(size_t)o] = (float)s;
+  }
+  DerivedTensor bv{a + "bv", Shape{D}, std::vector<float>(bias.begin() + 2 * D, bias.end())};
+  for (const char* n : {"query", "ln_q.weight", "ln_q.bias", "attn.q_proj_weight", "attn.in_proj_bias"})
+    consumed.push_back(a + n);
+  std::vector<DerivedTensor> out;
+  out.push_back(std::move(q0));
+  out.push_back(std::move(bv));
+  return out;
+}
+
 }  // namespace
 
 const VisionFamilyDef& vit_family() {
   static const VisionFamilyDef d{VisionFamily::vit, "ViT", detect, infer, check, tensors, stated,
-                                 describe, summary, flops, tokens, nullptr, build};
+                                 describe, summary, flops, tokens, derive, build};
   return d;
 }
 

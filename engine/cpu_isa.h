@@ -45,7 +45,8 @@ struct CpuKernels {
   void (*attention)(float* out, const float* qkv, int64_t B, int64_t T, int64_t NH, int64_t HS, bool causal);
   // engine/cpu_ops.h: attention_pool_cpu; scratch holds per floats for each OpenMP thread.
   void (*attention_pool)(float* y, const float* x, const float* q, const float* wk, const float* wv,
-                         const float* bv, int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch, int64_t per);
+                         const float* bv, int64_t B, int64_t T, int64_t C, int64_t D, int64_t NH, int64_t q_stride,
+                         float* scratch, int64_t per);
   float (*act)(float v, Act act);  // the GEMM's activation on one value (QuickGELU, GELU)
 };
 

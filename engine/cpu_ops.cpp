@@ -65,11 +65,13 @@ size_t attention_pool_scratch_floats(int64_t T, int64_t C) {
   return (size_t)(attention_pool_per_thread(T, C) * omp_get_max_threads()) + 16;
 }
 void attention_pool_cpu(float* y, const float* x, const float* q, const float* wk, const float* wv, const float* bv,
-                        int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch) {
-  CLIP_CHECK(B >= 0 && T >= 1 && NH >= 1 && C % NH == 0, "attention_pool: bad sizes B=%lld T=%lld C=%lld NH=%lld",
-             (long long)B, (long long)T, (long long)C, (long long)NH);
+                        int64_t B, int64_t T, int64_t C, int64_t D, int64_t NH, bool shared_q, float* scratch) {
+  CLIP_CHECK(B >= 0 && T >= 1 && NH >= 1 && D >= NH && D % NH == 0,
+             "attention_pool: bad sizes B=%lld T=%lld C=%lld D=%lld NH=%lld", (long long)B, (long long)T,
+             (long long)C, (long long)D, (long long)NH);
   float* s0 = (float*)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-  cpu_kernels().attention_pool(y, x, q, wk, wv, bv, B, T, C, NH, s0, attention_pool_per_thread(T, C));
+  cpu_kernels().attention_pool(y, x, q, wk, wv, bv, B, T, C, D, NH, shared_q ? 0 : D, s0,
+                               attention_pool_per_thread(T, C));
 }
 
 void patch_gather_cpu(float* patches, const float* px, int64_t B, int64_t H, int64_t W, int64_t P) {
@@ -178,6 +180,46 @@ void pool_tokens_cpu(float* y, const float* x, const float* pos, int64_t B, int6
     }
     for (int64_t n = 0; n < N; n++)
       for (int64_t c = 0; c < C; c++) yb[(n + 1) * C + c] = xb[n * C + c] + pos[(n + 1) * C + c];
+  }
+}
+
+void cls_attention_cpu(float* out, const float* a, const float* qkv, const int32_t* keep, int64_t B, int64_t T,
+                       int64_t NH, int64_t HS) {
+  const int64_t C = NH * HS;
+  CLIP_CHECK(B >= 0 && T >= 1 && NH >= 1 && HS >= 1, "cls_attention: bad sizes B=%lld T=%lld NH=%lld HS=%lld",
+             (long long)B, (long long)T, (long long)NH, (long long)HS);
+  for (int64_t b = 0; b < B; b++) {
+    bool any = false;
+    for (int64_t j = 0; j < T; j++) any |= keep[b * T + j] != 0;
+    CLIP_CHECK(any, "cls_attention: item %lld keeps no key", (long long)b);
+  }
+  std::memcpy(out, a, (size_t)(B * T * C) * sizeof(float));
+  const float scale = 1.0f / std::sqrt((float)HS);
+#pragma omp parallel for schedule(static)
+  for (int64_t bh = 0; bh < B * NH; bh++) {
+    const int64_t b = bh / NH, h = bh % NH;
+    const float* xb = qkv + b * T * 3 * C;
+    const float* q = xb + (T - 1) * 3 * C + h * HS;
+    std::vector<float> s((size_t)T);
+    float m = -INFINITY;
+    for (int64_t j = 0; j < T; j++) {
+      if (!keep[b * T + j]) continue;
+      const float* k = xb + j * 3 * C + C + h * HS;
+      float d = 0.0f;
+      for (int64_t e = 0; e < HS; e++) d += q[e] * k[e];
+      s[(size_t)j] = d * scale;
+      m = std::max(m, s[(size_t)j]);
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j < T; j++) sum += (s[(size_t)j] = keep[b * T + j] ? std::exp(s[(size_t)j] - m) : 0.0f);
+    float* o = out + (b * T + T - 1) * C + h * HS;
+    for (int64_t e = 0; e < HS; e++) o[e] = 0.0f;
+    for (int64_t j = 0; j < T; j++) {
+      if (!keep[b * T + j]) continue;
+      const float p = s[(size_t)j] / sum;
+      const float* v = xb + j * 3 * C + 2 * C + h * HS;
+      for (int64_t e = 0; e < HS; e++) o[e] += p * v[e];
+    }
   }
 }
 

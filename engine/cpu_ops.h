@@ -32,6 +32,10 @@ void softmax_cpu(float* y, const float* x, int64_t M, int64_t N);
 // masked when causal.
 void attention_cpu(float* out, const float* qkv, int64_t B, int64_t T, int64_t NH, int64_t HS,
                    bool causal);
+// CoCa's text class token: out [B, T, C] = a, except row T-1, whose query (of qkv, laid out as
+// for attention_cpu) attends only to the keys j with keep[b, j] != 0 (at least one per item).
+void cls_attention_cpu(float* out, const float* a, const float* qkv, const int32_t* keep, int64_t B, int64_t T,
+                       int64_t NH, int64_t HS);
 // One image's bytes to network input (torchvision's ToTensor + Normalize, in f32 as torch
 // computes it): rgb [H, W, 3] u8 -> out [3, H, W], out[c, p] = (rgb[p, c] / 255 - mean[c]) / std[c].
 void normalize_rgb8_cpu(float* out, const uint8_t* rgb, int64_t H, int64_t W, const float mean[3],
@@ -68,19 +72,20 @@ void avgpool2d_cpu(float* y, const float* x, int64_t B, int64_t H, int64_t W, in
 // The attention pool's tokens: y [B, 1 + N, C], row 0 = mean over the N rows of x [B, N, C]
 // (summed in order, divided by N), row 1 + n = x[b, n]; each row + pos [1 + N, C].
 void pool_tokens_cpu(float* y, const float* x, const float* pos, int64_t B, int64_t N, int64_t C);
-// The attention pool's one query over its tokens, per head h of HS = C / NH dims: with q [B, C]
-// the query's projection (bias included), x [B, T, C] the tokens and Wk_h, Wv_h the head's rows
-// of the key and value projections wk, wv [C, C] (row = output dim):
+// The attention pool's one query over its tokens, per head h of HS = D / NH dims: with q [B, D]
+// the query's projection (bias included; shared_q: one row [1, D] for every item, CoCa's learned
+// query), x [B, T, C] the tokens and Wk_h, Wv_h the head's rows of the key and value
+// projections wk, wv [D, C] (row = output dim; OpenAI's ResNets: D = C):
 //   u = Wk_hᵀ q_h / sqrt(HS)       [C]   the query taken back to the tokens' space
 //   s_j = u · x_j, a = softmax(s)   [T]   = q_h · (Wk_h x_j) / sqrt(HS); k's bias adds the
 //                                          same q_h · bk_h to every score, which softmax removes
 //   z = Σ_j a_j x_j                 [C]
 //   y_h = Wv_h z + bv_h             [HS]  = Σ_j a_j (Wv_h x_j + bv_h), since Σ_j a_j = 1
-// 2 C² + 2 NH T C multiply-adds per row of the batch, where projecting every token's key and
-// value would take 2 T C².
+// 2 D C + 2 NH T C multiply-adds per row of the batch, where projecting every token's key and
+// value would take 2 T D C. y [B, D].
 // scratch: attention_pool_scratch_floats(T, C) floats (per thread: C + T).
 void attention_pool_cpu(float* y, const float* x, const float* q, const float* wk, const float* wv, const float* bv,
-                        int64_t B, int64_t T, int64_t C, int64_t NH, float* scratch);
+                        int64_t B, int64_t T, int64_t C, int64_t D, int64_t NH, bool shared_q, float* scratch);
 size_t attention_pool_scratch_floats(int64_t T, int64_t C);
 
 // out [N, C] = table[ids[i]]; table [V, C]. Throws on an id outside [0, V).

@@ -107,6 +107,9 @@ Value Graph::conv2d(Value x, Value w, Value b, int stride, int pad, Act act, Val
 }
 Value Graph::avgpool2d(Value x, int k) { return add_op(Op::avgpool2d, {x}, AvgPool2dParams{k})[0]; }
 Value Graph::pool_tokens(Value x, Value pos) { return add_op(Op::pool_tokens, {x, pos})[0]; }
+Value Graph::cls_attention(Value a, Value qkv, Value keep, int heads) {
+  return add_op(Op::cls_attention, {a, qkv, keep}, AttentionParams{heads, true})[0];
+}
 Value Graph::attention_pool(Value x, Value q, Value wk, Value wv, Value bv, int heads) {
   return add_op(Op::attention_pool, {x, q, wk, wv, bv}, AttentionPoolParams{heads})[0];
 }

@@ -80,6 +80,7 @@ class Graph {
   // One query (q [B, C], bias included) over the tokens x [B, T, C]; wk, wv [C, C] and bv [C]
   // are the key and value projections (the key's bias cancels in the softmax).
   Value attention_pool(Value x, Value q, Value wk, Value wv, Value bv, int heads);
+  Value cls_attention(Value a, Value qkv, Value keep, int heads);
   // Any op: checks the operands (engine/ops.cpp: op_def(op).infer) and that the graph's
   // device runs it (supports), then adds the node. Trailing kNoValue operands are dropped.
   std::vector<Value> add_op(Op op, std::vector<Value> in, OpParams params = NoParams{});

@@ -221,24 +221,46 @@ std::vector<OutSpec> infer_pool_tokens(const Graph& g, const Node& n) {
 std::vector<OutSpec> infer_attention_pool(const Graph& g, const Node& n) {
   const auto &X = in(g, n, 0), &Q = in(g, n, 1), &K = in(g, n, 2), &V = in(g, n, 3), &Bv = in(g, n, 4);
   const int heads = n.p<AttentionPoolParams>().heads;
-  const int64_t C = X.shape.nd == 3 ? X.shape[2] : 0;
-  SHAPE_CHECK(X.shape.nd == 3 && X.shape[1] >= 1 && Q.shape == Shape({X.shape[0], C}) && K.shape == Shape({C, C}) &&
-                  V.shape == Shape({C, C}) && Bv.shape == Shape({C}) && heads >= 1 && C % heads == 0,
-              "attention_pool", "x %s, q %s, wk %s, wv %s, bv %s, %d heads (want x [B, T, C], q [B, C], [C, C] "
-              "projections, bv [C], heads dividing C)",
+  const int64_t C = X.shape.nd == 3 ? X.shape[2] : 0, D = Q.shape.nd == 2 ? Q.shape[1] : 0;
+  SHAPE_CHECK(X.shape.nd == 3 && X.shape[1] >= 1 && Q.shape.nd == 2 && (Q.shape[0] == X.shape[0] || Q.shape[0] == 1) &&
+                  K.shape == Shape({D, C}) && V.shape == Shape({D, C}) && Bv.shape == Shape({D}) && heads >= 1 &&
+                  D >= heads && D % heads == 0,
+              "attention_pool", "x %s, q %s, wk %s, wv %s, bv %s, %d heads (want x [B, T, C], q [B, D] or [1, D], "
+              "[D, C] projections, bv [D], heads dividing D)",
               S(X), S(Q), S(K), S(V), S(Bv), heads);
-  return {{Q.shape, g.dtype()}};
+  return {{Shape{X.shape[0], D}, g.dtype()}};
 }
 // The CUDA kernel holds the head's query, a C-float row and the T scores in shared memory;
 // its grid is heads x B.
 std::string supports_attention_pool(const Graph& g, const Node& n, Device d) {
   const Shape& x = in(g, n, 0).shape;
+  const int64_t D = in(g, n, 1).shape[1];
   const int heads = n.p<AttentionPoolParams>().heads;
   if (d != Device::cuda) return "";
-  if (x[2] + x[1] + x[2] / heads > cuda::kAttentionPoolFloats)
+  if (x[2] + x[1] + D / heads > cuda::kAttentionPoolFloats)
     return strprintf("C %lld + T %lld + head size %lld floats of shared memory (the kernel holds at most %d)",
-                     (long long)x[2], (long long)x[1], (long long)(x[2] / heads), cuda::kAttentionPoolFloats);
+                     (long long)x[2], (long long)x[1], (long long)(D / heads), cuda::kAttentionPoolFloats);
   if (x[0] > cuda::kMaxGridYZ) return strprintf("B %lld (the grid takes at most %d)", (long long)x[0], cuda::kMaxGridYZ);
+  return "";
+}
+std::vector<OutSpec> infer_cls_attention(const Graph& g, const Node& n) {
+  const auto &A = in(g, n, 0), &Q = in(g, n, 1), &K = in(g, n, 2);
+  const int heads = n.p<AttentionParams>().heads;
+  SHAPE_CHECK(A.shape.nd == 3 && A.shape[1] >= 1 && Q.shape == Shape({A.shape[0], A.shape[1], 3 * A.shape[2]}) &&
+                  K.dtype == DType::i32 && K.shape == Shape({A.shape[0], A.shape[1]}) && heads >= 1 &&
+                  A.shape[2] % heads == 0,
+              "cls_attention", "a %s, qkv %s, keep %s %s, %d heads (want a [B, T, C], qkv [B, T, 3C], keep [B, T] i32, "
+              "heads dividing C)", S(A), S(Q), dtype_name(K.dtype), S(K), heads);
+  return {{A.shape, g.dtype()}};
+}
+std::string supports_cls_attention(const Graph& g, const Node& n, Device d) {
+  const Shape& a = in(g, n, 0).shape;
+  const int heads = n.p<AttentionParams>().heads;
+  if (d != Device::cuda) return "";
+  if (a[2] / heads + a[1] > cuda::kClsAttentionFloats)
+    return strprintf("head size %lld + T %lld floats of shared memory (the kernel holds at most %d)",
+                     (long long)(a[2] / heads), (long long)a[1], cuda::kClsAttentionFloats);
+  if (a[0] > cuda::kMaxGridYZ) return strprintf("B %lld (the grid takes at most %d)", (long long)a[0], cuda::kMaxGridYZ);
   return "";
 }
 std::string label_attention_pool(const Graph& g, const Node& n) {
@@ -294,6 +316,8 @@ const OpDef kOps[] = {
      CUDA_FN(op_cuda::pool_tokens), nullptr, nullptr},
     {Op::attention_pool, "attention_pool", infer_attention_pool, supports_attention_pool, label_attention_pool,
      op_cpu::attention_pool, nullptr, CUDA_FN(op_cuda::attention_pool), nullptr, nullptr},
+    {Op::cls_attention, "cls_attention", infer_cls_attention, supports_cls_attention, nullptr, op_cpu::cls_attention,
+     nullptr, CUDA_FN(op_cuda::cls_attention), nullptr, nullptr},
 };
 static_assert(sizeof(kOps) / sizeof(kOps[0]) == kNumOps, "one table entry per op");
 

@@ -49,12 +49,14 @@ enum class Op : uint8_t {
   avgpool2d,      // in: x [B, H, W, C]                       out: [B, H/k, W/k, C] (k x k windows, stride k)
   pool_tokens,    // in: x [B, H, W, C], pos [1+HW, C]        out: [B, 1+HW, C]: row 0 the mean over HW,
                   // then the HW rows, each + pos
-  attention_pool, // in: x [B, T, C], q [B, C], wk [C, C], wv [C, C], bv [C]
-                  // out: [B, C]: multi-head attention of the one query q (row 0's projection,
-                  // bias included) over the T tokens, through the key and value projections
-                  // (engine/cpu_ops.h: attention_pool_cpu)
+  attention_pool, // in: x [B, T, C], q [B, D] or [1, D], wk [D, C], wv [D, C], bv [D]
+                  // out: [B, D]: multi-head attention of the one query q (row 0's projection,
+                  // bias included; [1, D]: one query for every item) over the T tokens, through
+                  // the key and value projections (engine/cpu_ops.h: attention_pool_cpu)
+  cls_attention,  // in: a [B, T, C], qkv [B, T, 3C], keep [B, T] i32   out: [B, T, C]: a, but row
+                  // T-1 (CoCa's text class token) attends only to the keys j with keep[b, j] != 0
 };
-constexpr int kNumOps = (int)Op::attention_pool + 1;
+constexpr int kNumOps = (int)Op::cls_attention + 1;
 const char* op_name(Op op);
 
 // Each op's parameters (NoParams: none).

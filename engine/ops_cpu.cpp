@@ -143,11 +143,18 @@ void pool_tokens(const CpuRun& r) {
   pool_tokens_cpu(r.out(), r.in(0), r.in(1), x[0], x[1] * x[2], x[3]);
 }
 
+void cls_attention(const CpuRun& r) {
+  const Shape& a = r.in_shape(0);
+  const int heads = r.p<AttentionParams>().heads;
+  cls_attention_cpu(r.out(), r.in(0), r.in(1), (const int32_t*)r.in(2), a[0], a[1], heads, a[2] / heads);
+}
+
 void attention_pool(const CpuRun& r) {
   const Shape& x = r.in_shape(0);
   r.scratch.resize(attention_pool_scratch_floats(x[1], x[2]));
-  attention_pool_cpu(r.out(), r.in(0), r.in(1), r.in(2), r.in(3), r.in(4), x[0], x[1], x[2],
-                     r.p<AttentionPoolParams>().heads, r.scratch.data());
+  const Shape& q = r.in_shape(1);
+  attention_pool_cpu(r.out(), r.in(0), r.in(1), r.in(2), r.in(3), r.in(4), x[0], x[1], x[2], q[1],
+                     r.p<AttentionPoolParams>().heads, q[0] == 1 && x[0] != 1, r.scratch.data());
 }
 
 }  // namespace clip::op_cpu

@@ -149,11 +149,17 @@ void pool_tokens(const CudaRun& r) {
                             to_int(x[3], "C"), r.out_dtype(), stream(r));
 }
 
+void cls_attention(const CudaRun& r) {
+  const Shape& a = r.in_shape(0);
+  cuda::cls_attention_forward(r.out(), r.in(0), r.in(1), (const int32_t*)r.in(2), to_int(a[0], "B"), to_int(a[1], "T"),
+                              to_int(a[2], "C"), r.p<AttentionParams>().heads, r.out_dtype(), stream(r));
+}
+
 void attention_pool(const CudaRun& r) {
-  const Shape& x = r.in_shape(0);
+  const Shape &x = r.in_shape(0), &q = r.in_shape(1);
   cuda::attention_pool_forward(r.out(), r.in(0), r.in(1), r.in(2), r.in(3), r.in(4), to_int(x[0], "B"),
-                               to_int(x[1], "T"), to_int(x[2], "C"), r.p<AttentionPoolParams>().heads,
-                               r.out_dtype(), stream(r));
+                               to_int(x[1], "T"), to_int(x[2], "C"), to_int(q[1], "D"),
+                               r.p<AttentionPoolParams>().heads, q[0] == 1 && x[0] != 1, r.out_dtype(), stream(r));
 }
 
 }  // namespace clip::op_cuda

@@ -104,10 +104,16 @@ void avgpool2d_forward(void* y, const void* x, int B, int H, int W, int C, int k
 // y [B, 1 + N, C]: row 0 = mean over the N rows of x [B, N, C], then the rows; each + pos [1 + N, C].
 void pool_tokens_forward(void* y, const void* x, const void* pos, int B, int N, int C, DType dt, cudaStream_t stream);
 
-// kernels/attention_pool.cu. y [B, C]: the one query q [B, C] over the tokens x [B, T, C] through
-// the key and value projections wk, wv [C, C] and bv [C] (engine/cpu_ops.h: attention_pool_cpu).
+// kernels/cls_attention.cu. y [B, T, C] = a, but row T-1: its query of qkv [B, T, 3C] over the keys j with
+// keep [B, T] (i32) != 0 (engine/cpu_ops.h: cls_attention_cpu).
+void cls_attention_forward(void* y, const void* a, const void* qkv, const int32_t* keep, int B, int T, int C,
+                           int heads, DType dt, cudaStream_t stream);
+
+// kernels/attention_pool.cu. y [B, D]: the one query q [B, D] (shared_q: [1, D] for every item)
+// over the tokens x [B, T, C] through the key and value projections wk, wv [D, C] and bv [D]
+// (engine/cpu_ops.h: attention_pool_cpu).
 void attention_pool_forward(void* y, const void* x, const void* q, const void* wk, const void* wv, const void* bv,
-                            int B, int T, int C, int heads, DType dt, cudaStream_t stream);
+                            int B, int T, int C, int D, int heads, bool shared_q, DType dt, cudaStream_t stream);
 
 // kernels/linear.cu. y [M, N] = act(alpha * x [M, K] · w [N, K]ᵀ + b [N]) through cuBLASLt
 // with f32 accumulation; b may be null. The plan (layouts, epilogue, algorithm) is chosen

@@ -10,5 +10,6 @@ constexpr int kAttentionMaxHeadSize = 128;  // in [24, 128] (the zoo's 32 .. 128
 constexpr int kMaxGridYZ = 65535;       // attention's grid: NH heads (y) and B images (z)
 constexpr int kLayerNormMaxC = 2048;    // kernels/layernorm.cu: 32 lanes x 64 cached floats
 constexpr int kAttentionPoolFloats = 8192;  // kernels/attention_pool.cu: C + T + head size in shared memory
+constexpr int kClsAttentionFloats = 8192;   // kernels/cls_attention.cu: head size + T in shared memory
 
 }  // namespace clip::cuda

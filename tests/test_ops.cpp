@@ -629,8 +629,12 @@ OP_CASES(AttentionTest, attention_shapes());
 // projection, the scores, the probabilities and the output to the dtype.
 struct AttentionPoolShape {
   int64_t B, T, C, NH;
+  int64_t D = 0;          // the query's width (0: C, OpenAI's ResNets)
+  bool shared_q = false;  // one query row [1, D] for every item (CoCa's learned query)
   bool gpu_only = false, cuda = true;
-  std::string name() const { return "B" + n(B) + "_T" + n(T) + "_C" + n(C) + "_NH" + n(NH); }
+  std::string name() const {
+    return "B" + n(B) + "_T" + n(T) + "_C" + n(C) + "_NH" + n(NH) + (D ? "_D" + n(D) : "") + (shared_q ? "_shared" : "");
+  }
 };
 class AttentionPoolTest : public OpTest<AttentionPoolShape> {
  public:
@@ -638,23 +642,24 @@ class AttentionPoolTest : public OpTest<AttentionPoolShape> {
 };
 TEST_P(AttentionPoolTest, MatchesDefinition) {
   const AttentionPoolShape p = shape();
-  const int64_t B = p.B, T = p.T, C = p.C, HS = C / p.NH;
+  const int64_t B = p.B, T = p.T, C = p.C, D = p.D ? p.D : p.C, HS = D / p.NH, QB = p.shared_q ? 1 : B;
   const float ws = 1.0f / std::sqrt((float)C);
   auto x = rounded(randn((size_t)(B * T * C), 70 + (uint64_t)T), dt());
-  auto q = rounded(randn((size_t)(B * C), 71), dt());
-  auto wk = rounded(randn((size_t)(C * C), 72, ws), dt()), wv = rounded(randn((size_t)(C * C), 73, ws), dt());
-  auto bk = rounded(randn((size_t)C, 74, 3.0f), dt()), bv = rounded(randn((size_t)C, 75), dt());
-  const bool direct = (double)T * C * C <= 2e7;
-  std::vector<double> ref((size_t)(B * C));
+  auto q = rounded(randn((size_t)(QB * D), 71), dt());
+  auto wk = rounded(randn((size_t)(D * C), 72, ws), dt()), wv = rounded(randn((size_t)(D * C), 73, ws), dt());
+  auto bk = rounded(randn((size_t)D, 74, 3.0f), dt()), bv = rounded(randn((size_t)D, 75), dt());
+  auto qi = [&](int64_t b, int64_t i) { return q[(size_t)((p.shared_q ? 0 : b) * D + i)]; };
+  const bool direct = (double)T * C * D <= 2e7;
+  std::vector<double> ref((size_t)(B * D));
   std::vector<float> naive;
   if (direct) {
-    std::vector<double> k((size_t)(T * C)), v((size_t)(T * C)), s((size_t)T);
+    std::vector<double> k((size_t)(T * D)), v((size_t)(T * D)), s((size_t)T);
     if (dt() != DType::f32) naive.resize(ref.size());
-    std::vector<float> kn((size_t)(T * C)), vn((size_t)(T * C)), sn((size_t)T);
+    std::vector<float> kn((size_t)(T * D)), vn((size_t)(T * D)), sn((size_t)T);
     for (int64_t b = 0; b < B; b++) {
       const float* xb = &x[(size_t)(b * T * C)];
       for (int64_t j = 0; j < T; j++)
-        for (int64_t o = 0; o < C; o++) {
+        for (int64_t o = 0; o < D; o++) {
           double dk = bk[(size_t)o], dv = bv[(size_t)o];
           float fk = bk[(size_t)o], fv = bv[(size_t)o];
           for (int64_t c = 0; c < C; c++) {
@@ -663,8 +668,8 @@ TEST_P(AttentionPoolTest, MatchesDefinition) {
             fk += wk[(size_t)(o * C + c)] * xb[j * C + c];
             fv += wv[(size_t)(o * C + c)] * xb[j * C + c];
           }
-          k[(size_t)(j * C + o)] = dk, v[(size_t)(j * C + o)] = dv;
-          kn[(size_t)(j * C + o)] = round_to(fk, dt()), vn[(size_t)(j * C + o)] = round_to(fv, dt());
+          k[(size_t)(j * D + o)] = dk, v[(size_t)(j * D + o)] = dv;
+          kn[(size_t)(j * D + o)] = round_to(fk, dt()), vn[(size_t)(j * D + o)] = round_to(fv, dt());
         }
       for (int64_t h = 0; h < p.NH; h++) {
         double mx = -1e300, sum = 0;
@@ -673,8 +678,8 @@ TEST_P(AttentionPoolTest, MatchesDefinition) {
           double d = 0;
           float f = 0;
           for (int64_t e = 0; e < HS; e++) {
-            d += (double)q[(size_t)(b * C + h * HS + e)] * k[(size_t)(j * C + h * HS + e)];
-            f += q[(size_t)(b * C + h * HS + e)] * kn[(size_t)(j * C + h * HS + e)];
+            d += (double)qi(b, h * HS + e) * k[(size_t)(j * D + h * HS + e)];
+            f += qi(b, h * HS + e) * kn[(size_t)(j * D + h * HS + e)];
           }
           s[(size_t)j] = d / std::sqrt((double)HS);
           sn[(size_t)j] = round_to(f / std::sqrt((float)HS), dt());
@@ -690,11 +695,11 @@ TEST_P(AttentionPoolTest, MatchesDefinition) {
           double o = 0;
           float f = 0;
           for (int64_t j = 0; j < T; j++) {
-            o += s[(size_t)j] * v[(size_t)(j * C + h * HS + e)];
-            f += sn[(size_t)j] * vn[(size_t)(j * C + h * HS + e)];
+            o += s[(size_t)j] * v[(size_t)(j * D + h * HS + e)];
+            f += sn[(size_t)j] * vn[(size_t)(j * D + h * HS + e)];
           }
-          ref[(size_t)(b * C + h * HS + e)] = o / sum;
-          if (!naive.empty()) naive[(size_t)(b * C + h * HS + e)] = round_to(f, dt());
+          ref[(size_t)(b * D + h * HS + e)] = o / sum;
+          if (!naive.empty()) naive[(size_t)(b * D + h * HS + e)] = round_to(f, dt());
         }
       }
     }
@@ -706,7 +711,7 @@ TEST_P(AttentionPoolTest, MatchesDefinition) {
         std::fill(u.begin(), u.end(), 0.0);
         for (int64_t e = 0; e < HS; e++)
           for (int64_t c = 0; c < C; c++)
-            u[(size_t)c] += (double)q[(size_t)(b * C + h * HS + e)] * wk[(size_t)((h * HS + e) * C + c)];
+            u[(size_t)c] += (double)qi(b, h * HS + e) * wk[(size_t)((h * HS + e) * C + c)];
         double mx = -1e300, sum = 0;
         for (int64_t j = 0; j < T; j++) {
           double d = 0;
@@ -721,13 +726,13 @@ TEST_P(AttentionPoolTest, MatchesDefinition) {
         for (int64_t e = 0; e < HS; e++) {
           double o = bv[(size_t)(h * HS + e)];
           for (int64_t c = 0; c < C; c++) o += (double)wv[(size_t)((h * HS + e) * C + c)] * u[(size_t)c];
-          ref[(size_t)(b * C + h * HS + e)] = o;
+          ref[(size_t)(b * D + h * HS + e)] = o;
         }
       }
   }
   OpRun op(backend(), dt());
-  op.g.attention_pool(op.input(x, {B, T, C}), op.input(q, {B, C}), op.input(wk, {C, C}), op.input(wv, {C, C}),
-                      op.input(bv, {C}), (int)p.NH);
+  op.g.attention_pool(op.input(x, {B, T, C}), op.input(q, {QB, D}), op.input(wk, {D, C}), op.input(wv, {D, C}),
+                      op.input(bv, {D}), (int)p.NH);
   expect("attention_pool", op.run()[0], ref, {2e-5, 1e-4}, std::max(C, T), naive);
 }
 OP_CASES(AttentionPoolTest,
@@ -736,7 +741,63 @@ OP_CASES(AttentionPoolTest,
           // odd: one token, one head, head sizes 24, 32 and 65, C not a multiple of 16, T past
           // the 32 lanes and the 8 warps
           {3, 1, 64, 1}, {2, 17, 96, 3}, {1, 3, 48, 2}, {2, 50, 256, 4}, {1, 130, 128, 2}, {1, 50, 520, 8},
-          {1, 300, 64, 1}});
+          {1, 300, 64, 1},
+          // CoCa: one learned query [1, D] for every image, D = embed_dim over the width's tokens
+          // (coca_ViT-L-14: 257 tokens of 1024, 8 heads of 768 / 8; coca_ViT-B-32: 50 of 768 to
+          // 512), and D wider than C
+          {2, 257, 1024, 8, 768, true}, {3, 50, 768, 8, 512, true}, {2, 17, 128, 2, 64, true},
+          {1, 5, 48, 3, 96, true}, {2, 9, 64, 2, 32, false}});
+
+// ---- cls_attention --------------------------------------------------------------------------------
+// CoCa's text class row: the last row's attention redone over the keys `keep` marks, the other
+// rows copied. Reference: the definition in double. CPU bound 2e-6 + 1e-5 |ref|.
+struct ClsAttentionShape {
+  int64_t B, T, NH, HS;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "B" + n(B) + "_T" + n(T) + "_NH" + n(NH) + "_HS" + n(HS); }
+};
+class ClsAttentionTest : public OpTest<ClsAttentionShape> {
+ public:
+  using Param = ClsAttentionShape;
+};
+TEST_P(ClsAttentionTest, MatchesDefinition) {
+  const ClsAttentionShape p = shape();
+  const int64_t B = p.B, T = p.T, C = p.NH * p.HS;
+  auto a = rounded(randn((size_t)(B * T * C), 80), dt());
+  auto qkv = rounded(randn((size_t)(B * T * 3 * C), 81), dt());
+  std::vector<int32_t> keep((size_t)(B * T));
+  for (int64_t b = 0; b < B; b++)  // position 0 always; a prefix, then gaps (a pad id mid-text)
+    for (int64_t j = 0; j < T; j++) keep[(size_t)(b * T + j)] = j == 0 || (j < T / 2 + b && (j * 7 + b) % 5 != 3);
+  std::vector<double> ref(a.begin(), a.end());
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < p.NH; h++) {
+      const float* q = &qkv[(size_t)((b * T + T - 1) * 3 * C + h * p.HS)];
+      std::vector<double> s((size_t)T, 0.0);
+      double mx = -1e300, sum = 0;
+      for (int64_t j = 0; j < T; j++) {
+        if (!keep[(size_t)(b * T + j)]) continue;
+        double d = 0;
+        for (int64_t e = 0; e < p.HS; e++) d += (double)q[e] * qkv[(size_t)((b * T + j) * 3 * C + C + h * p.HS + e)];
+        s[(size_t)j] = d / std::sqrt((double)p.HS);
+        mx = std::max(mx, s[(size_t)j]);
+      }
+      for (int64_t j = 0; j < T; j++)
+        if (keep[(size_t)(b * T + j)]) sum += (s[(size_t)j] = std::exp(s[(size_t)j] - mx));
+      for (int64_t e = 0; e < p.HS; e++) {
+        double o = 0;
+        for (int64_t j = 0; j < T; j++)
+          if (keep[(size_t)(b * T + j)]) o += s[(size_t)j] / sum * qkv[(size_t)((b * T + j) * 3 * C + 2 * C + h * p.HS + e)];
+        ref[(size_t)((b * T + T - 1) * C + h * p.HS + e)] = o;
+      }
+    }
+  OpRun op(backend(), dt());
+  op.g.cls_attention(op.input(a, {B, T, C}), op.input(qkv, {B, T, 3 * C}), op.input_i32(keep, {B, T}), (int)p.NH);
+  expect("cls_attention", op.run()[0], ref, {2e-6, 1e-5}, T);
+}
+// coca_ViT-L-14's text (77 positions, 12 heads of 64), coca_ViT-B-32's (8 of 64), zoo-coca's,
+// and odd: one position, head sizes 1 and 65, T past the 32 lanes and the 4 warps.
+OP_CASES(ClsAttentionTest, {{2, 77, 12, 64}, {3, 77, 8, 64}, {2, 77, 2, 64}, {1, 1, 2, 8}, {2, 5, 3, 1},
+                            {2, 40, 1, 65}, {1, 200, 4, 24}});
 
 // ---- patch_embed ------------------------------------------------------------------------------------
 // A conv with stride = kernel = P and no bias; CPU bound 1e-5 + 1e-5 |ref|.
