@@ -9,8 +9,9 @@ as a Hugging Face Hub snapshot of an open_clip model (open_clip_pytorch_model.bi
 open_clip_config.json with model_cfg and preprocess_cfg). Then `clip embed` on that directory,
 two images and three texts, unnormalized, against open_clip's encode_image(preprocess(img)) and
 encode_text(tokenizer(texts)) in the same process. A config open_clip cannot build here (an HF
-text tower needs `transformers`) is checked with its config and an empty state dict: the
-loader must refuse the config, by name.
+text tower needs `transformers`), or one with a timm or HF tower (not cut to two layers, too large
+to build), is checked with its config and an empty state dict: the loader must refuse the
+config, by name.
 
   match     image and text cosine >= 0.99999 for every row
   refused   clip exits non-zero with an error message (printed)
@@ -65,8 +66,15 @@ def run_one(name, clip, images, texts, work):
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
     try:
+        # A timm or HF tower is not cut by `cut` (EVA02-E's timm tower alone is 4.4B parameters):
+        # such configs are checked by their config and an empty state dict, as the unbuildable.
+        if cfg.get("vision_cfg", {}).get("timm_model_name") or cfg.get("text_cfg", {}).get("hf_model_name"):
+            raise RuntimeError("a timm or Hugging Face tower, not built (its config must be refused)")
         torch.manual_seed(0)
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **cfg)
+        # create_model pops custom_text from the config it reads; passed again as an override it
+        # reaches CoCa's constructor, which takes no such argument.
+        kw = {k: v for k, v in cfg.items() if k != "custom_text"}
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **kw)
         model.eval()
         built = True
     except Exception as e:  # noqa: BLE001 (a tower open_clip cannot build here)
