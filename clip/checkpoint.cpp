@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <map>
 #include <set>
@@ -77,8 +78,10 @@ std::vector<std::pair<std::string, Shape>> canonical_tensors(const ModelConfig& 
   std::vector<std::pair<std::string, Shape>> v;
   v.push_back({"positional_embedding", {c.text.context_length + (c.text.embed_cls ? 1 : 0), W}});
   if (c.text.embed_cls) v.push_back({"cls_emb", {W}});
-  v.push_back({"text_projection", {W, E}});
+  if (c.text.proj) v.push_back({"text_projection", {W, E}});
+  if (c.text.proj_bias) v.push_back({"text_projection.bias", {E}});
   v.push_back({"logit_scale", Shape{}});
+  if (c.logit_bias) v.push_back({"logit_bias", Shape{}});
   vision_family(c.vision_family).tensors(c, v);
   transformer_tensors("transformer.resblocks.", c.text.layers, W, c.text.mlp, v);
   v.push_back({"token_embedding.weight", {c.text.vocab_size, W}});
@@ -113,8 +116,10 @@ void check_config(const ModelConfig& c, const std::string& file) {
              c.text.width, c.text.heads);
   CLIP_CHECK(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0 && c.layer_norm_eps < 1,
              "%s: layer_norm_eps %g is out of range", file.c_str(), (double)c.layer_norm_eps);
-  CLIP_CHECK(c.activation == Act::gelu || c.activation == Act::quick_gelu,
-             "%s: activation must be gelu or quick_gelu", file.c_str());
+  CLIP_CHECK(c.activation == Act::gelu || c.activation == Act::quick_gelu || c.activation == Act::gelu_tanh,
+             "%s: activation must be gelu, quick_gelu or gelu_tanh", file.c_str());
+  CLIP_CHECK(c.text.proj || (!c.text.proj_bias && c.embed_dim == c.text.width), "%s: a text tower without a "
+             "projection embeds to its width %d, not %d", file.c_str(), c.text.width, c.embed_dim);
 }
 
 // Checks that `w.tensors` are exactly the canonical tensors of `w.config`, in order, with
@@ -153,7 +158,8 @@ Act act_from_config(const json& v, const std::string& file) {
   std::string s = v.get<std::string>();
   if (s == "quick_gelu") return Act::quick_gelu;
   if (s == "gelu") return Act::gelu;
-  fail("%s: hidden_act '%s' is not supported (quick_gelu or gelu)", file.c_str(), s.c_str());
+  if (s == "gelu_pytorch_tanh" || s == "gelu_new") return Act::gelu_tanh;  // the same tanh formula
+  fail("%s: hidden_act '%s' is not supported (quick_gelu, gelu or gelu_pytorch_tanh)", file.c_str(), s.c_str());
 }
 
 int get_int(const json& o, const char* key, const std::string& file) {
@@ -187,6 +193,18 @@ void parse_hf_config(const json& j, SideConfig& sc) {
     for (const char* fl : fields)
       if (t.contains(fl)) sc.expect[std::string(pre) + fl] = get_int(t, fl, f);
   };
+  // SiglipModel: bidirectional text pooled at the last position of the padded context, a
+  // projection with a bias (its head), the MAP head on the image side.
+  if (j.contains("model_type") && j["model_type"] == "siglip") {
+    sc.text_pool = TextPool::last;
+    sc.text_causal = false;
+    const json* v = j.contains("vision_config") ? &j["vision_config"] : nullptr;
+    CLIP_CHECK(!v || !v->contains("vision_use_head") || (*v)["vision_use_head"] == true, "%s: vision_use_head = "
+               "false (no MAP head: the image tower gives tokens, not one embedding) is not supported", f.c_str());
+  } else if (j.contains("model_type")) {
+    CLIP_CHECK(j["model_type"] == "clip", "%s: model_type %s is not supported (clip or siglip; SigLIP 2's "
+               "variable-resolution siglip2 models are not)", f.c_str(), j["model_type"].dump().c_str());
+  }
   tower("text_config", "text_config.", ta, te, sc.text_heads);
   tower("vision_config", "vision_config.", va, ve, sc.vision_heads);
   if (j.contains("projection_dim")) sc.expect["projection_dim"] = get_int(j, "projection_dim", f);
@@ -478,6 +496,9 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pp) {
   flag("do_rescale", true, "pixels are scaled by 1/255");
   flag("do_normalize", true, "pixels are normalized by image_mean and image_std");
   flag("do_convert_rgb", true, "images are converted to RGB");
+  // SiglipImageProcessor (the slow, PIL-based one): convert("RGB"), then resize both sides.
+  if (j.contains("image_processor_type") && j["image_processor_type"] == "SiglipImageProcessor")
+    pp.convert_first = true;
   if (j.contains("rescale_factor"))
     CLIP_CHECK(j["rescale_factor"].is_number() && std::fabs(j["rescale_factor"].get<double>() - 1.0 / 255) < 1e-9,
                "%s: rescale_factor = %s is not supported (1/255 only)", path.c_str(), j["rescale_factor"].dump().c_str());
@@ -588,6 +609,7 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   const size_t skipped_decoder = (size_t)(set.tensors.end() - decoder);
   set.tensors.erase(decoder, set.tensors.end());
   map_hf_names(set, path);
+  map_timm_names(set, path);
   fold_layer_scale(set, path);
   std::map<std::string, const RawTensor*> by;
   for (RawTensor& t : set.tensors) {
@@ -604,7 +626,10 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   std::vector<std::string> notes;
   fam->infer(by, sc, c, path, notes);
   auto dim = [&](const char* name, int i, int nd) { return tensor_dim(by, name, i, nd, path); };
-  c.embed_dim = dim("text_projection", 1, 2);
+  c.text.proj = by.count("text_projection") > 0 || !by.count("visual.head.probe");
+  c.text.proj_bias = by.count("text_projection.bias") > 0;
+  c.logit_bias = by.count("logit_bias") > 0;
+  c.embed_dim = c.text.proj ? dim("text_projection", 1, 2) : dim("ln_final.weight", 0, 1);
   c.text.embed_cls = by.count("cls_emb") > 0 || sc.text_embed_cls;
   c.text.pad_id = sc.text_pad_id;
   c.text.context_length = dim("positional_embedding", 0, 2) - (c.text.embed_cls ? 1 : 0);
@@ -676,7 +701,7 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
                name.c_str(), shape.str().c_str());
     const RawTensor& t = *it->second;
     std::vector<int64_t> ts = t.shape;
-    if (name == "logit_scale" && ts == std::vector<int64_t>{1}) ts.clear();
+    if ((name == "logit_scale" || name == "logit_bias") && ts == std::vector<int64_t>{1}) ts.clear();
     bool same = (int)ts.size() == shape.nd;
     for (int i = 0; same && i < shape.nd; i++) same = ts[(size_t)i] == shape.d[i];
     CLIP_CHECK(same, "%s: tensor '%s' has shape %s, expected %s", path.c_str(), name.c_str(),
@@ -708,6 +733,10 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   float v = 0;
   convert_cpu(&v, DType::f32, ls.data, ls.dtype, 1);
   w.logit_scale = v;
+  if (c.logit_bias) {
+    const WeightTensor& lb = w.get("logit_bias");
+    convert_cpu(&w.logit_bias, DType::f32, lb.data, lb.dtype, 1);
+  }
   w.storage = set.holder;
   w.file_regions = set.file_regions;
   return w;
@@ -719,6 +748,44 @@ void attach_vocab(Weights& w, const std::string& vocab_path) {
   CLIP_CHECK((int64_t)w.vocab.tokens.size() == w.config.text.vocab_size,
              "%s: the tokenizer has %zu tokens but the model in %s has vocab_size %d",
              vocab_path.c_str(), w.vocab.tokens.size(), w.path.c_str(), w.config.text.vocab_size);
+}
+
+// A SentencePiece tokenizer (SigLIP's spiece.model, SigLIP 2's tokenizer.model) and the
+// tokenizer_config.json beside it: its class decides the behaviour (SiglipTokenizer,
+// GemmaTokenizer), its flags the rest.
+void attach_sentencepiece(Weights& w, const std::string& dir) {
+  const std::string model = dir + (file_exists(dir + "/spiece.model") ? "/spiece.model" : "/tokenizer.model");
+  const std::string cfg = dir + "/tokenizer_config.json";
+  CLIP_CHECK(file_exists(cfg), "%s: a SentencePiece model without tokenizer_config.json: which tokenizer it is "
+             "(SiglipTokenizer, GemmaTokenizer) is not known", model.c_str());
+  const json j = read_json(cfg);
+  CLIP_CHECK(j.is_object(), "%s: not a JSON object", cfg.c_str());
+  const std::string cls = j.contains("tokenizer_class") && j["tokenizer_class"].is_string()
+                              ? j["tokenizer_class"].get<std::string>() : "";
+  SpVocab sp;
+  if (cls == "SiglipTokenizer") {
+    sp.style = SpStyle::siglip;
+  } else if (cls == "GemmaTokenizer" || cls == "GemmaTokenizerFast") {
+    sp.style = SpStyle::gemma;
+  } else {
+    fail("%s: tokenizer_class %s is not supported with a SentencePiece model (SiglipTokenizer or GemmaTokenizer)",
+         cfg.c_str(), j.contains("tokenizer_class") ? j["tokenizer_class"].dump().c_str() : "(none)");
+  }
+  auto flag = [&](const char* key, bool& out) {
+    if (!j.contains(key)) return;
+    CLIP_CHECK(j[key].is_boolean(), "%s: %s = %s is not true or false", cfg.c_str(), key, j[key].dump().c_str());
+    out = j[key].get<bool>();
+  };
+  flag("do_lower_case", sp.lower);
+  flag("add_bos_token", sp.add_bos);
+  flag("add_eos_token", sp.add_eos);
+  std::ifstream f(model, std::ios::binary);
+  CLIP_CHECK(f, "%s: cannot open", model.c_str());
+  sp.model.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  CLIP_CHECK(!sp.model.empty() && sp.model.size() < (64u << 20), "%s: %zu bytes is not a SentencePiece model",
+             model.c_str(), sp.model.size());
+  w.sp = std::move(sp);
+  w.has_sp = true;
 }
 
 Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
@@ -775,9 +842,14 @@ Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
   Weights w = canonicalize(set, dir, sc, opts);
   if (file_exists(in("preprocessor_config.json")))
     read_preprocessor_config(in("preprocessor_config.json"), w.preprocess);
+  if (w.config.vision_family == VisionFamily::siglip)
+    CLIP_CHECK(file_exists(in("preprocessor_config.json")), "%s: a SiglipModel directory without "
+               "preprocessor_config.json: its image size, filter and normalization are not known", dir.c_str());
   if (!vocab_path.empty()) attach_vocab(w, vocab_path);
   else if (file_exists(in("vocab.json")) && file_exists(in("merges.txt")))
     attach_vocab(w, in("vocab.json"));
+  else if (file_exists(in("spiece.model")) || file_exists(in("tokenizer.model")))
+    attach_sentencepiece(w, dir);
   return w;
 }
 
@@ -947,6 +1019,8 @@ void save_native(const Weights& w, const std::string& out_path, DType dtype) {
              "%s: native files hold f16, bf16 or f32 weights, not %s", out_path.c_str(),
              dtype_name(dtype));
   check_canonical(w);
+  CLIP_CHECK(w.config.vision_family != VisionFamily::siglip && !w.has_sp, "%s: native files do not hold SigLIP "
+             "models or SentencePiece tokenizers yet; load the Hugging Face directory itself", w.path.c_str());
   // logit_scale as it will read back after the dtype conversion
   const WeightTensor& ls = w.get("logit_scale");
   uint32_t conv = 0;
@@ -1181,6 +1255,8 @@ std::string describe(const Weights& w) {
                  (double)c.layer_norm_eps);
   s += strprintf("logit_scale: %.9g (exp %.9g)\n", (double)w.logit_scale,
                  std::exp((double)w.logit_scale));
+  if (c.logit_bias)
+    s += strprintf("logit_bias:  %.9g (pairs score sigmoid(scale cos + bias), SigLIP's)\n", (double)w.logit_bias);
   const PreprocessConfig& p = w.preprocess;
   s += strprintf("preprocess:  %dpx %s, %s, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
                  p.resolution, p.interpolation.c_str(),
@@ -1188,7 +1264,10 @@ std::string describe(const Weights& w) {
                  : p.resize_mode == ResizeMode::longest ? strprintf("longest side + pad (fill %d)", p.fill).c_str()
                                                         : "shortest side + center crop",
                  p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]);
-  if (w.has_vocab)
+  if (p.convert_first) s += "             converted to RGB before the resize (Hugging Face's image processors)\n";
+  if (w.has_sp)
+    s += strprintf("tokenizer:   SentencePiece (%s, %zu bytes)\n", sp_style_name(w.sp.style), w.sp.model.size());
+  else if (w.has_vocab)
     s += strprintf("tokenizer:   %zu tokens, %zu merges\n", w.vocab.tokens.size(),
                    w.vocab.merges.size());
   else

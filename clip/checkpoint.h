@@ -39,7 +39,10 @@ struct Weights {
   PreprocessConfig preprocess;
   bool has_vocab = false;
   BpeVocab vocab;
+  bool has_sp = false;  // a SentencePiece tokenizer (SigLIP) instead of a BPE vocabulary
+  SpVocab sp;
   float logit_scale = 0;  // the raw parameter (log scale), as stored
+  float logit_bias = 0;   // config.logit_bias: SigLIP's, as stored
   // What the loader assumed because neither the file nor a config beside it says (a head
   // count, the activation), one line each naming what settles it; the tools print them.
   std::vector<std::string> notes;
@@ -101,6 +104,9 @@ void check_canonical(const Weights& w);
 // HF CLIPModel names -> OpenAI names (q/k/v concatenated, projections transposed).
 // Tensors already under OpenAI names pass through. Drops ignorable buffers. (clip/hf_names.cpp)
 void map_hf_names(weights_detail::RawSet& set, const std::string& file);
+// timm towers of open_clip checkpoints (visual.trunk.*: SigLIP's) -> canonical names, and a
+// linear text projection (text_projection.weight) transposed to [W, E]. (clip/hf_names.cpp)
+void map_timm_names(weights_detail::RawSet& set, const std::string& file);
 // HF mapping, `module.` prefixes, config inference and the canonical checks, with no config
 // files or options (load_weights adds those). `set` keeps owning the memory.
 Weights canonical_weights(weights_detail::RawSet& set, const std::string& path);

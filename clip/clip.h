@@ -72,8 +72,12 @@ class Model {
   virtual Device device() const = 0;
   virtual DType dtype() const = 0;
   int embed_dim() const { return config().embed_dim; }
-  // exp(logit_scale), clamped at 100 as the reference clamps it.
+  // exp(logit_scale), clamped at 100 as the reference clamps it (SigLIP's: not clamped).
   virtual float logit_scale() const = 0;
+  // SigLIP: its learned logit bias (logits = logit_scale * cos + logit_bias), and its pairs
+  // score sigmoid(logit) each on its own rather than a softmax over the texts.
+  bool sigmoid_scores() const { return config().logit_bias; }
+  virtual float logit_bias() const = 0;  // 0 for a softmax model
   // Writes the weights as our native file in `dtype` (f16, bf16 or f32).
   virtual void save_native(const std::string& path, DType dtype) const = 0;
 
@@ -110,7 +114,7 @@ class Model {
     return 3 * r * r;
   }
 
-  // logit_scale * cos(image_i, text_j): [I, T].
+  // logit_scale * cos(image_i, text_j) + logit_bias: [I, T].
   virtual HostTensor logits(const HostTensor& image_emb, const HostTensor& text_emb) const = 0;
 
   // From now on every encoder pass adds its per-op times to p (nullptr: stop).

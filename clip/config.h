@@ -13,8 +13,9 @@ namespace clip {
 enum class VisionFamily : uint8_t {
   vit,     // VisionTransformer: ViTConfig
   resnet,  // OpenAI's ModifiedResNet: ResNetConfig
+  siglip,  // SigLIP's vision transformer (no class token, MAP head): ViTConfig
 };
-const char* vision_family_name(VisionFamily f);  // "ViT", "ResNet"
+const char* vision_family_name(VisionFamily f);  // "ViT", "ResNet", "SigLIP"
 
 // OpenAI's VisionTransformer: a patch convolution (patch_size, no bias), a class token and
 // positions, ln_pre, `layers` pre-LN blocks of `heads` heads and MLP width `mlp`, ln_post on
@@ -26,6 +27,12 @@ const char* vision_family_name(VisionFamily f);  // "ViT", "ResNet"
 // (attentional_pool): learned queries [attn_pool_queries, pool_width] attend over ln_k of all
 // tokens (attn_pool_heads heads, keys and values projected from the width to pool_width), then
 // out_proj and ln_post (of pool_width); the embedding is the first query's row, projected.
+//
+// SigLIP's tower (VisionFamily::siglip, clip/siglip.cpp) reads patch_size, width, layers,
+// heads and mlp: a patch convolution with a bias, positions without a class token, the blocks,
+// a final LayerNorm and the MAP head (a learned probe attending over all tokens with `heads`
+// heads, then probe + MLP(LayerNorm(probe)), MLP width mlp); the embedding is its output, of the
+// width (no projection).
 enum class ViTPool : uint8_t { token, avg };
 struct ViTConfig {
   int patch_size = 0;
@@ -75,6 +82,9 @@ struct TextConfig {
   bool causal = true;
   bool embed_cls = false;
   int pad_id = 0;
+  // SigLIP: the projection is a linear layer with a bias (open_clip's proj_bias, HF's head), or
+  // absent (open_clip's proj_type "none": the embedding is the pooled row).
+  bool proj = true, proj_bias = false;
 };
 const char* text_pool_name(TextPool p);  // "argmax", "first", "last" (open_clip's names)
 
@@ -90,6 +100,9 @@ struct ModelConfig {
   TextConfig text;
   float layer_norm_eps = 1e-5f;
   Act activation = Act::quick_gelu;
+  // SigLIP: a learned logit bias; pairs score sigmoid(exp(logit_scale) cos + logit_bias), each
+  // on its own, instead of a softmax over the texts.
+  bool logit_bias = false;
 };
 
 // How an image becomes resolution x resolution: shortest (OpenAI's: the short side to the
@@ -107,6 +120,9 @@ struct PreprocessConfig {
   std::string interpolation = "bicubic";
   ResizeMode resize_mode = ResizeMode::shortest;
   int fill = 0;  // longest: the padding, every channel of the decoded mode (open_clip's fill_color)
+  // Hugging Face's image processors (do_convert_rgb): convert("RGB") before the resize, which
+  // then runs on RGB (torchvision's transforms resize in the decoded mode and convert after).
+  bool convert_first = false;
 };
 
 // A byte-level BPE vocabulary: tokens in id order (49408 for CLIP, the special tokens
@@ -114,6 +130,22 @@ struct PreprocessConfig {
 struct BpeVocab {
   std::vector<std::string> tokens;
   std::vector<std::pair<std::string, std::string>> merges;
+};
+
+// A SentencePiece tokenizer (clip/tokenizer_sp.cpp): the model file's bytes (SigLIP's
+// spiece.model, SigLIP 2's Gemma tokenizer.model) and the Hugging Face tokenizer class whose
+// ids are reproduced, with the tokenizer_config.json flags that change them.
+//   siglip  SiglipTokenizer: lower-cased (do_lower_case), punctuation removed, whitespace
+//           collapsed; </s> appended; padded with </s> to the context (truncated to fit)
+//   gemma   GemmaTokenizer: no text normalization; <bos> / <eos> as add_bos / add_eos say;
+//           padded with <pad> to the context (truncated to fit)
+enum class SpStyle : uint8_t { siglip, gemma };
+const char* sp_style_name(SpStyle s);  // "siglip", "gemma"
+struct SpVocab {
+  std::string model;  // the serialized ModelProto: the file's bytes
+  SpStyle style = SpStyle::siglip;
+  bool lower = true;  // siglip: do_lower_case
+  bool add_bos = true, add_eos = false;  // gemma: add_bos_token, add_eos_token
 };
 
 // Reads a vocabulary from OpenAI's bpe_simple_vocab_16e6.txt.gz, from a vocab.json with

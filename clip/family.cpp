@@ -10,7 +10,7 @@ using weights_detail::RawTensor;
 using weights_detail::shape_str;
 
 const std::vector<const VisionFamilyDef*>& vision_families() {
-  static const std::vector<const VisionFamilyDef*> v = {&vit_family(), &resnet_family()};
+  static const std::vector<const VisionFamilyDef*> v = {&vit_family(), &resnet_family(), &siglip_family()};
   return v;
 }
 

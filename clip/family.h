@@ -59,7 +59,7 @@ using Stages = std::vector<std::pair<std::string, Value>>;  // named intermediat
 
 struct VisionFamilyDef {
   VisionFamily id;
-  const char* name;  // "ViT", "ResNet"
+  const char* name;  // "ViT", "ResNet", "SigLIP"
   // True when the tensors hold this family's image tower.
   bool (*detect)(const TensorIndex& by);
   // The tower's config and c.image_resolution from the tensors' shapes; throws naming `path`
@@ -90,6 +90,7 @@ struct VisionFamilyDef {
 
 const VisionFamilyDef& vit_family();     // clip/vit.cpp
 const VisionFamilyDef& resnet_family();  // clip/resnet.cpp
+const VisionFamilyDef& siglip_family();  // clip/siglip.cpp
 const std::vector<const VisionFamilyDef*>& vision_families();
 const VisionFamilyDef& vision_family(VisionFamily f);
 

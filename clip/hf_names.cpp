@@ -14,6 +14,22 @@
 //   visual_projection.weight [E, Wv] -> visual.proj [Wv, E] (transposed)
 //   text_projection.weight [E, W] -> text_projection [W, E] (transposed)
 //   *.position_ids (int buffers of older exports) are dropped.
+// SigLIP (SiglipModel; clip/siglip.cpp has the canonical names):
+//   vision_model.embeddings.patch_embedding.bias -> visual.conv1.bias
+//   vision_model.head.probe [1, 1, W] -> visual.head.probe [1, W]
+//   vision_model.head.attention.* -> visual.head.attn.*, head.layernorm -> visual.head.ln,
+//   head.mlp.fc1/fc2 -> visual.head.mlp.c_fc/c_proj
+//   text_model.head.weight [E, W] -> text_projection [W, E] (transposed), .bias -> text_projection.bias
+//
+// timm's towers in open_clip checkpoints (SigLIP: visual.trunk.*), map_timm_names:
+//   patch_embed.proj -> visual.conv1, pos_embed [1, T, W] -> visual.positional_embedding [T, W]
+//   blocks.{i}.norm1/norm2 -> ln_1/ln_2, attn.qkv -> attn.in_proj, attn.proj -> attn.out_proj,
+//   mlp.fc1/fc2 -> mlp.c_fc/c_proj (under visual.transformer.resblocks.{i}.)
+//   norm -> visual.ln_post; attn_pool.latent [1, 1, W] -> visual.head.probe [1, W],
+//   attn_pool.q + attn_pool.kv -> visual.head.attn.in_proj (rows q, k, v), attn_pool.proj ->
+//   visual.head.attn.out_proj, attn_pool.norm -> visual.head.ln, attn_pool.mlp -> visual.head.mlp
+//   text_projection.weight [E, W] (a linear layer) -> text_projection [W, E] (transposed)
+#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -40,6 +56,13 @@ static std::string map_layer_suffix(const std::string& s) {
     if (replace_prefix(r, e.first, e.second)) return r;
   }
   return "";
+}
+
+// [1, ...] -> [...]: the leading unit dimension of a probe or position table.
+static void squeeze_leading(RawTensor& t, const std::string& file) {
+  CLIP_CHECK(t.shape.size() >= 2 && t.shape[0] == 1, "%s: tensor '%s' has shape %s, expected a leading 1",
+             file.c_str(), t.name.c_str(), shape_str(t.shape).c_str());
+  t.shape.erase(t.shape.begin());
 }
 
 static RawTensor transpose2d(const RawTensor& t, Holder& h, const std::string& file,
@@ -111,6 +134,21 @@ void map_hf_names(RawSet& set, const std::string& file) {
       n = "visual.class_embedding";
     } else if (n == "vision_model.embeddings.patch_embedding.weight") {
       n = "visual.conv1.weight";
+    } else if (n == "vision_model.embeddings.patch_embedding.bias") {
+      n = "visual.conv1.bias";
+    } else if (n == "vision_model.head.probe") {
+      n = "visual.head.probe";
+      squeeze_leading(t, file);
+    } else if (replace_prefix(n, "vision_model.head.attention.", "visual.head.attn.") ||
+               replace_prefix(n, "vision_model.head.layernorm.", "visual.head.ln.") ||
+               replace_prefix(n, "vision_model.head.mlp.fc1.", "visual.head.mlp.c_fc.") ||
+               replace_prefix(n, "vision_model.head.mlp.fc2.", "visual.head.mlp.c_proj.")) {
+    } else if (n == "text_model.head.weight") {
+      out.push_back(transpose2d(t, *set.holder, file, "text_projection"));
+      continue;
+    } else if (n == "text_model.head.bias") {
+      n = "text_projection.bias";
+
     } else if (n == "vision_model.embeddings.position_embedding.weight") {
       n = "visual.positional_embedding";
     } else if (n == "visual_projection.weight") {
@@ -142,6 +180,75 @@ void map_hf_names(RawSet& set, const std::string& file) {
     uint8_t* dst = set.holder->alloc(t.nbytes);
     for (int j = 0; j < 3; j++)
       if (p[j].nbytes) std::memcpy(dst + (size_t)j * p[0].nbytes, p[j].data, p[j].nbytes);
+    t.data = dst;
+    out.push_back(std::move(t));
+  }
+  set.tensors = std::move(out);
+}
+
+void map_timm_names(RawSet& set, const std::string& file) {
+  bool timm = false;
+  for (const RawTensor& t : set.tensors) timm |= starts(t.name, "visual.trunk.");
+  std::vector<RawTensor> out;
+  std::map<std::string, RawTensor> pool_q, pool_kv;  // "weight" / "bias" -> attn_pool.q, attn_pool.kv
+  for (RawTensor& t : set.tensors) {
+    std::string n = t.name;
+    if (n == "text_projection.weight") {
+      out.push_back(transpose2d(t, *set.holder, file, "text_projection"));
+      continue;
+    }
+    if (!timm || !replace_prefix(n, "visual.trunk.", "")) {
+      out.push_back(t);
+      continue;
+    }
+    static const std::pair<const char*, const char*> block[] = {
+        {"norm1.", "ln_1."}, {"norm2.", "ln_2."}, {"attn.qkv.", "attn.in_proj_"}, {"attn.proj.", "attn.out_proj."},
+        {"mlp.fc1.", "mlp.c_fc."}, {"mlp.fc2.", "mlp.c_proj."}};
+    static const std::pair<const char*, const char*> plain[] = {
+        {"patch_embed.proj.", "visual.conv1."}, {"norm.", "visual.ln_post."},
+        {"attn_pool.proj.", "visual.head.attn.out_proj."}, {"attn_pool.norm.", "visual.head.ln."},
+        {"attn_pool.mlp.fc1.", "visual.head.mlp.c_fc."}, {"attn_pool.mlp.fc2.", "visual.head.mlp.c_proj."}};
+    std::string m;
+    if (starts(n, "blocks.")) {
+      const size_t dot = n.find('.', 7);
+      const std::string suffix = dot == std::string::npos ? "" : n.substr(dot + 1);
+      for (auto& [from, to] : block)
+        if (starts(suffix, from)) m = "visual.transformer.resblocks." + n.substr(7, dot - 6) + to + suffix.substr(strlen(from));
+    }
+    for (auto& [from, to] : plain)
+      if (m.empty() && starts(n, from)) m = to + n.substr(strlen(from));
+    if (n == "pos_embed" || n == "attn_pool.latent") {
+      squeeze_leading(t, file);
+      m = n == "pos_embed" ? "visual.positional_embedding" : "visual.head.probe";
+    }
+    if (starts(n, "attn_pool.q.") || starts(n, "attn_pool.kv.")) {
+      const bool q = starts(n, "attn_pool.q.");
+      (q ? pool_q : pool_kv)[n.substr(q ? 12 : 13)] = t;
+      continue;
+    }
+    // Anything else (a class token, layer scale, a norm timm's SigLIP towers do not have) keeps
+    // its name, and the loader names it as unexpected.
+    t.name = m.empty() ? t.name : m;
+    out.push_back(t);
+  }
+  for (const char* kind : {"weight", "bias"}) {
+    auto q = pool_q.find(kind), kv = pool_kv.find(kind);
+    if (q == pool_q.end() && kv == pool_kv.end()) continue;
+    CLIP_CHECK(q != pool_q.end() && kv != pool_kv.end(), "%s: visual.trunk.attn_pool.%s.%s without its %s",
+               file.c_str(), q != pool_q.end() ? "q" : "kv", kind, q != pool_q.end() ? "kv" : "q");
+    const RawTensor &a = q->second, &b = kv->second;
+    CLIP_CHECK(a.type == b.type && !a.shape.empty() && a.shape.size() == b.shape.size() &&
+                   b.shape[0] == 2 * a.shape[0] &&
+                   std::equal(a.shape.begin() + 1, a.shape.end(), b.shape.begin() + 1),
+               "%s: '%s' %s and '%s' %s do not stack into q, k, v", file.c_str(), a.name.c_str(),
+               shape_str(a.shape).c_str(), b.name.c_str(), shape_str(b.shape).c_str());
+    RawTensor t = a;
+    t.name = std::string("visual.head.attn.in_proj_") + kind;
+    t.shape[0] *= 3;
+    t.nbytes = a.nbytes + b.nbytes;
+    uint8_t* dst = set.holder->alloc(t.nbytes);
+    if (a.nbytes) std::memcpy(dst, a.data, a.nbytes);
+    if (b.nbytes) std::memcpy(dst + a.nbytes, b.data, b.nbytes);
     t.data = dst;
     out.push_back(std::move(t));
   }

@@ -487,12 +487,49 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
              "%s: interpolation \"%s\" is not supported (bicubic or bilinear)", name.c_str(), cfg.interpolation.c_str());
   const ResampleFilter f = cfg.interpolation == "bilinear" ? ResampleFilter::bilinear : ResampleFilter::bicubic;
   const int n = cfg.resolution;
-  if (!is_jpeg(data, size))
+  // Hugging Face's order: convert("RGB") of the whole image, then the resize in RGB. A JPEG
+  // decodes to L, RGB or CMYK; only CMYK's conversion does not commute with the resize.
+  // transformers' convert_to_rgb: an image with an alpha band is composited onto opaque white
+  // (Image.alpha_composite, in Pillow's fixed point: 7 bits of coefficient, division by 255 as
+  // SHIFTFORDIV255), then made RGB.
+  auto rgb_first = [&] {
+    DecodedImage im = decode_image(data, size, name, lim);
+    CLIP_CHECK(!im.transparency, "%s: a PNG with a tRNS transparency chunk: Hugging Face's image processors "
+               "composite it onto white, which this engine does not do for %s images yet", name.c_str(),
+               image_mode_name(im.mode));
+    if (im.mode == ImageMode::RGBA || im.mode == ImageMode::LA) {
+      const int C = im.mode == ImageMode::RGBA ? 4 : 2;
+      std::vector<uint8_t> rgb((size_t)im.width * im.height * 3);
+      for (size_t p = 0; p < (size_t)im.width * im.height; p++) {
+        const uint32_t a = im.pixels[p * C + C - 1];
+        for (int c = 0; c < 3; c++) {
+          const uint32_t v = im.pixels[p * C + (C == 4 ? c : 0)];
+          uint32_t t = 128 * (v * a + 255 * (255 - a)) + (0x80 << 7);
+          rgb[p * 3 + c] = a == 0 ? 255 : (uint8_t)((((t >> 8) + t) >> 8) >> 7);
+        }
+      }
+      im.pixels = std::move(rgb);
+      im.mode = ImageMode::RGB;
+    }
+    if (im.mode != ImageMode::RGB) {
+      int C = image_mode_channels(im.mode);
+      if (im.mode == ImageMode::P && im.palette.empty()) C = 3;
+      im.pixels = convert_rgb(im.mode, std::move(im.pixels), im.pixels_i, C, im.palette, (size_t)im.width * im.height);
+      im.pixels_i.clear();
+      im.palette.clear();
+      im.mode = ImageMode::RGB;
+    }
+    return resize_crop_rgb8(im, n, nullptr, cfg.resize_mode, f, cfg.fill);
+  };
+  if (!is_jpeg(data, size)) {
+    if (cfg.convert_first) return rgb_first();
     return resize_crop_rgb8(decode_image(data, size, name, lim), n, nullptr, cfg.resize_mode, f, cfg.fill);
+  }
   // A JPEG is resized a band of rows at a time, as it is decoded (only where the crop reads
   // it); same bytes as decode_image + resize_crop_rgb8 (JPEGs decode to L, RGB or CMYK, all
   // BICUBIC).
   JpegRows jr(data, size, name, lim, n, cfg.resize_mode, f);
+  if (cfg.convert_first && jr.mode == ImageMode::CMYK) return rgb_first();
   const Geometry g = resize_geometry(jr.width, jr.height, n, cfg.resize_mode);
   const int C = jr.channels();
   const size_t stride = (size_t)jr.cols * C;

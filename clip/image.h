@@ -34,6 +34,7 @@ struct DecodedImage {
   std::vector<uint8_t> pixels;
   std::vector<int32_t> pixels_i;
   std::vector<uint8_t> palette;  // P: 256 RGB triples
+  bool transparency = false;     // a PNG tRNS chunk (Pillow's info["transparency"]), not applied
 };
 
 // Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,

@@ -259,6 +259,7 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
     return "!";
   }
   int depth = png_get_bit_depth(png, info), ct = png_get_color_type(png, info);
+  out.transparency = png_get_valid(png, info, PNG_INFO_tRNS) != 0;  // Pillow's info["transparency"]
   int channels = 0;
   bool mode_i = false;
   switch (ct) {

@@ -57,6 +57,7 @@ class ModelImpl final : public Model {
   Device device() const override { return opts_.device; }
   DType dtype() const override { return opts_.dtype; }
   float logit_scale() const override;
+  float logit_bias() const override { return weights_.config.logit_bias ? weights_.logit_bias : 0.0f; }
   void save_native(const std::string& path, DType dtype) const override { clip::save_native(weights_, path, dtype); }
   bool has_tokenizer() const override { return tokenizer_ != nullptr; }
   const Tokenizer& tokenizer() const override;
@@ -139,6 +140,7 @@ ModelImpl::ModelImpl(Weights&& weights, const ModelOptions& opts) : opts_(opts),
   batch_limit_ = opts.max_batch;
   if (opts.activation) weights_.config.activation = *opts.activation;
   if (weights_.has_vocab) tokenizer_ = std::make_unique<Tokenizer>(weights_.vocab);
+  else if (weights_.has_sp) tokenizer_ = std::make_unique<Tokenizer>(weights_.sp);
 #ifdef CLIP_HAVE_CUDA
   if (opts.device == Device::cuda) cuda_ = make_cuda_context(0);
 #else
@@ -158,7 +160,11 @@ ModelImpl::~ModelImpl() {
   executors_.clear();  // executors reference the CUDA context and prepared weights
 }
 
-float ModelImpl::logit_scale() const { return std::min(std::exp(weights_.logit_scale), 100.0f); }
+// OpenAI's and open_clip's softmax models clamp the scale at 100; SigLIP's use it as learned.
+float ModelImpl::logit_scale() const {
+  const float s = std::exp(weights_.logit_scale);
+  return weights_.config.logit_bias ? s : std::min(s, 100.0f);
+}
 
 const Tokenizer& ModelImpl::tokenizer() const {
   CLIP_CHECK(tokenizer_, "%s carries no tokenizer vocabulary: pass --vocab (bpe_simple_vocab_16e6.txt.gz or vocab.json)",
@@ -209,7 +215,7 @@ void ModelImpl::prepare_weights() {
   for (const auto& t : derived_views) sources.push_back(&t);
   for (const WeightTensor* tp : sources) {
     const WeightTensor& t = *tp;
-    if (t.name == "logit_scale") continue;
+    if (t.name == "logit_scale" || t.name == "logit_bias") continue;
     bool tr = t.name == "visual.proj" || t.name == "text_projection";
     if (opts_.device == Device::cpu && !tr && t.dtype == dt) {
       prepared_[t.name] = Tensor(const_cast<void*>(t.data), dt, t.shape, Device::cpu);
@@ -299,7 +305,8 @@ Graph ModelImpl::build_text(int64_t B, int64_t T) const {
   x = finish(g, s);
   if (c.text.layers == 0) x = g.gather_rows(x, eot);
   x = g.layernorm(x, W("ln_final.weight"), W("ln_final.bias"), c.layer_norm_eps);
-  g.output(g.linear(x, W("text_projection.T")));
+  if (c.text.proj) x = g.linear(x, W("text_projection.T"), c.text.proj_bias ? W("text_projection.bias") : kNoValue);
+  g.output(x);
   return g;
 }
 
@@ -533,6 +540,8 @@ HostTensor ModelImpl::logits(const HostTensor& img, const HostTensor& txt) const
   int64_t M = img.t.shape[0], N = txt.t.shape[0], D = img.t.shape[1];
   HostTensor out(DType::f32, {M, N});
   if (M && N) cosine_sim_cpu(out.f32(), img.f32(), txt.f32(), M, N, D, logit_scale());
+  if (weights_.config.logit_bias)
+    for (int64_t i = 0; i < M * N; i++) out.f32()[i] += weights_.logit_bias;
   return out;
 }
 

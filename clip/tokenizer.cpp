@@ -176,6 +176,11 @@ struct Tokenizer::Cache {
 
 Tokenizer::~Tokenizer() = default;
 
+Tokenizer::Tokenizer(const SpVocab& sp) : cache_(std::make_unique<Cache>()) {
+  sp_ = load_sp(sp, tokens_, eot_);
+  pad_ = eot_;
+}
+
 static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
 
 Tokenizer::Tokenizer(const BpeVocab& vocab) : tokens_(vocab.tokens), cache_(std::make_unique<Cache>()) {
@@ -265,6 +270,7 @@ void Tokenizer::bpe_piece(const std::string& piece, std::vector<int32_t>& out) c
 // Cleaning and pre-tokenizing
 
 std::string Tokenizer::clean(const std::string& utf8_text) const {
+  if (sp_) return sp_clean(utf8_text);
   std::u32string s = text::ftfy_fix_text(text::utf8_decode(utf8_text));
   s = text::html_unescape(text::html_unescape(s));
   // strip(), re.sub(r'\s+', ' '), strip(): one space between runs, none at the ends
@@ -359,6 +365,7 @@ std::vector<std::string> Tokenizer::pre_tokenize(const std::string& cleaned_utf8
 }
 
 std::vector<int32_t> Tokenizer::bpe(const std::string& utf8_text) const {
+  if (sp_) return sp_ids(utf8_text);
   std::vector<int32_t> ids;
   for (const std::string& p : pre_tokenize(clean(utf8_text))) bpe_piece(p, ids);
   return ids;
@@ -366,6 +373,7 @@ std::vector<int32_t> Tokenizer::bpe(const std::string& utf8_text) const {
 
 Encoded Tokenizer::encode(const std::string& utf8_text, int context_length) const {
   CLIP_CHECK(context_length >= 2, "tokenizer: context_length %d < 2", context_length);
+  if (sp_) return sp_encode(utf8_text, context_length);
   std::vector<int32_t> ids = bpe(utf8_text);
   Encoded e;
   e.ids.assign((size_t)context_length, 0);

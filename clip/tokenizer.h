@@ -28,11 +28,16 @@ class Tokenizer {
   // Throws clip::Error if the vocab lacks <|startoftext|>, <|endoftext|>, one of the 512
   // byte-level tokens, or a merge refers to a token that is not in the vocab.
   explicit Tokenizer(const BpeVocab& vocab);
+  // A SentencePiece tokenizer (clip/tokenizer_sp.cpp): HF's SiglipTokenizer. Throws clip::Error
+  // when the bytes are not a SentencePiece model, it lacks </s>, or the style is not supported.
+  explicit Tokenizer(const SpVocab& sp);
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  // clip.tokenize(text, context_length, truncate=True) for one text.
+  // clip.tokenize(text, context_length, truncate=True) for one text. SentencePiece: HF's
+  // tokenizer(text, padding="max_length", max_length=context_length, truncation=True).
+
   // Throws clip::Error("invalid UTF-8 at byte N") on malformed input.
   Encoded encode(const std::string& utf8_text, int context_length = 77) const;
   // SimpleTokenizer.encode: cleaning, pre-tokenizing and BPE; ids without SOT/EOT.
@@ -42,6 +47,8 @@ class Tokenizer {
   // The pieces the pre-tokenizer regex finds in already-cleaned text (UTF-8).
   static std::vector<std::string> pre_tokenize(const std::string& cleaned_utf8);
 
+  bool is_sentencepiece() const { return sp_ != nullptr; }
+  int32_t pad_id() const { return pad_; }
   int32_t sot_id() const { return sot_; }
   int32_t eot_id() const { return eot_; }
   size_t vocab_size() const { return tokens_.size(); }
@@ -49,6 +56,11 @@ class Tokenizer {
 
  private:
   struct Cache;
+  struct Sp;  // clip/tokenizer_sp.cpp
+  static std::shared_ptr<const Sp> load_sp(const SpVocab& v, std::vector<std::string>& tokens, int32_t& eos);
+  Encoded sp_encode(const std::string& utf8_text, int context_length) const;
+  std::string sp_clean(const std::string& utf8_text) const;
+  std::vector<int32_t> sp_ids(const std::string& utf8_text) const;
   void bpe_piece(const std::string& piece, std::vector<int32_t>& out) const;
   void bpe_word(const std::string& piece, std::vector<int32_t>& out) const;
 
@@ -57,8 +69,9 @@ class Tokenizer {
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (a,b) -> (rank, merged id)
   int32_t byte_id_[256] = {};
   int32_t byte_eow_id_[256] = {};
-  int32_t sot_ = -1, eot_ = -1;
+  int32_t sot_ = -1, eot_ = -1, pad_ = 0;
   std::unique_ptr<Cache> cache_;
+  std::shared_ptr<const Sp> sp_;  // shared_ptr: Sp is complete only in clip/tokenizer_sp.cpp
 };
 
 // Text helpers shared by the tokenizer and its tests (clip/tokenizer_text.cpp).

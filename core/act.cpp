@@ -22,7 +22,7 @@ Act act_from_name(const char* s) {
   if (n == #name) return Act::name;
   CLIP_ACTIVATIONS(CLIP_ACT_PARSE)
 #undef CLIP_ACT_PARSE
-  fail("unknown activation '%s' (expected none, gelu, quick_gelu or relu)", s);
+  fail("unknown activation '%s' (expected none, gelu, quick_gelu, relu or gelu_tanh)", s);
 }
 
 }  // namespace clip

@@ -5,6 +5,8 @@
 //   none        x
 //   gelu        0.5 x (1 + erf(x / sqrt 2))        exact GELU (torch.nn.GELU())
 //   quick_gelu  x / (1 + exp(-1.702 x))            OpenAI's QuickGELU
+//   gelu_tanh   0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+//                                                  tanh GELU (gelu_pytorch_tanh: SigLIP)
 //   relu        max(x, 0)                          the ResNet towers
 #pragma once
 #include <cmath>
@@ -20,7 +22,8 @@
   X(none, x)                                               \
   X(gelu, 0.5f * x * (1.0f + erff(x * 0.70710678118654752f))) \
   X(quick_gelu, x / (1.0f + expf(-1.702f * x)))            \
-  X(relu, x < 0.0f ? 0.0f : x)
+  X(relu, x < 0.0f ? 0.0f : x)                             \
+  X(gelu_tanh, 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x))))
 
 namespace clip {
 

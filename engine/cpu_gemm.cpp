@@ -139,6 +139,7 @@ class PackedWeight {
       if (last && act == Act::quick_gelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.702f, 0.0f);
       if (last && act == Act::gelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
       if (last && act == Act::relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+      if (last && act == Act::gelu_tanh) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_tanh, 0.0f, 0.0f);
       attr.set_post_ops(ops);
       // Scratchpads come from the context (one buffer for all primitives): a model makes a
       // primitive per weight and row count, and texts have many row counts.

@@ -20,5 +20,5 @@ else
   cmake --build build-asan -j "$JOBS"
   cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DCLIP_CUDA=OFF -DCLIP_CUDA_EMU=ON \
     -DCLIP_WERROR="$WERROR" >/dev/null
-  cmake --build build-emu -j "$JOBS" --target clip test_kernels test_ops test_golden test_resnet test_cli test_zoo test_emu
+  cmake --build build-emu -j "$JOBS" --target clip test_kernels test_ops test_golden test_resnet test_cli test_zoo test_siglip test_emu
 fi

@@ -13,6 +13,7 @@ PKGS=(
   libzip-dev zlib1g-dev          # zip archives (torch checkpoints), gzip (BPE vocab)
   libcli11-dev                   # command-line parsing
   libdnnl-dev                    # oneDNN: CPU linear layers with weights packed once
+  libsentencepiece-dev           # SentencePiece tokenizers (SigLIP, SigLIP 2)
   clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (clang, its OpenMP)
 )
 missing=()

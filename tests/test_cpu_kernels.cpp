@@ -23,7 +23,10 @@ constexpr double kAtol = 1e-5, kRtol = 1e-5;
 
 double gelu_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
 double qgelu_d(double x) { return x / (1.0 + std::exp(-1.702 * x)); }
-double act_d(double x, Act a) { return a == Act::gelu ? gelu_d(x) : a == Act::quick_gelu ? qgelu_d(x) : x; }
+double gelu_tanh_d(double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }
+double act_d(double x, Act a) {
+  return a == Act::gelu ? gelu_d(x) : a == Act::quick_gelu ? qgelu_d(x) : a == Act::gelu_tanh ? gelu_tanh_d(x) : x;
+}
 
 }  // namespace
 
@@ -41,7 +44,8 @@ INSTANTIATE_TEST_SUITE_P(
                       LinearCase{17, 1536, 512, Act::none, true}, LinearCase{50, 2304, 768, Act::none, true},
                       LinearCase{77, 2048, 512, Act::quick_gelu, true}, LinearCase{77, 512, 2048, Act::none, true},
                       LinearCase{50, 3072, 768, Act::gelu, true}, LinearCase{33, 1024, 1024, Act::quick_gelu, true},
-                      LinearCase{5, 7, 3, Act::gelu, true}, LinearCase{64, 4096, 1024, Act::none, true}),
+                      LinearCase{5, 7, 3, Act::gelu, true}, LinearCase{64, 4096, 1024, Act::none, true},
+                      LinearCase{50, 3072, 768, Act::gelu_tanh, true}),
     [](const auto& i) {
       auto p = i.param;
       return "M" + std::to_string(p.M) + "_N" + std::to_string(p.N) + "_K" + std::to_string(p.K) + "_" +
@@ -140,6 +144,7 @@ TEST(LayerNorm, EpsIsUsed) {
 
 TEST(Activation, GeluAndQuickGeluDiffer) {
   EXPECT_NE(act_ref(1.0f, Act::gelu), act_ref(1.0f, Act::quick_gelu));  // the two are different functions
+  EXPECT_NE(act_ref(1.0f, Act::gelu), act_ref(1.0f, Act::gelu_tanh));
 }
 
 TEST(Add, RefusesABadBroadcast) {
@@ -264,7 +269,7 @@ TEST(CpuIsa, ActivationsMatchDouble) {
   for (int i = -30000; i <= 30000; i++) xs.push_back(i * 1e-3f);
   for (float v : {1e-30f, -1e-30f, 0.0f, -0.0f, 88.0f, -88.0f, 1e30f, -1e30f}) xs.push_back(v);
   for (const CpuKernels* k : runnable_tables())
-    for (Act a : {Act::gelu, Act::quick_gelu}) {
+    for (Act a : {Act::gelu, Act::quick_gelu, Act::gelu_tanh}) {
       std::vector<float> got(xs.size());
       std::vector<double> ref(xs.size());
       for (size_t i = 0; i < xs.size(); i++) {

@@ -275,7 +275,10 @@ class OpTest : public testing::TestWithParam<Case<S>> {
 
 double gelu_d(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
 double qgelu_d(double x) { return x / (1.0 + std::exp(-1.702 * x)); }
-double act_d(double x, Act a) { return a == Act::gelu ? gelu_d(x) : a == Act::quick_gelu ? qgelu_d(x) : x; }
+double gelu_tanh_d(double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }
+double act_d(double x, Act a) {
+  return a == Act::gelu ? gelu_d(x) : a == Act::quick_gelu ? qgelu_d(x) : a == Act::gelu_tanh ? gelu_tanh_d(x) : x;
+}
 std::string n(int64_t v) { return std::to_string(v); }
 
 }  // namespace
@@ -332,7 +335,8 @@ OP_CASES(LinearTest, {
     {50, 3072, 768, Act::gelu, true}, {33, 1024, 1024, Act::quick_gelu, true}, {5, 7, 3, Act::gelu, true},
     {64, 4096, 1024, Act::none, true, true}, {154, 1536, 512, Act::none, true}, {154, 2048, 512, Act::quick_gelu, true},
     {394, 3072, 768, Act::gelu, true}, {394, 768, 3072, Act::none, true}, {2, 512, 768, Act::none, false},
-    {3, 17, 17, Act::none, true}, {1, 1, 1, Act::gelu, true},
+    {3, 17, 17, Act::none, true}, {1, 1, 1, Act::gelu, true}, {197, 4304, 1152, Act::gelu_tanh, true},
+    {5, 7, 3, Act::gelu_tanh, true},
 });
 
 // ---- layernorm, add_layernorm -------------------------------------------------------------------
@@ -481,7 +485,7 @@ TEST_P(ActTest, MatchesDouble) {
 namespace {
 std::vector<ActShape> act_shapes() {
   std::vector<ActShape> v;
-  for (Act a : {Act::none, Act::gelu, Act::quick_gelu})
+  for (Act a : {Act::none, Act::gelu, Act::quick_gelu, Act::gelu_tanh})
     for (auto mn : std::vector<std::pair<int64_t, int64_t>>{{1, 10000}, {1, 1}, {3, 17}, {154, 2048}, {257, 3072}})
       v.push_back({mn.first, mn.second, a});
   return v;

@@ -55,8 +55,10 @@ int run_classify(const ClassifyArgs& a) {
   HostTensor logits = m->logits(img, cls);
   const int64_t k = std::min<int64_t>(a.k, L);
   nlohmann::json out = nlohmann::json::array();
+  const bool sig = m->sigmoid_scores();
+  if (sig) fprintf(stderr, "clip: probabilities are sigmoid(logit) per label (SigLIP), not a softmax over the labels\n");
   for (size_t i = 0; i < a.images.size(); i++) {
-    std::vector<float> p = softmax(logits.f32() + (int64_t)i * L, L);
+    std::vector<float> p = sig ? sigmoid(logits.f32() + (int64_t)i * L, L) : softmax(logits.f32() + (int64_t)i * L, L);
     std::vector<int64_t> order((size_t)L);
     for (int64_t l = 0; l < L; l++) order[(size_t)l] = l;
     std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return p[(size_t)x] > p[(size_t)y]; });

@@ -207,4 +207,10 @@ std::vector<float> softmax(const float* x, int64_t n) {
   return p;
 }
 
+std::vector<float> sigmoid(const float* x, int64_t n) {
+  std::vector<float> p((size_t)n);
+  for (int64_t i = 0; i < n; i++) p[(size_t)i] = 1.0f / (1.0f + std::exp(-x[i]));
+  return p;
+}
+
 }  // namespace clip::tool

@@ -63,5 +63,7 @@ bool interrupted();
 
 // Softmax of a row (for probabilities over texts or labels).
 std::vector<float> softmax(const float* x, int64_t n);
+// 1 / (1 + e^-x) of each (SigLIP's pair probabilities).
+std::vector<float> sigmoid(const float* x, int64_t n);
 
 }  // namespace clip::tool
