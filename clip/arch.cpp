@@ -64,6 +64,26 @@ ModelConfig make_oc(int embed, int res, int vw, int vl, int head_width, int mlp,
   return c;
 }
 
+// Google's SigLIP (transformers' SiglipConfig of google/siglip-base-patch16-224 and
+// google/siglip-so400m-patch14-384): the image tower's width is the embedding; text of the same
+// width, context 64, vocabulary 32000, bidirectional, pooled at the last position, a biased
+// projection; tanh GELU, eps 1e-6, a logit bias.
+ModelConfig make_siglip(int res, int patch, int w, int layers, int heads, int mlp) {
+  ModelConfig c = make(w, res, patch, w, layers, w, layers);
+  c.vision_family = VisionFamily::siglip;
+  c.vit.heads = c.text.heads = heads;
+  c.vit.mlp = c.text.mlp = mlp;
+  c.text.context_length = 64;
+  c.text.vocab_size = 32000;
+  c.text.pool = TextPool::last;
+  c.text.causal = false;
+  c.text.proj_bias = true;
+  c.logit_bias = true;
+  c.layer_norm_eps = 1e-6f;
+  c.activation = Act::gelu_tanh;
+  return c;
+}
+
 const std::vector<Arch>& archs() {
   //                                  E    R    P   Wv   Lv   Wt  Lt
   static const std::vector<Arch> a = {
@@ -83,6 +103,11 @@ const std::vector<Arch>& archs() {
       {"ViT-g-14", make_oc(1024, 224, 1408, 40, 88, 6144, 1024, 16, 24)},
       {"ViT-bigG-14", make_oc(1280, 224, 1664, 48, 104, 8192, 1280, 20, 32)},
       {"ViT-e-14", make_oc(1280, 224, 1792, 56, 112, 15360, 1280, 20, 36)},
+      //                               R   P    W    L   H   mlp
+      {"SigLIP-B-16", make_siglip(224, 16, 768, 12, 12, 3072)},
+      // 384 px in, but the stride-14 patch convolution reads 27 x 14 = 378 of them (729 tokens): the
+      // tower's work is that of 378 px, which is what the engine's patch embedding takes.
+      {"SigLIP-SO400M-14-384", make_siglip(378, 14, 1152, 27, 16, 4304)},
   };
   return a;
 }
@@ -176,6 +201,8 @@ Weights random_weights(const ModelConfig& c, uint64_t seed, DType dtype) {
     const uint64_t stream = seed * 0x9e3779b97f4a7c15ull + (uint64_t)(i + 1) * 0xbf58476d1ce4e5b9ull;
     if (name == "logit_scale") {
       dst[0] = w.logit_scale;
+    } else if (name == "logit_bias") {  // SigLIP's initial value
+      dst[0] = w.logit_bias = -10.0f;
     } else if (ends_with(name, "running_var")) {  // BatchNorm statistics (ResNets)
       fill_normal(dst, n, 1.0f, 0.02f, stream);
     } else if (ends_with(name, "running_mean")) {

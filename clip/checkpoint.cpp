@@ -845,6 +845,13 @@ Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
   if (w.config.vision_family == VisionFamily::siglip)
     CLIP_CHECK(file_exists(in("preprocessor_config.json")), "%s: a SiglipModel directory without "
                "preprocessor_config.json: its image size, filter and normalization are not known", dir.c_str());
+  CLIP_CHECK(w.config.vision_family != VisionFamily::siglip || w.preprocess.resolution == w.config.image_resolution,
+             "%s: preprocessor_config.json resizes to %d px but "
+             "the model's %d x %d patches of %d cover %d px (a patch convolution that drops the edge, as SigLIP "
+             "SO400M/14 at 384 px, is not supported yet)", dir.c_str(), w.preprocess.resolution,
+             w.config.image_resolution / std::max(1, w.config.vit.patch_size),
+             w.config.image_resolution / std::max(1, w.config.vit.patch_size), w.config.vit.patch_size,
+             w.config.image_resolution);
   if (!vocab_path.empty()) attach_vocab(w, vocab_path);
   else if (file_exists(in("vocab.json")) && file_exists(in("merges.txt")))
     attach_vocab(w, in("vocab.json"));

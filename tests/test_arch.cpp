@@ -81,7 +81,7 @@ TEST(Arch, PublishedShapes) {
     EXPECT_EQ(c.activation, Act::quick_gelu);
     EXPECT_FLOAT_EQ(c.layer_norm_eps, 1e-5f);
   }
-  EXPECT_EQ(arch_names().size(), std::size(kPublished) + std::size(kPublishedResNets) + 5);  // + OpenClipLargeViTs
+  EXPECT_EQ(arch_names().size(), std::size(kPublished) + std::size(kPublishedResNets) + 5 + 2);  // + OpenClipLargeViTs, SigLIP
 }
 
 TEST(Arch, NamesWithSlashAndUnknown) {

@@ -176,3 +176,33 @@ TEST(SigLIP, RefusesWhatItCannotRun) {
   junk.model = "not a model";
   EXPECT_NE(test::error_of([&] { Tokenizer t(junk); }).find("not a SentencePiece model"), std::string::npos);
 }
+
+// The two named SigLIP architectures (clip bench --arch): SigLIP's tensors and sizes, and a
+// random model runs (the B/16 tower at batch 1: the embedding is the width, finite).
+TEST(SigLIP, NamedArchitectures) {
+  for (const char* name : {"SigLIP-B-16", "SigLIP-SO400M-14-384"}) {
+    SCOPED_TRACE(name);
+    const ModelConfig c = arch_config(name);
+    EXPECT_NO_THROW(checkpoint_detail::check_config(c, name));
+    EXPECT_EQ(c.vision_family, VisionFamily::siglip);
+    EXPECT_EQ(c.embed_dim, c.vit.width);
+    EXPECT_EQ(c.activation, Act::gelu_tanh);
+    bool probe = false, bias = false;
+    for (const auto& [n, shape] : canonical_tensors(c)) {
+      probe |= n == "visual.head.probe" && shape == Shape({1, c.vit.width});
+      bias |= n == "logit_bias";
+    }
+    EXPECT_TRUE(probe);
+    EXPECT_TRUE(bias);
+  }
+  EXPECT_EQ(arch_config("SigLIP-SO400M-14-384").vit.width / arch_config("SigLIP-SO400M-14-384").vit.heads, 72);
+  auto m = Model::random("SigLIP-B-16", 1);
+  std::vector<uint8_t> rgb((size_t)m->pixels_per_image(), 128);
+  HostTensor e = m->encode_rgb8(rgb.data(), 1);
+  ASSERT_EQ(e.t.shape, Shape({1, 768}));
+  for (int64_t i = 0; i < 768; i++) ASSERT_TRUE(std::isfinite(e.f32()[i]));
+  std::vector<int32_t> ids(64, 1);
+  HostTensor t = m->encode_tokens(ids.data(), 1);
+  ASSERT_EQ(t.t.shape, Shape({1, 768}));
+  EXPECT_NEAR(m->logit_bias(), -10.0f, 0);
+}

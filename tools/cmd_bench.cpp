@@ -180,7 +180,7 @@ int run_bench(const BenchArgs& a) {
     std::string vision = vision_summary(c);
     if (c.vision_family == VisionFamily::resnet) vision += strprintf(", %.2f GFLOP/image", image_flops(c) / 1e9);
     printf("model %s: %s, E %d | %s | text W %d L %d H %d ctx %d\n",
-           a.arch.empty() ? a.model.model.c_str() : ("random " + a.arch).c_str(), c.activation == Act::gelu ? "gelu" : "quick_gelu",
+           a.arch.empty() ? a.model.model.c_str() : ("random " + a.arch).c_str(), act_name(c.activation),
            c.embed_dim, vision.c_str(), c.text.width, c.text.layers, c.text.heads, ctx);
     printf("device %s, %s; peak %.1f %s (%s)\n", peak.device.c_str(), dtype_name(o.dtype),
            peak.gflops * 1e9 / unit_scale, unit, peak.how.c_str());
