@@ -779,6 +779,12 @@ void attach_sentencepiece(Weights& w, const std::string& dir) {
   flag("do_lower_case", sp.lower);
   flag("add_bos_token", sp.add_bos);
   flag("add_eos_token", sp.add_eos);
+  // GemmaTokenizer pads on its padding_side (left unless the config says right); SigLIP 2 pools the
+  // last position of a right-padded text, as big_vision trains it, and so does this engine.
+  if (sp.style == SpStyle::gemma && !(j.contains("padding_side") && j["padding_side"] == "right"))
+    w.notes.push_back("text padding: on the right (SigLIP 2's, as big_vision trains it); transformers' "
+                      "GemmaTokenizer pads on the left unless tokenizer_config.json's padding_side is \"right\", "
+                      "which gives other text embeddings (transformers issue 39269)");
   std::ifstream f(model, std::ios::binary);
   CLIP_CHECK(f, "%s: cannot open", model.c_str());
   sp.model.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());

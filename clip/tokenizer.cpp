@@ -176,10 +176,7 @@ struct Tokenizer::Cache {
 
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer::Tokenizer(const SpVocab& sp) : cache_(std::make_unique<Cache>()) {
-  sp_ = load_sp(sp, tokens_, eot_);
-  pad_ = eot_;
-}
+Tokenizer::Tokenizer(const SpVocab& sp) { sp_load(sp); }  // clip/tokenizer_sp.cpp
 
 static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
 
@@ -273,20 +270,8 @@ std::string Tokenizer::clean(const std::string& utf8_text) const {
   if (sp_) return sp_clean(utf8_text);
   std::u32string s = text::ftfy_fix_text(text::utf8_decode(utf8_text));
   s = text::html_unescape(text::html_unescape(s));
-  // strip(), re.sub(r'\s+', ' '), strip(): one space between runs, none at the ends
-  std::u32string w;
-  w.reserve(s.size());
-  bool pending = false;
-  for (char32_t c : s) {
-    if (text::py_isspace(c)) {
-      pending = !w.empty();
-    } else {
-      if (pending) w.push_back(' ');
-      pending = false;
-      w.push_back(c);
-    }
-  }
-  return text::utf8_encode(text::py_lower(w));
+  // strip(), re.sub(r'\s+', ' '), strip()
+  return text::utf8_encode(text::py_lower(text::collapse_whitespace(s)));
 }
 
 namespace {

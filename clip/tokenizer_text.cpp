@@ -447,6 +447,22 @@ bool py_isspace(char32_t c) {
          c == 0x3000;
 }
 
+std::u32string collapse_whitespace(const std::u32string& s) {
+  std::u32string w;
+  w.reserve(s.size());
+  bool pending = false;
+  for (char32_t c : s) {
+    if (py_isspace(c)) {
+      pending = !w.empty();
+    } else {
+      if (pending) w.push_back(' ');
+      pending = false;
+      w.push_back(c);
+    }
+  }
+  return w;
+}
+
 static bool is_cased(char32_t c) {
   auto cat = utf8proc_category((utf8proc_int32_t)c);
   if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT) return true;

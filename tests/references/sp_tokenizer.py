@@ -18,7 +18,8 @@ It writes, under tests/data/sp_tokenizer/:
     "64", "16": tok(text, padding="max_length", max_length=N, truncation=True).input_ids with the
              trailing run of pad ids removed (lossless: the test pads back to N with "pad_id")
   for SiglipTokenizer.from_pretrained(shared/golden/siglip/siglip-tiny) (the spiece.model of
-  siglip-tiny-hd64 has the same pieces and normalizer; checked here to give the same ids), and for
+  siglip-tiny-hd64 has the same pieces and normalizer; checked here to give the same ids), the same
+  with do_lower_case=False ("siglip_cased"), and for
   GemmaTokenizer on gemma_tiny.model with add_bos_token/add_eos_token = (True, False), Gemma's
   defaults, and (False, True), SigLIP 2's tokenizer_config.json.
 
@@ -57,7 +58,8 @@ WORDS = (
     "night day man woman child people water sky sun moon light food table chair window door book phone "
     "computer flower garden beach forest road bridge train boat plane horse cow sheep ball toy cup"
 ).split()
-WORDS_FR = "le la les un une des chat chien maison voiture arbre été café crème brûlée naïve façade garçon hôtel où".split()
+WORDS_FR = ("le la les un une des chat chien maison voiture arbre été café crème brûlée naïve façade garçon hôtel "
+            "où").split()
 WORDS_DE = "der die das ein eine Hund Katze Haus Straße grün weiß groß schön über Mädchen Brücke".split()
 WORDS_OTHER = ["東京", "夜景", "猫", "一只", "中文", "한국어", "😀", "🐶", "ß", "İstanbul", "ψυχή", "Москва", "Ångström"]
 TEMPLATES = [
@@ -128,7 +130,8 @@ HAND = [
     "<bos>hello<eos>", "<pad><pad>", "a<mask>b", "<start_of_turn>user\nhi<end_of_turn>", "<start_of_turn>",
     "<end_of_turn>model", "<unk> </s> <pad> <eos> <bos>", "  </s>  ", "\t<unk>\n",
     # case mapping (Python's str.lower)
-    "İstanbul", "İ", "STRASSE ß", "ẞ", "ΣΊΣΥΦΟΣ", "ὈΔΥΣΣΕΎΣ", "ǅungla", "ŉ", "ﬀ", "K Kelvin", "Å Angstrom", "ΌΣ.", "ΑΣ Σ",
+    "İstanbul", "İ", "STRASSE ß", "ẞ", "ΣΊΣΥΦΟΣ", "ὈΔΥΣΣΕΎΣ", "ǅungla", "ŉ", "ﬀ", "K Kelvin", "Å Angstrom",
+    "ΌΣ.", "ΑΣ Σ",
     # digits
     "12345", "3.14159", "1,000,000", "2024-12-03", "0", "007", "٣٤٥", "१२३",
     # control characters
@@ -138,14 +141,14 @@ HAND = [
     "café, crème brûlée, naïve façade, Ångström", "東京の夜景と一只猫",
     "salt &amp; pepper &lt;b&gt;bold&lt;/b&gt; &quot;quoted&quot;",
     # long
-    "a photo of " * 40, "x" * 300, "東" * 100, "🐶" * 50, "</s>" * 30, "word " * 100, "<unk> " * 40,
+    "a photo of " * 12, "x" * 90, "東" * 70, "🐶" * 20, "</s>" * 30, "word " * 40, "<unk> " * 40,
     "This is a deliberately long caption that keeps going and going, describing a red bicycle leaning against a "
     "blue wall next to a green door, with a yellow cat sleeping on the steps, three pigeons on the roof, a lamp "
     "post, a parked car, a child holding a balloon, and many other small details that push the token count well "
     "beyond the seventy-seven token context window of the model.",
     "Une très longue légende : un vélo rouge appuyé contre un mur bleu, à côté d'une porte verte ; un chat jaune "
     "dort sur les marches, trois pigeons sur le toit, un lampadaire, une voiture garée, un enfant qui tient un "
-    "ballon — et beaucoup d'autres petits détails. " * 2,
+    "ballon — et beaucoup d'autres petits détails.",
 ]
 
 FRAGMENTS = (
@@ -219,7 +222,8 @@ def dumps(x, indent=""):
     """JSON with one line per text or per row of ids (diffable), compact within a line."""
     if isinstance(x, dict):
         inner = indent + " "
-        return "{\n" + ",\n".join(inner + json.dumps(k) + ": " + dumps(v, inner) for k, v in x.items()) + "\n" + indent + "}"
+        items = (inner + json.dumps(k) + ": " + dumps(v, inner) for k, v in x.items())
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
     if isinstance(x, list) and x and isinstance(x[0], (list, dict, str)):
         inner = indent + " "
         return "[\n" + ",\n".join(inner + dumps(v, inner) for v in x) + "\n" + indent + "]"
@@ -236,6 +240,9 @@ def main():
                   **record(sig[0], texts))
     assert bpe(sig[1], texts) == siglip["bpe"] and record(sig[1], texts) == record(sig[0], texts), \
         "the two golden spiece.model files give different ids"
+    cased = SiglipTokenizer.from_pretrained(os.path.join(GOLDEN, "siglip", SIGLIP_MODELS[0]), do_lower_case=False)
+    assert not cased.do_lower_case
+    siglip_cased = dict(bpe=bpe(cased, texts), **record(cased, texts))
 
     model = train_gemma_like(add_dummy_prefix=False)
     assert train_gemma_like(add_dummy_prefix=False) == model, "training is not deterministic"
@@ -256,6 +263,7 @@ def main():
                  % (transformers.__version__, spm.__version__),
         "texts": texts,
         "siglip": siglip,
+        "siglip_cased": siglip_cased,
         "gemma": gemma,
     }
     path = os.path.join(OUT, "cases.json")
