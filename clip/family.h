@@ -102,6 +102,9 @@ int layer_count(const TensorIndex& by, const std::string& prefix, const std::str
 // The heads of an image tower whose attention is `width` wide: the side config's count, else
 // width / its head width, else width / 64 (OpenAI's).
 int vision_heads(const SideConfig& sc, int width);
+// The patch, width, heads, MLP and layer counts of a ViTConfig in range, the resolution a
+// multiple of the patch and the width of the heads (the ViT and SigLIP families); throws naming file.
+void check_vit_sizes(const ModelConfig& c, const std::string& file);
 // A weight's values in f32 (for the tensors a family derives at load).
 std::vector<float> tensor_f32(const WeightTensor& t);
 // The tensors of `layers` residual attention blocks of width w and MLP width m under prefix.

@@ -49,18 +49,9 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
 }
 
 void check(const ModelConfig& c, const std::string& file) {
-  const ViTConfig& v = c.vit;
-  for (auto [x, what] : {std::pair<int, const char*>{v.patch_size, "vision_patch_size"},
-                         {v.width, "vision_width"}, {v.heads, "vision_heads"}, {v.mlp, "vision_mlp"}})
-    CLIP_CHECK(x > 0 && x <= (1 << 24), "%s: config %s = %d is out of range", file.c_str(), what, x);
-  CLIP_CHECK(v.layers >= 0 && v.layers <= 4096, "%s: config vision layer count %d is out of range", file.c_str(),
-             v.layers);
-  CLIP_CHECK(c.image_resolution % v.patch_size == 0, "%s: image_resolution %d is not a multiple of the patch size %d",
-             file.c_str(), c.image_resolution, v.patch_size);
-  CLIP_CHECK(v.width % v.heads == 0, "%s: the vision width %d is not a multiple of the head count %d", file.c_str(),
-             v.width, v.heads);
-  CLIP_CHECK(c.embed_dim == v.width, "%s: SigLIP's image embedding is its tower's width %d, but the text "
-             "embeds to %d", file.c_str(), v.width, c.embed_dim);
+  check_vit_sizes(c, file);
+  CLIP_CHECK(c.embed_dim == c.vit.width, "%s: SigLIP's image embedding is its tower's width %d, but the text "
+             "embeds to %d", file.c_str(), c.vit.width, c.embed_dim);
 }
 
 void tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& out) {
@@ -85,18 +76,8 @@ void tensors(const ModelConfig& c, std::vector<std::pair<std::string, Shape>>& o
   out.push_back({h + "mlp.c_proj.bias", {W}});
 }
 
-void stated(const ModelConfig& c, std::map<std::string, int64_t>& got) {
-  const ViTConfig& v = c.vit;
-  got["vision_config.hidden_size"] = v.width;
-  got["vision_config.intermediate_size"] = v.mlp;
-  got["vision_config.num_hidden_layers"] = v.layers;
-  got["vision_config.image_size"] = c.image_resolution;
-  got["vision_config.patch_size"] = v.patch_size;
-  got["vision_cfg.width"] = v.width;
-  got["vision_cfg.layers"] = v.layers;
-  got["vision_cfg.patch_size"] = v.patch_size;
-  got["vision_cfg.image_size"] = c.image_resolution;
-}
+// The sizes a config states are the ViT's (HF's vision_config, open_clip's vision_cfg).
+void stated(const ModelConfig& c, std::map<std::string, int64_t>& got) { vit_family().stated(c, got); }
 
 std::string describe(const ModelConfig& c) {
   const ViTConfig& v = c.vit;

@@ -90,16 +90,8 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
 }
 
 void check(const ModelConfig& c, const std::string& file) {
+  check_vit_sizes(c, file);
   const ViTConfig& v = c.vit;
-  for (auto [x, what] : {std::pair<int, const char*>{v.patch_size, "vision_patch_size"},
-                         {v.width, "vision_width"}, {v.heads, "vision_heads"}, {v.mlp, "vision_mlp"}})
-    CLIP_CHECK(x > 0 && x <= (1 << 24), "%s: config %s = %d is out of range", file.c_str(), what, x);
-  CLIP_CHECK(v.layers >= 0 && v.layers <= 4096, "%s: config vision layer count %d is out of range", file.c_str(),
-             v.layers);
-  CLIP_CHECK(c.image_resolution % v.patch_size == 0, "%s: image_resolution %d is not a multiple of the patch size %d",
-             file.c_str(), c.image_resolution, v.patch_size);
-  CLIP_CHECK(v.width % v.heads == 0, "%s: the vision width %d is not a multiple of the head count %d", file.c_str(),
-             v.width, v.heads);
   if (v.attn_pool_heads) {
     CLIP_CHECK(v.attn_pool_queries >= 1 && v.attn_pool_queries <= (1 << 16) && v.pool_width >= 1 &&
                    v.pool_width <= (1 << 16) && v.attn_pool_heads <= v.pool_width &&

@@ -1,10 +1,13 @@
 #include "tests/test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <sys/stat.h>
+
+#include "clip/clip.h"
 
 namespace clip::test {
 
@@ -113,6 +116,27 @@ float round_to(float x, DType dt) {
 std::vector<float> rounded(std::vector<float> v, DType dt) {
   for (auto& x : v) x = round_to(x, dt);
   return v;
+}
+
+double min_cosine(const HostTensor& got, const std::vector<std::vector<float>>& ref, double* max_abs,
+                  const std::vector<bool>& skip) {
+  const int64_t N = got.t.shape[0], D = got.t.shape[1];
+  EXPECT_EQ((size_t)N, ref.size());
+  std::vector<float> g((size_t)(N * D));
+  l2_normalize_rows(g.data(), got.f32(), N, D);
+  double mc = 1;
+  *max_abs = 0;
+  for (int64_t i = 0; i < N && i < (int64_t)ref.size(); i++) {
+    const std::vector<float>& r = ref[(size_t)i];
+    EXPECT_EQ((int64_t)r.size(), D);
+    if ((int64_t)r.size() != D) continue;
+    std::vector<float> rn(r.size());
+    l2_normalize_rows(rn.data(), r.data(), 1, D);
+    mc = std::min(mc, cosine(g.data() + i * D, rn.data(), (size_t)D));
+    if (i < (int64_t)skip.size() && skip[(size_t)i]) continue;
+    for (int64_t d = 0; d < D; d++) *max_abs = std::max(*max_abs, (double)std::fabs(g[(size_t)(i * D + d)] - rn[(size_t)d]));
+  }
+  return mc;
 }
 
 }  // namespace clip::test

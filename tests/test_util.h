@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/base.h"
+#include "core/tensor.h"
 
 namespace clip {
 // Test parameters that hold a dtype print its name.
@@ -56,6 +57,10 @@ CompareResult compare(const float* got, const float* ref, size_t n, double atol,
   } while (0)
 
 double cosine(const float* a, const float* b, size_t n);
+// The smallest cosine between the rows of got [N, D] and ref (N rows), and in max_abs the
+// largest |d| between the L2-normalized rows (rows with skip[i] set: the cosine only).
+double min_cosine(const HostTensor& got, const std::vector<std::vector<float>>& ref, double* max_abs,
+                  const std::vector<bool>& skip = {});
 // x rounded to dt (f16, bf16; f32 unchanged), as a tensor stored in dt holds it.
 float round_to(float x, DType dt);
 std::vector<float> rounded(std::vector<float> v, DType dt);

@@ -46,22 +46,9 @@ bool has_note(const std::vector<std::string>& notes, const std::string& what) {
   return false;
 }
 
-// skip[i]: row i is left out of max_abs (still held to the cosine).
+// min_cosine of tests/test_util.h against a golden's rows.
 double min_cosine(const HostTensor& got, const json& ref, double* max_abs, const std::vector<bool>& skip = {}) {
-  const int64_t N = got.t.shape[0], D = got.t.shape[1];
-  EXPECT_EQ((size_t)N, ref.size());
-  HostTensor g = normalize_rows(got);
-  double mc = 1;
-  *max_abs = 0;
-  for (int64_t i = 0; i < N && i < (int64_t)ref.size(); i++) {
-    std::vector<float> r = ref[(size_t)i].get<std::vector<float>>(), rn(r.size());
-    EXPECT_EQ((int64_t)r.size(), D);
-    l2_normalize_rows(rn.data(), r.data(), 1, D);
-    mc = std::min(mc, test::cosine(g.f32() + i * D, rn.data(), (size_t)D));
-    if (i < (int64_t)skip.size() && skip[(size_t)i]) continue;
-    for (int64_t d = 0; d < D; d++) *max_abs = std::max(*max_abs, (double)std::fabs(g.f32()[i * D + d] - rn[(size_t)d]));
-  }
-  return mc;
+  return test::min_cosine(got, ref.get<std::vector<std::vector<float>>>(), max_abs, skip);
 }
 
 }  // namespace
