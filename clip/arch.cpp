@@ -105,9 +105,8 @@ const std::vector<Arch>& archs() {
       {"ViT-e-14", make_oc(1280, 224, 1792, 56, 112, 15360, 1280, 20, 36)},
       //                               R   P    W    L   H   mlp
       {"SigLIP-B-16", make_siglip(224, 16, 768, 12, 12, 3072)},
-      // 384 px in, but the stride-14 patch convolution reads 27 x 14 = 378 of them (729 tokens): the
-      // tower's work is that of 378 px, which is what the engine's patch embedding takes.
-      {"SigLIP-SO400M-14-384", make_siglip(378, 14, 1152, 27, 16, 4304)},
+      // 384 px in; the stride-14 patch convolution reads 27 x 14 = 378 of them (729 tokens).
+      {"SigLIP-SO400M-14-384", make_siglip(384, 14, 1152, 27, 16, 4304)},
   };
   return a;
 }

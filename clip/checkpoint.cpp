@@ -11,6 +11,7 @@
 #include <cctype>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "clip/clip.h"
 #include "clip/family.h"
@@ -238,7 +240,7 @@ const FieldRule kModelFields[] = {
     // refused by their own fields.
     {"custom_text", FieldRule::read, nullptr, nullptr},
     {"multimodal_cfg", FieldRule::ignored, nullptr, nullptr},  // CoCa's captioning decoder: skipped
-    {"init_logit_bias", FieldRule::must_be, "null", "a sigmoid (SigLIP) logit bias"},
+    {"init_logit_bias", FieldRule::read, nullptr, nullptr},  // a logit_bias tensor (SigLIP's sigmoid scores)
 };
 const FieldRule kVisionFields[] = {
     {"layers", FieldRule::read, nullptr, nullptr},
@@ -259,12 +261,12 @@ const FieldRule kVisionFields[] = {
     {"final_ln_after_pool", FieldRule::read, nullptr, nullptr},
     {"pool_type", FieldRule::read, nullptr, nullptr},
     {"act_kwargs", FieldRule::must_be, "null", "activation arguments"},
-    {"norm_kwargs", FieldRule::must_be, "null", "LayerNorm arguments (eps)"},
-    {"timm_model_name", FieldRule::must_be, "null", "a timm image tower"},
-    {"timm_model_pretrained", FieldRule::ignored, nullptr, nullptr},  // the timm_* rest: only with a timm tower
-    {"timm_pool", FieldRule::ignored, nullptr, nullptr},
-    {"timm_proj", FieldRule::ignored, nullptr, nullptr},
-    {"timm_proj_bias", FieldRule::ignored, nullptr, nullptr},
+    {"norm_kwargs", FieldRule::read, nullptr, nullptr},  // {"eps": x} only
+    {"timm_model_name", FieldRule::read, nullptr, nullptr},  // SigLIP's timm towers only
+    {"timm_model_pretrained", FieldRule::ignored, nullptr, nullptr},  // the weights are the checkpoint's
+    {"timm_pool", FieldRule::read, nullptr, nullptr},
+    {"timm_proj", FieldRule::read, nullptr, nullptr},
+    {"timm_proj_bias", FieldRule::ignored, nullptr, nullptr},  // timm_proj "none": no projection to bias
     {"timm_drop", FieldRule::ignored, nullptr, nullptr},
     {"timm_drop_path", FieldRule::ignored, nullptr, nullptr},
 };
@@ -276,8 +278,8 @@ const FieldRule kTextFields[] = {
     {"layers", FieldRule::read, nullptr, nullptr},
     {"mlp_ratio", FieldRule::ignored, nullptr, nullptr},
     {"output_tokens", FieldRule::ignored, nullptr, nullptr},
-    {"hf_tokenizer_name", FieldRule::must_be, "null", "a Hugging Face tokenizer"},
-    {"tokenizer_kwargs", FieldRule::must_be, "null", "tokenizer options (cleaning, separators)"},
+    {"hf_tokenizer_name", FieldRule::read, nullptr, nullptr},  // SigLIP's SentencePiece models only
+    {"tokenizer_kwargs", FieldRule::read, nullptr, nullptr},
     {"ls_init_value", FieldRule::read, nullptr, nullptr},  // layer scale: the ls_*.gamma tensors decide
     {"embed_cls", FieldRule::read, nullptr, nullptr},
     {"pad_id", FieldRule::read, nullptr, nullptr},  // CoCa's class-token mask
@@ -286,10 +288,10 @@ const FieldRule kTextFields[] = {
     // before or after the pooling is the same).
     {"final_ln_after_pool", FieldRule::ignored, nullptr, nullptr},
     {"pool_type", FieldRule::read, nullptr, nullptr},
-    {"proj_bias", FieldRule::must_be, "false", "a bias on the text projection"},
-    {"proj_type", FieldRule::must_be, "\"linear\"", "a text projection other than one matrix"},
+    {"proj_bias", FieldRule::read, nullptr, nullptr},
+    {"proj_type", FieldRule::read, nullptr, nullptr},  // "linear" or "none"
     {"act_kwargs", FieldRule::must_be, "null", "activation arguments"},
-    {"norm_kwargs", FieldRule::must_be, "null", "LayerNorm arguments (eps)"},
+    {"norm_kwargs", FieldRule::read, nullptr, nullptr},  // {"eps": x} only
     {"hf_model_name", FieldRule::must_be, "null", "a Hugging Face text tower"},
     {"hf_model_pretrained", FieldRule::ignored, nullptr, nullptr},  // the hf_* rest: only with an HF tower
     {"hf_proj_type", FieldRule::ignored, nullptr, nullptr},
@@ -365,6 +367,98 @@ void parse_open_clip_preprocess(const json& p, SideConfig& sc) {
     }
   }
   sc.preprocess = pp;
+}
+
+// norm_kwargs of a tower: {"eps": x} (open_clip's LayerNorm default 1e-5 when absent).
+double norm_eps(const json& t, const char* section, double dflt, const std::string& f) {
+  if (!t.contains("norm_kwargs") || t["norm_kwargs"].is_null()) return dflt;
+  const json& k = t["norm_kwargs"];
+  CLIP_CHECK(k.is_object(), "%s: %s.norm_kwargs is not an object", f.c_str(), section);
+  for (auto& [key, v] : k.items())
+    CLIP_CHECK(key == "eps" && v.is_number() && v.get<double>() > 0 && v.get<double>() < 1, "%s: %s.norm_kwargs.%s = %s "
+               "is not supported (this engine implements LayerNorm's eps, 0 < eps < 1)", f.c_str(), section,
+               key.c_str(), v.dump().c_str());
+  return k.contains("eps") ? k["eps"].get<double>() : dflt;
+}
+
+// open_clip's SigLIP configs (CustomTextCLIP with a timm image tower): the timm tower's name
+// gives its width, heads, patch and size (timm 1.0.11's vision_transformer.py: base 768 / 12,
+// large 1024 / 16, so400m 1152 / 16; LayerNorm eps 1e-6, erf GELU, the MAP head); the text
+// tower's eps, projection and tokenizer. Everything else a timm tower could be is refused.
+void parse_open_clip_siglip(const json& j, SideConfig& sc, bool quick) {
+  const std::string& f = sc.file;
+  const json none = json::object();
+  const json& v = j.contains("vision_cfg") ? j["vision_cfg"] : none;
+  const json& t = j.contains("text_cfg") ? j["text_cfg"] : none;
+  if (j.contains("init_logit_bias")) {
+    CLIP_CHECK(j["init_logit_bias"].is_null() || j["init_logit_bias"].is_number(), "%s: model_cfg.init_logit_bias "
+               "= %s is not a number", f.c_str(), j["init_logit_bias"].dump().c_str());
+    sc.logit_bias = j["init_logit_bias"].is_number();
+  }
+  double vision_eps = norm_eps(v, "vision_cfg", 1e-5, f);
+  if (v.contains("timm_model_name") && !v["timm_model_name"].is_null()) {
+    const std::string name = v["timm_model_name"].is_string() ? v["timm_model_name"].get<std::string>() : "";
+    static const struct { const char* size; int width, heads; } kSizes[] = {
+        {"base", 768, 12}, {"large", 1024, 16}, {"so400m", 1152, 16}};
+    int patch = 0, res = 0, width = 0, heads = 0;
+    char size[16] = {0}, tail = 0;
+    if (std::sscanf(name.c_str(), "vit_%15[a-z0-9]_patch%d_siglip_%d%c", size, &patch, &res, &tail) == 3)
+      for (auto& k : kSizes)
+        if (std::strcmp(size, k.size) == 0) width = k.width, heads = k.heads;
+    CLIP_CHECK(width && patch > 0 && res > 0 && name == strprintf("vit_%s_patch%d_siglip_%d", size, patch, res),
+               "%s: vision_cfg.timm_model_name = %s is not supported; of timm's image towers this engine runs "
+               "SigLIP's: vit_{base,large,so400m}_patch{P}_siglip_{size} (timm 1.0.11)", f.c_str(),
+               v["timm_model_name"].dump().c_str());
+    CLIP_CHECK(v.contains("timm_pool") && v["timm_pool"] == "map", "%s: vision_cfg.timm_pool = %s is not supported "
+               "with %s (SigLIP's MAP head, \"map\", is)", f.c_str(),
+               v.contains("timm_pool") ? v["timm_pool"].dump().c_str() : "absent (open_clip: \"avg\")", name.c_str());
+    CLIP_CHECK(v.contains("timm_proj") && v["timm_proj"] == "none", "%s: vision_cfg.timm_proj = %s is not supported "
+               "(a projection after the MAP head; SigLIP's configs say \"none\")", f.c_str(),
+               v.contains("timm_proj") ? v["timm_proj"].dump().c_str() : "absent (open_clip: \"linear\")");
+    // timm builds the tower at its name's size, and open_clip resizes images to image_size.
+    CLIP_CHECK(!v.contains("image_size") || v["image_size"] == res, "%s: vision_cfg.image_size = %s but %s is "
+               "built for %d px images", f.c_str(), v["image_size"].dump().c_str(), name.c_str(), res);
+    CLIP_CHECK(!quick, "%s: quick_gelu with the timm tower %s (its blocks use erf GELU; one activation per model "
+               "is supported)", f.c_str(), name.c_str());
+    CLIP_CHECK(!v.contains("norm_kwargs") || v["norm_kwargs"].is_null(), "%s: vision_cfg.norm_kwargs with a timm "
+               "tower (timm's own eps is used)", f.c_str());
+    sc.timm_siglip = true;
+    sc.vision_heads = heads;
+    sc.vision_head_width.reset();
+    sc.expect["vision_cfg.width"] = width;
+    sc.expect["vision_cfg.patch_size"] = patch;
+    sc.expect["vision_cfg.image_size"] = res;
+    vision_eps = 1e-6;
+  }
+  const double text_eps = norm_eps(t, "text_cfg", 1e-5, f);
+  CLIP_CHECK(vision_eps == text_eps, "%s: the image tower's LayerNorm eps %g and the text tower's %g differ; one eps "
+             "per model is supported", f.c_str(), vision_eps, text_eps);
+  if (text_eps != 1e-5) sc.eps = (float)text_eps;
+  if (t.contains("proj_type")) {
+    CLIP_CHECK(t["proj_type"] == "linear" || t["proj_type"] == "none", "%s: text_cfg.proj_type = %s is not supported "
+               "(this engine implements \"linear\" and \"none\")", f.c_str(), t["proj_type"].dump().c_str());
+    sc.text_proj = t["proj_type"] == "linear";
+  }
+  if (t.contains("proj_bias")) {
+    CLIP_CHECK(t["proj_bias"].is_boolean(), "%s: text_cfg.proj_bias = %s is not true or false", f.c_str(),
+               t["proj_bias"].dump().c_str());
+    sc.text_proj_bias = t["proj_bias"].get<bool>() && sc.text_proj.value_or(true);
+  }
+  // open_clip's HFTokenizer: transformers' AutoTokenizer of that name. The one this engine has is
+  // SigLIP's SentencePiece model (T5TokenizerFast, clean 'canonicalize'); other HF tokenizers
+  // (BERT's for CLIPA, XLM-R's, ...) and cleanings are refused.
+  const bool hf_tok = t.contains("hf_tokenizer_name") && !t["hf_tokenizer_name"].is_null();
+  const bool kwargs = t.contains("tokenizer_kwargs") && !(t["tokenizer_kwargs"].is_object() && t["tokenizer_kwargs"].empty())
+                      && !t["tokenizer_kwargs"].is_null();
+  if (hf_tok || kwargs) {
+    const json canon = {{"clean", "canonicalize"}};
+    CLIP_CHECK(hf_tok && t["hf_tokenizer_name"].is_string() && kwargs && t["tokenizer_kwargs"] == canon,
+               "%s: text_cfg.hf_tokenizer_name = %s with tokenizer_kwargs = %s is not supported (this engine "
+               "tokenizes open_clip's SigLIP configs: a SentencePiece tokenizer with {\"clean\": \"canonicalize\"})",
+               f.c_str(), hf_tok ? t["hf_tokenizer_name"].dump().c_str() : "null",
+               kwargs ? t["tokenizer_kwargs"].dump().c_str() : "none");
+    sc.hf_tokenizer_name = t["hf_tokenizer_name"].get<std::string>();
+  }
 }
 
 // open_clip model config ({"model_cfg": {...}} or the model config itself).
@@ -462,6 +556,7 @@ void parse_open_clip_config(const json& j0, SideConfig& sc) {
     if (v.contains("image_size") && v["image_size"].is_number_integer())
       sc.expect["vision_cfg.image_size"] = get_int(v, "image_size", f);
   }
+  parse_open_clip_siglip(j, sc, quick);
 }
 
 SideConfig read_side_config(const std::string& path) {
@@ -609,7 +704,14 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   const size_t skipped_decoder = (size_t)(set.tensors.end() - decoder);
   set.tensors.erase(decoder, set.tensors.end());
   map_hf_names(set, path);
-  map_timm_names(set, path);
+  const bool timm = map_timm_names(set, path);
+  // A timm tower's heads, activation and eps are its timm model's, which only the config names.
+  CLIP_CHECK(!timm || sc.timm_siglip, "%s: an open_clip timm image tower (visual.trunk.*) %s; its heads, "
+             "activation and LayerNorm eps come from vision_cfg.timm_model_name in open_clip_config.json beside "
+             "the checkpoint", path.c_str(), sc.file.empty() ? "without its config" : ("with a config (" + sc.file +
+             ") that names no timm tower").c_str());
+  CLIP_CHECK(timm || !sc.timm_siglip, "%s: %s names a timm image tower, but the checkpoint has no visual.trunk.* "
+             "tensors", path.c_str(), sc.file.c_str());
   fold_layer_scale(set, path);
   std::map<std::string, const RawTensor*> by;
   for (RawTensor& t : set.tensors) {
@@ -629,6 +731,12 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   c.text.proj = by.count("text_projection") > 0 || !by.count("visual.head.probe");
   c.text.proj_bias = by.count("text_projection.bias") > 0;
   c.logit_bias = by.count("logit_bias") > 0;
+  // What an open_clip config says of them must be what the tensors hold.
+  for (auto [said, got, what] : {std::tuple{sc.text_proj, c.text.proj, "text_cfg.proj_type (text_projection)"},
+                                 {sc.text_proj_bias, c.text.proj_bias, "text_cfg.proj_bias (text_projection.bias)"},
+                                 {sc.logit_bias, c.logit_bias, "model_cfg.init_logit_bias (logit_bias)"}})
+    CLIP_CHECK(!said || *said == got, "%s: %s says the model %s one, but %s %s it", sc.file.c_str(), what,
+               *said ? "has" : "has no", path.c_str(), got ? "has" : "lacks");
   c.embed_dim = c.text.proj ? dim("text_projection", 1, 2) : dim("ln_final.weight", 0, 1);
   c.text.embed_cls = by.count("cls_emb") > 0 || sc.text_embed_cls;
   c.text.pad_id = sc.text_pad_id;
@@ -687,6 +795,7 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
   w.format = set.format;
   w.config = c;
   w.notes = notes;
+  w.open_clip_tokenizer = sc.hf_tokenizer_name;
   if (skipped_decoder)
     w.skipped.push_back(strprintf("%zu text_decoder.* tensors (CoCa's captioning decoder; embeddings do not use it)",
                                   skipped_decoder));
@@ -743,6 +852,9 @@ Weights canonicalize(RawSet& set, const std::string& path, const SideConfig& sid
 }
 
 void attach_vocab(Weights& w, const std::string& vocab_path) {
+  CLIP_CHECK(w.config.vision_family != VisionFamily::siglip && !w.config.logit_bias && w.open_clip_tokenizer.empty(),
+             "%s: a BPE vocabulary for %s, a SigLIP model: it tokenizes with its SentencePiece model (spiece.model "
+             "beside it)", vocab_path.c_str(), w.path.c_str());
   w.vocab = load_bpe_vocab(vocab_path);
   w.has_vocab = true;
   CLIP_CHECK((int64_t)w.vocab.tokens.size() == w.config.text.vocab_size,
@@ -753,17 +865,26 @@ void attach_vocab(Weights& w, const std::string& vocab_path) {
 // A SentencePiece tokenizer (SigLIP's spiece.model, SigLIP 2's tokenizer.model) and the
 // tokenizer_config.json beside it: its class decides the behaviour (SiglipTokenizer,
 // GemmaTokenizer), its flags the rest.
+// open_clip's SigLIP configs (w.open_clip_tokenizer) read spiece.model as the T5TokenizerFast that
+// open_clip's SigLipTokenizer saved, after open_clip's 'canonicalize' cleaning (SpVocab).
 void attach_sentencepiece(Weights& w, const std::string& dir) {
-  const std::string model = dir + (file_exists(dir + "/spiece.model") ? "/spiece.model" : "/tokenizer.model");
+  const bool oc = !w.open_clip_tokenizer.empty();
+  const std::string model = dir + (file_exists(dir + "/spiece.model") || oc ? "/spiece.model" : "/tokenizer.model");
   const std::string cfg = dir + "/tokenizer_config.json";
-  CLIP_CHECK(file_exists(cfg), "%s: a SentencePiece model without tokenizer_config.json: which tokenizer it is "
+  CLIP_CHECK(oc || file_exists(cfg), "%s: a SentencePiece model without tokenizer_config.json: which tokenizer it is "
              "(SiglipTokenizer, GemmaTokenizer) is not known", model.c_str());
-  const json j = read_json(cfg);
+  const json j = file_exists(cfg) ? read_json(cfg) : json::object();
   CLIP_CHECK(j.is_object(), "%s: not a JSON object", cfg.c_str());
   const std::string cls = j.contains("tokenizer_class") && j["tokenizer_class"].is_string()
                               ? j["tokenizer_class"].get<std::string>() : "";
   SpVocab sp;
-  if (cls == "SiglipTokenizer") {
+  if (oc) {
+    CLIP_CHECK(cls.empty() || cls == "T5Tokenizer" || cls == "T5TokenizerFast" || cls == "SiglipTokenizer",
+               "%s: tokenizer_class %s is not supported for open_clip's %s (its SigLIP tokenizers are T5Tokenizer)",
+               cfg.c_str(), j["tokenizer_class"].dump().c_str(), w.open_clip_tokenizer.c_str());
+    sp.style = SpStyle::siglip;
+    sp.open_clip_clean = true;
+  } else if (cls == "SiglipTokenizer") {
     sp.style = SpStyle::siglip;
   } else if (cls == "GemmaTokenizer" || cls == "GemmaTokenizerFast") {
     sp.style = SpStyle::gemma;
@@ -776,7 +897,7 @@ void attach_sentencepiece(Weights& w, const std::string& dir) {
     CLIP_CHECK(j[key].is_boolean(), "%s: %s = %s is not true or false", cfg.c_str(), key, j[key].dump().c_str());
     out = j[key].get<bool>();
   };
-  flag("do_lower_case", sp.lower);
+  if (!oc) flag("do_lower_case", sp.lower);  // open_clip's cleaning lower-cases
   flag("add_bos_token", sp.add_bos);
   flag("add_eos_token", sp.add_eos);
   // GemmaTokenizer pads on its padding_side (left unless the config says right); SigLIP 2 pools the
@@ -852,12 +973,10 @@ Weights load_hf_dir(const std::string& dir, const std::string& vocab_path,
     CLIP_CHECK(file_exists(in("preprocessor_config.json")), "%s: a SiglipModel directory without "
                "preprocessor_config.json: its image size, filter and normalization are not known", dir.c_str());
   CLIP_CHECK(w.config.vision_family != VisionFamily::siglip || w.preprocess.resolution == w.config.image_resolution,
-             "%s: preprocessor_config.json resizes to %d px but "
-             "the model's %d x %d patches of %d cover %d px (a patch convolution that drops the edge, as SigLIP "
-             "SO400M/14 at 384 px, is not supported yet)", dir.c_str(), w.preprocess.resolution,
-             w.config.image_resolution / std::max(1, w.config.vit.patch_size),
-             w.config.image_resolution / std::max(1, w.config.vit.patch_size), w.config.vit.patch_size,
-             w.config.image_resolution);
+             "%s: preprocessor_config.json resizes to %d px but the model takes %d px images (config.json's "
+             "vision_config.image_size, or the %d x %d patches of %d)", dir.c_str(), w.preprocess.resolution,
+             w.config.image_resolution, w.config.image_resolution / std::max(1, w.config.vit.patch_size),
+             w.config.image_resolution / std::max(1, w.config.vit.patch_size), w.config.vit.patch_size);
   if (!vocab_path.empty()) attach_vocab(w, vocab_path);
   else if (file_exists(in("vocab.json")) && file_exists(in("merges.txt")))
     attach_vocab(w, in("vocab.json"));
@@ -937,7 +1056,7 @@ Weights load_weights(const std::string& path_in, const std::string& vocab_path,
     if (oc.empty() || !file_exists(path + "/open_clip_config.json") || !opts.use_side_config)
       return load_hf_dir(path, vocab_path, opts);
     Weights w = load_weights(oc, vocab_path, opts);
-    if (vocab_path.empty() && file_exists(path + "/vocab.json") && file_exists(path + "/merges.txt"))
+    if (vocab_path.empty() && !w.has_sp && file_exists(path + "/vocab.json") && file_exists(path + "/merges.txt"))
       attach_vocab(w, path + "/vocab.json");
     return w;
   }
@@ -964,6 +1083,8 @@ Weights load_weights(const std::string& path_in, const std::string& vocab_path,
   }
   Weights w = canonicalize(set, path, sc, opts);
   if (!vocab_path.empty()) attach_vocab(w, vocab_path);
+  else if (!w.open_clip_tokenizer.empty() && file_exists(dirname_of(path) + "/spiece.model"))
+    attach_sentencepiece(w, dirname_of(path));
   return w;
 }
 
@@ -1279,7 +1400,8 @@ std::string describe(const Weights& w) {
                  p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]);
   if (p.convert_first) s += "             converted to RGB before the resize (Hugging Face's image processors)\n";
   if (w.has_sp)
-    s += strprintf("tokenizer:   SentencePiece (%s, %zu bytes)\n", sp_style_name(w.sp.style), w.sp.model.size());
+    s += strprintf("tokenizer:   SentencePiece (%s%s, %zu bytes)\n", sp_style_name(w.sp.style),
+                   w.sp.open_clip_clean ? ", open_clip's canonicalize cleaning" : "", w.sp.model.size());
   else if (w.has_vocab)
     s += strprintf("tokenizer:   %zu tokens, %zu merges\n", w.vocab.tokens.size(),
                    w.vocab.merges.size());

@@ -41,6 +41,9 @@ struct Weights {
   BpeVocab vocab;
   bool has_sp = false;  // a SentencePiece tokenizer (SigLIP) instead of a BPE vocabulary
   SpVocab sp;
+  // open_clip's text_cfg.hf_tokenizer_name: the tokenizer is that SentencePiece model (its
+  // spiece.model beside the weights), cleaned as open_clip's 'canonicalize'.
+  std::string open_clip_tokenizer;
   float logit_scale = 0;  // the raw parameter (log scale), as stored
   float logit_bias = 0;   // config.logit_bias: SigLIP's, as stored
   // What the loader assumed because neither the file nor a config beside it says (a head
@@ -105,8 +108,9 @@ void check_canonical(const Weights& w);
 // Tensors already under OpenAI names pass through. Drops ignorable buffers. (clip/hf_names.cpp)
 void map_hf_names(weights_detail::RawSet& set, const std::string& file);
 // timm towers of open_clip checkpoints (visual.trunk.*: SigLIP's) -> canonical names, and a
-// linear text projection (text_projection.weight) transposed to [W, E]. (clip/hf_names.cpp)
-void map_timm_names(weights_detail::RawSet& set, const std::string& file);
+// linear text projection (text_projection.weight) transposed to [W, E]; true when the set held a
+// timm tower. (clip/hf_names.cpp)
+bool map_timm_names(weights_detail::RawSet& set, const std::string& file);
 // HF mapping, `module.` prefixes, config inference and the canonical checks, with no config
 // files or options (load_weights adds those). `set` keeps owning the memory.
 Weights canonical_weights(weights_detail::RawSet& set, const std::string& path);

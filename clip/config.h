@@ -146,6 +146,10 @@ struct SpVocab {
   SpStyle style = SpStyle::siglip;
   bool lower = true;  // siglip: do_lower_case
   bool add_bos = true, add_eos = false;  // gemma: add_bos_token, add_eos_token
+  // siglip: open_clip's HFTokenizer with clean='canonicalize' first (ftfy.fix_text, html.unescape
+  // twice, "_" as a space, string.punctuation removed, lower-cased, whitespace collapsed): the
+  // tokenizer of open_clip's SigLIP configs.
+  bool open_clip_clean = false;
 };
 
 // Reads a vocabulary from OpenAI's bpe_simple_vocab_16e6.txt.gz, from a vocab.json with

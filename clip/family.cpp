@@ -51,14 +51,16 @@ int vision_heads(const SideConfig& sc, int width) {
   return std::max(1, width / sc.vision_head_width.value_or(64));
 }
 
-void check_vit_sizes(const ModelConfig& c, const std::string& file) {
+void check_vit_sizes(const ModelConfig& c, const std::string& file, bool drops_edge) {
   const ViTConfig& v = c.vit;
   for (auto [x, what] : {std::pair<int, const char*>{v.patch_size, "vision_patch_size"},
                          {v.width, "vision_width"}, {v.heads, "vision_heads"}, {v.mlp, "vision_mlp"}})
     CLIP_CHECK(x > 0 && x <= (1 << 24), "%s: config %s = %d is out of range", file.c_str(), what, x);
   CLIP_CHECK(v.layers >= 0 && v.layers <= 4096, "%s: config vision layer count %d is out of range", file.c_str(),
              v.layers);
-  CLIP_CHECK(c.image_resolution % v.patch_size == 0, "%s: image_resolution %d is not a multiple of the patch size %d",
+  CLIP_CHECK(drops_edge || c.image_resolution % v.patch_size == 0, "%s: image_resolution %d is not a multiple of the "
+             "patch size %d", file.c_str(), c.image_resolution, v.patch_size);
+  CLIP_CHECK(c.image_resolution >= v.patch_size, "%s: image_resolution %d is smaller than the patch size %d",
              file.c_str(), c.image_resolution, v.patch_size);
   CLIP_CHECK(v.width % v.heads == 0, "%s: the vision width %d is not a multiple of the head count %d", file.c_str(),
              v.width, v.heads);

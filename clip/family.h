@@ -43,6 +43,12 @@ struct SideConfig {
   std::optional<int> vision_attn_pool_heads;
   bool text_embed_cls = false;
   int text_pad_id = 0;
+  // open_clip's SigLIP configs: a timm SigLIP image tower (vision_cfg.timm_model_name), the
+  // logit bias (init_logit_bias), the text projection's kind (proj_type, proj_bias) and the
+  // tokenizer (hf_tokenizer_name with tokenizer_kwargs clean 'canonicalize').
+  bool timm_siglip = false;
+  std::optional<bool> logit_bias, text_proj, text_proj_bias;
+  std::string hf_tokenizer_name;
   std::map<std::string, int64_t> expect;
   std::string file;
 };
@@ -104,7 +110,7 @@ int layer_count(const TensorIndex& by, const std::string& prefix, const std::str
 int vision_heads(const SideConfig& sc, int width);
 // The patch, width, heads, MLP and layer counts of a ViTConfig in range, the resolution a
 // multiple of the patch and the width of the heads (the ViT and SigLIP families); throws naming file.
-void check_vit_sizes(const ModelConfig& c, const std::string& file);
+void check_vit_sizes(const ModelConfig& c, const std::string& file, bool drops_edge = false);
 // A weight's values in f32 (for the tensors a family derives at load).
 std::vector<float> tensor_f32(const WeightTensor& t);
 // The tensors of `layers` residual attention blocks of width w and MLP width m under prefix.

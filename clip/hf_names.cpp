@@ -186,7 +186,7 @@ void map_hf_names(RawSet& set, const std::string& file) {
   set.tensors = std::move(out);
 }
 
-void map_timm_names(RawSet& set, const std::string& file) {
+bool map_timm_names(RawSet& set, const std::string& file) {
   bool timm = false;
   for (const RawTensor& t : set.tensors) timm |= starts(t.name, "visual.trunk.");
   std::vector<RawTensor> out;
@@ -253,6 +253,7 @@ void map_timm_names(RawSet& set, const std::string& file) {
     out.push_back(std::move(t));
   }
   set.tensors = std::move(out);
+  return timm;
 }
 
 }  // namespace clip::checkpoint_detail

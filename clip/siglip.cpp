@@ -32,8 +32,14 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
   const int grid = (int)std::lround(std::sqrt((double)pos_rows));
   CLIP_CHECK(pos_rows >= 1 && grid * grid == pos_rows, "%s: visual.positional_embedding has %d rows, not a square grid",
              path.c_str(), pos_rows);
-  const int64_t res = (int64_t)grid * v.patch_size;
+  int64_t res = (int64_t)grid * v.patch_size;
   CLIP_CHECK(res <= (1 << 24), "%s: image resolution %lld is too large", path.c_str(), (long long)res);
+  // A stated image size the patches do not fill (SO400M/14 at 384 px: 27 patches of 14 cover
+  // 378) is the size images are resized to; the stride-P patch convolution leaves the last
+  // size mod P rows and columns unread, as in big_vision, transformers and timm.
+  for (const char* k : {"vision_config.image_size", "vision_cfg.image_size"})
+    if (auto it = sc.expect.find(k); it != sc.expect.end() && it->second > res && it->second / v.patch_size == grid)
+      res = it->second;
   c.image_resolution = (int)res;
   v.layers = layer_count(by, "visual.transformer.resblocks.", path);
   v.mlp = tensor_dim(by, "visual.head.mlp.c_fc.weight", 0, 2, path);
@@ -49,7 +55,7 @@ void infer(const TensorIndex& by, const SideConfig& sc, ModelConfig& c, const st
 }
 
 void check(const ModelConfig& c, const std::string& file) {
-  check_vit_sizes(c, file);
+  check_vit_sizes(c, file, /*drops_edge=*/true);
   CLIP_CHECK(c.embed_dim == c.vit.width, "%s: SigLIP's image embedding is its tower's width %d, but the text "
              "embeds to %d", file.c_str(), c.vit.width, c.embed_dim);
 }
@@ -82,8 +88,10 @@ void stated(const ModelConfig& c, std::map<std::string, int64_t>& got) { vit_fam
 std::string describe(const ModelConfig& c) {
   const ViTConfig& v = c.vit;
   const int grid = c.image_resolution / v.patch_size;
-  return strprintf("model:       SigLIP, embed %d, image %dpx, patch %d (grid %dx%d)\n", c.embed_dim,
-                   c.image_resolution, v.patch_size, grid, grid) +
+  const std::string edge = c.image_resolution % v.patch_size
+                               ? strprintf(", the patches read %d px of it", grid * v.patch_size) : "";
+  return strprintf("model:       SigLIP, embed %d, image %dpx%s, patch %d (grid %dx%d)\n", c.embed_dim,
+                   c.image_resolution, edge.c_str(), v.patch_size, grid, grid) +
          strprintf("vision:      width %d, layers %d, heads %d, mlp %d, pooled by the MAP head (a learned probe "
                    "over all %d tokens)\n",
                    v.width, v.layers, v.heads, v.mlp, grid * grid);

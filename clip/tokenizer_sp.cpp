@@ -18,6 +18,12 @@
 //   whitespace removal (Gemma's): other models are refused. <bos> / <eos> as add_bos / add_eos,
 //   the text truncated to what is left of the context, padded with <pad> on the right (SigLIP 2's
 //   side; the class default is left).
+// open_clip (siglip style with sp.open_clip_clean): HFTokenizer(clean='canonicalize') cleans the
+//   text first (basic_clean: ftfy.fix_text, html.unescape twice, strip; then canonicalize_text:
+//   "_" -> " ", string.punctuation removed, lower(), whitespace collapsed), then calls the
+//   tokenizer open_clip's SigLipTokenizer saved (T5TokenizerFast with legacy=False, </s> as eos
+//   and pad). No special token survives that cleaning, and the SiglipTokenizer encode of the
+//   cleaned text gives the same ids (bench/zoo_sweep.py checks them against transformers).
 // tests/references/sp_tokenizer.py records HF's ids for both; tests/test_tokenizer_sp.cpp checks
 // them, and shared/golden/siglip's.
 #include <sentencepiece_processor.h>
@@ -124,7 +130,7 @@ bool is_ascii_punct(char32_t c) { return c > 0x20 && c < 0x7F && !std::isalnum((
 struct Tokenizer::Sp {
   sentencepiece::SentencePieceProcessor proc;
   SpStyle style = SpStyle::siglip;
-  bool lower = true, add_bos = true, add_eos = false;
+  bool lower = true, add_bos = true, add_eos = false, open_clip_clean = false;
   int32_t bos = -1, eos = -1, pad = -1;
   size_t unk_len = 0;  // siglip: len(encode("<unk>"))
   // The added tokens split out of the text before the model, by first byte, longest first.
@@ -182,6 +188,7 @@ void Tokenizer::sp_load(const SpVocab& v) {
   sp->lower = v.lower;
   sp->add_bos = v.add_bos;
   sp->add_eos = v.add_eos;
+  sp->open_clip_clean = v.open_clip_clean;
   if (v.style == SpStyle::siglip) {
     sp->eos = sp->pad = sp->piece_id("</s>");
     const int32_t unk = sp->piece_id("<unk>");
@@ -236,6 +243,14 @@ static std::u32string canonicalize(const std::u32string& chunk, bool lower) {
   return text::collapse_whitespace(s);
 }
 
+// open_clip's _clean_canonicalize: canonicalize_text(basic_clean(text)).
+static std::u32string open_clip_canonicalize(const std::u32string& text) {
+  std::u32string s = text::html_unescape(text::html_unescape(text::ftfy_fix_text(text)));
+  for (char32_t& c : s)
+    if (c == U'_') c = U' ';
+  return canonicalize(s, true);
+}
+
 // SiglipTokenizer._tokenize of one chunk: encode "<unk>" + canonicalized chunk, drop the <unk> pieces.
 void Tokenizer::Sp::siglip_chunk(const std::u32string& chunk, std::vector<std::string>& pieces) const {
   std::vector<std::string> p;
@@ -246,7 +261,8 @@ void Tokenizer::Sp::siglip_chunk(const std::u32string& chunk, std::vector<std::s
 }
 
 std::vector<int32_t> Tokenizer::Sp::ids(const std::string& utf8_text) const {
-  const std::u32string u = text::utf8_decode(utf8_text);  // validates
+  std::u32string u = text::utf8_decode(utf8_text);  // validates
+  if (open_clip_clean) u = open_clip_canonicalize(u);
   std::vector<int32_t> out;
   if (style == SpStyle::gemma) {
     std::vector<int> chunk_ids;
@@ -290,6 +306,7 @@ std::vector<int32_t> Tokenizer::sp_ids(const std::string& utf8_text) const { ret
 std::string Tokenizer::sp_clean(const std::string& utf8_text) const {
   std::u32string u = text::utf8_decode(utf8_text);
   if (sp_->style == SpStyle::gemma) return utf8_text;
+  if (sp_->open_clip_clean) u = open_clip_canonicalize(u);
   for (char32_t& c : u)
     if (c == 0x2581) c = U' ';
   return text::utf8_encode(canonicalize(u, sp_->lower));

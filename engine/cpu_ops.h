@@ -44,7 +44,8 @@ void normalize_rgb8_cpu(float* out, const uint8_t* rgb, int64_t H, int64_t W, co
 // (c, ky, kx) order: the patch embedding is then a linear layer.
 void patch_gather_cpu(float* patches, const float* px, int64_t B, int64_t H, int64_t W, int64_t P);
 // Patch embedding, a conv with stride = kernel = P and no bias.
-// px [B, 3, H, W], w [C, 3, P, P] -> out [B, (H/P)*(W/P), C], patches in row-major grid order.
+// px [B, 3, H, W], w [C, 3, P, P] -> out [B, (H/P)*(W/P), C], patches in row-major grid order;
+// H/P and W/P round down (the last H mod P rows and W mod P columns are not read).
 void patch_embed_cpu(float* out, const float* px, const float* w, int64_t B, int64_t H,
                      int64_t W, int64_t P, int64_t C);
 // out [B, 1+G, C]: row 0 = cls + pos[0]; row 1+g = patches[b, g] + pos[1+g]. pos [1+G, C].

@@ -102,9 +102,11 @@ std::string label_attention(const Graph& g, const Node& n) {
 
 std::vector<OutSpec> infer_patch_embed(const Graph& g, const Node& n) {
   const auto &X = in(g, n, 0), &W = in(g, n, 1);
+  // A stride-P convolution: the last H mod P rows and W mod P columns are not read (SigLIP SO400M/14
+  // at 384 px reads 378).
   SHAPE_CHECK(X.shape.nd == 4 && X.shape[1] == 3 && W.shape.nd == 4 && W.shape[1] == 3 && W.shape[2] == W.shape[3] &&
-                  W.shape[2] > 0 && X.shape[2] % W.shape[2] == 0 && X.shape[3] % W.shape[3] == 0,
-              "patch_embed", "pixels %s, w %s (want [B,3,H,W] and [C,3,P,P] with P dividing H, W)", S(X), S(W));
+                  W.shape[2] > 0 && X.shape[2] >= W.shape[2] && X.shape[3] >= W.shape[3],
+              "patch_embed", "pixels %s, w %s (want [B,3,H,W] and [C,3,P,P] with P <= H, W)", S(X), S(W));
   const int64_t P = W.shape[2], G = (X.shape[2] / P) * (X.shape[3] / P);
   return {{Shape{X.shape[0], G, W.shape[0]}, g.dtype()}};
 }

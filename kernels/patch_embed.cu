@@ -1,7 +1,8 @@
 // Patch embedding (a conv with stride = kernel = P, no bias) as gather + GEMM.
 //
 //   px [B, 3, H, W] -> cols [B*G, 3*P*P] -> out [B*G, C] = cols · wᵀ, w [C, 3, P, P]
-// G = (H/P) * (W/P), patches in row-major grid order (gy, gx); a patch row is flattened as
+// G = (H/P) * (W/P) (rounded down: the last H mod P rows and W mod P columns are not read, as a
+// stride-P convolution), patches in row-major grid order (gy, gx); a patch row is flattened as
 // (channel, py, px), the memory order of one filter of w, so w needs no reshuffle and the
 // GEMM is an ordinary linear layer through cuBLASLt (kernels/linear.cu).
 // The gather writes cols in order (coalesced stores); its reads are runs of P contiguous

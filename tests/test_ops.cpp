@@ -837,7 +837,9 @@ TEST_P(PatchEmbedTest, MatchesDoubleConv) {
   expect("patch_embed", op.run()[0], ref, {1e-5, 1e-5}, K);
 }
 OP_CASES(PatchEmbedTest, {{2, 224, 32, 768}, {1, 224, 16, 768}, {1, 64, 16, 128}, {3, 51, 17, 5}, {1, 336, 14, 64},
-                          {1, 224, 14, 1024}, {3, 6, 3, 17}});
+                          {1, 224, 14, 1024}, {3, 6, 3, 17},
+                          // the edge a stride-P conv does not read: SigLIP SO400M/14 at 384 px, 2 of 53
+                          {1, 384, 14, 64}, {2, 53, 17, 5}});
 
 // ---- class_pos --------------------------------------------------------------------------------------
 // Exact on the CPU (one f32 add).

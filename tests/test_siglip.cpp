@@ -5,6 +5,7 @@
 // cosine >= 0.99999 and max |d| <= 1e-4 normalized, f16 / bf16 cosine >= 0.999, and the
 // sigmoid logits and probabilities.
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -163,6 +164,39 @@ TEST(SigLIP, RefusesWhatItCannotRun) {
   SpVocab junk;
   junk.model = "not a model";
   EXPECT_NE(test::error_of([&] { Tokenizer t(junk); }).find("not a SentencePiece model"), std::string::npos);
+}
+
+// A stated image size the patches do not fill (SO400M/14 at 384 px reads 378): siglip-tiny
+// (64 px, patches of 16) stated at 75 px resizes images to 75 px and embeds exactly what the
+// 64 px model embeds of their top-left 64 x 64 pixels (a stride-16 conv leaves 11 unread).
+TEST(SigLIP, PatchesLeaveTheEdgeUnread) {
+  CLIP_REQUIRE_GOLDEN();
+  namespace fs = std::filesystem;
+  const std::string d = ::testing::TempDir() + "/clip_siglip_edge";
+  fs::remove_all(d);
+  fs::copy(siglip("siglip-tiny"), d);
+  json cfg = json::parse(test::read_file(d + "/config.json")), pre = json::parse(test::read_file(d + "/preprocessor_config.json"));
+  cfg["vision_config"]["image_size"] = 75;
+  pre["size"] = {{"height", 75}, {"width", 75}};
+  std::ofstream(d + "/config.json") << cfg.dump();
+  std::ofstream(d + "/preprocessor_config.json") << pre.dump();
+  auto big = Model::load(d), small = Model::load(siglip("siglip-tiny"));
+  EXPECT_EQ(big->config().image_resolution, 75);
+  EXPECT_EQ(big->pixels_per_image(), 3 * 75 * 75);
+  const int64_t B = 2, R = 75, r = 64;
+  std::vector<float> px((size_t)(B * 3 * R * R)), crop((size_t)(B * 3 * r * r));
+  for (size_t i = 0; i < px.size(); i++) px[i] = std::sin(0.37f * (float)i) * 0.9f;
+  for (int64_t p = 0; p < B * 3; p++)
+    for (int64_t y = 0; y < r; y++)
+      for (int64_t x = 0; x < r; x++) crop[(size_t)((p * r + y) * r + x)] = px[(size_t)((p * R + y) * R + x)];
+  HostTensor a = big->encode_pixels(px.data(), B), b = small->encode_pixels(crop.data(), B);
+  ASSERT_EQ(a.t.shape, b.t.shape);
+  for (int64_t i = 0; i < a.t.numel(); i++) ASSERT_NEAR(a.f32()[i], b.f32()[i], 1e-6f) << i;
+  // A stated size with another grid (80 px: 5 x 5 patches, but 4 x 4 positions) is refused.
+  cfg["vision_config"]["image_size"] = 80;
+  std::ofstream(d + "/config.json") << cfg.dump();
+  EXPECT_NE(test::error_of([&] { Model::load(d); }).find("image_size"), std::string::npos);
+  fs::remove_all(d);
 }
 
 // The two named SigLIP architectures (clip bench --arch): SigLIP's tensors and sizes, and a
