@@ -1473,8 +1473,8 @@ Converted convert_checkpoint(const std::string& src, const std::string& out, con
 
 std::optional<CheckpointVocab> checkpoint_vocab(const std::string& path) {
   Weights w = load_weights(path);
-  if (!w.has_vocab) return std::nullopt;
-  return CheckpointVocab{std::move(w.vocab), w.config.text.context_length};
+  if (!w.has_vocab && !w.has_sp) return std::nullopt;
+  return CheckpointVocab{std::move(w.vocab), w.has_sp, std::move(w.sp), w.config.text.context_length};
 }
 
 }  // namespace clip

@@ -150,6 +150,8 @@ Converted convert_checkpoint(const std::string& src, const std::string& out, con
 // carries none.
 struct CheckpointVocab {
   BpeVocab vocab;
+  bool has_sp = false;  // a SentencePiece tokenizer (SigLIP) instead of vocab
+  SpVocab sp;
   int context_length = 0;
 };
 std::optional<CheckpointVocab> checkpoint_vocab(const std::string& path);

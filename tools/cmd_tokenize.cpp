@@ -1,5 +1,6 @@
 // clip tokenize: JSON Lines {"text": ..., "ids": [77 ints]} (plus "truncated": true when the
 // text did not fit, and an "error" instead of ids for invalid UTF-8).
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "tools/common.h"
@@ -17,17 +18,17 @@ int run_tokenize(const TokenizeArgs& a) {
   if (a.model.empty() == a.vocab.empty()) throw UsageError("tokenize: give exactly one of --model or --vocab");
   std::vector<std::string> texts = collect_texts(a.texts, a.text_file);
   if (texts.empty()) throw UsageError("tokenize: no inputs: give --text or --text-file");
-  BpeVocab vocab;
   int ctx = a.context;
+  std::unique_ptr<Tokenizer> made;
   if (!a.vocab.empty()) {
-    vocab = load_bpe_vocab(a.vocab);
+    made = std::make_unique<Tokenizer>(load_bpe_vocab(a.vocab));
   } else {
     std::optional<CheckpointVocab> v = checkpoint_vocab(a.model);
     CLIP_CHECK(v, "%s carries no tokenizer vocabulary: use --vocab", a.model.c_str());
-    vocab = std::move(v->vocab);
+    made = v->has_sp ? std::make_unique<Tokenizer>(v->sp) : std::make_unique<Tokenizer>(v->vocab);
     ctx = v->context_length;
   }
-  Tokenizer tok(vocab);
+  const Tokenizer& tok = *made;
   int rc = kExitOk;
   using json = nlohmann::ordered_json;
   for (const auto& t : texts) {
