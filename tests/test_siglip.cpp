@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "clip/arch.h"
 #include "clip/checkpoint.h"
@@ -197,6 +198,195 @@ TEST(SigLIP, PatchesLeaveTheEdgeUnread) {
   std::ofstream(d + "/config.json") << cfg.dump();
   EXPECT_NE(test::error_of([&] { Model::load(d); }).find("image_size"), std::string::npos);
   fs::remove_all(d);
+}
+
+namespace {
+
+// A safetensors file of named f32 tensors.
+void write_safetensors(const std::string& path, const std::vector<std::tuple<std::string, Shape, std::vector<float>>>& ts) {
+  json h = json::object();
+  size_t off = 0;
+  for (auto& [name, shape, v] : ts) {
+    const size_t n = v.size() * 4;
+    h[name] = {{"dtype", "F32"}, {"shape", std::vector<int64_t>(shape.d, shape.d + shape.nd)}, {"data_offsets", {off, off + n}}};
+    off += n;
+  }
+  std::string hs = h.dump();
+  hs.resize((hs.size() + 7) / 8 * 8, ' ');
+  std::ofstream f(path, std::ios::binary);
+  const uint64_t len = hs.size();
+  f.write((const char*)&len, 8);
+  f << hs;
+  for (auto& t : ts) f.write((const char*)std::get<2>(t).data(), (std::streamsize)(std::get<2>(t).size() * 4));
+}
+
+// A canonical SigLIP tensor's name (and shape) in open_clip's timm layout (the inverse of
+// map_timm_names and the text.* prefix); in_proj of the MAP head splits into q and kv.
+void to_open_clip(const std::string& n, const Shape& s, const std::vector<float>& v,
+                  std::vector<std::tuple<std::string, Shape, std::vector<float>>>& out) {
+  auto rep = [](std::string x, const std::string& from, const std::string& to) {
+    return x.rfind(from, 0) == 0 ? to + x.substr(from.size()) : x;
+  };
+  const std::string blk = "visual.transformer.resblocks.";
+  if (n == "visual.head.attn.in_proj_weight" || n == "visual.head.attn.in_proj_bias") {
+    const bool w = n.back() == 't';
+    const int64_t W = s[0] / 3, cols = w ? s[1] : 1;
+    const std::string kind = w ? "weight" : "bias";
+    auto part = [&](int64_t r0, int64_t r1) { return std::vector<float>(v.begin() + r0 * cols, v.begin() + r1 * cols); };
+    out.emplace_back("visual.trunk.attn_pool.q." + kind, w ? Shape{W, cols} : Shape{W}, part(0, W));
+    out.emplace_back("visual.trunk.attn_pool.kv." + kind, w ? Shape{2 * W, cols} : Shape{2 * W}, part(W, 3 * W));
+    return;
+  }
+  std::string m = n;
+  Shape t = s;
+  if (n.rfind(blk, 0) == 0) {
+    const size_t dot = n.find('.', blk.size());
+    std::string rest = n.substr(dot + 1);
+    for (auto [a, b] : {std::pair<const char*, const char*>{"ln_1.", "norm1."}, {"ln_2.", "norm2."},
+                        {"attn.in_proj_", "attn.qkv."}, {"attn.out_proj.", "attn.proj."}, {"mlp.c_fc.", "mlp.fc1."},
+                        {"mlp.c_proj.", "mlp.fc2."}})
+      rest = rep(rest, a, b);
+    m = "visual.trunk.blocks." + n.substr(blk.size(), dot - blk.size()) + "." + rest;
+  } else if (n == "visual.positional_embedding" || n == "visual.head.probe") {
+    m = n == "visual.head.probe" ? "visual.trunk.attn_pool.latent" : "visual.trunk.pos_embed";
+    t = Shape{1, s[0], s[1]};
+  } else if (n.rfind("visual.", 0) == 0) {
+    for (auto [a, b] : {std::pair<const char*, const char*>{"visual.conv1.", "visual.trunk.patch_embed.proj."},
+                        {"visual.ln_post.", "visual.trunk.norm."}, {"visual.head.attn.out_proj.", "visual.trunk.attn_pool.proj."},
+                        {"visual.head.ln.", "visual.trunk.attn_pool.norm."},
+                        {"visual.head.mlp.c_fc.", "visual.trunk.attn_pool.mlp.fc1."},
+                        {"visual.head.mlp.c_proj.", "visual.trunk.attn_pool.mlp.fc2."}})
+      m = rep(m, a, b);
+  } else if (n == "text_projection") {  // [W, E] -> a linear layer's [E, W]
+    std::vector<float> tr(v.size());
+    for (int64_t i = 0; i < s[0]; i++)
+      for (int64_t j = 0; j < s[1]; j++) tr[(size_t)(j * s[0] + i)] = v[(size_t)(i * s[1] + j)];
+    out.emplace_back("text.text_projection.weight", Shape{s[1], s[0]}, tr);
+    return;
+  } else if (n == "text_projection.bias") {
+    m = "text.text_projection.bias";
+  } else if (n != "logit_scale" && n != "logit_bias") {
+    m = "text." + n;
+  }
+  out.emplace_back(m, t, v);
+}
+
+}  // namespace
+
+// open_clip's timm-based SigLIP layout (ViT-B-16-SigLIP: visual.trunk.*, text.*, its
+// open_clip_config.json) against the same random tensors under the canonical names with an HF
+// config saying the same (erf GELU, eps 1e-6, 12 heads): the same embeddings. open_clip's own
+// numbers for its SigLIP configs are bench/zoo_sweep.py's (all 11 match).
+TEST(SigLIP, OpenClipTimmLayout) {
+  CLIP_REQUIRE_GOLDEN();
+  namespace fs = std::filesystem;
+  ModelConfig c = arch_config("SigLIP-B-16");
+  c.vit.layers = 1;
+  c.text.layers = 1;
+  c.text.vocab_size = 1000;  // the goldens' spiece.model
+  std::vector<std::tuple<std::string, Shape, std::vector<float>>> canon, oc;
+  uint64_t seed = 1;
+  for (auto& [n, shape] : canonical_tensors(c)) {
+    std::vector<float> v = test::randn((size_t)shape.numel(), seed++, 0.05f);
+    if (n.find("ln") != std::string::npos && n.find(".weight") != std::string::npos)
+      for (float& x : v) x += 1;
+    if (n == "logit_scale") v = {2.3f};
+    if (n == "logit_bias") v = {-10.0f};
+    to_open_clip(n, shape, v, oc);
+    canon.emplace_back(n, shape, std::move(v));
+  }
+  const std::string a = ::testing::TempDir() + "/clip_siglip_canon", b = ::testing::TempDir() + "/clip_siglip_oc";
+  for (const std::string& d : {a, b}) {
+    fs::remove_all(d);
+    fs::create_directories(d);
+  }
+  write_safetensors(a + "/model.safetensors", canon);
+  const json hf = {{"model_type", "siglip"},
+                   {"text_config", {{"hidden_act", "gelu"}, {"layer_norm_eps", 1e-6}, {"num_attention_heads", 12}}},
+                   {"vision_config", {{"hidden_act", "gelu"}, {"layer_norm_eps", 1e-6}, {"num_attention_heads", 12},
+                                      {"image_size", 224}, {"patch_size", 16}}}};
+  std::ofstream(a + "/config.json") << hf.dump();
+  std::ofstream(a + "/preprocessor_config.json")
+      << json{{"image_processor_type", "SiglipImageProcessor"}, {"size", {{"height", 224}, {"width", 224}}},
+              {"resample", 3}, {"image_mean", {0.5, 0.5, 0.5}}, {"image_std", {0.5, 0.5, 0.5}}}.dump();
+  write_safetensors(b + "/open_clip_model.safetensors", oc);
+  json cfg = {{"embed_dim", 768}, {"init_logit_bias", -10}, {"custom_text", true},
+              {"vision_cfg", {{"image_size", 224}, {"timm_model_name", "vit_base_patch16_siglip_224"},
+                              {"timm_model_pretrained", false}, {"timm_pool", "map"}, {"timm_proj", "none"}}},
+              {"text_cfg", {{"context_length", 64}, {"vocab_size", 1000}, {"hf_tokenizer_name", "timm/ViT-B-16-SigLIP"},
+                            {"tokenizer_kwargs", {{"clean", "canonicalize"}}}, {"width", 768}, {"heads", 12},
+                            {"layers", 1}, {"no_causal_mask", true}, {"proj_bias", true}, {"pool_type", "last"},
+                            {"norm_kwargs", {{"eps", 1e-6}}}}}};
+  const json pp = {{"size", {224, 224}}, {"mean", {0.5, 0.5, 0.5}}, {"std", {0.5, 0.5, 0.5}},
+                   {"interpolation", "bicubic"}, {"resize_mode", "squash"}};
+  auto write_config = [&](const json& model_cfg) {
+    std::ofstream(b + "/open_clip_config.json") << json{{"model_cfg", model_cfg}, {"preprocess_cfg", pp}}.dump();
+  };
+  write_config(cfg);
+  fs::copy_file(siglip("siglip-tiny") + "/spiece.model", b + "/spiece.model");
+
+  auto ma = Model::load(a), mb = Model::load(b);
+  EXPECT_EQ(mb->config().vision_family, VisionFamily::siglip);
+  EXPECT_EQ(mb->config().activation, Act::gelu);
+  EXPECT_EQ(mb->config().vit.heads, 12);
+  EXPECT_FLOAT_EQ(mb->config().layer_norm_eps, 1e-6f);
+  EXPECT_FLOAT_EQ(mb->logit_bias(), -10.0f);
+  const int64_t B = 2, n = ma->pixels_per_image();
+  std::vector<float> px((size_t)(B * n));
+  for (size_t i = 0; i < px.size(); i++) px[i] = std::sin(0.11f * (float)i);
+  HostTensor ia = ma->encode_pixels(px.data(), B), ib = mb->encode_pixels(px.data(), B);
+  ASSERT_EQ(ia.t.shape, ib.t.shape);
+  for (int64_t i = 0; i < ia.t.numel(); i++) ASSERT_NEAR(ia.f32()[i], ib.f32()[i], 1e-5f) << i;
+  std::vector<int32_t> ids(2 * 64, 1);
+  for (int i = 0; i < 10; i++) ids[(size_t)i] = 5 + 7 * i, ids[(size_t)(64 + i)] = 900 - 3 * i;
+  HostTensor ta = ma->encode_tokens(ids.data(), 2), tb = mb->encode_tokens(ids.data(), 2);
+  for (int64_t i = 0; i < ta.t.numel(); i++) ASSERT_NEAR(ta.f32()[i], tb.f32()[i], 1e-5f) << i;
+  // open_clip's cleaning ('canonicalize': ftfy, html.unescape, "_" as a space, punctuation out,
+  // lower-cased) before the T5 tokenizer: these texts tokenize as their clean forms do.
+  SpVocab plain;
+  plain.model = test::read_file(b + "/spiece.model");
+  Tokenizer sig(plain);
+  for (auto [raw, clean] : {std::pair<const char*, const char*>{"The_Quick  BROWN fox!!", "the quick brown fox"},
+                            {"caf&eacute; &amp; <b>cr\xc3\xa8me</b>", "café bcrèmeb"}, {"</s> A.B", "s ab"}}) {
+    SCOPED_TRACE(raw);
+    EXPECT_EQ(mb->tokenizer().encode(raw, 64).ids, sig.encode(clean, 64).ids);
+  }
+  // What the open_clip layout cannot say is refused by name.
+  auto refused = [&](json m, const char* want) {
+    write_config(m);
+    const std::string e = test::error_of([&] { Model::load(b); });
+    EXPECT_NE(e.find(want), std::string::npos) << e;
+  };
+  json m = cfg;
+  m["vision_cfg"]["timm_model_name"] = "vit_base_patch16_siglip_gap_224";
+  refused(m, "timm_model_name");
+  m = cfg;
+  m["vision_cfg"].erase("timm_pool");
+  refused(m, "timm_pool");
+  m = cfg;
+  m["vision_cfg"]["image_size"] = 256;
+  refused(m, "built for 224 px");
+  m = cfg;
+  m["text_cfg"]["norm_kwargs"]["eps"] = 1e-5;
+  refused(m, "eps");
+  m = cfg;
+  m["text_cfg"]["tokenizer_kwargs"]["clean"] = "whitespace";
+  refused(m, "tokenizer_kwargs");
+  m = cfg;
+  m["text_cfg"]["proj_type"] = "none";
+  refused(m, "proj_type");
+  m = cfg;
+  m["quick_gelu"] = true;
+  refused(m, "quick_gelu");
+  fs::remove(b + "/open_clip_config.json");
+  EXPECT_NE(test::error_of([&] { load_weights(b + "/open_clip_model.safetensors"); }).find("timm_model_name"),
+            std::string::npos);
+  write_config(cfg);
+  fs::remove(b + "/spiece.model");
+  auto untok = Model::load(b);
+  EXPECT_NE(test::error_of([&] { untok->encode_texts({"a cat"}); }).find("spiece.model"), std::string::npos);
+  fs::remove_all(a);
+  fs::remove_all(b);
 }
 
 // The two named SigLIP architectures (clip bench --arch): SigLIP's tensors and sizes, and a
