@@ -453,7 +453,7 @@ void parse_open_clip_siglip(const json& j, SideConfig& sc, bool quick) {
   if (hf_tok || kwargs) {
     const json canon = {{"clean", "canonicalize"}};
     CLIP_CHECK(hf_tok && t["hf_tokenizer_name"].is_string() && kwargs && t["tokenizer_kwargs"] == canon,
-               "%s: text_cfg.hf_tokenizer_name = %s with tokenizer_kwargs = %s is not supported (this engine "
+               "%s: text_cfg.hf_tokenizer_name = %s with text_cfg.tokenizer_kwargs = %s is not supported (this engine "
                "tokenizes open_clip's SigLIP configs: a SentencePiece tokenizer with {\"clean\": \"canonicalize\"})",
                f.c_str(), hf_tok ? t["hf_tokenizer_name"].dump().c_str() : "null",
                kwargs ? t["tokenizer_kwargs"].dump().c_str() : "none");

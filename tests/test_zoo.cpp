@@ -437,7 +437,10 @@ TEST(Zoo, ConfigFieldsReadOrRefused) {
   EXPECT_EQ(load_with(with("text_cfg", "pool_type", "first")).config.text.pool, TextPool::first);
   EXPECT_NO_THROW(load_with(with("vision_cfg", "pos_embed_type", "sin_cos_2d")));  // positions are in the file
   EXPECT_ERROR(load_with(with("text_cfg", "proj_bias", true)), "text_cfg.proj_bias");
-  EXPECT_ERROR(load_with(with("text_cfg", "norm_kwargs", {{"eps", 1e-6}})), "text_cfg.norm_kwargs");
+  // One LayerNorm eps per model: the text tower's alone differing from the image tower's is refused.
+  EXPECT_ERROR(load_with(with("text_cfg", "norm_kwargs", {{"eps", 1e-6}})), "LayerNorm eps", "text tower's 1e-06");
+  EXPECT_ERROR(load_with(with("text_cfg", "norm_kwargs", {{"elementwise_affine", false}})),
+               "text_cfg.norm_kwargs.elementwise_affine");
   EXPECT_ERROR(load_with(with("text_cfg", "tokenizer_kwargs", {{"clean", "canonicalize"}})),
                  "text_cfg.tokenizer_kwargs");
   EXPECT_ERROR(load_with(with("model_cfg", "init_logit_bias", -10)), "model_cfg.init_logit_bias");
