@@ -492,11 +492,31 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
   // transformers' convert_to_rgb: an image with an alpha band is composited onto opaque white
   // (Image.alpha_composite, in Pillow's fixed point: 7 bits of coefficient, division by 255 as
   // SHIFTFORDIV255), then made RGB.
+  // A PNG's tRNS is applied as Pillow's convert("RGBA") does (P: the palette's alphas; 8-bit L
+  // and RGB: alpha 0 where the pixel is the transparent gray or colour), then composited the same
+  // way (transformers 5.24's convert_to_rgb: any image with info["transparency"]).
   auto rgb_first = [&] {
     DecodedImage im = decode_image(data, size, name, lim);
-    CLIP_CHECK(!im.transparency, "%s: a PNG with a tRNS transparency chunk: Hugging Face's image processors "
-               "composite it onto white, which this engine does not do for %s images yet", name.c_str(),
-               image_mode_name(im.mode));
+    const bool trns_p = im.mode == ImageMode::P && !im.trns_alpha.empty(),
+               trns_l = im.mode == ImageMode::L && im.trns_gray >= 0,
+               trns_rgb = im.mode == ImageMode::RGB && im.trns_rgb[0] >= 0;
+    CLIP_CHECK(!im.transparency || trns_p || trns_l || trns_rgb, "%s: a PNG with a tRNS transparency chunk in mode %s "
+               "(gray below 8 bits, or 16-bit samples): Hugging Face's image processors composite it onto white, which "
+               "this engine does for palette and 8-bit gray and RGB images only", name.c_str(), image_mode_name(im.mode));
+    if (trns_p || trns_l || trns_rgb) {
+      const int C = trns_rgb ? 3 : 1;
+      std::vector<uint8_t> rgba((size_t)im.width * im.height * 4);
+      for (size_t p = 0; p < (size_t)im.width * im.height; p++) {
+        const uint8_t* v = &im.pixels[p * C];
+        for (int c = 0; c < 3; c++) rgba[p * 4 + c] = trns_p ? im.palette[(size_t)v[0] * 3 + c] : v[trns_rgb ? c : 0];
+        const bool clear = trns_p ? false
+                           : trns_l ? v[0] == im.trns_gray
+                                    : v[0] == im.trns_rgb[0] && v[1] == im.trns_rgb[1] && v[2] == im.trns_rgb[2];
+        rgba[p * 4 + 3] = trns_p ? im.trns_alpha[v[0]] : clear ? 0 : 255;
+      }
+      im.pixels = std::move(rgba);
+      im.mode = ImageMode::RGBA;
+    }
     if (im.mode == ImageMode::RGBA || im.mode == ImageMode::LA) {
       const int C = im.mode == ImageMode::RGBA ? 4 : 2;
       std::vector<uint8_t> rgb((size_t)im.width * im.height * 3);

@@ -34,7 +34,14 @@ struct DecodedImage {
   std::vector<uint8_t> pixels;
   std::vector<int32_t> pixels_i;
   std::vector<uint8_t> palette;  // P: 256 RGB triples
-  bool transparency = false;     // a PNG tRNS chunk (Pillow's info["transparency"]), not applied
+  // A PNG tRNS chunk (Pillow's info["transparency"]), applied only where an image is made RGBA
+  // (Hugging Face's convert_to_rgb): P's alpha per palette index (256, opaque past the chunk's
+  // entries), 8-bit L's transparent gray value, 8-bit RGB's transparent colour; other modes'
+  // are refused there.
+  bool transparency = false;
+  std::vector<uint8_t> trns_alpha;  // P
+  int trns_gray = -1;               // 8-bit L
+  int trns_rgb[3] = {-1, -1, -1};   // 8-bit RGB
 };
 
 // Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,

@@ -260,6 +260,20 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
   }
   int depth = png_get_bit_depth(png, info), ct = png_get_color_type(png, info);
   out.transparency = png_get_valid(png, info, PNG_INFO_tRNS) != 0;  // Pillow's info["transparency"]
+  if (out.transparency) {
+    png_bytep alpha = nullptr;
+    int n = 0;
+    png_color_16p colour = nullptr;
+    png_get_tRNS(png, info, &alpha, &n, &colour);
+    if (ct == PNG_COLOR_TYPE_PALETTE && alpha) {
+      out.trns_alpha.assign(256, 255);
+      for (int i = 0; i < n && i < 256; i++) out.trns_alpha[(size_t)i] = alpha[i];
+    } else if (ct == PNG_COLOR_TYPE_GRAY && depth == 8 && colour) {
+      out.trns_gray = colour->gray;
+    } else if (ct == PNG_COLOR_TYPE_RGB && depth == 8 && colour) {
+      out.trns_rgb[0] = colour->red, out.trns_rgb[1] = colour->green, out.trns_rgb[2] = colour->blue;
+    }
+  }
   int channels = 0;
   bool mode_i = false;
   switch (ct) {

@@ -389,6 +389,32 @@ TEST(SigLIP, OpenClipTimmLayout) {
   fs::remove_all(b);
 }
 
+// PNGs with a tRNS chunk (palette alphas at 8 and 4 bits, one transparent index, a gray value,
+// an RGB colour) under SiglipImageProcessor's convert_to_rgb (made RGBA by Pillow's convert,
+// composited onto white, made RGB), then the
+// bicubic resize to 24 x 24: the RGB bytes of tests/references/trns_png.py (Pillow 9.4.0,
+// transformers 5.24.0), as FNV-1a 64 hashes.
+TEST(SigLIP, TransparentPngsCompositeOntoWhite) {
+  struct C {
+    const char* file;
+    uint64_t fnv;
+  };
+  PreprocessConfig pc;
+  pc.resolution = 24;
+  pc.resize_mode = ResizeMode::squash;
+  pc.convert_first = true;
+  for (const C& c : {C{"l8_gray_value.png", 0xcf687e9954a715b6ull}, C{"p4_alpha_table.png", 0x7b29889ce1c6debbull},
+                     C{"p8_alpha_table.png", 0x5611ff071213641aull}, C{"p8_one_index.png", 0x3015dfa2add6f718ull},
+                     C{"rgb_colour.png", 0x8305bbd9ac43f4ceull}}) {
+    SCOPED_TRACE(c.file);
+    const std::vector<uint8_t> b = preprocess_image_file_rgb8(test::source_dir() + "/tests/data/trns/" + c.file, pc);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
+    EXPECT_EQ(b.size(), (size_t)(3 * 24 * 24));
+    EXPECT_EQ(h, c.fnv);
+  }
+}
+
 // The two named SigLIP architectures (clip bench --arch): SigLIP's tensors and sizes, and a
 // random model runs (the B/16 tower at batch 1: the embedding is the width, finite).
 TEST(SigLIP, NamedArchitectures) {

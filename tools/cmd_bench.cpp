@@ -12,7 +12,9 @@
 // PyTorch baselines that keep their inputs on the GPU measure. Texts are token arrays built
 // directly: SOT + random ids + EOT + zero padding, either filling all 77 positions ("text77")
 // or 5-15 tokens long ("text_short", the length of typical prompts; the model runs each batch
-// only up to its longest end-of-text).
+// only up to its longest end-of-text). A bidirectional text tower (SigLIP's) reads the whole
+// padded context whatever the text's length: random ids below its vocabulary size fill it
+// ("text64" for a context of 64), and there is no short point.
 //
 // The device peak and how it is found: clip::device_peak (clip/clip.h); --peak-gflops
 // overrides it.
@@ -94,6 +96,14 @@ std::vector<int32_t> make_tokens(int64_t B, int ctx, int lo, int hi, std::mt1993
   return t;
 }
 
+// Token ids for a bidirectional tower: every position a random id in [0, vocab).
+std::vector<int32_t> fill_tokens(int64_t B, int ctx, int vocab, std::mt19937_64& rng) {
+  std::vector<int32_t> t((size_t)(B * ctx));
+  std::uniform_int_distribution<int32_t> id(0, vocab - 1);
+  for (int32_t& x : t) x = id(rng);
+  return t;
+}
+
 int64_t longest(const std::vector<int32_t>& t, int64_t B, int ctx) {
   int64_t T = 1;
   for (int64_t b = 0; b < B; b++)
@@ -150,7 +160,7 @@ int run_bench(const BenchArgs& a) {
     if (m->has_tokenizer()) {
       txt = m->encode_texts({"a photo of a cat"});
     } else {
-      std::vector<int32_t> t = make_tokens(1, ctx, 7, 7, rng);
+      std::vector<int32_t> t = c.text.causal ? make_tokens(1, ctx, 7, 7, rng) : fill_tokens(1, ctx, c.text.vocab_size, rng);
       txt = m->encode_tokens(t.data(), 1);
     }
     const double in_process = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -244,9 +254,14 @@ int run_bench(const BenchArgs& a) {
       Point p{"image", B, image_tokens(c), {}, image_flops(c), {}, {}};
       measure(p, [&] { m->encode_rgb8(rgb.data(), B); });
     }
-    if (do_text) {
+    if (do_text && !c.text.causal) {
+      std::vector<int32_t> full = fill_tokens(B, ctx, c.text.vocab_size, rng);
+      measure(Point{"text" + std::to_string(ctx), B, ctx, {}, text_flops(c, ctx), {}, {}},
+              [&] { m->encode_tokens(full.data(), B); });
+    } else if (do_text) {
       std::vector<int32_t> full = make_tokens(B, ctx, ctx, ctx, rng);
-      measure(Point{"text77", B, ctx, {}, text_flops(c, ctx), {}, {}}, [&] { m->encode_tokens(full.data(), B); });
+      measure(Point{"text" + std::to_string(ctx), B, ctx, {}, text_flops(c, ctx), {}, {}},
+              [&] { m->encode_tokens(full.data(), B); });
       std::vector<int32_t> shrt = make_tokens(B, ctx, 5, 15, rng);
       int64_t T = longest(shrt, B, ctx);
       measure(Point{"text_short", B, T, {}, text_flops(c, T), {}, {}}, [&] { m->encode_tokens(shrt.data(), B); });
