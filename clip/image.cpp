@@ -615,7 +615,7 @@ bool is_image_path(const std::string& path) {
   if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return false;
   std::string ext = path.substr(dot + 1);
   for (auto& ch : ext) ch = (char)std::tolower((unsigned char)ch);
-  return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp" || ext == "gif";
+  return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp" || ext == "gif" || ext == "webp";
 }
 
 }  // namespace clip

@@ -6,10 +6,13 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
+#include <webp/decode.h>
+#include <webp/demux.h>
 
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_BMP
@@ -395,6 +398,49 @@ bool is_jpeg(const uint8_t* data, size_t size) {
   return data && size >= 3 && std::memcmp(data, "\xFF\xD8\xFF", 3) == 0;
 }
 
+// ---------------------------------------------------------------------------------------
+// WebP (libwebp and its demuxer), as Pillow 9.4 reads every WebP file when its _webp module has
+// the animation API (its wheels' and Debian's): the mode from WebPGetFeatures (RGBA with an alpha
+// channel, else RGB: libwebp's RGBX with the 4th byte dropped), the first frame of a
+// WebPAnimDecoder with default options (an RGBA canvas, an animation's first frame composed onto
+// it as libwebp composes it). The canvas is checked against the size limit before the decoder
+// allocates it.
+
+static bool is_webp(const uint8_t* data, size_t size) {  // Pillow's WebPImagePlugin._accept
+  return size >= 16 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0 &&
+         (std::memcmp(data + 12, "VP8 ", 4) == 0 || std::memcmp(data + 12, "VP8X", 4) == 0 ||
+          std::memcmp(data + 12, "VP8L", 4) == 0);
+}
+
+static void webp_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
+                        DecodedImage& out) {
+  WebPBitstreamFeatures f;
+  CLIP_CHECK(WebPGetFeatures(data, size, &f) == VP8_STATUS_OK, "%s: corrupt or truncated WebP (its header cannot be "
+             "read)", name.c_str());
+  check_size(name, f.width, f.height, lim);
+  WebPData src{data, size};
+  std::unique_ptr<WebPAnimDecoder, void (*)(WebPAnimDecoder*)> dec(WebPAnimDecoderNew(&src, nullptr),
+                                                                     WebPAnimDecoderDelete);
+  CLIP_CHECK(dec, "%s: corrupt or truncated WebP (libwebp cannot read its chunks)", name.c_str());
+  WebPAnimInfo info;
+  CLIP_CHECK(WebPAnimDecoderGetInfo(dec.get(), &info), "%s: corrupt WebP (no canvas)", name.c_str());
+  check_size(name, info.canvas_width, info.canvas_height, lim);
+  uint8_t* rgba = nullptr;
+  int timestamp = 0;
+  CLIP_CHECK(WebPAnimDecoderGetNext(dec.get(), &rgba, &timestamp) && rgba, "%s: corrupt or truncated WebP (its "
+             "first frame cannot be decoded)", name.c_str());
+  const size_t n = (size_t)info.canvas_width * info.canvas_height;
+  out.width = (int)info.canvas_width;
+  out.height = (int)info.canvas_height;
+  out.mode = f.has_alpha ? ImageMode::RGBA : ImageMode::RGB;
+  if (f.has_alpha) {
+    out.pixels.assign(rgba, rgba + n * 4);
+  } else {
+    out.pixels.resize(n * 3);
+    for (size_t p = 0; p < n; p++) std::memcpy(&out.pixels[p * 3], rgba + p * 4, 3);
+  }
+}
+
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim) {
   CLIP_CHECK(data || size == 0, "%s: no data", name.c_str());
   CLIP_CHECK(size > 0, "%s: empty file", name.c_str());
@@ -414,8 +460,10 @@ DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& n
     stb_decode(data, size, name, lim, true, out);
   } else if (starts("GIF87a", 6) || starts("GIF89a", 6)) {
     stb_decode(data, size, name, lim, false, out);
+  } else if (is_webp(data, size)) {
+    webp_decode(data, size, name, lim, out);
   } else {
-    fail("%s: not an image (unrecognized format; JPEG, PNG, BMP and GIF are supported)", name.c_str());
+    fail("%s: not an image (unrecognized format; JPEG, PNG, BMP, GIF and WebP are supported)", name.c_str());
   }
   return out;
 }

@@ -9,6 +9,7 @@ PKGS=(
   nlohmann-json3-dev             # JSON
   libstb-dev                     # stb_image (BMP, GIF)
   libjpeg62-turbo-dev libpng-dev # JPEG and PNG decoding (the reference's decoders)
+  libwebp-dev                    # WebP decoding (libwebp and its demuxer: Pillow's)
   libutf8proc-dev                # Unicode categories, case mapping, NFC
   libzip-dev zlib1g-dev          # zip archives (torch checkpoints), gzip (BPE vocab)
   libcli11-dev                   # command-line parsing

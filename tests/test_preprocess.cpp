@@ -404,9 +404,43 @@ TEST(Preprocess, IsImagePath) {
   EXPECT_TRUE(is_image_path("x.Png"));
   EXPECT_TRUE(is_image_path("x.bmp"));
   EXPECT_TRUE(is_image_path("x.gif"));
+  EXPECT_TRUE(is_image_path("x.WebP"));
   EXPECT_FALSE(is_image_path("x.txt"));
   EXPECT_FALSE(is_image_path("dir.jpg/file"));
   EXPECT_FALSE(is_image_path("jpg"));
+}
+
+// WebP as Pillow 9.4.0 reads it (tests/references/webp_decode.py: files written by its libwebp
+// 1.2.4): the mode, the decoded bytes and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
+TEST(Preprocess, WebPIsPillow94) {
+  struct C {
+    const char* file;
+    const char* mode;
+    int w, h;
+    uint64_t raw, pre;
+  };
+  auto fnv = [](const std::vector<uint8_t>& b) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
+    return h;
+  };
+  PreprocessConfig pc;
+  pc.resolution = 32;
+  for (const C& c : {C{"animated.webp", "RGBA", 80, 60, 0x2d114e7b2b7bbad1ull, 0x8710a5e41d9e5424ull},
+                     C{"lossless_alpha.webp", "RGBA", 45, 90, 0x88e6a890d0358683ull, 0x1c5566aeb2161702ull},
+                     C{"lossless_rgb.webp", "RGB", 80, 60, 0x9b2c287b18e4670dull, 0x8710a5e41d9e5424ull},
+                     C{"lossy_alpha.webp", "RGBA", 45, 90, 0x4ea9fde9660118e8ull, 0x98f724ab19f7dd6cull},
+                     C{"lossy_rgb.webp", "RGB", 80, 60, 0xaee8270f29c368d0ull, 0x993d987b3325c213ull}}) {
+    SCOPED_TRACE(c.file);
+    const std::string path = test::source_dir() + "/tests/data/webp/" + c.file;
+    const std::string bytes = test::read_file(path);
+    const DecodedImage im = decode_image((const uint8_t*)bytes.data(), bytes.size(), path);
+    EXPECT_STREQ(image_mode_name(im.mode), c.mode);
+    EXPECT_EQ(im.width, c.w);
+    EXPECT_EQ(im.height, c.h);
+    EXPECT_EQ(fnv(im.pixels), c.raw);
+    EXPECT_EQ(fnv(preprocess_image_file_rgb8(path, pc)), c.pre);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,6 +514,18 @@ TEST(PreprocessBadInput, HugePngRefusedFromHeader) {
   // no IDAT at all: if the decoder went past the header it would fail differently
   put_chunk(v, "IEND", {});
   expect_error(write_file("huge.png", v), "too many pixels");
+}
+
+// A WebP cut short, and one whose VP8X canvas is too large (refused before libwebp allocates it).
+TEST(PreprocessBadInput, TruncatedAndHugeWebP) {
+  const std::string b = test::read_file(test::source_dir() + "/tests/data/webp/lossy_rgb.webp");
+  expect_error(write_file("cut.webp", std::vector<uint8_t>(b.begin(), b.begin() + (long)b.size() / 2)),
+               "corrupt or truncated WebP");
+  // VP8X with the animation flag: libwebp reports the canvas from this chunk alone.
+  std::vector<uint8_t> v = {'R', 'I', 'F', 'F', 22, 0, 0, 0, 'W', 'E', 'B', 'P', 'V', 'P', '8', 'X', 10, 0, 0, 0,
+                            0x02, 0, 0, 0};
+  for (int k = 0; k < 2; k++) v.insert(v.end(), {0x5f, 0xea, 0x00});  // canvas 60000 x 60000 (minus one, 24 bits)
+  expect_error(write_file("huge.webp", v), "too many pixels");
 }
 
 // Regression (found by fuzz_image): a 0xFFFFFFFF x 0xFFFFFFFF IHDR overflowed the w*h check.
