@@ -413,7 +413,7 @@ std::vector<uint8_t> pad_rgb(std::vector<uint8_t> rgb, const Geometry& g, int n,
   CLIP_CHECK(fill >= 0 && fill <= 255, "%s: fill colour %d is outside 0..255", what.c_str(), fill);
   CLIP_CHECK(!(mode == ImageMode::P && palette.empty()) && !(mode == ImageMode::One && fill != 0),
              "%s: padding a %s image with fill colour %d is not supported", what.c_str(),
-             mode == ImageMode::P ? "palette BMP/GIF" : "1-bit", fill);
+             mode == ImageMode::P ? "palette BMP" : "1-bit", fill);
   const std::vector<uint8_t> px = convert_rgb(mode, std::vector<uint8_t>((size_t)C, (uint8_t)fill), {fill}, C,
                                               palette, 1);
   std::vector<uint8_t> out((size_t)n * n * 3);
@@ -436,7 +436,7 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
   if (info) *info = PreprocessInfo{new_w, new_h, left, top, resize, nearest && resize};
 
   int C = image_mode_channels(im.mode);
-  if (im.mode == ImageMode::P && im.palette.empty()) C = 3;  // stb-decoded P: RGB triples
+  if (im.mode == ImageMode::P && im.palette.empty()) C = 3;  // stb-decoded P (BMP): RGB triples
   const size_t npx = (size_t)cols * rows;
   CLIP_CHECK(im.mode == ImageMode::I || im.pixels.size() == (size_t)w * h * C,
              "preprocess: %zu bytes of pixels for %dx%d pixels of %d bytes", im.pixels.size(), w, h, C);

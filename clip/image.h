@@ -4,7 +4,8 @@
 // shared/golden/README.md ("Preprocessing rules"); each step below names the one it follows.
 //
 // Decoders: libjpeg-turbo (JPEG, as Pillow), libpng (PNG, keeping the colour type so palette
-// images stay mode P), stb_image (BMP, GIF first frame).
+// images stay mode P), stb_image (BMP), our own GIF decoder (its first frame as Pillow 9.4
+// composes it: clip/image_decode.cpp), libwebp (WebP).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -34,17 +35,17 @@ struct DecodedImage {
   std::vector<uint8_t> pixels;
   std::vector<int32_t> pixels_i;
   std::vector<uint8_t> palette;  // P: 256 RGB triples
-  // A PNG tRNS chunk (Pillow's info["transparency"]), applied only where an image is made RGBA
-  // (Hugging Face's convert_to_rgb): P's alpha per palette index (256, opaque past the chunk's
-  // entries), 8-bit L's transparent gray value, 8-bit RGB's transparent colour; other modes'
-  // are refused there.
+  // A PNG tRNS chunk or a GIF's transparent index (Pillow's info["transparency"]), applied only
+  // where an image is made RGBA (Hugging Face's convert_to_rgb): P's alpha per palette index
+  // (256, opaque past the chunk's entries), 8-bit L's transparent gray value, 8-bit RGB's
+  // transparent colour; other modes' are refused there.
   bool transparency = false;
   std::vector<uint8_t> trns_alpha;  // P
   int trns_gray = -1;               // 8-bit L
   int trns_rgb[3] = {-1, -1, -1};   // 8-bit RGB
 };
 
-// Decodes JPEG/PNG/BMP/GIF from memory. Throws clip::Error naming `name` on empty, truncated,
+// Decodes JPEG/PNG/BMP/GIF/WebP from memory. Throws clip::Error naming `name` on empty, truncated,
 // corrupt, unrecognized or too-large input (the size is checked before any pixel is decoded).
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {});
 

@@ -16,7 +16,6 @@
 
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_BMP
-#define STBI_ONLY_GIF
 #define STBI_NO_STDIO
 #define STBI_FAILURE_USERMSG
 #pragma GCC diagnostic push
@@ -338,9 +337,9 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
 }
 
 // ---------------------------------------------------------------------------------------
-// BMP / GIF (stb_image). Palette BMPs are P in Pillow (or L / 1 for a gray ramp palette) and
-// GIFs are P; NEAREST on the expanded RGB equals NEAREST on indices, so stb's RGB output is
-// kept and only the mode records which resampling applies.
+// BMP (stb_image). Palette BMPs are P in Pillow (or L / 1 for a gray ramp palette); NEAREST on
+// the expanded RGB equals NEAREST on indices, so stb's RGB output is kept and only the mode
+// records which resampling applies.
 
 static uint32_t be32(const uint8_t* p) { return ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
 static uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
@@ -367,14 +366,14 @@ static ImageMode bmp_mode(const uint8_t* data, size_t size, int comp) {
   return comp == 4 ? ImageMode::RGBA : ImageMode::RGB;
 }
 
-static void stb_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
-                       bool is_bmp, DecodedImage& out) {
+static void bmp_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
+                       DecodedImage& out) {
   CLIP_CHECK(size <= (size_t)INT32_MAX, "%s: file too large", name.c_str());
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, (int)size, &w, &h, &comp))
-    fail("%s: corrupt or unsupported %s: %s", name.c_str(), is_bmp ? "BMP" : "GIF", stbi_failure_reason());
+    fail("%s: corrupt or unsupported BMP: %s", name.c_str(), stbi_failure_reason());
   check_size(name, w, h, lim);
-  if (is_bmp && size >= 34) {  // uncompressed BMPs must hold every row (Pillow: "truncated")
+  if (size >= 34) {  // uncompressed BMPs must hold every row (Pillow: "truncated")
     uint32_t off = le32(data + 10), compression = le32(data + 30);
     int bpp = le16(data + 28);
     if (le32(data + 14) >= 40 && (compression == 0 || compression == 3) && bpp > 0) {
@@ -383,10 +382,10 @@ static void stb_decode(const uint8_t* data, size_t size, const std::string& name
                  name.c_str(), size, (unsigned long long)(off + row * (uint64_t)h));
     }
   }
-  ImageMode mode = is_bmp ? bmp_mode(data, size, comp) : ImageMode::P;
+  ImageMode mode = bmp_mode(data, size, comp);
   int want = mode == ImageMode::RGBA ? 4 : (mode == ImageMode::L || mode == ImageMode::One) ? 1 : 3;
   unsigned char* px = stbi_load_from_memory(data, (int)size, &w, &h, &comp, want);
-  if (!px) fail("%s: corrupt or truncated %s: %s", name.c_str(), is_bmp ? "BMP" : "GIF", stbi_failure_reason());
+  if (!px) fail("%s: corrupt or truncated BMP: %s", name.c_str(), stbi_failure_reason());
   out.width = w;
   out.height = h;
   out.pixels.assign(px, px + (size_t)w * h * want);
@@ -396,6 +395,216 @@ static void stb_decode(const uint8_t* data, size_t size, const std::string& name
 
 bool is_jpeg(const uint8_t* data, size_t size) {
   return data && size >= 3 && std::memcmp(data, "\xFF\xD8\xFF", 3) == 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// GIF: the first frame as Pillow 9.4 composes it (GifImagePlugin._seek(0) and load_prepare,
+// libImaging/GifDecode.c). The canvas is the screen, enlarged to hold the frame; it starts as
+// the frame's transparent index where its graphic control extension gives one, else 0, and the
+// frame's LZW codes are written into its rectangle, every index (the transparent one too), in
+// interlaced row order where flagged. The mode is P with the frame's palette (the local one,
+// else the global one; palette entries past those given are Pillow's gray ramp), or L when that
+// palette is absent or is the identity gray ramp. The transparent index is kept for the
+// preprocessing that makes images RGBA (as Pillow's info["transparency"]). Where Pillow 9.4
+// errors or would read past the image data as more codes (an end code or the data's end before
+// the last row, an invalid code, a truncated block), the file is refused.
+
+static bool gif_palette_needed(const uint8_t* p, size_t n) {  // GifImageFile._is_palette_needed
+  for (size_t i = 0; i + 2 < n; i += 3)
+    if (!(i / 3 == p[i] && p[i] == p[i + 1] && p[i] == p[i + 2])) return true;
+  return false;
+}
+
+static void gif_decode(const uint8_t* d, size_t n, const std::string& name, const ImageLimits& lim,
+                       DecodedImage& out) {
+  size_t pos = 0;
+  auto need = [&](size_t k, const char* what) {
+    CLIP_CHECK(n - pos >= k, "%s: truncated GIF (in its %s)", name.c_str(), what);
+  };
+  need(13, "header");
+  int64_t W = le16(d + 6), H = le16(d + 8);
+  const uint8_t flags = d[10];
+  pos = 13;
+  const uint8_t* global = nullptr;
+  size_t nglobal = 0;
+  if (flags & 128) {
+    nglobal = (size_t)3 << ((flags & 7) + 1);
+    need(nglobal, "global palette");
+    global = d + pos;
+    pos += nglobal;
+    if (!gif_palette_needed(global, nglobal)) global = nullptr;
+  }
+  // Skips sub-blocks up to and including the terminator.
+  auto skip_blocks = [&] {
+    for (;;) {
+      need(1, "extension blocks");
+      const size_t len = d[pos++];
+      if (len == 0) return;
+      need(len, "extension blocks");
+      pos += len;
+    }
+  };
+  int transparency = -1;
+  for (;;) {
+    need(1, "blocks before the first image");
+    const uint8_t s = d[pos++];
+    CLIP_CHECK(s != ';', "%s: a GIF without an image", name.c_str());
+    if (s == '!') {
+      need(2, "extension");
+      const uint8_t label = d[pos++];
+      const size_t len = d[pos++];
+      need(len, "extension");
+      const uint8_t* block = d + pos;
+      pos += len;
+      if (label == 254) {  // comment: its sub-blocks up to the terminator
+        if (len) skip_blocks();
+        continue;
+      }
+      CLIP_CHECK(len > 0, "%s: a GIF extension (label %d) with an empty first block (Pillow 9.4 errors or reads on "
+                 "past its terminator)", name.c_str(), label);
+      if (label == 249) {  // graphic control: the transparent index
+        CLIP_CHECK(len >= 3 && (!(block[0] & 1) || len >= 4), "%s: a GIF graphic control extension of %zu bytes",
+                   name.c_str(), len);
+        if (block[0] & 1) transparency = block[3];
+      } else if (label == 255 && len >= 11 && std::memcmp(block, "NETSCAPE2.0", 11) == 0) {
+        need(1, "NETSCAPE2.0 extension");
+        const size_t l2 = d[pos++];
+        CLIP_CHECK(l2 > 0, "%s: a GIF NETSCAPE2.0 extension without its loop block", name.c_str());
+        need(l2, "NETSCAPE2.0 extension");
+        pos += l2;
+      }
+      skip_blocks();
+      continue;
+    }
+    if (s == ',') break;
+    // Other bytes between blocks are skipped, as Pillow does.
+  }
+  need(9, "image descriptor");
+  const int64_t x0 = le16(d + pos), y0 = le16(d + pos + 2), fw = le16(d + pos + 4), fh = le16(d + pos + 6);
+  const uint8_t iflags = d[pos + 8];
+  pos += 9;
+  CLIP_CHECK(fw > 0 && fh > 0, "%s: a GIF frame of %lldx%lld pixels", name.c_str(), (long long)fw, (long long)fh);
+  W = std::max(W, x0 + fw);
+  H = std::max(H, y0 + fh);
+  check_size(name, W, H, lim);
+  const uint8_t* palette = global;
+  size_t npal = nglobal;
+  if (iflags & 128) {
+    npal = (size_t)3 << ((iflags & 7) + 1);
+    need(npal, "local palette");
+    palette = gif_palette_needed(d + pos, npal) ? d + pos : nullptr;
+    pos += npal;
+  }
+  need(1, "image data");
+  const int bits = d[pos++];
+  CLIP_CHECK(bits <= 12, "%s: GIF LZW code size %d (at most 12)", name.c_str(), bits);
+
+  out.width = (int)W;
+  out.height = (int)H;
+  out.mode = palette ? ImageMode::P : ImageMode::L;
+  out.pixels.assign((size_t)W * H, (uint8_t)(transparency >= 0 ? transparency : 0));
+  if (palette) {
+    out.palette.resize(768);
+    for (int i = 0; i < 256; i++) out.palette[3 * i] = out.palette[3 * i + 1] = out.palette[3 * i + 2] = (uint8_t)i;
+    std::memcpy(out.palette.data(), palette, std::min<size_t>(npal, 768));
+  }
+  if (transparency >= 0) {
+    out.transparency = true;
+    if (palette) {
+      out.trns_alpha.assign(256, 255);
+      out.trns_alpha[(size_t)transparency] = 0;
+    } else {
+      out.trns_gray = transparency;
+    }
+  }
+
+  // GifDecode.c: LZW codes, least significant bit first, from sub-blocks; the table holds
+  // each code's last byte and the code before it.
+  constexpr int kTable = 4096;
+  std::vector<uint8_t> data(kTable), buffer(kTable);
+  std::vector<int> link(kTable);
+  const int clear = 1 << bits, end = clear + 1;
+  int next = clear + 2, codesize = bits + 1, codemask = (1 << codesize) - 1, state = 2;
+  int lastcode = 0;
+  uint8_t lastdata = 0;
+  uint32_t bitbuffer = 0;
+  int bitcount = 0;
+  size_t blocksize = 0;
+  // Interlaced rows: 0, 8, ... then 4, 12, ... then 2, 6, ... then 1, 3, ...
+  int interlace = (iflags & 64) ? 1 : 0, step = interlace ? 8 : 1;
+  int64_t x = 0, y = 0;
+  auto newline = [&] {  // false once the frame's last row is written
+    x = 0;
+    y += step;
+    while (y >= fh) {
+      if (interlace == 1) y = 4, interlace = 2;
+      else if (interlace == 2) step = 4, y = 2, interlace = 3;
+      else if (interlace == 3) step = 2, y = 1, interlace = 0;
+      else return false;
+    }
+    return true;
+  };
+  for (;;) {
+    while (bitcount < codesize) {
+      if (blocksize == 0) {
+        need(1, "image data");
+        blocksize = d[pos++];
+        CLIP_CHECK(blocksize > 0, "%s: the GIF's image data ends before its last row (Pillow 9.4 reads on past it)",
+                   name.c_str());
+        need(blocksize, "image data");
+      }
+      bitbuffer |= (uint32_t)d[pos++] << bitcount;
+      bitcount += 8;
+      blocksize--;
+    }
+    int c = (int)(bitbuffer & (uint32_t)codemask);
+    bitbuffer >>= codesize;
+    bitcount -= codesize;
+    if (c == clear) {
+      next = clear + 2, codesize = bits + 1, codemask = (1 << codesize) - 1, state = 2;
+      continue;
+    }
+    CLIP_CHECK(c != end, "%s: the GIF's image data has its end code before its last row (Pillow 9.4 reads on past "
+               "it)", name.c_str());
+    int len = 1;
+    const uint8_t* p = &lastdata;
+    int bi = kTable;
+    if (state == 2) {
+      CLIP_CHECK(c < clear, "%s: broken GIF data (code %d after a clear code)", name.c_str(), c);
+      lastdata = (uint8_t)c;
+      lastcode = c;
+      state = 3;
+    } else {
+      const int thiscode = c;
+      CLIP_CHECK(c <= next, "%s: broken GIF data (code %d past the table's %d)", name.c_str(), c, next);
+      if (c == next) {
+        buffer[(size_t)--bi] = lastdata;
+        c = lastcode;
+      }
+      while (c >= clear) {
+        CLIP_CHECK(bi > 0 && c < kTable, "%s: broken GIF data (a string longer than the table)", name.c_str());
+        buffer[(size_t)--bi] = data[(size_t)c];
+        c = link[(size_t)c];
+      }
+      lastdata = (uint8_t)c;
+      if (next < kTable) {
+        data[(size_t)next] = (uint8_t)c;
+        link[(size_t)next] = lastcode;
+        if (next == codemask && codesize < 12) codemask = (1 << ++codesize) - 1;
+        next++;
+      }
+      lastcode = thiscode;
+      if (bi < kTable) {  // the string: lastdata, then the buffer's bytes
+        buffer[(size_t)--bi] = lastdata;
+        p = &buffer[(size_t)bi];
+        len = kTable - bi;
+      }
+    }
+    for (int i = 0; i < len; i++) {
+      out.pixels[(size_t)((y0 + y) * W + x0 + x)] = p[i];
+      if (++x >= fw && !newline()) return;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -457,9 +666,9 @@ DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& n
     if (e == "!") check_size(name, w, h, lim);
     CLIP_CHECK(e.empty(), "%s: %s", name.c_str(), e.c_str());
   } else if (starts("BM", 2)) {
-    stb_decode(data, size, name, lim, true, out);
+    bmp_decode(data, size, name, lim, out);
   } else if (starts("GIF87a", 6) || starts("GIF89a", 6)) {
-    stb_decode(data, size, name, lim, false, out);
+    gif_decode(data, size, name, lim, out);
   } else if (is_webp(data, size)) {
     webp_decode(data, size, name, lim, out);
   } else {

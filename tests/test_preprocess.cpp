@@ -443,6 +443,49 @@ TEST(Preprocess, WebPIsPillow94) {
   }
 }
 
+// GIF first frames as Pillow 9.4.0 composes them (tests/references/gif_first_frame.py: Pillow's
+// writer and hand-made files for offsets, an enlarged screen, a transparent fill, palettes
+// absent, gray, local or short, interlacing, extensions): the mode, the decoded bytes (indices
+// for P) and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
+TEST(Preprocess, GifIsPillow94) {
+  struct C {
+    const char* file;
+    const char* mode;
+    int w, h;
+    uint64_t raw, pre;
+  };
+  auto fnv = [](const std::vector<uint8_t>& b) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
+    return h;
+  };
+  PreprocessConfig pc;
+  pc.resolution = 32;
+  for (const C& c : {C{"enlarges_screen.gif", "P", 50, 38, 0x24ee6463fde68d66ull, 0x93f61f7dacf9d3ebull},
+                     C{"extensions.gif", "P", 40, 30, 0x2cad1a87780bfd96ull, 0x29047d206c51992cull},
+                     C{"gray_ramp_palette.gif", "L", 40, 30, 0x7200c932e3be9caaull, 0xa7f585a400cf9010ull},
+                     C{"interlaced.gif", "P", 23, 37, 0x477bda2007e0787cull, 0xf7cf920f9d68c998ull},
+                     C{"local_palette.gif", "P", 40, 30, 0x2cad1a87780bfd96ull, 0x574fb0c5caed6285ull},
+                     C{"no_palette.gif", "L", 40, 30, 0x87a9f2c1c5a341b5ull, 0x1f30f8c5ff377ebeull},
+                     C{"offset_no_transparency.gif", "P", 60, 50, 0xaa7b9bd941050d26ull, 0x46e138c340048b52ull},
+                     C{"offset_transparent.gif", "P", 60, 50, 0x98bbaccc9425b9eeull, 0x1835a86cf869c8e6ull},
+                     C{"past_palette.gif", "P", 40, 30, 0x6cf9378d35d4a32full, 0x215f29e95a677f74ull},
+                     C{"pillow_animated.gif", "P", 90, 70, 0x5f3823f4ed712160ull, 0x876c371d8ec0c10bull},
+                     C{"pillow_l.gif", "P", 90, 70, 0xd22a0a965b547f9aull, 0x99ba723326982fa8ull},
+                     C{"pillow_p.gif", "P", 90, 70, 0x08db3cf3bc9ec57dull, 0xf4b72d2f097fa7eaull},
+                     C{"pillow_transparent.gif", "P", 90, 70, 0x08db3cf3bc9ec57dull, 0xf4b72d2f097fa7eaull}}) {
+    SCOPED_TRACE(c.file);
+    const std::string path = test::source_dir() + "/tests/data/gif/" + c.file;
+    const std::string bytes = test::read_file(path);
+    const DecodedImage im = decode_image((const uint8_t*)bytes.data(), bytes.size(), path);
+    EXPECT_STREQ(image_mode_name(im.mode), c.mode);
+    EXPECT_EQ(im.width, c.w);
+    EXPECT_EQ(im.height, c.h);
+    EXPECT_EQ(fnv(im.pixels), c.raw);
+    EXPECT_EQ(fnv(preprocess_image_file_rgb8(path, pc)), c.pre);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Bad input: each is a clip::Error naming the file, never a crash.
 
@@ -514,6 +557,27 @@ TEST(PreprocessBadInput, HugePngRefusedFromHeader) {
   // no IDAT at all: if the decoder went past the header it would fail differently
   put_chunk(v, "IEND", {});
   expect_error(write_file("huge.png", v), "too many pixels");
+}
+
+// GIFs Pillow 9.4 errors on or reads past the image data of: a file cut short, an end code
+// before the last row, a first code after a clear code that is not a literal.
+TEST(PreprocessBadInput, BrokenGifs) {
+  const std::string b = test::read_file(test::source_dir() + "/tests/data/gif/interlaced.gif");
+  expect_error(write_file("cut.gif", std::vector<uint8_t>(b.begin(), b.begin() + (long)b.size() / 2)),
+               "truncated GIF");
+  // 2 x 2, a 2-entry global palette, LZW code size 2 (3-bit codes, clear 4, end 5).
+  auto gif = [](const std::vector<uint8_t>& lzw) {
+    static const uint8_t head[] = {'G', 'I', 'F', '8', '9', 'a', 2, 0, 2, 0, 0x80, 0, 0, 0, 0, 0, 255, 255, 255,
+                                   ',', 0, 0, 0, 0, 2, 0, 2, 0, 0, 2};
+    std::vector<uint8_t> v(head, head + sizeof head);
+    v.push_back((uint8_t)lzw.size());
+    for (uint8_t x : lzw) v.push_back(x);
+    v.push_back(0);
+    v.push_back(';');
+    return v;
+  };
+  expect_error(write_file("early_end.gif", gif({0x44, 0x01})), "end code before its last row");  // clear, 0, end
+  expect_error(write_file("broken.gif", gif({0x3c, 0x00})), "code 7 after a clear code");       // clear, 7
 }
 
 // A WebP cut short, and one whose VP8X canvas is too large (refused before libwebp allocates it).
