@@ -388,11 +388,7 @@ std::vector<uint8_t> convert_rgb(ImageMode mode, std::vector<uint8_t> win, const
         o[2] = win[p * C + 2];
         break;
       case ImageMode::P:
-        if (C == 3) {
-          std::copy_n(&win[p * 3], 3, o);
-        } else {
-          std::copy_n(&palette[(size_t)win[p] * 3], 3, o);
-        }
+        std::copy_n(&palette[(size_t)win[p] * 3], 3, o);
         break;
       case ImageMode::CMYK: {
         int nk = 255 - win[p * 4 + 3];
@@ -411,9 +407,8 @@ std::vector<uint8_t> pad_rgb(std::vector<uint8_t> rgb, const Geometry& g, int n,
                              const std::vector<uint8_t>& palette, int fill, const std::string& what) {
   if (g.cols == n && g.rows == n) return rgb;
   CLIP_CHECK(fill >= 0 && fill <= 255, "%s: fill colour %d is outside 0..255", what.c_str(), fill);
-  CLIP_CHECK(!(mode == ImageMode::P && palette.empty()) && !(mode == ImageMode::One && fill != 0),
-             "%s: padding a %s image with fill colour %d is not supported", what.c_str(),
-             mode == ImageMode::P ? "palette BMP" : "1-bit", fill);
+  CLIP_CHECK(!(mode == ImageMode::One && fill != 0), "%s: padding a 1-bit image with fill colour %d is not supported",
+             what.c_str(), fill);
   const std::vector<uint8_t> px = convert_rgb(mode, std::vector<uint8_t>((size_t)C, (uint8_t)fill), {fill}, C,
                                               palette, 1);
   std::vector<uint8_t> out((size_t)n * n * 3);
@@ -435,8 +430,7 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
   const bool nearest = im.mode == ImageMode::P || im.mode == ImageMode::One;
   if (info) *info = PreprocessInfo{new_w, new_h, left, top, resize, nearest && resize};
 
-  int C = image_mode_channels(im.mode);
-  if (im.mode == ImageMode::P && im.palette.empty()) C = 3;  // stb-decoded P (BMP): RGB triples
+  const int C = image_mode_channels(im.mode);
   const size_t npx = (size_t)cols * rows;
   CLIP_CHECK(im.mode == ImageMode::I || im.pixels.size() == (size_t)w * h * C,
              "preprocess: %zu bytes of pixels for %dx%d pixels of %d bytes", im.pixels.size(), w, h, C);
@@ -532,8 +526,7 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
       im.mode = ImageMode::RGB;
     }
     if (im.mode != ImageMode::RGB) {
-      int C = image_mode_channels(im.mode);
-      if (im.mode == ImageMode::P && im.palette.empty()) C = 3;
+      const int C = image_mode_channels(im.mode);
       im.pixels = convert_rgb(im.mode, std::move(im.pixels), im.pixels_i, C, im.palette, (size_t)im.width * im.height);
       im.pixels_i.clear();
       im.palette.clear();

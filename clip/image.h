@@ -4,8 +4,8 @@
 // shared/golden/README.md ("Preprocessing rules"); each step below names the one it follows.
 //
 // Decoders: libjpeg-turbo (JPEG, as Pillow), libpng (PNG, keeping the colour type so palette
-// images stay mode P), stb_image (BMP), our own GIF decoder (its first frame as Pillow 9.4
-// composes it: clip/image_decode.cpp), libwebp (WebP).
+// images stay mode P), our own BMP and GIF decoders (as Pillow 9.4's plugins read them: the
+// first frame of a GIF; clip/image_decode.cpp), libwebp (WebP).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -14,15 +14,6 @@
 #include <webp/decode.h>
 #include <webp/demux.h>
 
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_BMP
-#define STBI_NO_STDIO
-#define STBI_FAILURE_USERMSG
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#include <stb_image.h>
-#pragma GCC diagnostic pop
 
 #include "clip/image.h"
 #include "core/base.h"
@@ -337,60 +328,203 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
 }
 
 // ---------------------------------------------------------------------------------------
-// BMP (stb_image). Palette BMPs are P in Pillow (or L / 1 for a gray ramp palette); NEAREST on
-// the expanded RGB equals NEAREST on indices, so stb's RGB output is kept and only the mode
-// records which resampling applies.
+// BMP as Pillow 9.4 reads it (BmpImagePlugin, libImaging/Unpack.c): the header sizes it knows
+// (OS/2 v1's 12, and 40, 64, 108, 124), 1/4/8-bit palettes (mode P; mode 1 or L when the palette
+// is Pillow's gray ramp, which it then ignores), 16-bit as 5-5-5 and the bitfield layouts it
+// supports (5-5-5, 5-6-5; 24-bit BGR; 32-bit BGRX, XBGR, and with alpha ABGR, RGBA, BGRA), RLE8
+// and RLE4 as its BmpRleDecoder expands them (a delta's offsets read from the two bytes after
+// the two it names, as 9.4 does), bottom-up or top-down rows. Palette entries past
+// those given are Pillow's gray ramp, so an index past the palette reads as that gray. What
+// Pillow refuses, and the few layouts where its unpacker would read other bytes than the rows
+// (a gray-ramp palette at a depth its "L" or "1" unpacker does not read), are refused.
 
 static uint32_t be32(const uint8_t* p) { return ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
 static uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
 static uint16_t le16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
-static ImageMode bmp_mode(const uint8_t* data, size_t size, int comp) {
-  if (size >= 30 && le32(data + 14) >= 40) {
-    uint32_t hsize = le32(data + 14);
-    int bpp = le16(data + 28);
-    if (bpp <= 8 && bpp > 0 && size >= 50) {
-      uint32_t colors = le32(data + 46);
-      if (colors == 0 || colors > (1u << bpp)) colors = 1u << bpp;
-      size_t off = 14 + (size_t)hsize;
-      bool gray = colors >= 2 && off + 4 * (size_t)colors <= size;
-      for (uint32_t i = 0; gray && i < colors; i++) {
-        const uint8_t* e = data + off + 4 * i;
-        uint32_t v = i * 255 / (colors - 1);
-        gray = e[0] == v && e[1] == v && e[2] == v;
-      }
-      if (gray) return colors == 2 ? ImageMode::One : ImageMode::L;
-      return ImageMode::P;
-    }
-  }
-  return comp == 4 ? ImageMode::RGBA : ImageMode::RGB;
-}
-
-static void bmp_decode(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim,
+static void bmp_decode(const uint8_t* d, size_t n, const std::string& name, const ImageLimits& lim,
                        DecodedImage& out) {
-  CLIP_CHECK(size <= (size_t)INT32_MAX, "%s: file too large", name.c_str());
-  int w = 0, h = 0, comp = 0;
-  if (!stbi_info_from_memory(data, (int)size, &w, &h, &comp))
-    fail("%s: corrupt or unsupported BMP: %s", name.c_str(), stbi_failure_reason());
-  check_size(name, w, h, lim);
-  if (size >= 34) {  // uncompressed BMPs must hold every row (Pillow: "truncated")
-    uint32_t off = le32(data + 10), compression = le32(data + 30);
-    int bpp = le16(data + 28);
-    if (le32(data + 14) >= 40 && (compression == 0 || compression == 3) && bpp > 0) {
-      uint64_t row = ((uint64_t)bpp * (uint64_t)w + 31) / 32 * 4;
-      CLIP_CHECK((uint64_t)off + row * (uint64_t)h <= size, "%s: BMP file is truncated (%zu bytes, need %llu)",
-                 name.c_str(), size, (unsigned long long)(off + row * (uint64_t)h));
+  CLIP_CHECK(n >= 18, "%s: truncated BMP (in its header)", name.c_str());
+  uint64_t offset = le32(d + 10);
+  const uint32_t hs = le32(d + 14);
+  CLIP_CHECK(hs == 12 || hs == 40 || hs == 64 || hs == 108 || hs == 124, "%s: unsupported BMP header type (%u)",
+             name.c_str(), hs);
+  CLIP_CHECK(n >= 14 + (uint64_t)hs, "%s: truncated BMP (in its header)", name.c_str());
+  const uint8_t* h = d + 18;  // the header after its size
+  int64_t w = 0, ht = 0;
+  int bits = 0, direction = -1, padding = 4;
+  uint32_t compression = 0;
+  uint64_t colors = 0;
+  uint32_t mask[4] = {0, 0, 0, 0};
+  uint64_t pos = 14 + (uint64_t)hs;  // where Pillow reads on: the masks of a 40-byte header, the palette
+  if (hs == 12) {
+    w = le16(h), ht = le16(h + 2), bits = le16(h + 6), padding = 3;
+  } else {
+    const bool y_flip = h[7] == 0xFF;
+    direction = y_flip ? 1 : -1;
+    w = le32(h);
+    ht = y_flip ? (int64_t)((1ull << 32) - le32(h + 4)) : (int64_t)le32(h + 4);
+    bits = le16(h + 10);
+    compression = le32(h + 12);
+    colors = le32(h + 28);
+    if (compression == 3) {
+      if (hs - 4 >= 52) {
+        for (int i = 0; i < 4; i++) mask[i] = le32(h + 36 + 4 * i);
+      } else {
+        CLIP_CHECK(n >= pos + 12, "%s: truncated BMP (in its bitfield masks)", name.c_str());
+        for (int i = 0; i < 3; i++) mask[i] = le32(d + pos + 4 * i);
+        pos += 12;
+      }
     }
   }
-  ImageMode mode = bmp_mode(data, size, comp);
-  int want = mode == ImageMode::RGBA ? 4 : (mode == ImageMode::L || mode == ImageMode::One) ? 1 : 3;
-  unsigned char* px = stbi_load_from_memory(data, (int)size, &w, &h, &comp, want);
-  if (!px) fail("%s: corrupt or truncated BMP: %s", name.c_str(), stbi_failure_reason());
-  out.width = w;
-  out.height = h;
-  out.pixels.assign(px, px + (size_t)w * h * want);
-  stbi_image_free(px);
-  out.mode = mode;  // mode P from stb keeps RGB triples and an empty palette
+  check_size(name, w, ht, lim);
+  if (!colors) colors = bits < 64 ? 1ull << bits : 0;
+  if (offset == 14 + (uint64_t)hs && bits <= 8) offset += 4 * colors;
+  CLIP_CHECK(bits == 1 || bits == 4 || bits == 8 || bits == 16 || bits == 24 || bits == 32,
+             "%s: unsupported BMP pixel depth (%d)", name.c_str(), bits);
+  // The raw layout of the pixels, as Pillow's raw mode names it.
+  std::string raw = bits == 1 ? "P;1" : bits == 4 ? "P;4" : bits == 8 ? "P" : bits == 16 ? "BGR;15" : bits == 24 ? "BGR" : "BGRX";
+  bool rle = false;
+  if (compression == 3) {
+    struct M {
+      int bits;
+      uint32_t r, g, b, a;
+      const char* raw;
+    };
+    static const M kMasks[] = {{32, 0xFF0000, 0xFF00, 0xFF, 0, "BGRX"},          {32, 0xFF000000, 0xFF0000, 0xFF00, 0, "XBGR"},
+                               {32, 0xFF000000, 0xFF0000, 0xFF00, 0xFF, "ABGR"}, {32, 0xFF, 0xFF00, 0xFF0000, 0xFF000000, "RGBA"},
+                               {32, 0xFF0000, 0xFF00, 0xFF, 0xFF000000, "BGRA"}, {32, 0, 0, 0, 0, "BGRA"},
+                               {24, 0xFF0000, 0xFF00, 0xFF, 0, "BGR"},           {16, 0xF800, 0x7E0, 0x1F, 0, "BGR;16"},
+                               {16, 0x7C00, 0x3E0, 0x1F, 0, "BGR;15"}};
+    const char* found = nullptr;
+    for (const M& m : kMasks)
+      if (m.bits == bits && m.r == mask[0] && m.g == mask[1] && m.b == mask[2] && (bits != 32 || m.a == mask[3]))
+        found = m.raw;
+    CLIP_CHECK(found, "%s: unsupported BMP bitfields layout (%d-bit, masks %08x %08x %08x %08x)", name.c_str(), bits,
+               mask[0], mask[1], mask[2], mask[3]);
+    raw = found;
+  } else if (compression == 1 || compression == 2) {
+    CLIP_CHECK((compression == 1 && bits == 8) || (compression == 2 && bits == 4), "%s: BMP %s with %d-bit pixels",
+               name.c_str(), compression == 1 ? "RLE8" : "RLE4", bits);
+    rle = true;
+  } else {
+    CLIP_CHECK(compression == 0, "%s: unsupported BMP compression (%u)", name.c_str(), compression);
+  }
+  ImageMode mode = bits <= 8 ? ImageMode::P : raw == "ABGR" || raw == "RGBA" || raw == "BGRA" ? ImageMode::RGBA : ImageMode::RGB;
+  if (mode == ImageMode::P) {
+    CLIP_CHECK(colors > 0 && colors <= 256, "%s: a BMP palette of %llu colours (at most 256 are read here)",
+               name.c_str(), (unsigned long long)colors);
+    CLIP_CHECK(n >= pos + padding * colors, "%s: truncated BMP (in its palette)", name.c_str());
+    const uint8_t* pal = d + pos;
+    bool gray = true;
+    for (uint64_t i = 0; i < colors; i++) {
+      const uint8_t v = colors == 2 ? (uint8_t)(i ? 255 : 0) : (uint8_t)i;
+      gray = gray && pal[i * padding] == v && pal[i * padding + 1] == v && pal[i * padding + 2] == v;
+    }
+    if (gray) {
+      // Pillow then unpacks with raw mode "1" or "L" whatever the depth: only these read the rows.
+      CLIP_CHECK((colors == 2 && bits == 1 && !rle) || (colors != 2 && bits == 8), "%s: a %d-bit BMP with a %llu-entry "
+                 "gray palette (Pillow 9.4 reads its rows as %s pixels)", name.c_str(), bits,
+                 (unsigned long long)colors, colors == 2 ? "1-bit" : "8-bit");
+      mode = colors == 2 ? ImageMode::One : ImageMode::L;
+    } else {
+      out.palette.resize(768);
+      for (int i = 0; i < 256; i++) out.palette[3 * i] = out.palette[3 * i + 1] = out.palette[3 * i + 2] = (uint8_t)i;
+      for (uint64_t i = 0; i < colors; i++)
+        for (int c = 0; c < 3; c++) out.palette[3 * i + c] = pal[i * padding + 2 - c];
+    }
+  }
+  const size_t W = (size_t)w, H = (size_t)ht;
+  out.width = (int)w;
+  out.height = (int)ht;
+  out.mode = mode;
+  const int C = image_mode_channels(mode);
+  out.pixels.assign(W * H * C, 0);
+  auto row_of = [&](size_t r) { return direction == -1 ? H - 1 - r : r; };  // file row r -> image row
+  if (rle) {
+    // BmpRleDecoder.decode, then the bytes as rows (of W) in the file's direction.
+    CLIP_CHECK(offset <= n, "%s: truncated BMP (its pixel data starts past the end)", name.c_str());
+    std::vector<uint8_t> data;
+    data.reserve(W * H);
+    size_t p = (size_t)offset, x = 0;
+    const bool rle4 = compression == 2;
+    while (data.size() < W * H) {
+      if (n - p < 2) break;
+      size_t num = d[p];
+      const uint8_t byte = d[p + 1];
+      p += 2;
+      if (num) {
+        if (x + num > W) num = W > x ? W - x : 0;
+        for (size_t i = 0; i < num; i++) data.push_back(rle4 ? (i % 2 ? byte & 15 : byte >> 4) : byte);
+        x += num;
+      } else if (byte == 0) {
+        while (data.size() % W) data.push_back(0);
+        x = 0;
+      } else if (byte == 1) {
+        break;
+      } else if (byte == 2) {
+        // Pillow 9.4 reads two bytes, drops them, and takes the next two as (right, up).
+        if (n - p < 2) break;
+        p += 2;
+        CLIP_CHECK(n - p >= 2, "%s: truncated BMP (in an RLE delta)", name.c_str());
+        const size_t right = d[p], up = d[p + 1];
+        p += 2;
+        // (at most 255 (W + 1) zeros past the W H this loop stops at: memory stays bounded)
+        data.resize(data.size() + right + up * W, 0);
+        x = data.size() % W;
+      } else {
+        const size_t count = rle4 ? byte / 2 : byte, got = std::min(count, n - p);
+        for (size_t i = 0; i < got; i++) {
+          if (rle4) {
+            data.push_back(d[p + i] >> 4);
+            data.push_back(d[p + i] & 15);
+          } else {
+            data.push_back(d[p + i]);
+          }
+        }
+        p += got;
+        if (got < count) break;
+        x += byte;
+        if (p % 2) p++;
+      }
+    }
+    CLIP_CHECK(data.size() >= W * H, "%s: truncated BMP (its RLE data ends after %zu of %zu pixels)", name.c_str(),
+               data.size(), W * H);
+    for (size_t r = 0; r < H; r++) std::memcpy(&out.pixels[row_of(r) * W], &data[r * W], W);
+    return;
+  }
+  const uint64_t stride = (((uint64_t)W * bits + 31) >> 3) & ~3ull;
+  CLIP_CHECK(offset <= n && (n - offset) / stride >= H, "%s: truncated BMP (%zu bytes, need %llu)", name.c_str(), n,
+             (unsigned long long)(offset + stride * H));
+  for (size_t r = 0; r < H; r++) {
+    const uint8_t* in = d + offset + r * stride;
+    uint8_t* o = &out.pixels[row_of(r) * W * C];
+    for (size_t x = 0; x < W; x++) {
+      if (bits == 1) {
+        const uint8_t b = (in[x / 8] >> (7 - x % 8)) & 1;
+        o[x] = mode == ImageMode::One ? (uint8_t)(b ? 255 : 0) : b;
+      } else if (bits == 4) {
+        o[x] = x % 2 ? in[x / 2] & 15 : in[x / 2] >> 4;
+      } else if (bits == 8) {
+        o[x] = in[x];
+      } else if (bits == 16) {
+        const int px = in[2 * x] | (in[2 * x + 1] << 8);
+        const bool six = raw == "BGR;16";
+        o[3 * x] = (uint8_t)(((px >> (six ? 11 : 10)) & 31) * 255 / 31);
+        o[3 * x + 1] = (uint8_t)(six ? ((px >> 5) & 63) * 255 / 63 : ((px >> 5) & 31) * 255 / 31);
+        o[3 * x + 2] = (uint8_t)((px & 31) * 255 / 31);
+      } else if (bits == 24) {
+        for (int c = 0; c < 3; c++) o[3 * x + c] = in[3 * x + 2 - c];
+      } else {  // 32: r, g, b[, a] from the byte each mask names
+        const uint8_t* q = in + 4 * x;
+        const int idx[4] = {raw == "RGBA" ? 0 : raw == "BGRX" || raw == "BGRA" ? 2 : 3,
+                            raw == "RGBA" ? 1 : raw == "BGRX" || raw == "BGRA" ? 1 : 2,
+                            raw == "RGBA" ? 2 : raw == "BGRX" || raw == "BGRA" ? 0 : 1,
+                            raw == "ABGR" ? 0 : 3};
+        for (int c = 0; c < C; c++) o[C * x + c] = q[idx[c]];
+      }
+    }
+  }
 }
 
 bool is_jpeg(const uint8_t* data, size_t size) {

@@ -7,7 +7,7 @@ PKGS=(
   cmake g++ make pkg-config
   libgtest-dev libgmock-dev      # tests
   nlohmann-json3-dev             # JSON
-  libstb-dev                     # stb_image (BMP, GIF)
+  libstb-dev                     # stb_image_write (tests write images)
   libjpeg62-turbo-dev libpng-dev # JPEG and PNG decoding (the reference's decoders)
   libwebp-dev                    # WebP decoding (libwebp and its demuxer: Pillow's)
   libutf8proc-dev                # Unicode categories, case mapping, NFC

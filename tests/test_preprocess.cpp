@@ -486,6 +486,62 @@ TEST(Preprocess, GifIsPillow94) {
   }
 }
 
+// BMP variants as Pillow 9.4.0 reads them (tests/references/bmp_variants.py: OS/2 v1 and v3-v5
+// headers, palettes of 3- and 4-byte entries, gray ramps, short palettes, 5-5-5 / 5-6-5 / the
+// 32-bit bitfield layouts, top-down rows, RLE8 and RLE4, pixel-data offsets, Pillow's writer):
+// the mode, the decoded bytes and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
+TEST(Preprocess, BmpIsPillow94) {
+  struct C {
+    const char* file;
+    const char* mode;
+    int w, h;
+    uint64_t raw, pre;
+  };
+  auto fnv = [](const std::vector<uint8_t>& b) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
+    return h;
+  };
+  PreprocessConfig pc;
+  pc.resolution = 32;
+  for (const C& c : {C{"abgr32_v4.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
+                     C{"bgra32_v4.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
+                     C{"bgrx32_unused_alpha.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                     C{"bitfields555_v4.bmp", "RGB", 37, 29, 0x233ad55d437a5137ull, 0xbf615f0c936e626bull},
+                     C{"bitfields565.bmp", "RGB", 37, 29, 0xeac7160d78c65262ull, 0x55586fecfe570c84ull},
+                     C{"gray8.bmp", "L", 37, 29, 0x1a7b43e8a3049868ull, 0xb71f5b6aec2d76a1ull},
+                     C{"mono1.bmp", "1", 37, 29, 0xe4c00598a40f1097ull, 0xdf0456dc6d2942fcull},
+                     C{"os2_24bit.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                     C{"os2_4bit.bmp", "P", 37, 29, 0x055f27077d46284cull, 0xacc5e29d07f2db6full},
+                     C{"os2_8bit.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
+                     C{"pal1_colour.bmp", "P", 37, 29, 0x2281909ca0a277a7ull, 0x41131e02f2deef6cull},
+                     C{"pal4.bmp", "P", 37, 29, 0x055f27077d46284cull, 0xacc5e29d07f2db6full},
+                     C{"pal8_gap.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
+                     C{"pal8_offset_at_palette.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
+                     C{"pal8_short_palette.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0xd63ad7ab539687faull},
+                     C{"pal8_top_down.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
+                     C{"pillow_1.bmp", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
+                     C{"pillow_l.bmp", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
+                     C{"pillow_p.bmp", "P", 37, 29, 0xf2df22c667355b8cull, 0x2f86db7fa6efb9a4ull},
+                     C{"pillow_rgb.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                     C{"rgb24_top_down_v5.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                     C{"rgb555.bmp", "RGB", 37, 29, 0x233ad55d437a5137ull, 0xbf615f0c936e626bull},
+                     C{"rgba32_v5.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
+                     C{"rle4.bmp", "P", 37, 29, 0xb65e69382e2d478dull, 0xa6520a5bc84fba9bull},
+                     C{"rle8.bmp", "P", 37, 29, 0xa6a44c6871832e3cull, 0xafe80edf6c535ad5ull},
+                     C{"xbgr32_v64.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull}}) {
+    SCOPED_TRACE(c.file);
+    const std::string path = test::source_dir() + "/tests/data/bmp/" + c.file;
+    const std::string bytes = test::read_file(path);
+    const DecodedImage im = decode_image((const uint8_t*)bytes.data(), bytes.size(), path);
+    EXPECT_STREQ(image_mode_name(im.mode), c.mode);
+    EXPECT_EQ(im.width, c.w);
+    EXPECT_EQ(im.height, c.h);
+    EXPECT_EQ(fnv(im.pixels), c.raw);
+    EXPECT_EQ(fnv(preprocess_image_file_rgb8(path, pc)), c.pre);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Bad input: each is a clip::Error naming the file, never a crash.
 
