@@ -47,25 +47,11 @@ import subprocess
 import sys
 import time
 
+import bench_venv
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.join(ROOT, ".venv-bench")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SOT, EOT = 49406, 49407
-
-
-def ensure_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(py):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-    stamp = os.path.join(VENV, ".requirements")
-    req = os.path.join(ROOT, "bench", "requirements.txt")
-    want = open(req).read()
-    if not os.path.exists(stamp) or open(stamp).read() != want:
-        subprocess.check_call([py, "-m", "pip", "install", "-q", "-r", req])
-        open(stamp, "w").write(want)
-    os.execv(py, [py] + sys.argv)
 
 
 def cpu_model():
@@ -149,7 +135,7 @@ def main():
     if args.cap_isa == "avx2":  # set before torch loads (and inherited by the re-exec and `clip`)
         os.environ.update(CLIP_CPU_ISA="avx2", ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2",
                           ONEDNN_MAX_CPU_ISA="AVX2")
-    ensure_venv()
+    bench_venv.ensure(".venv-bench", "requirements.txt")
 
     import numpy as np
     import torch

@@ -32,8 +32,9 @@ import sys
 import tempfile
 import time
 
+import bench_venv
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.join(ROOT, ".venv-hf")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 # The Google checkpoints' configs (vision and text towers of the same sizes).
@@ -41,21 +42,6 @@ ARCHS = {
     "SigLIP-B-16": dict(image=224, patch=16, width=768, layers=12, heads=12, mlp=3072),
     "SigLIP-SO400M-14-384": dict(image=384, patch=14, width=1152, layers=27, heads=16, mlp=4304),
 }
-
-
-def ensure_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(py):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-    stamp = os.path.join(VENV, ".requirements")
-    req = os.path.join(ROOT, "bench", "requirements-hf.txt")
-    want = open(req).read()
-    if not os.path.exists(stamp) or open(stamp).read() != want:
-        subprocess.check_call([py, "-m", "pip", "install", "-q", "-r", req])
-        open(stamp, "w").write(want)
-    os.execv(py, [py] + sys.argv)
 
 
 def build_model(arch, out):
@@ -146,7 +132,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results_siglip_cpu.json"))
     args = ap.parse_args()
-    ensure_venv()
+    bench_venv.ensure(".venv-hf", "requirements-hf.txt")
     import numpy as np
     import torch
     import transformers

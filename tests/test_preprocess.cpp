@@ -410,37 +410,39 @@ TEST(Preprocess, IsImagePath) {
   EXPECT_FALSE(is_image_path("jpg"));
 }
 
-// WebP as Pillow 9.4.0 reads it (tests/references/webp_decode.py: files written by its libwebp
-// 1.2.4): the mode, the decoded bytes and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
-TEST(Preprocess, WebPIsPillow94) {
-  struct C {
-    const char* file;
-    const char* mode;
-    int w, h;
-    uint64_t raw, pre;
-  };
-  auto fnv = [](const std::vector<uint8_t>& b) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
-    return h;
-  };
+// Files written by tests/references/*.py with Pillow 9.4.0, each with the mode Image.open gives,
+// its size, the FNV-1a 64 of its decoded bytes (np.asarray; indices for P, 0/255 for mode 1) and
+// of OpenAI's preprocessing at 32 px: the same here, byte for byte.
+struct PillowCase {
+  const char* file;
+  const char* mode;
+  int w, h;
+  uint64_t raw, pre;
+};
+void expect_pillow_decodes(const std::string& dir, std::initializer_list<PillowCase> cases) {
   PreprocessConfig pc;
   pc.resolution = 32;
-  for (const C& c : {C{"animated.webp", "RGBA", 80, 60, 0x2d114e7b2b7bbad1ull, 0x8710a5e41d9e5424ull},
-                     C{"lossless_alpha.webp", "RGBA", 45, 90, 0x88e6a890d0358683ull, 0x1c5566aeb2161702ull},
-                     C{"lossless_rgb.webp", "RGB", 80, 60, 0x9b2c287b18e4670dull, 0x8710a5e41d9e5424ull},
-                     C{"lossy_alpha.webp", "RGBA", 45, 90, 0x4ea9fde9660118e8ull, 0x98f724ab19f7dd6cull},
-                     C{"lossy_rgb.webp", "RGB", 80, 60, 0xaee8270f29c368d0ull, 0x993d987b3325c213ull}}) {
+  for (const PillowCase& c : cases) {
     SCOPED_TRACE(c.file);
-    const std::string path = test::source_dir() + "/tests/data/webp/" + c.file;
+    const std::string path = test::source_dir() + "/tests/data/" + dir + "/" + c.file;
     const std::string bytes = test::read_file(path);
     const DecodedImage im = decode_image((const uint8_t*)bytes.data(), bytes.size(), path);
     EXPECT_STREQ(image_mode_name(im.mode), c.mode);
     EXPECT_EQ(im.width, c.w);
     EXPECT_EQ(im.height, c.h);
-    EXPECT_EQ(fnv(im.pixels), c.raw);
-    EXPECT_EQ(fnv(preprocess_image_file_rgb8(path, pc)), c.pre);
+    EXPECT_EQ(test::fnv1a64(im.pixels), c.raw);
+    EXPECT_EQ(test::fnv1a64(preprocess_image_file_rgb8(path, pc)), c.pre);
   }
+}
+
+// WebP as Pillow 9.4.0 reads it (tests/references/webp_decode.py: files written by its libwebp
+// 1.2.4): the mode, the decoded bytes and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
+TEST(Preprocess, WebPIsPillow94) {
+  expect_pillow_decodes("webp", {PillowCase{"animated.webp", "RGBA", 80, 60, 0x2d114e7b2b7bbad1ull, 0x8710a5e41d9e5424ull},
+                                PillowCase{"lossless_alpha.webp", "RGBA", 45, 90, 0x88e6a890d0358683ull, 0x1c5566aeb2161702ull},
+                                PillowCase{"lossless_rgb.webp", "RGB", 80, 60, 0x9b2c287b18e4670dull, 0x8710a5e41d9e5424ull},
+                                PillowCase{"lossy_alpha.webp", "RGBA", 45, 90, 0x4ea9fde9660118e8ull, 0x98f724ab19f7dd6cull},
+                                PillowCase{"lossy_rgb.webp", "RGB", 80, 60, 0xaee8270f29c368d0ull, 0x993d987b3325c213ull}});
 }
 
 // GIF first frames as Pillow 9.4.0 composes them (tests/references/gif_first_frame.py: Pillow's
@@ -448,42 +450,19 @@ TEST(Preprocess, WebPIsPillow94) {
 // absent, gray, local or short, interlacing, extensions): the mode, the decoded bytes (indices
 // for P) and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
 TEST(Preprocess, GifIsPillow94) {
-  struct C {
-    const char* file;
-    const char* mode;
-    int w, h;
-    uint64_t raw, pre;
-  };
-  auto fnv = [](const std::vector<uint8_t>& b) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
-    return h;
-  };
-  PreprocessConfig pc;
-  pc.resolution = 32;
-  for (const C& c : {C{"enlarges_screen.gif", "P", 50, 38, 0x24ee6463fde68d66ull, 0x93f61f7dacf9d3ebull},
-                     C{"extensions.gif", "P", 40, 30, 0x2cad1a87780bfd96ull, 0x29047d206c51992cull},
-                     C{"gray_ramp_palette.gif", "L", 40, 30, 0x7200c932e3be9caaull, 0xa7f585a400cf9010ull},
-                     C{"interlaced.gif", "P", 23, 37, 0x477bda2007e0787cull, 0xf7cf920f9d68c998ull},
-                     C{"local_palette.gif", "P", 40, 30, 0x2cad1a87780bfd96ull, 0x574fb0c5caed6285ull},
-                     C{"no_palette.gif", "L", 40, 30, 0x87a9f2c1c5a341b5ull, 0x1f30f8c5ff377ebeull},
-                     C{"offset_no_transparency.gif", "P", 60, 50, 0xaa7b9bd941050d26ull, 0x46e138c340048b52ull},
-                     C{"offset_transparent.gif", "P", 60, 50, 0x98bbaccc9425b9eeull, 0x1835a86cf869c8e6ull},
-                     C{"past_palette.gif", "P", 40, 30, 0x6cf9378d35d4a32full, 0x215f29e95a677f74ull},
-                     C{"pillow_animated.gif", "P", 90, 70, 0x5f3823f4ed712160ull, 0x876c371d8ec0c10bull},
-                     C{"pillow_l.gif", "P", 90, 70, 0xd22a0a965b547f9aull, 0x99ba723326982fa8ull},
-                     C{"pillow_p.gif", "P", 90, 70, 0x08db3cf3bc9ec57dull, 0xf4b72d2f097fa7eaull},
-                     C{"pillow_transparent.gif", "P", 90, 70, 0x08db3cf3bc9ec57dull, 0xf4b72d2f097fa7eaull}}) {
-    SCOPED_TRACE(c.file);
-    const std::string path = test::source_dir() + "/tests/data/gif/" + c.file;
-    const std::string bytes = test::read_file(path);
-    const DecodedImage im = decode_image((const uint8_t*)bytes.data(), bytes.size(), path);
-    EXPECT_STREQ(image_mode_name(im.mode), c.mode);
-    EXPECT_EQ(im.width, c.w);
-    EXPECT_EQ(im.height, c.h);
-    EXPECT_EQ(fnv(im.pixels), c.raw);
-    EXPECT_EQ(fnv(preprocess_image_file_rgb8(path, pc)), c.pre);
-  }
+  expect_pillow_decodes("gif",  {PillowCase{"enlarges_screen.gif", "P", 50, 38, 0x24ee6463fde68d66ull, 0x93f61f7dacf9d3ebull},
+                                PillowCase{"extensions.gif", "P", 40, 30, 0x2cad1a87780bfd96ull, 0x29047d206c51992cull},
+                                PillowCase{"gray_ramp_palette.gif", "L", 40, 30, 0x7200c932e3be9caaull, 0xa7f585a400cf9010ull},
+                                PillowCase{"interlaced.gif", "P", 23, 37, 0x477bda2007e0787cull, 0xf7cf920f9d68c998ull},
+                                PillowCase{"local_palette.gif", "P", 40, 30, 0x2cad1a87780bfd96ull, 0x574fb0c5caed6285ull},
+                                PillowCase{"no_palette.gif", "L", 40, 30, 0x87a9f2c1c5a341b5ull, 0x1f30f8c5ff377ebeull},
+                                PillowCase{"offset_no_transparency.gif", "P", 60, 50, 0xaa7b9bd941050d26ull, 0x46e138c340048b52ull},
+                                PillowCase{"offset_transparent.gif", "P", 60, 50, 0x98bbaccc9425b9eeull, 0x1835a86cf869c8e6ull},
+                                PillowCase{"past_palette.gif", "P", 40, 30, 0x6cf9378d35d4a32full, 0x215f29e95a677f74ull},
+                                PillowCase{"pillow_animated.gif", "P", 90, 70, 0x5f3823f4ed712160ull, 0x876c371d8ec0c10bull},
+                                PillowCase{"pillow_l.gif", "P", 90, 70, 0xd22a0a965b547f9aull, 0x99ba723326982fa8ull},
+                                PillowCase{"pillow_p.gif", "P", 90, 70, 0x08db3cf3bc9ec57dull, 0xf4b72d2f097fa7eaull},
+                                PillowCase{"pillow_transparent.gif", "P", 90, 70, 0x08db3cf3bc9ec57dull, 0xf4b72d2f097fa7eaull}});
 }
 
 // BMP variants as Pillow 9.4.0 reads them (tests/references/bmp_variants.py: OS/2 v1 and v3-v5
@@ -491,55 +470,32 @@ TEST(Preprocess, GifIsPillow94) {
 // 32-bit bitfield layouts, top-down rows, RLE8 and RLE4, pixel-data offsets, Pillow's writer):
 // the mode, the decoded bytes and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
 TEST(Preprocess, BmpIsPillow94) {
-  struct C {
-    const char* file;
-    const char* mode;
-    int w, h;
-    uint64_t raw, pre;
-  };
-  auto fnv = [](const std::vector<uint8_t>& b) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
-    return h;
-  };
-  PreprocessConfig pc;
-  pc.resolution = 32;
-  for (const C& c : {C{"abgr32_v4.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
-                     C{"bgra32_v4.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
-                     C{"bgrx32_unused_alpha.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                     C{"bitfields555_v4.bmp", "RGB", 37, 29, 0x233ad55d437a5137ull, 0xbf615f0c936e626bull},
-                     C{"bitfields565.bmp", "RGB", 37, 29, 0xeac7160d78c65262ull, 0x55586fecfe570c84ull},
-                     C{"gray8.bmp", "L", 37, 29, 0x1a7b43e8a3049868ull, 0xb71f5b6aec2d76a1ull},
-                     C{"mono1.bmp", "1", 37, 29, 0xe4c00598a40f1097ull, 0xdf0456dc6d2942fcull},
-                     C{"os2_24bit.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                     C{"os2_4bit.bmp", "P", 37, 29, 0x055f27077d46284cull, 0xacc5e29d07f2db6full},
-                     C{"os2_8bit.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
-                     C{"pal1_colour.bmp", "P", 37, 29, 0x2281909ca0a277a7ull, 0x41131e02f2deef6cull},
-                     C{"pal4.bmp", "P", 37, 29, 0x055f27077d46284cull, 0xacc5e29d07f2db6full},
-                     C{"pal8_gap.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
-                     C{"pal8_offset_at_palette.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
-                     C{"pal8_short_palette.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0xd63ad7ab539687faull},
-                     C{"pal8_top_down.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
-                     C{"pillow_1.bmp", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
-                     C{"pillow_l.bmp", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
-                     C{"pillow_p.bmp", "P", 37, 29, 0xf2df22c667355b8cull, 0x2f86db7fa6efb9a4ull},
-                     C{"pillow_rgb.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                     C{"rgb24_top_down_v5.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                     C{"rgb555.bmp", "RGB", 37, 29, 0x233ad55d437a5137ull, 0xbf615f0c936e626bull},
-                     C{"rgba32_v5.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
-                     C{"rle4.bmp", "P", 37, 29, 0xb65e69382e2d478dull, 0xa6520a5bc84fba9bull},
-                     C{"rle8.bmp", "P", 37, 29, 0xa6a44c6871832e3cull, 0xafe80edf6c535ad5ull},
-                     C{"xbgr32_v64.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull}}) {
-    SCOPED_TRACE(c.file);
-    const std::string path = test::source_dir() + "/tests/data/bmp/" + c.file;
-    const std::string bytes = test::read_file(path);
-    const DecodedImage im = decode_image((const uint8_t*)bytes.data(), bytes.size(), path);
-    EXPECT_STREQ(image_mode_name(im.mode), c.mode);
-    EXPECT_EQ(im.width, c.w);
-    EXPECT_EQ(im.height, c.h);
-    EXPECT_EQ(fnv(im.pixels), c.raw);
-    EXPECT_EQ(fnv(preprocess_image_file_rgb8(path, pc)), c.pre);
-  }
+  expect_pillow_decodes("bmp", {PillowCase{"abgr32_v4.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
+                                PillowCase{"bgra32_v4.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
+                                PillowCase{"bgrx32_unused_alpha.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                PillowCase{"bitfields555_v4.bmp", "RGB", 37, 29, 0x233ad55d437a5137ull, 0xbf615f0c936e626bull},
+                                PillowCase{"bitfields565.bmp", "RGB", 37, 29, 0xeac7160d78c65262ull, 0x55586fecfe570c84ull},
+                                PillowCase{"gray8.bmp", "L", 37, 29, 0x1a7b43e8a3049868ull, 0xb71f5b6aec2d76a1ull},
+                                PillowCase{"mono1.bmp", "1", 37, 29, 0xe4c00598a40f1097ull, 0xdf0456dc6d2942fcull},
+                                PillowCase{"os2_24bit.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                PillowCase{"os2_4bit.bmp", "P", 37, 29, 0x055f27077d46284cull, 0xacc5e29d07f2db6full},
+                                PillowCase{"os2_8bit.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
+                                PillowCase{"pal1_colour.bmp", "P", 37, 29, 0x2281909ca0a277a7ull, 0x41131e02f2deef6cull},
+                                PillowCase{"pal4.bmp", "P", 37, 29, 0x055f27077d46284cull, 0xacc5e29d07f2db6full},
+                                PillowCase{"pal8_gap.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
+                                PillowCase{"pal8_offset_at_palette.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
+                                PillowCase{"pal8_short_palette.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0xd63ad7ab539687faull},
+                                PillowCase{"pal8_top_down.bmp", "P", 37, 29, 0x1a7b43e8a3049868ull, 0x3e62e97f5ea841a2ull},
+                                PillowCase{"pillow_1.bmp", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
+                                PillowCase{"pillow_l.bmp", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
+                                PillowCase{"pillow_p.bmp", "P", 37, 29, 0xf2df22c667355b8cull, 0x2f86db7fa6efb9a4ull},
+                                PillowCase{"pillow_rgb.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                PillowCase{"rgb24_top_down_v5.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                PillowCase{"rgb555.bmp", "RGB", 37, 29, 0x233ad55d437a5137ull, 0xbf615f0c936e626bull},
+                                PillowCase{"rgba32_v5.bmp", "RGBA", 37, 29, 0x60844d1546c1e8a7ull, 0x878cea0ddccb73e8ull},
+                                PillowCase{"rle4.bmp", "P", 37, 29, 0xb65e69382e2d478dull, 0xa6520a5bc84fba9bull},
+                                PillowCase{"rle8.bmp", "P", 37, 29, 0xa6a44c6871832e3cull, 0xafe80edf6c535ad5ull},
+                                PillowCase{"xbgr32_v64.bmp", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull}});
 }
 
 // ---------------------------------------------------------------------------------------

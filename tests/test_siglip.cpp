@@ -202,28 +202,10 @@ TEST(SigLIP, PatchesLeaveTheEdgeUnread) {
 
 namespace {
 
-// A safetensors file of named f32 tensors.
-void write_safetensors(const std::string& path, const std::vector<std::tuple<std::string, Shape, std::vector<float>>>& ts) {
-  json h = json::object();
-  size_t off = 0;
-  for (auto& [name, shape, v] : ts) {
-    const size_t n = v.size() * 4;
-    h[name] = {{"dtype", "F32"}, {"shape", std::vector<int64_t>(shape.d, shape.d + shape.nd)}, {"data_offsets", {off, off + n}}};
-    off += n;
-  }
-  std::string hs = h.dump();
-  hs.resize((hs.size() + 7) / 8 * 8, ' ');
-  std::ofstream f(path, std::ios::binary);
-  const uint64_t len = hs.size();
-  f.write((const char*)&len, 8);
-  f << hs;
-  for (auto& t : ts) f.write((const char*)std::get<2>(t).data(), (std::streamsize)(std::get<2>(t).size() * 4));
-}
-
 // A canonical SigLIP tensor's name (and shape) in open_clip's timm layout (the inverse of
 // map_timm_names and the text.* prefix); in_proj of the MAP head splits into q and kv.
 void to_open_clip(const std::string& n, const Shape& s, const std::vector<float>& v,
-                  std::vector<std::tuple<std::string, Shape, std::vector<float>>>& out) {
+                  std::vector<test::NamedTensor>& out) {
   auto rep = [](std::string x, const std::string& from, const std::string& to) {
     return x.rfind(from, 0) == 0 ? to + x.substr(from.size()) : x;
   };
@@ -233,8 +215,8 @@ void to_open_clip(const std::string& n, const Shape& s, const std::vector<float>
     const int64_t W = s[0] / 3, cols = w ? s[1] : 1;
     const std::string kind = w ? "weight" : "bias";
     auto part = [&](int64_t r0, int64_t r1) { return std::vector<float>(v.begin() + r0 * cols, v.begin() + r1 * cols); };
-    out.emplace_back("visual.trunk.attn_pool.q." + kind, w ? Shape{W, cols} : Shape{W}, part(0, W));
-    out.emplace_back("visual.trunk.attn_pool.kv." + kind, w ? Shape{2 * W, cols} : Shape{2 * W}, part(W, 3 * W));
+    out.push_back(test::NamedTensor{"visual.trunk.attn_pool.q." + kind, w ? Shape{W, cols} : Shape{W}, part(0, W)});
+    out.push_back(test::NamedTensor{"visual.trunk.attn_pool.kv." + kind, w ? Shape{2 * W, cols} : Shape{2 * W}, part(W, 3 * W)});
     return;
   }
   std::string m = n;
@@ -261,14 +243,14 @@ void to_open_clip(const std::string& n, const Shape& s, const std::vector<float>
     std::vector<float> tr(v.size());
     for (int64_t i = 0; i < s[0]; i++)
       for (int64_t j = 0; j < s[1]; j++) tr[(size_t)(j * s[0] + i)] = v[(size_t)(i * s[1] + j)];
-    out.emplace_back("text.text_projection.weight", Shape{s[1], s[0]}, tr);
+    out.push_back(test::NamedTensor{"text.text_projection.weight", Shape{s[1], s[0]}, tr});
     return;
   } else if (n == "text_projection.bias") {
     m = "text.text_projection.bias";
   } else if (n != "logit_scale" && n != "logit_bias") {
     m = "text." + n;
   }
-  out.emplace_back(m, t, v);
+  out.push_back(test::NamedTensor{m, t, v});
 }
 
 }  // namespace
@@ -284,7 +266,7 @@ TEST(SigLIP, OpenClipTimmLayout) {
   c.vit.layers = 1;
   c.text.layers = 1;
   c.text.vocab_size = 1000;  // the goldens' spiece.model
-  std::vector<std::tuple<std::string, Shape, std::vector<float>>> canon, oc;
+  std::vector<test::NamedTensor> canon, oc;
   uint64_t seed = 1;
   for (auto& [n, shape] : canonical_tensors(c)) {
     std::vector<float> v = test::randn((size_t)shape.numel(), seed++, 0.05f);
@@ -293,14 +275,14 @@ TEST(SigLIP, OpenClipTimmLayout) {
     if (n == "logit_scale") v = {2.3f};
     if (n == "logit_bias") v = {-10.0f};
     to_open_clip(n, shape, v, oc);
-    canon.emplace_back(n, shape, std::move(v));
+    canon.push_back(test::NamedTensor{n, shape, std::move(v)});
   }
   const std::string a = ::testing::TempDir() + "/clip_siglip_canon", b = ::testing::TempDir() + "/clip_siglip_oc";
   for (const std::string& d : {a, b}) {
     fs::remove_all(d);
     fs::create_directories(d);
   }
-  write_safetensors(a + "/model.safetensors", canon);
+  test::write_safetensors(a + "/model.safetensors", canon);
   const json hf = {{"model_type", "siglip"},
                    {"text_config", {{"hidden_act", "gelu"}, {"layer_norm_eps", 1e-6}, {"num_attention_heads", 12}}},
                    {"vision_config", {{"hidden_act", "gelu"}, {"layer_norm_eps", 1e-6}, {"num_attention_heads", 12},
@@ -309,7 +291,7 @@ TEST(SigLIP, OpenClipTimmLayout) {
   std::ofstream(a + "/preprocessor_config.json")
       << json{{"image_processor_type", "SiglipImageProcessor"}, {"size", {{"height", 224}, {"width", 224}}},
               {"resample", 3}, {"image_mean", {0.5, 0.5, 0.5}}, {"image_std", {0.5, 0.5, 0.5}}}.dump();
-  write_safetensors(b + "/open_clip_model.safetensors", oc);
+  test::write_safetensors(b + "/open_clip_model.safetensors", oc);
   json cfg = {{"embed_dim", 768}, {"init_logit_bias", -10}, {"custom_text", true},
               {"vision_cfg", {{"image_size", 224}, {"timm_model_name", "vit_base_patch16_siglip_224"},
                               {"timm_model_pretrained", false}, {"timm_pool", "map"}, {"timm_proj", "none"}}},

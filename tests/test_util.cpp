@@ -107,6 +107,32 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors) {
+  std::string h = "{";
+  size_t off = 0;
+  for (const NamedTensor& t : tensors) {
+    std::string shape;
+    for (int i = 0; i < t.shape.nd; i++) shape += (i ? "," : "") + std::to_string(t.shape[i]);
+    const size_t n = t.values.size() * 4;
+    h += (h.size() > 1 ? "," : "") + ("\"" + t.name + "\":{\"dtype\":\"F32\",\"shape\":[" + shape +
+                                       "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + n) + "]}");
+    off += n;
+  }
+  h += "}";
+  h.resize((h.size() + 7) / 8 * 8, ' ');
+  std::ofstream f(path, std::ios::binary);
+  const uint64_t len = h.size();
+  f.write((const char*)&len, 8);
+  f << h;
+  for (const NamedTensor& t : tensors) f.write((const char*)t.values.data(), (std::streamsize)(t.values.size() * 4));
+}
+
+uint64_t fnv1a64(const std::vector<uint8_t>& bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint8_t x : bytes) h = (h ^ x) * 0x100000001b3ull;
+  return h;
+}
+
 float round_to(float x, DType dt) {
   if (dt == DType::f16) return f16_to_f32(f32_to_f16(x));
   if (dt == DType::bf16) return bf16_to_f32(f32_to_bf16(x));

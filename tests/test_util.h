@@ -65,6 +65,15 @@ double min_cosine(const HostTensor& got, const std::vector<std::vector<float>>& 
 float round_to(float x, DType dt);
 std::vector<float> rounded(std::vector<float> v, DType dt);
 std::string read_file(const std::string& path);
+// A safetensors file of named f32 tensors (name, shape, values).
+struct NamedTensor {
+  std::string name;
+  Shape shape;
+  std::vector<float> values;
+};
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors);
+// FNV-1a 64 of bytes: the hash tests/references/*.py print for pixels.
+uint64_t fnv1a64(const std::vector<uint8_t>& bytes);
 
 // Runs fn and returns the clip::Error message ("" when nothing was thrown).
 template <typename F>

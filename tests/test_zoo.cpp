@@ -305,20 +305,10 @@ namespace {
 
 // A safetensors file of every tensor `c` needs (zeros; f32).
 void write_safetensors(const std::string& path, const ModelConfig& c) {
-  json h = json::object();
-  size_t off = 0;
-  for (auto& [name, shape] : canonical_tensors(c)) {
-    const size_t n = (size_t)shape.numel() * 4;
-    h[name] = {{"dtype", "F32"}, {"shape", std::vector<int64_t>(shape.d, shape.d + shape.nd)}, {"data_offsets", {off, off + n}}};
-    off += n;
-  }
-  std::string hs = h.dump();
-  hs.resize((hs.size() + 7) / 8 * 8, ' ');
-  std::ofstream f(path, std::ios::binary);
-  const uint64_t len = hs.size();
-  f.write((const char*)&len, 8);
-  f << hs;
-  f << std::string(off, '\0');
+  std::vector<test::NamedTensor> ts;
+  for (auto& [name, shape] : canonical_tensors(c))
+    ts.push_back(test::NamedTensor{name, shape, std::vector<float>((size_t)shape.numel(), 0.0f)});
+  test::write_safetensors(path, ts);
 }
 
 // ViT-H's image tower with no blocks (the head count does not change any tensor's shape).

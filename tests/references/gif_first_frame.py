@@ -17,17 +17,13 @@ import struct
 import numpy as np
 from PIL import Image
 
+from pillow_ref import print_cases
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "data", "gif")
 IMAGES = os.path.join(HERE, "..", "..", "..", "shared", "golden", "images")
 N = 32
 
-
-def fnv1a64(b):
-    h = 0xCBF29CE484222325
-    for x in b:
-        h = ((h ^ x) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def lzw_uncompressed(indices, bits):
@@ -125,28 +121,10 @@ def make():
         extensions=ext)
 
 
-def openai_32(im):
-    w, h = im.size
-    if w <= h:
-        nw, nh = N, int(N * h / w)
-    else:
-        nw, nh = int(N * w / h), N
-    im = im.resize((nw, nh), Image.BICUBIC)
-    top, left = int(round((nh - N) / 2.0)), int(round((nw - N) / 2.0))
-    return im.crop((left, top, left + N, top + N)).convert("RGB")
-
-
 def main():
-    assert Image.__version__ == "9.4.0", Image.__version__
     os.makedirs(OUT, exist_ok=True)
     make()
-    for f in sorted(os.listdir(OUT)):
-        im = Image.open(os.path.join(OUT, f))
-        im.load()
-        raw = np.asarray(im).tobytes()
-        pre = np.asarray(openai_32(im)).tobytes()
-        print(f'{{"{f}", "{im.mode}", {im.size[0]}, {im.size[1]}, 0x{fnv1a64(raw):016x}ull, 0x{fnv1a64(pre):016x}ull}},'
-              f'  // transparency {im.info.get("transparency")}')
+    print_cases(OUT, N)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,13 @@ import sys
 import numpy as np
 from PIL import Image
 
+from pillow_ref import fnv1a64
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "data", "trns")
 SRC = os.path.join(HERE, "..", "..", "..", "shared", "golden", "images", "p01_chelsea_baseline.jpg")
 N = 24
 
-
-def fnv1a64(b):
-    h = 0xCBF29CE484222325
-    for x in b:
-        h = ((h ^ x) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def make():

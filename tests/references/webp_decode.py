@@ -12,20 +12,15 @@ int(round((side - 32) / 2)); then convert("RGB")), written here with Pillow alon
 """
 import os
 
-import numpy as np
 from PIL import Image, features
+
+from pillow_ref import print_cases
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "data", "webp")
 IMAGES = os.path.join(HERE, "..", "..", "..", "shared", "golden", "images")
 N = 32
 
-
-def fnv1a64(b):
-    h = 0xCBF29CE484222325
-    for x in b:
-        h = ((h ^ x) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def make():
@@ -45,28 +40,11 @@ def make():
     f1.save(os.path.join(OUT, "animated.webp"), save_all=True, append_images=[f2], duration=100, lossless=True)
 
 
-def openai_32(im):
-    w, h = im.size
-    if w <= h:
-        nw, nh = N, int(N * h / w)
-    else:
-        nw, nh = int(N * w / h), N
-    im = im.resize((nw, nh), Image.BICUBIC)
-    top, left = int(round((nh - N) / 2.0)), int(round((nw - N) / 2.0))
-    return im.crop((left, top, left + N, top + N)).convert("RGB")
-
-
 def main():
-    assert Image.__version__ == "9.4.0" and features.check("webp_anim"), (Image.__version__, "needs webp_anim")
+    assert features.check("webp_anim"), "needs Pillow with webp_anim"
     os.makedirs(OUT, exist_ok=True)
     make()
-    for f in sorted(os.listdir(OUT)):
-        im = Image.open(os.path.join(OUT, f))
-        im.load()
-        raw = np.asarray(im).tobytes()
-        pre = np.asarray(openai_32(im)).tobytes()
-        print(f'{{"{f}", "{im.mode}", {im.size[0]}, {im.size[1]}, 0x{fnv1a64(raw):016x}ull, 0x{fnv1a64(pre):016x}ull}},'
-              f'  // frames {getattr(im, "n_frames", 1)}')
+    print_cases(OUT, N)
 
 
 if __name__ == "__main__":
