@@ -485,7 +485,7 @@ static void bmp_decode(const uint8_t* d, size_t n, const std::string& name, cons
         p += got;
         if (got < count) break;
         x += byte;
-        if (p % 2) p++;
+        if (p % 2) p = std::min(p + 1, n);  // word alignment (past the end: the next read finds nothing)
       }
     }
     CLIP_CHECK(data.size() >= W * H, "%s: truncated BMP (its RLE data ends after %zu of %zu pixels)", name.c_str(),
