@@ -177,7 +177,15 @@ struct Tokenizer::Sp {
 void Tokenizer::sp_load(const SpVocab& v) {
   const char* cls = hf_class(v.style);
   auto sp = std::make_shared<Sp>();
-  const auto st = sp->proc.LoadFromSerializedProto(v.model);
+  // The library throws (its trie builder, on an empty piece) where a status was expected: a
+  // model file is untrusted input, so whatever it throws becomes an error naming the model.
+  sentencepiece::util::Status st;
+  try {
+    st = sp->proc.LoadFromSerializedProto(v.model);
+  } catch (const std::exception& e) {
+    fail("SentencePiece tokenizer (%s): the %zu bytes given are not a model the library can load (%s)", cls,
+         v.model.size(), e.what());
+  }
   CLIP_CHECK(st.ok(), "SentencePiece tokenizer (%s): the %zu bytes given are not a SentencePiece model (%s)", cls,
              v.model.size(), st.ToString().c_str());
   const ModelInfo info = read_model_info(v.model);

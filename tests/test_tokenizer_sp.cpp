@@ -247,6 +247,12 @@ TEST(SpTokenizerInput, RefusesWhatIsNotAModel) {
   SpVocab cut = gemma_vocab(true, false);
   cut.model.resize(cut.model.size() / 2);
   EXPECT_ERROR(Tokenizer{cut}, "not a SentencePiece model");
+  // Found by fuzz_sentencepiece: a unigram model with an empty piece, on which libsentencepiece's
+  // trie builder throws instead of returning a status (it aborted the process).
+  SpVocab empty_piece;
+  empty_piece.model = test::read_file(test::source_dir() + "/tests/fuzz_corpus/sentencepiece/empty_piece_unigram.model");
+  ASSERT_FALSE(empty_piece.model.empty());
+  EXPECT_ERROR(Tokenizer{empty_piece}, "not a model the library can load", "zero-length key");
 }
 
 TEST(SpTokenizerInput, RefusesModelsTheStyleCannotRun) {
