@@ -503,10 +503,10 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
       for (size_t p = 0; p < (size_t)im.width * im.height; p++) {
         const uint8_t* v = &im.pixels[p * C];
         for (int c = 0; c < 3; c++) rgba[p * 4 + c] = trns_p ? im.palette[(size_t)v[0] * 3 + c] : v[trns_rgb ? c : 0];
-        const bool clear = trns_p ? false
-                           : trns_l ? v[0] == im.trns_gray
-                                    : v[0] == im.trns_rgb[0] && v[1] == im.trns_rgb[1] && v[2] == im.trns_rgb[2];
-        rgba[p * 4 + 3] = trns_p ? im.trns_alpha[v[0]] : clear ? 0 : 255;
+        uint8_t& a = rgba[p * 4 + 3];
+        if (trns_p) a = im.trns_alpha[v[0]];
+        else if (trns_l) a = v[0] == im.trns_gray ? 0 : 255;
+        else a = v[0] == im.trns_rgb[0] && v[1] == im.trns_rgb[1] && v[2] == im.trns_rgb[2] ? 0 : 255;
       }
       im.pixels = std::move(rgba);
       im.mode = ImageMode::RGBA;

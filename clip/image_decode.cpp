@@ -52,6 +52,14 @@ static void check_size(const std::string& name, int64_t w, int64_t h, const Imag
              (long long)w, (long long)h, (double)w * (double)h, (long long)lim.max_pixels);
 }
 
+// Pillow's palette before a file's entries overwrite it (ImagingPaletteNew): the gray ramp, so
+// an index past the entries a PNG, GIF or BMP gives reads as that gray.
+static std::vector<uint8_t> gray_ramp_palette() {
+  std::vector<uint8_t> p(768);
+  for (int i = 0; i < 256; i++) p[3 * i] = p[3 * i + 1] = p[3 * i + 2] = (uint8_t)i;
+  return p;
+}
+
 // ---------------------------------------------------------------------------------------
 // JPEG (libjpeg-turbo, default ISLOW IDCT and fancy upsampling, as Pillow)
 
@@ -288,9 +296,7 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
       out.mode = ImageMode::P;
       channels = 1;
       if (depth < 8) png_set_packing(png);
-      // Pillow starts a palette as a gray ramp and overwrites the PLTE entries.
-      out.palette.resize(768);
-      for (int i = 0; i < 256; i++) out.palette[3 * i] = out.palette[3 * i + 1] = out.palette[3 * i + 2] = (uint8_t)i;
+      out.palette = gray_ramp_palette();  // the PLTE entries overwrite it
       png_colorp pal = nullptr;
       int npal = 0;
       if (png_get_PLTE(png, info, &pal, &npal) & PNG_INFO_PLTE) {
@@ -382,27 +388,35 @@ static void bmp_decode(const uint8_t* d, size_t n, const std::string& name, cons
   if (offset == 14 + (uint64_t)hs && bits <= 8) offset += 4 * colors;
   CLIP_CHECK(bits == 1 || bits == 4 || bits == 8 || bits == 16 || bits == 24 || bits == 32,
              "%s: unsupported BMP pixel depth (%d)", name.c_str(), bits);
-  // The raw layout of the pixels, as Pillow's raw mode names it.
-  std::string raw = bits == 1 ? "P;1" : bits == 4 ? "P;4" : bits == 8 ? "P" : bits == 16 ? "BGR;15" : bits == 24 ? "BGR" : "BGRX";
+  // 16-bit pixels: 5-5-5 (Pillow's raw mode BGR;15) unless the bitfields say 5-6-5 (BGR;16);
+  // 32-bit pixels: the byte holding each of R, G, B, A (A: -1, none): BGRX unless bitfields say.
+  bool rgb565 = false;
+  int byte_of[4] = {2, 1, 0, -1};
   bool rle = false;
   if (compression == 3) {
-    struct M {
+    struct M {  // the layouts BmpImagePlugin's SUPPORTED / MASK_MODES name
       int bits;
       uint32_t r, g, b, a;
-      const char* raw;
+      int byte_of[4];
     };
-    static const M kMasks[] = {{32, 0xFF0000, 0xFF00, 0xFF, 0, "BGRX"},          {32, 0xFF000000, 0xFF0000, 0xFF00, 0, "XBGR"},
-                               {32, 0xFF000000, 0xFF0000, 0xFF00, 0xFF, "ABGR"}, {32, 0xFF, 0xFF00, 0xFF0000, 0xFF000000, "RGBA"},
-                               {32, 0xFF0000, 0xFF00, 0xFF, 0xFF000000, "BGRA"}, {32, 0, 0, 0, 0, "BGRA"},
-                               {24, 0xFF0000, 0xFF00, 0xFF, 0, "BGR"},           {16, 0xF800, 0x7E0, 0x1F, 0, "BGR;16"},
-                               {16, 0x7C00, 0x3E0, 0x1F, 0, "BGR;15"}};
-    const char* found = nullptr;
+    static const M kMasks[] = {
+        {32, 0xFF0000, 0xFF00, 0xFF, 0, {2, 1, 0, -1}},           // BGRX
+        {32, 0xFF000000, 0xFF0000, 0xFF00, 0, {3, 2, 1, -1}},     // XBGR
+        {32, 0xFF000000, 0xFF0000, 0xFF00, 0xFF, {3, 2, 1, 0}},   // ABGR
+        {32, 0xFF, 0xFF00, 0xFF0000, 0xFF000000, {0, 1, 2, 3}},   // RGBA
+        {32, 0xFF0000, 0xFF00, 0xFF, 0xFF000000, {2, 1, 0, 3}},   // BGRA
+        {32, 0, 0, 0, 0, {2, 1, 0, 3}},                           // BGRA
+        {24, 0xFF0000, 0xFF00, 0xFF, 0, {2, 1, 0, -1}},           // BGR
+        {16, 0xF800, 0x7E0, 0x1F, 0, {0, 0, 0, -1}},              // BGR;16
+        {16, 0x7C00, 0x3E0, 0x1F, 0, {0, 0, 0, -1}}};             // BGR;15
+    const M* found = nullptr;
     for (const M& m : kMasks)
       if (m.bits == bits && m.r == mask[0] && m.g == mask[1] && m.b == mask[2] && (bits != 32 || m.a == mask[3]))
-        found = m.raw;
+        found = &m;
     CLIP_CHECK(found, "%s: unsupported BMP bitfields layout (%d-bit, masks %08x %08x %08x %08x)", name.c_str(), bits,
                mask[0], mask[1], mask[2], mask[3]);
-    raw = found;
+    rgb565 = bits == 16 && found->g == 0x7E0;
+    std::copy_n(found->byte_of, 4, byte_of);
   } else if (compression == 1 || compression == 2) {
     CLIP_CHECK((compression == 1 && bits == 8) || (compression == 2 && bits == 4), "%s: BMP %s with %d-bit pixels",
                name.c_str(), compression == 1 ? "RLE8" : "RLE4", bits);
@@ -410,7 +424,7 @@ static void bmp_decode(const uint8_t* d, size_t n, const std::string& name, cons
   } else {
     CLIP_CHECK(compression == 0, "%s: unsupported BMP compression (%u)", name.c_str(), compression);
   }
-  ImageMode mode = bits <= 8 ? ImageMode::P : raw == "ABGR" || raw == "RGBA" || raw == "BGRA" ? ImageMode::RGBA : ImageMode::RGB;
+  ImageMode mode = bits <= 8 ? ImageMode::P : byte_of[3] >= 0 ? ImageMode::RGBA : ImageMode::RGB;
   if (mode == ImageMode::P) {
     CLIP_CHECK(colors > 0 && colors <= 256, "%s: a BMP palette of %llu colours (at most 256 are read here)",
                name.c_str(), (unsigned long long)colors);
@@ -428,8 +442,7 @@ static void bmp_decode(const uint8_t* d, size_t n, const std::string& name, cons
                  (unsigned long long)colors, colors == 2 ? "1-bit" : "8-bit");
       mode = colors == 2 ? ImageMode::One : ImageMode::L;
     } else {
-      out.palette.resize(768);
-      for (int i = 0; i < 256; i++) out.palette[3 * i] = out.palette[3 * i + 1] = out.palette[3 * i + 2] = (uint8_t)i;
+      out.palette = gray_ramp_palette();
       for (uint64_t i = 0; i < colors; i++)
         for (int c = 0; c < 3; c++) out.palette[3 * i + c] = pal[i * padding + 2 - c];
     }
@@ -509,19 +522,13 @@ static void bmp_decode(const uint8_t* d, size_t n, const std::string& name, cons
         o[x] = in[x];
       } else if (bits == 16) {
         const int px = in[2 * x] | (in[2 * x + 1] << 8);
-        const bool six = raw == "BGR;16";
-        o[3 * x] = (uint8_t)(((px >> (six ? 11 : 10)) & 31) * 255 / 31);
-        o[3 * x + 1] = (uint8_t)(six ? ((px >> 5) & 63) * 255 / 63 : ((px >> 5) & 31) * 255 / 31);
+        o[3 * x] = (uint8_t)(((px >> (rgb565 ? 11 : 10)) & 31) * 255 / 31);
+        o[3 * x + 1] = (uint8_t)(rgb565 ? ((px >> 5) & 63) * 255 / 63 : ((px >> 5) & 31) * 255 / 31);
         o[3 * x + 2] = (uint8_t)((px & 31) * 255 / 31);
       } else if (bits == 24) {
         for (int c = 0; c < 3; c++) o[3 * x + c] = in[3 * x + 2 - c];
       } else {  // 32: r, g, b[, a] from the byte each mask names
-        const uint8_t* q = in + 4 * x;
-        const int idx[4] = {raw == "RGBA" ? 0 : raw == "BGRX" || raw == "BGRA" ? 2 : 3,
-                            raw == "RGBA" ? 1 : raw == "BGRX" || raw == "BGRA" ? 1 : 2,
-                            raw == "RGBA" ? 2 : raw == "BGRX" || raw == "BGRA" ? 0 : 1,
-                            raw == "ABGR" ? 0 : 3};
-        for (int c = 0; c < C; c++) o[C * x + c] = q[idx[c]];
+        for (int c = 0; c < C; c++) o[C * x + c] = in[4 * x + byte_of[c]];
       }
     }
   }
@@ -638,8 +645,7 @@ static void gif_decode(const uint8_t* d, size_t n, const std::string& name, cons
   out.mode = palette ? ImageMode::P : ImageMode::L;
   out.pixels.assign((size_t)W * H, (uint8_t)(transparency >= 0 ? transparency : 0));
   if (palette) {
-    out.palette.resize(768);
-    for (int i = 0; i < 256; i++) out.palette[3 * i] = out.palette[3 * i + 1] = out.palette[3 * i + 2] = (uint8_t)i;
+    out.palette = gray_ramp_palette();
     std::memcpy(out.palette.data(), palette, std::min<size_t>(npal, 768));
   }
   if (transparency >= 0) {

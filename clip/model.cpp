@@ -167,16 +167,15 @@ float ModelImpl::logit_scale() const {
 }
 
 const Tokenizer& ModelImpl::tokenizer() const {
+  if (tokenizer_) return *tokenizer_;
   const Weights& w = weights_;
-  CLIP_CHECK(tokenizer_ || !w.open_clip_tokenizer.empty() || w.config.vision_family != VisionFamily::siglip,
-             "%s carries no tokenizer: a SigLIP model tokenizes with its SentencePiece model (spiece.model or "
-             "tokenizer.model, with tokenizer_config.json, in its directory)", w.path.c_str());
-  CLIP_CHECK(tokenizer_ || w.open_clip_tokenizer.empty(), "%s carries no tokenizer: open_clip tokenizes it with "
-             "transformers' AutoTokenizer '%s'; put that tokenizer's spiece.model beside the weights",
-             w.path.c_str(), w.open_clip_tokenizer.c_str());
-  CLIP_CHECK(tokenizer_, "%s carries no tokenizer vocabulary: pass --vocab (bpe_simple_vocab_16e6.txt.gz or vocab.json)",
-             w.path.c_str());
-  return *tokenizer_;
+  if (!w.open_clip_tokenizer.empty())
+    fail("%s carries no tokenizer: open_clip tokenizes it with transformers' AutoTokenizer '%s'; put that "
+         "tokenizer's spiece.model beside the weights", w.path.c_str(), w.open_clip_tokenizer.c_str());
+  if (w.config.vision_family == VisionFamily::siglip)
+    fail("%s carries no tokenizer: a SigLIP model tokenizes with its SentencePiece model (spiece.model or "
+         "tokenizer.model, with tokenizer_config.json, in its directory)", w.path.c_str());
+  fail("%s carries no tokenizer vocabulary: pass --vocab (bpe_simple_vocab_16e6.txt.gz or vocab.json)", w.path.c_str());
 }
 
 // Every weight is converted once to the compute dtype and placed on the device; the two

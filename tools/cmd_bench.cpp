@@ -254,14 +254,13 @@ int run_bench(const BenchArgs& a) {
       Point p{"image", B, image_tokens(c), {}, image_flops(c), {}, {}};
       measure(p, [&] { m->encode_rgb8(rgb.data(), B); });
     }
-    if (do_text && !c.text.causal) {
-      std::vector<int32_t> full = fill_tokens(B, ctx, c.text.vocab_size, rng);
+    if (do_text) {
+      std::vector<int32_t> full =
+          c.text.causal ? make_tokens(B, ctx, ctx, ctx, rng) : fill_tokens(B, ctx, c.text.vocab_size, rng);
       measure(Point{"text" + std::to_string(ctx), B, ctx, {}, text_flops(c, ctx), {}, {}},
               [&] { m->encode_tokens(full.data(), B); });
-    } else if (do_text) {
-      std::vector<int32_t> full = make_tokens(B, ctx, ctx, ctx, rng);
-      measure(Point{"text" + std::to_string(ctx), B, ctx, {}, text_flops(c, ctx), {}, {}},
-              [&] { m->encode_tokens(full.data(), B); });
+    }
+    if (do_text && c.text.causal) {  // a bidirectional tower's work does not depend on the text's length
       std::vector<int32_t> shrt = make_tokens(B, ctx, 5, 15, rng);
       int64_t T = longest(shrt, B, ctx);
       measure(Point{"text_short", B, T, {}, text_flops(c, T), {}, {}}, [&] { m->encode_tokens(shrt.data(), B); });
