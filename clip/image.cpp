@@ -119,21 +119,24 @@ WindowPlan plan_window(int w, int h, int new_w, int new_h, int x0, int nx, int y
   return p;
 }
 
-// Mode I (int32 pixels, one channel): a window [x0, x0+nx) x [y0, y0+ny) of Pillow's resize
-// of `in` (w x h) to new_w x new_h, in doubles as Pillow's 32bpc resampler: horizontal pass
-// first, then vertical.
-std::vector<int32_t> resample_window_i32(const int32_t* in, int w, int h, int new_w, int new_h, int x0, int nx,
-                                         int y0, int ny, ResampleFilter f) {
+// Modes I and F (int32 or float32 pixels, one channel): a window [x0, x0+nx) x [y0, y0+ny) of
+// Pillow's resize of `in` (w x h) to new_w x new_h, in doubles as Pillow's 32bpc resampler:
+// horizontal pass first, then vertical; each pass stores its sums rounded (I) or as floats (F).
+int32_t store_32bpc(double ss, int32_t) { return round_up(ss); }
+float store_32bpc(double ss, float) { return (float)ss; }
+template <typename T>
+std::vector<T> resample_window_32bpc(const T* in, int w, int h, int new_w, int new_h, int x0, int nx, int y0, int ny,
+                                     ResampleFilter f) {
   const WindowPlan p = plan_window(w, h, new_w, new_h, x0, nx, y0, ny, f);
   const bool need_h = p.need_h, need_v = p.need_v;
   const Coeffs &ch = p.ch, &cv = p.cv;
   const int r0 = p.r0, r1 = p.r1;
   // horizontal pass: rows [r0, r1), output columns [x0, x0+nx)
   const int rows = r1 - r0;
-  std::vector<int32_t> tmp((size_t)rows * nx);
+  std::vector<T> tmp((size_t)rows * nx);
   for (int y = 0; y < rows; y++) {
-    const int32_t* src = in + (size_t)(y + r0) * w;
-    int32_t* dst = &tmp[(size_t)y * nx];
+    const T* src = in + (size_t)(y + r0) * w;
+    T* dst = &tmp[(size_t)y * nx];
     for (int xo = 0; xo < nx; xo++) {
       const size_t xx = (size_t)(xo + x0);
       if (!need_h) {
@@ -143,11 +146,11 @@ std::vector<int32_t> resample_window_i32(const int32_t* in, int w, int h, int ne
       const double* k = &ch.k[xx * ch.ksize];
       double ss = 0.0;
       for (int x = 0; x < ch.count[xx]; x++) ss += src[x + ch.xmin[xx]] * k[x];
-      dst[xo] = round_up(ss);
+      dst[xo] = store_32bpc(ss, T());
     }
   }
   if (!need_v) return tmp;  // rows == ny, already the window
-  std::vector<int32_t> out((size_t)ny * nx);
+  std::vector<T> out((size_t)ny * nx);
   for (int yo = 0; yo < ny; yo++) {
     const size_t yy = (size_t)(yo + y0);
     const int ymin = cv.xmin[yy] - r0;
@@ -155,7 +158,7 @@ std::vector<int32_t> resample_window_i32(const int32_t* in, int w, int h, int ne
     for (int i = 0; i < nx; i++) {
       double ss = 0.0;
       for (int y = 0; y < cv.count[yy]; y++) ss += tmp[(size_t)(y + ymin) * nx + i] * k[y];
-      out[(size_t)yo * nx + i] = round_up(ss);
+      out[(size_t)yo * nx + i] = store_32bpc(ss, T());
     }
   }
   return out;
@@ -366,17 +369,24 @@ PixelWindow preprocess_input_window(int w, int h, int n, ResizeMode mode, Resamp
 namespace {
 
 // Rule 5: convert("RGB") of the npx pixels of the window, in the decoded mode (C bytes each;
-// mode I: win_i).
+// modes I and I;16: win_i, F: win_f). I, I;16 and F go through L as Pillow's convert does
+// (i2l, I16L_L / I16B_L: clamped to 0..255; f2l: clamped, then truncated).
 std::vector<uint8_t> convert_rgb(ImageMode mode, std::vector<uint8_t> win, const std::vector<int32_t>& win_i,
-                                 int C, const std::vector<uint8_t>& palette, size_t npx) {
+                                 const std::vector<float>& win_f, int C, const std::vector<uint8_t>& palette,
+                                 size_t npx) {
   if (mode == ImageMode::RGB) return win;  // already RGB bytes
   std::vector<uint8_t> rgb(npx * 3);
   for (size_t p = 0; p < npx; p++) {
     uint8_t* o = &rgb[p * 3];
     switch (mode) {
-      case ImageMode::I: {
+      case ImageMode::I: case ImageMode::I16: case ImageMode::I16B: {
         int v = std::min(255, std::max(0, win_i[p]));
         o[0] = o[1] = o[2] = (uint8_t)v;
+        break;
+      }
+      case ImageMode::F: {
+        const float v = win_f[p];
+        o[0] = o[1] = o[2] = v <= 0.f ? 0 : v >= 255.f ? 255 : v == v ? (uint8_t)v : 0;
         break;
       }
       case ImageMode::L: case ImageMode::One: case ImageMode::LA:
@@ -409,8 +419,8 @@ std::vector<uint8_t> pad_rgb(std::vector<uint8_t> rgb, const Geometry& g, int n,
   CLIP_CHECK(fill >= 0 && fill <= 255, "%s: fill colour %d is outside 0..255", what.c_str(), fill);
   CLIP_CHECK(!(mode == ImageMode::One && fill != 0), "%s: padding a 1-bit image with fill colour %d is not supported",
              what.c_str(), fill);
-  const std::vector<uint8_t> px = convert_rgb(mode, std::vector<uint8_t>((size_t)C, (uint8_t)fill), {fill}, C,
-                                              palette, 1);
+  const std::vector<uint8_t> px = convert_rgb(mode, std::vector<uint8_t>((size_t)C, (uint8_t)fill), {fill},
+                                              {(float)fill}, C, palette, 1);
   std::vector<uint8_t> out((size_t)n * n * 3);
   for (size_t p = 0; p < (size_t)n * n; p++) std::copy_n(px.data(), 3, &out[p * 3]);
   for (int y = 0; y < g.rows; y++)
@@ -432,12 +442,25 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
 
   const int C = image_mode_channels(im.mode);
   const size_t npx = (size_t)cols * rows;
-  CLIP_CHECK(im.mode == ImageMode::I || im.pixels.size() == (size_t)w * h * C,
-             "preprocess: %zu bytes of pixels for %dx%d pixels of %d bytes", im.pixels.size(), w, h, C);
+  const bool mode_f = im.mode == ImageMode::F, mode_i16 = im.mode == ImageMode::I16 || im.mode == ImageMode::I16B;
+  CLIP_CHECK(C > 0 ? im.pixels.size() == (size_t)w * h * C
+                   : (mode_f ? im.pixels_f.size() : im.pixels_i.size()) == (size_t)w * h,
+             "preprocess: %zu values of pixels for %dx%d pixels of mode %s", C > 0 ? im.pixels.size()
+             : mode_f ? im.pixels_f.size() : im.pixels_i.size(), w, h, image_mode_name(im.mode));
   std::vector<uint8_t> win;    // 8-bit modes: the [n, n, C] window in the decoded mode
-  std::vector<int32_t> win_i;  // mode I
-  if (im.mode == ImageMode::I) {
-    win_i = resample_window_i32(im.pixels_i.data(), w, h, new_w, new_h, left, cols, top, rows, f);
+  std::vector<int32_t> win_i;  // modes I, I;16
+  std::vector<float> win_f;    // mode F
+  if (mode_i16) {
+    CLIP_CHECK(!resize, "preprocess: a %dx%d image in mode %s, which Pillow 9.4's resize refuses (ValueError: image "
+               "has wrong mode); only an image already %dx%d is preprocessed in it", w, h, image_mode_name(im.mode),
+               new_w, new_h);
+    win_i.resize(npx);
+    for (int y = 0; y < rows; y++)
+      std::copy_n(&im.pixels_i[(size_t)(y + top) * w + left], (size_t)cols, &win_i[(size_t)y * cols]);
+  } else if (im.mode == ImageMode::I) {
+    win_i = resample_window_32bpc(im.pixels_i.data(), w, h, new_w, new_h, left, cols, top, rows, f);
+  } else if (mode_f) {
+    win_f = resample_window_32bpc(im.pixels_f.data(), w, h, new_w, new_h, left, cols, top, rows, f);
   } else if (!resize) {
     win.resize(npx * C);
     for (int y = 0; y < rows; y++)
@@ -466,8 +489,8 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
     win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, cols, top, rows, f);
   }
 
-  return pad_rgb(convert_rgb(im.mode, std::move(win), win_i, C, im.palette, npx), g, n, im.mode, C, im.palette, fill,
-                 "preprocess");
+  return pad_rgb(convert_rgb(im.mode, std::move(win), win_i, win_f, C, im.palette, npx), g, n, im.mode, C, im.palette,
+                 fill, "preprocess");
 }
 
 void normalize_rgb8(const uint8_t* rgb, int n, const PreprocessConfig& cfg, float* out) {
@@ -527,8 +550,10 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
     }
     if (im.mode != ImageMode::RGB) {
       const int C = image_mode_channels(im.mode);
-      im.pixels = convert_rgb(im.mode, std::move(im.pixels), im.pixels_i, C, im.palette, (size_t)im.width * im.height);
+      im.pixels = convert_rgb(im.mode, std::move(im.pixels), im.pixels_i, im.pixels_f, C, im.palette,
+                              (size_t)im.width * im.height);
       im.pixels_i.clear();
+      im.pixels_f.clear();
       im.palette.clear();
       im.mode = ImageMode::RGB;
     }
@@ -566,7 +591,7 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
   std::vector<uint8_t> win = resize_window_rows(rows, jr.x0, jr.y0, jr.cols, jr.y1 - jr.y0, jr.width, jr.height, C,
                                                 g.new_w, g.new_h, g.left, g.cols, g.top, g.rows, f);
   jr.finish();
-  return pad_rgb(convert_rgb(jr.mode, std::move(win), {}, C, {}, (size_t)g.cols * g.rows), g, n, jr.mode, C, {},
+  return pad_rgb(convert_rgb(jr.mode, std::move(win), {}, {}, C, {}, (size_t)g.cols * g.rows), g, n, jr.mode, C, {},
                  cfg.fill, name);
 }
 
@@ -608,7 +633,8 @@ bool is_image_path(const std::string& path) {
   if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return false;
   std::string ext = path.substr(dot + 1);
   for (auto& ch : ext) ch = (char)std::tolower((unsigned char)ch);
-  return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp" || ext == "gif" || ext == "webp";
+  return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp" || ext == "gif" || ext == "webp" ||
+         ext == "tif" || ext == "tiff";
 }
 
 }  // namespace clip

@@ -5,7 +5,8 @@
 //
 // Decoders: libjpeg-turbo (JPEG, as Pillow), libpng (PNG, keeping the colour type so palette
 // images stay mode P), our own BMP and GIF decoders (as Pillow 9.4's plugins read them: the
-// first frame of a GIF; clip/image_decode.cpp), libwebp (WebP).
+// first frame of a GIF; clip/image_decode.cpp), libwebp (WebP), libtiff (TIFF: the first page,
+// in the mode Pillow 9.4's TiffImagePlugin gives it; clip/image_tiff.cpp).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -18,22 +19,28 @@
 
 namespace clip {
 
+// Pillow 9.4 warns above MAX_IMAGE_PIXELS (89,478,485) and raises DecompressionBombError above
+// twice that; an image with more than max_pixels is refused from its header, before any pixel
+// buffer is allocated.
 struct ImageLimits {
-  int64_t max_pixels = 89478485;  // Pillow's default MAX_IMAGE_PIXELS; refused from the header
+  int64_t max_pixels = 2 * 89478485;
 };
 
-// Pillow's image modes that decoding can produce ("1" is One).
-enum class ImageMode { L, LA, RGB, RGBA, P, I, CMYK, One };
+// Pillow's image modes that decoding can produce ("1" is One, "I;16" I16, "I;16B" I16B).
+enum class ImageMode { L, LA, RGB, RGBA, P, I, CMYK, One, F, I16, I16B };
 const char* image_mode_name(ImageMode m);
-int image_mode_channels(ImageMode m);  // bytes per pixel in DecodedImage::pixels (I: 0)
+int image_mode_channels(ImageMode m);  // bytes per pixel in DecodedImage::pixels (I, F, I;16: 0)
 
 // A decoded image in Pillow's mode. 8-bit modes: interleaved HWC bytes in `pixels`
-// (One: 0/255 bytes, P: palette indices). Mode I: int32 values in `pixels_i`.
+// (One: 0/255 bytes, P: palette indices). Modes I, I;16 and I;16B: the values in `pixels_i`
+// (Pillow 9.4's resize refuses I;16 and I;16B, so preprocessing takes them only at the size
+// it resizes to). Mode F: float32 values in `pixels_f`.
 struct DecodedImage {
   int width = 0, height = 0;
   ImageMode mode = ImageMode::RGB;
   std::vector<uint8_t> pixels;
   std::vector<int32_t> pixels_i;
+  std::vector<float> pixels_f;
   std::vector<uint8_t> palette;  // P: 256 RGB triples
   // A PNG tRNS chunk or a GIF's transparent index (Pillow's info["transparency"]), applied only
   // where an image is made RGBA (Hugging Face's convert_to_rgb): P's alpha per palette index
@@ -45,7 +52,7 @@ struct DecodedImage {
   int trns_rgb[3] = {-1, -1, -1};   // 8-bit RGB
 };
 
-// Decodes JPEG/PNG/BMP/GIF/WebP from memory. Throws clip::Error naming `name` on empty, truncated,
+// Decodes JPEG/PNG/BMP/GIF/WebP/TIFF from memory. Throws clip::Error naming `name` on empty, truncated,
 // corrupt, unrecognized or too-large input (the size is checked before any pixel is decoded).
 DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& name, const ImageLimits& lim = {});
 
@@ -144,7 +151,7 @@ std::vector<uint8_t> preprocess_image_file_rgb8(const std::string& path, const P
 std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t size, const std::string& name,
                                                  const PreprocessConfig& cfg, const ImageLimits& lim = {});
 
-// By extension: jpg jpeg png bmp gif (case-insensitive).
+// By extension: jpg jpeg png bmp gif webp tif tiff (case-insensitive).
 bool is_image_path(const std::string& path);
 
 }  // namespace clip

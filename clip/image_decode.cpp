@@ -30,6 +30,9 @@ const char* image_mode_name(ImageMode m) {
     case ImageMode::I: return "I";
     case ImageMode::CMYK: return "CMYK";
     case ImageMode::One: return "1";
+    case ImageMode::F: return "F";
+    case ImageMode::I16: return "I;16";
+    case ImageMode::I16B: return "I;16B";
   }
   return "?";
 }
@@ -40,12 +43,13 @@ int image_mode_channels(ImageMode m) {
     case ImageMode::LA: return 2;
     case ImageMode::RGB: return 3;
     case ImageMode::RGBA: case ImageMode::CMYK: return 4;
-    case ImageMode::I: return 0;
+    case ImageMode::I: case ImageMode::F: case ImageMode::I16: case ImageMode::I16B: return 0;
   }
   return 0;
 }
 
-static void check_size(const std::string& name, int64_t w, int64_t h, const ImageLimits& lim) {
+namespace detail {
+void check_image_size(const std::string& name, int64_t w, int64_t h, const ImageLimits& lim) {
   CLIP_CHECK(w > 0 && h > 0, "%s: invalid image size %lldx%lld", name.c_str(), (long long)w, (long long)h);
   // w, h may each be up to 2^32 - 1 (PNG): compare without forming an overflowing product
   CLIP_CHECK(w <= lim.max_pixels / h, "%s: too many pixels: %lldx%lld = %.0f > limit %lld", name.c_str(),
@@ -54,11 +58,19 @@ static void check_size(const std::string& name, int64_t w, int64_t h, const Imag
 
 // Pillow's palette before a file's entries overwrite it (ImagingPaletteNew): the gray ramp, so
 // an index past the entries a PNG, GIF or BMP gives reads as that gray.
-static std::vector<uint8_t> gray_ramp_palette() {
+std::vector<uint8_t> gray_ramp_palette() {
   std::vector<uint8_t> p(768);
   for (int i = 0; i < 256; i++) p[3 * i] = p[3 * i + 1] = p[3 * i + 2] = (uint8_t)i;
   return p;
 }
+}  // namespace detail
+using detail::gray_ramp_palette;
+
+static void check_size(const std::string& name, int64_t w, int64_t h, const ImageLimits& lim) {
+  detail::check_image_size(name, w, h, lim);
+}
+
+void tiff_decode(const uint8_t* d, size_t n, const std::string& name, const ImageLimits& lim, DecodedImage& out);
 
 // ---------------------------------------------------------------------------------------
 // JPEG (libjpeg-turbo, default ISLOW IDCT and fancy upsampling, as Pillow)
@@ -811,8 +823,11 @@ DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& n
     gif_decode(data, size, name, lim, out);
   } else if (is_webp(data, size)) {
     webp_decode(data, size, name, lim, out);
+  } else if (starts("II*\0", 4) || starts("MM\0*", 4) || starts("II+\0", 4) || starts("MM\0+", 4) ||
+             starts("II\0*", 4) || starts("MM*\0", 4)) {  // TiffImagePlugin's PREFIXES
+    tiff_decode(data, size, name, lim, out);
   } else {
-    fail("%s: not an image (unrecognized format; JPEG, PNG, BMP, GIF and WebP are supported)", name.c_str());
+    fail("%s: not an image (unrecognized format; JPEG, PNG, BMP, GIF, WebP and TIFF are supported)", name.c_str());
   }
   return out;
 }

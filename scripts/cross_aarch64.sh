@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-ARM_PKGS=(libgtest-dev libgmock-dev libstb-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libutf8proc-dev libzip-dev zlib1g-dev
+ARM_PKGS=(libgtest-dev libgmock-dev libstb-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev libutf8proc-dev libzip-dev zlib1g-dev
   libsentencepiece-dev)
 need=()
 command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)

@@ -10,6 +10,7 @@ PKGS=(
   libstb-dev                     # stb_image_write (tests write images)
   libjpeg62-turbo-dev libpng-dev # JPEG and PNG decoding (the reference's decoders)
   libwebp-dev                    # WebP decoding (libwebp and its demuxer: Pillow's)
+  libtiff-dev                    # TIFF decoding (libtiff: Pillow's)
   libutf8proc-dev                # Unicode categories, case mapping, NFC
   libzip-dev zlib1g-dev          # zip archives (torch checkpoints), gzip (BPE vocab)
   libcli11-dev                   # command-line parsing
