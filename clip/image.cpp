@@ -561,7 +561,12 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
   };
   if (!is_jpeg(data, size)) {
     if (cfg.convert_first) return rgb_first();
-    return resize_crop_rgb8(decode_image(data, size, name, lim), n, nullptr, cfg.resize_mode, f, cfg.fill);
+    const DecodedImage im = decode_image(data, size, name, lim);
+    try {
+      return resize_crop_rgb8(im, n, nullptr, cfg.resize_mode, f, cfg.fill);
+    } catch (const Error& e) {  // (I;16 at a size Pillow's resize refuses): name the file
+      fail("%s: %s", name.c_str(), e.what());
+    }
   }
   // A JPEG is resized a band of rows at a time, as it is decoded (only where the crop reads
   // it); same bytes as decode_image + resize_crop_rgb8 (JPEGs decode to L, RGB or CMYK, all

@@ -698,6 +698,100 @@ TEST(PreprocessBadInput, TruncatedAndHugeWebP) {
   expect_error(write_file("huge.webp", v), "too many pixels");
 }
 
+// Pillow 9.4 raises DecompressionBombError above 2 x MAX_IMAGE_PIXELS (2 x 89,478,485 =
+// 178,956,970 pixels): 13377 x 13377 (178,944,129) passes the size check (and fails later, on
+// its missing image data, before a pixel buffer is allocated), 13378 x 13378 is refused.
+TEST(PreprocessBadInput, DecompressionBombLimitIsPillows) {
+  EXPECT_EQ(ImageLimits{}.max_pixels, 2 * 89478485);
+  auto png = [](uint32_t side) {
+    std::vector<uint8_t> v = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    std::vector<uint8_t> ihdr;
+    put_be32(ihdr, side);
+    put_be32(ihdr, side);
+    ihdr.insert(ihdr.end(), {8, 0, 0, 0, 0});  // 8-bit gray
+    put_chunk(v, "IHDR", ihdr);
+    put_chunk(v, "IEND", {});
+    return v;
+  };
+  const std::string ok = write_file("side13377.png", png(13377));
+  try {
+    expect_error(ok, "PNG");
+    const std::string b = test::read_file(ok);
+    decode_image((const uint8_t*)b.data(), b.size(), ok);
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find("too many pixels"), std::string::npos) << e.what();
+  }
+  expect_error(write_file("side13378.png", png(13378)), "too many pixels");
+}
+
+// A little-endian classic TIFF: one IFD of (tag, type, count, value) entries at offset 8, the
+// entries' values inline (at most 4 bytes each), then `data`.
+std::vector<uint8_t> tiny_tiff(std::vector<std::array<uint32_t, 4>> entries, const std::vector<uint8_t>& data = {}) {
+  std::vector<uint8_t> v = {'I', 'I', 42, 0, 8, 0, 0, 0};
+  auto le = [&](uint32_t x, int bytes) {
+    for (int i = 0; i < bytes; i++) v.push_back((uint8_t)(x >> (8 * i)));
+  };
+  le((uint32_t)entries.size(), 2);
+  for (const auto& e : entries) {
+    le(e[0], 2), le(e[1], 2), le(e[2], 4);
+    le(e[3], e[1] == 3 ? 2 : 4);
+    if (e[1] == 3) le(0, 2);
+  }
+  le(0, 4);
+  v.insert(v.end(), data.begin(), data.end());
+  return v;
+}
+
+// TIFFs refused: cut short, corrupt compressed data, a header claiming 100000 x 100000 (refused
+// from the IFD, before libtiff opens the file), strip or tile byte counts past the end of the
+// file, and what Pillow 9.4 refuses or reads as other bytes: a big-endian BigTIFF, uncompressed
+// YCbCr, CIELAB (whose convert("RGB") goes through LittleCMS), more than 6 samples a pixel, an
+// unknown compression or layout; I;16 at a size Pillow's resize would change.
+TEST(PreprocessBadInput, TiffRefusals) {
+  const std::string dir = test::source_dir() + "/tests/data/tiff/";
+  const std::string b = test::read_file(dir + "pillow_rgb_tiff_lzw.tif");
+  ASSERT_GT(b.size(), 1000u);
+  // Pillow's writer puts the IFD after the strips: keep the IFD, cut the strip short
+  std::vector<uint8_t> cut(b.begin(), b.end());
+  const uint32_t ifd = (uint32_t)cut[4] | cut[5] << 8 | cut[6] << 16 | (uint32_t)cut[7] << 24;
+  ASSERT_GT(ifd, 600u);
+  expect_error(write_file("cut_header.tif", std::vector<uint8_t>(cut.begin(), cut.begin() + 6)), "truncated TIFF");
+  expect_error(write_file("cut.tif", std::vector<uint8_t>(cut.begin(), cut.begin() + 200)), "TIFF");
+  std::vector<uint8_t> bad = cut;
+  for (uint32_t i = 8; i < ifd; i++) bad[i] ^= 0x5a;  // the LZW data
+  expect_error(write_file("corrupt_lzw.tif", bad), "corrupt or truncated TIFF");
+  const std::vector<uint8_t> row(8, 0);
+  // 100000 x 100000 8-bit gray, one strip claimed at offset 8 with 10^10 bytes
+  expect_error(write_file("huge.tif", tiny_tiff({{256, 4, 1, 100000}, {257, 4, 1, 100000}, {258, 3, 1, 8},
+                                                 {259, 3, 1, 1}, {262, 3, 1, 1}, {273, 4, 1, 8}, {279, 4, 1, 1000000}})),
+               "too many pixels");
+  // 8 x 1 gray whose one Deflate strip says 1000000 bytes (an uncompressed one's count libtiff
+  // recomputes from the image, and Pillow reads the row there); tiles past the end
+  expect_error(write_file("strip_past_end.tif", tiny_tiff({{256, 4, 1, 8}, {257, 4, 1, 1}, {258, 3, 1, 8},
+                                                           {259, 3, 1, 8}, {262, 3, 1, 1}, {273, 4, 1, 8},
+                                                           {279, 4, 1, 1000000}}, row)),
+               "past the end of the file");
+  expect_error(write_file("tile_past_end.tif", tiny_tiff({{256, 4, 1, 8}, {257, 4, 1, 1}, {258, 3, 1, 8},
+                                                          {259, 3, 1, 8}, {262, 3, 1, 1}, {322, 3, 1, 16},
+                                                          {323, 3, 1, 16}, {324, 4, 1, 4000}, {325, 4, 1, 20}}, row)),
+               "past the end of the file");
+  expect_error(write_file("seven_samples.tif", tiny_tiff({{256, 4, 1, 8}, {257, 4, 1, 1}, {258, 3, 1, 8},
+                                                          {262, 3, 1, 2}, {277, 3, 1, 7}, {273, 4, 1, 8},
+                                                          {279, 4, 1, 8}}, row)),
+               "7 samples per pixel");
+  expect_error(write_file("unknown_compression.tif", tiny_tiff({{256, 4, 1, 8}, {257, 4, 1, 1}, {258, 3, 1, 8},
+                                                                {259, 3, 1, 12345}, {262, 3, 1, 1}, {273, 4, 1, 8},
+                                                                {279, 4, 1, 8}}, row)),
+               "compression 12345");
+  expect_error(write_file("gray3.tif", tiny_tiff({{256, 4, 1, 8}, {257, 4, 1, 1}, {258, 3, 1, 3}, {262, 3, 1, 1},
+                                                  {273, 4, 1, 8}, {279, 4, 1, 8}}, row)),
+               "unknown pixel mode");
+  expect_error(dir + "bigtiff_l_deflate_be.tif", "big-endian BigTIFF");
+  expect_error(dir + "pillow_ycbcr_raw.tif", "uncompressed YCbCr");
+  expect_error(dir + "pillow_lab_raw.tif", "LittleCMS");
+  expect_error(dir + "pillow_i16_raw.tif", "I;16");
+}
+
 // Regression (found by fuzz_image): a 0xFFFFFFFF x 0xFFFFFFFF IHDR overflowed the w*h check.
 TEST(PreprocessBadInput, MaxSizePngHeaderDoesNotOverflow) {
   std::vector<uint8_t> v = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
