@@ -1,6 +1,9 @@
 // Tokenizer throughput: texts/s for clip.tokenize-equivalent encode() on 100,000 generated
-// captions, single thread and all threads, with a cold and a warm word cache.
-//   bench_tokenizer [vocab path, default ../shared/clip/bpe_simple_vocab_16e6.txt.gz] [n texts]
+// captions, single thread and all threads, with a cold and a warm word cache. The captions mix
+// in a few non-ASCII words (cleaning then runs ftfy's mojibake checks); "ascii" drops their
+// non-ASCII bytes, for plain ASCII text.
+//   bench_tokenizer [vocab path, default ../shared/clip/bpe_simple_vocab_16e6.txt.gz] [n texts] [mixed|ascii]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -13,7 +16,7 @@
 
 using clock_type = std::chrono::steady_clock;
 
-static std::vector<std::string> make_captions(size_t n) {
+static std::vector<std::string> make_captions(size_t n, bool ascii) {
   static const char* adj[] = {"red", "small", "happy", "old", "shiny", "Wooden", "blurry", "ancient", "tiny",
                               "bright", "dark", "fluffy", "café-style", "naïve", "rusty", "golden"};
   static const char* noun[] = {"cat", "dog", "bicycle", "house", "mountain", "river", "car", "child", "pizza",
@@ -31,6 +34,7 @@ static std::vector<std::string> make_captions(size_t n) {
     s += place[rng() % 10];
     if (rng() % 4 == 0) s += ", id " + std::to_string(rng() % 100000);
     if (rng() % 8 == 0) s += " xq" + std::to_string(rng()) + "zz";  // rare words defeat the cache
+    if (ascii) s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return (unsigned char)c >= 0x80; }), s.end());
     out[i] = s;
   }
   return out;
@@ -55,15 +59,16 @@ static double run(const clip::Tokenizer& tok, const std::vector<std::string>& te
 int main(int argc, char** argv) {
   std::string path = argc > 1 ? argv[1] : "../shared/clip/bpe_simple_vocab_16e6.txt.gz";
   size_t n = argc > 2 ? std::stoul(argv[2]) : 100000;
+  const bool ascii = argc > 3 && std::string(argv[3]) == "ascii";
   try {
     auto t0 = clock_type::now();
     clip::BpeVocab vocab = clip::load_bpe_vocab(path);
     double t_load = std::chrono::duration<double>(clock_type::now() - t0).count();
     t0 = clock_type::now();
-    std::vector<std::string> texts = make_captions(n);
+    std::vector<std::string> texts = make_captions(n, ascii);
     int hw = (int)std::max(1u, std::thread::hardware_concurrency());
     std::printf("vocab %s: load %.1f ms\n", path.c_str(), t_load * 1e3);
-    std::printf("%zu captions, %d hardware threads\n\n", n, hw);
+    std::printf("%zu %s captions, %d hardware threads\n\n", n, ascii ? "ASCII" : "mixed", hw);
     std::printf("| %-22s | %7s | %12s | %10s |\n", "case", "threads", "texts/s", "us/text");
     std::printf("|------------------------|---------|--------------|------------|\n");
     auto row = [&](const char* name, int threads, double tps) {

@@ -9,6 +9,7 @@
 
 #include "clip/tokenizer.h"
 #include "clip/tokenizer_entities.h"
+#include "clip/tokenizer_ftfy.h"
 #include "core/base.h"
 
 namespace clip::text {
@@ -239,63 +240,285 @@ static std::u32string ftfy_unescape_html(const std::u32string& s) {
 // sloppy-windows-1252: byte 0x80..0x9f -> character (undefined bytes map to themselves).
 static char32_t sloppy1252(unsigned b) { return b >= 0x80 && b <= 0x9F ? kCp1252High[b - 0x80] : b; }
 
-static int sloppy1252_encode(char32_t c) {
-  if (c < 0x80 || (c >= 0xA0 && c <= 0xFF)) return (int)c;
-  for (int b = 0; b < 32; b++)
-    if (kCp1252High[b] == c) return 0x80 + b;
-  return -1;
+// Python's re \w on str: str.isalnum() or '_' (letters and numbers of every script).
+static bool py_isword(char32_t c) {
+  if (c == '_') return true;
+  switch (utf8proc_category((utf8proc_int32_t)c)) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT: case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
+      return true;
+    default:
+      return false;
+  }
 }
 
-// Strict UTF-8 decoding of bytes; false if invalid.
-static bool try_utf8(const std::vector<unsigned char>& b, std::u32string& out) {
+// The regular expressions of ftfy's mojibake detection (clip/tokenizer_ftfy.h) over code
+// points or bytes: alternatives of fixed-width atoms, tried in the regex's order.
+static bool in_set(uint16_t set, char32_t c) {
+  const ftfy_data::Set& s = ftfy_data::kSets[set];
+  const ftfy_data::Range* lo = ftfy_data::kRanges + s.begin;
+  const ftfy_data::Range* hi = ftfy_data::kRanges + s.end;
+  const ftfy_data::Range* it = std::upper_bound(lo, hi, c, [](char32_t v, const ftfy_data::Range& r) { return v < r.lo; });
+  bool in = (it != lo && c <= (it - 1)->hi) || (s.space && py_isspace(c)) || (s.word && py_isword(c));
+  return in != s.negate;
+}
+
+// Does alternative `alt` match text[i..] (atoms from `a` on)? Sets *end past the match. An
+// optional atom is tried with its character first, as the regex's greedy X? is.
+template <class Char>
+static bool match_atoms(const Char* t, size_t n, size_t i, const ftfy_data::Alt& alt, uint16_t a, size_t* end) {
+  if (a == alt.end) {
+    *end = i;
+    return true;
+  }
+  const ftfy_data::Atom& at = ftfy_data::kAtoms[ftfy_data::kAltAtoms[a]];
+  if (at.kind == ftfy_data::kBegin) return i == 0 && match_atoms(t, n, i, alt, (uint16_t)(a + 1), end);
+  bool one = i < n && (at.kind == ftfy_data::kAny ? t[i] != '\n' : in_set(at.set, (char32_t)t[i]));
+  if (one && match_atoms(t, n, i + 1, alt, (uint16_t)(a + 1), end)) return true;
+  return at.optional && match_atoms(t, n, i, alt, (uint16_t)(a + 1), end);
+}
+
+// The first alternative (in order) matching at text[i..]; its end in *end.
+template <class Char, size_t N>
+static bool match_first(const Char* t, size_t n, size_t i, const ftfy_data::Alt (&alts)[N], size_t* end) {
+  for (const ftfy_data::Alt& alt : alts)
+    if (match_atoms(t, n, i, alt, alt.begin, end)) return true;
+  return false;
+}
+
+// ftfy.badness.is_bad: BADNESS_RE.search(text).
+static bool is_bad(const std::u32string& s) {
+  size_t end;
+  for (size_t i = 0; i < s.size(); i++)
+    if (match_first(s.data(), s.size(), i, ftfy_data::kBadness, &end)) return true;
+  return false;
+}
+
+using Bytes = std::vector<uint8_t>;
+
+// chardata.possible_encoding(text, codec) and text.encode(codec): every character is ASCII
+// (but 0x1a, which the sloppy codecs give to U+FFFD) or one of the codec's 129 others.
+static bool charmap_encode(const std::u32string& s, size_t codec, Bytes& out) {
+  using Pair = std::pair<char32_t, uint8_t>;
+  static const std::vector<std::vector<Pair>> inverse = [] {
+    std::vector<std::vector<Pair>> inv;
+    for (const ftfy_data::Charmap& cm : ftfy_data::kCharmaps) {
+      std::vector<Pair> v = {{cm.chars[0x1A], 0x1A}};
+      for (int b = 0x80; b < 0x100; b++) v.push_back({cm.chars[b], (uint8_t)b});
+      std::sort(v.begin(), v.end());
+      inv.push_back(std::move(v));
+    }
+    return inv;
+  }();
+  const std::vector<Pair>& inv = inverse[codec];
+  out.clear();
+  out.reserve(s.size());
+  for (char32_t c : s) {
+    if (c < 0x80 && c != 0x1A) {
+      out.push_back((uint8_t)c);
+      continue;
+    }
+    auto it = std::lower_bound(inv.begin(), inv.end(), Pair{c, 0});
+    if (it == inv.end() || it->first != c) return false;
+    out.push_back(it->second);
+  }
+  return true;
+}
+
+// re.sub(alternation, fn, bytes) with fn rewriting each match.
+template <size_t N, class Fn>
+static Bytes sub_bytes(const Bytes& b, const ftfy_data::Alt (&alts)[N], Fn&& fn) {
+  Bytes out;
+  out.reserve(b.size() + 8);
+  size_t end;
+  for (size_t i = 0; i < b.size();) {
+    if (match_first(b.data(), b.size(), i, alts, &end)) {
+      fn(b.data() + i, b.data() + end, out);
+      i = end;
+    } else {
+      out.push_back(b[i++]);
+    }
+  }
+  return out;
+}
+
+template <size_t N>
+static bool search_bytes(const Bytes& b, const ftfy_data::Alt (&alts)[N]) {
+  size_t end;
+  for (size_t i = 0; i < b.size(); i++)
+    if (match_first(b.data(), b.size(), i, alts, &end)) return true;
+  return false;
+}
+
+// fixes.restore_byte_a0: "\xc3 " not before " ", "quele", "quela", "quilo" or "s " gets its
+// 0xa0 back (A_GRAVE_WORD_RE), then each ALTERED_UTF8_RE match has its spaces made 0xa0.
+static Bytes restore_byte_a0(const Bytes& b) {
+  Bytes a;
+  a.reserve(b.size() + 8);
+  auto at = [&](size_t i, const char* w) {
+    size_t k = std::strlen(w);
+    return i + k <= b.size() && std::memcmp(b.data() + i, w, k) == 0;
+  };
+  for (size_t i = 0; i < b.size(); i++) {
+    a.push_back(b[i]);
+    if (b[i] == 0xC3 && i + 1 < b.size() && b[i + 1] == ' ' &&
+        !(at(i + 2, " ") || at(i + 2, "quele") || at(i + 2, "quela") || at(i + 2, "quilo") || at(i + 2, "s "))) {
+      a.push_back(0xA0);
+      a.push_back(' ');
+      i++;
+    }
+  }
+  return sub_bytes(a, ftfy_data::kAlteredUtf8, [](const uint8_t* p, const uint8_t* e, Bytes& out) {
+    for (; p < e; p++) out.push_back(*p == ' ' ? 0xA0 : *p);
+  });
+}
+
+// fixes.replace_lossy_sequences: each LOSSY_UTF8_RE match becomes U+FFFD's UTF-8.
+static Bytes replace_lossy_sequences(const Bytes& b) {
+  return sub_bytes(b, ftfy_data::kLossyUtf8, [](const uint8_t*, const uint8_t*, Bytes& out) {
+    out.insert(out.end(), {0xEF, 0xBF, 0xBD});
+  });
+}
+
+// Python's strict UTF-8 decoding of b[i..j) appended to out; false if invalid.
+static bool decode_utf8(const Bytes& b, size_t i, size_t j, std::u32string& out) {
   try {
-    out = utf8_decode(std::string(b.begin(), b.end()));
+    out += utf8_decode(std::string(b.begin() + (ptrdiff_t)i, b.begin() + (ptrdiff_t)j));
     return true;
   } catch (const Error&) {
     return false;
   }
 }
 
-// Mojibake check: does the text, read back as single-byte characters, contain a complete
-// multi-byte UTF-8 sequence of the usual mojibake kinds? (A reduced form of ftfy.badness.is_bad.)
-static bool looks_like_mojibake(const std::vector<int>& bytes) {
-  size_t n = bytes.size();
-  for (size_t i = 0; i < n; i++) {
-    // Two-byte sequences only with the leads of "Â"/"Ã" (U+0080..U+00FF mojibake); others,
-    // like "É’", are too often legitimate text.
-    int b = bytes[i], len = b == 0xC2 || b == 0xC3 ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
-    if (!len || i + len > n) continue;
-    bool ok = true;
-    for (int k = 1; k < len; k++) ok = ok && bytes[i + k] >= 0x80 && bytes[i + k] <= 0xBF;
-    if (ok) return true;
+// ftfy's "utf-8-variants" codec (bad_codecs/utf8_variants.py): UTF-8 plus CESU-8 surrogate
+// pairs (six bytes, one character) and Java's two-byte NUL, 0xc0 0x80. Its regex's `$` also
+// matches before a final '\n', which the codec then takes as the pair's or the NUL's last byte;
+// so does this.
+static bool decode_utf8_variants(const Bytes& b, std::u32string& out) {
+  const size_t n = b.size();
+  auto at_end = [&](size_t p) { return p == n || (p == n - 1 && b[p] == '\n'); };
+  auto byte_in = [&](size_t p, int lo, int hi) { return p < n && b[p] >= lo && b[p] <= hi; };
+  // SURROGATE_EXPR at p (which covers CESU8_EXPR's start): 0xed ([a0-bf]|$) ([80-bf]|$)
+  auto surrogate_at = [&](size_t p) {
+    if (b[p] != 0xED) return false;
+    size_t q = p + 1;
+    if (byte_in(q, 0xA0, 0xBF)) q++;
+    else if (!at_end(q)) return false;
+    return byte_in(q, 0x80, 0xBF) || at_end(q);
+  };
+  auto cesu8_at = [&](size_t p) {  // CESU8_EXPR, with n - p >= 6
+    return byte_in(p + 1, 0xA0, 0xAF) && byte_in(p + 2, 0x80, 0xBF) && b[p + 3] == 0xED &&
+           byte_in(p + 4, 0xB0, 0xBF) && (byte_in(p + 5, 0x80, 0xBF) || at_end(p + 5));
+  };
+  size_t pos = 0;
+  while (pos < n) {
+    size_t cut = pos;
+    while (cut < n && !(b[cut] == 0xC0 && (byte_in(cut + 1, 0x80, 0x80) || at_end(cut + 1))) && !surrogate_at(cut))
+      cut++;
+    if (cut > pos) {  // plain UTF-8 up to the special bytes
+      if (!decode_utf8(b, pos, cut, out)) return false;
+      pos = cut;
+      continue;
+    }
+    if (b[pos] == 0xC0) {
+      if (n - pos < 2) return false;
+      out.push_back(0);
+      pos += 2;
+    } else if (n - pos >= 6 && cesu8_at(pos)) {
+      out.push_back(0x10000 + ((char32_t)(b[pos + 1] & 0x0F) << 16) + ((char32_t)(b[pos + 2] & 0x3F) << 10) +
+                    ((char32_t)(b[pos + 4] & 0x0F) << 6) + (b[pos + 5] & 0x3F));
+      pos += 6;
+    } else {
+      return false;  // a lone surrogate: invalid in UTF-8
+    }
   }
+  return true;
+}
+
+static std::u32string fix_encoding(std::u32string s);
+
+// fixes.decode_inconsistent_utf8: each UTF8_DETECTOR_RE match, (?<![continuation_strict])
+// followed by one or more UTF-8-like units (the first unit, in order, that matches each time),
+// is fixed alone when it is shorter than the text and looks bad.
+static std::u32string decode_inconsistent_utf8(const std::u32string& s) {
+  std::u32string out;
+  out.reserve(s.size());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    size_t end = i, e;
+    if (i == 0 || !in_set(ftfy_data::kUtf8DetectorNotAfter, s[i - 1]))
+      while (match_first(s.data(), n, end, ftfy_data::kUtf8Detector, &e)) end = e;
+    if (end == i) {
+      out.push_back(s[i++]);
+      continue;
+    }
+    std::u32string sub = s.substr(i, end - i);
+    out += sub.size() < n && is_bad(sub) ? fix_encoding(sub) : sub;
+    i = end;
+  }
+  return out;
+}
+
+static bool has_c1(const std::u32string& s) {
+  for (char32_t c : s)
+    if (c >= 0x80 && c <= 0x9F) return true;
   return false;
 }
 
-// ftfy's fix_encoding, limited to the common cases: the whole segment is UTF-8 that was
-// decoded as Latin-1 or Windows-1252 (possibly several times).
-static std::u32string fix_encoding(std::u32string s) {
-  for (int round = 0; round < 8; round++) {
-    if (all_ascii(s)) return s;
-    bool fixed = false;
-    for (int enc = 0; enc < 2 && !fixed; enc++) {
-      std::vector<int> bytes;
-      bytes.reserve(s.size());
-      bool ok = true;
-      for (char32_t c : s) {
-        int b = enc == 0 ? (c <= 0xFF ? (int)c : -1) : sloppy1252_encode(c);
-        if (b < 0) { ok = false; break; }
-        bytes.push_back(b);
-      }
-      if (!ok || !looks_like_mojibake(bytes)) continue;
-      std::vector<unsigned char> ub(bytes.begin(), bytes.end());
-      std::u32string out;
-      if (try_utf8(ub, out)) {
-        s = std::move(out);
-        fixed = true;
-      }
+// ftfy._fix_encoding_one_step_and_explain with the default configuration.
+static std::u32string fix_encoding_step(const std::u32string& s) {
+  if (all_ascii(s) || !is_bad(s)) return s;
+  bool latin1 = false;
+  Bytes b;
+  for (size_t k = 0; k < std::size(ftfy_data::kCharmaps); k++) {
+    const ftfy_data::Charmap& cm = ftfy_data::kCharmaps[k];
+    if (!charmap_encode(s, k, b)) continue;
+    const bool macroman = std::strcmp(cm.name, "macroman") == 0;
+    if (std::strcmp(cm.name, "latin-1") == 0) latin1 = true;
+    if (!macroman && search_bytes(b, ftfy_data::kAlteredUtf8)) b = restore_byte_a0(b);
+    if (cm.sloppy) b = replace_lossy_sequences(b);
+    std::u32string fixed;
+    bool variants = std::find(b.begin(), b.end(), 0xED) != b.end() || std::find(b.begin(), b.end(), 0xC0) != b.end();
+    if (variants ? decode_utf8_variants(b, fixed) : decode_utf8(b, 0, b.size(), fixed)) return fixed;
+  }
+  size_t end;
+  bool detector = false;
+  for (size_t i = 0; i < s.size() && !detector; i++)
+    detector = (i == 0 || !in_set(ftfy_data::kUtf8DetectorNotAfter, s[i - 1])) &&
+               match_first(s.data(), s.size(), i, ftfy_data::kUtf8Detector, &end);
+  if (detector) {
+    std::u32string fixed = decode_inconsistent_utf8(s);
+    if (fixed != s) return fixed;
+  }
+  // Latin-1 text that is not Windows-1252 (ftfy checks for "windows-1252", which is not among
+  // the codecs it tries, so this always runs): its C1 controls read as strict Windows-1252,
+  // unless one of them is a byte Windows-1252 leaves undefined.
+  if (latin1) {
+    std::u32string fixed = s;
+    bool ok = true;
+    for (char32_t& c : fixed) {
+      if (c < 0x80 || c > 0x9F) continue;
+      char32_t w = kCp1252High[c - 0x80];
+      if (w == c) ok = false;  // 0x81, 0x8d, 0x8f, 0x90, 0x9d
+      c = w;
     }
-    if (!fixed) return s;
+    if (ok && fixed != s) return fixed;
+  }
+  if (has_c1(s)) {  // fixes.fix_c1_controls
+    std::u32string fixed = s;
+    for (char32_t& c : fixed) c = sloppy1252(c);
+    return fixed;
+  }
+  return s;
+}
+
+// ftfy.fix_encoding: one step at a time until nothing changes (each step shortens the text or
+// replaces C1 controls, so this ends; the cap only guards the loop).
+static std::u32string fix_encoding(std::u32string s) {
+  for (int round = 0; round < 1000; round++) {
+    std::u32string fixed = fix_encoding_step(s);
+    if (fixed == s) break;
+    s = std::move(fixed);
   }
   return s;
 }
@@ -364,15 +587,17 @@ static std::u32string fix_chars(const std::u32string& s) {
   for (char32_t c : s) {
     if (c >= 0x80 && c <= 0x9F) c = sloppy1252(c);  // fix_c1_controls
     const char32_t* rep = nullptr;
-    if (ligature(c, rep)) {  // fix_latin_ligatures
-      a += rep;
-      continue;
+    size_t len = 1;
+    if (ligature(c, rep)) len = std::char_traits<char32_t>::length(rep);  // fix_latin_ligatures
+    else if (c == 0x3000) rep = U" ";  // fix_character_width
+    else if (c >= 0xFF01 && c < 0xFFF0 && !wmap[c - 0xFF01].empty()) rep = wmap[c - 0xFF01].data(), len = wmap[c - 0xFF01].size();
+    else rep = &c;
+    for (size_t k = 0; k < len; k++) {  // uncurl_quotes, also over what the two before gave ("ŉ" -> "ʼn")
+      char32_t d = rep[k];
+      if (d == 0x02BC || (d >= 0x2018 && d <= 0x201B)) d = '\'';
+      else if (d >= 0x201C && d <= 0x201F) d = '"';
+      a.push_back(d);
     }
-    if (c == 0x3000) { a.push_back(' '); continue; }  // fix_character_width
-    if (c >= 0xFF01 && c < 0xFFF0 && !wmap[c - 0xFF01].empty()) { a += wmap[c - 0xFF01]; continue; }
-    if (c >= 0x2018 && c <= 0x201B) c = '\'';  // uncurl_quotes
-    else if (c >= 0x201C && c <= 0x201F) c = '"';
-    a.push_back(c);
   }
   // fix_line_breaks: \r\n, \r, U+2028, U+2029, U+0085 -> \n
   std::u32string b;

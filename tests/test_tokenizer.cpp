@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -189,6 +191,76 @@ TEST(TokenizerClean, FtfyFixes) {
   EXPECT_EQ(t.clean("&amp;amp;amp;"), "&");                  // ftfy + html.unescape twice
   EXPECT_EQ(t.clean("<b>&amp;amp;amp;</b>"), "<b>&amp;</b>");  // '<' turns ftfy's unescape off
   EXPECT_EQ(t.clean("\xEF\xBB\xBFhi"), "hi");               // BOM removed
+  // fix_encoding in full: each step of ftfy 6.3.1's, the codecs it tries, in its order.
+  EXPECT_EQ(t.clean("voil\xC3\x83 le travail"), "voil\xC3\xA0 le travail");  // restore_byte_a0: U+00A0 made a space
+  EXPECT_EQ(t.clean("\xC3\xA2\xE2\x82\xAC\xC5\x93 like this \xC3\xA2\xE2\x82\xAC\xEF\xBF\xBD"),
+            "\" like this \xEF\xBF\xBD");  // replace_lossy_sequences: a byte lost to U+FFFD
+  EXPECT_EQ(t.clean("\xC3\xB0\xC5\xB8\xCB\x9C\xE2\x82\xAC and \xC3\xAD\xC2\xA0\xC2\xBD\xC3\xAD\xC2\xB8\xC2\x80"),
+            "\xF0\x9F\x98\x80 and \xF0\x9F\x98\x80");  // an emoji, then the same as a CESU-8 pair (utf-8-variants)
+  EXPECT_EQ(t.clean("Hi\xC3\x80\xC2\x80there"), "hithere");  // Java's two-byte NUL, then removed as a control
+  EXPECT_EQ(t.clean("The Mona Lisa doesn\xC3\x83\xC6\x92\xC3\x82\xC2\xA2\xC3\x83\xC2\xA2\xC3\xA2\xE2\x82\xAC\xC5\xA1\xC3\x82"
+                    "\xC2\xAC\xC3\x83\xC2\xA2\xC3\xA2\xE2\x82\xAC\xC5\xBE\xC3\x82\xC2\xA2t have eyebrows."),
+            "the mona lisa doesn't have eyebrows.");  // three layers of Windows-1252
+  EXPECT_EQ(t.clean("\xC3\x90\xC5\xB8\xC3\x91\xE2\x82\xAC\xC3\x90\xC2\xB8\xC3\x90\xC2\xB2\xC3\x90\xC2\xB5\xC3\x91\xE2\x80\x9A"),
+            "\xD0\xBF\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82");  // "привет" through Windows-1252
+  EXPECT_EQ(t.clean("Za\xC4\xB9\xC4\xBD\xC4\x82\xC5\x82\xC4\xB9\xE2\x80\x9A\xC3\x84\xE2\x80\xA1"),
+            "za\xC5\xBC\xC3\xB3\xC5\x82\xC4\x87");  // "Zażółć" read as Windows-1250
+  EXPECT_EQ(t.clean("caf\xE2\x88\x9A\xC2\xA9 \xE2\x80\x9A\xC3\x84\xC3\xAE ok"), "caf\xC3\xA9 \xE2\x80\x94 ok");  // read as Mac Roman
+  EXPECT_EQ(t.clean("\xE2\x94\x9C\xC2\xA3n\xE2\x94\x9C\xC2\xBB" "c\xE2\x94\x9C\xE2\x95\xA2" "d\xE2\x94\x9C\xE2\x8C\x90 \xCE\x93\xC3\x87\xC3\xB6 ok"),
+            "\xC3\xBCn\xC3\xAF" "c\xC3\xB6" "d\xC3\xA9 \xE2\x80\x94 ok");  // "Ünïcödé — ok" read as CP437
+  EXPECT_EQ(t.clean("\xC3\x83\xC2\xA2\xC3\xA2\xE2\x80\x9A\xC2\xAC\xC3\x85\xE2\x80\x9Cmixed\xC3\x83\xC2\xA2\xC3\xA2\xE2\x80\x9A\xC2\xAC"
+                    "\xC3\x82 and \xE2\x80\x9C" "fine\xE2\x80\x9D"),
+            "\"mixed\xE2\x80\xA0" "and \"fine\"");  // decode_inconsistent_utf8: mojibake beside correct text
+  EXPECT_EQ(t.clean("caf\xC2\x81" "e \xC2\x93x\xC2\x94"), "caf\xC2\x81" "e \"x\"");  // C1 controls; 0x81 has no character
+  EXPECT_EQ(t.clean("\xE2\x94\x9C\xE2\x95\x91"), "\xE2\x94\x9C\xE2\x95\x91");  // box drawing that is not mojibake
+  EXPECT_EQ(t.clean("\xC5\x89"), "'n");  // the ligature "ŉ" is "ʼn", then uncurl_quotes
+}
+
+// Strings from the wild (tests/references/mojibake_corpus.py: ftfy 6.3.1's own test cases,
+// CLIP's zero-shot prompts, phrases in ten languages, and mojibake made from them as it happens:
+// UTF-8 read as Windows-125x, Latin-1, Mac Roman or CP437, once or twice, lossy, cut, glued,
+// with CESU-8, C1 controls, entities and line breaks): the cleaned text, the BPE ids and
+// clip.tokenize(truncate=True) of the OpenAI tokenizer with ftfy 6.3.1, for every one.
+// CLIP_TEXT_CORPUS names a larger file of the same form (the script's --count).
+TEST(TokenizerWild, MatchesReference) {
+  CLIP_REQUIRE_VOCAB();
+  const Tokenizer& t = tokenizer_for("gz");
+  const char* env = std::getenv("CLIP_TEXT_CORPUS");
+  const std::string path = env && *env ? env : test::source_dir() + "/tests/data/text/mojibake.jsonl";
+  const std::string data = test::read_file(path);
+  ASSERT_FALSE(data.empty()) << path;
+  size_t n = 0, cleaned_ok = 0, ids_ok = 0, tokens_ok = 0;
+  size_t pos = 0;
+  while (pos < data.size()) {
+    size_t nl = data.find('\n', pos);
+    if (nl == std::string::npos) nl = data.size();
+    const json c = json::parse(data.substr(pos, nl - pos));
+    pos = nl + 1;
+    const std::string text = c["text"].get<std::string>();
+    n++;
+    const std::string cleaned = t.clean(text);
+    const std::vector<int32_t> ids = t.bpe(text);
+    // "tokens" is given where it is not [49406] + ids + [49407] (truncated); the script checks that.
+    std::vector<int32_t> tokens = c.contains("tokens") ? c["tokens"].get<std::vector<int32_t>>() : std::vector<int32_t>{};
+    if (!c.contains("tokens")) {
+      tokens = {49406};
+      for (int32_t id : c["ids"].get<std::vector<int32_t>>()) tokens.push_back(id);
+      tokens.push_back(49407);
+    }
+    tokens.resize(77, 0);
+    const bool ok_clean = cleaned == c["cleaned"].get<std::string>();
+    const bool ok_ids = ids == c["ids"].get<std::vector<int32_t>>();
+    const bool ok_tokens = t.encode(text).ids == tokens;
+    cleaned_ok += ok_clean;
+    ids_ok += ok_ids;
+    tokens_ok += ok_tokens;
+    EXPECT_TRUE(ok_clean && ok_ids && ok_tokens)
+        << "text " << json(text).dump() << "\n  ours:      " << json(cleaned).dump()
+        << "\n  reference: " << c["cleaned"].dump();
+  }
+  std::printf("%s: %zu strings; cleaned text %zu same, BPE ids %zu same, tokens %zu same\n", path.c_str(), n,
+              cleaned_ok, ids_ok, tokens_ok);
+  EXPECT_GT(n, 1000u);
 }
 
 TEST(TokenizerClean, HtmlUnescape) {
