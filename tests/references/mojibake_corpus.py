@@ -11,7 +11,9 @@ Provenance: written for this repository. The strings are
     bytes, or passing them through), once or twice, then sometimes with U+00A0 turned into a space,
     U+FFFD turned into '?', cut at a random character, glued to clean text, or with emoji as
     CESU-8 surrogate pairs, Java's two-byte NUL, C1 controls (Windows-1252 bytes read as Latin-1),
-    HTML entities and line breaks mixed in.
+    HTML entities and line breaks mixed in;
+  - random strings over the characters ftfy's heuristics look at (every character of its badness
+    categories and of the ten codecs' high halves, C1 controls, ASCII, U+FFFD), a tenth of the count.
 The reference is the OpenAI tokenizer as open_clip 2.29.0 ships it (open_clip.tokenizer:
 basic_clean = ftfy.fix_text + html.unescape twice + strip, whitespace_clean, lower, the CLIP BPE)
 with ftfy 6.3.1, in the benchmark venv (bench/requirements.txt):
@@ -125,6 +127,27 @@ def special(rng, s):
     return mojibake(rng, mojibake(rng, s))
 
 
+def pool():
+    """The characters ftfy's mojibake checks look at."""
+    from ftfy import chardata
+    chars = set(chr(c) for c in range(0x20, 0x7F)) | set(chr(c) for c in range(0x80, 0xA0)) | {"\ufffd", "\n", "\xa0"}
+    for enc in chardata.CHARMAP_ENCODINGS:
+        chars |= set(bytes(range(0x80, 0x100)).decode(enc))
+    for cat in __import__("ftfy.badness", fromlist=["x"]).MOJIBAKE_CATEGORIES.values():
+        chars |= {c for c in cat if c != "-"}
+    return sorted(chars)
+
+
+def random_strings(rng, n):
+    chars = pool()
+    high = [c for c in chars if ord(c) >= 0x80]
+    out = []
+    for _ in range(n):
+        k = rng.randrange(1, 24)
+        out.append("".join(rng.choice(high) if rng.random() < 0.6 else rng.choice(chars) for _ in range(k)))
+    return out
+
+
 def strings(rng, cases, count):
     """count distinct strings: the test cases, the bases, then mojibake of random bases."""
     out = []
@@ -133,7 +156,7 @@ def strings(rng, cases, count):
     n_classes = 60 if count < 10000 else 1000
     prompts = [t(c) for c in rng.sample(IMAGENET_CLASSNAMES, n_classes) for t in rng.sample(OPENAI_IMAGENET_TEMPLATES, 2)]
     bases = BASE + prompts + [c["fixed"] for c in cases]
-    out = list(dict.fromkeys(out + BASE + prompts))
+    out = list(dict.fromkeys(out + BASE + prompts + random_strings(rng, count // 10)))
     seen = set(out)
     for _ in range(50 * count):
         if len(out) >= count:
