@@ -366,6 +366,10 @@ PixelWindow preprocess_input_window(int w, int h, int n, ResizeMode mode, Resamp
   return r;
 }
 
+namespace detail {
+std::vector<uint8_t> gray_ramp_palette();  // clip/image_decode.cpp
+}  // namespace detail
+
 namespace {
 
 // Rule 5: convert("RGB") of the npx pixels of the window, in the decoded mode (C bytes each;
@@ -397,8 +401,8 @@ std::vector<uint8_t> convert_rgb(ImageMode mode, std::vector<uint8_t> win, const
         o[1] = win[p * C + 1];
         o[2] = win[p * C + 2];
         break;
-      case ImageMode::P:
-        std::copy_n(&palette[(size_t)win[p] * 3], 3, o);
+      case ImageMode::P: case ImageMode::PA:  // (PA: the index band; Pillow's pa2rgb)
+        std::copy_n(&palette[(size_t)win[p * C] * 3], 3, o);
         break;
       case ImageMode::CMYK: {
         int nk = 255 - win[p * 4 + 3];
@@ -489,8 +493,12 @@ std::vector<uint8_t> resize_crop_rgb8(const DecodedImage& im, int n, PreprocessI
     win = resize_window_u8(im.pixels.data(), w, h, C, new_w, new_h, left, cols, top, rows, f);
   }
 
-  return pad_rgb(convert_rgb(im.mode, std::move(win), win_i, win_f, C, im.palette, npx), g, n, im.mode, C, im.palette,
-                 fill, "preprocess");
+  // Pillow's bicubic resize of a PA image gives a new image with the default palette, the gray
+  // ramp (ImagingResample copies no palette), which its convert("RGB") then reads.
+  static const std::vector<uint8_t> ramp = detail::gray_ramp_palette();
+  const std::vector<uint8_t>& palette = im.mode == ImageMode::PA && resize ? ramp : im.palette;
+  return pad_rgb(convert_rgb(im.mode, std::move(win), win_i, win_f, C, palette, npx), g, n, im.mode, C, palette, fill,
+                 "preprocess");
 }
 
 void normalize_rgb8(const uint8_t* rgb, int n, const PreprocessConfig& cfg, float* out) {
@@ -530,6 +538,15 @@ std::vector<uint8_t> preprocess_image_bytes_rgb8(const uint8_t* data, size_t siz
         if (trns_p) a = im.trns_alpha[v[0]];
         else if (trns_l) a = v[0] == im.trns_gray ? 0 : 255;
         else a = v[0] == im.trns_rgb[0] && v[1] == im.trns_rgb[1] && v[2] == im.trns_rgb[2] ? 0 : 255;
+      }
+      im.pixels = std::move(rgba);
+      im.mode = ImageMode::RGBA;
+    }
+    if (im.mode == ImageMode::PA) {  // convert("RGBA"): the palette's colour, the image's alpha
+      std::vector<uint8_t> rgba((size_t)im.width * im.height * 4);
+      for (size_t p = 0; p < (size_t)im.width * im.height; p++) {
+        std::copy_n(&im.palette[(size_t)im.pixels[p * 2] * 3], 3, &rgba[p * 4]);
+        rgba[p * 4 + 3] = im.pixels[p * 2 + 1];
       }
       im.pixels = std::move(rgba);
       im.mode = ImageMode::RGBA;

@@ -27,12 +27,12 @@ struct ImageLimits {
 };
 
 // Pillow's image modes that decoding can produce ("1" is One, "I;16" I16, "I;16B" I16B).
-enum class ImageMode { L, LA, RGB, RGBA, P, I, CMYK, One, F, I16, I16B };
+enum class ImageMode { L, LA, RGB, RGBA, P, I, CMYK, One, F, I16, I16B, PA };
 const char* image_mode_name(ImageMode m);
 int image_mode_channels(ImageMode m);  // bytes per pixel in DecodedImage::pixels (I, F, I;16: 0)
 
 // A decoded image in Pillow's mode. 8-bit modes: interleaved HWC bytes in `pixels`
-// (One: 0/255 bytes, P: palette indices). Modes I, I;16 and I;16B: the values in `pixels_i`
+// (One: 0/255 bytes, P: palette indices, PA: index and alpha). Modes I, I;16 and I;16B: the values in `pixels_i`
 // (Pillow 9.4's resize refuses I;16 and I;16B, so preprocessing takes them only at the size
 // it resizes to). Mode F: float32 values in `pixels_f`.
 struct DecodedImage {

@@ -11,9 +11,9 @@
 // inside the file. libtiff's warnings are dropped and its first error becomes a clip::Error
 // naming the file (per-handle handlers, TIFFOpenOptions). Refused, each saying why: what
 // Pillow 9.4 refuses (an unknown pixel layout or compression, more than 6 samples), what it
-// reads as other bytes than the image's samples (uncompressed YCbCr, 12-bit gray, planar
-// layouts beyond 8/16-bit RGB, RGBA and CMYK), what its convert("RGB") does through LittleCMS
-// (LAB), and mode PA.
+// reads as other bytes than the image's samples (uncompressed YCbCr, planar layouts beyond
+// 8/16-bit RGB, RGBA and CMYK), what its convert("RGB") does through LittleCMS (LAB), and the
+// ZSTD and WebP compressions its wheels' libtiff lacks.
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -290,7 +290,7 @@ void transpose(DecodedImage& im, int orientation) {
 }
 
 // How a row of samples from libtiff (native byte order, fill order 1) becomes the mode's pixels.
-enum class Unpack { bits1, bits_l, bits_p, u8, u16_high, i16, s16, i32, f32 };
+enum class Unpack { bits1, bits_l, bits_p, u8, u16_high, i12, i16, s16, i32, f32 };
 
 // The decode, before Pillow's load_end applies the orientation tag.
 void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::string& name, const ImageLimits& lim,
@@ -306,6 +306,9 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
   const uint64_t comp = ifd.get(259, 1);
   const char* comp_name = compression_name(comp);
   CLIP_CHECK(comp_name, "%s: TIFF compression %llu (Pillow 9.4 does not know it)", nm, (unsigned long long)comp);
+  CLIP_CHECK(comp != 50000 && comp != 50001, "%s: a TIFF with %s compression (the libtiff of Pillow 9.4.0's wheels is "
+             "built without it: \"%s compression support is not configured\")", nm, comp_name,
+             comp == 50000 ? "ZSTD" : "WEBP");
   const uint64_t planar = ifd.get(284, 1);
   uint64_t photo = ifd.get(262, 0);
   if (comp == 6) photo = 6;  // old-style JPEG: YCbCr
@@ -334,11 +337,21 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
   const std::string mode = info->mode, raw = info->rawmode;
   CLIP_CHECK(mode != "LAB", "%s: a CIELAB TIFF (mode LAB: Pillow 9.4's convert(\"RGB\") goes through LittleCMS, "
              "which this engine does not do)", nm);
-  CLIP_CHECK(mode != "PA", "%s: a palette TIFF with alpha (mode PA) is not supported", nm);
-  CLIP_CHECK(raw != "I;12", "%s: a 12-bit gray TIFF (mode I;16 from 12-bit samples) is not supported", nm);
   CLIP_CHECK(!(photo == 6 && comp == 1), "%s: an uncompressed YCbCr TIFF (Pillow 9.4 unpacks its 3 samples a pixel "
              "as 4, RGBX)", nm);
   const bool planar_sep = planar == 2 && spp > 1;
+  if (planar_sep && comp == 1) {
+    // Pillow's own reader gives offset i the raw mode's band i / (strips or tiles a plane), and
+    // fails (IndexError) where that is past the raw mode's bands.
+    const bool tiled = ifd.has(322) || ifd.has(324);
+    const uint64_t rows = std::max<uint64_t>(1, ifd.get(tiled ? 323 : 278, (uint64_t)H));
+    const uint64_t cols = tiled ? std::max<uint64_t>(1, ifd.get(322, (uint64_t)W)) : (uint64_t)W;
+    const uint64_t per_plane = (((uint64_t)W + cols - 1) / cols) * (((uint64_t)H + rows - 1) / rows);
+    const size_t offsets = ifd.list(tiled ? 324 : 273, {}).size();
+    CLIP_CHECK(offsets == 0 || (offsets - 1) / per_plane < raw.size(), "%s: an uncompressed planar TIFF with %zu "
+               "strips or tiles for %llu a plane (Pillow 9.4 fails: more planes than its raw mode %s has bands)", nm,
+               offsets, (unsigned long long)per_plane, raw.c_str());
+  }
   if (planar_sep) {
     CLIP_CHECK(mode == "RGB" || mode == "RGBA" || mode == "RGBX" || mode == "CMYK", "%s: a planar (separate planes) "
                "TIFF in mode %s is not supported", nm, mode.c_str());
@@ -395,23 +408,24 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
   } else if (mode == "P") {
     out.mode = ImageMode::P, C = 1, kind = Unpack::bits_p;
   } else if (mode == "I;16" || mode == "I;16B") {
-    out.mode = mode == "I;16" ? ImageMode::I16 : ImageMode::I16B, kind = Unpack::i16;
+    out.mode = mode == "I;16" ? ImageMode::I16 : ImageMode::I16B, kind = raw == "I;12" ? Unpack::i12 : Unpack::i16;
   } else if (mode == "I") {
     out.mode = ImageMode::I;
     kind = bps[0] == 16 ? Unpack::s16 : Unpack::i32;
   } else if (mode == "F") {
     out.mode = ImageMode::F, kind = Unpack::f32;
   } else {
-    out.mode = mode == "LA" ? ImageMode::LA : mode == "CMYK" ? ImageMode::CMYK
+    out.mode = mode == "LA" ? ImageMode::LA : mode == "PA" ? ImageMode::PA : mode == "CMYK" ? ImageMode::CMYK
                : mode == "RGBA" ? ImageMode::RGBA : ImageMode::RGB;  // RGBX: its RGB
     C = image_mode_channels(out.mode);
     kind = bps[0] == 16 ? Unpack::u16_high : Unpack::u8;
     premult = raw.compare(0, 4, "RGBa") == 0;
   }
-  if (kind == Unpack::i16 || kind == Unpack::s16 || kind == Unpack::i32) out.pixels_i.assign(WW * HH, 0);
+  if (kind == Unpack::i12 || kind == Unpack::i16 || kind == Unpack::s16 || kind == Unpack::i32)
+    out.pixels_i.assign(WW * HH, 0);
   else if (kind == Unpack::f32) out.pixels_f.assign(WW * HH, 0.f);
   else out.pixels.assign(WW * HH * C, 0);
-  if (out.mode == ImageMode::P) {  // COLORMAP: 16-bit R..., G..., B... values, each // 256
+  if (out.mode == ImageMode::P || out.mode == ImageMode::PA) {  // COLORMAP: 16-bit R..., G..., B... values, each // 256
     CLIP_CHECK(ifd.has(320), "%s: a palette TIFF without its colour map", nm);
     const std::vector<uint64_t>& cm = ifd.tags.at(320);
     const size_t entries = cm.size() / 3;
@@ -467,6 +481,12 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
         }
         break;
       }
+      case Unpack::i12:  // unpackI12_I16: 12-bit samples, most significant bits first
+        for (size_t i = 0; i < cnt; i++) {
+          const uint8_t* q = in + i * 3 / 2;
+          out.pixels_i[o + i] = i % 2 ? ((q[0] & 15) << 8) | q[1] : (q[0] << 4) | (q[1] >> 4);
+        }
+        break;
       case Unpack::i16:
         for (size_t i = 0; i < cnt; i++) {
           uint16_t v;

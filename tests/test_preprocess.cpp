@@ -515,81 +515,98 @@ TEST(Preprocess, BmpIsPillow94) {
 // compression it writes through libtiff, and hand-made strips, tiles, big-endian, BigTIFF,
 // planar, fill-order-2, 2/4-bit, signed, float, 16-bit, extra-sample, YCbCr and orientation
 // files): the mode, the decoded values and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
-// RGBX files (unspecified extra samples) are kept as their RGB; I;16 files are preprocessed
-// only at the size Pillow's resize copies (pillow_i16_32x40.tif).
+// RGBX files (unspecified extra samples) are kept as their RGB; I;16 files (16- and 12-bit) are
+// preprocessed only at the size Pillow's resize copies (pillow_i16_32x40.tif); PA is resized as
+// Pillow does, bicubic on the indices and the alpha, then looked up in the palette.
 TEST(Preprocess, TiffIsPillow94) {
   expect_pillow_decodes("tiff", {PillowCase{"be_f32_deflate.tif", "F", 37, 29, 0xbb96bf73fc04c6d5ull, 0x6c869ca3f48a939aull},
-                              PillowCase{"be_i16_deflate.tif", "I;16B", 37, 29, 0xa36021ae43cc8dbfull, 0x0000000000000000ull},
-                              PillowCase{"be_i16_raw.tif", "I;16B", 37, 29, 0xa36021ae43cc8dbfull, 0x0000000000000000ull},
-                              PillowCase{"be_rgb16_deflate.tif", "RGB", 37, 29, 0x52ccf4199dd35d0bull, 0xe771beb92a557b59ull},
-                              PillowCase{"be_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"bigtiff_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"bigtiff_tiled_rgb_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"cmyk16_raw.tif", "CMYK", 37, 29, 0x499122ce9e31040eull, 0xc795e61a14061d29ull},
-                              PillowCase{"cmykx_deflate.tif", "CMYK", 37, 29, 0xf4ccd55b183c2908ull, 0xfa6d620ed6e4c637ull},
-                              PillowCase{"i16s_raw.tif", "I", 37, 29, 0xbf4c35c88fab6b16ull, 0xd9c00f23f90324a1ull},
-                              PillowCase{"i32s_be_deflate.tif", "I", 37, 29, 0xc9a8064839d84916ull, 0x915dc22a37f0813full},
-                              PillowCase{"i32u_raw.tif", "I", 37, 29, 0x998221d5e9de7292ull, 0x9ebd73dc26767f25ull},
-                              PillowCase{"l2_minwhite_deflate.tif", "L", 37, 29, 0xcd0b4785379b54b4ull, 0xfb08a3ca17e0dcb9ull},
-                              PillowCase{"l2_raw.tif", "L", 37, 29, 0xeb2b9facbfd69a19ull, 0x71ccda96c24839e9ull},
-                              PillowCase{"l4_fill2_raw.tif", "L", 37, 29, 0x7144d710762cab55ull, 0xe49e052593890f45ull},
-                              PillowCase{"l4_minwhite_deflate.tif", "L", 37, 29, 0xd744ca05212b1428ull, 0xd1e4726fc683e995ull},
-                              PillowCase{"l4_raw.tif", "L", 37, 29, 0x7144d710762cab55ull, 0xe49e052593890f45ull},
-                              PillowCase{"l8_minwhite_raw.tif", "L", 37, 29, 0xbd77e39cc92b561eull, 0xde3b94693e0f5767ull},
-                              PillowCase{"one_fill2_deflate.tif", "1", 37, 29, 0x092a4d91139f885eull, 0x497b93450cc43548ull},
-                              PillowCase{"one_fill2_raw.tif", "1", 37, 29, 0x3a077fa3fbb18acbull, 0xd1ce446302906d9cull},
-                              PillowCase{"orientation6_rgb_deflate.tif", "RGB", 29, 37, 0x625f8418df4b7ffcull, 0x420f3007f4d6eaaaull},
-                              PillowCase{"p2_raw.tif", "P", 37, 29, 0xab04aece75dd4ee9ull, 0x19ca10c7fe5f7512ull},
-                              PillowCase{"p4_raw.tif", "P", 37, 29, 0x31cd092f435016f5ull, 0x387dfbf1c8fd1c5dull},
-                              PillowCase{"pillow_1_group3.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
-                              PillowCase{"pillow_1_group4.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
-                              PillowCase{"pillow_1_packbits.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
-                              PillowCase{"pillow_1_raw.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
-                              PillowCase{"pillow_1_tiff_lzw.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
-                              PillowCase{"pillow_cmyk_raw.tif", "CMYK", 37, 29, 0x7df8c430bba454b1ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"pillow_cmyk_tiff_lzw.tif", "CMYK", 37, 29, 0x7df8c430bba454b1ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"pillow_f_raw.tif", "F", 37, 29, 0x5aa990bdbba8fd57ull, 0x38355b411f4f3016ull},
-                              PillowCase{"pillow_f_tiff_lzw.tif", "F", 37, 29, 0x5aa990bdbba8fd57ull, 0x38355b411f4f3016ull},
-                              PillowCase{"pillow_i16_32x40.tif", "I;16", 32, 40, 0x91b5a989827bdbfeull, 0x772800052c836d41ull},
-                              PillowCase{"pillow_i16_lzw.tif", "I;16", 37, 29, 0xa86d7feae7a67deaull, 0x0000000000000000ull},
-                              PillowCase{"pillow_i16_raw.tif", "I;16", 37, 29, 0xa86d7feae7a67deaull, 0x0000000000000000ull},
-                              PillowCase{"pillow_i_raw.tif", "I", 37, 29, 0xa48fb08772e90b37ull, 0x9ebd73dc26767f25ull},
-                              PillowCase{"pillow_i_tiff_lzw.tif", "I", 37, 29, 0xa48fb08772e90b37ull, 0x9ebd73dc26767f25ull},
-                              PillowCase{"pillow_l_jpeg.tif", "L", 37, 29, 0xa2a5f29edeb07f44ull, 0x6d4b9cd5423dba3eull},
-                              PillowCase{"pillow_l_raw.tif", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
-                              PillowCase{"pillow_l_tiff_lzw.tif", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
-                              PillowCase{"pillow_la_raw.tif", "LA", 37, 29, 0xcd590a58d3d6aa73ull, 0x4fb542ce6ac78286ull},
-                              PillowCase{"pillow_multipage.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"pillow_p_raw.tif", "P", 37, 29, 0x2889b20ae45fe6fbull, 0x3e049b9d90730a0full},
-                              PillowCase{"pillow_p_tiff_lzw.tif", "P", 37, 29, 0x2889b20ae45fe6fbull, 0x3e049b9d90730a0full},
-                              PillowCase{"pillow_rgb_jpeg.tif", "RGB", 37, 29, 0xdcfa672a08514749ull, 0xa741a4cf5f23af22ull},
-                              PillowCase{"pillow_rgb_packbits.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"pillow_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"pillow_rgb_tiff_adobe_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"pillow_rgb_tiff_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"pillow_rgb_tiff_lzw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"pillow_rgba_raw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
-                              PillowCase{"pillow_rgba_tiff_lzw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
-                              PillowCase{"pillow_ycbcr_jpeg.tif", "RGB", 37, 29, 0x20a8cc37c3abc3e7ull, 0x8dc46dc25dc638ceull},
-                              PillowCase{"planar_rgb16_deflate.tif", "RGB", 37, 29, 0x52ccf4199dd35d0bull, 0xe771beb92a557b59ull},
-                              PillowCase{"planar_rgb_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"planar_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"planar_rgb_tiled_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"planar_rgba_assoc_deflate.tif", "RGBA", 37, 29, 0x29c6ab2839a2a938ull, 0xc85cabbdd859e16dull},
-                              PillowCase{"rgb16_raw.tif", "RGB", 37, 29, 0x52ccf4199dd35d0bull, 0xe771beb92a557b59ull},
-                              PillowCase{"rgb_fill2_raw.tif", "RGB", 37, 29, 0xafb2519400533710ull, 0xbd7856bb5efe9421ull},
-                              PillowCase{"rgba16_assoc_raw.tif", "RGBA", 37, 29, 0xbe168b6260870f8dull, 0x2034c0913dca872aull},
-                              PillowCase{"rgba16_unassoc_deflate.tif", "RGBA", 37, 29, 0x2a4221b5bf067bf5ull, 0xf641e2275ceedbbdull},
-                              PillowCase{"rgba_assoc_deflate.tif", "RGBA", 37, 29, 0x29c6ab2839a2a938ull, 0xc85cabbdd859e16dull},
-                              PillowCase{"rgba_assoc_raw.tif", "RGBA", 37, 29, 0x29c6ab2839a2a938ull, 0xc85cabbdd859e16dull},
-                              PillowCase{"rgba_no_extrasamples.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
-                              PillowCase{"rgbaxx_raw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
-                              PillowCase{"rgbx_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"tiled_l_deflate_be.tif", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
-                              PillowCase{"tiled_rgb_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"tiled_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
-                              PillowCase{"ycbcr_deflate.tif", "RGB", 37, 29, 0x6f54e7cefd2df089ull, 0x9764853871b81909ull},
-                              PillowCase{"ycbcr_orientation4_deflate.tif", "RGB", 37, 29, 0xd6052ed90a97c0a9ull, 0xc49fb32ade6e363aull}});
+                                 PillowCase{"be_i16_deflate.tif", "I;16B", 37, 29, 0xa36021ae43cc8dbfull, 0x0000000000000000ull},
+                                 PillowCase{"be_i16_raw.tif", "I;16B", 37, 29, 0xa36021ae43cc8dbfull, 0x0000000000000000ull},
+                                 PillowCase{"be_rgb16_deflate.tif", "RGB", 37, 29, 0x52ccf4199dd35d0bull, 0xe771beb92a557b59ull},
+                                 PillowCase{"be_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"bigtiff_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"bigtiff_tiled_rgb_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"cmyk16_raw.tif", "CMYK", 37, 29, 0x499122ce9e31040eull, 0xc795e61a14061d29ull},
+                                 PillowCase{"cmykx_deflate.tif", "CMYK", 37, 29, 0xf4ccd55b183c2908ull, 0xfa6d620ed6e4c637ull},
+                                 PillowCase{"gray12_deflate.tif", "I;16", 37, 29, 0xd81fc82a57a1ebc7ull, 0x0000000000000000ull},
+                                 PillowCase{"gray12_raw.tif", "I;16", 37, 29, 0xd81fc82a57a1ebc7ull, 0x0000000000000000ull},
+                                 PillowCase{"i16s_raw.tif", "I", 37, 29, 0xbf4c35c88fab6b16ull, 0xd9c00f23f90324a1ull},
+                                 PillowCase{"i32s_be_deflate.tif", "I", 37, 29, 0xc9a8064839d84916ull, 0x915dc22a37f0813full},
+                                 PillowCase{"i32u_raw.tif", "I", 37, 29, 0x998221d5e9de7292ull, 0x9ebd73dc26767f25ull},
+                                 PillowCase{"l2_minwhite_deflate.tif", "L", 37, 29, 0xcd0b4785379b54b4ull, 0xfb08a3ca17e0dcb9ull},
+                                 PillowCase{"l2_raw.tif", "L", 37, 29, 0xeb2b9facbfd69a19ull, 0x71ccda96c24839e9ull},
+                                 PillowCase{"l4_fill2_raw.tif", "L", 37, 29, 0x7144d710762cab55ull, 0xe49e052593890f45ull},
+                                 PillowCase{"l4_minwhite_deflate.tif", "L", 37, 29, 0xd744ca05212b1428ull, 0xd1e4726fc683e995ull},
+                                 PillowCase{"l4_raw.tif", "L", 37, 29, 0x7144d710762cab55ull, 0xe49e052593890f45ull},
+                                 PillowCase{"l8_minwhite_raw.tif", "L", 37, 29, 0xbd77e39cc92b561eull, 0xde3b94693e0f5767ull},
+                                 PillowCase{"one_fill2_deflate.tif", "1", 37, 29, 0x092a4d91139f885eull, 0x497b93450cc43548ull},
+                                 PillowCase{"one_fill2_raw.tif", "1", 37, 29, 0x3a077fa3fbb18acbull, 0xd1ce446302906d9cull},
+                                 PillowCase{"orientation6_rgb_deflate.tif", "RGB", 29, 37, 0x625f8418df4b7ffcull, 0x420f3007f4d6eaaaull},
+                                 PillowCase{"p2_raw.tif", "P", 37, 29, 0xab04aece75dd4ee9ull, 0x19ca10c7fe5f7512ull},
+                                 PillowCase{"p4_raw.tif", "P", 37, 29, 0x31cd092f435016f5ull, 0x387dfbf1c8fd1c5dull},
+                                 PillowCase{"pillow_1_group3.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
+                                 PillowCase{"pillow_1_group4.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
+                                 PillowCase{"pillow_1_packbits.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
+                                 PillowCase{"pillow_1_raw.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
+                                 PillowCase{"pillow_1_tiff_lzw.tif", "1", 37, 29, 0x0716c3886b6039faull, 0x0b1b8037cb030d27ull},
+                                 PillowCase{"pillow_cmyk_raw.tif", "CMYK", 37, 29, 0x7df8c430bba454b1ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"pillow_cmyk_tiff_lzw.tif", "CMYK", 37, 29, 0x7df8c430bba454b1ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"pillow_f_raw.tif", "F", 37, 29, 0x5aa990bdbba8fd57ull, 0x38355b411f4f3016ull},
+                                 PillowCase{"pillow_f_tiff_lzw.tif", "F", 37, 29, 0x5aa990bdbba8fd57ull, 0x38355b411f4f3016ull},
+                                 PillowCase{"pillow_i16_32x40.tif", "I;16", 32, 40, 0x91b5a989827bdbfeull, 0x772800052c836d41ull},
+                                 PillowCase{"pillow_i16_lzw.tif", "I;16", 37, 29, 0xa86d7feae7a67deaull, 0x0000000000000000ull},
+                                 PillowCase{"pillow_i16_raw.tif", "I;16", 37, 29, 0xa86d7feae7a67deaull, 0x0000000000000000ull},
+                                 PillowCase{"pillow_i_raw.tif", "I", 37, 29, 0xa48fb08772e90b37ull, 0x9ebd73dc26767f25ull},
+                                 PillowCase{"pillow_i_tiff_lzw.tif", "I", 37, 29, 0xa48fb08772e90b37ull, 0x9ebd73dc26767f25ull},
+                                 PillowCase{"pillow_l_jpeg.tif", "L", 37, 29, 0xa2a5f29edeb07f44ull, 0x6d4b9cd5423dba3eull},
+                                 PillowCase{"pillow_l_raw.tif", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
+                                 PillowCase{"pillow_l_tiff_lzw.tif", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
+                                 PillowCase{"pillow_la_raw.tif", "LA", 37, 29, 0xcd590a58d3d6aa73ull, 0x4fb542ce6ac78286ull},
+                                 PillowCase{"pillow_multipage.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"pillow_p_raw.tif", "P", 37, 29, 0x2889b20ae45fe6fbull, 0x3e049b9d90730a0full},
+                                 PillowCase{"pillow_p_tiff_lzw.tif", "P", 37, 29, 0x2889b20ae45fe6fbull, 0x3e049b9d90730a0full},
+                                 PillowCase{"pillow_pa_lzw.tif", "PA", 37, 29, 0xaadafb80b590263dull, 0x48048b3f6ceff181ull},
+                                 PillowCase{"pillow_pa_raw.tif", "PA", 37, 29, 0xaadafb80b590263dull, 0x48048b3f6ceff181ull},
+                                 PillowCase{"pillow_rgb_jpeg.tif", "RGB", 37, 29, 0xdcfa672a08514749ull, 0xa741a4cf5f23af22ull},
+                                 PillowCase{"pillow_rgb_packbits.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"pillow_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"pillow_rgb_tiff_adobe_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"pillow_rgb_tiff_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"pillow_rgb_tiff_lzw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"pillow_rgba_raw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
+                                 PillowCase{"pillow_rgba_tiff_lzw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
+                                 PillowCase{"pillow_ycbcr_jpeg.tif", "RGB", 37, 29, 0x20a8cc37c3abc3e7ull, 0x8dc46dc25dc638ceull},
+                                 PillowCase{"planar_rgb16_deflate.tif", "RGB", 37, 29, 0x52ccf4199dd35d0bull, 0xe771beb92a557b59ull},
+                                 PillowCase{"planar_rgb_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"planar_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"planar_rgb_tiled_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"planar_rgba_assoc_deflate.tif", "RGBA", 37, 29, 0x29c6ab2839a2a938ull, 0xc85cabbdd859e16dull},
+                                 PillowCase{"rgb16_raw.tif", "RGB", 37, 29, 0x52ccf4199dd35d0bull, 0xe771beb92a557b59ull},
+                                 PillowCase{"rgb_fill2_raw.tif", "RGB", 37, 29, 0xafb2519400533710ull, 0xbd7856bb5efe9421ull},
+                                 PillowCase{"rgba16_assoc_raw.tif", "RGBA", 37, 29, 0xbe168b6260870f8dull, 0x2034c0913dca872aull},
+                                 PillowCase{"rgba16_unassoc_deflate.tif", "RGBA", 37, 29, 0x2a4221b5bf067bf5ull, 0xf641e2275ceedbbdull},
+                                 PillowCase{"rgba_assoc_deflate.tif", "RGBA", 37, 29, 0x29c6ab2839a2a938ull, 0xc85cabbdd859e16dull},
+                                 PillowCase{"rgba_assoc_raw.tif", "RGBA", 37, 29, 0x29c6ab2839a2a938ull, 0xc85cabbdd859e16dull},
+                                 PillowCase{"rgba_no_extrasamples.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
+                                 PillowCase{"rgbaxx_raw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
+                                 PillowCase{"rgbx_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"tiled_l_deflate_be.tif", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
+                                 PillowCase{"tiled_rgb_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"tiled_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"ycbcr_deflate.tif", "RGB", 37, 29, 0x6f54e7cefd2df089ull, 0x9764853871b81909ull},
+                                 PillowCase{"ycbcr_orientation4_deflate.tif", "RGB", 37, 29, 0xd6052ed90a97c0a9ull, 0xc49fb32ade6e363aull}});
+}
+
+// Pillow's raw decoder skips a BMP row's padding only before the next row, so a file whose last
+// row (in file order) lacks its padding reads the same (found by bench/wild_images.py: Pillow's
+// Tests/images/mmap_error.bmp); a byte less is truncated.
+TEST(Preprocess, BmpLastRowNeedsNoPadding) {
+  const std::string path = test::source_dir() + "/tests/data/bmp/pal8_top_down.bmp";  // 37 px rows of 40 bytes
+  const std::string b = test::read_file(path);
+  const DecodedImage full = decode_image((const uint8_t*)b.data(), b.size(), path);
+  const DecodedImage cut = decode_image((const uint8_t*)b.data(), b.size() - 3, path);
+  EXPECT_EQ(cut.pixels, full.pixels);
+  EXPECT_THROW(decode_image((const uint8_t*)b.data(), b.size() - 4, path), Error);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -786,6 +803,25 @@ TEST(PreprocessBadInput, TiffRefusals) {
   expect_error(write_file("gray3.tif", tiny_tiff({{256, 4, 1, 8}, {257, 4, 1, 1}, {258, 3, 1, 3}, {262, 3, 1, 1},
                                                   {273, 4, 1, 8}, {279, 4, 1, 8}}, row)),
                "unknown pixel mode");
+  expect_error(write_file("webp_compression.tif", tiny_tiff({{256, 4, 1, 8}, {257, 4, 1, 1}, {258, 3, 1, 8},
+                                                             {259, 3, 1, 50001}, {262, 3, 1, 1}, {273, 4, 1, 8},
+                                                             {279, 4, 1, 8}}, row)),
+               "built without it");
+  // planar RGB, 3 uncompressed strips a plane, whose rows per strip say the whole image (as
+  // Pillow's Tests/images/tiff_overflow_rows_per_strip.tif): 9 planes for Pillow's reader, which fails
+  std::vector<uint8_t> planar(test::read_file(dir + "planar_rgb_raw.tif").size());
+  {
+    const std::string pb = test::read_file(dir + "planar_rgb_raw.tif");
+    std::copy(pb.begin(), pb.end(), planar.begin());
+    const size_t at = planar[4] | planar[5] << 8 | planar[6] << 16 | (size_t)planar[7] << 24;
+    bool patched = false;
+    for (size_t e = 0; e < (size_t)(planar[at] | planar[at + 1] << 8); e++) {
+      uint8_t* entry = &planar[at + 2 + 12 * e];
+      if ((entry[0] | entry[1] << 8) == 278) entry[8] = 29, entry[9] = 0, patched = true;
+    }
+    ASSERT_TRUE(patched);
+  }
+  expect_error(write_file("planar_rows_per_strip.tif", planar), "more planes than its raw mode RGB has bands");
   expect_error(dir + "bigtiff_l_deflate_be.tif", "big-endian BigTIFF");
   expect_error(dir + "pillow_ycbcr_raw.tif", "uncompressed YCbCr");
   expect_error(dir + "pillow_lab_raw.tif", "LittleCMS");

@@ -163,6 +163,10 @@ def make():
         f32 = Image.fromarray(gray.astype(np.float32) * 1.37 - 20.25, "F")
         f32.save(p(f"pillow_f_{c}.tif"), compression=c)
     Image.fromarray(np.concatenate([gray[..., None], alpha], -1), "LA").save(p("pillow_la_raw.tif"))
+    pa = photo.quantize(64).convert("PA")
+    pa.putalpha(Image.fromarray(alpha[..., 0], "L"))
+    pa.save(p("pillow_pa_raw.tif"))
+    pa.save(p("pillow_pa_lzw.tif"), compression="tiff_lzw")
     i16 = Image.fromarray(gray.astype(np.uint16) * 3, "I;16")
     i16.save(p("pillow_i16_raw.tif"))
     i16.save(p("pillow_i16_lzw.tif"), compression="tiff_lzw")
@@ -244,6 +248,17 @@ def make():
     q4 = (gray >> 4).astype(np.uint8)
     tiff(p("l4_fill2_raw.tif"), [(base_tags(W, H, 4, 1, 1, fill=2), [flip(pack_bits(q4, 4))])])
     tiff(p("rgb_fill2_raw.tif"), [(base_tags(W, H, 8, 3, 2, fill=2), strips(rgb, H))])
+    g12 = (g16 >> 4).astype(np.int64)  # 12-bit samples, packed most significant bits first
+    pairs = np.concatenate([g12, np.zeros((H, 1), np.int64)], 1)[:, :W + 1 - (W % 2 == 0)]
+    def pack12(r):
+        out = bytearray()
+        for i in range(0, len(r) - 1, 2):
+            v = (int(r[i]) << 12) | int(r[i + 1])
+            out += bytes([v >> 16, (v >> 8) & 255, v & 255])
+        return bytes(out[:(W * 12 + 7) // 8])
+    rows12 = b"".join(pack12(r) for r in pairs)
+    tiff(p("gray12_raw.tif"), [(base_tags(W, H, 12, 1, 1), [rows12])])
+    tiff(p("gray12_deflate.tif"), [(base_tags(W, H, 12, 1, 1, 8), [zlib.compress(rows12)])])
     tiff(p("i16s_raw.tif"), [(base_tags(W, H, 16, 1, 1, fmt=2), strips((g16.astype(np.int32) - 30000).astype("<i2"), H))])
     tiff(p("i32s_be_deflate.tif"), [(base_tags(W, H, 32, 1, 1, 8, fmt=2),
                                      strips((g16.astype(np.int64) * 1000 - 9000000).astype(">i4"), H, True))], order=">")
