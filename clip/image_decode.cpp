@@ -13,6 +13,7 @@
 #include <png.h>
 #include <webp/decode.h>
 #include <webp/demux.h>
+#include <zlib.h>
 
 
 #include "clip/image.h"
@@ -66,6 +67,10 @@ std::vector<uint8_t> gray_ramp_palette() {
 }
 }  // namespace detail
 using detail::gray_ramp_palette;
+
+static uint32_t be32(const uint8_t* p) { return ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
+static uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
+static uint16_t le16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
 static void check_size(const std::string& name, int64_t w, int64_t h, const ImageLimits& lim) {
   detail::check_image_size(name, w, h, lim);
@@ -346,6 +351,53 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
   return "";
 }
 
+// Pillow 9.4's PngImagePlugin inflates an iCCP, zTXt or compressed iTXt chunk to at most
+// MAX_TEXT_CHUNK (1 MiB) and raises "Decompressed Data Too Large" where input is left over then
+// (_safe_zlib_decompress; a broken stream it ignores): such a file is refused, wherever the chunk
+// is (Pillow reads the chunks after the image data in load_end).
+static void png_check_compressed_chunks(const uint8_t* d, size_t n, const std::string& name) {
+  constexpr size_t kMaxTextChunk = 1 << 20;
+  std::vector<uint8_t> sink;
+  for (size_t pos = 8; n - pos >= 12;) {
+    const size_t len = be32(d + pos);
+    if (len > n - pos - 12) break;  // (libpng reports the truncation)
+    const uint8_t* type = d + pos + 4;
+    const uint8_t* c = d + pos + 8;
+    pos += 12 + len;
+    if (std::memcmp(type, "IEND", 4) == 0) break;
+    const bool iccp = std::memcmp(type, "iCCP", 4) == 0, ztxt = std::memcmp(type, "zTXt", 4) == 0,
+               itxt = std::memcmp(type, "iTXt", 4) == 0;
+    if (!iccp && !ztxt && !itxt) continue;
+    // where the zlib data starts: after the keyword's NUL and the method byte 0 (iCCP, zTXt); for
+    // iTXt after the compression flag (nonzero), method 0, the language and translated keyword
+    auto after_nul = [&](size_t from) -> size_t {
+      const void* z = from < len ? std::memchr(c + from, 0, len - from) : nullptr;
+      return z ? (size_t)((const uint8_t*)z - c) + 1 : len + 1;
+    };
+    size_t at = after_nul(0);
+    if (itxt) {
+      if (at + 2 > len || c[at] == 0 || c[at + 1] != 0) continue;
+      at = after_nul(after_nul(at + 2));
+    } else {
+      if (at >= len || c[at] != 0) continue;
+      at += 1;
+    }
+    if (at > len) continue;
+    if (sink.empty()) sink.resize(kMaxTextChunk);
+    z_stream zs{};
+    if (inflateInit(&zs) != Z_OK) continue;
+    zs.next_in = const_cast<Bytef*>(c + at);
+    zs.avail_in = (uInt)(len - at);
+    zs.next_out = sink.data();
+    zs.avail_out = (uInt)sink.size();
+    const int ret = inflate(&zs, Z_SYNC_FLUSH);
+    const bool too_large = ret == Z_OK && zs.avail_out == 0 && zs.avail_in > 0;
+    inflateEnd(&zs);
+    CLIP_CHECK(!too_large, "%s: a PNG %.4s chunk inflating past 1 MiB (Pillow 9.4 raises: Decompressed Data Too Large)",
+               name.c_str(), (const char*)type);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // BMP as Pillow 9.4 reads it (BmpImagePlugin, libImaging/Unpack.c): the header sizes it knows
 // (OS/2 v1's 12, and 40, 64, 108, 124), 1/4/8-bit palettes (mode P; mode 1 or L when the palette
@@ -357,9 +409,6 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
 // Pillow refuses, and the few layouts where its unpacker would read other bytes than the rows
 // (a gray-ramp palette at a depth its "L" or "1" unpacker does not read), are refused.
 
-static uint32_t be32(const uint8_t* p) { return ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
-static uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
-static uint16_t le16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
 static void bmp_decode(const uint8_t* d, size_t n, const std::string& name, const ImageLimits& lim,
                        DecodedImage& out) {
@@ -817,6 +866,7 @@ DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& n
     // refuse from IHDR alone, before libpng reads further chunks
     if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)
       check_size(name, be32(data + 16), be32(data + 20), lim);
+    png_check_compressed_chunks(data, size, name);
     int64_t w = 0, h = 0;
     std::string e = png_decode(data, size, lim, out, w, h);
     if (e == "!") check_size(name, w, h, lim);

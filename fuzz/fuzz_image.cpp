@@ -1,5 +1,6 @@
-// libFuzzer target: preprocess_image_bytes on arbitrary bytes with a small pixel limit (so
-// huge headers are refused quickly). Every failure must be a clip::Error; the output must be
+// libFuzzer target: preprocess_image_bytes on arbitrary bytes (JPEG, PNG, BMP, GIF, WebP, TIFF;
+// seeds of each in tests/fuzz_corpus/image/) with a small pixel limit (so huge headers are
+// refused quickly). Every failure must be a clip::Error; the output must be
 // finite and inside the normalized range. For JPEGs, decoding only what preprocessing reads,
 // and resizing the rows as they are decoded, must agree with a full decode: all refuse the
 // input, or all preprocess it to the same bytes.

@@ -741,6 +741,30 @@ TEST(PreprocessBadInput, DecompressionBombLimitIsPillows) {
   expect_error(write_file("side13378.png", png(13378)), "too many pixels");
 }
 
+// A PNG whose zTXt or iCCP chunk inflates past 1 MiB: Pillow 9.4 raises "Decompressed Data Too
+// Large" (found by bench/wild_images.py: Pillow's png_decompression_dos.png); 512 KiB reads.
+TEST(PreprocessBadInput, PngCompressedChunkPastPillowsLimit) {
+  const std::string b = test::read_file(test::source_dir() + "/tests/fuzz_corpus/image/tiny_rgb.png");
+  ASSERT_GT(b.size(), 33u);
+  auto with_chunk = [&](const char* type, const char* keyword, size_t inflated) {
+    std::vector<uint8_t> zeros(inflated, 'a');
+    uLongf zn = compressBound((uLong)zeros.size());
+    std::vector<uint8_t> z(zn);
+    compress(z.data(), &zn, zeros.data(), (uLong)zeros.size());
+    std::vector<uint8_t> data(keyword, keyword + std::strlen(keyword) + 1);
+    data.push_back(0);  // compression method
+    data.insert(data.end(), z.begin(), z.begin() + (long)zn);
+    std::vector<uint8_t> v(b.begin(), b.begin() + 33);  // signature and IHDR
+    put_chunk(v, type, data);
+    v.insert(v.end(), b.begin() + 33, b.end());
+    return v;
+  };
+  expect_error(write_file("ztxt_bomb.png", with_chunk("zTXt", "Comment", 2 << 20)), "Decompressed Data Too Large");
+  expect_error(write_file("iccp_bomb.png", with_chunk("iCCP", "icc", 2 << 20)), "Decompressed Data Too Large");
+  const std::vector<uint8_t> ok = with_chunk("zTXt", "Comment", 512 << 10);
+  EXPECT_NO_THROW(decode_image(ok.data(), ok.size(), "ztxt_512k.png"));
+}
+
 // A little-endian classic TIFF: one IFD of (tag, type, count, value) entries at offset 8, the
 // entries' values inline (at most 4 bytes each), then `data`.
 std::vector<uint8_t> tiny_tiff(std::vector<std::array<uint32_t, 4>> entries, const std::vector<uint8_t>& data = {}) {
@@ -935,7 +959,16 @@ INSTANTIATE_TEST_SUITE_P(Seeds, PreprocessModes,
                                            ModeCase{"rgba.png", "RGBA", 7, 5}, ModeCase{"la.png", "LA", 7, 5},
                                            ModeCase{"rgb16.png", "RGB", 3, 2}, ModeCase{"rgb24.bmp", "RGB", 7, 5},
                                            ModeCase{"pal8.bmp", "P", 7, 5}, ModeCase{"gray8.bmp", "L", 7, 5},
-                                           ModeCase{"one.gif", "P", 1, 1}, ModeCase{"tiny_rgb.png", "RGB", 3, 5}),
+                                           ModeCase{"one.gif", "P", 1, 1}, ModeCase{"tiny_rgb.png", "RGB", 3, 5},
+                                           ModeCase{"tiff_lzw_rgb.tif", "RGB", 37, 29},
+                                           ModeCase{"tiff_tiled_deflate.tif", "RGB", 37, 29},
+                                           ModeCase{"tiff_planar.tif", "RGB", 37, 29},
+                                           ModeCase{"tiff_group4.tif", "1", 37, 29},
+                                           ModeCase{"tiff_ycbcr.tif", "RGB", 37, 29},
+                                           ModeCase{"tiff_jpeg_ycbcr.tif", "RGB", 37, 29},
+                                           ModeCase{"tiff_f32_be.tif", "F", 37, 29},
+                                           ModeCase{"tiff_p4.tif", "P", 37, 29},
+                                           ModeCase{"tiff_bigtiff_tiled.tif", "RGB", 37, 29}),
                          mode_case_name);
 
 }  // namespace
