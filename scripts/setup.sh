@@ -16,6 +16,7 @@ PKGS=(
   libcli11-dev                   # command-line parsing
   libdnnl-dev                    # oneDNN: CPU linear layers with weights packed once
   libsentencepiece-dev           # SentencePiece tokenizers (SigLIP, SigLIP 2)
+  python3-dev python3-venv pybind11-dev  # the Python module (python/) and its tests' venv
   clang libclang-rt-14-dev libomp-dev  # libFuzzer targets (clang, its OpenMP)
 )
 missing=()

@@ -8,6 +8,8 @@
 #                tests once more with oneDNN capped at AVX512_CORE (ONEDNN_MAX_CPU_ISA)
 #   build-asan/  CPU-only, under AddressSanitizer + UBSan
 #   build-emu/   the CUDA code on the CPU emulator
+# and the Python package's tests (tests/python/) against build/'s module, in .venv-py
+# (scripts/python_test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh --test-trees
@@ -30,5 +32,8 @@ if [ "$detected" = avx512 ]; then
     -R 'Linear|CpuContext|ResNetModel|ResNetGolden|ResNetOp.*_cpu_'
 fi
 if [ "$detected" != baseline ]; then run "build/ capped at baseline" build CLIP_CPU_ISA=baseline ONEDNN_MAX_CPU_ISA=SSE41; fi
+echo "== python (build/python)"; t0=$SECONDS
+bash scripts/python_test.sh build
+echo "== python: passed in $((SECONDS - t0)) s"
 run "build-asan/" build-asan
 run "build-emu/" build-emu

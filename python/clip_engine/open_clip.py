@@ -1,0 +1,241 @@
+"""A drop-in for the inference part of open_clip: a script written for open_clip changes its
+import (``import clip_engine.open_clip as open_clip``) and runs on this engine.
+
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained="ViT-B-32.pt")
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    image = preprocess(Image.open("cat.jpg")).unsqueeze(0)
+    text = tokenizer(["a diagram", "a dog", "a cat"])
+    with torch.no_grad():
+        image_features = model.encode_image(image)
+        text_features = model.encode_text(text)
+
+``pretrained`` is a local checkpoint (any format clip_engine.load reads: a file, an open_clip
+Hub snapshot directory, an HF directory), or the model name is ``hf-hub:ORG/NAME`` for a
+snapshot in the local Hugging Face cache; open_clip's pretrained tags (which download) are not
+fetched. The model's encode_image / encode_text take and return torch tensors when given them
+(float32 on the CPU; NumPy arrays otherwise); preprocess takes a PIL image and returns the
+[3, R, R] tensor open_clip's transform gives. Training, jit and the output_dict form are not
+provided.
+"""
+import os
+
+import numpy as np
+
+from . import _model
+from ._errors import Error, InvalidInputError
+
+try:
+    import torch as _torch
+except ImportError:  # pragma: no cover
+    _torch = None
+
+_loaded = {}  # model name -> the latest model created under it (for get_tokenizer)
+
+
+def _to_numpy(x):
+    if _torch is not None and isinstance(x, _torch.Tensor):
+        return x.detach().cpu().numpy(), True
+    return np.asarray(x), False
+
+
+def _out(a, torch_out, like=None):
+    if torch_out:
+        t = _torch.from_numpy(a)
+        return t.to(like.device) if like is not None and like.device.type != "cpu" else t
+    return a
+
+
+class _Visual:
+    def __init__(self, m):
+        self.image_size = (m.image_resolution, m.image_resolution)
+        self.output_dim = m.embed_dim
+
+
+class CLIP:
+    """open_clip's CLIP for inference: encode_image, encode_text, forward, logit_scale."""
+
+    def __init__(self, engine, name):
+        self.engine = engine
+        self.name = name
+        self.visual = _Visual(engine)
+        self.context_length = engine.context_length
+        self.output_dict = False
+
+    # nn.Module's calls a script makes around inference
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        if mode:
+            raise Error("clip_engine.open_clip runs inference only")
+        return self
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        return self
+
+    @property
+    def logit_scale(self):
+        """log of the scale, as open_clip's parameter (scripts call .exp())."""
+        v = np.float32(np.log(self.engine.logit_scale))
+        return _torch.tensor(v) if _torch is not None else v
+
+    @property
+    def logit_bias(self):
+        if not self.engine.sigmoid_scores:
+            return None
+        v = np.float32(self.engine.logit_bias)
+        return _torch.tensor(v) if _torch is not None else v
+
+    def encode_image(self, image, normalize=False):
+        """image: float [N, 3, R, R] as preprocess gives it (a tensor or an array)."""
+        a, is_torch = _to_numpy(image)
+        if a.ndim == 3:
+            a = a[None]
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        return _out(self.engine.encode_image(a, normalize=normalize), is_torch, image if is_torch else None)
+
+    def encode_text(self, text, normalize=False):
+        """text: token ids [N, context_length] as the tokenizer gives them."""
+        a, is_torch = _to_numpy(text)
+        if a.ndim == 1:
+            a = a[None]
+        if not np.issubdtype(a.dtype, np.integer):
+            raise InvalidInputError(f"encode_text: expected integer token ids, not {a.dtype}")
+        return _out(self.engine.encode_text(a, normalize=normalize), is_torch, text if is_torch else None)
+
+    def forward(self, image=None, text=None):
+        img = self.encode_image(image, normalize=True) if image is not None else None
+        txt = self.encode_text(text, normalize=True) if text is not None else None
+        scale = self.logit_scale
+        scale = scale.exp() if _torch is not None else np.exp(scale)
+        if self.engine.sigmoid_scores:
+            return img, txt, scale, self.logit_bias
+        return img, txt, scale
+
+    __call__ = forward
+
+
+class Preprocess:
+    """open_clip's image transform: a PIL image (or a path, or an HxWx3 uint8 array) -> the
+    normalized [3, R, R] float32 pixels (a torch tensor when torch is installed)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        r = engine.image_resolution
+        self.image_size = (r, r)
+
+    def __call__(self, image):
+        px = self.engine.preprocess([image])[0]
+        return _torch.from_numpy(px) if _torch is not None else px
+
+    def __repr__(self):
+        p = self.engine.info["preprocess"]
+        return (f"clip_engine Preprocess(resize {p['resize_mode']} {p['resolution']} {p['interpolation']}, "
+                f"mean {p['mean']}, std {p['std']})")
+
+
+class Tokenizer:
+    """open_clip's tokenizer: texts -> int64 token ids [N, context_length] (a torch tensor
+    when torch is installed)."""
+
+    def __init__(self, model_name, engine=None):
+        self.model_name = model_name
+        self._engine = engine
+
+    @property
+    def engine(self):
+        m = self._engine or _loaded.get(self.model_name)
+        if m is None:
+            raise Error(f"get_tokenizer({self.model_name!r}): create the model first "
+                        "(create_model_and_transforms / create_model_from_pretrained): its tokenizer is the model's")
+        return m
+
+    @property
+    def context_length(self):
+        return self.engine.context_length
+
+    def __call__(self, texts, context_length=None):
+        m = self.engine
+        if context_length is not None and context_length != m.context_length:
+            raise InvalidInputError(f"context_length {context_length}: this model's is {m.context_length}")
+        ids = m.tokenize(texts)
+        return _torch.from_numpy(ids) if _torch is not None else ids
+
+
+def _activation(name, path):
+    """open_clip's activation for a model name: QuickGELU for *-quickgelu configs (and OpenAI's
+    TorchScript files, which the engine recognizes itself), else GELU for open_clip's plain
+    named architectures when no open_clip config says otherwise."""
+    if name.endswith("-quickgelu"):
+        return "quick_gelu"
+    base = name[: -len("-quickgelu")] if name.endswith("-quickgelu") else name
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    if os.path.exists(os.path.join(folder, "open_clip_config.json")) or os.path.exists(os.path.join(folder, "config.json")):
+        return None
+    if base in _model.arch_names():
+        import zipfile
+
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                if any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist()):
+                    return None  # TorchScript: OpenAI's model, QuickGELU by the engine's rule
+        return "gelu"
+    return None
+
+
+_PRECISIONS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "pure_fp16": "f16", "pure_bf16": "bf16", "amp": "f32",
+               "amp_bf16": "f32", "amp_bfloat16": "f32"}
+
+
+def _create(model_name, pretrained, precision, device, kwargs):
+    if kwargs.get("jit"):
+        raise Error("clip_engine.open_clip: jit is not provided (the engine compiles its own graphs)")
+    if pretrained is None and model_name.startswith("hf-hub:"):
+        path = model_name
+    elif pretrained is None:
+        raise Error(f"create_model({model_name!r}): give pretrained=PATH to a checkpoint (random open_clip "
+                    "initialisation is not provided; clip_engine.random gives random weights)")
+    elif not os.path.exists(os.fspath(pretrained)):
+        raise Error(f"pretrained={pretrained!r}: clip_engine reads local checkpoints only (a file or directory, or "
+                    "an hf-hub: name in the local Hugging Face cache); open_clip's pretrained tags are not downloaded")
+    else:
+        path = os.fspath(pretrained)
+    dev = str(device) if device is not None else "cpu"
+    dev = "cuda" if dev.startswith("cuda") else dev
+    if precision not in _PRECISIONS:
+        raise InvalidInputError(f"precision {precision!r}: one of {', '.join(_PRECISIONS)}")
+    dtype = _PRECISIONS[precision]
+    act = _activation(model_name, path) if path != model_name else None
+    m = _model.load(path, device=dev, dtype=dtype, vocab=kwargs.get("vocab"), activation=act)
+    model = CLIP(m, model_name)
+    _loaded[model_name] = m
+    return model, Preprocess(m)
+
+
+def create_model_and_transforms(model_name, pretrained=None, precision="fp32", device="cpu", **kwargs):
+    """(model, preprocess_train, preprocess_val): both transforms are the inference one."""
+    model, pre = _create(model_name, pretrained, precision, device, kwargs)
+    return model, pre, pre
+
+
+def create_model_from_pretrained(model_name, pretrained=None, precision="fp32", device="cpu",
+                                 return_transform=True, **kwargs):
+    """(model, preprocess), or the model alone with return_transform=False."""
+    model, pre = _create(model_name, pretrained, precision, device, kwargs)
+    return (model, pre) if return_transform else model
+
+
+def create_model(model_name, pretrained=None, precision="fp32", device="cpu", **kwargs):
+    return _create(model_name, pretrained, precision, device, kwargs)[0]
+
+
+def get_tokenizer(model_name, context_length=None, **kwargs):
+    """The tokenizer of the model created under model_name (created before or after this call)."""
+    return Tokenizer(model_name)
+
+
+def list_models():
+    return _model.arch_names()
