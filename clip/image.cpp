@@ -100,7 +100,14 @@ Coeffs precompute_coeffs(int in_size, int out_size, ResampleFilter f) {
   return c;
 }
 
-int32_t round_up(double f) { return (int32_t)(f >= 0.0 ? std::floor(f + 0.5) : -std::floor(std::fabs(f) + 0.5)); }
+// Pillow's ROUND_UP, then its (int): out of int32's range (or NaN) that conversion is x86's
+// "integer indefinite", INT32_MIN, which Pillow's wheels give (mode I's bicubic overshoot of
+// values near the range's ends; found by fuzz_image on a byte-swapped 32-bit TIFF).
+int32_t round_up(double f) {
+  const double r = f >= 0.0 ? f + 0.5 : f - 0.5;
+  if (!(r > -2147483649.0 && r < 2147483648.0)) return INT32_MIN;
+  return (int32_t)r;
+}
 
 // What a window [x0, x0+nx) x [y0, y0+ny) of a w x h -> new_w x new_h resize needs: the
 // coefficients of each axis that changes, and the input columns [c0, c1) and rows [r0, r1) it

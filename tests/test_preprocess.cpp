@@ -515,7 +515,9 @@ TEST(Preprocess, BmpIsPillow94) {
 // compression it writes through libtiff, and hand-made strips, tiles, big-endian, BigTIFF,
 // planar, fill-order-2, 2/4-bit, signed, float, 16-bit, extra-sample, YCbCr and orientation
 // files): the mode, the decoded values and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
-// RGBX files (unspecified extra samples) are kept as their RGB; I;16 files (16- and 12-bit) are
+// i32s_be_deflate.tif's values, byte-swapped as Pillow swaps them, overshoot int32 in the resize
+// (INT32_MIN as Pillow on x86; found by fuzz_image). RGBX files (unspecified extra samples) are
+// kept as their RGB; I;16 files (16- and 12-bit) are
 // preprocessed only at the size Pillow's resize copies (pillow_i16_32x40.tif); PA is resized as
 // Pillow does, bicubic on the indices and the alpha, then looked up in the palette.
 TEST(Preprocess, TiffIsPillow94) {
