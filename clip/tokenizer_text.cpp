@@ -253,45 +253,149 @@ static bool py_isword(char32_t c) {
 }
 
 // The regular expressions of ftfy's mojibake detection (clip/tokenizer_ftfy.h) over code
-// points or bytes: alternatives of fixed-width atoms, tried in the regex's order.
-static bool in_set(uint16_t set, char32_t c) {
-  const ftfy_data::Set& s = ftfy_data::kSets[set];
-  const ftfy_data::Range* lo = ftfy_data::kRanges + s.begin;
-  const ftfy_data::Range* hi = ftfy_data::kRanges + s.end;
-  const ftfy_data::Range* it = std::upper_bound(lo, hi, c, [](char32_t v, const ftfy_data::Range& r) { return v < r.lo; });
-  bool in = (it != lo && c <= (it - 1)->hi) || (s.space && py_isspace(c)) || (s.word && py_isword(c));
-  return in != s.negate;
+// points or bytes: alternatives of fixed-width atoms, tried in the regex's order. Each
+// character's sets (a bit per kSets entry) are looked up once per text.
+struct SetMask {
+  uint64_t w[2] = {0, 0};
+  bool has(uint16_t set) const { return (w[set >> 6] >> (set & 63)) & 1; }
+  void add(size_t set) { w[set >> 6] |= uint64_t(1) << (set & 63); }
+};
+static_assert(std::size(ftfy_data::kSets) <= 128, "SetMask holds 128 sets");
+
+static SetMask set_mask(char32_t c) {
+  struct Table {  // the ranges' bounds cut the code points into intervals of one mask each
+    std::vector<char32_t> start;
+    std::vector<SetMask> mask;
+    SetMask space, word, negate;
+  };
+  static const Table tab = [] {
+    Table t;
+    std::vector<char32_t> cuts;
+    for (const ftfy_data::Range& r : ftfy_data::kRanges) cuts.insert(cuts.end(), {r.lo, r.hi + 1});
+    std::sort(cuts.begin(), cuts.end());
+    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+    for (char32_t c : cuts) {
+      SetMask m;
+      for (size_t k = 0; k < std::size(ftfy_data::kSets); k++)
+        for (uint16_t r = ftfy_data::kSets[k].begin; r < ftfy_data::kSets[k].end; r++)
+          if (c >= ftfy_data::kRanges[r].lo && c <= ftfy_data::kRanges[r].hi) m.add(k);
+      t.start.push_back(c);
+      t.mask.push_back(m);
+    }
+    for (size_t k = 0; k < std::size(ftfy_data::kSets); k++) {
+      if (ftfy_data::kSets[k].space) t.space.add(k);
+      if (ftfy_data::kSets[k].word) t.word.add(k);
+      if (ftfy_data::kSets[k].negate) t.negate.add(k);
+    }
+    return t;
+  }();
+  SetMask m;
+  auto it = std::upper_bound(tab.start.begin(), tab.start.end(), c);
+  if (it != tab.start.begin()) m = tab.mask[(size_t)(it - tab.start.begin()) - 1];
+  const bool sp = py_isspace(c), wd = py_isword(c);
+  for (int k = 0; k < 2; k++) m.w[k] = (m.w[k] | (sp ? tab.space.w[k] : 0) | (wd ? tab.word.w[k] : 0)) ^ tab.negate.w[k];
+  return m;
 }
 
-// Does alternative `alt` match text[i..] (atoms from `a` on)? Sets *end past the match. An
+// A text (code points, or bytes as code points 0..255) with each character's sets, and
+// whether any of them is in a set of characters above U+007F (every BADNESS_RE alternative
+// needs one; a text without is not bad).
+template <class Char>
+struct Classified {
+  const Char* t;
+  size_t n;
+  std::vector<SetMask> m;
+  bool high = false;
+  Classified(const Char* text, size_t size) : t(text), n(size), m(size) {
+    static const std::vector<SetMask> low = [] {  // U+0000..U+00FF, the most frequent by far
+      std::vector<SetMask> v(256);
+      for (char32_t c = 0; c < 256; c++) v[c] = set_mask(c);
+      return v;
+    }();
+    for (size_t i = 0; i < n; i++) {
+      const char32_t c = (char32_t)t[i];
+      m[i] = c < 256 ? low[c] : set_mask(c);
+      high = high || (c >= 0x80 && (m[i].w[0] | m[i].w[1]) != 0);
+    }
+  }
+};
+
+// Does alternative `alt` match at i (atoms from `a` on)? Sets *end past the match. An
 // optional atom is tried with its character first, as the regex's greedy X? is.
 template <class Char>
-static bool match_atoms(const Char* t, size_t n, size_t i, const ftfy_data::Alt& alt, uint16_t a, size_t* end) {
+static bool match_atoms(const Classified<Char>& x, size_t i, const ftfy_data::Alt& alt, uint16_t a, size_t* end) {
   if (a == alt.end) {
     *end = i;
     return true;
   }
   const ftfy_data::Atom& at = ftfy_data::kAtoms[ftfy_data::kAltAtoms[a]];
-  if (at.kind == ftfy_data::kBegin) return i == 0 && match_atoms(t, n, i, alt, (uint16_t)(a + 1), end);
-  bool one = i < n && (at.kind == ftfy_data::kAny ? t[i] != '\n' : in_set(at.set, (char32_t)t[i]));
-  if (one && match_atoms(t, n, i + 1, alt, (uint16_t)(a + 1), end)) return true;
-  return at.optional && match_atoms(t, n, i, alt, (uint16_t)(a + 1), end);
+  if (at.kind == ftfy_data::kBegin) return i == 0 && match_atoms(x, i, alt, (uint16_t)(a + 1), end);
+  bool one = i < x.n && (at.kind == ftfy_data::kAny ? x.t[i] != '\n' : x.m[i].has(at.set));
+  if (one && match_atoms(x, i + 1, alt, (uint16_t)(a + 1), end)) return true;
+  return at.optional && match_atoms(x, i, alt, (uint16_t)(a + 1), end);
 }
 
-// The first alternative (in order) matching at text[i..]; its end in *end.
-template <class Char, size_t N>
-static bool match_first(const Char* t, size_t n, size_t i, const ftfy_data::Alt (&alts)[N], size_t* end) {
-  for (const ftfy_data::Alt& alt : alts)
-    if (match_atoms(t, n, i, alt, alt.begin, end)) return true;
+// An alternation of clip/tokenizer_ftfy.h, indexed by what its alternatives start with: a
+// character's sets give the alternatives worth trying there (bits in the regex's order).
+struct Alternation {
+  const ftfy_data::Alt* alts;
+  size_t n;
+  std::vector<uint64_t> by_first_set;  // [set]: alternatives whose first atom is that set
+  uint64_t always = 0;                 // alternatives starting otherwise (^, ., X?)
+  uint64_t low[256] = {};              // at() of U+0000..U+00FF
+  uint64_t at(const SetMask& m) const {
+    uint64_t c = always;
+    for (int w = 0; w < 2; w++)
+      for (uint64_t b = m.w[w]; b; b &= b - 1) c |= by_first_set[(size_t)(64 * w + __builtin_ctzll(b))];
+    return c;
+  }
+};
+
+template <size_t N>
+static Alternation alternation(const ftfy_data::Alt (&alts)[N]) {
+  static_assert(N <= 64, "a bit per alternative");
+  Alternation g{alts, N, std::vector<uint64_t>(std::size(ftfy_data::kSets), 0)};
+  for (size_t k = 0; k < N; k++) {
+    const ftfy_data::Atom& a = ftfy_data::kAtoms[ftfy_data::kAltAtoms[alts[k].begin]];
+    if (a.kind == ftfy_data::kIn && !a.optional) g.by_first_set[a.set] |= uint64_t(1) << k;
+    else g.always |= uint64_t(1) << k;
+  }
+  for (char32_t c = 0; c < 256; c++) g.low[c] = g.at(set_mask(c));
+  return g;
+}
+
+static const Alternation& badness_re() { static const Alternation g = alternation(ftfy_data::kBadness); return g; }
+static const Alternation& altered_utf8_re() { static const Alternation g = alternation(ftfy_data::kAlteredUtf8); return g; }
+static const Alternation& lossy_utf8_re() { static const Alternation g = alternation(ftfy_data::kLossyUtf8); return g; }
+static const Alternation& utf8_detector_re() { static const Alternation g = alternation(ftfy_data::kUtf8Detector); return g; }
+
+// The first alternative (in order) matching at i; its end in *end.
+template <class Char>
+static bool match_first(const Classified<Char>& x, size_t i, const Alternation& g, size_t* end) {
+  uint64_t cand = g.always;
+  if (i < x.n) cand = (char32_t)x.t[i] < 256 ? g.low[(char32_t)x.t[i]] : g.at(x.m[i]);
+  for (; cand; cand &= cand - 1) {
+    const int k = __builtin_ctzll(cand);
+    const ftfy_data::Alt& alt = g.alts[k];
+    // The first atom matched already when it is what put the alternative here.
+    const bool first_done = !((g.always >> k) & 1);
+    if (match_atoms(x, i + first_done, alt, (uint16_t)(alt.begin + first_done), end)) return true;
+  }
+  return false;
+}
+
+template <class Char>
+static bool search(const Classified<Char>& x, const Alternation& g) {
+  size_t end;
+  for (size_t i = 0; i < x.n; i++)
+    if (match_first(x, i, g, &end)) return true;
   return false;
 }
 
 // ftfy.badness.is_bad: BADNESS_RE.search(text).
 static bool is_bad(const std::u32string& s) {
-  size_t end;
-  for (size_t i = 0; i < s.size(); i++)
-    if (match_first(s.data(), s.size(), i, ftfy_data::kBadness, &end)) return true;
-  return false;
+  const Classified<char32_t> x(s.data(), s.size());
+  return x.high && search(x, badness_re());
 }
 
 using Bytes = std::vector<uint8_t>;
@@ -326,13 +430,14 @@ static bool charmap_encode(const std::u32string& s, size_t codec, Bytes& out) {
 }
 
 // re.sub(alternation, fn, bytes) with fn rewriting each match.
-template <size_t N, class Fn>
-static Bytes sub_bytes(const Bytes& b, const ftfy_data::Alt (&alts)[N], Fn&& fn) {
+template <class Fn>
+static Bytes sub_bytes(const Bytes& b, const Alternation& alts, Fn&& fn) {
+  const Classified<uint8_t> x(b.data(), b.size());
   Bytes out;
   out.reserve(b.size() + 8);
   size_t end;
   for (size_t i = 0; i < b.size();) {
-    if (match_first(b.data(), b.size(), i, alts, &end)) {
+    if (match_first(x, i, alts, &end)) {
       fn(b.data() + i, b.data() + end, out);
       i = end;
     } else {
@@ -340,14 +445,6 @@ static Bytes sub_bytes(const Bytes& b, const ftfy_data::Alt (&alts)[N], Fn&& fn)
     }
   }
   return out;
-}
-
-template <size_t N>
-static bool search_bytes(const Bytes& b, const ftfy_data::Alt (&alts)[N]) {
-  size_t end;
-  for (size_t i = 0; i < b.size(); i++)
-    if (match_first(b.data(), b.size(), i, alts, &end)) return true;
-  return false;
 }
 
 // fixes.restore_byte_a0: "\xc3 " not before " ", "quele", "quela", "quilo" or "s " gets its
@@ -368,14 +465,14 @@ static Bytes restore_byte_a0(const Bytes& b) {
       i++;
     }
   }
-  return sub_bytes(a, ftfy_data::kAlteredUtf8, [](const uint8_t* p, const uint8_t* e, Bytes& out) {
+  return sub_bytes(a, altered_utf8_re(), [](const uint8_t* p, const uint8_t* e, Bytes& out) {
     for (; p < e; p++) out.push_back(*p == ' ' ? 0xA0 : *p);
   });
 }
 
 // fixes.replace_lossy_sequences: each LOSSY_UTF8_RE match becomes U+FFFD's UTF-8.
 static Bytes replace_lossy_sequences(const Bytes& b) {
-  return sub_bytes(b, ftfy_data::kLossyUtf8, [](const uint8_t*, const uint8_t*, Bytes& out) {
+  return sub_bytes(b, lossy_utf8_re(), [](const uint8_t*, const uint8_t*, Bytes& out) {
     out.insert(out.end(), {0xEF, 0xBF, 0xBD});
   });
 }
@@ -444,10 +541,11 @@ static std::u32string decode_inconsistent_utf8(const std::u32string& s) {
   std::u32string out;
   out.reserve(s.size());
   const size_t n = s.size();
+  const Classified<char32_t> x(s.data(), n);
   for (size_t i = 0; i < n;) {
     size_t end = i, e;
-    if (i == 0 || !in_set(ftfy_data::kUtf8DetectorNotAfter, s[i - 1]))
-      while (match_first(s.data(), n, end, ftfy_data::kUtf8Detector, &e)) end = e;
+    if (i == 0 || !x.m[i - 1].has(ftfy_data::kUtf8DetectorNotAfter))
+      while (match_first(x, end, utf8_detector_re(), &e)) end = e;
     if (end == i) {
       out.push_back(s[i++]);
       continue;
@@ -475,7 +573,7 @@ static std::u32string fix_encoding_step(const std::u32string& s) {
     if (!charmap_encode(s, k, b)) continue;
     const bool macroman = std::strcmp(cm.name, "macroman") == 0;
     if (std::strcmp(cm.name, "latin-1") == 0) latin1 = true;
-    if (!macroman && search_bytes(b, ftfy_data::kAlteredUtf8)) b = restore_byte_a0(b);
+    if (!macroman && search(Classified<uint8_t>(b.data(), b.size()), altered_utf8_re())) b = restore_byte_a0(b);
     if (cm.sloppy) b = replace_lossy_sequences(b);
     std::u32string fixed;
     bool variants = std::find(b.begin(), b.end(), 0xED) != b.end() || std::find(b.begin(), b.end(), 0xC0) != b.end();
@@ -483,9 +581,9 @@ static std::u32string fix_encoding_step(const std::u32string& s) {
   }
   size_t end;
   bool detector = false;
+  const Classified<char32_t> x(s.data(), s.size());
   for (size_t i = 0; i < s.size() && !detector; i++)
-    detector = (i == 0 || !in_set(ftfy_data::kUtf8DetectorNotAfter, s[i - 1])) &&
-               match_first(s.data(), s.size(), i, ftfy_data::kUtf8Detector, &end);
+    detector = (i == 0 || !x.m[i - 1].has(ftfy_data::kUtf8DetectorNotAfter)) && match_first(x, i, utf8_detector_re(), &end);
   if (detector) {
     std::u32string fixed = decode_inconsistent_utf8(s);
     if (fixed != s) return fixed;
@@ -515,6 +613,7 @@ static std::u32string fix_encoding_step(const std::u32string& s) {
 // ftfy.fix_encoding: one step at a time until nothing changes (each step shortens the text or
 // replaces C1 controls, so this ends; the cap only guards the loop).
 static std::u32string fix_encoding(std::u32string s) {
+  if (all_ascii(s)) return s;  // a step leaves ASCII as it is
   for (int round = 0; round < 1000; round++) {
     std::u32string fixed = fix_encoding_step(s);
     if (fixed == s) break;
@@ -585,7 +684,11 @@ static std::u32string fix_chars(const std::u32string& s) {
   a.reserve(s.size());
   const std::u32string* wmap = width_map();
   for (char32_t c : s) {
-    if (c >= 0x80 && c <= 0x9F) c = sloppy1252(c);  // fix_c1_controls
+    if (c < 0x80) {  // none of the fixes below changes ASCII
+      a.push_back(c);
+      continue;
+    }
+    if (c <= 0x9F) c = sloppy1252(c);  // fix_c1_controls
     const char32_t* rep = nullptr;
     size_t len = 1;
     if (ligature(c, rep)) len = std::char_traits<char32_t>::length(rep);  // fix_latin_ligatures

@@ -139,6 +139,14 @@ def write_ftfy(path):
     t = Tables()
     groups = {}
     groups["kBadness"] = t.alternatives(badness.BADNESS_RE.pattern, re.VERBOSE)
+    # clip/tokenizer_text.cpp's is_bad skips a text without characters above U+007F in any
+    # set: every alternative needs one, in a set of such characters only.
+    for alt in groups["kBadness"]:
+        def high_only(a):
+            kind, opt, k = t.atoms[a]
+            b, e, neg, sp, w = t.sets[k]
+            return kind == "kIn" and not opt and not (neg or sp or w) and all(lo >= 0x80 for lo, _ in t.ranges[b:e])
+        assert any(high_only(a) for a in alt), alt
     groups["kAlteredUtf8"] = t.alternatives(chardata.ALTERED_UTF8_RE.pattern)
     groups["kLossyUtf8"] = t.alternatives(chardata.LOSSY_UTF8_RE.pattern)
     # UTF8_DETECTOR_RE: (?<![continuation_strict]) ( A | B | C )+
