@@ -405,6 +405,8 @@ TEST(Preprocess, IsImagePath) {
   EXPECT_TRUE(is_image_path("x.bmp"));
   EXPECT_TRUE(is_image_path("x.gif"));
   EXPECT_TRUE(is_image_path("x.WebP"));
+  EXPECT_TRUE(is_image_path("x.tif"));
+  EXPECT_TRUE(is_image_path("x.TIFF"));
   EXPECT_FALSE(is_image_path("x.txt"));
   EXPECT_FALSE(is_image_path("dir.jpg/file"));
   EXPECT_FALSE(is_image_path("jpg"));
