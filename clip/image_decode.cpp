@@ -398,6 +398,60 @@ static void png_check_compressed_chunks(const uint8_t* d, size_t n, const std::s
   }
 }
 
+// The APNG chunks Pillow 9.4 reads on the way to the first frame and after its image data
+// (PngStream.chunk_acTL / fcTL / fdAT, PngImageFile.load_end), and the errors it raises there: a
+// truncated acTL, fcTL or fdAT, a sequence number out of order (the first fcTL's must be 0, each
+// next one more), an fcTL frame outside the image. After the image data an fcTL stops the reading
+// when the file is animated (more than one frame, counting an IDAT default image that no fcTL
+// precedes). libpng ignores these chunks; such files are refused as Pillow refuses them.
+static void png_check_apng(const uint8_t* d, size_t n, const std::string& name) {
+  const char* nm = name.c_str();
+  int64_t n_frames = -1, seq = -1;
+  bool after_idat = false, fctl_before_idat = false, animated = false;
+  uint32_t W = 0, H = 0;
+  for (size_t pos = 8; n - pos >= 12;) {
+    const size_t len = be32(d + pos);
+    if (len > n - pos - 12) break;
+    const char* type = (const char*)d + pos + 4;
+    const uint8_t* c = d + pos + 8;
+    pos += 12 + len;
+    auto is = [&](const char* t) { return std::memcmp(type, t, 4) == 0; };
+    if (is("IEND")) break;
+    if (is("IHDR") && len >= 8) W = be32(c), H = be32(c + 4);
+    if (is("IDAT")) {
+      if (!after_idat) {
+        const int64_t frames = (n_frames > 0 ? n_frames : 1) + (n_frames > 0 && !fctl_before_idat ? 1 : 0);
+        animated = frames > 1;
+      }
+      after_idat = true;
+      continue;
+    }
+    if (is("acTL")) {
+      CLIP_CHECK(len >= 8, "%s: APNG contains truncated acTL chunk (Pillow 9.4 raises)", nm);
+      if (after_idat) continue;
+      const uint32_t f = be32(c);
+      if (n_frames != -1) n_frames = 0;  // a second acTL: "Invalid APNG", the default image
+      else n_frames = f == 0 || f > 0x80000000u ? 0 : f;
+    } else if (is("fcTL")) {
+      if (after_idat && animated) break;  // the next frame: Pillow stops reading
+      CLIP_CHECK(len >= 26, "%s: APNG contains truncated fcTL chunk (Pillow 9.4 raises)", nm);
+      const int64_t sq = be32(c);
+      CLIP_CHECK((seq < 0 && sq == 0) || (seq >= 0 && sq == seq + 1), "%s: APNG contains frame sequence errors "
+                 "(Pillow 9.4 raises)", nm);
+      seq = sq;
+      CLIP_CHECK((uint64_t)be32(c + 12) + be32(c + 4) <= W && (uint64_t)be32(c + 16) + be32(c + 8) <= H,
+                 "%s: APNG contains invalid frames (Pillow 9.4 raises)", nm);
+      if (!after_idat) fctl_before_idat = true;
+    } else if (is("fdAT")) {
+      CLIP_CHECK(len >= 4, "%s: APNG contains truncated fDAT chunk (Pillow 9.4 raises)", nm);
+      const int64_t sq = be32(c);
+      CLIP_CHECK(seq >= 0 && sq == seq + 1, "%s: APNG contains frame sequence errors (Pillow 9.4 raises)", nm);
+      seq = sq;
+      if (!after_idat) break;  // (its IDAT handling ends Pillow's header reading)
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // BMP as Pillow 9.4 reads it (BmpImagePlugin, libImaging/Unpack.c): the header sizes it knows
 // (OS/2 v1's 12, and 40, 64, 108, 124), 1/4/8-bit palettes (mode P; mode 1 or L when the palette
@@ -867,6 +921,7 @@ DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& n
     if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)
       check_size(name, be32(data + 16), be32(data + 20), lim);
     png_check_compressed_chunks(data, size, name);
+    png_check_apng(data, size, name);
     int64_t w = 0, h = 0;
     std::string e = png_decode(data, size, lim, out, w, h);
     if (e == "!") check_size(name, w, h, lim);

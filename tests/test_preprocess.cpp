@@ -769,6 +769,46 @@ TEST(PreprocessBadInput, PngCompressedChunkPastPillowsLimit) {
   EXPECT_NO_THROW(decode_image(ok.data(), ok.size(), "ztxt_512k.png"));
 }
 
+// APNG chunks Pillow 9.4 raises on while reading the first frame (found by bench/wild_images.py:
+// Pillow's apng/chunk_no_fctl.png): an fdAT with no fcTL before it, an fcTL whose sequence
+// number is not 0 first or whose frame leaves the image; a well-formed one decodes.
+TEST(PreprocessBadInput, ApngSequenceErrors) {
+  const std::string b = test::read_file(test::source_dir() + "/tests/fuzz_corpus/image/tiny_rgb.png");  // 3 x 5
+  size_t idat = 8;  // the first IDAT chunk
+  while (std::memcmp(&b[idat + 4], "IDAT", 4) != 0)
+    idat += 12 + ((size_t)(uint8_t)b[idat] << 24 | (uint8_t)b[idat + 1] << 16 | (uint8_t)b[idat + 2] << 8 |
+                  (uint8_t)b[idat + 3]);
+  auto be = [](std::vector<uint8_t>& v, uint32_t x) { put_be32(v, x); };
+  auto fctl = [&](uint32_t seq, uint32_t w, uint32_t h, uint32_t x, uint32_t y) {
+    std::vector<uint8_t> f;
+    be(f, seq), be(f, w), be(f, h), be(f, x), be(f, y);
+    f.insert(f.end(), {0, 1, 0, 10, 0, 0});
+    return f;
+  };
+  auto apng = [&](uint32_t frames, const std::vector<uint8_t>* fctl_data, const std::vector<uint8_t>* fdat_data) {
+    std::vector<uint8_t> v(b.begin(), b.begin() + 33), actl;
+    be(actl, frames), be(actl, 0);
+    put_chunk(v, "acTL", actl);
+    v.insert(v.end(), b.begin() + 33, b.begin() + (long)idat);
+    if (fctl_data) put_chunk(v, "fcTL", *fctl_data);
+    size_t end = idat + 12 + ((size_t)(uint8_t)b[idat] << 24 | (uint8_t)b[idat + 1] << 16 |
+                              (uint8_t)b[idat + 2] << 8 | (uint8_t)b[idat + 3]);
+    v.insert(v.end(), b.begin() + (long)idat, b.begin() + (long)end);
+    if (fdat_data) put_chunk(v, "fdAT", *fdat_data);
+    v.insert(v.end(), b.begin() + (long)end, b.end());
+    return v;
+  };
+  std::vector<uint8_t> fdat;
+  be(fdat, 0);
+  fdat.insert(fdat.end(), {1, 2, 3});
+  expect_error(write_file("fdat_without_fctl.png", apng(2, nullptr, &fdat)), "frame sequence errors");
+  const std::vector<uint8_t> seq1 = fctl(1, 3, 5, 0, 0), outside = fctl(0, 3, 5, 1, 0), ok = fctl(0, 3, 5, 0, 0);
+  expect_error(write_file("fctl_seq1.png", apng(1, &seq1, nullptr)), "frame sequence errors");
+  expect_error(write_file("fctl_outside.png", apng(1, &outside, nullptr)), "invalid frames");
+  const std::vector<uint8_t> good = apng(1, &ok, nullptr);
+  EXPECT_NO_THROW(decode_image(good.data(), good.size(), "apng_one_frame.png"));
+}
+
 // A little-endian classic TIFF: one IFD of (tag, type, count, value) entries at offset 8, the
 // entries' values inline (at most 4 bytes each), then `data`.
 std::vector<uint8_t> tiny_tiff(std::vector<std::array<uint32_t, 4>> entries, const std::vector<uint8_t>& data = {}) {
