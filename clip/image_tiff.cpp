@@ -554,8 +554,7 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
     return;
   }
 
-  const int planes = planar_sep ? image_mode_channels(out.mode) == 0 ? 1 : std::min<int>((int)spp, 4) : 1;
-  const int plane_of = planar_sep ? 0 : -1;
+  const int planes = planar_sep ? std::min<int>((int)spp, 4) : 1;  // Pillow reads its image's bands' planes
   if (TIFFIsTiled(t)) {  // _decodeTile
     uint32_t tile_w = 0, tile_l = 0;
     TIFFGetField(t, TIFFTAG_TILEWIDTH, &tile_w);
@@ -573,7 +572,7 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
           lt_check(TIFFReadTile(t, buf.data(), x, y, 0, (uint16_t)p) != -1, "reading a tile");
           const uint32_t cw = std::min(tile_w, tw - x), cl = std::min(tile_l, th - y);
           for (uint32_t r = 0; r < cl; r++)
-            unpack_row(buf.data() + (size_t)r * rsize, x, y + r, cw, plane_of < 0 ? -1 : p);
+            unpack_row(buf.data() + (size_t)r * rsize, x, y + r, cw, planar_sep ? p : -1);
         }
   } else {  // _decodeStrip
     uint32_t rps = 0;
@@ -592,7 +591,7 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
         lt_check(TIFFReadEncodedStrip(t, TIFFComputeStrip(t, y, (uint16_t)p), buf.data(), ssize) != -1,
                  "reading a strip");
         const uint32_t rows = std::min(rps, th - y);
-        for (uint32_t r = 0; r < rows; r++) unpack_row(buf.data() + (size_t)r * rsize, 0, y + r, WW, plane_of < 0 ? -1 : p);
+        for (uint32_t r = 0; r < rows; r++) unpack_row(buf.data() + (size_t)r * rsize, 0, y + r, WW, planar_sep ? p : -1);
       }
   }
   // Planar RGBA with associated alpha: un-premultiplied after the planes (TiffDecode.c).
