@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(
   libgtest-dev nlohmann-json3-dev libstb-dev libutf8proc-dev libutf8proc2 libzip-dev libzip4
-  libcli11-dev
+  libcli11-dev libcpp-httplib-dev libcpp-httplib0.11 libssl-dev libbrotli-dev libbrotli1
   libjpeg62-turbo-dev libjpeg62-turbo libpng-dev libpng16-16 zlib1g-dev libdnnl-dev libdnnl2
   libwebp-dev libwebp7 libwebpdemux2 libtiff-dev libtiff6 liblerc4 libjbig0 libdeflate0 libsentencepiece-dev libsentencepiece0
 )

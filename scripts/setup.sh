@@ -14,6 +14,7 @@ PKGS=(
   libutf8proc-dev                # Unicode categories, case mapping, NFC
   libzip-dev zlib1g-dev          # zip archives (torch checkpoints), gzip (BPE vocab)
   libcli11-dev                   # command-line parsing
+  libcpp-httplib-dev             # HTTP server of `clip serve` (cpp-httplib 0.11)
   libdnnl-dev                    # oneDNN: CPU linear layers with weights packed once
   libsentencepiece-dev           # SentencePiece tokenizers (SigLIP, SigLIP 2)
   python3-dev python3-venv pybind11-dev  # the Python module (python/) and its tests' venv
