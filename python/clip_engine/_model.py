@@ -1,5 +1,6 @@
 """clip_engine's Python API over the native module (_core): input sorting, results, errors."""
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -280,9 +281,13 @@ class Model:
 
 
 def _resolve_path(path):
+    """A path as it is; ORG/NAME[@REV] that is not one as hf-hub:ORG/NAME (the local Hugging
+    Face cache's snapshot, as open_clip names Hub models)."""
     p = os.fspath(path)
     if p.startswith("hf-hub:") or os.path.exists(p):
         return p
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?", p):
+        return "hf-hub:" + p
     raise NotFoundError(f"model not found: {p}")
 
 

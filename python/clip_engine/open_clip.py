@@ -171,16 +171,15 @@ def _activation(name, path):
     named architectures when no open_clip config says otherwise."""
     if name.endswith("-quickgelu"):
         return "quick_gelu"
-    base = name[: -len("-quickgelu")] if name.endswith("-quickgelu") else name
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     if os.path.exists(os.path.join(folder, "open_clip_config.json")) or os.path.exists(os.path.join(folder, "config.json")):
         return None
-    if base in _model.arch_names():
+    if name in _model.arch_names() and os.path.isfile(path):
         import zipfile
 
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
-                if any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist()):
+                if any("/code/" in n for n in z.namelist()):
                     return None  # TorchScript: OpenAI's model, QuickGELU by the engine's rule
         return "gelu"
     return None

@@ -416,7 +416,6 @@ class PyModel {
       if (nb >= N) return e;
       if (b0 == 0) out = clip::HostTensor(clip::DType::f32, {N, E});
       std::memcpy(out.f32() + b0 * E, e.f32(), (size_t)(nb * E) * sizeof(float));
-      if (N == 0) break;
     }
     return out;
   }
@@ -468,8 +467,12 @@ class PyModel {
     const int64_t N = (int64_t)in.size(), E = m_->embed_dim(), n = m_->pixels_per_image();
     const int64_t B = batch > 0 ? batch : batch_;
     clip::HostTensor out;
+    if (N == 0) {
+      py::gil_scoped_acquire gil;
+      return to_numpy(clip::HostTensor(clip::DType::f32, {0, E}));
+    }
     std::vector<uint8_t> px;
-    for (int64_t b0 = 0; b0 < N || (N == 0 && b0 == 0); b0 += B) {
+    for (int64_t b0 = 0; b0 < N; b0 += B) {
       if (b0 > 0) check_signals();
       const int64_t nb = std::min(B, N - b0);
       px.resize((size_t)(nb * n));
@@ -500,7 +503,6 @@ class PyModel {
       }
       for (size_t j = 0; j < good.size(); j++)
         std::memcpy(out.f32() + good[j] * E, e.f32() + (int64_t)j * E, (size_t)E * sizeof(float));
-      if (N == 0) break;
     }
     py::gil_scoped_acquire gil;
     return to_numpy(std::move(out));

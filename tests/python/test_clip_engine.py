@@ -161,8 +161,9 @@ def test_inputs_of_every_kind_match_paths():
     got = m.encode_image([a for _, a in rgb])
     for j, (i, _) in enumerate(rgb):
         assert np.array_equal(got[j], ref[i]), imgs[i]
-    # one image alone, not in a list
+    # one image alone, not in a list; no images
     assert np.array_equal(m.encode_image(imgs[0]), ref[:1])
+    assert m.encode_image([]).shape == (0, m.embed_dim) and m.encode_text([]).shape == (0, m.embed_dim)
 
 
 # -- results without a copy
