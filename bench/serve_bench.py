@@ -47,7 +47,11 @@ def run_clients(host, port, body, conc, seconds):
                 r = c.getresponse()
                 r.read()
                 ok = r.status == 200
-            except Exception:
+                if not ok and errors[0] < 3:
+                    print("serve_bench: HTTP %d" % r.status, file=sys.stderr)
+            except Exception as ex:
+                if errors[0] < 3:
+                    print("serve_bench: error: %r" % ex, file=sys.stderr)
                 ok = False
                 c.close()
                 c = http.client.HTTPConnection(host, port, timeout=120)
@@ -71,7 +75,8 @@ def run_clients(host, port, body, conc, seconds):
 def offline(clip, arch, batch, tower):
     out = subprocess.run([clip, "bench", "--device", "cpu", "--arch", arch, "--batch-sizes", str(batch),
                           "--tower", tower, "--json"], capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return [{"tower": r["tower"], "tokens": r.get("tokens"), "items_per_s": round(r["items_per_s"], 2)}
+            for r in json.loads(out)["results"]]
 
 
 def main():

@@ -10,6 +10,8 @@
 // SIGINT / SIGTERM: the listening socket closes, the requests already read are answered
 // (new ones on open connections get 503), the queue drains, and the process exits 0.
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -81,6 +83,25 @@ serve::SearchIndex load_index(const std::string& path, int64_t dim) {
     if (r >= 0 && r < ix.rows) ix.sources[(size_t)r] = j["source"].get<std::string>();
   }
   return ix;
+}
+
+// Debian's cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into
+// the library), so a burst of connections while the CPU is busy with the model is reset (seen
+// with 64 clients on ViT-B/32). listen() again on the bound socket raises it; the socket is
+// found as the one listening on our port.
+void raise_listen_backlog(int port, int backlog) {
+  for (int fd = 3; fd < 1024; fd++) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, (sockaddr*)&addr, &alen) != 0) continue;
+    int p = addr.ss_family == AF_INET    ? ntohs(((sockaddr_in*)&addr)->sin_port)
+            : addr.ss_family == AF_INET6 ? ntohs(((sockaddr_in6*)&addr)->sin6_port)
+                                         : -1;
+    if (p == port) ::listen(fd, backlog);
+  }
 }
 
 void send(httplib::Response& res, const Response& r) {
@@ -189,6 +210,7 @@ int run_serve(const ServeArgs& a) {
 
   const int port = a.port == 0 ? svr.bind_to_any_port(a.host) : (svr.bind_to_port(a.host, a.port) ? a.port : -1);
   CLIP_CHECK(port > 0, "serve: cannot listen on %s:%d", a.host.c_str(), a.port);
+  raise_listen_backlog(port, 1024);
   fprintf(stderr, "clip serve: %s on %s, max batch %d, max wait %d ms; listening on http://%s:%d\n",
           ao.model_name.c_str(), device_name(model->device()), max_batch, a.max_wait_ms, a.host.c_str(), port);
   fflush(stderr);
