@@ -505,6 +505,12 @@ TEST_F(Serve, OverMaxRequestBytesIs413) {
   HttpResponse r = http(port, "POST", "/v1/embeddings", big);
   EXPECT_EQ(r.status, 413);
   expect_error(json::parse(r.body, nullptr, false), "--max-request-bytes");
+  // curl -d without a Content-Type sends a form: cpp-httplib caps those at 8 KB; the error says so.
+  std::string form = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 9000\r\n\r\n" + std::string(9000, 'a');
+  r = raw_exchange(port, form);
+  EXPECT_EQ(r.status, 413);
+  expect_error(json::parse(r.body, nullptr, false), "Content-Type: application/json");
 }
 
 TEST_F(Serve, MalformedHttp) {

@@ -174,7 +174,12 @@ int run_serve(const ServeArgs& a) {
     switch (res.status) {
       case 404: msg = "no such endpoint: " + req.method + " " + req.path; break;
       case 405: msg = "method not allowed"; break;
-      case 413: msg = "the request body is over --max-request-bytes (" + std::to_string(a.max_request_bytes) + ")"; break;
+      case 413:
+        // cpp-httplib caps form-encoded bodies at 8 KB (what curl -d sends without -H).
+        msg = req.get_header_value("Content-Type") == "application/x-www-form-urlencoded"
+                  ? "a form-encoded body is limited to 8192 bytes: send Content-Type: application/json"
+                  : "the request body is over --max-request-bytes (" + std::to_string(a.max_request_bytes) + ")";
+        break;
       case 414: msg = "the request URI is too long"; break;
       case 400: msg = "malformed HTTP request"; break;
       default:
