@@ -212,9 +212,14 @@ std::string cpu_backend_line(DType dtype);
 // linear layers in bf16); on CUDA, SM count x clock x dense FLOP per clock per SM (tensor
 // cores for f16/bf16: 4096 on sm_90, 2048 on sm_80; FP32 lanes x 2 for f32).
 // override_gflops > 0 is used as the peak instead (how: "given"), with nothing measured.
+// The memory bandwidth beside it (the roofline of `clip bench --profile`): on the CPU
+// measured (every thread copying a buffer larger than the caches for 0.1 s), on CUDA 2 x
+// memory clock x bus width.
 struct DevicePeak {
   double gflops = 0;
   std::string how, device;
+  double gbytes_per_s = 0;
+  std::string bandwidth_how;
 };
 DevicePeak device_peak(Device device, DType dtype, double override_gflops = 0);
 

@@ -4,8 +4,10 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "clip/clip.h"
 #include "engine/cpu_gemm.h"
@@ -81,6 +83,25 @@ double measured_f32_peak_gflops() {
 double measured_f32_peak_gflops() { return 0; }
 #endif
 
+// Bytes read and written per second by every thread copying 32 MiB of its own for 0.1 s.
+double measured_cpu_gbytes_per_s() {
+  double total = 0;
+#pragma omp parallel reduction(+ : total)
+  {
+    std::vector<float> a((size_t)8 << 20, 1.0f), b(a.size());
+    const auto t0 = std::chrono::steady_clock::now();
+    double s = 0, bytes = 0;
+    do {
+      std::memcpy(b.data(), a.data(), a.size() * sizeof(float));
+      a[0] += b[1];  // each copy reads what the last one wrote
+      bytes += 2.0 * (double)(a.size() * sizeof(float));
+      s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } while (s < 0.1);
+    total += bytes / s;
+  }
+  return total / 1e9;
+}
+
 bool cpu_flag(const std::string& flag) {
   return (" " + cpuinfo("flags") + " ").find(" " + flag + " ") != std::string::npos;
 }
@@ -116,6 +137,8 @@ DevicePeak device_peak(Device dev, DType dt, double override_gflops) {
       p.gflops = measured > 0 ? measured : nominal;
       p.how = measured > 0 ? strprintf("measured FMA loop; nominal %.1f = %s", nominal, how.c_str()) : how;
     }
+    p.gbytes_per_s = measured_cpu_gbytes_per_s();
+    p.bandwidth_how = strprintf("measured: %d threads copying 32 MiB each", cores);
   } else {
     const CudaDeviceInfo d = cuda_device_info(0);
     const double per_sm = dt == DType::f32 ? 2.0 * (d.compute_capability == 80 ? 64 : 128)
@@ -126,6 +149,8 @@ DevicePeak device_peak(Device dev, DType dt, double override_gflops) {
     p.device = d.name;
     p.how = strprintf("%d SMs x %.3f GHz x %.0f FLOP/clock/SM (%s, dense)", d.sms, d.clock_ghz, per_sm,
                       dt == DType::f32 ? "FP32 cores" : "tensor cores");
+    p.gbytes_per_s = d.memory_gbytes_per_s;
+    p.bandwidth_how = "2 x memory clock x bus width";
   }
   if (override_gflops > 0) {
     p.gflops = override_gflops;

@@ -57,11 +57,12 @@ class CpuExecutor final : public Executor {
     }
     if (profile_) {
       if (labels_.empty())
-        for (const Node& n : g_.nodes()) labels_.push_back(node_label(g_, n));
+        for (const Node& n : g_.nodes()) labels_.push_back(node_label(g_, n)), costs_.push_back(node_cost(g_, n));
       for (size_t i = 0; i < g_.nodes().size(); i++) {
         auto t0 = std::chrono::steady_clock::now();
         exec(i);
-        profile_->add(labels_[i], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        profile_->add(labels_[i], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                      costs_[i].flops, costs_[i].bytes);
       }
       profile_->passes++;
     } else {
@@ -87,6 +88,7 @@ class CpuExecutor final : public Executor {
   std::vector<void*> ptr_;
   std::vector<void (*)(const CpuRun&)> run_;  // per node, its op's CPU function
   std::vector<std::string> labels_;          // per node, for profiling
+  std::vector<OpCost> costs_;                // per node, for profiling
   std::vector<float> scratch_;               // the ops' scratch (patch rows, im2col rows)
 };
 

@@ -173,7 +173,7 @@ class CudaExecutor final : public Executor {
       for (size_t i = 0; i < g_.nodes().size(); i++) {
         float ms = 0;
         CUDA_CHECK(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]));
-        profile_->add(labels_[i], ms * 1e-3);
+        profile_->add(labels_[i], ms * 1e-3, costs_[i].flops, costs_[i].bytes);
       }
       profile_->passes++;
     }
@@ -259,7 +259,7 @@ class CudaExecutor final : public Executor {
     if (timed && events_.empty()) {
       events_.resize(2 * nodes.size());
       for (auto& e : events_) CUDA_CHECK(cudaEventCreate(&e));
-      for (const Node& n : nodes) labels_.push_back(node_label(g_, n));
+      for (const Node& n : nodes) labels_.push_back(node_label(g_, n)), costs_.push_back(node_cost(g_, n));
     }
     for (size_t i = 0; i < nodes.size(); i++) {
       if (timed) CUDA_CHECK(cudaEventRecord(events_[2 * i], st));
@@ -283,6 +283,7 @@ class CudaExecutor final : public Executor {
   cudaEvent_t run_start_ = nullptr, run_end_ = nullptr;  // around the nodes of a run
   double device_s_ = 0;  // the last run's, between those two events
   std::vector<std::string> labels_;
+  std::vector<OpCost> costs_;
 };
 
 }  // namespace

@@ -10,6 +10,42 @@ std::string node_label(const Graph& g, const Node& n) {
   return d.label ? d.label(g, n) : std::string(d.name) + " " + g.info(n.out[0]).shape.str();
 }
 
+OpCost node_cost(const Graph& g, const Node& n) {
+  OpCost c;
+  for (Value v : n.in) c.bytes += (double)g.info(v).shape.numel() * (double)dtype_size(g.info(v).dtype);
+  for (Value v : n.out) c.bytes += (double)g.info(v).shape.numel() * (double)dtype_size(g.info(v).dtype);
+  const Shape& y = g.info(n.out[0]).shape;
+  const double out = (double)y.numel();
+  auto shape = [&](size_t i) -> const Shape& { return g.info(n.in[i]).shape; };
+  switch (n.op) {
+    case Op::linear:  // x [.., K] w [N, K]
+      c.flops = 2 * out * (double)shape(1)[1];
+      break;
+    case Op::patch_embed:  // w [C, 3, P, P]
+    case Op::conv2d:       // w [Co, k, k, Ci]
+      c.flops = 2 * out * (double)(shape(1).numel() / shape(1)[0]);
+      break;
+    case Op::attention:
+    case Op::cls_attention: {  // out [B, T, C]: QKᵀ and PV over T keys, half of them when causal
+      const bool causal = n.op == Op::attention && n.p<AttentionParams>().causal;
+      c.flops = 4 * out * (double)y[1] * (causal ? 0.5 : 1.0);
+      break;
+    }
+    case Op::attention_pool: {  // x [B, T, C], wk [D, C]: keys and values of T tokens, then one query
+      const Shape& x = shape(0);
+      const double D = (double)shape(2)[0];
+      c.flops = 2 * 2 * (double)x[0] * (double)x[1] * (double)x[2] * D + 4 * (double)x[0] * (double)x[1] * D;
+      break;
+    }
+    case Op::cosine_sim:  // a [M, C] b [N, C]
+      c.flops = 2 * out * (double)shape(0)[1];
+      break;
+    default:
+      c.flops = out;
+  }
+  return c;
+}
+
 Graph::Graph(Device device, DType dtype) : device_(device), dtype_(dtype) {
   CLIP_CHECK(dtype != DType::i32 && dtype != DType::u8, "graph activations must be a float dtype");
   CLIP_CHECK(device == Device::cuda || dtype == DType::f32,

@@ -111,6 +111,16 @@ MemoryPlan plan_memory(const Graph& g);
 
 std::string node_label(const Graph& g, const Node& n);
 
+// What a node must move and compute at least, for the roofline model `clip bench --profile`
+// prints beside each op's time: bytes, every operand read once and every output written
+// once; FLOPs, 2 per multiply-add of the matrix products (linear, attention's QKᵀ and PV,
+// convolutions, patch embedding, attention pooling, cosine similarity) and 1 per output
+// element for the rest.
+struct OpCost {
+  double flops = 0, bytes = 0;
+};
+OpCost node_cost(const Graph& g, const Node& n);
+
 // Runs a compiled graph. Inputs are host tensors in input order (same dtype and shape as
 // declared); outputs come back as host f32 tensors in output order.
 class Executor {

@@ -108,11 +108,14 @@ bool cuda_available() {
 CudaDeviceInfo cuda_device_info(int device) {
 #ifdef CLIP_HAVE_CUDA
   cudaDeviceProp prop;
-  int clock_khz = 0;
+  int clock_khz = 0, memory_khz = 0, bus_bits = 0;
   cudaError_t e = cudaGetDeviceProperties(&prop, device);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&memory_khz, cudaDevAttrMemoryClockRate, device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device);
   CLIP_CHECK(e == cudaSuccess, "reading the properties of CUDA device %d failed: %s", device, cudaGetErrorString(e));
-  return {prop.name, prop.multiProcessorCount, clock_khz / 1e6, prop.major * 10 + prop.minor};
+  return {prop.name, prop.multiProcessorCount, clock_khz / 1e6, prop.major * 10 + prop.minor,
+          2.0 * memory_khz * 1e3 * bus_bits / 8 / 1e9};
 #else
   fail("CUDA device %d: this build has no CUDA support", device);
 #endif

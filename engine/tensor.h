@@ -41,6 +41,7 @@ struct CudaDeviceInfo {
   int sms = 0;
   double clock_ghz = 0;
   int compute_capability = 0;
+  double memory_gbytes_per_s = 0;  // 2 x memory clock x bus width (DDR)
 };
 CudaDeviceInfo cuda_device_info(int device);
 

@@ -360,6 +360,8 @@ TEST_F(CliGolden, BenchJsonRecordAndProfile) {
     json rec = json::parse(r.out);
     EXPECT_EQ(rec["dtype"], dtype);
     EXPECT_GT(rec["peak"]["gflops"].get<double>(), 0.0);
+    EXPECT_GT(rec["peak"]["gbytes_per_s"].get<double>(), 0.0);
+    EXPECT_EQ(rec["roofline"]["device"], rec["peak"]["device"]);
     EXPECT_GT(rec["first_embedding"]["process_start_to_embedding_s"].get<double>(), 0.0);
     const int layers = rec["config"]["vision_layers"], text_layers = rec["config"]["text_layers"];
     std::map<std::string, int> points;
@@ -374,6 +376,13 @@ TEST_F(CliGolden, BenchJsonRecordAndProfile) {
       for (auto& op : p["profile"]) {
         const std::string name = op["op"];
         EXPECT_GE(op["ms_per_pass"].get<double>(), 0.0) << name;
+        EXPECT_GT(op["bytes_per_pass"].get<double>(), 0.0) << name;  // the roofline model's inputs
+        EXPECT_GT(op["flops_per_pass"].get<double>(), 0.0) << name;
+        EXPECT_NEAR(op["model_ms_per_pass"].get<double>(),
+                    1e3 * std::max(op["flops_per_pass"].get<double>() / (rec["roofline"]["gflops"].get<double>() * 1e9),
+                                   op["bytes_per_pass"].get<double>() / (rec["roofline"]["gbytes_per_s"].get<double>() * 1e9)),
+                    1e-9 + 1e-9 * op["model_ms_per_pass"].get<double>())
+            << name;
         if (name.rfind("attention", 0) == 0) attention_calls += op["calls_per_pass"].get<double>();
         if (name.rfind("linear", 0) == 0) linear_calls += op["calls_per_pass"].get<double>();
       }

@@ -208,6 +208,25 @@ TEST(Graph, ProfileTimesEveryNodeByLabel) {
   const std::string t = prof.table(3);
   EXPECT_NE(t.find("total"), std::string::npos) << t;
   EXPECT_NE(t.find("more)"), std::string::npos) << t;  // rows past the third are summed
+  EXPECT_EQ(t.find("model ms"), std::string::npos) << t;  // no roofline given
+  // What each call must compute and move: 2 FLOPs per multiply-add, every operand once.
+  const OpProfile::Entry& fc = prof.ops.at("linear [34,64]x[256,64]+quick_gelu");
+  EXPECT_DOUBLE_EQ(fc.flops / fc.calls, 2.0 * 34 * 256 * 64);
+  EXPECT_DOUBLE_EQ(fc.bytes / fc.calls, 4.0 * (34 * 64 + 256 * 64 + 34 * 256));  // x, w (no bias), out
+  const OpProfile::Entry& at = prof.ops.at("attention B2 T17 H2 d32 causal");
+  EXPECT_DOUBLE_EQ(at.flops / at.calls, 4.0 * B * T * C * T * 0.5);  // QKᵀ and PV, half the keys
+  EXPECT_DOUBLE_EQ(at.bytes / at.calls, 4.0 * (B * T * 3 * C + B * T * C));
+  // The roofline: max(FLOPs / peak, bytes / bandwidth) per op, and which bound it is.
+  prof.peak_flops = 1e9;
+  prof.peak_bytes_per_s = 1e9;
+  EXPECT_DOUBLE_EQ(prof.model_seconds(fc), fc.flops / 1e9);
+  prof.peak_flops = 1e15;
+  EXPECT_DOUBLE_EQ(prof.model_seconds(fc), fc.bytes / 1e9);
+  const std::string m = prof.table(50);
+  EXPECT_NE(m.find("model ms"), std::string::npos) << m;
+  EXPECT_NE(m.find("memory"), std::string::npos) << m;
+  prof.peak_bytes_per_s = 1e15;
+  EXPECT_NE(prof.table(50).find("compute"), std::string::npos);
 }
 
 // copy_bytes between host buffers: a large copy is split between the threads; every byte

@@ -49,6 +49,7 @@ struct BenchArgs {
   uint64_t seed = 1;
   double peak_gflops = 0;
   bool json = false, first_embedding = false, profile = false;
+  std::string roofline = "device";
 };
 
 // Seconds since this process started, from /proc/self/stat (clock-tick resolution, 10 ms).
@@ -183,6 +184,15 @@ int run_bench(const BenchArgs& a) {
 
   DevicePeak peak = device_peak(o.device, o.dtype, a.peak_gflops);
   if (a.peak_gflops > 0) peak.how = "--peak-gflops";
+  // The roofline of --profile: this device's peak and bandwidth, or a named GPU's (the dense
+  // tensor-core peak for f16/bf16, FP32 otherwise; HBM bandwidth), e.g. on the emulator.
+  DevicePeak model = peak;
+  if (a.roofline == "h100" || a.roofline == "h200") {
+    model.device = a.roofline == "h100" ? "H100 SXM" : "H200 SXM";
+    model.gflops = o.dtype == DType::f32 ? 66.9e3 : 989.4e3;
+    model.gbytes_per_s = a.roofline == "h100" ? 3350 : 4800;
+    model.how = model.bandwidth_how = "the datasheet's";
+  }
   const bool gpu = o.device == Device::cuda;
   const char* unit = gpu ? "TFLOP/s" : "GFLOP/s";
   const double unit_scale = gpu ? 1e12 : 1e9;
@@ -196,6 +206,9 @@ int run_bench(const BenchArgs& a) {
            peak.gflops * 1e9 / unit_scale, unit, peak.how.c_str());
     if (!gpu)
       printf("%s\n", cpu_backend_line(o.dtype).c_str());
+    if (a.profile)
+      printf("roofline of the profile: %s, %.1f %s (%s), %.1f GB/s (%s)\n", model.device.c_str(),
+             model.gflops * 1e9 / unit_scale, unit, model.how.c_str(), model.gbytes_per_s, model.bandwidth_how.c_str());
     printf("load %.3f s; warm-up %d, median of %d\n", load_s, a.warmup, repeats);
     printf("%-10s %6s %6s %10s %10s %10s %9s %8s%s\n", "tower", "batch", "tokens", "ms/batch", "items/s",
            "GFLOP/item", unit, "% peak", gpu ? "  | kernels: ms/batch    items/s   % peak" : "");
@@ -226,6 +239,8 @@ int run_bench(const BenchArgs& a) {
     if (a.profile) {
       // Extra passes with per-op timing, after the timed ones so they do not change them.
       OpProfile prof;
+      prof.peak_flops = model.gflops * 1e9;
+      prof.peak_bytes_per_s = model.gbytes_per_s * 1e9;
       m->set_profile(&prof);
       for (int i = 0; i < repeats; i++) fn();
       m->set_profile(nullptr);
@@ -233,7 +248,9 @@ int run_bench(const BenchArgs& a) {
         json ops = json::array();
         for (const auto& [label, e] : prof.ops)
           ops.push_back({{"op", label}, {"calls_per_pass", (double)e.calls / prof.passes},
-                         {"ms_per_pass", e.seconds * 1e3 / prof.passes}});
+                         {"ms_per_pass", e.seconds * 1e3 / prof.passes},
+                         {"flops_per_pass", e.flops / prof.passes}, {"bytes_per_pass", e.bytes / prof.passes},
+                         {"model_ms_per_pass", prof.model_seconds(e) * 1e3 / prof.passes}});
         p.profile = ops;
       } else {
         printf("%s", prof.table().c_str());
@@ -272,7 +289,10 @@ int run_bench(const BenchArgs& a) {
                       {"vision_layers", c.vit.layers}, {"vision_heads", c.vit.heads},
                       {"text_width", c.text.width}, {"text_layers", c.text.layers},
                       {"text_heads", c.text.heads}, {"context_length", ctx}};
-  record["peak"] = {{"gflops", peak.gflops}, {"how", peak.how}, {"device", peak.device}};
+  record["peak"] = {{"gflops", peak.gflops}, {"how", peak.how}, {"device", peak.device},
+                    {"gbytes_per_s", peak.gbytes_per_s}, {"bandwidth_how", peak.bandwidth_how}};
+  if (a.profile)
+    record["roofline"] = {{"device", model.device}, {"gflops", model.gflops}, {"gbytes_per_s", model.gbytes_per_s}};
   record["threads"] = omp_get_max_threads();
   if (o.device == Device::cpu) {
     record["cpu"] = json::object();
@@ -326,7 +346,11 @@ CommandRun setup(CLI::App* sub) {
   sub->add_option("--image", a->image, "Image file for --first-embedding (default random RGB bytes)");
   sub->add_option("--save-native", a->save_native, "Write the model's weights (e.g. the random ones) as a native f32 file");
   sub->add_flag("--profile", a->profile,
-                "After each point, time every op over --repeats more passes and print where the time goes");
+                "After each point, time every op over --repeats more passes and print where the time goes, "
+                "beside the time a roofline model gives each op");
+  sub->add_option("--roofline", a->roofline,
+                  "The profile's roofline: this device's peak and bandwidth (default), or an H100's or H200's")
+      ->check(CLI::IsMember({"device", "h100", "h200"}));
   sub->add_flag("--json", a->json, "Print one JSON record");
   return [a] {
     install_interrupt_handler();
