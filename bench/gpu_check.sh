@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # GPU check in one command, from the repository root:  bash bench/gpu_check.sh
 #
-# Steps, most valuable first, each with its own time limit, all inside one budget
-# (GPU_CHECK_BUDGET seconds, default 420: the device tool allows 600 s per command and 15
-# minutes per session, start-up included). A step that the remaining budget cannot hold is
-# skipped, not started.
+# Two calls (GPU_CHECK_CALL=1, the default, then 2), each inside one budget
+# (GPU_CHECK_BUDGET seconds, default 540: the device tool allows 600 s per command and 15
+# minutes per session, start-up included). Each step has its own time limit; a step that the
+# remaining budget cannot hold is skipped, not started. The first call's limits add up to
+# 510 s: what a first GPU run must show; the second call's to 125 s past its build (after a first call on
+# the same warm machine, its build only relinks).
+# Call 1:
 #   build      configure + build with CUDA (Release, sm_90) in build-gpu-check/
+#   regs       registers, stack, shared and local (spilled) bytes of every kernel (cuobjdump
+#              --dump-resource-usage); the kernels that spill are listed last
 #   ctest      the test programs that hold GPU tests (kernels, golden, CLI, weights); the
 #              rest is CPU-only and passes on the CPU machines
-#   e2e        `clip bench --arch ViT-B-32 --device cuda --dtype f16`, batch 1, 64, 1024
+#   e2e        `clip bench --arch ViT-B-32 --device cuda --dtype f16`, batch 1 and 1024, both towers
+#   profile    where the GPU time goes at batch 1024: `clip bench --profile` (CUDA events around
+#              every node) beside each op's roofline time on this GPU
 #   torch      the PyTorch baseline in the same session (bench/torch_gpu_baseline.py: eager
-#              at every batch size, torch.compile at 1024)
+#              at 1 and 1024, torch.compile at 1024)
 #   memcheck   compute-sanitizer memcheck on a quick subset of the kernel tests
+# Call 2:
 #   kernels    the kernel benchmark (CSV)
-#   profile    where the GPU time goes: `clip bench --profile` (CUDA events around every node)
 #   racecheck  compute-sanitizer racecheck on the kernels that use shared memory
 #   initcheck  compute-sanitizer initcheck (reads of device memory nothing wrote) on the same
 #              kernels, the elementwise ones and a graph run
@@ -22,8 +29,8 @@
 # .deb files that scripts/gpu_deps.sh downloaded into .debs/ (carry it) are unpacked into
 # .deps-root/; the build uses them, and LD_LIBRARY_PATH points at them for the build and our
 # programs only (PyTorch keeps the system's libraries).
-# GPU_CHECK_STEPS="build ctest" runs only the steps named (a rerun on the same warm machine
-# keeps build-gpu-check/, so its build only recompiles what changed).
+# GPU_CHECK_STEPS="build ctest" runs only the steps named, whatever the call (a rerun on the
+# same warm machine keeps build-gpu-check/, so its build only recompiles what changed).
 # Each step's result line is printed as soon as it ends. Logs go to build-gpu-check/logs;
 # when $OUT is set (the device tool), summary.txt and logs.tgz are written there at the end,
 # also when a step fails or the run is cut short (the tool brings back at most 8 files).
@@ -34,13 +41,19 @@ BUILD=build-gpu-check
 LOGS=$PWD/$BUILD/logs
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 JOBS=$(nproc 2>/dev/null || echo 4)
-BUDGET=${GPU_CHECK_BUDGET:-420}
+BUDGET=${GPU_CHECK_BUDGET:-540}
+CALL=${GPU_CHECK_CALL:-1}
 START=$(date +%s)
 SANITIZER=compute-sanitizer
 command -v "$SANITIZER" >/dev/null 2>&1 || SANITIZER=/usr/local/cuda/bin/compute-sanitizer
 SUMMARY=$LOGS/summary.txt
 FAILED=0
-STEPS="build ctest e2e torch memcheck kernels profile racecheck initcheck sdpa"
+STEPS="build regs ctest e2e profile torch memcheck kernels racecheck initcheck sdpa"
+case "$CALL" in
+  1) CALL_STEPS="build regs ctest e2e profile torch memcheck" ;;
+  2) CALL_STEPS="build kernels racecheck initcheck sdpa" ;;
+  *) echo "GPU_CHECK_CALL: 1 or 2, not '$CALL'"; exit 2 ;;
+esac
 for s in ${GPU_CHECK_STEPS:-}; do
   [[ " $STEPS " == *" $s "* ]] || { echo "GPU_CHECK_STEPS: unknown step '$s' (steps: $STEPS)"; exit 2; }
 done
@@ -61,7 +74,7 @@ step() {  # step NAME LIMIT_SECONDS SHOW COMMAND   (SHOW: lines of the log to pr
   local name=$1 limit=$2 show=$3
   shift 3
   local log="$LOGS/$name.log" t0 rc left
-  if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then return; fi
+  if [[ " ${GPU_CHECK_STEPS:-$CALL_STEPS} " != *" $name "* ]]; then return; fi
   t0=$(date +%s)
   left=$((BUDGET - (t0 - START)))
   if [ "$left" -lt 15 ]; then
@@ -84,7 +97,7 @@ step() {  # step NAME LIMIT_SECONDS SHOW COMMAND   (SHOW: lines of the log to pr
 }
 
 note "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n 1)"
-note "date:   $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+note "date:   $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), call $CALL"
 
 DEPS_ARG=""
 OURS=""  # prefix for our programs' commands
@@ -109,12 +122,30 @@ if [ ! -x "$BUILD/clip" ] || grep -q "^build .*FAILED" "$SUMMARY"; then
   exit 1
 fi
 
+# One line per kernel: its REG, STACK, SHARED and LOCAL bytes and its name (demangled); then
+# the kernels with local memory or a stack frame (spills, or arrays the compiler could not keep
+# in registers).
+kernel_resources() {
+  local dump=cuobjdump
+  command -v $dump >/dev/null 2>&1 || dump=/usr/local/cuda/bin/cuobjdump
+  $dump --dump-resource-usage "$1" > "$2.raw" || return 1
+  awk '/Function/ { f = $2; sub(/:$/, "", f) } /REG:/ { $1 = $1; print $0, f }' "$2.raw" | c++filt | sort -u > "$2"
+  cat "$2"
+  echo "-- $(wc -l < "$2") kernels; with local memory or a stack:"
+  grep -vE 'STACK:0 SHARED:[0-9]+ LOCAL:0 ' "$2" || echo none
+}
+export -f kernel_resources
+step regs 15 all "kernel_resources $BUILD/clip $LOGS/regs.txt"
+
 step ctest 90 15 "$OURS ctest --test-dir $BUILD --output-on-failure -j8 -L 'test_kernels|test_ops|test_golden|test_resnet|test_cli|test_weights|test_zoo'"
 
-step e2e 40 all "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,64,1024 \
+step e2e 40 all "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,1024 \
   --repeats 10 --first-embedding"
 
-step torch 100 all "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,64,1024 --compile-batch 1024"
+step profile 30 80 "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1024 \
+  --repeats 3 --profile"
+
+step torch 90 all "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-sizes 1,1024 --compile-batch 1024"
 
 # The ops (tests/test_ops.cpp, their CUDA cases) and the kernels that are not graph ops (tests/test_kernels.cu).
 MEMCHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*:*AttentionTest*_B2_T77_NH8_*cuda*:*AttentionPoolTest*_T17_*cuda*:*AttentionPoolTest*_T130_*cuda*'
@@ -126,9 +157,6 @@ step memcheck 45 5 "$OURS $SANITIZER --tool memcheck --error-exitcode 1 $BUILD/t
   --gtest_filter='$MEMCHECK_FILTER'"
 
 step kernels 40 all "$OURS $BUILD/bench/bench_kernels"
-
-step profile 25 40 "$OURS $BUILD/clip bench --arch ViT-B-32 --device cuda --dtype f16 --batch-sizes 1,1024 \
-  --repeats 3 --tower image --profile"
 
 RACECHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*:*AttentionPoolTest*_T17_*cuda*:*AttentionPoolTest*_T130_*cuda*'
 RACECHECK_FILTER='*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
