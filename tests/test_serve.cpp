@@ -29,7 +29,10 @@ using json = nlohmann::json;
 namespace {
 
 std::string tmpdir(const std::string& name) {
-  std::string d = (fs::temp_directory_path() / ("clip_serve_" + name + "_" + std::to_string(getpid()))).string();
+  static std::atomic<int> count{0};
+  std::string d = (fs::temp_directory_path() /
+                   ("clip_serve_" + name + "_" + std::to_string(getpid()) + "_" + std::to_string(count++)))
+                      .string();
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
