@@ -26,6 +26,7 @@ tests() {  # tests VENV: the tests with the package as installed there (not buil
     "$OLDPWD/tests/python")
 }
 
+if [ "${SKIP_INSTALL:-0}" = 1 ]; then echo "== 1. skipped (SKIP_INSTALL=1)"; else
 echo "== 1. pip install . into a fresh environment"
 t0=$SECONDS
 rm -f build-wheel/*/CMakeCache.txt  # configured afresh as a user's checkout is (the objects stay)
@@ -34,6 +35,7 @@ $out/venv-install/bin/python -m pip install -q --disable-pip-version-check "${cf
 echo "installed in $((SECONDS - t0)) s: $($out/venv-install/bin/python -c 'import clip_engine, os; print(os.path.dirname(clip_engine.__file__))')"
 tests $out/venv-install
 $out/venv-install/bin/python -m clip_engine --version
+fi
 
 echo "== 2. pip wheel . and auditwheel repair"
 rm -f $out/dist/*.whl
@@ -41,8 +43,11 @@ $out/venv-install/bin/python -m pip wheel -q --disable-pip-version-check --no-de
 fresh $out/venv-tools
 $out/venv-tools/bin/python -m pip install -q --disable-pip-version-check -r scripts/python_requirements_wheel.txt
 raw=$(ls -t $out/raw/clip_engine-*.whl | head -1)
-PATH="$PWD/$out/venv-tools/bin:$PATH" auditwheel show "$raw"
-PATH="$PWD/$out/venv-tools/bin:$PATH" auditwheel repair -w $out/dist "$raw"
+show=$(PATH="$PWD/$out/venv-tools/bin:$PATH" auditwheel show "$raw")
+echo "$show"
+# the most compatible manylinux tag this machine's libraries allow (Debian 12: glibc 2.36)
+plat=$(tr '\n' ' ' <<<"$show" | sed -n 's/.*constrains the platform tag to "\([a-z0-9_]*\)".*/\1/p')
+PATH="$PWD/$out/venv-tools/bin:$PATH" auditwheel repair --plat "${plat:-auto}" -w $out/dist "$raw"
 whl=$(ls -t $out/dist/clip_engine-*.whl | head -1)
 echo "repaired: $whl ($(du -h "$whl" | cut -f1))"
 unzip -l "$whl" | grep -E "\.libs/|_core|bin/clip" | awk '{print "  " $4}'

@@ -9,7 +9,8 @@ import (``import clip_engine.open_clip as open_clip``) and runs on this engine.
         image_features = model.encode_image(image)
         text_features = model.encode_text(text)
 
-``pretrained`` is a local checkpoint (any format clip_engine.load reads: a file, an open_clip
+A checkpoint without a tokenizer (a state dict) gets OpenAI's BPE vocabulary from ``vocab=``,
+$CLIP_ENGINE_VOCAB or the installed open_clip's copy. ``pretrained`` is a local checkpoint (any format clip_engine.load reads: a file, an open_clip
 Hub snapshot directory, an HF directory), or the model name is ``hf-hub:ORG/NAME`` for a
 snapshot in the local Hugging Face cache; open_clip's pretrained tags (which download) are not
 fetched. The model's encode_image / encode_text take and return torch tensors when given them
@@ -185,6 +186,24 @@ def _activation(name, path):
     return None
 
 
+def _default_vocab():
+    """OpenAI's BPE vocabulary for checkpoints that carry none (state dicts), as open_clip's
+    tokenizer has it: $CLIP_ENGINE_VOCAB, else the copy open_clip itself ships when it is
+    installed (found without importing it)."""
+    v = os.environ.get("CLIP_ENGINE_VOCAB")
+    if v:
+        return v
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec and spec.submodule_search_locations:
+        for d in spec.submodule_search_locations:
+            p = os.path.join(d, "bpe_simple_vocab_16e6.txt.gz")
+            if os.path.exists(p):
+                return p
+    return None
+
+
 _PRECISIONS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "pure_fp16": "f16", "pure_bf16": "bf16", "amp": "f32",
                "amp_bf16": "f32", "amp_bfloat16": "f32"}
 
@@ -208,7 +227,7 @@ def _create(model_name, pretrained, precision, device, kwargs):
         raise InvalidInputError(f"precision {precision!r}: one of {', '.join(_PRECISIONS)}")
     dtype = _PRECISIONS[precision]
     act = _activation(model_name, path) if path != model_name else None
-    m = _model.load(path, device=dev, dtype=dtype, vocab=kwargs.get("vocab"), activation=act)
+    m = _model.load(path, device=dev, dtype=dtype, vocab=kwargs.get("vocab") or _default_vocab(), activation=act)
     model = CLIP(m, model_name)
     _loaded[model_name] = m
     return model, Preprocess(m)
