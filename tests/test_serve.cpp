@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -279,11 +280,17 @@ class Serve : public ::testing::Test {
     for (auto& im : g["images"]) images.push_back(gd + "/images/" + im["file"].get<std::string>());
     // The references: `clip embed` over every text and image, in one run, kept beside the
     // binary for the other test processes (ctest runs each test in its own) and made again
-    // when the binary changes.
+    // when the binary changes, or the instruction set the CPU backend is capped at (its
+    // results differ in the last bits between them).
     std::string d = tmpdir("ref");
     const std::string bin = clip::test::binary_dir() + "/clip";
+    auto env = [](const char* k) {
+      const char* v = std::getenv(k);
+      return std::string(v ? v : "");
+    };
     const std::string ref = clip::test::binary_dir() + "/test_serve_ref_" +
-                            std::to_string(fs::last_write_time(bin).time_since_epoch().count()) + ".jsonl";
+                            std::to_string(fs::last_write_time(bin).time_since_epoch().count()) + "_" +
+                            env("CLIP_CPU_ISA") + "_" + env("ONEDNN_MAX_CPU_ISA") + ".jsonl";
     if (!fs::exists(ref)) {
       std::vector<std::string> args = {"embed", "--device", "cpu", "--model", model};
       for (auto& p : images) args.insert(args.end(), {"--image", p});
