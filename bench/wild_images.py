@@ -26,23 +26,10 @@ from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "references"))
-from pillow_ref import openai_preprocess  # noqa: E402
+from pillow_ref import openai_preprocess, values  # noqa: E402
 
 TAG = "9.4.0"
 OURS = {"JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"}
-
-
-def values(im):
-    if im.mode == "1":
-        return np.asarray(im.convert("L")).tobytes()
-    if im.mode == "RGBX":
-        return np.asarray(im.convert("RGB")).tobytes()
-    a = np.asarray(im)
-    if im.mode in ("I", "I;16", "I;16B"):
-        return a.astype("<i4").tobytes()
-    if im.mode == "F":
-        return a.astype("<f4").tobytes()
-    return a.tobytes()
 
 
 def crc(b):  # bench_decode_dump's hash: CRC-32 and byte count

@@ -24,6 +24,23 @@ def openai_preprocess(im, n=32):
     return im.crop((left, top, left + n, top + n)).convert("RGB")
 
 
+def values(im):
+    """The decoded values as the C++ side holds them: mode 1 as 0/255 bytes, RGBX as RGB, the
+    integer modes as little-endian int32, F as little-endian float32, the rest as bytes."""
+    import numpy as np
+
+    if im.mode == "1":
+        return np.asarray(im.convert("L")).tobytes()
+    if im.mode == "RGBX":
+        return np.asarray(im.convert("RGB")).tobytes()
+    a = np.asarray(im)
+    if im.mode in ("I", "I;16", "I;16B"):
+        return a.astype("<i4").tobytes()
+    if im.mode == "F":
+        return a.astype("<f4").tobytes()
+    return a.tobytes()
+
+
 def print_cases(out_dir, n=32):
     """One C++ PillowCase per file of out_dir (tests/test_preprocess.cpp): name, the mode
     Image.open gives, its size, the hash of np.asarray(im) (mode 1 as 0/255) and of

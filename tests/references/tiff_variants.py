@@ -23,7 +23,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from pillow_ref import fnv1a64, openai_preprocess
+from pillow_ref import fnv1a64, openai_preprocess, values
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "data", "tiff")
@@ -270,19 +270,6 @@ def make():
                                               strips(rgb, H, True))])
     tiff(p("ycbcr_orientation4_deflate.tif"), [({**base_tags(W, H, 8, 3, 6, 8), 530: (SHORT, [1, 1]),
                                                 274: (SHORT, [4]), 278: (SHORT, [8])}, strips(ycc, 8, True))])
-
-
-def values(im):
-    if im.mode == "1":
-        return np.asarray(im.convert("L")).tobytes()
-    if im.mode == "RGBX":
-        return np.asarray(im.convert("RGB")).tobytes()
-    a = np.asarray(im)
-    if im.mode in ("I", "I;16", "I;16B"):
-        return a.astype("<i4").tobytes()
-    if im.mode == "F":
-        return a.astype("<f4").tobytes()
-    return a.tobytes()
 
 
 def report(n=32):
