@@ -16,12 +16,13 @@ import base64
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+
+from serve_util import start_server
 
 
 def percentile(xs, p):
@@ -106,20 +107,8 @@ def main():
                "--max-queue", "4096"]
         if a.vocab:
             cmd += ["--vocab", a.vocab]
-        srv = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        host, port = "127.0.0.1", None
-        for line in srv.stderr:
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
-        while True:
-            c = http.client.HTTPConnection(host, port)
-            c.request("GET", "/ready")
-            if c.getresponse().status == 200:
-                break
-            time.sleep(0.1)
+        srv, port = start_server(cmd)
+        host = "127.0.0.1"
     bodies = {
         "text": json.dumps({"input": [a.text]}),
         "image": json.dumps({"input": ["data:image/jpeg;base64," + base64.b64encode(open(a.image, "rb").read()).decode()],

@@ -18,13 +18,14 @@ import http.client
 import json
 import os
 import random
-import re
 import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
+
+from serve_util import start_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,25 +63,8 @@ def main():
     uris = ["data:image/%s;base64,%s" % (p.rsplit(".", 1)[1], base64.b64encode(open(p, "rb").read()).decode())
             for p in images]
 
-    srv = subprocess.Popen([a.clip, "serve", "--device", "cpu", "--model", model, "--port", "0", "--log", "none",
-                            "--threads", str(a.clients + 8), "--max-batch", "32", "--max-wait-ms", "5"],
-                           stderr=subprocess.PIPE, text=True)
-    port = None
-    for line in srv.stderr:
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port)
-            c.request("GET", "/ready")
-            if c.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.05)
+    srv, port = start_server([a.clip, "serve", "--device", "cpu", "--model", model, "--port", "0", "--log", "none",
+                              "--threads", str(a.clients + 8), "--max-batch", "32", "--max-wait-ms", "5"])
 
     lock = threading.Lock()
     st = {"ok": 0, "rows": 0, "wrong": 0, "errors": 0, "refused": 0, "busy": 0}
