@@ -579,12 +579,7 @@ static std::u32string fix_encoding_step(const std::u32string& s) {
     bool variants = std::find(b.begin(), b.end(), 0xED) != b.end() || std::find(b.begin(), b.end(), 0xC0) != b.end();
     if (variants ? decode_utf8_variants(b, fixed) : decode_utf8(b, 0, b.size(), fixed)) return fixed;
   }
-  size_t end;
-  bool detector = false;
-  const Classified<char32_t> x(s.data(), s.size());
-  for (size_t i = 0; i < s.size() && !detector; i++)
-    detector = (i == 0 || !x.m[i - 1].has(ftfy_data::kUtf8DetectorNotAfter)) && match_first(x, i, utf8_detector_re(), &end);
-  if (detector) {
+  {  // ftfy searches UTF8_DETECTOR_RE first; without a match the substitution changes nothing
     std::u32string fixed = decode_inconsistent_utf8(s);
     if (fixed != s) return fixed;
   }
