@@ -11,6 +11,9 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
+
+#include <lcms2.h>
 
 #include "core/base.h"
 #include "engine/cpu_ops.h"
@@ -379,6 +382,27 @@ std::vector<uint8_t> gray_ramp_palette();  // clip/image_decode.cpp
 
 namespace {
 
+// Pillow 9.4's convert("RGB") of mode LAB (Image.convert hands LAB to ImageCms): a transform
+// from cmsCreateLab2Profile(NULL) (D50) to cmsCreate_sRGBProfile(), perceptual intent, no flags,
+// between the pixel layouts _imagingcms.c's findLCMStype gives: L, a, b and a pad byte in, RGB
+// and a pad byte out. The same LittleCMS (2.14, Debian's and Pillow 9.4's wheels') gives the
+// same bytes.
+std::vector<uint8_t> lab_to_rgb(const std::vector<uint8_t>& lab, size_t npx) {
+  using Profile = std::unique_ptr<void, cmsBool (*)(cmsHPROFILE)>;
+  const Profile from(cmsCreateLab2Profile(nullptr), cmsCloseProfile), to(cmsCreate_sRGBProfile(), cmsCloseProfile);
+  CLIP_CHECK(from && to, "LittleCMS could not create the Lab (D50) and sRGB profiles");
+  const cmsUInt32Number lab_x = COLORSPACE_SH(PT_LabV2) | CHANNELS_SH(3) | BYTES_SH(1) | EXTRA_SH(1);
+  const std::unique_ptr<void, void (*)(cmsHTRANSFORM)> t(
+      cmsCreateTransform(from.get(), lab_x, to.get(), TYPE_RGBA_8, INTENT_PERCEPTUAL, 0), cmsDeleteTransform);
+  CLIP_CHECK(t, "LittleCMS could not create the Lab to sRGB transform");
+  std::vector<uint8_t> in(npx * 4, 255), out(npx * 4);
+  for (size_t p = 0; p < npx; p++) std::copy_n(&lab[p * 3], 3, &in[p * 4]);
+  cmsDoTransform(t.get(), in.data(), out.data(), (cmsUInt32Number)npx);  // (npx <= max_pixels < 2^32)
+  std::vector<uint8_t> rgb(npx * 3);
+  for (size_t p = 0; p < npx; p++) std::copy_n(&out[p * 4], 3, &rgb[p * 3]);
+  return rgb;
+}
+
 // Rule 5: convert("RGB") of the npx pixels of the window, in the decoded mode (C bytes each;
 // modes I and I;16: win_i, F: win_f). I, I;16 and F go through L as Pillow's convert does
 // (i2l, I16L_L / I16B_L: clamped to 0..255; f2l: clamped, then truncated).
@@ -386,6 +410,7 @@ std::vector<uint8_t> convert_rgb(ImageMode mode, std::vector<uint8_t> win, const
                                  const std::vector<float>& win_f, int C, const std::vector<uint8_t>& palette,
                                  size_t npx) {
   if (mode == ImageMode::RGB) return win;  // already RGB bytes
+  if (mode == ImageMode::LAB) return lab_to_rgb(win, npx);
   std::vector<uint8_t> rgb(npx * 3);
   for (size_t p = 0; p < npx; p++) {
     uint8_t* o = &rgb[p * 3];
@@ -410,6 +435,8 @@ std::vector<uint8_t> convert_rgb(ImageMode mode, std::vector<uint8_t> win, const
         break;
       case ImageMode::P: case ImageMode::PA:  // (PA: the index band; Pillow's pa2rgb)
         std::copy_n(&palette[(size_t)win[p * C] * 3], 3, o);
+        break;
+      case ImageMode::LAB:  // (above)
         break;
       case ImageMode::CMYK: {
         int nk = 255 - win[p * 4 + 3];

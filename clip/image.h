@@ -6,7 +6,8 @@
 // Decoders: libjpeg-turbo (JPEG, as Pillow), libpng (PNG, keeping the colour type so palette
 // images stay mode P), our own BMP and GIF decoders (as Pillow 9.4's plugins read them: the
 // first frame of a GIF; clip/image_decode.cpp), libwebp (WebP), libtiff (TIFF: the first page,
-// in the mode Pillow 9.4's TiffImagePlugin gives it; clip/image_tiff.cpp).
+// in the mode Pillow 9.4's TiffImagePlugin gives it; clip/image_tiff.cpp). LAB is made RGB
+// through LittleCMS as Pillow's convert does (ImageCms: D50 Lab to sRGB, perceptual intent).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -26,8 +27,9 @@ struct ImageLimits {
   int64_t max_pixels = 2 * 89478485;
 };
 
-// Pillow's image modes that decoding can produce ("1" is One, "I;16" I16, "I;16B" I16B).
-enum class ImageMode { L, LA, RGB, RGBA, P, I, CMYK, One, F, I16, I16B, PA };
+// Pillow's image modes that decoding can produce ("1" is One, "I;16" I16, "I;16B" I16B). LAB
+// (CIELAB TIFFs) holds L and a, b + 128, as Pillow's "LAB" unpacker stores them.
+enum class ImageMode { L, LA, RGB, RGBA, P, I, CMYK, One, F, I16, I16B, PA, LAB };
 const char* image_mode_name(ImageMode m);
 int image_mode_channels(ImageMode m);  // bytes per pixel in DecodedImage::pixels (I, F, I;16: 0)
 

@@ -35,6 +35,7 @@ const char* image_mode_name(ImageMode m) {
     case ImageMode::I16: return "I;16";
     case ImageMode::I16B: return "I;16B";
     case ImageMode::PA: return "PA";
+    case ImageMode::LAB: return "LAB";
   }
   return "?";
 }
@@ -43,7 +44,7 @@ int image_mode_channels(ImageMode m) {
   switch (m) {
     case ImageMode::L: case ImageMode::P: case ImageMode::One: return 1;
     case ImageMode::LA: case ImageMode::PA: return 2;
-    case ImageMode::RGB: return 3;
+    case ImageMode::RGB: case ImageMode::LAB: return 3;
     case ImageMode::RGBA: case ImageMode::CMYK: return 4;
     case ImageMode::I: case ImageMode::F: case ImageMode::I16: case ImageMode::I16B: return 0;
   }

@@ -12,8 +12,9 @@
 // naming the file (per-handle handlers, TIFFOpenOptions). Refused, each saying why: what
 // Pillow 9.4 refuses (an unknown pixel layout or compression, more than 6 samples), what it
 // reads as other bytes than the image's samples (uncompressed YCbCr, planar layouts beyond
-// 8/16-bit RGB, RGBA and CMYK), what its convert("RGB") does through LittleCMS (LAB), and the
-// ZSTD and WebP compressions its wheels' libtiff lacks.
+// 8/16-bit RGB, RGBA and CMYK), and the ZSTD and WebP compressions its wheels' libtiff lacks.
+// CIELAB gives mode LAB (ImagingUnpackLAB: a and b + 128), which preprocessing makes RGB as
+// Pillow's convert does, through LittleCMS (clip/image.cpp).
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -335,8 +336,6 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
   if (fill == 2) info = find_open_info(ifd.big_endian, photo, format, 1, bps, extra);
   CLIP_CHECK(info, "%s: TIFF fill order 2 in a layout without a fill-order-1 twin", nm);
   const std::string mode = info->mode, raw = info->rawmode;
-  CLIP_CHECK(mode != "LAB", "%s: a CIELAB TIFF (mode LAB: Pillow 9.4's convert(\"RGB\") goes through LittleCMS, "
-             "which this engine does not do)", nm);
   CLIP_CHECK(!(photo == 6 && comp == 1), "%s: an uncompressed YCbCr TIFF (Pillow 9.4 unpacks its 3 samples a pixel "
              "as 4, RGBX)", nm);
   const bool planar_sep = planar == 2 && spp > 1;
@@ -400,7 +399,7 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
   const size_t WW = (size_t)W, HH = (size_t)H;
   int C = 0;  // output bytes per pixel (8-bit modes)
   Unpack kind = Unpack::u8;
-  bool invert = false, premult = false;
+  bool invert = false, premult = false, lab = false;
   out.width = (int)W;
   out.height = (int)H;
   if (mode == "1") {
@@ -418,10 +417,11 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
     out.mode = ImageMode::F, kind = Unpack::f32;
   } else {
     out.mode = mode == "LA" ? ImageMode::LA : mode == "PA" ? ImageMode::PA : mode == "CMYK" ? ImageMode::CMYK
-               : mode == "RGBA" ? ImageMode::RGBA : ImageMode::RGB;  // RGBX: its RGB
+               : mode == "RGBA" ? ImageMode::RGBA : mode == "LAB" ? ImageMode::LAB : ImageMode::RGB;  // RGBX: its RGB
     C = image_mode_channels(out.mode);
     kind = bps[0] == 16 ? Unpack::u16_high : Unpack::u8;
     premult = raw.compare(0, 4, "RGBa") == 0;
+    lab = out.mode == ImageMode::LAB;
   }
   if (kind == Unpack::i12 || kind == Unpack::i16 || kind == Unpack::s16 || kind == Unpack::i32)
     out.pixels_i.assign(WW * HH, 0);
@@ -474,6 +474,7 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
             continue;
           }
           for (int c = 0; c < C; c++) px[c] = sample(c);
+          if (lab) px[1] ^= 0x80, px[2] ^= 0x80;  // ImagingUnpackLAB: a, b signed in the file
           if (premult) {  // unpackRGBa: un-premultiply
             const int a = px[3];
             if (a == 0) px[0] = px[1] = px[2] = 0;

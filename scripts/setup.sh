@@ -11,6 +11,8 @@ PKGS=(
   libjpeg62-turbo-dev libpng-dev # JPEG and PNG decoding (the reference's decoders)
   libwebp-dev                    # WebP decoding (libwebp and its demuxer: Pillow's)
   libtiff-dev                    # TIFF decoding (libtiff: Pillow's)
+  liblcms2-dev                   # CIELAB TIFFs to RGB (LittleCMS: Pillow's ImageCms)
+  libarchive-dev                 # WebDataset tar shards (plain and gzip)
   libutf8proc-dev                # Unicode categories, case mapping, NFC
   libzip-dev zlib1g-dev          # zip archives (torch checkpoints), gzip (BPE vocab)
   libcli11-dev                   # command-line parsing

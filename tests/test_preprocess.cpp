@@ -521,7 +521,9 @@ TEST(Preprocess, BmpIsPillow94) {
 // (INT32_MIN as Pillow on x86; found by fuzz_image). RGBX files (unspecified extra samples) are
 // kept as their RGB; I;16 files (16- and 12-bit) are
 // preprocessed only at the size Pillow's resize copies (pillow_i16_32x40.tif); PA is resized as
-// Pillow does, bicubic on the indices and the alpha, then looked up in the palette.
+// Pillow does, bicubic on the indices and the alpha, then looked up in the palette. CIELAB (mode
+// LAB) is resized in Lab and made RGB through LittleCMS as Pillow's convert does; the random Lab
+// files cover all of Lab space, lab_random_32x32 without a resize.
 TEST(Preprocess, TiffIsPillow94) {
   expect_pillow_decodes("tiff", {PillowCase{"be_f32_deflate.tif", "F", 37, 29, 0xbb96bf73fc04c6d5ull, 0x6c869ca3f48a939aull},
                                  PillowCase{"be_i16_deflate.tif", "I;16B", 37, 29, 0xa36021ae43cc8dbfull, 0x0000000000000000ull},
@@ -543,6 +545,8 @@ TEST(Preprocess, TiffIsPillow94) {
                                  PillowCase{"l4_minwhite_deflate.tif", "L", 37, 29, 0xd744ca05212b1428ull, 0xd1e4726fc683e995ull},
                                  PillowCase{"l4_raw.tif", "L", 37, 29, 0x7144d710762cab55ull, 0xe49e052593890f45ull},
                                  PillowCase{"l8_minwhite_raw.tif", "L", 37, 29, 0xbd77e39cc92b561eull, 0xde3b94693e0f5767ull},
+                                 PillowCase{"lab_random_32x32_deflate.tif", "LAB", 32, 32, 0x9211c4cfbfaf053aull, 0x8b70d85d6d959eb8ull},
+                                 PillowCase{"lab_random_40x48_deflate.tif", "LAB", 40, 48, 0xc7038b279c3a1d4full, 0x5f983115e3a2dbb1ull},
                                  PillowCase{"one_fill2_deflate.tif", "1", 37, 29, 0x092a4d91139f885eull, 0x497b93450cc43548ull},
                                  PillowCase{"one_fill2_raw.tif", "1", 37, 29, 0x3a077fa3fbb18acbull, 0xd1ce446302906d9cull},
                                  PillowCase{"orientation6_rgb_deflate.tif", "RGB", 29, 37, 0x625f8418df4b7ffcull, 0x420f3007f4d6eaaaull},
@@ -566,6 +570,9 @@ TEST(Preprocess, TiffIsPillow94) {
                                  PillowCase{"pillow_l_raw.tif", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
                                  PillowCase{"pillow_l_tiff_lzw.tif", "L", 37, 29, 0xadb4845cec0a30cfull, 0x03c6c8ff0e7488e3ull},
                                  PillowCase{"pillow_la_raw.tif", "LA", 37, 29, 0xcd590a58d3d6aa73ull, 0x4fb542ce6ac78286ull},
+                                 PillowCase{"pillow_lab_deflate.tif", "LAB", 37, 29, 0x494911db6f836499ull, 0x60598b487557e2e4ull},
+                                 PillowCase{"pillow_lab_lzw.tif", "LAB", 37, 29, 0x494911db6f836499ull, 0x60598b487557e2e4ull},
+                                 PillowCase{"pillow_lab_raw.tif", "LAB", 37, 29, 0x494911db6f836499ull, 0x60598b487557e2e4ull},
                                  PillowCase{"pillow_multipage.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
                                  PillowCase{"pillow_p_raw.tif", "P", 37, 29, 0x2889b20ae45fe6fbull, 0x3e049b9d90730a0full},
                                  PillowCase{"pillow_p_tiff_lzw.tif", "P", 37, 29, 0x2889b20ae45fe6fbull, 0x3e049b9d90730a0full},
@@ -830,8 +837,8 @@ std::vector<uint8_t> tiny_tiff(std::vector<std::array<uint32_t, 4>> entries, con
 // TIFFs refused: cut short, corrupt compressed data, a header claiming 100000 x 100000 (refused
 // from the IFD, before libtiff opens the file), strip or tile byte counts past the end of the
 // file, and what Pillow 9.4 refuses or reads as other bytes: a big-endian BigTIFF, uncompressed
-// YCbCr, CIELAB (whose convert("RGB") goes through LittleCMS), more than 6 samples a pixel, an
-// unknown compression or layout; I;16 at a size Pillow's resize would change.
+// YCbCr, more than 6 samples a pixel, an unknown compression or layout; I;16 at a size Pillow's
+// resize would change.
 TEST(PreprocessBadInput, TiffRefusals) {
   const std::string dir = test::source_dir() + "/tests/data/tiff/";
   const std::string b = test::read_file(dir + "pillow_rgb_tiff_lzw.tif");
@@ -892,7 +899,6 @@ TEST(PreprocessBadInput, TiffRefusals) {
   expect_error(write_file("planar_rows_per_strip.tif", planar), "more planes than its raw mode RGB has bands");
   expect_error(dir + "bigtiff_l_deflate_be.tif", "big-endian BigTIFF");
   expect_error(dir + "pillow_ycbcr_raw.tif", "uncompressed YCbCr");
-  expect_error(dir + "pillow_lab_raw.tif", "LittleCMS");
   expect_error(dir + "pillow_i16_raw.tif", "I;16");
 }
 

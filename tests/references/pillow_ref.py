@@ -26,7 +26,9 @@ def openai_preprocess(im, n=32):
 
 def values(im):
     """The decoded values as the C++ side holds them: mode 1 as 0/255 bytes, RGBX as RGB, the
-    integer modes as little-endian int32, F as little-endian float32, the rest as bytes."""
+    integer modes as little-endian int32, F as little-endian float32, LAB as Pillow holds it (a
+    and b + 128, as getpixel gives them: np.asarray packs them back to signed bytes), the rest as
+    bytes."""
     import numpy as np
 
     if im.mode == "1":
@@ -38,6 +40,8 @@ def values(im):
         return a.astype("<i4").tobytes()
     if im.mode == "F":
         return a.astype("<f4").tobytes()
+    if im.mode == "LAB":
+        return (a ^ np.array([0, 128, 128], dtype=np.uint8)).tobytes()
     return a.tobytes()
 
 

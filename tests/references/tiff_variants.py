@@ -1,7 +1,8 @@
 """TIFF variants as Pillow 9.4.0 reads them, for tests/test_preprocess.cpp (Preprocess.TiffIsPillow94).
 
 Writes tests/data/tiff/*.tif from 37x29 crops of the golden photos: Pillow's own writer in modes
-1/L/LA/P/RGB/RGBA/CMYK/I;16/I;16B/I/F/YCbCr/LAB with every compression it writes through libtiff
+1/L/LA/P/RGB/RGBA/CMYK/I;16/I;16B/I/F/YCbCr/LAB (random Lab values too) with every compression it
+writes through libtiff
 (tiff_lzw, tiff_adobe_deflate, tiff_deflate, packbits, jpeg, group3, group4) and a multi-page
 file, plus the small writer below for what Pillow does not write: tiles, big-endian and BigTIFF
 files, planar configuration 2, fill order 2, min-is-white gray at 2/4/8 bits, 2/4-bit palettes,
@@ -175,7 +176,16 @@ def make():
         p("pillow_i16_32x40.tif"))
     photo.convert("YCbCr").save(p("pillow_ycbcr_jpeg.tif"), compression="jpeg")
     photo.convert("YCbCr").save(p("pillow_ycbcr_raw.tif"))
-    photo.convert("LAB").save(p("pillow_lab_raw.tif"))
+    lab = photo.convert("LAB")
+    lab.save(p("pillow_lab_raw.tif"))
+    lab.save(p("pillow_lab_lzw.tif"), compression="tiff_lzw")
+    lab.save(p("pillow_lab_deflate.tif"), compression="tiff_adobe_deflate")
+    # random L, a, b bytes, so that convert("RGB") sees every region of Lab space: at 32 x 32
+    # (preprocessing at 32 px converts them without a resize) and 40 x 48 (after one)
+    lab_rng = np.random.default_rng(1)
+    for w, h in [(32, 32), (40, 48)]:
+        Image.frombytes("LAB", (w, h), lab_rng.integers(0, 256, w * h * 3, dtype=np.uint8).tobytes()).save(
+            p(f"lab_random_{w}x{h}_deflate.tif"), compression="tiff_adobe_deflate")
     photo.save(p("pillow_multipage.tif"), save_all=True, append_images=[photo2.convert("L")])
 
     # the small writer: tiles, byte orders, BigTIFF, planes, fill order, bit depths
