@@ -102,6 +102,9 @@ class Model {
   virtual std::vector<std::pair<std::string, HostTensor>> encode_pixels_staged(const float* pixels, int64_t B) = 0;
   // Decodes, resizes and center-crops one image file into out [R, R, 3] RGB bytes.
   virtual void preprocess_file(const std::string& path, uint8_t* out) const = 0;
+  // The same for an image already in memory (name: what errors call it); bitwise what
+  // preprocess_file gives for a file holding these bytes.
+  virtual void preprocess_bytes(const uint8_t* data, size_t size, const std::string& name, uint8_t* out) const = 0;
   // preprocess_file on a pool of threads: one [R, R, 3] slot per path, and per path the error
   // ("" when it decoded).
   struct Pixels {

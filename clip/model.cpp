@@ -68,6 +68,7 @@ class ModelImpl final : public Model {
   HostTensor encode_image_files(const std::vector<std::string>& paths) override;
   std::vector<std::pair<std::string, HostTensor>> encode_pixels_staged(const float* pixels, int64_t B) override;
   void preprocess_file(const std::string& path, uint8_t* out) const override;
+  void preprocess_bytes(const uint8_t* data, size_t size, const std::string& name, uint8_t* out) const override;
   Pixels preprocess_files(const std::vector<std::string>& paths) const override;
   HostTensor logits(const HostTensor& image_emb, const HostTensor& text_emb) const override;
   void set_profile(OpProfile* p) override;
@@ -513,6 +514,13 @@ void ModelImpl::preprocess_file(const std::string& path, uint8_t* out) const {
   PreprocessConfig pc = weights_.preprocess;
   pc.resolution = weights_.config.image_resolution;
   std::vector<uint8_t> rgb = preprocess_image_file_rgb8(path, pc);
+  std::memcpy(out, rgb.data(), rgb.size());
+}
+
+void ModelImpl::preprocess_bytes(const uint8_t* data, size_t size, const std::string& name, uint8_t* out) const {
+  PreprocessConfig pc = weights_.preprocess;
+  pc.resolution = weights_.config.image_resolution;
+  std::vector<uint8_t> rgb = preprocess_image_bytes_rgb8(data, size, name, pc);
   std::memcpy(out, rgb.data(), rgb.size());
 }
 

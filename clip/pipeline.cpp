@@ -22,11 +22,31 @@ std::shared_ptr<ThreadPool::Job> preprocess_files_async(ThreadPool& pool, const 
   });
 }
 
+// The same for image items, from their files or their bytes in memory.
+static std::shared_ptr<ThreadPool::Job> preprocess_items_async(ThreadPool& pool, const Model& model,
+                                                               const std::vector<EmbedItem>& items, Model::Pixels& px) {
+  const size_t n = (size_t)model.pixels_per_image();
+  px.data.resize(items.size() * n);
+  px.errors.assign(items.size(), "");
+  return pool.submit(items.size(), [&model, &items, &px, n](size_t i) {
+    try {
+      const EmbedItem& it = items[i];
+      if (it.bytes) {
+        model.preprocess_bytes((const uint8_t*)it.bytes->data(), it.bytes->size(), it.source, px.data.data() + i * n);
+      } else {
+        model.preprocess_file(it.source, px.data.data() + i * n);
+      }
+    } catch (const std::exception& e) {
+      px.errors[i] = e.what();
+    }
+  });
+}
+
 // One image batch being decoded: its pixels are counted from here until it is dropped, which
 // first stops and waits for the decoding (nothing writes into freed pixels).
 struct EmbedPipeline::Decoding {
   size_t begin = 0;
-  std::vector<std::string> paths;
+  std::vector<EmbedItem> items;
   Model::Pixels px;
   std::shared_ptr<ThreadPool::Job> job;
   std::atomic<size_t>* live = nullptr;
@@ -60,15 +80,15 @@ std::shared_ptr<EmbedPipeline::Decoding> EmbedPipeline::decode(const std::vector
   for (size_t peak = peak_decoded_; now > peak && !peak_decoded_.compare_exchange_weak(peak, now);) {
   }
   d->begin = begin;
-  for (size_t i = begin; i < end; i++) d->paths.push_back(items[i].source);
-  d->job = preprocess_files_async(pool_, model_, d->paths, d->px);
+  d->items.assign(items.begin() + (std::ptrdiff_t)begin, items.begin() + (std::ptrdiff_t)end);
+  d->job = preprocess_items_async(pool_, model_, d->items, d->px);
   return d;
 }
 
 void EmbedPipeline::embed_images(Decoding& d, std::vector<EmbedResult>& out) {
   d.job->wait();
   // The decoded images move to the front of the buffer, in order, and run as one batch.
-  const size_t n = (size_t)model_.pixels_per_image(), nb = d.paths.size();
+  const size_t n = (size_t)model_.pixels_per_image(), nb = d.items.size();
   size_t good = 0;
   for (size_t j = 0; j < nb; j++) {
     if (!d.px.errors[j].empty()) continue;

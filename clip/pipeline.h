@@ -28,6 +28,9 @@ namespace clip {
 struct EmbedItem {
   bool image = false;
   std::string source;  // an image path, or the text
+  // An image already in memory (a member of a tar shard): its encoded bytes, decoded as
+  // Model::preprocess_bytes does, with source naming it in errors. Null: source is a path.
+  std::shared_ptr<const std::string> bytes = nullptr;
 };
 
 struct EmbedResult {

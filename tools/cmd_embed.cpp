@@ -7,12 +7,17 @@
 // the end, also after SIGINT/SIGTERM (which stop the run after the current batch), so OUT
 // always holds a valid prefix of the run; --resume continues from it without duplicates or
 // gaps.
+//
+// --webdataset PATTERN...: tar shards in, clip-retrieval's layout out under -o DIR, one part
+// per shard (clip/webdataset.h); complete parts are skipped, --shard-index/--shard-count (or
+// a Slurm array's variables) pick this task's shards.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "clip/pipeline.h"
+#include "clip/webdataset.h"
 #include "tools/common.h"
 
 namespace clip::tool {
@@ -86,9 +91,62 @@ struct EmbedArgs {
   std::vector<std::string> images, texts;
   std::string image_list, text_file, out;
   bool no_normalize = false, resume = false;
+  std::vector<std::string> webdataset;
+  int shard_index = -1, shard_count = -1;
 };
 
+int run_webdataset(const EmbedArgs& a) {
+  if (!a.images.empty() || !a.texts.empty() || !a.image_list.empty() || !a.text_file.empty())
+    throw UsageError("embed: --webdataset takes its images and captions from the shards: no --image or --text with it");
+  if (a.out.empty()) throw UsageError("embed: --webdataset needs -o DIR, the output folder");
+  if (a.no_normalize) throw UsageError("embed: --webdataset writes L2-normalized embeddings (clip-retrieval's): no --no-normalize");
+  const std::vector<std::string> shards = expand_shard_patterns(a.webdataset);
+  const ShardSelection sel = resolve_shard_selection(a.shard_index, a.shard_count);
+  std::vector<size_t> todo;
+  size_t complete = 0;
+  for (size_t i : select_shards(shards.size(), sel)) {
+    if (part_complete(a.out, part_name(i, shards.size()))) {
+      complete++;
+    } else {
+      todo.push_back(i);
+    }
+  }
+  fprintf(stderr, "clip: %zu shards; task %d of %d (%s): %zu, of which %zu complete in %s, %zu to do\n", shards.size(),
+          sel.index, sel.count, sel.source.c_str(), todo.size() + complete, complete, a.out.c_str(), todo.size());
+  if (todo.empty()) return kExitOk;
+  auto model = a.model.load();
+  install_interrupt_handler();
+  Progress progress("shards", (int64_t)todo.size());
+  bool any_failed = false;
+  for (size_t i : todo) {
+    const std::string part = part_name(i, shards.size());
+    ShardOptions so;
+    so.batch_size = a.model.batch_size;
+    so.stop = interrupted;
+    ShardResult r = embed_shard(*model, shards[i], a.out, part, so);
+    if (r.stopped) break;
+    progress.add(1);
+    const double s = r.read_s + r.embed_s + r.write_s;
+    if (r.written)
+      fprintf(stderr, "clip: %s -> part %s: %ld samples, %ld failed, %.1f/s (read %.2fs, decode+embed %.2fs, write %.2fs)\n",
+              shards[i].c_str(), part.c_str(), (long)r.samples, (long)r.failed, s > 0 ? r.samples / s : 0.0, r.read_s,
+              r.embed_s, r.write_s);
+    if (!r.shard_error.empty())
+      fprintf(stderr, "clip: shard error: %s%s\n", r.shard_error.c_str(),
+              r.written ? " (the samples before it are in the part)" : " (no part written)");
+    any_failed = any_failed || r.failed > 0 || !r.shard_error.empty();
+  }
+  progress.finish();
+  if (interrupted()) {
+    fprintf(stderr, "clip: interrupted; the parts written are complete (run again to do the rest)\n");
+    return 130;
+  }
+  return any_failed ? kExitSomeInputsFailed : kExitOk;
+}
+
 int run_embed(const EmbedArgs& a) {
+  if (!a.webdataset.empty()) return run_webdataset(a);
+  if (a.shard_index >= 0 || a.shard_count >= 0) throw UsageError("embed: --shard-index/--shard-count go with --webdataset");
   std::vector<EmbedItem> items;
   for (auto& p : collect_images(a.images, a.image_list)) items.push_back({true, p});
   for (auto& t : collect_texts(a.texts, a.text_file)) items.push_back({false, t});
@@ -199,6 +257,14 @@ CommandRun setup(CLI::App* sub) {
   sub->add_option("-o,--output", a->out, "Write to OUT.jsonl, or OUT.npy (float32 [N, D]) plus OUT.npy.jsonl");
   sub->add_flag("--no-normalize", a->no_normalize, "Do not L2-normalize the embeddings");
   sub->add_flag("--resume", a->resume, "Continue an interrupted run into the same -o OUT");
+  sub->add_option("--webdataset", a->webdataset,
+                  "WebDataset tar shards (.tar, .tar.gz), quoted patterns such as 'shards/{00000..00999}.tar'; "
+                  "writes clip-retrieval's img_emb/, text_emb/, metadata/ into -o DIR, one part per shard, "
+                  "skipping complete parts");
+  sub->add_option("--shard-index", a->shard_index, "With --webdataset: run shards i with i % COUNT == INDEX "
+                  "(default: SLURM_ARRAY_TASK_ID when set)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--shard-count", a->shard_count, "With --webdataset: how many tasks share the shards "
+                  "(default: SLURM_ARRAY_TASK_COUNT when set)")->check(CLI::PositiveNumber);
   return [a] { return run_embed(*a); };
 }
 
