@@ -352,50 +352,115 @@ static std::string png_decode(const uint8_t* data, size_t size, const ImageLimit
   return "";
 }
 
-// Pillow 9.4's PngImagePlugin inflates an iCCP, zTXt or compressed iTXt chunk to at most
-// MAX_TEXT_CHUNK (1 MiB) and raises "Decompressed Data Too Large" where input is left over then
-// (_safe_zlib_decompress; a broken stream it ignores): such a file is refused, wherever the chunk
-// is (Pillow reads the chunks after the image data in load_end).
-static void png_check_compressed_chunks(const uint8_t* d, size_t n, const std::string& name) {
-  constexpr size_t kMaxTextChunk = 1 << 20;
-  std::vector<uint8_t> sink;
-  for (size_t pos = 8; n - pos >= 12;) {
+// Python's zlib.decompressobj().decompress(z, 1 MiB) as Pillow 9.4's _safe_zlib_decompress
+// calls it: the bytes it gives in `out` and true, or false where it raises "Decompressed Data
+// Too Large" (output full with input left); a stream zlib rejects gives zlib.error, here an
+// empty `out` and `broken`.
+static bool png_inflate_1mib(const uint8_t* z, size_t n, std::vector<uint8_t>& out, bool& broken) {
+  out.resize(1 << 20);
+  broken = false;
+  z_stream zs{};
+  if (inflateInit(&zs) != Z_OK) throw std::bad_alloc();
+  zs.next_in = const_cast<Bytef*>(z);
+  zs.avail_in = (uInt)n;
+  zs.next_out = out.data();
+  zs.avail_out = (uInt)out.size();
+  const int ret = inflate(&zs, Z_SYNC_FLUSH);
+  const bool too_large = ret == Z_OK && zs.avail_out == 0 && zs.avail_in > 0;
+  out.resize(out.size() - zs.avail_out);
+  inflateEnd(&zs);
+  if (ret != Z_OK && ret != Z_STREAM_END && ret != Z_BUF_ERROR) broken = true, out.clear();
+  return !too_large;
+}
+
+// Characters in strict UTF-8 (Python's bytes.decode("utf-8")), or -1 where it raises.
+static int64_t utf8_chars(const uint8_t* s, size_t n) {
+  int64_t chars = 0;
+  for (size_t i = 0; i < n; chars++) {
+    const uint8_t b = s[i];
+    const int k = b < 0x80 ? 0 : b >= 0xC2 && b <= 0xDF ? 1 : b >= 0xE0 && b <= 0xEF ? 2 : b >= 0xF0 && b <= 0xF4 ? 3 : -1;
+    if (k < 0 || n - i < (size_t)k + 1) return -1;
+    uint32_t c = k == 0 ? b : b & (0x3F >> k);
+    for (int j = 1; j <= k; j++) {
+      if ((s[i + j] & 0xC0) != 0x80) return -1;
+      c = c << 6 | (s[i + j] & 0x3F);
+    }
+    if ((k == 2 && (c < 0x800 || (c >= 0xD800 && c <= 0xDFFF))) || (k == 3 && (c < 0x10000 || c > 0x10FFFF))) return -1;
+    i += (size_t)k + 1;
+  }
+  return chars;
+}
+
+// The text chunks as Pillow 9.4's PngStream reads them, wherever it reads chunks (before the
+// image data in Image.open, after it in load_end, up to `end`: an animated file's next frame),
+// and what it raises there:
+// - iCCP: no NUL after the profile name ("Unknown compression method", its byte being the last),
+//   an empty chunk (IndexError); its zlib data, from two bytes past the NUL whatever the method
+//   byte says, inflating past 1 MiB;
+// - zTXt: a method byte other than 0; its data inflating past 1 MiB ("Decompressed Data Too
+//   Large", _safe_zlib_decompress; a broken stream it ignores);
+// - iTXt with the compressed flag and method 0: its data inflating past 1 MiB;
+// - the texts it keeps totalling over MAX_TEXT_MEMORY, 64 MiB (check_text_memory: tEXt and zTXt
+//   values in bytes, once the keyword is not empty; iTXt values in characters, where the
+//   language, translated keyword and text are strict UTF-8).
+// Such files are refused, naming what Pillow raises.
+static void png_check_text_chunks(const uint8_t* d, size_t end, const std::string& name) {
+  constexpr int64_t kMaxTextMemory = 64 << 20;
+  const char* nm = name.c_str();
+  int64_t text_memory = 0;
+  std::vector<uint8_t> v;
+  bool broken = false;
+  auto inflate_or_refuse = [&](const uint8_t* z, size_t zn, const char* type) {
+    CLIP_CHECK(png_inflate_1mib(z, zn, v, broken), "%s: a PNG %s chunk inflating past 1 MiB (Pillow 9.4 raises: "
+               "Decompressed Data Too Large)", nm, type);
+  };
+  auto keep = [&](int64_t chars) {
+    text_memory += chars;
+    CLIP_CHECK(text_memory <= kMaxTextMemory, "%s: PNG text chunks of more than 64 MiB in all (Pillow 9.4 raises: Too "
+               "much memory used in text chunks)", nm);
+  };
+  for (size_t pos = 8; pos <= end && end - pos >= 12;) {
     const size_t len = be32(d + pos);
-    if (len > n - pos - 12) break;  // (libpng reports the truncation)
-    const uint8_t* type = d + pos + 4;
+    if (len > end - pos - 12) break;  // (libpng reports the truncation)
+    const char* type = (const char*)d + pos + 4;
     const uint8_t* c = d + pos + 8;
     pos += 12 + len;
-    if (std::memcmp(type, "IEND", 4) == 0) break;
-    const bool iccp = std::memcmp(type, "iCCP", 4) == 0, ztxt = std::memcmp(type, "zTXt", 4) == 0,
-               itxt = std::memcmp(type, "iTXt", 4) == 0;
-    if (!iccp && !ztxt && !itxt) continue;
-    // where the zlib data starts: after the keyword's NUL and the method byte 0 (iCCP, zTXt); for
-    // iTXt after the compression flag (nonzero), method 0, the language and translated keyword
-    auto after_nul = [&](size_t from) -> size_t {
-      const void* z = from < len ? std::memchr(c + from, 0, len - from) : nullptr;
-      return z ? (size_t)((const uint8_t*)z - c) + 1 : len + 1;
-    };
-    size_t at = after_nul(0);
-    if (itxt) {
-      if (at + 2 > len || c[at] == 0 || c[at + 1] != 0) continue;
-      at = after_nul(after_nul(at + 2));
-    } else {
-      if (at >= len || c[at] != 0) continue;
-      at += 1;
+    auto is = [&](const char* t) { return std::memcmp(type, t, 4) == 0; };
+    if (is("IEND")) break;
+    const uint8_t* nul = len ? (const uint8_t*)std::memchr(c, 0, len) : nullptr;
+    const size_t k = nul ? (size_t)(nul - c) : len;  // the keyword's length
+    if (is("iCCP")) {
+      CLIP_CHECK(len > 0, "%s: an empty PNG iCCP chunk (Pillow 9.4 raises IndexError)", nm);
+      CLIP_CHECK(nul, "%s: a PNG iCCP chunk without its NUL (Pillow 9.4 raises: Unknown compression method %d in iCCP "
+                 "chunk)", nm, c[len - 1]);
+      if (k + 2 < len) inflate_or_refuse(c + k + 2, len - k - 2, "iCCP");
+    } else if (is("tEXt")) {
+      if (k > 0 && nul) keep((int64_t)(len - k - 1));
+    } else if (is("zTXt")) {
+      if (!nul || k + 1 == len) continue;  // no value: nothing inflated, nothing kept
+      CLIP_CHECK(c[k + 1] == 0, "%s: a PNG zTXt chunk with compression method %d (Pillow 9.4 raises: Unknown "
+                 "compression method)", nm, c[k + 1]);
+      inflate_or_refuse(c + k + 2, len - k - 2, "zTXt");
+      if (k > 0) keep((int64_t)v.size());
+    } else if (is("iTXt")) {
+      if (!nul || len - k - 1 < 2) continue;
+      const uint8_t* r = c + k + 3;  // after the compression flag and method
+      const size_t rn = len - k - 3;
+      const uint8_t* n1 = rn ? (const uint8_t*)std::memchr(r, 0, rn) : nullptr;
+      const uint8_t* n2 = n1 ? (const uint8_t*)std::memchr(n1 + 1, 0, rn - (size_t)(n1 + 1 - r)) : nullptr;
+      if (!n2) continue;  // (Pillow: no language and translated keyword, nothing kept)
+      const uint8_t* text = n2 + 1;
+      size_t tn = rn - (size_t)(text - r);
+      if (c[k + 1] != 0) {  // compressed
+        if (c[k + 2] != 0) continue;
+        inflate_or_refuse(text, tn, "iTXt");
+        if (broken) continue;
+        text = v.data(), tn = v.size();
+      }
+      const int64_t chars = utf8_chars(text, tn);
+      if (utf8_chars(r, (size_t)(n1 - r)) >= 0 && utf8_chars(n1 + 1, (size_t)(n2 - n1 - 1)) >= 0 && chars >= 0)
+        keep(chars);
     }
-    if (at > len) continue;
-    if (sink.empty()) sink.resize(kMaxTextChunk);
-    z_stream zs{};
-    if (inflateInit(&zs) != Z_OK) continue;
-    zs.next_in = const_cast<Bytef*>(c + at);
-    zs.avail_in = (uInt)(len - at);
-    zs.next_out = sink.data();
-    zs.avail_out = (uInt)sink.size();
-    const int ret = inflate(&zs, Z_SYNC_FLUSH);
-    const bool too_large = ret == Z_OK && zs.avail_out == 0 && zs.avail_in > 0;
-    inflateEnd(&zs);
-    CLIP_CHECK(!too_large, "%s: a PNG %.4s chunk inflating past 1 MiB (Pillow 9.4 raises: Decompressed Data Too Large)",
-               name.c_str(), (const char*)type);
   }
 }
 
@@ -405,7 +470,8 @@ static void png_check_compressed_chunks(const uint8_t* d, size_t n, const std::s
 // next one more), an fcTL frame outside the image. After the image data an fcTL stops the reading
 // when the file is animated (more than one frame, counting an IDAT default image that no fcTL
 // precedes). libpng ignores these chunks; such files are refused as Pillow refuses them.
-static void png_check_apng(const uint8_t* d, size_t n, const std::string& name) {
+// Returns where Pillow stops reading chunks: that fcTL's offset, else n.
+static size_t png_check_apng(const uint8_t* d, size_t n, const std::string& name) {
   const char* nm = name.c_str();
   int64_t n_frames = -1, seq = -1;
   bool after_idat = false, fctl_before_idat = false, animated = false;
@@ -415,6 +481,7 @@ static void png_check_apng(const uint8_t* d, size_t n, const std::string& name) 
     if (len > n - pos - 12) break;
     const char* type = (const char*)d + pos + 4;
     const uint8_t* c = d + pos + 8;
+    const size_t at = pos;
     pos += 12 + len;
     auto is = [&](const char* t) { return std::memcmp(type, t, 4) == 0; };
     if (is("IEND")) break;
@@ -434,7 +501,7 @@ static void png_check_apng(const uint8_t* d, size_t n, const std::string& name) 
       if (n_frames != -1) n_frames = 0;  // a second acTL: "Invalid APNG", the default image
       else n_frames = f == 0 || f > 0x80000000u ? 0 : f;
     } else if (is("fcTL")) {
-      if (after_idat && animated) break;  // the next frame: Pillow stops reading
+      if (after_idat && animated) return at;  // the next frame: Pillow stops reading
       CLIP_CHECK(len >= 26, "%s: APNG contains truncated fcTL chunk (Pillow 9.4 raises)", nm);
       const int64_t sq = be32(c);
       CLIP_CHECK((seq < 0 && sq == 0) || (seq >= 0 && sq == seq + 1), "%s: APNG contains frame sequence errors "
@@ -451,6 +518,7 @@ static void png_check_apng(const uint8_t* d, size_t n, const std::string& name) 
       if (!after_idat) break;  // (its IDAT handling ends Pillow's header reading)
     }
   }
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -921,8 +989,7 @@ DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& n
     // refuse from IHDR alone, before libpng reads further chunks
     if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)
       check_size(name, be32(data + 16), be32(data + 20), lim);
-    png_check_compressed_chunks(data, size, name);
-    png_check_apng(data, size, name);
+    png_check_text_chunks(data, png_check_apng(data, size, name), name);
     int64_t w = 0, h = 0;
     std::string e = png_decode(data, size, lim, out, w, h);
     if (e == "!") check_size(name, w, h, lim);

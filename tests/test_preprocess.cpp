@@ -776,6 +776,79 @@ TEST(PreprocessBadInput, PngCompressedChunkPastPillowsLimit) {
   EXPECT_NO_THROW(decode_image(ok.data(), ok.size(), "ztxt_512k.png"));
 }
 
+// PNG text chunks as Pillow 9.4's PngStream counts them (check_text_memory: at most 64 MiB kept in
+// all; tEXt and zTXt values in bytes, iTXt values in characters of valid UTF-8, iTXt with bad
+// UTF-8 not kept), and the chunk layouts it raises on: a zTXt method byte other than 0, an iCCP
+// without its NUL or empty. Each file's outcome was checked against Pillow 9.4.0's Image.open +
+// load (tests/references/png_text_chunks.py writes the same files and prints what Pillow does).
+TEST(PreprocessBadInput, PngTextChunksAsPillowCountsThem) {
+  const std::string b = test::read_file(test::source_dir() + "/tests/fuzz_corpus/image/tiny_rgb.png");
+  ASSERT_GT(b.size(), 33u);
+  using Bytes = std::vector<uint8_t>;
+  auto deflated = [](const Bytes& raw) {
+    uLongf zn = compressBound((uLong)raw.size());
+    Bytes z(zn);
+    compress(z.data(), &zn, raw.data(), (uLong)raw.size());
+    z.resize(zn);
+    return z;
+  };
+  auto cat = [](std::initializer_list<Bytes> parts) {
+    Bytes v;
+    for (const Bytes& p : parts) v.insert(v.end(), p.begin(), p.end());
+    return v;
+  };
+  const Bytes kw = {'k', 0}, mib_a = deflated(Bytes(1 << 20, 'a'));
+  const Bytes ztxt = cat({kw, {0}, mib_a});  // 1 MiB kept
+  // the chunks, then the image's own (all before IDAT, as Pillow reads them in Image.open)
+  auto png = [&](const std::vector<std::pair<const char*, Bytes>>& chunks) {
+    Bytes v(b.begin(), b.begin() + 33);
+    for (const auto& c : chunks) put_chunk(v, c.first, c.second);
+    v.insert(v.end(), b.begin() + 33, b.end());
+    return v;
+  };
+  auto ztxts = [&](int n) { return std::vector<std::pair<const char*, Bytes>>((size_t)n, {"zTXt", ztxt}); };
+  auto decodes = [&](const Bytes& v, const char* name) { EXPECT_NO_THROW(decode_image(v.data(), v.size(), name)); };
+  auto plus = [](std::vector<std::pair<const char*, Bytes>> c, const char* type, const Bytes& data) {
+    c.push_back({type, data});
+    return c;
+  };
+  const char* too_much = "Too much memory used in text chunks";
+  decodes(png(ztxts(64)), "ztxt_64mib.png");  // exactly 64 MiB: Pillow raises only above it
+  expect_error(write_file("ztxt_65mib.png", png(ztxts(65))), too_much);
+  // tEXt counts its value's bytes; with an empty keyword, nothing
+  const Bytes text_mib = cat({kw, Bytes(1 << 20, 'b')}), text_mib1 = cat({kw, Bytes((1 << 20) + 1, 'b')});
+  decodes(png(plus(ztxts(63), "tEXt", text_mib)), "text_64mib.png");
+  expect_error(write_file("text_64mib_1.png", png(plus(ztxts(63), "tEXt", text_mib1))), too_much);
+  decodes(png(plus(ztxts(64), "tEXt", cat({{0}, Bytes(100, 'b')}))), "text_no_keyword.png");
+  // iTXt counts characters: 512 Ki two-byte characters are 512 Ki; invalid UTF-8 is not kept
+  Bytes two_byte;
+  for (int i = 0; i < (1 << 19); i++) two_byte.insert(two_byte.end(), {0xC3, 0xA9});
+  const Bytes itxt = cat({kw, {1, 0}, {'e', 'n', 0, 0}, deflated(two_byte)});
+  const Bytes half_text = cat({kw, Bytes(1 << 19, 'c')}), half_text1 = cat({kw, Bytes((1 << 19) + 1, 'c')});
+  decodes(png(plus(plus(ztxts(63), "iTXt", itxt), "tEXt", half_text)), "itxt_chars.png");
+  expect_error(write_file("itxt_chars_1.png", png(plus(plus(ztxts(63), "iTXt", itxt), "tEXt", half_text1))),
+               too_much);
+  const Bytes surrogate = cat({kw, {0, 0}, {0, 0}, {'a', 0xED, 0xA0, 0x80}});  // U+D800: Python's strict decode raises
+  const Bytes valid = cat({kw, {0, 0}, {0, 0}, {'a', 0xF0, 0x9F, 0x98, 0x80}});  // two characters
+  decodes(png(plus(ztxts(64), "iTXt", surrogate)), "itxt_surrogate.png");
+  expect_error(write_file("itxt_valid.png", png(plus(ztxts(64), "iTXt", valid))), too_much);
+  // after the image data, as Pillow's load_end reads them
+  {
+    Bytes v = png(ztxts(64));
+    const size_t iend = v.size() - 12;
+    Bytes tail(v.begin() + (long)iend, v.end());
+    v.resize(iend);
+    put_chunk(v, "tEXt", cat({kw, {'x'}}));
+    v.insert(v.end(), tail.begin(), tail.end());
+    expect_error(write_file("text_after_idat.png", v), too_much);
+  }
+  expect_error(write_file("ztxt_method1.png", png({{"zTXt", cat({kw, {1}, deflated({'a'})})}})),
+               "compression method 1");
+  expect_error(write_file("iccp_no_nul.png", png({{"iCCP", Bytes{'i', 'c', 'c'}}})), "without its NUL");
+  expect_error(write_file("iccp_empty.png", png({{"iCCP", Bytes{}}})), "empty PNG iCCP");
+  decodes(png({{"zTXt", cat({kw, {0}, Bytes{1, 2, 3}})}}), "ztxt_broken_stream.png");  // zlib.error: ignored
+}
+
 // APNG chunks Pillow 9.4 raises on while reading the first frame (found by bench/wild_images.py:
 // Pillow's apng/chunk_no_fctl.png): an fdAT with no fcTL before it, an fcTL whose sequence
 // number is not 0 first or whose frame leaves the image; a well-formed one decodes.
