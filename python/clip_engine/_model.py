@@ -43,7 +43,8 @@ def _result(emb, errs, want_return):
 def _pil_item(im, convert_first):
     """A PIL image as the native module's input: its pixels in its mode where the engine resizes
     that mode as Pillow does (RGB, L, CMYK), else as lossless PNG bytes, which the engine
-    decodes to the same mode, palette and transparency (1, LA, P, RGBA, I;16)."""
+    decodes to the same mode, palette and transparency (1, LA, P, RGBA, I;16; LAB as TIFF bytes,
+    which the engine resizes in Lab before it makes them RGB, as Pillow's pipeline does)."""
     import io
 
     mode = im.mode
@@ -57,6 +58,10 @@ def _pil_item(im, convert_first):
     if mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
         buf = io.BytesIO()
         im.save(buf, format="PNG", compress_level=0)
+        return (1, buf.getvalue(), "", None)
+    if mode == "LAB":
+        buf = io.BytesIO()
+        im.save(buf, format="TIFF")
         return (1, buf.getvalue(), "", None)
     # Modes Pillow's torchvision pipeline would resize as they are (I, F, YCbCr, ...) are
     # converted to RGB first here.
