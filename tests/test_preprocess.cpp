@@ -450,6 +450,13 @@ void expect_pillow_decodes(const std::string& dir, std::initializer_list<PillowC
   }
 }
 
+// An old-style JPEG TIFF (compression 6), read through libtiff's OJPEG support as Pillow 9.4 reads
+// it: Pillow's own test file (tests/data/tiff_wild/README.md), 4160 x 870, mode RGB.
+TEST(Preprocess, OldStyleJpegTiffIsPillow94) {
+  expect_pillow_decodes("tiff_wild", {PillowCase{"old-style-jpeg-compression.tif", "RGB", 4160, 870,
+                                                 0xb1390ca38274880cull, 0xbaa93eded3ec1314ull}});
+}
+
 // WebP as Pillow 9.4.0 reads it (tests/references/webp_decode.py: files written by its libwebp
 // 1.2.4): the mode, the decoded bytes and OpenAI's preprocessing at 32 px, as FNV-1a 64 hashes.
 TEST(Preprocess, WebPIsPillow94) {
