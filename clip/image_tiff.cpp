@@ -350,14 +350,22 @@ void tiff_decode_pixels(const Ifd& ifd, const uint8_t* d, size_t n, const std::s
     CLIP_CHECK(offsets == 0 || (offsets - 1) / per_plane < raw.size(), "%s: an uncompressed planar TIFF with %zu "
                "strips or tiles for %llu a plane (Pillow 9.4 fails: more planes than its raw mode %s has bands)", nm,
                offsets, (unsigned long long)per_plane, raw.c_str());
+    // each plane's unpacker is the mode's band of that letter (Unpack.c: RGBA's R, G, B and A, ...)
+    for (size_t plane = 0; offsets > 0 && plane <= (offsets - 1) / per_plane; plane++)
+      CLIP_CHECK(mode.find(raw[plane]) != std::string::npos, "%s: an uncompressed planar TIFF whose plane %zu is band "
+                 "%c of raw mode %s (Pillow 9.4 has no unpacker for it in mode %s)", nm, plane, raw[plane], raw.c_str(),
+                 mode.c_str());
   }
   if (planar_sep) {
     CLIP_CHECK(mode == "RGB" || mode == "RGBA" || mode == "RGBX" || mode == "CMYK", "%s: a planar (separate planes) "
                "TIFF in mode %s is not supported", nm, mode.c_str());
     CLIP_CHECK(bps[0] == 8 || (bps[0] == 16 && comp != 1), "%s: a planar %llu-bit TIFF (Pillow 9.4 reads "
                "uncompressed planes as 8-bit samples, compressed ones as 8 or 16-bit)", nm, (unsigned long long)bps[0]);
-    CLIP_CHECK(!(comp == 1 && raw.compare(0, 4, "RGBa") == 0), "%s: an uncompressed planar TIFF with associated alpha "
-               "(Pillow 9.4 has no unpacker for its alpha plane)", nm);
+    // (TiffDecode.c reads as many planes as the mode has bands, and fails on a file with more)
+    const uint64_t bands = mode == "RGB" ? 3 : 4;
+    CLIP_CHECK(comp == 1 || spp <= bands, "%s: a compressed planar TIFF of %llu samples a pixel, more than mode %s's "
+               "%llu bands (Pillow 9.4's libtiff decoder fails)", nm, (unsigned long long)spp, mode.c_str(),
+               (unsigned long long)bands);
   }
 
   // libtiff

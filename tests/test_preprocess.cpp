@@ -594,11 +594,18 @@ TEST(Preprocess, TiffIsPillow94) {
                                  PillowCase{"pillow_rgba_raw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
                                  PillowCase{"pillow_rgba_tiff_lzw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
                                  PillowCase{"pillow_ycbcr_jpeg.tif", "RGB", 37, 29, 0x20a8cc37c3abc3e7ull, 0x8dc46dc25dc638ceull},
+                                 PillowCase{"planar_cmyk_deflate.tif", "CMYK", 37, 29, 0x7df8c430bba454b1ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"planar_cmyk_raw.tif", "CMYK", 37, 29, 0x7df8c430bba454b1ull, 0x3b8c09fe605803aeull},
                                  PillowCase{"planar_rgb16_deflate.tif", "RGB", 37, 29, 0x52ccf4199dd35d0bull, 0xe771beb92a557b59ull},
                                  PillowCase{"planar_rgb_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
                                  PillowCase{"planar_rgb_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
                                  PillowCase{"planar_rgb_tiled_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
                                  PillowCase{"planar_rgba_assoc_deflate.tif", "RGBA", 37, 29, 0x29c6ab2839a2a938ull, 0xc85cabbdd859e16dull},
+                                 PillowCase{"planar_rgba_deflate.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
+                                 PillowCase{"planar_rgba_raw.tif", "RGBA", 37, 29, 0x1e582831f82dbf9aull, 0x73a98e87550231c0ull},
+                                 PillowCase{"planar_rgbx_deflate.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"planar_rgbx_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
+                                 PillowCase{"planar_rgbxx_raw.tif", "RGB", 37, 29, 0x26bc1ff258792a48ull, 0x3b8c09fe605803aeull},
                                  PillowCase{"rgb16_raw.tif", "RGB", 37, 29, 0x52ccf4199dd35d0bull, 0xe771beb92a557b59ull},
                                  PillowCase{"rgb_fill2_raw.tif", "RGB", 37, 29, 0xafb2519400533710ull, 0xbd7856bb5efe9421ull},
                                  PillowCase{"rgba16_assoc_raw.tif", "RGBA", 37, 29, 0xbe168b6260870f8dull, 0x2034c0913dca872aull},
@@ -980,6 +987,11 @@ TEST(PreprocessBadInput, TiffRefusals) {
   expect_error(dir + "bigtiff_l_deflate_be.tif", "big-endian BigTIFF");
   expect_error(dir + "pillow_ycbcr_raw.tif", "uncompressed YCbCr");
   expect_error(dir + "pillow_i16_raw.tif", "I;16");
+  // planes with extra samples Pillow 9.4 cannot read: a plane its own reader has no unpacker for
+  // (band X in mode CMYK or RGBA), more planes than the mode's bands through libtiff
+  for (const char* f : {"planar_cmykx_raw.tif", "planar_rgbax_raw.tif"}) expect_error(dir + f, "no unpacker");
+  for (const char* f : {"planar_cmykx_deflate.tif", "planar_rgbax_deflate.tif", "planar_rgbxx_deflate.tif"})
+    expect_error(dir + f, "libtiff decoder fails");
 }
 
 // Regression (found by fuzz_image): a 0xFFFFFFFF x 0xFFFFFFFF IHDR overflowed the w*h check.

@@ -238,6 +238,20 @@ def make():
                                               323: (SHORT, [16])},
                                              sum((tiles(np.ascontiguousarray(rgb[..., k]), 16, 16, True)
                                                   for k in range(3)), []))])
+    # uncompressed planes with extra samples (Pillow's own reader: a band's letter of the raw mode
+    # as each plane's unpacker) and the same compressed (libtiff)
+    xs = np.random.default_rng(2).integers(0, 256, size=(H, W, 2)).astype(np.uint8)
+    cmyk = np.asarray(photo.convert("CMYK"))
+    for name, a, photo_, extra in [("rgba", np.concatenate([rgb, alpha], -1), 2, [2]),
+                                   ("rgbx", np.concatenate([rgb, xs[..., :1]], -1), 2, [0]),
+                                   ("rgbxx", np.concatenate([rgb, xs], -1), 2, [0, 0]),
+                                   ("rgbax", np.concatenate([rgb, alpha, xs[..., :1]], -1), 2, [2, 0]),
+                                   ("cmyk", cmyk, 5, None),
+                                   ("cmykx", np.concatenate([cmyk, xs[..., :1]], -1), 5, [0])]:
+        for c in [1, 8]:
+            tiff(p(f"planar_{name}_{'raw' if c == 1 else 'deflate'}.tif"),
+                 [({**base_tags(W, H, 8, a.shape[2], photo_, c, extra=extra, planar=2), 278: (SHORT, [10])},
+                   planes(a, 10, c == 8))])
     tiff(p("bigtiff_rgb_raw.tif"), [({**tag, 278: (SHORT, [11])}, strips(rgb, 11))], big=True)
     tiff(p("bigtiff_l_deflate_be.tif"), [(base_tags(W, H, 8, 1, 1, 8), strips(gray, H, True))], order=">", big=True)
     tiff(p("bigtiff_tiled_rgb_deflate.tif"), [({**base_tags(W, H, 8, 3, 2, 8), 322: (SHORT, [16]),
