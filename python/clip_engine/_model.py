@@ -43,8 +43,9 @@ def _result(emb, errs, want_return):
 def _pil_item(im, convert_first):
     """A PIL image as the native module's input: its pixels in its mode where the engine resizes
     that mode as Pillow does (RGB, L, CMYK), else as lossless PNG bytes, which the engine
-    decodes to the same mode, palette and transparency (1, LA, P, RGBA, I;16; LAB as TIFF bytes,
-    which the engine resizes in Lab before it makes them RGB, as Pillow's pipeline does)."""
+    decodes to the same mode, palette and transparency (1, LA, P, RGBA, I;16; LAB, I, F, I;16B
+    and PA as TIFF bytes), so that the engine resizes each in its mode before it makes it RGB, as
+    Pillow's pipeline does."""
     import io
 
     mode = im.mode
@@ -59,12 +60,12 @@ def _pil_item(im, convert_first):
         buf = io.BytesIO()
         im.save(buf, format="PNG", compress_level=0)
         return (1, buf.getvalue(), "", None)
-    if mode == "LAB":
+    if mode in ("LAB", "I", "F", "I;16B", "PA"):
         buf = io.BytesIO()
         im.save(buf, format="TIFF")
         return (1, buf.getvalue(), "", None)
-    # Modes Pillow's torchvision pipeline would resize as they are (I, F, YCbCr, ...) are
-    # converted to RGB first here.
+    # Modes the engine does not hold (YCbCr, HSV, ...), which Pillow's torchvision pipeline would
+    # resize as they are, are converted to RGB first here.
     return (2, np.ascontiguousarray(np.asarray(im.convert("RGB"))), "RGB", None)
 
 

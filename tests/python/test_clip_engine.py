@@ -156,9 +156,11 @@ def test_inputs_of_every_kind_match_paths():
     got = m.encode_image(pil)
     same = [bool(np.array_equal(got[i], ref[i])) for i in range(len(imgs))]
     assert all(same), [os.path.basename(p) for p, s in zip(imgs, same) if not s]
-    # CIELAB TIFFs as PIL images (mode LAB): resized in Lab, then made RGB, as from their paths
-    tif = [os.path.join(ROOT, "tests", "data", "tiff", f) for f in ("pillow_lab_raw.tif", "lab_random_40x48_deflate.tif")]
-    assert [Image.open(p).mode for p in tif] == ["LAB", "LAB"]
+    # PIL images in modes LAB, I, F and PA (from TIFFs): resized in their mode, then made RGB, as
+    # from their paths
+    tif = [os.path.join(ROOT, "tests", "data", "tiff", f) for f in ("pillow_lab_raw.tif", "lab_random_40x48_deflate.tif",
+                                                                    "pillow_i_raw.tif", "pillow_f_raw.tif", "pillow_pa_raw.tif")]
+    assert [Image.open(p).mode for p in tif] == ["LAB", "LAB", "I", "F", "PA"]
     assert np.array_equal(m.encode_image([Image.open(p) for p in tif]), m.encode_image(tif))
     # uint8 HxWx3 arrays: what the RGB images decode to
     rgb = [(i, np.asarray(Image.open(p))) for i, p in enumerate(imgs) if Image.open(p).mode == "RGB"]
