@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -388,6 +389,20 @@ TEST_F(Serve, HealthReadyModels) {
   HttpResponse nf = http(port, "GET", "/v1/nothing");
   EXPECT_EQ(nf.status, 404);
   expect_error(json::parse(nf.body), "no such endpoint");
+  EXPECT_EQ(http(port, "TRACE", "/v1/nothing").status, 404);
+  // a known path with another method: 405 and the methods it takes (found by schemathesis)
+  for (const auto& [method, path, allow] : std::vector<std::array<std::string, 3>>{
+           {"GET", "/v1/embeddings", "POST"}, {"PUT", "/v1/search", "POST"}, {"POST", "/health", "GET, HEAD"},
+           {"TRACE", "/ready", "GET, HEAD"}, {"DELETE", "/metrics", "GET, HEAD"}}) {
+    HttpResponse r = http(port, method, path, "", method == "POST" ? "" : "Content-Length: 0\r\n");
+    EXPECT_EQ(r.status, 405) << method << " " << path;
+    EXPECT_EQ(r.headers["allow"], allow) << method << " " << path;
+    expect_error(json::parse(r.body), "is not allowed on " + path);
+  }
+  // a method cpp-httplib does not know: 400, and the connection closed, its body being unread
+  HttpResponse q = http(port, "QUERY", "/v1/models", "{}", "Content-Length: 2\r\n");
+  EXPECT_EQ(q.status, 400);
+  EXPECT_EQ(q.headers["connection"], "close");
 }
 
 TEST_F(Serve, TextsBitwiseClipEmbed) {

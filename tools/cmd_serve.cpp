@@ -18,7 +18,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "tools/common.h"
@@ -168,12 +170,30 @@ int run_serve(const ServeArgs& a) {
   svr.Get("/ready", [&](const httplib::Request&, httplib::Response& res) { send(res, api.ready()); });
   svr.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) { send(res, api.metrics()); });
   // Errors the library answers itself (404, 413, 400 for a malformed request) get an OpenAI body.
+  // A known path asked with another method (404 from the router; 400 for the methods cpp-httplib
+  // does not route: TRACE and CONNECT) is a 405 with the Allow header. A method it does not know
+  // (QUERY) stays a 400 "malformed", as the library reads no path then. After a 400 it has not read
+  // the request's body, so the response says Connection: close (the server would read that body as
+  // the next request on the connection).
+  const std::map<std::string, const char*> methods = {
+      {"/v1/embeddings", "POST"}, {"/v1/classify", "POST"}, {"/v1/score", "POST"}, {"/v1/search", "POST"},
+      {"/v1/models", "GET, HEAD"}, {"/health", "GET, HEAD"}, {"/ready", "GET, HEAD"}, {"/metrics", "GET, HEAD"}};
   svr.set_error_handler([&](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
+    static const std::set<std::string> routed = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+    const bool unrouted = res.status == 400 && !req.path.empty() && !routed.count(req.method);
+    if (res.status == 400) res.set_header("Connection", "close");
+    if (res.status == 404 || unrouted) {
+      const auto known = methods.find(req.path);
+      res.status = known != methods.end() ? 405 : 404;
+      if (res.status == 405) res.set_header("Allow", known->second);
+    }
     std::string msg = "error", type = "invalid_request_error";
     switch (res.status) {
       case 404: msg = "no such endpoint: " + req.method + " " + req.path; break;
-      case 405: msg = "method not allowed"; break;
+      case 405:
+        msg = "method " + req.method + " is not allowed on " + req.path + " (" + res.get_header_value("Allow") + ")";
+        break;
       case 413:
         // cpp-httplib caps form-encoded bodies at 8 KB (what curl -d sends without -H).
         msg = req.get_header_value("Content-Type") == "application/x-www-form-urlencoded"

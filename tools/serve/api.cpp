@@ -309,6 +309,8 @@ Response Api::embeddings(const std::string& body) {
     return bad_request("dimensions is not supported: CLIP embeddings cannot be shortened", "dimensions");
   if (req.contains("model") && !req["model"].is_null() && !req["model"].is_string())
     return bad_request("model must be a string", "model");
+  if (req.contains("user") && !req["user"].is_null() && !req["user"].is_string())
+    return bad_request("user must be a string", "user");
   bool b64 = false;
   if (req.contains("encoding_format") && !req["encoding_format"].is_null()) {
     const json& f = req["encoding_format"];
