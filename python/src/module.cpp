@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "clip/clip.h"
+#include "clip/webdataset.h"
 
 namespace py = pybind11;
 
@@ -508,6 +509,36 @@ class PyModel {
     return to_numpy(std::move(out));
   }
 
+ public:
+  // One WebDataset shard into part `part` of out_dir (clip/webdataset.h: `clip embed
+  // --webdataset`'s own function); Ctrl-C stops it between batches, leaving no part.
+  py::dict embed_shard(const std::string& shard, const std::string& out_dir, const std::string& part) {
+    clip::ShardResult r = released([&] {
+      std::lock_guard<std::mutex> lock(mu_);
+      clip::ShardOptions o;
+      o.batch_size = batch_;
+      o.stop = [] {  // SIGINT and SIGTERM are held in this thread (released), so they wait pending
+        sigset_t p;
+        sigpending(&p);
+        return sigismember(&p, SIGINT) == 1 || sigismember(&p, SIGTERM) == 1;
+      };
+      return clip::embed_shard(*m_, shard, out_dir, part, o);
+    });
+    py::dict d;
+    d["written"] = r.written;
+    d["stopped"] = r.stopped;
+    d["samples"] = r.samples;
+    d["failed"] = r.failed;
+    d["skipped_members"] = r.skipped_members;
+    d["shard_error"] = r.shard_error;
+    d["read_s"] = r.read_s;
+    d["embed_s"] = r.embed_s;
+    d["write_s"] = r.write_s;
+    return d;
+  }
+
+ private:
+
   std::unique_ptr<clip::Model> m_;
   int batch_;
   clip::PreprocessConfig pc_;
@@ -660,7 +691,29 @@ PYBIND11_MODULE(_core, mod) {
                return 0;
              });
            })
-      .def("_time_encode_tokens", &PyModel::time_encode_tokens);
+      .def("_time_encode_tokens", &PyModel::time_encode_tokens)
+      .def("embed_shard", &PyModel::embed_shard, py::arg("shard"), py::arg("out_dir"), py::arg("part"));
+
+  mod.def(
+      "shard_plan",
+      [](const std::vector<std::string>& patterns, int index, int count) {
+        std::vector<std::string> shards = clip::expand_shard_patterns(patterns);
+        clip::ShardSelection sel = clip::resolve_shard_selection(index, count);
+        py::dict d;
+        d["shards"] = shards;
+        d["selected"] = clip::select_shards(shards.size(), sel);
+        std::vector<std::string> parts;
+        for (size_t i = 0; i < shards.size(); i++) parts.push_back(clip::part_name(i, shards.size()));
+        d["parts"] = parts;
+        d["index"] = sel.index;
+        d["count"] = sel.count;
+        d["source"] = sel.source;
+        return d;
+      },
+      py::arg("patterns"), py::arg("index") = -1, py::arg("count") = -1,
+      "clip embed --webdataset's shards: every pattern expanded and checked, the part name of each, the ones this "
+      "task runs (--shard-index/--shard-count, else the Slurm array's variables, else all).");
+  mod.def("part_complete", &clip::part_complete, py::arg("out_dir"), py::arg("part"));
 
   mod.def("arch_names", &clip::arch_names, "The named architectures clip_engine.random takes.");
   mod.def(
