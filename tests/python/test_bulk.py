@@ -154,6 +154,26 @@ def test_shard_selection_and_errors(shards, tmp_path):
     assert two.returncode == 2 and "--distributor ray" in two.stderr
 
 
+def test_clip_retrieval_index_builds_from_the_output(shards, tmp_path):
+    """autofaiss (clip-retrieval's index step) and embedding-reader read our folder: every row
+    indexed, metadata rows aligned, each query finding itself."""
+    idx_py = os.path.join(ROOT, ".venv-index", "bin", "python")
+    if not os.path.exists(idx_py):
+        pytest.skip("no .venv-index: bash scripts/python_venv_index.sh makes it (autofaiss, embedding-reader)")
+    patterns, _ = shards
+    out = str(tmp_path / "idx")
+    assert bulk(["--input", *patterns, "--output", out]).returncode == 3
+    if not os.path.exists(os.path.join(out, "metadata", "metadata_0.parquet")):
+        pytest.skip("no pyarrow here, so no Parquet metadata for embedding-reader: run in .venv-ray")
+    r = subprocess.run([idx_py, os.path.join(ROOT, "tests", "python", "index_check.py"), out], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["img_emb_ntotal"] == rep["img_emb_metadata_rows"] == 4 * 42
+    for k in ("img_emb", "text_emb"):  # the samples without error
+        assert rep[k + "_found_itself"] == rep[k + "_queries"] == 4 * 40, rep
+
+
 # ---- Ray -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
