@@ -1,6 +1,7 @@
 #include "clip/pipeline.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <deque>
 
@@ -86,7 +87,9 @@ std::shared_ptr<EmbedPipeline::Decoding> EmbedPipeline::decode(const std::vector
 }
 
 void EmbedPipeline::embed_images(Decoding& d, std::vector<EmbedResult>& out) {
+  const auto t0 = std::chrono::steady_clock::now();
   d.job->wait();
+  decode_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // The decoded images move to the front of the buffer, in order, and run as one batch.
   const size_t n = (size_t)model_.pixels_per_image(), nb = d.items.size();
   size_t good = 0;

@@ -65,6 +65,9 @@ class EmbedPipeline {
   int batch_size() const { return batch_size_; }
   // The most image batches whose decoded pixels existed at one time (over every run so far).
   size_t peak_decoded_batches() const { return peak_decoded_; }
+  // Seconds the model waited for image batches to finish decoding (over every run so far):
+  // where decoding, not the model, set the pace.
+  double decode_wait_seconds() const { return decode_wait_s_; }
 
  private:
   struct Decoding;
@@ -77,6 +80,7 @@ class EmbedPipeline {
   int batch_size_;
   ThreadPool pool_;
   std::atomic<size_t> decoded_{0}, peak_decoded_{0};
+  double decode_wait_s_ = 0;
 };
 
 // preprocess_file for each path on the pool's threads: px gets one [R, R, 3] slot per path

@@ -514,6 +514,7 @@ ShardResult embed_shard(Model& model, const std::string& shard, const std::strin
   }
   res.shard_error = reader.error();
   res.skipped_members = reader.skipped();
+  res.decode_wait_s = pipeline.decode_wait_seconds();
   auto t3 = clock::now();
   ojson stats = {{"shard", shard},
                  {"part", part},
@@ -523,6 +524,7 @@ ShardResult embed_shard(Model& model, const std::string& shard, const std::strin
                  {"shard_error", res.shard_error.empty() ? ojson(nullptr) : ojson(res.shard_error)},
                  {"read_s", res.read_s},
                  {"embed_s", res.embed_s},
+                 {"decode_wait_s", res.decode_wait_s},
                  {"write_s", res.write_s}};
   writer->commit(dump(stats));
   res.write_s += seconds_since(t3);

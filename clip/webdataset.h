@@ -22,7 +22,9 @@
 //                             as clip-retrieval drops them), and error (null, or every
 //                             problem of the sample joined with "; ")
 //   stats/stats_N.json        the shard, its sample and failure counts, the shard's own error
-//                             (a truncated tar), seconds reading, embedding and writing
+//                             (a truncated tar), seconds reading, embedding (decoding and the
+//                             model, overlapped; decode_wait_s of it the model waiting for
+//                             decoded images) and writing
 // Row i of each file is sample i of the shard: every sample has its row, also a failed one.
 // A sample whose image could not be embedded (missing, not an image, truncated, over the
 // member cap) has a zero row in img_emb, one without a caption a zero row in text_emb, and
@@ -90,6 +92,7 @@ struct ShardResult {
   int64_t samples = 0, failed = 0, skipped_members = 0;
   std::string shard_error;   // the tar's own problem ("" when it read to its end)
   double read_s = 0, embed_s = 0, write_s = 0;
+  double decode_wait_s = 0;  // of embed_s, the model waiting for images to decode
 };
 
 // Embeds one shard into part `part` of out_dir (its folders made as needed). Problems of the

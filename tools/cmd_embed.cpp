@@ -128,9 +128,11 @@ int run_webdataset(const EmbedArgs& a) {
     progress.add(1);
     const double s = r.read_s + r.embed_s + r.write_s;
     if (r.written)
-      fprintf(stderr, "clip: %s -> part %s: %ld samples, %ld failed, %.1f/s (read %.2fs, decode+embed %.2fs, write %.2fs)\n",
+      fprintf(stderr,
+              "clip: %s -> part %s: %ld samples, %ld failed, %.1f/s (read %.2fs, decode+embed %.2fs of which waiting "
+              "for decoding %.2fs, write %.2fs)\n",
               shards[i].c_str(), part.c_str(), (long)r.samples, (long)r.failed, s > 0 ? r.samples / s : 0.0, r.read_s,
-              r.embed_s, r.write_s);
+              r.embed_s, r.decode_wait_s, r.write_s);
     if (!r.shard_error.empty())
       fprintf(stderr, "clip: shard error: %s%s\n", r.shard_error.c_str(),
               r.written ? " (the samples before it are in the part)" : " (no part written)");

@@ -534,6 +534,7 @@ class PyModel {
     d["read_s"] = r.read_s;
     d["embed_s"] = r.embed_s;
     d["write_s"] = r.write_s;
+    d["decode_wait_s"] = r.decode_wait_s;
     return d;
   }
 
