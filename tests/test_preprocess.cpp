@@ -861,6 +861,12 @@ TEST(PreprocessBadInput, PngTextChunksAsPillowCountsThem) {
   expect_error(write_file("iccp_no_nul.png", png({{"iCCP", Bytes{'i', 'c', 'c'}}})), "without its NUL");
   expect_error(write_file("iccp_empty.png", png({{"iCCP", Bytes{}}})), "empty PNG iCCP");
   decodes(png({{"zTXt", cat({kw, {0}, Bytes{1, 2, 3}})}}), "ztxt_broken_stream.png");  // zlib.error: ignored
+  // Regression (found by fuzz_image): a chunk claiming 1.8 GB in a small file, which libpng
+  // allocated before reading it; Pillow raises (a truncated read)
+  Bytes cut = png({{"tEXt", cat({kw, {'x'}})}});
+  cut.resize(33 + 12 + 3);
+  cut[33] = 0x6e, cut[34] = 0, cut[35] = 0, cut[36] = 0x0d;
+  expect_error(write_file("text_past_end.png", cut), "past the end of the file");
 }
 
 // APNG chunks Pillow 9.4 raises on while reading the first frame (found by bench/wild_images.py:
