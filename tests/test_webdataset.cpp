@@ -11,11 +11,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "clip/webdataset.h"
 #include "tests/test_util.h"
@@ -37,8 +41,10 @@ struct RunResult {
   std::string out, err;
 };
 
-// build/clip with args on the CPU; env: NAME=VALUE pairs set for it alone.
-RunResult run_clip(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+// build/clip with args on the CPU; env: NAME=VALUE pairs set for it alone. When interrupt_when
+// is given, SIGINT is sent once it returns true (polled every 10 ms).
+RunResult run_clip(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                   const std::function<bool()>& interrupt_when = nullptr) {
   const std::string dir = tmpdir("run");
   const std::string out = dir + "/out", err = dir + "/err";
   pid_t pid = fork();
@@ -58,7 +64,13 @@ RunResult run_clip(const std::vector<std::string>& args, const std::vector<std::
     _exit(127);
   }
   int status = 0;
-  waitpid(pid, &status, 0);
+  for (bool sent = false; waitpid(pid, &status, interrupt_when ? WNOHANG : 0) != pid;) {
+    if (!sent && interrupt_when()) {
+      kill(pid, SIGINT);
+      sent = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   RunResult r;
   r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = clip::test::read_file(out);
@@ -420,6 +432,36 @@ TEST_F(WebdatasetCli, CompletePartsAreSkippedAndMissingOnesRedone) {
     if (path.find("stats_") != std::string::npos) continue;  // holds timings
     EXPECT_EQ(clip::test::read_file(path), bytes) << path;
   }
+}
+
+TEST_F(WebdatasetCli, InterruptLeavesCompletePartsOnlyAndARerunFinishes) {
+  // A shard of 20 samples, then one of 1000 (64 x 64 PNGs: quick); SIGINT once the first part
+  // is written, which lands within the second.
+  for (int s = 0; s < 2; s++) {
+    std::vector<Member> m;
+    for (int i = 0; i < (s ? 1000 : 20); i++) {
+      const std::string key = clip::strprintf("%d%04d", s, i), f = images[11];
+      m.push_back({key + ext_of(f), image_bytes(f)});
+      m.push_back({key + ".txt", "photo " + key});
+    }
+    write_tar(dir + "/shards/big" + std::to_string(s) + ".tar", m, false);
+  }
+  const std::string big = dir + "/shards/big{0..1}.tar", out = dir + "/int", ref = dir + "/ref";
+  RunResult r = run_clip({"embed", "--model", model, "--webdataset", big, "-o", out}, {},
+                         [&] { return fs::exists(out + "/metadata/metadata_0.jsonl"); });
+  ASSERT_EQ(r.rc, 130) << r.err;
+  EXPECT_NE(r.err.find("run again"), std::string::npos) << r.err;
+  EXPECT_TRUE(clip::part_complete(out, "0"));
+  EXPECT_FALSE(fs::exists(out + "/img_emb/img_emb_1.npy"));
+  for (auto& e : fs::recursive_directory_iterator(out))
+    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+  RunResult rest = run_clip({"embed", "--model", model, "--webdataset", big, "-o", out});
+  ASSERT_EQ(rest.rc, 0) << rest.err;
+  EXPECT_NE(rest.err.find("1 complete"), std::string::npos) << rest.err;
+  ASSERT_EQ(run_clip({"embed", "--model", model, "--webdataset", big, "-o", ref}).rc, 0);
+  for (const char* f : {"/img_emb/img_emb_1.npy", "/text_emb/text_emb_1.npy", "/metadata/metadata_1.jsonl",
+                        "/img_emb/img_emb_0.npy"})
+    EXPECT_EQ(clip::test::read_file(out + f), clip::test::read_file(ref + f)) << f;
 }
 
 TEST_F(WebdatasetCli, ShardIndexCountAndSlurmPickParts) {
