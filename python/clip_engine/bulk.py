@@ -31,6 +31,7 @@ import sys
 import time
 
 from . import _core
+from ._errors import Error
 
 _MAX_TRIES = 3
 
@@ -205,8 +206,11 @@ def main(argv=None):
         p.error("--workers must be at least 1")
     args.output = os.path.abspath(args.output)
     args.model = os.path.abspath(args.model) if os.path.exists(args.model) else args.model
-    plan = _core.shard_plan([os.path.abspath(x) if not x.startswith("/") else x for x in args.input],
-                            args.shard_index, args.shard_count)
+    try:
+        plan = _core.shard_plan([os.path.abspath(x) for x in args.input], args.shard_index, args.shard_count)
+    except Error as e:
+        print(f"bulk: error: {e}", file=sys.stderr)
+        return 1
     mine = plan["selected"]
     todo = []
     for i in mine:
