@@ -10,10 +10,14 @@ import (``import clip_engine.open_clip as open_clip``) and runs on this engine.
         text_features = model.encode_text(text)
 
 A checkpoint without a tokenizer (a state dict) gets OpenAI's BPE vocabulary from ``vocab=``,
-$CLIP_ENGINE_VOCAB or the installed open_clip's copy. ``pretrained`` is a local checkpoint (any format clip_engine.load reads: a file, an open_clip
-Hub snapshot directory, an HF directory), or the model name is ``hf-hub:ORG/NAME`` for a
-snapshot in the local Hugging Face cache; open_clip's pretrained tags (which download) are not
-fetched. The model's encode_image / encode_text take and return torch tensors when given them
+$CLIP_ENGINE_VOCAB or the installed open_clip's copy. ``pretrained`` is a local checkpoint (any
+format clip_engine.load reads: a file, an open_clip Hub snapshot directory, an HF directory), or
+one of open_clip 2.29's pretrained tags ("openai", "laion2b_s34b_b79k", ...), found where open_clip
+would have downloaded it: its Hub repository's snapshot in the local Hugging Face cache, else the
+file its URL gives in ~/.cache/clip (or ``cache_dir``). Nothing is downloaded. As in open_clip,
+the model name sets the activation (QuickGELU for ``-quickgelu`` names, whatever the tag was
+trained with), and the tag's preprocessing must be what the engine reads from the checkpoint.
+Or the model name is ``hf-hub:ORG/NAME`` for a snapshot in the local Hugging Face cache. The model's encode_image / encode_text take and return torch tensors when given them
 (float32 on the CPU; NumPy arrays otherwise); preprocess takes a PIL image and returns the
 [3, R, R] tensor open_clip's transform gives. Training, jit and the output_dict form are not
 provided.
@@ -23,7 +27,8 @@ import os
 import numpy as np
 
 from . import _model
-from ._errors import Error, InvalidInputError
+from ._errors import Error, InvalidInputError, NotFoundError
+from ._open_clip_pretrained import PRETRAINED
 
 try:
     import torch as _torch
@@ -186,6 +191,48 @@ def _activation(name, path):
     return None
 
 
+def _load_tag(model_name, tag, cache_dir, device, dtype, vocab):
+    """open_clip's pretrained tag, loaded from where open_clip would have downloaded it (the Hub
+    repository's snapshot in the local Hugging Face cache, else its URL's file in ~/.cache/clip or
+    cache_dir), with the model name's activation; its preprocessing checked against the tag's."""
+    tags = PRETRAINED.get(model_name, {})
+    cfg = tags.get(tag.lower().replace("-", "_"))
+    if cfg is None:
+        raise NotFoundError(f"pretrained={tag!r} is neither a checkpoint file or directory nor one of open_clip 2.29's "
+                            f"tags for {model_name!r} ({', '.join(tags) if tags else 'it has none'})")
+    if not cfg["hf_hub"].endswith("/"):  # ORG/NAME/FILE: in open_clip 2.29, ViTamin's only
+        raise Error(f"pretrained={tag!r} for {model_name!r}: its checkpoint ({cfg['hf_hub']}) is a "
+                    "ViTamin model, which the engine does not run")
+    repo = cfg["hf_hub"].rstrip("/")
+    url_file = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"])) \
+        if cfg.get("url") else ""
+    act = "quick_gelu" if model_name.endswith("-quickgelu") else "gelu" if model_name in _model.arch_names() else None
+    try:
+        m = _model.load("hf-hub:" + repo, device=device, dtype=dtype, vocab=vocab, activation=act)
+    except Error as e:  # (the engine's words for a snapshot that is not in the cache)
+        if "is not in the local Hugging Face cache" not in str(e):
+            raise
+        if not (url_file and os.path.exists(url_file)):
+            raise NotFoundError(f"pretrained={tag!r} for {model_name!r} is not on this machine; nothing is "
+                                f"downloaded: fetch it with `huggingface-cli download {repo}`"
+                                + (f", or put {cfg['url']} at {url_file}" if url_file else "") + f" ({e})") from None
+        m = _model.load(url_file, device=device, dtype=dtype, vocab=vocab, activation=act)
+    pre = m.info["preprocess"]
+    same = (pre["interpolation"] == cfg["interpolation"] and pre["resize_mode"] == cfg["resize_mode"]
+            and all(abs(a - b) < 1e-6 for a, b in zip(pre["mean"] + pre["std"], cfg["mean"] + cfg["std"])))
+    if not same:
+        raise Error(f"pretrained={tag!r} for {model_name!r}: open_clip preprocesses it with mean {cfg['mean']}, std "
+                    f"{cfg['std']}, {cfg['interpolation']}, resize {cfg['resize_mode']}, but the engine reads mean "
+                    f"{pre['mean']}, std {pre['std']}, {pre['interpolation']}, resize {pre['resize_mode']} from the "
+                    "checkpoint")
+    if cfg.get("quick_gelu", False) and act == "gelu":
+        import warnings
+
+        warnings.warn("These pretrained weights were trained with QuickGELU activation but the model config does not "
+                      'have that enabled. Consider using a model config with a "-quickgelu" suffix or enable with a flag.')
+    return m
+
+
 def _default_vocab():
     """OpenAI's BPE vocabulary for checkpoints that carry none (state dicts), as open_clip's
     tokenizer has it: $CLIP_ENGINE_VOCAB, else the copy open_clip itself ships when it is
@@ -216,9 +263,6 @@ def _create(model_name, pretrained, precision, device, kwargs):
     elif pretrained is None:
         raise Error(f"create_model({model_name!r}): give pretrained=PATH to a checkpoint (random open_clip "
                     "initialisation is not provided; clip_engine.random gives random weights)")
-    elif not os.path.exists(os.fspath(pretrained)):
-        raise Error(f"pretrained={pretrained!r}: clip_engine reads local checkpoints only (a file or directory, or "
-                    "an hf-hub: name in the local Hugging Face cache); open_clip's pretrained tags are not downloaded")
     else:
         path = os.fspath(pretrained)
     dev = str(device) if device is not None else "cpu"
@@ -226,8 +270,12 @@ def _create(model_name, pretrained, precision, device, kwargs):
     if precision not in _PRECISIONS:
         raise InvalidInputError(f"precision {precision!r}: one of {', '.join(_PRECISIONS)}")
     dtype = _PRECISIONS[precision]
-    act = _activation(model_name, path) if path != model_name else None
-    m = _model.load(path, device=dev, dtype=dtype, vocab=kwargs.get("vocab") or _default_vocab(), activation=act)
+    vocab = kwargs.get("vocab") or _default_vocab()
+    if path != model_name and not os.path.exists(path):
+        m = _load_tag(model_name, path, kwargs.get("cache_dir"), dev, dtype, vocab)
+    else:
+        act = _activation(model_name, path) if path != model_name else None
+        m = _model.load(path, device=dev, dtype=dtype, vocab=vocab, activation=act)
     model = CLIP(m, model_name)
     _loaded[model_name] = m
     return model, Preprocess(m)

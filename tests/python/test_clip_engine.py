@@ -358,3 +358,58 @@ def test_open_clip_shim_without_torch():
     assert np.array_equal(ft, m.encode_text(["a photo of a cat", "a diagram"]))
     with pytest.raises(clip_engine.Error):
         oc.create_model_and_transforms("ViT-B-32", pretrained="laion2b_s34b_b79k")
+
+
+def test_open_clip_pretrained_tags(tmp_path, monkeypatch):
+    """open_clip's pretrained tags, found where open_clip downloads them (a Hub snapshot in the HF
+    cache, else the URL's file in cache_dir), with the model name's activation."""
+    import shutil
+    import warnings
+
+    zoo = need_golden("zoo", "zoo-vit-ls")
+    openai_pt = need_golden("tiny-vit", "openai.pt")
+    imgs = golden_images()[:3]
+    hub = tmp_path / "hub"
+
+    def snapshot(repo):  # the layout huggingface_hub writes: refs/main names the snapshot
+        d = hub / ("models--" + repo.replace("/", "--"))
+        (d / "refs").mkdir(parents=True)
+        (d / "refs" / "main").write_text("0123abcd\n")
+        (d / "snapshots" / "0123abcd").mkdir(parents=True)
+        for f in ("open_clip_config.json", "open_clip_pytorch_model.bin"):
+            shutil.copy(os.path.join(zoo, f), d / "snapshots" / "0123abcd" / f)
+        return str(d / "snapshots" / "0123abcd")
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    laion = snapshot("laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+    quick = snapshot("timm/vit_base_patch32_clip_224.laion400m_e32")
+
+    def embed(name, tag, **kw):
+        m, _, pre = oc.create_model_and_transforms(name, pretrained=tag, **kw)
+        return m.encode_image(np.stack([np.asarray(pre(Image.open(p))) for p in imgs]))
+
+    from PIL import Image
+
+    want_gelu = clip_engine.load(laion, device="cpu", activation="gelu").encode_image(imgs)
+    want_quick = clip_engine.load(quick, device="cpu", activation="quick_gelu").encode_image(imgs)
+    assert not np.array_equal(want_gelu, want_quick)
+    assert np.array_equal(embed("ViT-B-32", "laion2b_s34b_b79k"), want_gelu)
+    assert np.array_equal(embed("ViT-B-32", "LAION2B-s34b-b79k"), want_gelu)  # open_clip's tag spelling rule
+    assert np.array_equal(embed("ViT-B-32-quickgelu", "laion400m_e32"), want_quick)
+    # not in the HF cache: OpenAI's URL file in cache_dir, under the name's activation (GELU, with
+    # open_clip's warning that the weights were trained with QuickGELU)
+    (tmp_path / "clip").mkdir()
+    shutil.copy(openai_pt, tmp_path / "clip" / "ViT-B-32.pt")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        got = embed("ViT-B-32", "openai", cache_dir=str(tmp_path / "clip"))
+    assert any("QuickGELU" in str(x.message) for x in w)
+    assert np.array_equal(got, clip_engine.load(openai_pt, device="cpu", activation="gelu").encode_image(imgs))
+    with pytest.raises(clip_engine.NotFoundError, match="huggingface-cli download timm/vit_base_patch32_clip_224.openai"):
+        oc.create_model_and_transforms("ViT-B-32", pretrained="openai")
+    with pytest.raises(clip_engine.NotFoundError, match="tags for 'ViT-B-32'.*laion2b_s34b_b79k"):
+        oc.create_model_and_transforms("ViT-B-32", pretrained="no_such_tag")
+    # a tag whose preprocessing is not what the checkpoint gives the engine is refused
+    snapshot("timm/ViT-B-16-SigLIP")
+    with pytest.raises(clip_engine.Error, match="open_clip preprocesses it with"):
+        oc.create_model_and_transforms("ViT-B-16-SigLIP", pretrained="webli")
