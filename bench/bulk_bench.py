@@ -154,9 +154,12 @@ def main():
     pattern = make_shards(os.path.join(args.work, "shards"), args.shards, args.per_shard)
     weights = os.path.join(args.work, f"{args.arch}-quickgelu.pt")
     make_weights(args.arch, weights)
+    load = {"before": os.getloadavg()[0]}  # the machine may be shared: its 1-minute load average
     ours = run_ours(pattern, weights, os.path.join(args.work, "ours"), args.threads)
+    load["after_ours"] = os.getloadavg()[0]
     theirs = run_clip_retrieval(pattern, weights, args.arch, os.path.join(args.work, "cr"), args.threads,
                                 args.shards, args.per_shard, args.batch_size)
+    load["after_clip_retrieval"] = os.getloadavg()[0]
     # The same model: the cosine of the two image embeddings of each key (clip-retrieval writes
     # one part, its DataLoader workers' batches interleaved).
     import pyarrow.parquet as pq
@@ -178,7 +181,8 @@ def main():
     assert len(cos) == len(ours_rows), (len(cos), len(ours_rows))
     rec = {"arch": args.arch, "shards": args.shards, "per_shard": args.per_shard, "threads": args.threads,
            "batch_size": args.batch_size, "cpu_count": os.cpu_count(), "ours": ours, "clip_retrieval": theirs,
-           "speedup": ours["images_per_s"] / theirs["images_per_s"], "min_image_cosine": float(min(cos))}
+           "speedup": ours["images_per_s"] / theirs["images_per_s"], "min_image_cosine": float(min(cos)),
+           "load_average_1min": load}
     print(json.dumps(rec, indent=1))
     with open(os.path.join(ROOT, "bench", "bulk_bench.json"), "w") as f:
         json.dump(rec, f, indent=1)
