@@ -256,7 +256,8 @@ CommandRun setup(CLI::App* sub) {
   sub->add_option("--image-list", a->image_list, "File with one image path per line");
   sub->add_option("--text", a->texts, "Text to embed; repeatable");
   sub->add_option("--text-file", a->text_file, "File with one text per line");
-  sub->add_option("-o,--output", a->out, "Write to OUT.jsonl, or OUT.npy (float32 [N, D]) plus OUT.npy.jsonl");
+  sub->add_option("-o,--output", a->out, "Write to OUT.jsonl, or OUT.npy (float32 [N, D]) plus OUT.npy.jsonl; "
+                  "with --webdataset, the output folder");
   sub->add_flag("--no-normalize", a->no_normalize, "Do not L2-normalize the embeddings");
   sub->add_flag("--resume", a->resume, "Continue an interrupted run into the same -o OUT");
   sub->add_option("--webdataset", a->webdataset,
