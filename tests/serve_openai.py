@@ -21,22 +21,12 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.join(ROOT, ".venv-serve")
-
-
-def ensure_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(py):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([py, "-m", "pip", "install", "-q", "-r",
-                               os.path.join(ROOT, "tests", "serve_openai_requirements.txt")])
-    os.execv(py, [py] + sys.argv)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import bench_venv  # noqa: E402  (bench/bench_venv.py: the venv, made on first use)
 
 
 def main():
-    ensure_venv()
+    bench_venv.ensure(".venv-serve", os.path.join("..", "tests", "serve_openai_requirements.txt"))
     import openai
 
     build = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build")

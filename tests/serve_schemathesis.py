@@ -22,23 +22,12 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.join(ROOT, ".venv-schema")
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-
-
-def ensure_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(py):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([py, "-m", "pip", "install", "-q", "-r",
-                               os.path.join(ROOT, "tests", "serve_schemathesis_requirements.txt")])
-    os.execv(py, [py] + sys.argv)
+import bench_venv  # noqa: E402  (bench/bench_venv.py: the venv, made on first use)
 
 
 def main():
-    ensure_venv()
+    bench_venv.ensure(".venv-schema", os.path.join("..", "tests", "serve_schemathesis_requirements.txt"))
     from serve_util import start_server
 
     ap = argparse.ArgumentParser()
@@ -62,7 +51,7 @@ def main():
         subprocess.run(cmd, check=True, capture_output=True)
         srv, port = start_server([clip, "serve", "--model", model, "--device", "cpu", "--port", "0", "--index", index])
         try:
-            st = os.path.join(VENV, "bin", "st")
+            st = os.path.join(sys.prefix, "bin", "st")
             run = subprocess.run([st, "run", os.path.join(ROOT, "openapi.yaml"), "--url", f"http://127.0.0.1:{port}",
                                   "--checks", os.environ.get("CLIP_SCHEMATHESIS_CHECKS", "not_a_server_error"), "--max-examples", str(a.max_examples),
                                   "--seed", "1", "--workers", "2", "--no-color",
