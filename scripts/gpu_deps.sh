@@ -11,6 +11,7 @@ PKGS=(
   libjpeg62-turbo-dev libjpeg62-turbo libpng-dev libpng16-16 zlib1g-dev libdnnl-dev libdnnl2
   libwebp-dev libwebp7 libwebpdemux2 libtiff-dev libtiff6 liblerc4 libjbig0 libdeflate0 libsentencepiece-dev libsentencepiece0
   libarchive-dev libarchive13 libnettle8 libxml2
+  liblcms2-dev liblcms2-2
 )
 mkdir -p .debs
 cd .debs
