@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 ARM_PKGS=(libgtest-dev libgmock-dev libstb-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev libutf8proc-dev libzip-dev zlib1g-dev
-  libsentencepiece-dev libcpp-httplib-dev libarchive-dev)
+  libsentencepiece-dev libcpp-httplib-dev libarchive-dev liblcms2-dev)
 need=()
 command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
