@@ -267,7 +267,17 @@ def test_ray_rerun_after_interruption_finishes_only_what_was_missing(cluster, bi
     _lines_until(p, lambda l: " shards (" in l, log)  # one part done
     p.kill()
     p.wait()
-    done = [f for f in os.listdir(os.path.join(out, "metadata")) if ".tmp-" not in f]
+
+    def complete():
+        return sorted(f for f in os.listdir(os.path.join(out, "metadata")) if ".tmp-" not in f)
+
+    # The driver's actors outlive it until the cluster notices (they may finish a part meanwhile):
+    # wait until the complete parts stay the same for 3 s.
+    done, since = complete(), time.monotonic()
+    while time.monotonic() - since < 3:
+        time.sleep(0.2)
+        if complete() != done:
+            done, since = complete(), time.monotonic()
     assert 1 <= len(done) < 6, done
     r = bulk(ray_bulk(cluster, patterns, out), timeout=300)
     assert r.returncode == 3, r.stderr
