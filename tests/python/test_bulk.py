@@ -247,8 +247,18 @@ def test_ray_worker_killed_mid_run_has_its_shard_redone(cluster, big_shards, tmp
     log = []
     _lines_until(p, lambda l: l.startswith("bulk: worker pid"), log)
     second = _lines_until(p, lambda l: l.startswith("bulk: worker pid"), log)
-    time.sleep(0.3)  # both workers are in their first shard
-    os.kill(int(second.split()[3]), signal.SIGKILL)
+    pid = int(second.split()[3])
+    # Killed while it writes a part: its temporary files (NAME.tmp-HOST-PID) exist only then.
+    meta = os.path.join(out, "metadata")
+
+    def writing():
+        return os.path.isdir(meta) and any(f.endswith(f"-{pid}") for f in os.listdir(meta))
+
+    deadline = time.monotonic() + 120
+    while not writing():
+        assert p.poll() is None and time.monotonic() < deadline, f"worker {pid} never wrote a part"
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
     rest = p.stderr.read()
     log.append(rest)
     assert p.wait(timeout=300) == 3, "".join(log)
