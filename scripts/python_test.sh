@@ -9,11 +9,7 @@ if ! ls "$build"/python/clip_engine/_core*.so >/dev/null 2>&1; then
   echo "python: skipped: $build has no Python module (needs python3-dev and pybind11-dev; see CLIP_PYTHON)"
   exit 0
 fi
-# A second argument "ray": in .venv-ray (scripts/python_venv_ray.sh), where the Ray tests of
-# tests/python/test_bulk.py run instead of skipping.
-if [ "${2:-}" = ray ]; then
-  py=$(bash scripts/python_venv_ray.sh "$build")
-else
-  py=$(bash scripts/python_venv.sh "$build")
-fi
+# A second argument "ray": in .venv-ray (scripts/python_venv.sh BUILD ray), where the Ray tests
+# of tests/python/test_bulk.py run instead of skipping.
+py=$(bash scripts/python_venv.sh "$build" "${2:-py}")
 CLIP_BUILD_DIR="$PWD/$build" PYTHONPATH="$PWD/$build/python" "$py" -m pytest -q -p no:cacheprovider tests/python

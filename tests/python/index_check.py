@@ -2,7 +2,7 @@
 image and text indexes from img_emb/ and text_emb/ (what `clip-retrieval index` calls), and
 embedding-reader (what autofaiss and clip-retrieval read with) reads each part's rows beside
 its Parquet metadata, which must line up. Prints one JSON line; exit status 1 when a check
-fails. Run in .venv-index (scripts/python_venv_index.sh), by tests/python/test_bulk.py:
+fails. Run in .venv-index (scripts/python_venv.sh build index), by tests/python/test_bulk.py:
 
     .venv-index/bin/python tests/python/index_check.py OUT_DIR
 """

@@ -2,7 +2,7 @@
 (the metadata row for row when pyarrow makes it Parquet), complete parts are skipped; on a Ray
 cluster the test starts here (a head and two worker nodes on loopback) the outputs are the
 local run's, also after a worker is killed by pid mid-run and after the driver is killed and
-the run started again. The Ray tests need ray (scripts/python_venv_ray.sh makes .venv-ray;
+the run started again. The Ray tests need ray (scripts/python_venv.sh build ray makes .venv-ray;
 run them with `bash scripts/python_test.sh build ray`) and skip without it."""
 import io
 import json
@@ -159,7 +159,7 @@ def test_clip_retrieval_index_builds_from_the_output(shards, tmp_path):
     indexed, metadata rows aligned, each query finding itself."""
     idx_py = os.path.join(ROOT, ".venv-index", "bin", "python")
     if not os.path.exists(idx_py):
-        pytest.skip("no .venv-index: bash scripts/python_venv_index.sh makes it (autofaiss, embedding-reader)")
+        pytest.skip("no .venv-index: bash scripts/python_venv.sh build index makes it (autofaiss, embedding-reader)")
     patterns, _ = shards
     out = str(tmp_path / "idx")
     assert bulk(["--input", *patterns, "--output", out]).returncode == 3
@@ -178,7 +178,7 @@ def test_clip_retrieval_index_builds_from_the_output(shards, tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray = pytest.importorskip("ray", reason="ray is not installed here: bash scripts/python_venv_ray.sh, then "
+    ray = pytest.importorskip("ray", reason="ray is not installed here: bash scripts/python_venv.sh build ray, then "
                                             "bash scripts/python_test.sh build ray")
     from ray.cluster_utils import Cluster
 
