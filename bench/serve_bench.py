@@ -33,7 +33,7 @@ def percentile(xs, p):
     return xs[k]
 
 
-def run_clients(host, port, body, conc, seconds):
+def run_clients(host, port, body, conc, seconds, path="/v1/embeddings"):
     lat, errors = [], [0]
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
@@ -44,7 +44,7 @@ def run_clients(host, port, body, conc, seconds):
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
             try:
-                c.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+                c.request("POST", path, body, {"Content-Type": "application/json"})
                 r = c.getresponse()
                 r.read()
                 ok = r.status == 200
@@ -73,8 +73,10 @@ def run_clients(host, port, body, conc, seconds):
     return lat, errors[0], time.perf_counter() - t0
 
 
-def offline(clip, arch, batch, tower):
-    out = subprocess.run([clip, "bench", "--device", "cpu", "--arch", arch, "--batch-sizes", str(batch),
+def offline(clip, arch, batch, tower, model=None):
+    """`clip bench` at one batch size: random weights of --arch, or the weights of model."""
+    weights = ["--model", model] if model else ["--arch", arch]
+    out = subprocess.run([clip, "bench", "--device", "cpu"] + weights + ["--batch-sizes", str(batch),
                           "--tower", tower, "--json"], capture_output=True, text=True, check=True).stdout
     return [{"tower": r["tower"], "tokens": r.get("tokens"), "items_per_s": round(r["items_per_s"], 2)}
             for r in json.loads(out)["results"]]
