@@ -155,6 +155,10 @@ int run_serve(const ServeArgs& a) {
   svr.set_write_timeout(a.io_timeout_s, 0);
   svr.set_keep_alive_timeout(a.io_timeout_s);
   svr.set_keep_alive_max_count(100);
+  // cpp-httplib sends a response's headers and body in two writes, and with Nagle's algorithm on
+  // (its default) the body waited for the client's delayed ACK: 40 ms on every response, 3x
+  // infinity's p50 at one client (bench/RESULTS_CPU.md).
+  svr.set_tcp_nodelay(true);
 
   const std::string bearer = "Bearer " + a.api_key;
   svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
