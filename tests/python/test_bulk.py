@@ -178,8 +178,11 @@ def test_clip_retrieval_index_builds_from_the_output(shards, tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray = pytest.importorskip("ray", reason="ray is not installed here: bash scripts/python_venv.sh build ray, then "
-                                            "bash scripts/python_test.sh build ray")
+    # (a submodule: a folder named ray in the working directory, such as Ray's own /tmp/ray,
+    # imports as an empty namespace package "ray")
+    pytest.importorskip("ray.cluster_utils", reason="ray is not installed here: bash scripts/python_venv.sh build "
+                                                    "ray, then bash scripts/python_test.sh build ray")
+    import ray
     from ray.cluster_utils import Cluster
 
     os.environ["PYTHONPATH"] = env()["PYTHONPATH"]  # the nodes' workers import clip_engine from the build
