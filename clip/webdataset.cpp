@@ -320,9 +320,17 @@ class ShardReader {
     } else if (ext == "txt") {
       s.caption = std::move(*data);
     } else {
-      ojson j = ojson::parse(*data, nullptr, false);
+      // (flattening and writing the fields recurse, so the nesting is bounded: a 64 MiB member
+      // could nest millions deep)
+      bool too_deep = false;
+      ojson j = ojson::parse(*data, [&](int depth, ojson::parse_event_t, ojson&) {
+        too_deep = too_deep || depth > kMaxJsonDepth;
+        return true;
+      }, false);
       if (j.is_discarded() || !j.is_object()) {
         s.errors.push_back(name + ": not a JSON object; its fields left out");
+      } else if (too_deep) {
+        s.errors.push_back(strprintf("%s: nested deeper than %d levels; its fields left out", name.c_str(), kMaxJsonDepth));
       } else {
         s.meta = std::move(j);
       }

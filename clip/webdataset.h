@@ -35,9 +35,9 @@
 // metadata file last, so a part is complete when its metadata file (.jsonl, or the .parquet
 // clip_engine.bulk makes of it) and its two .npy files exist. Complete parts are skipped.
 //
-// Bounded memory: a member over kMaxMemberBytes is not read (its sample gets the error); a
-// shard is read kChunkSamples samples (or kChunkBytes of members) at a time, embedded and
-// written before the next.
+// Bounded memory: a member over kMaxMemberBytes is not read (its sample gets the error), nor
+// a .json nested deeper than kMaxJsonDepth kept (the same); a shard is read kChunkSamples
+// samples (or kChunkBytes of members) at a time, embedded and written before the next.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -50,6 +50,7 @@
 namespace clip {
 
 constexpr size_t kMaxMemberBytes = 64u << 20;  // 64 MiB: larger members are not read
+constexpr int kMaxJsonDepth = 64;               // a .json nested deeper is not kept
 constexpr size_t kChunkSamples = 1024, kChunkBytes = 256u << 20;
 
 // Shard names from one pattern, expanded as Python's braceexpand does: each {A..B} (integers,

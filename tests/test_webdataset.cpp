@@ -282,6 +282,15 @@ class WebdatasetCli : public ::testing::Test {
     m0.push_back({"huge.png", std::string((64u << 20) + 1, '\0')});
     m0.push_back({"huge.txt", "a member over the cap"});
     shard0.push_back({"huge", "", "a member over the cap", true, "over the 64 MiB cap"});
+    // Regression: a .json nested a million deep crashed the run (flattening and writing it
+    // recursed); its sample keeps its image and caption, and the .json is left out.
+    std::string deep;
+    for (int i = 0; i < 1000000; i++) deep += "{\"a\":";
+    deep += "1" + std::string(1000000, '}');
+    m0.push_back({"deep.jpg", image_bytes(images[8])});
+    m0.push_back({"deep.txt", "a deep json"});
+    m0.push_back({"deep.json", deep});
+    shard0.push_back({"deep", images[8], "a deep json", true, "deep.json: nested deeper than 64 levels"});
     m0.push_back({"README", "no extension: skipped"});
     m0.push_back({"last.png", image_bytes(images[9])});
     m0.push_back({"last.txt", "the last one"});
@@ -399,7 +408,7 @@ TEST_F(WebdatasetCli, PartsMatchClipEmbedAndTheShardsMembers) {
   EXPECT_FALSE(meta[0].contains("cls"));
   auto stats = json::parse(clip::test::read_file(out + "/stats/stats_0.json"));
   EXPECT_EQ(stats["samples"], shard0.size());
-  EXPECT_EQ(stats["failed"], 5);
+  EXPECT_EQ(stats["failed"], 6);
   EXPECT_EQ(stats["skipped_members"], 3);  // __meta__, the directory, README
   EXPECT_TRUE(stats["shard_error"].is_null());
   auto stats2 = json::parse(clip::test::read_file(out + "/stats/stats_2.json"));
