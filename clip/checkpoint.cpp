@@ -1034,8 +1034,9 @@ std::string resolve_model_path(const std::string& path) {
   tried.push_back(snap);
   std::string t;
   for (const std::string& x : tried) t += "\n  " + x;
-  fail("%s is not in the local Hugging Face cache (nothing is downloaded; fetch it with huggingface-cli "
-       "download %s, or set HF_HUB_CACHE / HF_HOME); tried:%s", path.c_str(), id.c_str(), t.c_str());
+  throw NotFound(strprintf("%s is not in the local Hugging Face cache (nothing is downloaded; fetch it with "
+                           "huggingface-cli download %s, or set HF_HUB_CACHE / HF_HOME); tried:%s", path.c_str(),
+                           id.c_str(), t.c_str()));
 }
 
 Weights load_weights(const std::string& path, const std::string& vocab_path) {

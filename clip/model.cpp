@@ -527,7 +527,9 @@ void ModelImpl::preprocess_bytes(const uint8_t* data, size_t size, const std::st
 Model::Pixels ModelImpl::preprocess_files(const std::vector<std::string>& paths) const {
   Pixels p;
   ThreadPool pool(std::clamp<size_t>(paths.size(), 1, std::max(1u, std::thread::hardware_concurrency())));
-  preprocess_files_async(pool, *this, paths, p)->wait();
+  std::vector<EmbedItem> items;
+  for (const std::string& path : paths) items.push_back({true, path});
+  preprocess_images_async(pool, *this, items, p)->wait();
   return p;
 }
 

@@ -9,23 +9,8 @@ namespace clip {
 
 int default_batch_size(Device device) { return device == Device::cuda ? 256 : 64; }
 
-std::shared_ptr<ThreadPool::Job> preprocess_files_async(ThreadPool& pool, const Model& model,
-                                                        const std::vector<std::string>& paths, Model::Pixels& px) {
-  const size_t n = (size_t)model.pixels_per_image();
-  px.data.resize(paths.size() * n);
-  px.errors.assign(paths.size(), "");
-  return pool.submit(paths.size(), [&model, &paths, &px, n](size_t i) {
-    try {
-      model.preprocess_file(paths[i], px.data.data() + i * n);
-    } catch (const std::exception& e) {
-      px.errors[i] = e.what();
-    }
-  });
-}
-
-// The same for image items, from their files or their bytes in memory.
-static std::shared_ptr<ThreadPool::Job> preprocess_items_async(ThreadPool& pool, const Model& model,
-                                                               const std::vector<EmbedItem>& items, Model::Pixels& px) {
+std::shared_ptr<ThreadPool::Job> preprocess_images_async(ThreadPool& pool, const Model& model,
+                                                         const std::vector<EmbedItem>& items, Model::Pixels& px) {
   const size_t n = (size_t)model.pixels_per_image();
   px.data.resize(items.size() * n);
   px.errors.assign(items.size(), "");
@@ -82,7 +67,7 @@ std::shared_ptr<EmbedPipeline::Decoding> EmbedPipeline::decode(const std::vector
   }
   d->begin = begin;
   d->items.assign(items.begin() + (std::ptrdiff_t)begin, items.begin() + (std::ptrdiff_t)end);
-  d->job = preprocess_items_async(pool_, model_, d->items, d->px);
+  d->job = preprocess_images_async(pool_, model_, d->items, d->px);
   return d;
 }
 

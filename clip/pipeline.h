@@ -83,10 +83,10 @@ class EmbedPipeline {
   double decode_wait_s_ = 0;
 };
 
-// preprocess_file for each path on the pool's threads: px gets one [R, R, 3] slot per path
-// and per path its error ("" when it decoded). Wait on the returned job before reading px;
-// paths and px must outlive it.
-std::shared_ptr<ThreadPool::Job> preprocess_files_async(ThreadPool& pool, const Model& model,
-                                                        const std::vector<std::string>& paths, Model::Pixels& px);
+// Each image item preprocessed on the pool's threads (preprocess_file, or preprocess_bytes
+// for one in memory): px gets one [R, R, 3] slot per item and per item its error ("" when it
+// decoded). Wait on the returned job before reading px; items and px must outlive it.
+std::shared_ptr<ThreadPool::Job> preprocess_images_async(ThreadPool& pool, const Model& model,
+                                                         const std::vector<EmbedItem>& items, Model::Pixels& px);
 
 }  // namespace clip

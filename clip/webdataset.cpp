@@ -353,19 +353,6 @@ std::string tmp_suffix() {
   return strprintf(".tmp-%s-%d", host, (int)getpid());
 }
 
-// The header of a float16 [rows, cols] .npy (version 1.0), always 128 bytes, so the file can
-// be streamed and its header rewritten once the row count is known.
-std::string npy_f16_header(int64_t rows, int64_t cols) {
-  std::string dict = strprintf("{'descr': '<f2', 'fortran_order': False, 'shape': (%lld, %lld), }", (long long)rows,
-                               (long long)cols);
-  std::string h = std::string("\x93NUMPY\x01\x00", 8);
-  h += (char)(128 - 10);
-  h += (char)0;
-  h += dict;
-  h.append(127 - h.size(), ' ');
-  return h + '\n';
-}
-
 class PartWriter {
  public:
   PartWriter(const std::string& out, const std::string& part, int64_t dim) : dim_(dim) {
@@ -377,8 +364,8 @@ class PartWriter {
       files_[i].open(tmp_[i], std::ios::binary | std::ios::trunc);
       CLIP_CHECK(files_[i], "cannot write %s", tmp_[i].c_str());
     }
-    files_[0] << npy_f16_header(0, dim);
-    files_[1] << npy_f16_header(0, dim);
+    files_[0] << npy_header(DType::f16, 0, dim);
+    files_[1] << npy_header(DType::f16, 0, dim);
   }
   ~PartWriter() {
     if (committed_) return;
@@ -406,7 +393,7 @@ class PartWriter {
     files_[2] << stats << '\n';
     for (int k = 0; k < 2; k++) {
       files_[k].seekp(0);
-      files_[k] << npy_f16_header(rows_, dim_);
+      files_[k] << npy_header(DType::f16, rows_, dim_);
     }
     for (size_t i = 0; i < 4; i++) {
       files_[i].close();

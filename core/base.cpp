@@ -71,4 +71,18 @@ void convert_cpu(void* dst, DType dt, const void* src, DType st, int64_t n) {
   }
 }
 
+std::string npy_header(DType t, int64_t rows, int64_t cols) {
+  CLIP_CHECK(t == DType::f32 || t == DType::f16, ".npy header: dtype %s (f32 or f16)", dtype_name(t));
+  const std::string dict = strprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
+                                     t == DType::f32 ? "<f4" : "<f2", (long long)rows, (long long)cols);
+  constexpr size_t total = 128;  // fixed, so the header can be rewritten in place once rows are known
+  CLIP_CHECK(10 + dict.size() + 1 <= total, ".npy shape too large");
+  std::string h = std::string("\x93NUMPY\x01\x00", 8);
+  h += (char)(total - 10);
+  h += (char)0;
+  h += dict;
+  h.append(total - 1 - h.size(), ' ');
+  return h + '\n';
+}
+
 }  // namespace clip

@@ -20,6 +20,11 @@ struct OutOfMemory : Error {
   using Error::Error;
 };
 
+// A model that is not where it was looked for (not in the local Hugging Face cache).
+struct NotFound : Error {
+  using Error::Error;
+};
+
 std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -111,5 +116,9 @@ void erase_least_recent(Map& m) {
 
 // Converts n elements between dtypes on the CPU (f32/f16/bf16; i32 only to i32).
 void convert_cpu(void* dst, DType dst_t, const void* src, DType src_t, int64_t n);
+
+// The header of a little-endian float32 or float16 [rows, cols] .npy (version 1.0), always
+// 128 bytes, so a file can be streamed and its header rewritten once the row count is known.
+std::string npy_header(DType t, int64_t rows, int64_t cols);
 
 }  // namespace clip

@@ -184,7 +184,7 @@ int run_embed(const EmbedArgs& a) {
   if (npy) {
     npy_out.open(tmp, std::ios::binary | std::ios::trunc);
     CLIP_CHECK(npy_out, "cannot write %s", tmp.c_str());
-    npy_out << npy_header(0, D);
+    npy_out << npy_header(DType::f32, 0, D);
   }
   bool any_failed = false;
   auto emit = [&](const Record& r) {
@@ -212,7 +212,7 @@ int run_embed(const EmbedArgs& a) {
     CLIP_CHECK(!lines.fail(), "error writing %s", a.out.c_str());
     if (npy) {
       npy_out.seekp(0);
-      npy_out << npy_header(nrows, D);
+      npy_out << npy_header(DType::f32, nrows, D);
       npy_out.close();
       CLIP_CHECK(!npy_out.fail(), "error writing %s", tmp.c_str());
       fs::rename(a.out + ".jsonl.tmp", a.out + ".jsonl");

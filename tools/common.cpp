@@ -99,20 +99,6 @@ std::vector<std::string> collect_texts(const std::vector<std::string>& texts,
   return out;
 }
 
-std::string npy_header(int64_t rows, int64_t cols) {
-  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
-                     std::to_string(cols) + "), }";
-  std::string h = std::string("\x93NUMPY\x01\x00", 8);
-  const size_t total = 128;  // fixed, so the header can be rewritten in place once rows are known
-  CLIP_CHECK(10 + dict.size() + 1 <= total, ".npy shape too large");
-  uint16_t hl = (uint16_t)(total - 10);
-  h += (char)(hl & 0xff);
-  h += (char)(hl >> 8);
-  h += dict;
-  h.append(total - 1 - h.size(), ' ');
-  return h + '\n';
-}
-
 NpyArray read_npy(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   CLIP_CHECK(f, "cannot open %s", path.c_str());

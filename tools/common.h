@@ -31,9 +31,7 @@ std::vector<std::string> collect_images(const std::vector<std::string>& paths,
 std::vector<std::string> collect_texts(const std::vector<std::string>& texts,
                                        const std::string& text_file);
 
-// The header of a float32 [rows, cols] little-endian .npy (version 1.0), always 128 bytes, so
-// a file can be streamed and its header rewritten once the row count is known.
-std::string npy_header(int64_t rows, int64_t cols);
+// A float32 [rows, cols] .npy (the header: core/base.h's npy_header).
 struct NpyArray {
   int64_t rows = 0, cols = 0;
   std::vector<float> data;

@@ -37,7 +37,7 @@ from ._errors import (  # noqa: E402
 )
 from ._model import EncodeResult, Model, arch_names, describe, load, normalize, random, softmax  # noqa: E402
 
-_core._set_error_classes(Error, InvalidInputError, OutOfMemoryError, _errors.input_error)
+_core._set_error_classes(Error, InvalidInputError, OutOfMemoryError, NotFoundError, _errors.input_error)
 
 __version__ = "0.1.0"
 __all__ = [

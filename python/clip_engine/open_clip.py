@@ -209,9 +209,7 @@ def _load_tag(model_name, tag, cache_dir, device, dtype, vocab):
     act = "quick_gelu" if model_name.endswith("-quickgelu") else "gelu" if model_name in _model.arch_names() else None
     try:
         m = _model.load("hf-hub:" + repo, device=device, dtype=dtype, vocab=vocab, activation=act)
-    except Error as e:  # (the engine's words for a snapshot that is not in the cache)
-        if "is not in the local Hugging Face cache" not in str(e):
-            raise
+    except NotFoundError as e:  # the snapshot is not in the cache
         if not (url_file and os.path.exists(url_file)):
             raise NotFoundError(f"pretrained={tag!r} for {model_name!r} is not on this machine; nothing is "
                                 f"downloaded: fetch it with `huggingface-cli download {repo}`"

@@ -47,7 +47,7 @@ struct InputFailed : std::runtime_error {
 };
 
 // The exception classes, defined in clip_engine/_errors.py and handed over at import.
-py::object g_error, g_invalid, g_oom, g_input;
+py::object g_error, g_invalid, g_oom, g_notfound, g_input;
 
 // Blocks SIGINT and SIGTERM in this thread for its lifetime (threads started meanwhile
 // inherit the mask); the old mask comes back at the end, and a pending signal with it.
@@ -617,10 +617,11 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def(
       "_set_error_classes",
-      [](py::object error, py::object invalid, py::object oom, py::object input) {
+      [](py::object error, py::object invalid, py::object oom, py::object notfound, py::object input) {
         g_error = std::move(error);
         g_invalid = std::move(invalid);
         g_oom = std::move(oom);
+        g_notfound = std::move(notfound);
         g_input = std::move(input);
       },
       "The exception classes of clip_engine._errors (called once at import).");
@@ -638,6 +639,8 @@ PYBIND11_MODULE(_core, mod) {
       set_error(g_invalid, e.what());
     } catch (const clip::OutOfMemory& e) {
       set_error(g_oom, e.what());
+    } catch (const clip::NotFound& e) {
+      set_error(g_notfound, e.what());
     } catch (const std::bad_alloc&) {
       set_error(g_oom, "out of memory");
     } catch (const clip::Error& e) {
