@@ -91,28 +91,18 @@ std::vector<float> tensor_f32(const WeightTensor& t) {
   return v;
 }
 
-namespace {
-
-Value norm(Graph& g, Stream& s, Value gamma, Value beta, float eps) {
-  if (s.pending == kNoValue) return g.layernorm(s.x, gamma, beta, eps);
-  auto [sum, y] = g.add_layernorm(s.x, s.pending, gamma, beta, eps);
-  s.x = sum;
-  s.pending = kNoValue;
-  return y;
-}
-
-}  // namespace
-
 // One residual block, shared by both towers:
 //   x = x + out_proj(attention(in_proj(ln_1(x))))      (causal for text)
 //   x = x + c_proj(act(c_fc(ln_2(x))))
+// Each "x +" is the residual operand of its linear layer: on CUDA cuBLASLt adds it as C with
+// beta = 1, so the stream is read once by the GEMM and once by the next LayerNorm.
 // With pool [B] (the last block): only the row pool[b] of each item is read after this
 // block, so after attention (which needs every row's keys and values) the stream keeps
 // just those rows, [B, T, C] -> [B, C]: the output projection and the MLP, three quarters
 // of the block, run on B rows instead of B·T. The kept rows are computed exactly as before.
 void transformer_block(Graph& g, Stream& s, const std::string& p, const WeightFn& W, int heads, bool causal,
                        float eps, Act act, Value pool, Value cls_keep) {
-  Value h = norm(g, s, W(p + "ln_1.weight"), W(p + "ln_1.bias"), eps);
+  Value h = g.layernorm(s.x, W(p + "ln_1.weight"), W(p + "ln_1.bias"), eps);
   Value qkv = g.linear(h, W(p + "attn.in_proj_weight"), W(p + "attn.in_proj_bias"));
   Value a = g.attention(qkv, heads, causal);
   if (cls_keep != kNoValue) a = g.cls_attention(a, qkv, cls_keep, heads);
@@ -120,14 +110,10 @@ void transformer_block(Graph& g, Stream& s, const std::string& p, const WeightFn
     a = g.gather_rows(a, pool);
     s.x = g.gather_rows(s.x, pool);
   }
-  s.pending = g.linear(a, W(p + "attn.out_proj.weight"), W(p + "attn.out_proj.bias"));
-  Value h2 = norm(g, s, W(p + "ln_2.weight"), W(p + "ln_2.bias"), eps);
+  s.x = g.linear(a, W(p + "attn.out_proj.weight"), W(p + "attn.out_proj.bias"), Act::none, s.x);
+  Value h2 = g.layernorm(s.x, W(p + "ln_2.weight"), W(p + "ln_2.bias"), eps);
   Value m = g.linear(h2, W(p + "mlp.c_fc.weight"), W(p + "mlp.c_fc.bias"), act);
-  s.pending = g.linear(m, W(p + "mlp.c_proj.weight"), W(p + "mlp.c_proj.bias"));
-}
-
-Value finish(Graph& g, Stream& s) {
-  return s.pending == kNoValue ? s.x : g.add(s.x, s.pending);
+  s.x = g.linear(m, W(p + "mlp.c_proj.weight"), W(p + "mlp.c_proj.bias"), Act::none, s.x);
 }
 
 }  // namespace clip

@@ -117,17 +117,15 @@ std::vector<float> tensor_f32(const WeightTensor& t);
 void transformer_tensors(const std::string& prefix, int layers, int64_t w, int64_t m,
                          std::vector<std::pair<std::string, Shape>>& v);
 
-// The residual stream of a transformer (clip/model.cpp): x plus a pending delta that the
-// next layernorm adds (fused residual add + LayerNorm), or finish() at the end.
+// The residual stream of a transformer (clip/model.cpp): each block's output projections add
+// their result onto x inside the GEMM (linear's residual operand).
 struct Stream {
   Value x;
-  Value pending = kNoValue;
 };
 // One pre-LN residual block, shared by the ViT and the text tower; with pool [B] (the last
 // block), only row pool[b] of each item is kept after attention (see clip/family.cpp); with
 // cls_keep [B, T] (CoCa's text), the last row's attention sees only the keys it marks.
 void transformer_block(Graph& g, Stream& s, const std::string& prefix, const WeightFn& W, int heads, bool causal,
                        float eps, Act act, Value pool = kNoValue, Value cls_keep = kNoValue);
-Value finish(Graph& g, Stream& s);
 
 }  // namespace clip

@@ -309,7 +309,7 @@ Graph ModelImpl::build_text(int64_t B, int64_t T) const {
   for (int l = 0; l < c.text.layers; l++)
     transformer_block(g, s, "transformer.resblocks." + std::to_string(l) + ".", W, c.text.heads, c.text.causal,
                       c.layer_norm_eps, c.activation, l + 1 == c.text.layers ? eot : kNoValue, keep);
-  x = finish(g, s);
+  x = s.x;
   if (c.text.layers == 0) x = g.gather_rows(x, eot);
   x = g.layernorm(x, W("ln_final.weight"), W("ln_final.bias"), c.layer_norm_eps);
   if (c.text.proj) x = g.linear(x, W("text_projection.T"), c.text.proj_bias ? W("text_projection.bias") : kNoValue);

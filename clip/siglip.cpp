@@ -129,7 +129,7 @@ Value build(Graph& g, Value px, Value, const ModelConfig& c, const WeightFn& W, 
   for (int l = 0; l < v.layers; l++)
     transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W, v.heads, false, eps,
                       c.activation);
-  x = g.layernorm(finish(g, s), W("visual.ln_post.weight"), W("visual.ln_post.bias"), eps);
+  x = g.layernorm(s.x, W("visual.ln_post.weight"), W("visual.ln_post.bias"), eps);
   const std::string h = "visual.head.";
   x = g.attention_pool(x, W(h + "q0"), W(h + "wk"), W(h + "wv"), W(h + "bv"), v.heads);
   x = g.linear(x, W(h + "attn.out_proj.weight"), W(h + "attn.out_proj.bias"));

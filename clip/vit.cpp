@@ -194,7 +194,7 @@ Value build(Graph& g, Value px, Value cls_idx, const ModelConfig& c, const Weigh
   for (int l = 0; l < v.layers; l++)
     transformer_block(g, s, "visual.transformer.resblocks." + std::to_string(l) + ".", W, v.heads, false, eps,
                       c.activation, token && l + 1 == v.layers ? cls_idx : kNoValue);
-  x = finish(g, s);
+  x = s.x;
   auto ln_post = [&](Value y) { return g.layernorm(y, W("visual.ln_post.weight"), W("visual.ln_post.bias"), eps); };
   if (v.attn_pool_heads) {
     // CoCa: only the first query's row is the embedding, so only it is computed: its

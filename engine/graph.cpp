@@ -104,7 +104,11 @@ std::vector<Value> Graph::add_op(Op op, std::vector<Value> in, OpParams params) 
 }
 
 // The builders: an op's operands and parameters (checked by its table entry, engine/ops.cpp).
-Value Graph::linear(Value x, Value w, Value b, Act act) { return add_op(Op::linear, {x, w, b}, LinearParams{act})[0]; }
+Value Graph::linear(Value x, Value w, Value b, Act act, Value r) {
+  CLIP_CHECK(r == kNoValue || (b != kNoValue && act == Act::none),
+             "linear: a residual needs a bias operand and no activation");
+  return add_op(Op::linear, {x, w, b, r}, LinearParams{act})[0];
+}
 Value Graph::layernorm(Value x, Value g, Value b, float eps) {
   return add_op(Op::layernorm, {x, g, b}, NormParams{eps})[0];
 }

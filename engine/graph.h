@@ -55,7 +55,8 @@ class Graph {
   Value input(const std::string& name, DType dtype, Shape shape);
   Value weight(const std::string& name, const Tensor& t);  // must be on the graph's device
 
-  Value linear(Value x, Value w, Value b = kNoValue, Act act = Act::none);
+  // r (a residual [.., N], with act none and a bias): y = x wᵀ + b + r.
+  Value linear(Value x, Value w, Value b = kNoValue, Act act = Act::none, Value r = kNoValue);
   Value layernorm(Value x, Value g, Value b, float eps);
   // Returns {x + r, layernorm(x + r)}.
   std::pair<Value, Value> add_layernorm(Value x, Value r, Value g, Value b, float eps);

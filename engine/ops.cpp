@@ -30,13 +30,17 @@ std::vector<OutSpec> infer_linear(const Graph& g, const Node& n) {
   }
   Shape s = X.shape;
   s[-1] = W.shape[0];
+  if (n.in.size() > 3) {
+    const auto& R = in(g, n, 3);
+    SHAPE_CHECK(R.shape == s, "linear", "residual %s for output %s", S(R), s.str().c_str());
+  }
   return {{s, g.dtype()}};
 }
 std::string label_linear(const Graph& g, const Node& n) {
   const Shape &x = in(g, n, 0).shape, &w = in(g, n, 1).shape;
   return strprintf("linear [%lld,%lld]x[%lld,%lld]", (long long)x.rows(), (long long)x.last(), (long long)w[0],
                    (long long)w[1]) +
-         (n.in.size() > 2 ? "+bias" : "") + act_suffix(n.p<LinearParams>().act);
+         (n.in.size() > 2 ? "+bias" : "") + act_suffix(n.p<LinearParams>().act) + (n.in.size() > 3 ? "+residual" : "");
 }
 
 std::vector<OutSpec> infer_layernorm(const Graph& g, const Node& n) {

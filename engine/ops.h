@@ -25,7 +25,8 @@
 namespace clip {
 
 enum class Op : uint8_t {
-  linear,         // in: x [.., K], w [N, K], b [N]?         out: act(x wᵀ + b) [.., N]
+  linear,         // in: x [.., K], w [N, K], b [N]?, r [.., N]?   out: act(x wᵀ + b) + r [.., N]
+                  // (a residual r only with act none)
   layernorm,      // in: x [.., C], g [C], b [C]              out: [.., C]
   add_layernorm,  // in: x, r [.., C], g, b                   out: sum = x + r, layernorm(sum)
   add,            // in: a [..], b (trailing dims of a)       out: a + b (b broadcast)

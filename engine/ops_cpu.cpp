@@ -16,6 +16,7 @@ void linear(const CpuRun& r) {
   } else {
     linear_cpu(r.out(), r.in(0), r.in(1), r.in_or_null(2), s.rows(), w[0], w[1], act);
   }
+  if (r.has(3)) add_cpu(r.out(), r.out(), r.in(3), s.numel(), s.numel());
 }
 int linear_gemm_weight(const Node&, const CpuContext&) { return 1; }
 

@@ -21,7 +21,7 @@ cudaStream_t stream(const CudaRun& r) { return r.ctx.stream(); }
 void linear(const CudaRun& r) {
   const Shape &s = r.out_shape(), &w = r.in_shape(1);
   cuda::linear_forward(r.ctx, r.out(), r.in(0), r.in(1), r.in_or_null(2), s.rows(), w[0], w[1],
-                       r.p<LinearParams>().act, r.out_dtype(), stream(r));
+                       r.p<LinearParams>().act, r.out_dtype(), stream(r), 1.0f, r.in_or_null(3));
 }
 
 void layernorm(const CudaRun& r) {

@@ -15,22 +15,31 @@
 
 namespace clip {
 
-// What a cached linear plan depends on: shapes, dtype, cuBLASLt epilogue and the smallest
+// What a cached linear plan depends on (kernels/linear.cu): sizes, dtype, activation, whether
+// it has a bias (and whether that bias is 16-byte aligned) and a residual, and the smallest
 // pointer alignment (capped at 16 bytes) the chosen algorithm may assume.
 struct LinearPlanKey {
   int64_t M = 0, N = 0, K = 0;
-  int dtype = 0, epilogue = 0, align = 0;
+  int dtype = 0, act = 0, align = 0;
+  bool bias = false, bias16 = false, residual = false;
   bool operator<(const LinearPlanKey& o) const {
-    return std::tie(M, N, K, dtype, epilogue, align) <
-           std::tie(o.M, o.N, o.K, o.dtype, o.epilogue, o.align);
+    return std::tie(M, N, K, dtype, act, align, bias, bias16, residual) <
+           std::tie(o.M, o.N, o.K, o.dtype, o.act, o.align, o.bias, o.bias16, o.residual);
   }
 };
 
+// How a linear layer runs: cuBLASLt's chosen algorithm (with the bias in its epilogue or not;
+// then the bias + activation kernel follows), or the project's own fallback GEMM where cuBLASLt
+// has no algorithm.
 struct LinearPlan {
+  enum Kind { cublaslt, fallback } kind = cublaslt;
+  bool bias_epilogue = false;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // w, x, y (column-major view)
   cublasLtMatmulAlgo_t algo{};
   size_t workspace_bytes = 0;
+  int candidates = 0;   // algorithms the heuristic offered
+  float best_ms = 0;    // the chosen one's time, when several were timed (0: not timed)
 };
 
 class CudaContext {

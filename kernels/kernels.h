@@ -115,12 +115,17 @@ void cls_attention_forward(void* y, const void* a, const void* qkv, const int32_
 void attention_pool_forward(void* y, const void* x, const void* q, const void* wk, const void* wv, const void* bv,
                             int B, int T, int C, int D, int heads, bool shared_q, DType dt, cudaStream_t stream);
 
-// kernels/linear.cu. y [M, N] = act(alpha * x [M, K] · w [N, K]ᵀ + b [N]) through cuBLASLt
-// with f32 accumulation; b may be null. The plan (layouts, epilogue, algorithm) is chosen
-// once per (M, N, K, dtype, epilogue, alignment) and cached in ctx.
+// kernels/linear.cu. y [M, N] = act(alpha * x [M, K] · w [N, K]ᵀ + b [N]) + r [M, N] through
+// cuBLASLt with f32 accumulation; b and r may be null, r only with act none and not aliasing y.
+// The plan (layouts, epilogue, the fastest of the heuristic's algorithms, timed on first use,
+// or a fallback) is chosen once per shape and form and cached in ctx.
 void linear_forward(CudaContext& ctx, void* y, const void* x, const void* w, const void* b,
                     int64_t M, int64_t N, int64_t K, Act act, DType dt, cudaStream_t stream,
-                    float alpha = 1.0f);
+                    float alpha = 1.0f, const void* r = nullptr);
+// The fallback where cuBLASLt has no algorithm: y = alpha * x wᵀ + r (r may be null), a plain
+// tiled GEMM with f32 sums, any sizes and alignment.
+void linear_fallback_forward(void* y, const void* x, const void* w, const void* r, int64_t M, int64_t N, int64_t K,
+                             DType dt, cudaStream_t stream, float alpha = 1.0f);
 
 // kernels/cosine_topk.cu.
 // out [M, N] = scale * cos(a_i, b_j): both sides L2-normalized into scratch (of

@@ -319,16 +319,16 @@ TEST_F(ModelPropertyTest, LastBlockRunsOnThePooledRowsOnly) {
   const int64_t W = cfg.vit.width, M = cfg.vit.mlp;
   EXPECT_EQ(calls(vision, linear(B * tokens, W, M, "+bias+quick_gelu")), 1) << vision.table(40);
   EXPECT_EQ(calls(vision, linear(B, W, M, "+bias+quick_gelu")), 1) << vision.table(40);
-  EXPECT_EQ(calls(vision, linear(B * tokens, M, W, "+bias")), 1) << vision.table(40);
-  EXPECT_EQ(calls(vision, linear(B, M, W, "+bias")), 1) << vision.table(40);
+  EXPECT_EQ(calls(vision, linear(B * tokens, M, W, "+bias+residual")), 1) << vision.table(40);
+  EXPECT_EQ(calls(vision, linear(B, M, W, "+bias+residual")), 1) << vision.table(40);
   // Attention still sees every row (its keys and values come from all of them).
   EXPECT_EQ(calls(vision, strprintf("attention B%lld T%lld H%d d%lld", (long long)B, (long long)tokens, cfg.vit.heads,
                                     (long long)(W / cfg.vit.heads))),
             2)
       << vision.table(40);
   const int64_t T = 7;  // the batch runs up to its longest text
-  EXPECT_EQ(calls(text, linear(B * T, cfg.text.mlp, cfg.text.width, "+bias")), 1) << text.table(40);
-  EXPECT_EQ(calls(text, linear(B, cfg.text.mlp, cfg.text.width, "+bias")), 1) << text.table(40);
+  EXPECT_EQ(calls(text, linear(B * T, cfg.text.mlp, cfg.text.width, "+bias+residual")), 1) << text.table(40);
+  EXPECT_EQ(calls(text, linear(B, cfg.text.mlp, cfg.text.width, "+bias+residual")), 1) << text.table(40);
 }
 
 // This process's mappings of `file` (from /proc/self/smaps): their address ranges and

@@ -272,6 +272,89 @@ TEST(kernels_linear, UnalignedBias) {
   }
 }
 
+// The plan cached for y = x wᵀ + b (+ r) at these pointers (the key linear_forward makes).
+const LinearPlan* plan_of(const void* y, const void* x, const void* w, const void* b, const void* r, int64_t M,
+                          int64_t N, int64_t K, DType dt) {
+  LinearPlanKey k;
+  k.M = M, k.N = N, k.K = K, k.dtype = (int)dt, k.act = (int)Act::none;
+  k.bias = b != nullptr, k.bias16 = b && cuda::aligned16(b), k.residual = r != nullptr;
+  k.align = 16;
+  for (const void* p : {y, x, w, r})
+    while (p && k.align > 1 && (uintptr_t)p % (uintptr_t)k.align) k.align /= 2;
+  return ctx().find_linear_plan(k);
+}
+
+// y = x wᵀ + b + r through linear_forward on a fresh shape, checked against the CPU; returns its plan.
+const LinearPlan* run_residual_linear(int64_t M, int64_t N, int64_t K, DType dt, uint64_t seed) {
+  auto x = rounded(test::randn(M * K, seed), dt);
+  auto w = rounded(test::randn(N * K, seed + 1, 1.0f / std::sqrt((float)K)), dt);
+  auto b = rounded(test::randn(N, seed + 2, 0.5f), dt);
+  auto r = rounded(test::randn(M * N, seed + 3), dt);
+  std::vector<float> ref(M * N), naive(M * N);
+  linear_cpu(ref.data(), x.data(), w.data(), b.data(), M, N, K, Act::none);
+  linear_cpu(naive.data(), x.data(), w.data(), nullptr, M, N, K, Act::none);
+  for (size_t i = 0; i < ref.size(); i++) {
+    ref[i] += r[i];
+    naive[i] = round_to(round_to(round_to(naive[i], dt) + b[i % N], dt) + r[i], dt);
+  }
+  auto dx = upload(x, dt), dw = upload(w, dt), db = upload(b, dt), dr = upload(r, dt), dy = alloc_out(M * N, dt);
+  cuda::linear_forward(ctx(), dy->data(), dx->data(), dw->data(), db->data(), M, N, K, Act::none, dt, stream(),
+                       1.0f, dr->data());
+  check_output("linear + residual", *dy, download(*dy, M * N, dt), ref, naive, dt, K);
+  return plan_of(dy->data(), dx->data(), dw->data(), db->data(), dr->data(), M, N, K, dt);
+}
+
+// A new shape's plan times every algorithm the heuristic offers and keeps the fastest; the
+// result is the same whichever runs.
+TEST(kernels_linear, TimesTheCandidatesOnce) {
+  REQUIRE_CUDA();
+  for (DType dt : kDTypes) {
+    const LinearPlan* p = run_residual_linear(9, 40, 24, dt, 60);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(p->kind, LinearPlan::cublaslt);
+    EXPECT_TRUE(p->bias_epilogue);
+    EXPECT_GE(p->candidates, 1);
+    if (p->candidates > 1) {
+      EXPECT_GT(p->best_ms, 0.0f) << "several candidates, none timed";
+    }
+    const size_t plans = ctx().linear_plan_count();
+    run_residual_linear(9, 40, 24, dt, 70);  // same shape and alignment: the cached plan
+    EXPECT_EQ(ctx().linear_plan_count(), plans);
+  }
+}
+
+#ifdef CLIP_CUDA_EMU
+// Where cuBLASLt has no algorithm with the bias epilogue, the bias kernel adds it; where it has
+// none at all, the fallback GEMM runs. Each is said on stderr once (per shape) and computes the
+// same. (The emulator's cuBLASLt can be told to refuse; a GPU's does for some shapes.)
+TEST(kernels_linear, FallsBackWhereCublasLtHasNoAlgorithm) {
+  struct Reset {
+    ~Reset() { emu::set_cublaslt_refusal({}); }
+  } reset;
+  for (DType dt : kDTypes) {
+    emu::set_cublaslt_refusal({true, false});
+    testing::internal::CaptureStderr();
+    const LinearPlan* p = run_residual_linear(7, 24, 40, dt, 80);
+    std::string err = testing::internal::GetCapturedStderr();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(p->kind, LinearPlan::cublaslt);
+    EXPECT_FALSE(p->bias_epilogue);
+    EXPECT_NE(err.find("no algorithm with the bias epilogue for M=7 N=24 K=40"), std::string::npos) << err;
+
+    emu::set_cublaslt_refusal({false, true});
+    testing::internal::CaptureStderr();
+    p = run_residual_linear(13, 20, 33, dt, 90);
+    err = testing::internal::GetCapturedStderr();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(p->kind, LinearPlan::fallback);
+    EXPECT_NE(err.find("using the slower fallback GEMM kernel"), std::string::npos) << err;
+    testing::internal::CaptureStderr();
+    run_residual_linear(13, 20, 33, dt, 100);  // the cached plan: not said again
+    EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  }
+}
+#endif
+
 std::string dtype_param_name(const testing::TestParamInfo<DType>& i) { return dt_name(i.param); }
 
 // ---- cosine top-k -----------------------------------------------------------------------------

@@ -289,9 +289,11 @@ struct LinearShape {
   int64_t M, N, K;
   Act act;
   bool bias;
+  bool residual = false;  // + r [M, N] (the output projections of a residual block)
   bool gpu_only = false, cuda = true;
   std::string name() const {
-    return "M" + n(M) + "_N" + n(N) + "_K" + n(K) + "_" + act_name(act) + (bias ? "_bias" : "_nobias");
+    return "M" + n(M) + "_N" + n(N) + "_K" + n(K) + "_" + act_name(act) + (bias ? "_bias" : "_nobias") +
+           (residual ? "_residual" : "");
   }
 };
 class LinearTest : public OpTest<LinearShape> {
@@ -304,12 +306,13 @@ TEST_P(LinearTest, MatchesDouble) {
   auto x = rounded(randn((size_t)(p.M * p.K), 1), t);
   auto w = rounded(randn((size_t)(p.N * p.K), 2, 1.0f / std::sqrt((float)p.K)), t);
   auto b = rounded(randn((size_t)p.N, 3, 0.1f), t);
+  auto r = rounded(randn((size_t)(p.M * p.N), 4), t);
   std::vector<double> ref((size_t)(p.M * p.N));
   for (int64_t m = 0; m < p.M; m++)
     for (int64_t j = 0; j < p.N; j++) {
       double s = p.bias ? b[(size_t)j] : 0;
       for (int64_t k = 0; k < p.K; k++) s += (double)x[(size_t)(m * p.K + k)] * w[(size_t)(j * p.K + k)];
-      ref[(size_t)(m * p.N + j)] = act_d(s, p.act);
+      ref[(size_t)(m * p.N + j)] = act_d(s, p.act) + (p.residual ? r[(size_t)(m * p.N + j)] : 0.0);
     }
   std::vector<float> naive;  // GEMM out, + bias, act: each stored rounded
   if (t != DType::f32) {
@@ -322,10 +325,12 @@ TEST_P(LinearTest, MatchesDouble) {
     }
     act_cpu(naive.data(), naive.data(), (int64_t)naive.size(), p.act);
     naive = rounded(naive, t);
+    if (p.residual)
+      for (size_t i = 0; i < naive.size(); i++) naive[i] = round_to(naive[i] + r[i], t);
   }
   OpRun op(backend(), t);
   op.g.linear(op.input(x, {p.M, p.K}), op.input(w, {p.N, p.K}), p.bias ? op.input(b, {p.N}) : kNoValue,
-              p.act);
+              p.act, p.residual ? op.input(r, {p.M, p.N}) : kNoValue);
   expect("linear", op.run()[0], ref, {1e-5, 1e-5}, p.K, naive);
 }
 OP_CASES(LinearTest, {
@@ -333,10 +338,13 @@ OP_CASES(LinearTest, {
     {1, 512, 512, Act::none, true}, {3, 768, 768, Act::none, false}, {17, 1536, 512, Act::none, true},
     {50, 2304, 768, Act::none, true}, {77, 2048, 512, Act::quick_gelu, true}, {77, 512, 2048, Act::none, true},
     {50, 3072, 768, Act::gelu, true}, {33, 1024, 1024, Act::quick_gelu, true}, {5, 7, 3, Act::gelu, true},
-    {64, 4096, 1024, Act::none, true, true}, {154, 1536, 512, Act::none, true}, {154, 2048, 512, Act::quick_gelu, true},
+    {64, 4096, 1024, Act::none, true, false, true}, {154, 1536, 512, Act::none, true}, {154, 2048, 512, Act::quick_gelu, true},
     {394, 3072, 768, Act::gelu, true}, {394, 768, 3072, Act::none, true}, {2, 512, 768, Act::none, false},
     {3, 17, 17, Act::none, true}, {1, 1, 1, Act::gelu, true}, {197, 4304, 1152, Act::gelu_tanh, true},
     {5, 7, 3, Act::gelu_tanh, true},
+    // the output projections with the residual stream
+    {50, 768, 768, Act::none, true, true}, {77, 512, 2048, Act::none, true, true}, {394, 768, 3072, Act::none, true, true},
+    {5, 7, 3, Act::none, true, true}, {3, 17, 17, Act::none, true, true}, {1, 1, 1, Act::none, true, true},
 });
 
 // ---- layernorm, add_layernorm -------------------------------------------------------------------
@@ -1080,6 +1088,27 @@ TEST(OpTable, OneEntryPerOp) {
     EXPECT_TRUE(d.cuda) << d.name;
 #endif
   }
+}
+
+// A linear layer's residual is added after the bias, so it needs one and no activation; its
+// shape must be the output's.
+TEST(LinearResidual, RefusesWhatItIsNot) {
+  auto refused = [](const std::function<void(Graph&, Value, Value, Value)>& build, const std::string& words) {
+    Graph g(Device::cpu, DType::f32);
+    Value x = g.input("x", DType::f32, {4, 8}), w = g.input("w", DType::f32, {6, 8}), b = g.input("b", DType::f32, {6});
+    try {
+      build(g, x, w, b);
+      ADD_FAILURE() << "accepted: " << words;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  refused([](Graph& g, Value x, Value w, Value) { g.linear(x, w, kNoValue, Act::none, x); },
+          "a residual needs a bias operand and no activation");
+  refused([](Graph& g, Value x, Value w, Value b) { g.linear(x, w, b, Act::gelu, g.input("r", DType::f32, {4, 6})); },
+          "a residual needs a bias operand and no activation");
+  refused([](Graph& g, Value x, Value w, Value b) { g.linear(x, w, b, Act::none, x); },
+          "linear: shape mismatch: residual [4, 8] for output [4, 6]");
 }
 
 // A node the CUDA kernels cannot run is refused as it is added, naming the op, the limit and

@@ -531,6 +531,13 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete s;
   return e;
 }
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  const CUstream_st* st = resolve(s);
+  *status = !st->capture ? cudaStreamCaptureStatusNone
+            : st->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (s && s->capture) {
     s->invalidated = true;
@@ -825,6 +832,11 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
 }
 // One algorithm, valid for pointers aligned as the preference promises: the promise is
 // stored in the algorithm and checked by every matmul that uses it.
+namespace {
+emu::CublasLtRefusal g_refusal;
+}
+void emu::set_cublaslt_refusal(CublasLtRefusal r) { g_refusal = r; }
+
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
                                               cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t p,
@@ -832,10 +844,16 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   *found = 0;
   if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
   if (!shapes_agree(d, a, b, c, dl)) return CUBLAS_STATUS_NOT_SUPPORTED;
-  results[0] = cublasLtMatmulHeuristicResult_t{};
-  for (int i = 0; i < 4; i++) results[0].algo.data[i] = std::min<uint32_t>(p->align[i], 16);
-  results[0].state = CUBLAS_STATUS_SUCCESS;
-  *found = 1;
+  if (g_refusal.refuse_all || (g_refusal.refuse_bias && d->epilogue == CUBLASLT_EPILOGUE_BIAS))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  const int n = std::min(requested, emu::kEmuAlgos);
+  for (int j = 0; j < n; j++) {
+    results[j] = cublasLtMatmulHeuristicResult_t{};
+    for (int i = 0; i < 4; i++) results[j].algo.data[i] = std::min<uint32_t>(p->align[i], 16);
+    results[j].algo.data[4] = (uint64_t)j;  // the candidate's id (all compute the same)
+    results[j].state = CUBLAS_STATUS_SUCCESS;
+  }
+  *found = n;
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -58,6 +58,17 @@ struct cublasLtMatmulHeuristicResult_t {
   int reserved[4];
 };
 
+// The emulator's heuristic offers kEmuAlgos equivalent algorithms (so the timed choice among
+// candidates runs), unless told to refuse like a GPU's cuBLASLt can for some shapes: with
+// refuse_bias, none for the BIAS epilogue; with refuse_all, none at all (the fallback tests).
+namespace emu {
+constexpr int kEmuAlgos = 2;
+struct CublasLtRefusal {
+  bool refuse_bias = false, refuse_all = false;
+};
+void set_cublaslt_refusal(CublasLtRefusal r);
+}  // namespace emu
+
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* h);
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t h);
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t compute, cudaDataType_t scale);
