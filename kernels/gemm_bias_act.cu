@@ -45,14 +45,15 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_b
   emu::cp_async_cg16(dst, src, src_bytes);
 #else
   const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(src_bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(src_bytes)
+               : "memory");
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
 #ifdef CLIP_CUDA_EMU
   emu::cp_async_commit();
 #else
-  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 // Waits until at most N of this thread's committed groups are still in flight.
@@ -60,7 +61,7 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 #ifdef CLIP_CUDA_EMU
   emu::cp_async_wait(N);
 #else
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
 
