@@ -37,6 +37,7 @@ constexpr int kBM = 128, kBN = 128, kBK = 32;  // block tile
 constexpr int kThreads = 256;                  // 8 warps: 2 x 4, each 64 x 32
 constexpr int kLds = kBK + 8;                  // padded row of a staged tile (elements)
 constexpr int kLdc = kBN + 8;                  // padded row of the staged output tile
+                                               // (68 words: a warp's pair stores hit 32 banks)
 constexpr int kStage = (kBM + kBN) * kLds;     // one stage: x tile then w tile
 constexpr int kSmem = 2 * kStage > kBM * kLdc ? 2 * kStage : kBM * kLdc;  // elements
 
@@ -105,6 +106,7 @@ template <typename T> __device__ __forceinline__ uint32_t ld32(const T* p) {
 // Issues the copies of k step k0 into one stage: the x tile (rows m0..) and the w tile
 // (rows n0..), each 128 rows x 4 chunks of 8 elements, 2 chunks of each per thread. A chunk
 // past M, N or K is zero-filled (K, N multiples of 8: a chunk is all in or all out).
+static_assert(kBM == kBN, "load_stage copies the x and w tiles with the same rows");
 template <typename T>
 __device__ __forceinline__ void load_stage(T* st, const T* __restrict__ x, const T* __restrict__ w, int64_t M,
                                            int64_t N, int64_t K, int64_t m0, int64_t n0, int64_t k0) {

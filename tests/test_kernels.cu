@@ -360,6 +360,26 @@ TEST_P(GemmBiasActTest, MatchesCpu) {
 }
 INSTANTIATE_TEST_SUITE_P(kernels, GemmBiasActTest, testing::ValuesIn(gemm_params()), gemm_param_name);
 
+// The bias is read an element at a time: any alignment will do.
+TEST(kernels_gemm_bias_act, UnalignedBias) {
+  REQUIRE_CUDA();
+  for (DType dt : {DType::f16, DType::bf16}) {
+    const int64_t M = 9, N = 24, K = 40;
+    auto x = rounded(test::randn(M * K, 61), dt);
+    auto w = rounded(test::randn(N * K, 62, 1.0f / std::sqrt((float)K)), dt);
+    auto b = rounded(test::randn(N + 1, 63, 0.5f), dt);
+    std::vector<float> ref(M * N), naive(M * N);
+    linear_cpu(ref.data(), x.data(), w.data(), b.data() + 1, M, N, K, Act::quick_gelu);
+    linear_cpu(naive.data(), x.data(), w.data(), nullptr, M, N, K, Act::none);
+    for (size_t i = 0; i < naive.size(); i++)
+      naive[i] = round_to(act_ref(round_to(round_to(naive[i], dt) + b[1 + i % N], dt), Act::quick_gelu), dt);
+    auto dx = upload(x, dt), dw = upload(w, dt), db = upload(b, dt), dy = alloc_out(M * N, dt);
+    const void* bias = (const uint8_t*)db->data() + dtype_size(dt);
+    cuda::gemm_bias_act_forward(dy->data(), dx->data(), dw->data(), bias, M, N, K, Act::quick_gelu, dt, stream());
+    check_output("gemm_bias_act unaligned bias", *dy, download(*dy, M * N, dt), ref, naive, dt, K);
+  }
+}
+
 std::string dtype_param_name(const testing::TestParamInfo<DType>& i) { return dt_name(i.param); }
 
 // ---- cosine top-k -----------------------------------------------------------------------------
