@@ -103,24 +103,6 @@ template <typename T> __device__ __forceinline__ uint32_t ld32(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-// Issues the copies of k step k0 into one stage: the x tile (rows m0..) and the w tile
-// (rows n0..), each 128 rows x 4 chunks of 8 elements, 2 chunks of each per thread. A chunk
-// past M, N or K is zero-filled (K, N multiples of 8: a chunk is all in or all out).
-static_assert(kBM == kBN, "load_stage copies the x and w tiles with the same rows");
-template <typename T>
-__device__ __forceinline__ void load_stage(T* st, const T* __restrict__ x, const T* __restrict__ w, int64_t M,
-                                           int64_t N, int64_t K, int64_t m0, int64_t n0, int64_t k0) {
-#pragma unroll
-  for (int it = 0; it < kBM * kBK / 8 / kThreads; it++) {
-    const int i = threadIdx.x + it * kThreads;
-    const int row = i / (kBK / 8), ch = (i % (kBK / 8)) * 8;
-    const int64_t k = k0 + ch, m = m0 + row, n = n0 + row;
-    const bool kin = k < K;
-    cp_async16(st + row * kLds + ch, kin && m < M ? x + m * K + k : x, kin && m < M ? 16 : 0);
-    cp_async16(st + (kBM + row) * kLds + ch, kin && n < N ? w + n * K + k : w, kin && n < N ? 16 : 0);
-  }
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 2)
     gemm_bias_act_kernel(T* __restrict__ y, const T* __restrict__ x, const T* __restrict__ w,
@@ -139,13 +121,37 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int j = 0; j < 4; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
 
-  const int64_t steps = (K + kBK - 1) / kBK;
-  load_stage(smem, x, w, M, N, K, m0, n0, 0);
+  // This thread's copies of each step: 8 elements from column lc + k0 of rows lr and lr + 64
+  // of the x tile and of the w tile (a warp: 8 rows x 64 contiguous bytes). The row pointers
+  // are made once; a row past M or N, or a chunk past K (K a multiple of 8: a chunk is all in
+  // or all out), is a zero-fill that reads nothing.
+  const int lr = threadIdx.x / 4, lc = (threadIdx.x % 4) * 8;
+  const T* src[4];  // x rows lr, lr + 64, then w rows lr, lr + 64 (column lc)
+  bool in[4];
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int64_t m = m0 + lr + 64 * i, n = n0 + lr + 64 * i;
+    in[i] = m < M;
+    in[2 + i] = n < N;
+    src[i] = x + (in[i] ? m : 0) * K + lc;
+    src[2 + i] = w + (in[2 + i] ? n : 0) * K + lc;
+  }
+  auto load_stage = [&](T* st, int k0) {
+    const bool kin = k0 + lc < K;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const bool ok = kin && in[i];
+      cp_async16(st + ((i / 2) * kBM + lr + 64 * (i % 2)) * kLds + lc, ok ? src[i] + k0 : src[i], ok ? 16 : 0);
+    }
+  };
+
+  const int steps = (int)((K + kBK - 1) / kBK);
+  load_stage(smem, 0);
   cp_async_commit();
-  for (int64_t s = 0; s < steps; s++) {
+  for (int s = 0; s < steps; s++) {
     // The next step's copies go to the other stage (free: the barrier at the end of the
     // previous step); an empty group at the last step keeps the wait count uniform.
-    if (s + 1 < steps) load_stage(smem + ((s + 1) & 1) * kStage, x, w, M, N, K, m0, n0, (s + 1) * kBK);
+    if (s + 1 < steps) load_stage(smem + ((s + 1) & 1) * kStage, (s + 1) * kBK);
     cp_async_commit();
     cp_async_wait<1>();  // this step's group has landed
     __syncthreads();
@@ -220,8 +226,9 @@ void gemm_bias_act_forward(void* y, const void* x, const void* w, const void* b,
   CLIP_CHECK(y != x && y != w, "gemm_bias_act: y must not alias x or w");
   if (M == 0) return;
   const int64_t col_tiles = ceil_div(N, kBN), tiles = ceil_div(M, kBM) * col_tiles;
-  CLIP_CHECK(tiles < (int64_t)1 << 31, "gemm_bias_act: M=%lld N=%lld is too large (%lld tiles)",
-             (long long)M, (long long)N, (long long)tiles);
+  CLIP_CHECK(tiles < (int64_t)1 << 31 && K < (int64_t)1 << 31,
+             "gemm_bias_act: M=%lld N=%lld K=%lld is too large (%lld tiles)", (long long)M, (long long)N,
+             (long long)K, (long long)tiles);
   const dim3 grid((unsigned)tiles);
   if (dt == DType::f16)
     launch(gemm_bias_act_kernel<__half>, grid, dim3(kThreads), 0, stream, (__half*)y, (const __half*)x,
