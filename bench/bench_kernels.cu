@@ -18,6 +18,10 @@
 //                device-to-device cudaMemcpy of the fused kernel's byte count.
 //   bias+gelu    broadcast add kernel then activation kernel (two passes).
 //   linear+gelu  cublasGemmEx then our bias+act kernel, vs linear_forward (cuBLASLt).
+//   gemm+bias+act  the fused kernel (kernels/gemm_bias_act.cu) vs linear_forward (cuBLASLt GEMM
+//                then the bias+act kernel) at the MLPs' FC1 shapes, and their ratio (baseline
+//                time / fused time: above 1 the fused kernel is faster). The two outputs' first and
+//                last 1024 rows are compared once before timing (worst difference on stderr).
 //   cosine top-k cuBLAS GEMM writing the full M x N f16 score matrix, then a separate
 //                warp-per-row top-k over it.
 //   patch embed  the GEMM alone (cublasGemmEx on the gathered matrix).
@@ -267,6 +271,45 @@ void bench_linear(Bench& bn, CudaContext& ctx, cublasHandle_t h, DType dt, int64
   bn.row("linear", shape, dt, "cublasGemmEx_plus_bias_act", us, flop, true);
 }
 
+void bench_gemm_bias_act(Bench& bn, CudaContext& ctx, DType dt, int64_t M, int64_t N, int64_t K, Act act) {
+  Buffer x = random_dev(M * K, dt, 11), w = random_dev(N * K, dt, 12), b = random_dev(N, dt, 13),
+         y(M * N * dtype_size(dt), Device::cuda), yref(M * N * dtype_size(dt), Device::cuda);
+  const double flop = 2.0 * M * N * K;
+  const std::string shape = shp({M, N, K}) + "_" + act_name(act);
+  auto fused = [&] { cuda::gemm_bias_act_forward(y.data(), x.data(), w.data(), b.data(), M, N, K, act, dt, bn.s); };
+  auto base = [&] {
+    cuda::linear_forward(ctx, yref.data(), x.data(), w.data(), b.data(), M, N, K, act, dt, bn.s);
+  };
+  fused();
+  base();
+  CUDA_CHECK(cudaStreamSynchronize(bn.s));
+  // The first and the last rows (at most 1024 of each) of both outputs.
+  const int64_t rows = std::min<int64_t>(M, 1024);
+  double worst = 0, scale = 0;
+  for (int64_t r0 : {(int64_t)0, M - rows}) {
+    const size_t n = (size_t)(rows * N), off = (size_t)(r0 * N) * dtype_size(dt);
+    std::vector<uint8_t> h(n * dtype_size(dt));
+    std::vector<float> got(n), ref(n);
+    CUDA_CHECK(cudaMemcpy(h.data(), (uint8_t*)y.data() + off, h.size(), cudaMemcpyDeviceToHost));
+    convert_cpu(got.data(), DType::f32, h.data(), dt, (int64_t)n);
+    CUDA_CHECK(cudaMemcpy(h.data(), (uint8_t*)yref.data() + off, h.size(), cudaMemcpyDeviceToHost));
+    convert_cpu(ref.data(), DType::f32, h.data(), dt, (int64_t)n);
+    for (size_t i = 0; i < n; i++) {
+      worst = std::max(worst, (double)std::fabs(got[i] - ref[i]));
+      scale = std::max(scale, (double)std::fabs(ref[i]));
+    }
+  }
+  fprintf(stderr, "gemm_bias_act %s %s: fused vs cuBLASLt + bias_act: max |diff| %.3g (max |y| %.3g)\n",
+          shape.c_str(), dtype_name(dt), worst, scale);
+  const double us_fused = bn.time_us(fused);
+  bn.row("gemm_bias_act", shape, dt, "fused", us_fused, flop, true);
+  const double us_base = bn.time_us(base);
+  bn.row("gemm_bias_act", shape, dt, "cublaslt_plus_bias_act", us_base, flop, true);
+  printf("gemm_bias_act,%s,%s,speedup_fused_vs_cublaslt_plus_bias_act,,%.3f,x,\n", shape.c_str(), dtype_name(dt),
+         us_base / us_fused);
+  fflush(stdout);
+}
+
 void bench_cosine_topk(Bench& bn, CudaContext& ctx, cublasHandle_t h, DType dt, int64_t M,
                        int64_t N, int C, int k) {
   const size_t es = dtype_size(dt);
@@ -457,6 +500,13 @@ int main() {
     bench_linear(bn, ctx, h, DType::f16, 32 * 197, 3072, 768, Act::gelu);
     bench_linear(bn, ctx, h, DType::f16, 32 * 197, 2304, 768, Act::none);
     bench_linear(bn, ctx, h, DType::f16, 32 * 257, 4096, 1024, Act::quick_gelu);
+
+    // FC1 of ViT-B/32 and of the text tower at batch 1024, SigLIP B/16 at batch 256.
+    for (DType dt : {DType::f16, DType::bf16}) {
+      bench_gemm_bias_act(bn, ctx, dt, 1024 * 50, 3072, 768, Act::quick_gelu);
+      bench_gemm_bias_act(bn, ctx, dt, 1024 * 77, 2048, 512, Act::quick_gelu);
+      bench_gemm_bias_act(bn, ctx, dt, 256 * 196, 3072, 768, Act::gelu_tanh);
+    }
 
     bench_patch_embed(bn, ctx, h, DType::f16, 32, 224, 16, 768);
     bench_patch_embed(bn, ctx, h, DType::f16, 32, 224, 14, 1024);

@@ -151,7 +151,8 @@ step torch 90 all "python3 bench/torch_gpu_baseline.py --arch ViT-B-32 --batch-s
 MEMCHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*:*AttentionTest*_B2_T77_NH8_*cuda*:*AttentionPoolTest*_T17_*cuda*:*AttentionPoolTest*_T130_*cuda*'
 MEMCHECK_OPS+=':*LayerNormTest*_C17_*cuda*:*LayerNormTest*_C768_*cuda*:*L2NormalizeTest*cuda*:*SoftmaxTest*cuda*'
 MEMCHECK_OPS+=':*ClassPosTest*cuda*:*EmbeddingTest*cuda*:*GatherRowsTest*cuda*:*AddTest*cuda*'
-MEMCHECK_FILTER='*OutputsMayAliasX*:*BiasAct*_M3_N17_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*:*GraphTest*'
+GEMM_FILTER='*GemmBiasAct*/f16_gelu_M129_N136_K72_bias:*GemmBiasAct*/bf16_none_M129_N136_K72_nobias'
+MEMCHECK_FILTER="*OutputsMayAliasX*:*BiasAct*_M3_N17_*:*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*:*GraphTest*:$GEMM_FILTER"
 step memcheck 45 5 "$OURS $SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_ops \
   --gtest_filter='$MEMCHECK_OPS' && $OURS $SANITIZER --tool memcheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$MEMCHECK_FILTER'"
@@ -159,7 +160,7 @@ step memcheck 45 5 "$OURS $SANITIZER --tool memcheck --error-exitcode 1 $BUILD/t
 step kernels 40 all "$OURS $BUILD/bench/bench_kernels"
 
 RACECHECK_OPS='*AttentionTest*_T17_*cuda*:*AttentionTest*_T65_*cuda*:*AttentionPoolTest*_T17_*cuda*:*AttentionPoolTest*_T130_*cuda*'
-RACECHECK_FILTER='*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*'
+RACECHECK_FILTER="*CosineTopk*_M3_N17_*:*CosineTopk*_M129_*:$GEMM_FILTER"
 step racecheck 30 5 "$OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_ops \
   --gtest_filter='$RACECHECK_OPS' && $OURS $SANITIZER --tool racecheck --error-exitcode 1 $BUILD/tests/test_kernels \
   --gtest_filter='$RACECHECK_FILTER'"

@@ -127,6 +127,14 @@ void linear_forward(CudaContext& ctx, void* y, const void* x, const void* w, con
 void linear_fallback_forward(void* y, const void* x, const void* w, const void* r, int64_t M, int64_t N, int64_t K,
                              DType dt, cudaStream_t stream, float alpha = 1.0f);
 
+// kernels/gemm_bias_act.cu. y [M, N] = act(x [M, K] · w [N, K]ᵀ + b [N]) in one kernel
+// (tensor cores, f32 accumulation, bias + act in the epilogue, one rounding); b may be null.
+// f16 / bf16 only, M >= 0, N and K multiples of 8, x, w and y 16-byte aligned, y not
+// aliasing x or w (gemm_bias_act_supports says whether N, K, dt are).
+bool gemm_bias_act_supports(int64_t N, int64_t K, DType dt);
+void gemm_bias_act_forward(void* y, const void* x, const void* w, const void* b, int64_t M, int64_t N,
+                           int64_t K, Act act, DType dt, cudaStream_t stream);
+
 // kernels/cosine_topk.cu.
 // out [M, N] = scale * cos(a_i, b_j): both sides L2-normalized into scratch (of
 // cosine_sim_scratch_bytes() bytes), then one GEMM with alpha = scale.

@@ -1,6 +1,7 @@
 // The CUDA kernels that are not graph ops, or properties of one beyond what tests/test_ops.cpp
-// checks of every op on every backend: bias + activation, cuBLASLt's bias epilogue, outputs
-// aliasing inputs, cosine top-k, against their CPU reference (engine/cpu_ops.h); a
+// checks of every op on every backend: bias + activation, cuBLASLt's bias epilogue, the fused
+// GEMM + bias + activation, outputs aliasing inputs, cosine top-k, against their CPU
+// reference (engine/cpu_ops.h); a
 // graph-level test (compile_cpu vs compile_cuda), input staging, and host-only tests of the
 // launch arithmetic.
 //
@@ -354,6 +355,113 @@ TEST(kernels_linear, FallsBackWhereCublasLtHasNoAlgorithm) {
   }
 }
 #endif
+
+// ---- GEMM + bias + activation, fused (kernels/gemm_bias_act.cu) ------------------------------
+
+TEST(kernels_host, GemmBiasActSupportsAndChecks) {
+  EXPECT_TRUE(cuda::gemm_bias_act_supports(3072, 768, DType::f16));
+  EXPECT_TRUE(cuda::gemm_bias_act_supports(8, 8, DType::bf16));
+  EXPECT_FALSE(cuda::gemm_bias_act_supports(3072, 768, DType::f32));
+  EXPECT_FALSE(cuda::gemm_bias_act_supports(12, 768, DType::f16));
+  EXPECT_FALSE(cuda::gemm_bias_act_supports(3072, 20, DType::bf16));
+  // Checked before anything is launched: an error naming the sizes, never a crash.
+  std::vector<char> h(64 * 1024);
+  void* p = (void*)(((uintptr_t)h.data() + 15) & ~(uintptr_t)15);
+  try {
+    cuda::gemm_bias_act_forward(p, p, p, nullptr, 4, 12, 16, Act::gelu, DType::f16, nullptr);
+    ADD_FAILURE() << "N=12 did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("N=12"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cuda::gemm_bias_act_forward(p, p, p, nullptr, -1, 16, 16, Act::none, DType::f16, nullptr),
+               Error);
+  EXPECT_THROW(cuda::gemm_bias_act_forward(p, p, p, nullptr, 4, 16, 16, Act::none, DType::f32, nullptr),
+               Error);
+  EXPECT_THROW(cuda::gemm_bias_act_forward((char*)p + 2, (char*)p + 4096, (char*)p + 8192, nullptr, 4, 16, 16,
+                                           Act::none, DType::f16, nullptr),
+               Error);
+}
+
+struct GemmParam {
+  DType dt;
+  Act act;
+  int64_t M, N, K;
+  bool bias;
+  bool gpu_only = false;
+};
+std::string gemm_param_name(const testing::TestParamInfo<GemmParam>& i) {
+  const auto& p = i.param;
+  return dt_name(p.dt) + "_" + act_name(p.act) + "_M" + std::to_string(p.M) + "_N" + std::to_string(p.N) +
+         "_K" + std::to_string(p.K) + (p.gpu_only ? "_GpuOnly_" : "_") + (p.bias ? "bias" : "nobias");
+}
+void PrintTo(const GemmParam& p, std::ostream* os) { *os << gemm_param_name({p, 0}); }
+std::vector<GemmParam> gemm_params() {
+  std::vector<GemmParam> v;
+  for (DType dt : {DType::f16, DType::bf16}) {
+    // Odd shapes: one row, a ragged row tile, ragged column tiles, K under one step and past it.
+    for (Act a : {Act::none, Act::quick_gelu, Act::gelu, Act::gelu_tanh, Act::relu})
+      for (int64_t M : {1, 7, 129})
+        for (int64_t N : {8, 136})
+          for (int64_t K : {8, 72}) v.push_back({dt, a, M, N, K, true});
+    v.push_back({dt, Act::none, 129, 136, 72, false});
+    v.push_back({dt, Act::gelu, 7, 8, 8, false});
+    // FC1 of ViT-B/32 and SigLIP B/16 (N 3072, K 768) and of the text tower (N 2048, K 512):
+    // a few rows here, the real batches (ViT-B/32 and text at batch 1024, SigLIP at 256) on GPUs.
+    v.push_back({dt, Act::quick_gelu, 200, 3072, 768, true});
+    v.push_back({dt, Act::gelu, 77, 2048, 512, true});
+    v.push_back({dt, Act::quick_gelu, 51200, 3072, 768, true, true});
+    v.push_back({dt, Act::quick_gelu, 78848, 2048, 512, true, true});
+    v.push_back({dt, Act::gelu_tanh, 50176, 3072, 768, true, true});
+  }
+  return v;
+}
+// Against the CPU linear op on the inputs rounded to the dtype, with the linear tests' error budget:
+// the naive implementation stores the GEMM output, the biased value and the activation, each
+// rounded (what cuBLASLt + the bias_act kernel do).
+class GemmBiasActTest : public testing::TestWithParam<GemmParam> {};
+TEST_P(GemmBiasActTest, MatchesCpu) {
+  REQUIRE_CUDA();
+  const auto p = GetParam();
+  const size_t n = (size_t)(p.M * p.N);
+  auto x = rounded(test::randn((size_t)(p.M * p.K), 51), p.dt);
+  auto w = rounded(test::randn((size_t)(p.N * p.K), 52, 1.0f / std::sqrt((float)p.K)), p.dt);
+  auto b = rounded(test::randn((size_t)p.N, 53, 0.5f), p.dt);
+  // One CPU GEMM (the real batches are 10^11 flop): ref = act(x wᵀ + b) in f32 as linear_cpu.
+  std::vector<float> ref(n), naive(n);
+  linear_cpu(naive.data(), x.data(), w.data(), nullptr, p.M, p.N, p.K, Act::none);
+  for (int64_t i = 0; i < (int64_t)n; i++) {
+    const float bi = p.bias ? b[(size_t)(i % p.N)] : 0.0f;
+    ref[i] = act_ref(naive[i] + bi, p.act);
+    float v = round_to(naive[i], p.dt);
+    if (p.bias) v = round_to(v + bi, p.dt);
+    naive[i] = round_to(act_ref(v, p.act), p.dt);
+  }
+  auto dx = upload(x, p.dt), dw = upload(w, p.dt), db = upload(b, p.dt), dy = alloc_out(n, p.dt);
+  cuda::gemm_bias_act_forward(dy->data(), dx->data(), dw->data(), p.bias ? db->data() : nullptr, p.M, p.N, p.K,
+                              p.act, p.dt, stream());
+  check_output("gemm_bias_act", *dy, download(*dy, n, p.dt), ref, naive, p.dt, p.K);
+}
+INSTANTIATE_TEST_SUITE_P(kernels, GemmBiasActTest, testing::ValuesIn(gemm_params()), gemm_param_name);
+
+// The bias is read an element at a time: any alignment will do.
+TEST(kernels_gemm_bias_act, UnalignedBias) {
+  REQUIRE_CUDA();
+  for (DType dt : {DType::f16, DType::bf16}) {
+    const int64_t M = 9, N = 24, K = 40;
+    auto x = rounded(test::randn(M * K, 61), dt);
+    auto w = rounded(test::randn(N * K, 62, 1.0f / std::sqrt((float)K)), dt);
+    auto b = rounded(test::randn(N + 1, 63, 0.5f), dt);
+    std::vector<float> ref(M * N), naive(M * N);
+    linear_cpu(ref.data(), x.data(), w.data(), b.data() + 1, M, N, K, Act::quick_gelu);
+    linear_cpu(naive.data(), x.data(), w.data(), nullptr, M, N, K, Act::none);
+    for (size_t i = 0; i < naive.size(); i++)
+      naive[i] = round_to(act_ref(round_to(round_to(naive[i], dt) + b[1 + i % N], dt), Act::quick_gelu), dt);
+    auto dx = upload(x, dt), dw = upload(w, dt), db = upload(b, dt), dy = alloc_out(M * N, dt);
+    const void* bias = (const uint8_t*)db->data() + dtype_size(dt);
+    cuda::gemm_bias_act_forward(dy->data(), dx->data(), dw->data(), bias, M, N, K, Act::quick_gelu, dt, stream());
+    check_output("gemm_bias_act unaligned bias", *dy, download(*dy, M * N, dt), ref, naive, dt, K);
+  }
+}
 
 std::string dtype_param_name(const testing::TestParamInfo<DType>& i) { return dt_name(i.param); }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <emu_cp_async.h>
 #include <mma.h>
 
 #include "kernels/cuda_common.cuh"
@@ -197,6 +198,31 @@ TEST(Emulator, BrokenCollectivesAreErrors) {
   launch(shuffles, dim3(1), dim3(64), 0, nullptr, good.p);
   CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_EQ(good.get()[0], 5);  // thread 0's xor-5 shuffle
+}
+
+// Thread t copies 16 bytes of x + 4t into shared memory by cp.async with src_bytes = 4 (t % 5)
+// (the rest zero-filled), then y gets the shared row. `shift` misaligns the source.
+__global__ void cp_async_rows(float* y, const float* x, int shift) {
+  __shared__ __align__(16) float s[4 * 8];
+  const int t = threadIdx.x;
+  emu::cp_async_cg16(s + 4 * t, x + 4 * t + shift, 4 * (t % 5));
+  emu::cp_async_commit();
+  emu::cp_async_wait(0);
+  __syncthreads();
+  for (int i = 0; i < 4; i++) y[4 * t + i] = s[4 * t + i];
+}
+
+TEST(Emulator, CpAsyncCopiesAndZeroFills) {
+  Dev<float> x(40), y(32);
+  std::vector<float> h(40);
+  for (int i = 0; i < 40; i++) h[i] = (float)(i + 1);
+  x.put(h);
+  launch(cp_async_rows, dim3(1), dim3(8), 0, nullptr, y.p, (const float*)x.p, 0);
+  const auto o = y.get();
+  for (int t = 0; t < 8; t++)
+    for (int i = 0; i < 4; i++) EXPECT_EQ(o[4 * t + i], i < t % 5 ? h[4 * t + i] : 0.0f) << t << "," << i;
+  const std::string e = error_of([&] { launch(cp_async_rows, dim3(1), dim3(8), 0, nullptr, y.p, (const float*)x.p, 1); });
+  EXPECT_TRUE(has_all(e, {"cp.async.cg", "not 16-byte aligned"})) << e;
 }
 
 __global__ void add_one(int* x) { x[threadIdx.x] += 1; }
