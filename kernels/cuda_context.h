@@ -29,10 +29,10 @@ struct LinearPlanKey {
 };
 
 // How a linear layer runs: cuBLASLt's chosen algorithm (with the bias in its epilogue or not;
-// then the bias + activation kernel follows), or the project's own fallback GEMM where cuBLASLt
-// has no algorithm.
+// then the bias + activation kernel follows), the fused GEMM + bias + activation kernel, or the
+// project's own fallback GEMM where cuBLASLt has no algorithm.
 struct LinearPlan {
-  enum Kind { cublaslt, fallback } kind = cublaslt;
+  enum Kind { cublaslt, fused, fallback } kind = cublaslt;
   bool bias_epilogue = false;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // w, x, y (column-major view)

@@ -16,7 +16,8 @@
 // no alignment preference to filter algorithms on); any other bias goes to the bias kernel.
 // cuBLASLt's GELU epilogues are the tanh approximation (we need erf) and it has no
 // QuickGELU, so an activation runs as a GEMM without bias followed by the vectorized
-// bias + activation kernel (kernels/activation.cu).
+// bias + activation kernel (kernels/activation.cu), or as our GEMM with the bias and the
+// activation in its epilogue (kernels/gemm_bias_act.cu, f16/bf16), whichever is faster.
 //
 // Plans, made once per LinearPlanKey (sizes, dtype, activation, bias, residual, alignment) and
 // cached in the CudaContext:
@@ -26,6 +27,10 @@
 //     synchronises the stream once per new shape; under stream capture (where it cannot)
 //     the heuristic's first is taken. The executor's first run is eager, so plans are made
 //     outside its capture.
+//   - with an activation, where gemm_bias_act takes the shape (f16/bf16, N and K multiples of 8,
+//     x, w, y 16-byte aligned): cuBLASLt's best + the bias_act pass is timed against it, as a
+//     whole call each, and the faster kept. On the emulator, whose clock says nothing of a GPU,
+//     the fused kernel is taken wherever it applies (so the model tests run it).
 //   - fallbacks, each said once on stderr per shape: no algorithm with the BIAS epilogue ->
 //     the GEMM without it and the bias kernel; no algorithm at all -> gemm_fallback_kernel
 //     below (a plain tiled GEMM, slower, any shape and alignment).
@@ -34,6 +39,7 @@
 //
 // gemm_fallback_kernel: one 16 x 16 tile of y per block (16 x 16 threads), K in steps of 16
 // through shared memory, f32 sums; grid (ceil(N/16), ceil(M/16)).
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -161,24 +167,37 @@ cublasStatus_t run_lt(CudaContext& ctx, const LinearPlan& p, const cublasLtMatmu
                         &algo, ctx.workspace(), ctx.workspace_bytes(), stream);
 }
 
-// Milliseconds per run of candidate `algo` (one warm-up, then kTimedRuns between two events);
-// a negative value when the algorithm fails to run.
-float time_candidate(CudaContext& ctx, const LinearPlan& p, const cublasLtMatmulAlgo_t& algo, const Operands& o,
-                     cudaStream_t stream) {
-  if (run_lt(ctx, p, algo, o, stream) != CUBLAS_STATUS_SUCCESS) return -1.0f;
+// Milliseconds per call of f (one warm-up, then kTimedRuns between two events).
+template <typename F>
+float time_call(cudaStream_t stream, F&& f) {
+  f();
   cudaEvent_t e0 = nullptr, e1 = nullptr;
   CUDA_CHECK(cudaEventCreate(&e0));
   CUDA_CHECK(cudaEventCreate(&e1));
   CUDA_CHECK(cudaEventRecord(e0, stream));
-  bool ok = true;
-  for (int i = 0; i < kTimedRuns && ok; i++) ok = run_lt(ctx, p, algo, o, stream) == CUBLAS_STATUS_SUCCESS;
+  for (int i = 0; i < kTimedRuns; i++) f();
   CUDA_CHECK(cudaEventRecord(e1, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   float ms = 0.0f;
   CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-  return ok ? ms / kTimedRuns : -1.0f;
+  return ms / kTimedRuns;
+}
+
+// Whether gemm_bias_act can compute this call (an activation, no residual, alpha 1).
+bool fusable(const LinearPlanKey& key, DType dt, const Operands& o) {
+  return key.act != (int)Act::none && !key.residual && o.alpha == 1.0f && gemm_bias_act_supports(key.N, key.K, dt) &&
+         aligned16(o.x) && aligned16(o.w) && aligned16(o.y);
+}
+
+// Milliseconds per run of candidate `algo`; a negative value when the algorithm fails to run.
+float time_candidate(CudaContext& ctx, const LinearPlan& p, const cublasLtMatmulAlgo_t& algo, const Operands& o,
+                     cudaStream_t stream) {
+  if (run_lt(ctx, p, algo, o, stream) != CUBLAS_STATUS_SUCCESS) return -1.0f;
+  bool ok = true;
+  const float ms = time_call(stream, [&] { ok = ok && run_lt(ctx, p, algo, o, stream) == CUBLAS_STATUS_SUCCESS; });
+  return ok ? ms : -1.0f;
 }
 
 LinearPlan make_plan(CudaContext& ctx, const LinearPlanKey& key, DType dt, const Operands& o, cudaStream_t stream) {
@@ -217,6 +236,22 @@ LinearPlan make_plan(CudaContext& ctx, const LinearPlanKey& key, DType dt, const
   }
   p.algo = cands[best].algo;
   p.workspace_bytes = cands[best].workspaceSize;
+  if (fusable(key, dt, o) && capturing == cudaStreamCaptureStatusNone) {
+#ifdef CLIP_CUDA_EMU
+    p.kind = LinearPlan::fused;
+#else
+    const Act act = (Act)key.act;
+    const float lt_ms = time_call(stream, [&] {
+      CUBLAS_CHECK(run_lt(ctx, p, p.algo, o, stream));
+      bias_act_forward(o.y, o.y, o.b, key.M, key.N, act, dt, stream);
+    });
+    const float fused_ms = time_call(stream, [&] {
+      gemm_bias_act_forward(o.y, o.x, o.w, o.b, key.M, key.N, key.K, act, dt, stream);
+    });
+    if (fused_ms < lt_ms) p.kind = LinearPlan::fused;
+    p.best_ms = std::min(lt_ms, fused_ms);
+#endif
+  }
   return p;
 }
 
@@ -257,6 +292,10 @@ void linear_forward(CudaContext& ctx, void* y, const void* x, const void* w, con
   const Operands o{y, x, w, b, r, alpha};
   LinearPlan* plan = ctx.find_linear_plan(key);
   if (!plan) plan = &ctx.add_linear_plan(key, make_plan(ctx, key, dt, o, stream));
+  if (plan->kind == LinearPlan::fused) {
+    gemm_bias_act_forward(y, x, w, b, M, N, K, act, dt, stream);
+    return;
+  }
   if (plan->kind == LinearPlan::fallback) {
     linear_fallback_forward(y, x, w, r, M, N, K, dt, stream, alpha);
   } else {

@@ -275,9 +275,9 @@ TEST(kernels_linear, UnalignedBias) {
 
 // The plan cached for y = x wᵀ + b (+ r) at these pointers (the key linear_forward makes).
 const LinearPlan* plan_of(const void* y, const void* x, const void* w, const void* b, const void* r, int64_t M,
-                          int64_t N, int64_t K, DType dt) {
+                          int64_t N, int64_t K, DType dt, Act act = Act::none) {
   LinearPlanKey k;
-  k.M = M, k.N = N, k.K = K, k.dtype = (int)dt, k.act = (int)Act::none;
+  k.M = M, k.N = N, k.K = K, k.dtype = (int)dt, k.act = (int)act;
   k.bias = b != nullptr, k.bias16 = b && cuda::aligned16(b), k.residual = r != nullptr;
   k.align = 16;
   for (const void* p : {y, x, w, r})
@@ -322,6 +322,41 @@ TEST(kernels_linear, TimesTheCandidatesOnce) {
     run_residual_linear(9, 40, 24, dt, 70);  // same shape and alignment: the cached plan
     EXPECT_EQ(ctx().linear_plan_count(), plans);
   }
+}
+
+// With an activation, the plan takes whichever is faster of cuBLASLt + the bias_act pass and
+// the fused gemm_bias_act (the fused one on the emulator, whose timings mean nothing); f32 and
+// shapes the fused kernel does not take stay on cuBLASLt. Either way the result is the same.
+TEST(kernels_linear, ActivationRunsFusedOrNotAlike) {
+  REQUIRE_CUDA();
+  struct Shape {
+    int64_t M, N, K;
+    bool fusable;
+  };
+  for (DType dt : kDTypes)
+    for (const Shape s : {Shape{19, 72, 40, true}, Shape{6, 20, 12, false}}) {
+      auto x = rounded(test::randn(s.M * s.K, 110), dt);
+      auto w = rounded(test::randn(s.N * s.K, 111, 1.0f / std::sqrt((float)s.K)), dt);
+      auto b = rounded(test::randn(s.N, 112, 0.5f), dt);
+      std::vector<float> ref(s.M * s.N), naive(s.M * s.N);
+      linear_cpu(ref.data(), x.data(), w.data(), b.data(), s.M, s.N, s.K, Act::quick_gelu);
+      linear_cpu(naive.data(), x.data(), w.data(), nullptr, s.M, s.N, s.K, Act::none);
+      for (size_t i = 0; i < naive.size(); i++)
+        naive[i] = round_to(act_ref(round_to(round_to(naive[i], dt) + b[i % s.N], dt), Act::quick_gelu), dt);
+      auto dx = upload(x, dt), dw = upload(w, dt), db = upload(b, dt), dy = alloc_out(s.M * s.N, dt);
+      cuda::linear_forward(ctx(), dy->data(), dx->data(), dw->data(), db->data(), s.M, s.N, s.K, Act::quick_gelu, dt,
+                           stream());
+      check_output("linear + quick_gelu", *dy, download(*dy, s.M * s.N, dt), ref, naive, dt, s.K);
+      const LinearPlan* p =
+          plan_of(dy->data(), dx->data(), dw->data(), db->data(), nullptr, s.M, s.N, s.K, dt, Act::quick_gelu);
+      ASSERT_NE(p, nullptr);
+      const bool fusable = s.fusable && dt != DType::f32;
+#ifdef CLIP_CUDA_EMU
+      EXPECT_EQ(p->kind == LinearPlan::fused, fusable) << dt_name(dt) << " N" << s.N;
+#else
+      if (!fusable) EXPECT_EQ(p->kind, LinearPlan::cublaslt) << dt_name(dt) << " N" << s.N;
+#endif
+    }
 }
 
 #ifdef CLIP_CUDA_EMU
