@@ -23,7 +23,7 @@ OpCost node_cost(const Graph& g, const Node& n) {
       break;
     case Op::patch_embed:       // w [C, 3, P, P]
     case Op::patch_embed_rgb8:  // w [C, 3, P, P]
-    case Op::conv2d:       // w [Co, k, k, Ci]
+    case Op::conv2d:            // w [Co, k, k, Ci]
       c.flops = 2 * out * (double)(shape(1).numel() / shape(1)[0]);
       break;
     case Op::attention:

@@ -70,6 +70,7 @@ void patch_embed_rgb8(const CpuRun& r) {
   } else {
     const int64_t per = 3 * H * W;
     r.scratch.resize((size_t)(B * per));
+#pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < B; b++) normalize_rgb8_cpu(r.scratch.data() + b * per, rgb + b * per, H, W, p.mean, p.std);
     patch_embed_cpu(r.out(), r.scratch.data(), r.in(1), B, H, W, P, w[0]);
   }
