@@ -922,6 +922,27 @@ TEST(PatchEmbedRgb8, GraphFoldsTheNormalizationIntoThePatchEmbedding) {
   EXPECT_EQ(std::memcmp(a[0].t.data, b[1].t.data, (size_t)a[0].t.shape.numel() * 4), 0);
 }
 
+// The CPU patch rows from bytes are the formula's f32 values exactly, edges left out (53 = 3 x 17 + 2).
+TEST(PatchEmbedRgb8, CpuPatchRowsAreTheNormalizedBytesExactly) {
+  const int64_t B = 2, H = 53, W = 40, P = 17, GH = H / P, GW = W / P, K = 3 * P * P;
+  std::vector<uint8_t> rgb((size_t)(B * H * W * 3));
+  for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 131 + 7) % 256);
+  std::vector<float> rows((size_t)(B * GH * GW * K));
+  patch_gather_rgb8_cpu(rows.data(), rgb.data(), B, H, W, P, kRgbMean, kRgbStd);
+  size_t bad = 0;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t gy = 0; gy < GH; gy++)
+      for (int64_t gx = 0; gx < GW; gx++)
+        for (int64_t c = 0; c < 3; c++)
+          for (int64_t ky = 0; ky < P; ky++)
+            for (int64_t kx = 0; kx < P; kx++) {
+              const uint8_t v = rgb[(size_t)(((b * H + gy * P + ky) * W + gx * P + kx) * 3 + c)];
+              const float want = ((float)v / 255.0f - kRgbMean[c]) / kRgbStd[c];
+              bad += rows[(size_t)(((b * GH + gy) * GW + gx) * K + (c * P + ky) * P + kx)] != want;
+            }
+  EXPECT_EQ(bad, 0u);
+}
+
 // ---- class_pos --------------------------------------------------------------------------------------
 // Exact on the CPU (one f32 add).
 struct ClassPosShape {
