@@ -290,11 +290,12 @@ void patch_gather_rgb8_cpu(float* patches, const uint8_t* rgb, int64_t B, int64_
     for (int64_t g = 0; g < G; g++) {
       const int64_t gy = g / GW, gx = g % GW;
       float* dst = patches + (b * G + g) * K;
-      for (int64_t ky = 0; ky < P; ky++) {
-        const uint8_t* src = rgb + ((b * H + gy * P + ky) * W + gx * P) * 3;
-        for (int64_t kx = 0; kx < P; kx++)
-          for (int64_t c = 0; c < 3; c++) dst[(c * P + ky) * P + kx] = lut[c][src[kx * 3 + c]];
-      }
+      for (int64_t c = 0; c < 3; c++)
+        for (int64_t ky = 0; ky < P; ky++) {
+          const uint8_t* src = rgb + ((b * H + gy * P + ky) * W + gx * P) * 3 + c;
+          float* row = dst + (c * P + ky) * P;
+          for (int64_t kx = 0; kx < P; kx++) row[kx] = lut[c][src[kx * 3]];
+        }
     }
 }
 
