@@ -25,6 +25,7 @@
 //   cosine top-k cuBLAS GEMM writing the full M x N f16 score matrix, then a separate
 //                warp-per-row top-k over it.
 //   patch embed  the GEMM alone (cublasGemmEx on the gathered matrix).
+//   patch front  bytes to the patch matrix: normalize_rgb8 then the float gather (two passes).
 //   conv2d       cuDNN's convolution with bias and ReLU fused (cudnnConvolutionBiasActivation-
 //                Forward; NHWC tensors, KRSC filters, f32 accumulation, the fastest algorithm
 //                cudnnFindConvolutionForwardAlgorithm measures), at RN50's shapes, against ours
@@ -364,6 +365,29 @@ void bench_patch_embed(Bench& bn, CudaContext& ctx, cublasHandle_t h, DType dt, 
   bn.row("patch_embed", shape, dt, "gemm_only_cublas", us, flop, true);
 }
 
+// The image front on bytes: rgb [B, H, H, 3] u8 to the patch matrix, fused (patch_embed_rgb8's
+// gather) against normalize_rgb8 then the float gather; bytes: the rgb read and the matrix
+// written once (the floor; the unfused pair also writes and reads the float pixels).
+void bench_patch_front(Bench& bn, DType dt, int B, int H, int P) {
+  const int G = (H / P) * (H / P), K = 3 * P * P;
+  const size_t nrgb = (size_t)B * H * H * 3;
+  const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, sd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+  Buffer rgb(nrgb, Device::cuda), px(nrgb * dtype_size(dt), Device::cuda);
+  CUDA_CHECK(cudaMemset(rgb.data(), 0x5a, nrgb));
+  Buffer cols(cuda::patch_embed_scratch_bytes(B, H, H, P, dt), Device::cuda);
+  const double bytes = (double)nrgb + (double)B * G * K * dtype_size(dt);
+  const std::string shape = shp({B, H, P});
+  double us = bn.time_us([&] {
+    cuda::patch_gather_rgb8_forward(cols.data(), (const uint8_t*)rgb.data(), B, H, H, P, mean, sd, dt, bn.s);
+  });
+  bn.row("patch_front_rgb8", shape, dt, "fused_gather", us, bytes, false);
+  us = bn.time_us([&] {
+    cuda::normalize_rgb8_forward(px.data(), (const uint8_t*)rgb.data(), B, H, H, mean, sd, dt, bn.s);
+    cuda::patch_gather_forward(cols.data(), px.data(), B, H, H, P, dt, bn.s);
+  });
+  bn.row("patch_front_rgb8", shape, dt, "normalize_then_gather", us, bytes, false);
+}
+
 #if CLIP_BENCH_CUDNN
 // cuDNN's fused convolution + bias + ReLU on NHWC data: y = relu(conv(x, w) + b).
 void cudnn_conv_bias_relu(Bench& bn, cudnnHandle_t dnn, DType dt, const std::string& shape, double flop, int B, int H,
@@ -510,6 +534,9 @@ int main() {
 
     bench_patch_embed(bn, ctx, h, DType::f16, 32, 224, 16, 768);
     bench_patch_embed(bn, ctx, h, DType::f16, 32, 224, 14, 1024);
+    bench_patch_front(bn, DType::f16, 1024, 224, 32);
+    bench_patch_front(bn, DType::f16, 256, 224, 16);
+    bench_patch_front(bn, DType::f16, 64, 384, 14);
 
     bench_cosine_topk(bn, ctx, h, DType::f16, 1000, 1000000, 512, 10);
     bench_cosine_topk(bn, ctx, h, DType::f16, 1000, 1000000, 768, 10);

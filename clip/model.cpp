@@ -272,6 +272,8 @@ Tensor ModelImpl::w(const std::string& name) const {
 
 // Vision: pixels [B,3,R,R] (f32, or normalized from bytes [B,R,R,3]) -> the family's tower
 // (clip/vit.cpp, clip/resnet.cpp) -> [B,E]; with `staged`, its named intermediates after it.
+// From bytes, a tower that starts with the patch embedding (ViT, SigLIP) reads the bytes in it:
+// Graph::patch_embed folds the normalization in (patch_embed_rgb8; the same values).
 Graph ModelImpl::build_vision(int64_t B, bool rgb8, bool staged) const {
   const ModelConfig& c = weights_.config;
   Graph g(opts_.device, graph_dtype());

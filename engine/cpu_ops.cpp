@@ -260,15 +260,43 @@ void gather_rows_cpu(float* out, const float* x, const int32_t* idx, int64_t B, 
 #ifdef __FAST_MATH__
 #error "normalize_rgb8_cpu must divide as IEEE does (it matches the reference and the CUDA kernel bit for bit)"
 #endif
+namespace {
+// A byte has 256 values: each channel's 256 results, computed once and then looked up.
+struct Rgb8Lut {
+  float v[3][256];
+  Rgb8Lut(const float mean[3], const float std[3]) {
+    for (int c = 0; c < 3; c++)
+      for (int b = 0; b < 256; b++) v[c][b] = ((float)b / 255.0f - mean[c]) / std[c];
+  }
+};
+}  // namespace
+
 void normalize_rgb8_cpu(float* out, const uint8_t* rgb, int64_t H, int64_t W, const float mean[3],
                         const float std[3]) {
-  // A byte has 256 values: compute each channel's 256 results once, then look them up.
-  float lut[3][256];
-  for (int c = 0; c < 3; c++)
-    for (int v = 0; v < 256; v++) lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
+  const Rgb8Lut t(mean, std);
+  const auto& lut = t.v;
   const int64_t npx = H * W;
   for (int64_t p = 0; p < npx; p++)
     for (int c = 0; c < 3; c++) out[c * npx + p] = lut[c][rgb[p * 3 + c]];
+}
+
+void patch_gather_rgb8_cpu(float* patches, const uint8_t* rgb, int64_t B, int64_t H, int64_t W, int64_t P,
+                           const float mean[3], const float std[3]) {
+  const Rgb8Lut t(mean, std);
+  const auto& lut = t.v;
+  const int64_t GW = W / P, G = (H / P) * GW, K = 3 * P * P;
+#pragma omp parallel for schedule(static) collapse(2)
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t g = 0; g < G; g++) {
+      const int64_t gy = g / GW, gx = g % GW;
+      float* dst = patches + (b * G + g) * K;
+      for (int64_t c = 0; c < 3; c++)
+        for (int64_t ky = 0; ky < P; ky++) {
+          const uint8_t* src = rgb + ((b * H + gy * P + ky) * W + gx * P) * 3 + c;
+          float* row = dst + (c * P + ky) * P;
+          for (int64_t kx = 0; kx < P; kx++) row[kx] = lut[c][src[kx * 3]];
+        }
+    }
 }
 
 void l2_normalize_cpu(float* y, const float* x, int64_t M, int64_t C) {

@@ -43,6 +43,10 @@ void normalize_rgb8_cpu(float* out, const uint8_t* rgb, int64_t H, int64_t W, co
 // Patches of px [B, 3, H, W] as rows [B * (H/P)(W/P), 3 * P * P] in the conv weight's
 // (c, ky, kx) order: the patch embedding is then a linear layer.
 void patch_gather_cpu(float* patches, const float* px, int64_t B, int64_t H, int64_t W, int64_t P);
+// The same rows straight from bytes rgb [B, H, W, 3] u8, normalized as normalize_rgb8_cpu (bit
+// for bit: the rows of patch_gather_cpu over its output).
+void patch_gather_rgb8_cpu(float* patches, const uint8_t* rgb, int64_t B, int64_t H, int64_t W, int64_t P,
+                           const float mean[3], const float std[3]);
 // Patch embedding, a conv with stride = kernel = P and no bias.
 // px [B, 3, H, W], w [C, 3, P, P] -> out [B, (H/P)*(W/P), C], patches in row-major grid order;
 // H/P and W/P round down (the last H mod P rows and W mod P columns are not read).

@@ -21,8 +21,9 @@ OpCost node_cost(const Graph& g, const Node& n) {
     case Op::linear:  // x [.., K] w [N, K]
       c.flops = 2 * out * (double)shape(1)[1];
       break;
-    case Op::patch_embed:  // w [C, 3, P, P]
-    case Op::conv2d:       // w [Co, k, k, Ci]
+    case Op::patch_embed:       // w [C, 3, P, P]
+    case Op::patch_embed_rgb8:  // w [C, 3, P, P]
+    case Op::conv2d:            // w [Co, k, k, Ci]
       c.flops = 2 * out * (double)(shape(1).numel() / shape(1)[0]);
       break;
     case Op::attention:
@@ -122,7 +123,26 @@ Value Graph::softmax(Value x) { return add_op(Op::softmax, {x})[0]; }
 Value Graph::attention(Value qkv, int heads, bool causal) {
   return add_op(Op::attention, {qkv}, AttentionParams{heads, causal})[0];
 }
-Value Graph::patch_embed(Value px, Value w) { return add_op(Op::patch_embed, {px, w})[0]; }
+Value Graph::patch_embed(Value px, Value w) {
+  const ValueInfo& v = check(px, "patch_embed");
+  if (!nodes_.empty() && nodes_.back().op == Op::normalize_rgb8 && v.producer == (int)nodes_.size() - 1 &&
+      !v.is_output) {
+    const Node norm = nodes_.back();
+    nodes_.pop_back();
+    values_[px].producer = -1;  // never computed: no memory is planned for it
+    const NormalizeRgb8Params& p = norm.p<NormalizeRgb8Params>();
+    return patch_embed_rgb8(norm.in[0], w, p.mean, p.std);
+  }
+  return add_op(Op::patch_embed, {px, w})[0];
+}
+Value Graph::patch_embed_rgb8(Value rgb, Value w, const float mean[3], const float std[3]) {
+  NormalizeRgb8Params p;
+  for (int c = 0; c < 3; c++) {
+    p.mean[c] = mean[c];
+    p.std[c] = std[c];
+  }
+  return add_op(Op::patch_embed_rgb8, {rgb, w}, p)[0];
+}
 Value Graph::class_pos(Value patches, Value cls, Value pos) { return add_op(Op::class_pos, {patches, cls, pos})[0]; }
 Value Graph::embedding(Value ids, Value table) { return add_op(Op::embedding, {ids, table})[0]; }
 Value Graph::gather_rows(Value x, Value idx) { return add_op(Op::gather_rows, {x, idx})[0]; }

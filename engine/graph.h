@@ -64,7 +64,11 @@ class Graph {
   Value activation(Value x, Act act);
   Value softmax(Value x);
   Value attention(Value qkv, int heads, bool causal);
+  // px [B, 3, H, W]. When px is what the last node, normalize_rgb8, has just made of bytes
+  // and nothing reads it, that node becomes one patch_embed_rgb8 reading the bytes (the same
+  // values; the float pixels are never written, and px is left without a producer).
   Value patch_embed(Value px, Value w);
+  Value patch_embed_rgb8(Value rgb, Value w, const float mean[3], const float std[3]);
   Value class_pos(Value patches, Value cls, Value pos);
   Value embedding(Value ids, Value table);
   Value gather_rows(Value x, Value idx);

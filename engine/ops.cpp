@@ -104,6 +104,12 @@ std::string label_attention(const Graph& g, const Node& n) {
                    (long long)(y[2] / p.heads), p.causal ? " causal" : "");
 }
 
+void check_rgb8_norm(const char* op, const NormalizeRgb8Params& p) {
+  for (int c = 0; c < 3; c++)
+    CLIP_CHECK(std::isfinite(p.mean[c]) && std::isfinite(p.std[c]) && p.std[c] != 0.0f,
+               "%s: channel %d has mean %g, std %g", op, c, p.mean[c], p.std[c]);
+}
+
 std::vector<OutSpec> infer_patch_embed(const Graph& g, const Node& n) {
   const auto &X = in(g, n, 0), &W = in(g, n, 1);
   // A stride-P convolution: the last H mod P rows and W mod P columns are not read (SigLIP SO400M/14
@@ -112,6 +118,18 @@ std::vector<OutSpec> infer_patch_embed(const Graph& g, const Node& n) {
                   W.shape[2] > 0 && X.shape[2] >= W.shape[2] && X.shape[3] >= W.shape[3],
               "patch_embed", "pixels %s, w %s (want [B,3,H,W] and [C,3,P,P] with P <= H, W)", S(X), S(W));
   const int64_t P = W.shape[2], G = (X.shape[2] / P) * (X.shape[3] / P);
+  return {{Shape{X.shape[0], G, W.shape[0]}, g.dtype()}};
+}
+
+// normalize_rgb8 then patch_embed in one node: the bytes' shape for the pixels'.
+std::vector<OutSpec> infer_patch_embed_rgb8(const Graph& g, const Node& n) {
+  const auto &X = in(g, n, 0), &W = in(g, n, 1);
+  SHAPE_CHECK(X.dtype == DType::u8 && X.shape.nd == 4 && X.shape[3] == 3 && W.shape.nd == 4 && W.shape[1] == 3 &&
+                  W.shape[2] == W.shape[3] && W.shape[2] > 0 && X.shape[1] >= W.shape[2] && X.shape[2] >= W.shape[3],
+              "patch_embed_rgb8", "rgb %s %s, w %s (want u8 [B,H,W,3] and [C,3,P,P] with P <= H, W)",
+              dtype_name(X.dtype), S(X), S(W));
+  check_rgb8_norm("patch_embed_rgb8", n.p<NormalizeRgb8Params>());
+  const int64_t P = W.shape[2], G = (X.shape[1] / P) * (X.shape[2] / P);
   return {{Shape{X.shape[0], G, W.shape[0]}, g.dtype()}};
 }
 
@@ -166,10 +184,7 @@ std::vector<OutSpec> infer_normalize_rgb8(const Graph& g, const Node& n) {
   const auto& X = in(g, n, 0);
   SHAPE_CHECK(X.dtype == DType::u8 && X.shape.nd == 4 && X.shape[3] == 3, "normalize_rgb8",
               "rgb %s %s (want u8 [B,H,W,3])", dtype_name(X.dtype), S(X));
-  const NormalizeRgb8Params& p = n.p<NormalizeRgb8Params>();
-  for (int c = 0; c < 3; c++)
-    CLIP_CHECK(std::isfinite(p.mean[c]) && std::isfinite(p.std[c]) && p.std[c] != 0.0f,
-               "normalize_rgb8: channel %d has mean %g, std %g", c, p.mean[c], p.std[c]);
+  check_rgb8_norm("normalize_rgb8", n.p<NormalizeRgb8Params>());
   return {{Shape{X.shape[0], 3, X.shape[1], X.shape[2]}, g.dtype()}};
 }
 
@@ -296,6 +311,9 @@ const OpDef kOps[] = {
      CUDA_FN(op_cuda::attention), nullptr, nullptr},
     {Op::patch_embed, "patch_embed", infer_patch_embed, nullptr, nullptr, op_cpu::patch_embed,
      op_cpu::patch_embed_gemm_weight, CUDA_FN(op_cuda::patch_embed), CUDA_FN(op_cuda::patch_embed_scratch), nullptr},
+    {Op::patch_embed_rgb8, "patch_embed_rgb8", infer_patch_embed_rgb8, nullptr, nullptr, op_cpu::patch_embed_rgb8,
+     op_cpu::patch_embed_gemm_weight, CUDA_FN(op_cuda::patch_embed_rgb8),
+     CUDA_FN(op_cuda::patch_embed_rgb8_scratch), nullptr},
     {Op::class_pos, "class_pos", infer_class_pos, nullptr, nullptr, op_cpu::class_pos, nullptr,
      CUDA_FN(op_cuda::class_pos), nullptr, nullptr},
     {Op::embedding, "embedding", infer_embedding, nullptr, nullptr, op_cpu::embedding, nullptr,

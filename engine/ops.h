@@ -34,6 +34,8 @@ enum class Op : uint8_t {
   softmax,        // in: x [.., N]                            out: softmax over N
   attention,      // in: qkv [B, T, 3C]                       out: [B, T, C]
   patch_embed,    // in: px [B, 3, H, W], w [C, 3, P, P]      out: [B, (H/P)(W/P), C]
+  patch_embed_rgb8,  // in: rgb [B, H, W, 3] u8, w [C, 3, P, P]  out: patch_embed(normalize_rgb8(rgb), w),
+                     // bit for bit, without the float pixels (NormalizeRgb8Params)
   class_pos,      // in: patches [B, G, C], cls [C], pos [1+G, C]  out: [B, 1+G, C]
   embedding,      // in: ids [B, T] i32, table [V, C]         out: [B, T, C]
   gather_rows,    // in: x [B, T, C], idx [B] i32             out: [B, C]

@@ -56,6 +56,27 @@ void patch_embed(const CpuRun& r) {
 }
 int patch_embed_gemm_weight(const Node&, const CpuContext&) { return 1; }  // [C, 3, P, P] is [C, 3 P P]
 
+// Without a context, as defined: normalize_rgb8 into float pixels (scratch), then patch_embed.
+// With one: the bytes normalized straight into the patch rows (scratch), then one linear layer.
+void patch_embed_rgb8(const CpuRun& r) {
+  const Shape &s = r.in_shape(0), &w = r.in_shape(1);
+  const NormalizeRgb8Params& p = r.p<NormalizeRgb8Params>();
+  const uint8_t* rgb = (const uint8_t*)r.in(0);
+  const int64_t B = s[0], H = s[1], W = s[2], P = w[2];
+  if (r.cpu) {
+    const int64_t rows = B * (H / P) * (W / P), K = 3 * P * P;
+    r.scratch.resize((size_t)(rows * K));
+    patch_gather_rgb8_cpu(r.scratch.data(), rgb, B, H, W, P, p.mean, p.std);
+    r.cpu->linear(r.out(), r.scratch.data(), r.in(1), nullptr, rows, w[0], K);
+  } else {
+    const int64_t per = 3 * H * W;
+    r.scratch.resize((size_t)(B * per));
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < B; b++) normalize_rgb8_cpu(r.scratch.data() + b * per, rgb + b * per, H, W, p.mean, p.std);
+    patch_embed_cpu(r.out(), r.scratch.data(), r.in(1), B, H, W, P, w[0]);
+  }
+}
+
 void class_pos(const CpuRun& r) {
   const Shape& s = r.out_shape();
   class_pos_embed_cpu(r.out(), r.in(0), r.in(1), r.in(2), s[0], s[1] - 1, s[2]);

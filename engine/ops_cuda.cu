@@ -67,6 +67,18 @@ size_t patch_embed_scratch(const Graph& g, const Node& n) {
   return cuda::patch_embed_scratch_bytes((int)px[0], (int)px[2], (int)px[3], (int)w[2], g.info(n.out[0]).dtype);
 }
 
+void patch_embed_rgb8(const CudaRun& r) {
+  const Shape &s = r.in_shape(0), &w = r.in_shape(1);
+  const NormalizeRgb8Params& p = r.p<NormalizeRgb8Params>();
+  cuda::patch_embed_rgb8_forward(r.ctx, r.out(), (const uint8_t*)r.in(0), r.in(1), to_int(s[0], "B"),
+                                 to_int(s[1], "H"), to_int(s[2], "W"), to_int(w[2], "P"), to_int(w[0], "C"), p.mean,
+                                 p.std, r.out_dtype(), r.scratch, stream(r));
+}
+size_t patch_embed_rgb8_scratch(const Graph& g, const Node& n) {
+  const Shape &s = g.info(n.in[0]).shape, &w = g.info(n.in[1]).shape;
+  return cuda::patch_embed_scratch_bytes((int)s[0], (int)s[1], (int)s[2], (int)w[2], g.info(n.out[0]).dtype);
+}
+
 void class_pos(const CudaRun& r) {
   const Shape& s = r.out_shape();
   cuda::class_pos_forward(r.out(), r.in(0), r.in(1), r.in(2), to_int(s[0], "B"), to_int(s[1] - 1, "G"),

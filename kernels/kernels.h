@@ -83,6 +83,14 @@ void patch_gather_forward(void* cols, const void* px, int B, int H, int W, int P
 void patch_embed_forward(CudaContext& ctx, void* out, const void* px, const void* w, int B,
                          int H, int W, int P, int C, DType dt, void* cols, cudaStream_t stream);
 size_t patch_embed_scratch_bytes(int B, int H, int W, int P, DType dt);
+// The same from bytes: cols = the patch rows of normalize_rgb8(rgb [B, H, W, 3] u8) (as
+// normalize_rgb8_forward computes them, bit for bit), without the float pixels; cols 16-byte aligned.
+void patch_gather_rgb8_forward(void* cols, const uint8_t* rgb, int B, int H, int W, int P, const float mean[3],
+                               const float std[3], DType dt, cudaStream_t stream);
+// out [B, G, C] = patch_embed(normalize_rgb8(rgb), w); cols: patch_embed_scratch_bytes() of scratch.
+void patch_embed_rgb8_forward(CudaContext& ctx, void* out, const uint8_t* rgb, const void* w, int B, int H, int W,
+                              int P, int C, const float mean[3], const float std[3], DType dt, void* cols,
+                              cudaStream_t stream);
 
 // kernels/conv.cu: the ResNet towers' ops, channels last (see engine/cpu_ops.h for each).
 // y [B, H, W, C] = x [B, C, H, W] permuted.

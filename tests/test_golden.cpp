@@ -243,6 +243,26 @@ TEST_F(ModelPropertyTest, ImageBytesEmbeddingDoesNotDependOnBatch) {
   }
 }
 
+TEST_F(ModelPropertyTest, ImageBytesGoStraightIntoThePatchEmbedding) {
+  // The ViT's tower on bytes: one patch_embed_rgb8 node reads them (Graph::patch_embed folds
+  // the normalization in); no float pixels are made. expect_rgb8_matches_pixels checks the values.
+  const int64_t P = m->pixels_per_image(), B = 2;
+  std::vector<uint8_t> rgb((size_t)(B * P));
+  for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 2654435761u) >> 24);
+  OpProfile prof;
+  m->set_profile(&prof);
+  m->encode_rgb8(rgb.data(), B);
+  m->set_profile(nullptr);
+  auto calls = [&](const std::string& prefix) {
+    int64_t n = 0;
+    for (const auto& [label, e] : prof.ops) n += label.rfind(prefix, 0) == 0 ? e.calls : 0;
+    return n;
+  };
+  EXPECT_EQ(calls("patch_embed_rgb8 "), 1) << prof.table(40);
+  EXPECT_EQ(calls("normalize_rgb8"), 0) << prof.table(40);
+  EXPECT_EQ(calls("patch_embed "), 0) << prof.table(40);
+}
+
 TEST_F(ModelPropertyTest, TextEmbeddingDoesNotDependOnBatchOrTrimming) {
   auto texts = g["texts"].get<std::vector<std::string>>();
   HostTensor all = m->encode_texts(texts);

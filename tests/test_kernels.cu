@@ -180,6 +180,46 @@ TEST(kernels_host, BadSizesThrowWithoutDevice) {
                Error);
 }
 
+// ---- patch_embed_rgb8's gather -----------------------------------------------------------------
+
+// The patch matrix straight from bytes equals normalize_rgb8 then the float gather, byte for
+// byte: real shapes, rows off the 16-byte boundaries (f16 at P = 14), rows shorter than a
+// vector (P = 1) and more rows than blocks (the grid-stride loop), non-square with edges.
+TEST(kernels_patch_embed, Rgb8GatherEqualsNormalizeThenGather) {
+  REQUIRE_CUDA();
+  const float mean[3] = {0.5f, 0.4578275f, 0.40821073f}, sd[3] = {0.26862954f, 0.25f, 0.27577711f};
+  struct Shape4 { int B, H, W, P; };
+  for (const Shape4 s : {Shape4{2, 224, 224, 32}, Shape4{1, 224, 224, 16}, Shape4{1, 384, 384, 14},
+                         Shape4{3, 64, 64, 1}, Shape4{2, 20, 37, 6}})
+    for (DType dt : kDTypes) {
+      const size_t nrgb = (size_t)s.B * s.H * s.W * 3;
+      std::vector<uint8_t> rgb(nrgb);
+      for (size_t i = 0; i < nrgb; i++) rgb[i] = (uint8_t)((i * 151 + 11) % 256);
+      DevBuf drgb(nrgb), px(nrgb * dtype_size(dt));
+      copy_bytes(drgb.data(), Device::cuda, rgb.data(), Device::cpu, nrgb);
+      const size_t ncols = cuda::patch_embed_scratch_bytes(s.B, s.H, s.W, s.P, dt);
+      DevBuf want(ncols), got(ncols);
+      cuda::normalize_rgb8_forward(px.data(), (const uint8_t*)drgb.data(), s.B, s.H, s.W, mean, sd, dt, stream());
+      cuda::patch_gather_forward(want.data(), px.data(), s.B, s.H, s.W, s.P, dt, stream());
+      cuda::patch_gather_rgb8_forward(got.data(), (const uint8_t*)drgb.data(), s.B, s.H, s.W, s.P, mean, sd, dt,
+                                      stream());
+      const std::string what = std::to_string(s.B) + "x" + std::to_string(s.H) + "x" + std::to_string(s.W) + " P" +
+                               std::to_string(s.P) + " " + dtype_name(dt);
+      EXPECT_EQ(got.guard_damage(), 0u) << what << ": out-of-bounds write";
+      std::vector<uint8_t> a(ncols), b(ncols);
+      CUDA_CHECK(cudaMemcpy(a.data(), got.data(), ncols, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(b.data(), want.data(), ncols, cudaMemcpyDeviceToHost));
+      EXPECT_TRUE(a == b) << what << ": the patch matrix differs from normalize_rgb8 then the gather";
+    }
+}
+
+TEST(kernels_patch_embed, Rgb8GatherRefusesAnUnalignedPatchMatrix) {
+  const float mean[3] = {0, 0, 0}, sd[3] = {1, 1, 1};
+  void* odd = reinterpret_cast<void*>(uintptr_t{2});
+  EXPECT_THROW(cuda::patch_gather_rgb8_forward(odd, nullptr, 1, 4, 4, 2, mean, sd, DType::f16, nullptr), Error);
+  EXPECT_THROW(cuda::patch_gather_rgb8_forward(nullptr, nullptr, 1, 4, 4, 5, mean, sd, DType::f16, nullptr), Error);
+}
+
 // ---- layernorm ----------------------------------------------------------------------------
 
 TEST(kernels_layernorm, OutputsMayAliasX) {

@@ -849,6 +849,108 @@ OP_CASES(PatchEmbedTest, {{2, 224, 32, 768}, {1, 224, 16, 768}, {1, 64, 16, 128}
                           // the edge a stride-P conv does not read: SigLIP SO400M/14 at 384 px, 2 of 53
                           {1, 384, 14, 64}, {2, 53, 17, 5}});
 
+// ---- patch_embed_rgb8 -------------------------------------------------------------------------------
+// normalize_rgb8 then patch_embed in one node: against the double conv of the normalized pixels
+// (each rounded once to the dtype) with patch_embed's bounds, and equal, bit for bit, to the two
+// nodes run one after the other on the same backend and dtype.
+struct Rgb8PatchShape {
+  int64_t B, H, W, P, C;
+  bool gpu_only = false, cuda = true;
+  std::string name() const { return "B" + n(B) + "_" + n(H) + "x" + n(W) + "_P" + n(P) + "_C" + n(C); }
+};
+class PatchEmbedRgb8Test : public OpTest<Rgb8PatchShape> {
+ public:
+  using Param = Rgb8PatchShape;
+};
+const float kRgbMean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, kRgbStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+TEST_P(PatchEmbedRgb8Test, MatchesDoubleConvAndTheUnfusedNodes) {
+  const Rgb8PatchShape p = shape();
+  const int64_t GH = p.H / p.P, GW = p.W / p.P, G = GH * GW, K = 3 * p.P * p.P;
+  std::vector<uint8_t> rgb((size_t)(p.B * p.H * p.W * 3));
+  for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 131 + 7) % 256);  // every byte value
+  auto w = rounded(randn((size_t)(p.C * K), 42, 1.0f / std::sqrt((float)K)), dt());
+  auto px = [&](int64_t b, int64_t c, int64_t y, int64_t x) {
+    const uint8_t v = rgb[(size_t)(((b * p.H + y) * p.W + x) * 3 + c)];
+    return (double)round_to(((float)v / 255.0f - kRgbMean[c]) / kRgbStd[c], dt());
+  };
+  std::vector<double> ref((size_t)(p.B * G * p.C));
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t gy = 0; gy < GH; gy++)
+      for (int64_t gx = 0; gx < GW; gx++)
+        for (int64_t o = 0; o < p.C; o++) {
+          double s = 0;
+          for (int64_t c = 0; c < 3; c++)
+            for (int64_t ky = 0; ky < p.P; ky++)
+              for (int64_t kx = 0; kx < p.P; kx++)
+                s += px(b, c, gy * p.P + ky, gx * p.P + kx) * w[(size_t)(((o * 3 + c) * p.P + ky) * p.P + kx)];
+          ref[(size_t)((b * G + gy * GW + gx) * p.C + o)] = s;
+        }
+  OpRun op(backend(), dt());
+  op.g.patch_embed_rgb8(op.input_u8(rgb, {p.B, p.H, p.W, 3}), op.input(w, {p.C, 3, p.P, p.P}), kRgbMean, kRgbStd);
+  const std::vector<float> got = op.run()[0];
+  expect("patch_embed_rgb8", got, ref, {1e-5, 1e-5}, K);
+  OpRun norm(backend(), dt());
+  norm.g.normalize_rgb8(norm.input_u8(rgb, {p.B, p.H, p.W, 3}), kRgbMean, kRgbStd);
+  const std::vector<float> pixels = norm.run()[0];  // values of the dtype: exact as f32
+  OpRun embed(backend(), dt());
+  embed.g.patch_embed(embed.input(pixels, {p.B, 3, p.H, p.W}), embed.input(w, {p.C, 3, p.P, p.P}));
+  EXPECT_TRUE(got == embed.run()[0]) << "patch_embed_rgb8 differs from normalize_rgb8 then patch_embed";
+}
+OP_CASES(PatchEmbedRgb8Test, {{2, 224, 224, 32, 768}, {1, 224, 224, 16, 768}, {1, 384, 384, 14, 1152, true},
+                              // SigLIP SO400M/14 at 384 px: the last 6 rows and columns are not read;
+                              // rows of 588 values: in f16, rows start off the 16-byte boundaries
+                              {1, 384, 384, 14, 64},
+                              // odd: rows shorter than a vector (P = 1: 3 values), non-square, edges
+                              {2, 5, 5, 1, 3}, {3, 6, 6, 3, 17}, {3, 51, 51, 17, 5}, {2, 20, 37, 6, 9}});
+
+// The graph builder folds normalize_rgb8 into the patch_embed reading its pixels (the image
+// towers' front on bytes): one node, no float pixels planned, the same values as the two nodes.
+TEST(PatchEmbedRgb8, GraphFoldsTheNormalizationIntoThePatchEmbedding) {
+  const int64_t B = 2, R = 20, P = 6, C = 5, K = 3 * P * P;
+  std::vector<uint8_t> rgb((size_t)(B * R * R * 3));
+  for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 29 + 3) % 256);
+  std::vector<float> w = randn((size_t)(C * K), 43);
+  const Tensor wt(w.data(), DType::f32, {C, 3, P, P});
+  auto build = [&](Graph& g, bool keep_pixels) {
+    Value px = g.normalize_rgb8(g.input("rgb", DType::u8, {B, R, R, 3}), kRgbMean, kRgbStd);
+    if (keep_pixels) g.output(px);  // read by another: the pixels stay
+    g.output(g.patch_embed(px, g.weight("w", wt)));
+  };
+  Graph fused(Device::cpu, DType::f32), plain(Device::cpu, DType::f32);
+  build(fused, false);
+  build(plain, true);
+  ASSERT_EQ(fused.nodes().size(), 1u);
+  EXPECT_EQ(fused.nodes()[0].op, Op::patch_embed_rgb8);
+  EXPECT_EQ(plan_memory(fused).peak_bytes, 256u * ((B * (R / P) * (R / P) * C * 4 + 255) / 256));
+  ASSERT_EQ(plain.nodes().size(), 2u);
+  EXPECT_EQ(plain.nodes()[1].op, Op::patch_embed);
+  const Tensor in(rgb.data(), DType::u8, {B, R, R, 3});
+  const std::vector<HostTensor> a = compile_cpu(fused)->run({in}), b = compile_cpu(plain)->run({in});
+  ASSERT_EQ(a[0].t.shape, b[1].t.shape);
+  EXPECT_EQ(std::memcmp(a[0].t.data, b[1].t.data, (size_t)a[0].t.shape.numel() * 4), 0);
+}
+
+// The CPU patch rows from bytes are the formula's f32 values exactly, edges left out (53 = 3 x 17 + 2).
+TEST(PatchEmbedRgb8, CpuPatchRowsAreTheNormalizedBytesExactly) {
+  const int64_t B = 2, H = 53, W = 40, P = 17, GH = H / P, GW = W / P, K = 3 * P * P;
+  std::vector<uint8_t> rgb((size_t)(B * H * W * 3));
+  for (size_t i = 0; i < rgb.size(); i++) rgb[i] = (uint8_t)((i * 131 + 7) % 256);
+  std::vector<float> rows((size_t)(B * GH * GW * K));
+  patch_gather_rgb8_cpu(rows.data(), rgb.data(), B, H, W, P, kRgbMean, kRgbStd);
+  size_t bad = 0;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t gy = 0; gy < GH; gy++)
+      for (int64_t gx = 0; gx < GW; gx++)
+        for (int64_t c = 0; c < 3; c++)
+          for (int64_t ky = 0; ky < P; ky++)
+            for (int64_t kx = 0; kx < P; kx++) {
+              const uint8_t v = rgb[(size_t)(((b * H + gy * P + ky) * W + gx * P + kx) * 3 + c)];
+              const float want = ((float)v / 255.0f - kRgbMean[c]) / kRgbStd[c];
+              bad += rows[(size_t)(((b * GH + gy) * GW + gx) * K + (c * P + ky) * P + kx)] != want;
+            }
+  EXPECT_EQ(bad, 0u);
+}
+
 // ---- class_pos --------------------------------------------------------------------------------------
 // Exact on the CPU (one f32 add).
 struct ClassPosShape {
