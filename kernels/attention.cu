@@ -19,7 +19,8 @@
 //     blocks (6 warps for its 5 row groups, not 8); 50 (ViT-B/32) keeps 64 at batch >= 11
 //     (its 4 row groups fill one block; 50 -> 64 rows is the m16 granularity, as in any
 //     tile) and small grids (batch 1) take 16-query blocks to spread over the SMs;
-//   - the warp's Q (16 x D) lives in registers as A fragments for the whole kernel;
+//   - the warp's Q (16 x D) lives in registers as A fragments for the whole kernel, loaded
+//     once through shared memory (16-byte loads of the block's rows, then ldmatrix .x4);
 //   - keys are processed in tiles of 64: K [64 keys][D dims] and V [64 keys][D dims] are
 //     staged in shared memory with 16-byte loads and stores (rows padded by 8 halves: a row
 //     stride of 4 mod 8 words, so the 8 rows of 16 bytes an ldmatrix phase reads hit 32
@@ -36,8 +37,8 @@
 //     operand of O += P V: the accumulator layout of two adjacent n8 tiles equals the A
 //     fragment layout of one k16 slice, so P never touches shared memory;
 //   - only the keys a warp can see are computed: in a tile, n8 tiles of S and k16 slices of
-//     P V wholly past T (or, when causal, past the warp's last row) are skipped; a warp
-//     whose rows all lie past T computes nothing (it still stages K and V);
+//     P V (and their softmax) wholly past T (or, when causal, past the warp's last row) are
+//     skipped; a warp whose rows all lie past T computes nothing (it still stages K and V);
 //   - masking: keys >= T (ragged last tile) and, when causal, keys > query get -inf; a row
 //     whose keys are all masked so far keeps m = -inf and uses 0 as the exponent base so no
 //     inf - inf appears; causal blocks stop at the last key their queries can see;
@@ -47,9 +48,10 @@
 //   B (16x8, "col"):      b0 = (k 2t..2t+1, n g), b1 = (k 2t+8..2t+9, n g)
 //   C (16x8, f32):        c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..2t+1)
 // ldmatrix (m8n8, b16) gives lane l of 8x8 matrix i the pair (g, 2t..2t+1), with .trans
-// (2t..2t+1, g). B of Q Kᵀ is K[key n][dim k]: for keys n0.., dims k0.., the matrices (n0,
-// k0) and (n0, k0 + 8) are b0 and b1. B of P V is V[key k][dim n]: .trans of the matrices
-// (k0, n0) and (k0 + 8, n0) are b0 and b1.
+// (2t..2t+1, g). A of Q Kᵀ is Q[row][dim]: the matrices (rows 0, dims 0), (8, 0), (0, 8),
+// (8, 8) of a 16 x 16 slice are a0 .. a3. B of Q Kᵀ is K[key n][dim k]: for keys n0.., dims
+// k0.., the matrices (n0, k0) and (n0, k0 + 8) are b0 and b1. B of P V is V[key k][dim n]:
+// .trans of the matrices (k0, n0) and (k0 + 8, n0) are b0 and b1.
 //
 // f32 kernel (simple and exact enough for an f32 reference path): one block = 16 queries of
 // one (b, h), 4 warps x 4 rows; key tiles of 32 in shared memory; lane j scores key j, the
@@ -116,10 +118,6 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32
 #endif
 }
 
-template <typename T> __device__ __forceinline__ uint32_t ld32(const T* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
-}
-
 // ldmatrix.sync.aligned.m8n8.x{N}{.trans}.shared.b16: lane 8 i + r gives the address of row r
 // of 8x8 matrix i; r[i] is then this lane's A/B-style fragment of matrix i (row g, columns 2t,
 // 2t + 1; with .trans the transposed matrix's). N = 2 or 4.
@@ -169,26 +167,34 @@ __global__ void __launch_bounds__(kThreads)
   const T* kbase = qbase + C;
   const T* vbase = qbase + 2 * C;
 
-  // Q fragments of rows r0 (= g) and r1 (= g + 8) of this warp's 16 rows; dims past HS (a
-  // whole 8-dim group, HS being a multiple of 8) are zero.
-  const int w0 = q0 + warp * 16, r0 = w0 + g, r1 = r0 + 8;
-  uint32_t qa[kKC][4];
-#pragma unroll
-  for (int kc = 0; kc < kKC; kc++) {
-    const int c = kc * 16 + 2 * t;
-    const bool lo = c < HS, hi = c + 8 < HS;
-    qa[kc][0] = r0 < T_ && lo ? ld32(qbase + (size_t)r0 * C3 + c) : 0u;
-    qa[kc][1] = r1 < T_ && lo ? ld32(qbase + (size_t)r1 * C3 + c) : 0u;
-    qa[kc][2] = r0 < T_ && hi ? ld32(qbase + (size_t)r0 * C3 + c + 8) : 0u;
-    qa[kc][3] = r1 < T_ && hi ? ld32(qbase + (size_t)r1 * C3 + c + 8) : 0u;
-  }
-
-  // ldmatrix row addresses of this lane (matrix j = lane / 8, its row lane % 8): for K, the
-  // 4 matrices of keys n8 tiles 2p, 2p + 1 x dims k16 halves (b0, b1 of tile 2p, then of
-  // 2p + 1); for V (.trans), keys k16 halves x dims n8 tiles 2q, 2q + 1 (likewise).
+  // ldmatrix row addresses of this lane (matrix j = lane / 8, its row lane % 8): for Q (A
+  // fragments), rows 0-7 / 8-15 x dims 0-7 / 8-15 of a 16 x 16 slice (a0 .. a3); for K, keys
+  // n8 tiles 2p, 2p + 1 x dims k16 halves (b0, b1 of tile 2p, then of 2p + 1); for V
+  // (.trans), keys k16 halves x dims n8 tiles 2q, 2q + 1 (likewise).
   const int j = lane >> 3, jr = lane & 7;
+  const T* qs_lane = &Ks[warp * 16 + (j & 1) * 8 + jr][(j >> 1) * 8];
   const T* ks_lane = &Ks[(j >> 1) * 8 + jr][(j & 1) * 8];
   const T* vs_lane = &Vs[(j & 1) * 8 + jr][(j >> 1) * 8];
+
+  // Q (bq rows, staged in Ks before the first K tile) as A fragments: rows r0 (= g) and r1 (=
+  // g + 8) of this warp's 16. Rows past T and dims past HS (a whole 8-dim group, HS being a
+  // multiple of 8) are zero.
+  const int w0 = q0 + warp * 16, r0 = w0 + g, r1 = r0 + 8;
+  for (int i = threadIdx.x; i < bq * kDT; i += nthreads) {
+    const int row = i / kDT, ch = (i % kDT) * 8, q = q0 + row;
+    Pack16<T> qv;
+    if (q < T_ && ch < HS) {
+      qv = load16(qbase + (size_t)q * C3 + ch);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; e++) qv.v[e] = from_float<T>(0.0f);
+    }
+    store16(&Ks[row][ch], qv);
+  }
+  __syncthreads();
+  uint32_t qa[kKC][4];
+#pragma unroll
+  for (int kc = 0; kc < kKC; kc++) ldsm<4, false>(qa[kc], qs_lane + kc * 16);
 
   float o[kDT][4];
 #pragma unroll
@@ -199,7 +205,7 @@ __global__ void __launch_bounds__(kThreads)
   const int wend = w0 >= T_ ? 0 : kCausal ? min(T_, w0 + 16) : T_;
   const int kend = kCausal ? min(T_, q0 + bq) : T_;
   for (int k0 = 0; k0 < kend; k0 += kBK) {
-    __syncthreads();  // every warp is done with the previous tile
+    __syncthreads();  // every warp is done with the previous tile (and with Q)
     // K and V tiles: D / 8 consecutive threads read one key row (coalesced), 16-byte stores.
     for (int i = threadIdx.x; i < kBK * kDT; i += nthreads) {
       const int row = i / kDT, ch = (i % kDT) * 8, key = k0 + row;
@@ -217,9 +223,10 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const int nk = min(kBK, wend - k0);  // keys of this tile the warp needs (warp-uniform)
     if (nk <= 0) continue;
+    const int ntu = (nk + 15) / 16 * 2;  // n8 tiles of S that P V reads
 
     // S = Q Kᵀ for this warp's 16 rows x 64 keys (8 n8 tiles); n8 tiles wholly past nk stay
-    // 0 (masked below).
+    // 0 (masked below where P V reads them).
     float s[8][4];
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
@@ -247,6 +254,7 @@ __global__ void __launch_bounds__(kThreads)
     float mx[2] = {m[0], m[1]};
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
+      if (nt >= ntu) break;
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int key = k0 + nt * 8 + 2 * t + (e & 1);
@@ -269,6 +277,7 @@ __global__ void __launch_bounds__(kThreads)
     float rs[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int nt = 0; nt < 8; nt++) {
+      if (nt >= ntu) break;
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         s[nt][e] = exp2f(s[nt][e] - mb[e >> 1]);  // masked: exp2(-inf) = 0
