@@ -118,6 +118,14 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32
 #endif
 }
 
+// The 16 bytes at p, or zeros where !ok (p must then still be readable: the load is not
+// branched around, so the unrolled iterations of a staging loop overlap their loads).
+template <typename T> __device__ __forceinline__ Pack16<T> load16_or_zero(const T* p, bool ok) {
+  Pack16<T> v = load16(p);
+  if (!ok) *reinterpret_cast<int4*>(&v) = int4{0, 0, 0, 0};
+  return v;
+}
+
 // ldmatrix.sync.aligned.m8n8.x{N}{.trans}.shared.b16: lane 8 i + r gives the address of row r
 // of 8x8 matrix i; r[i] is then this lane's A/B-style fragment of matrix i (row g, columns 2t,
 // 2t + 1; with .trans the transposed matrix's). N = 2 or 4.
@@ -180,16 +188,11 @@ __global__ void __launch_bounds__(kThreads)
   // g + 8) of this warp's 16. Rows past T and dims past HS (a whole 8-dim group, HS being a
   // multiple of 8) are zero.
   const int w0 = q0 + warp * 16, r0 = w0 + g, r1 = r0 + 8;
-  for (int i = threadIdx.x; i < bq * kDT; i += nthreads) {
-    const int row = i / kDT, ch = (i % kDT) * 8, q = q0 + row;
-    Pack16<T> qv;
-    if (q < T_ && ch < HS) {
-      qv = load16(qbase + (size_t)q * C3 + ch);
-    } else {
 #pragma unroll
-      for (int e = 0; e < 8; e++) qv.v[e] = from_float<T>(0.0f);
-    }
-    store16(&Ks[row][ch], qv);
+  for (int it = 0; it < kDT / 2; it++) {  // bq x kDT chunks, nthreads = 2 bq threads
+    const int i = threadIdx.x + it * nthreads, row = i / kDT, ch = (i % kDT) * 8, q = q0 + row;
+    const bool ok = q < T_ && ch < HS;
+    store16(&Ks[row][ch], load16_or_zero(qbase + (ok ? (size_t)q * C3 + ch : 0), ok));
   }
   __syncthreads();
   uint32_t qa[kKC][4];
@@ -206,19 +209,26 @@ __global__ void __launch_bounds__(kThreads)
   const int kend = kCausal ? min(T_, q0 + bq) : T_;
   for (int k0 = 0; k0 < kend; k0 += kBK) {
     __syncthreads();  // every warp is done with the previous tile (and with Q)
-    // K and V tiles: D / 8 consecutive threads read one key row (coalesced), 16-byte stores.
-    for (int i = threadIdx.x; i < kBK * kDT; i += nthreads) {
-      const int row = i / kDT, ch = (i % kDT) * 8, key = k0 + row;
-      Pack16<T> kv, vv;
-      if (key < T_ && ch < HS) {
-        kv = load16(kbase + (size_t)key * C3 + ch);
-        vv = load16(vbase + (size_t)key * C3 + ch);
-      } else {
+    // K and V tiles: D / 8 consecutive threads read one key row (coalesced), 16-byte stores;
+    // each thread has 4 chunks of K and 4 of V in flight before it stores them.
+    for (int i0 = threadIdx.x; i0 < kBK * kDT; i0 += 4 * nthreads) {
+      Pack16<T> kv[4], vv[4];
 #pragma unroll
-        for (int e = 0; e < 8; e++) kv.v[e] = vv.v[e] = from_float<T>(0.0f);
+      for (int u = 0; u < 4; u++) {
+        const int i = i0 + u * nthreads, key = k0 + i / kDT, ch = (i % kDT) * 8;
+        const bool ok = i < kBK * kDT && key < T_ && ch < HS;
+        const size_t at = ok ? (size_t)key * C3 + ch : 0;
+        kv[u] = load16_or_zero(kbase + at, ok);
+        vv[u] = load16_or_zero(vbase + at, ok);
       }
-      store16(&Ks[row][ch], kv);
-      store16(&Vs[row][ch], vv);
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int i = i0 + u * nthreads;
+        if (i < kBK * kDT) {
+          store16(&Ks[i / kDT][(i % kDT) * 8], kv[u]);
+          store16(&Vs[i / kDT][(i % kDT) * 8], vv[u]);
+        }
+      }
     }
     __syncthreads();
     const int nk = min(kBK, wend - k0);  // keys of this tile the warp needs (warp-uniform)
