@@ -210,13 +210,15 @@ __global__ void __launch_bounds__(kThreads)
   for (int k0 = 0; k0 < kend; k0 += kBK) {
     __syncthreads();  // every warp is done with the previous tile (and with Q)
     // K and V tiles: D / 8 consecutive threads read one key row (coalesced), 16-byte stores;
-    // each thread has 4 chunks of K and 4 of V in flight before it stores them.
-    for (int i0 = threadIdx.x; i0 < kBK * kDT; i0 += 4 * nthreads) {
+    // each thread has 4 chunks of K and 4 of V in flight before it stores them. Only the rows
+    // up to the k16 slice of the block's last key are staged (the fragments read no others).
+    const int nchunks = min(kBK, (kend - k0 + 15) / 16 * 16) * kDT;
+    for (int i0 = threadIdx.x; i0 < nchunks; i0 += 4 * nthreads) {
       Pack16<T> kv[4], vv[4];
 #pragma unroll
       for (int u = 0; u < 4; u++) {
         const int i = i0 + u * nthreads, key = k0 + i / kDT, ch = (i % kDT) * 8;
-        const bool ok = i < kBK * kDT && key < T_ && ch < HS;
+        const bool ok = i < nchunks && key < T_ && ch < HS;
         const size_t at = ok ? (size_t)key * C3 + ch : 0;
         kv[u] = load16_or_zero(kbase + at, ok);
         vv[u] = load16_or_zero(vbase + at, ok);
@@ -224,7 +226,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < 4; u++) {
         const int i = i0 + u * nthreads;
-        if (i < kBK * kDT) {
+        if (i < nchunks) {
           store16(&Ks[i / kDT][(i % kDT) * 8], kv[u]);
           store16(&Vs[i / kDT][(i % kDT) * 8], vv[u]);
         }
