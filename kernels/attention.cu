@@ -22,9 +22,9 @@
 //   - the warp's Q (16 x D) lives in registers as A fragments for the whole kernel, loaded
 //     once through shared memory (16-byte loads of the block's rows, then ldmatrix .x4);
 //   - keys are processed in tiles of 64: K [64 keys][D dims] and V [64 keys][D dims] are
-//     staged in shared memory with 16-byte loads and stores (rows padded by 8 halves: a row
-//     stride of 4 mod 8 words, so the 8 rows of 16 bytes an ldmatrix phase reads hit 32
-//     distinct banks);
+//     staged in shared memory with 16-byte loads and stores, the last tile only up to the
+//     k16 slice of the block's last key (rows padded by 8 halves: a row stride of 4 mod 8
+//     words, so the 8 rows of 16 bytes an ldmatrix phase reads hit 32 distinct banks);
 //   - B fragments come from shared memory through ldmatrix: K with .x4 (n8 tiles 2p, 2p + 1
 //     of one k16 slice of dims; .x2 when the second tile is wholly past the last key), V with
 //     .x4.trans (one k16 slice of keys, n8 tiles 2q, 2q + 1 of dims), so V is never
@@ -128,10 +128,10 @@ template <typename T> __device__ __forceinline__ Pack16<T> load16_or_zero(const 
 
 // ldmatrix.sync.aligned.m8n8.x{N}{.trans}.shared.b16: lane 8 i + r gives the address of row r
 // of 8x8 matrix i; r[i] is then this lane's A/B-style fragment of matrix i (row g, columns 2t,
-// 2t + 1; with .trans the transposed matrix's). N = 2 or 4.
+// 2t + 1; with .trans the transposed matrix's). The kernel uses .x4, .x4.trans and .x2.
 template <int N, bool kTrans>
 __device__ __forceinline__ void ldsm(uint32_t (&r)[N], const void* row) {
-  static_assert(N == 2 || N == 4, "ldsm: x2 or x4");
+  static_assert(N == 4 || (N == 2 && !kTrans), "ldsm: .x4, .x4.trans or .x2");
 #ifdef CLIP_CUDA_EMU  // the CPU emulator (tests/emu/include/emu_ldmatrix.h)
   emu::ldmatrix(r, N, kTrans, row);
 #else
@@ -143,10 +143,6 @@ __device__ __forceinline__ void ldsm(uint32_t (&r)[N], const void* row) {
   else if constexpr (N == 4)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-  else if constexpr (kTrans)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
-                 : "=r"(r[0]), "=r"(r[1])
                  : "r"(a));
   else
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
