@@ -15,10 +15,11 @@
 //     rows. W is chosen per launch (attention_warps): the most warps that leave at most a
 //     quarter of the block's warps without a query row (rows past T) while the grid keeps at
 //     least kMinBlocks = 132 blocks (an H100's SMs), else 1. So long sequences (197, 257,
-//     577, 1024 tokens) run 64-query blocks at real batch sizes; 77 (text) runs 32-query
-//     blocks (6 warps for its 5 row groups, not 8); 50 (ViT-B/32) keeps 64 at batch >= 11
-//     (its 4 row groups fill one block; 50 -> 64 rows is the m16 granularity, as in any
-//     tile) and small grids (batch 1) take 16-query blocks to spread over the SMs;
+//     577, 1024 tokens) run 64-query blocks at real batch sizes; 77 (text, 8 heads) runs
+//     32-query blocks from batch 6 on (6 warps for its 5 row groups, not 8); 50 (ViT-B/32,
+//     12 heads) keeps 64 from batch 11 on (its 4 row groups fill one block; 50 -> 64 rows is
+//     the m16 granularity, as in any tile); smaller grids (batch 1) take 16-query blocks to
+//     spread over the SMs;
 //   - the warp's Q (16 x D) lives in registers as A fragments for the whole kernel, loaded
 //     once through shared memory (16-byte loads of the block's rows, then ldmatrix .x4);
 //   - keys are processed in tiles of 64: K [64 keys][D dims] and V [64 keys][D dims] are
