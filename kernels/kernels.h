@@ -24,8 +24,9 @@ class CudaContext;
 namespace clip::cuda {
 
 // kernels/attention.cu. out [B, T, C] = softmax(q kᵀ / sqrt(HS)) v per head, read straight
-// from qkv [B, T, 3C] (q | k | v column blocks, head h at cols h*HS..). HS must be 64,
-// T >= 1 (any length: keys stream through in tiles), C = NH*HS.
+// from qkv [B, T, 3C] (q | k | v column blocks, head h at cols h*HS..). HS a multiple of 8
+// from 24 to 128 (kernels/limits.h), T >= 1 (any length: keys stream through in tiles),
+// C = NH*HS; f16/bf16 need qkv 16-byte and out 4-byte aligned.
 void attention_forward(void* out, const void* qkv, int B, int T, int NH, int HS, bool causal,
                        DType dt, cudaStream_t stream);
 

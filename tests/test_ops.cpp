@@ -590,7 +590,13 @@ std::vector<AttentionShape> attention_shapes() {
       // the zoo's real shapes: ViT-H/14 (16 heads of 80), ViT-g/14 (88), ViT-bigG/14 (104),
       // ViT-e/14 (112) at 257 tokens, SigLIP SO400M (16 of 72) at 256
       {1, 257, 16, 80, false, true}, {1, 257, 16, 88, false, true}, {1, 257, 16, 104, false, true},
-      {1, 257, 16, 112, false, true}, {1, 256, 16, 72, false, true}};
+      {1, 257, 16, 112, false, true}, {1, 256, 16, 72, false, true},
+      // CUDA's f16/bf16 blocks of 16, 32 or 64 queries (kernels/attention.cu, attention_warps):
+      // 144 (b, h) pairs give 64 at T = 33 and 50, 32 at 17, 32 and 77, 16 at 16; above, the
+      // small grids take 16 and T = 197, 257 at 24 and 32 pairs take 32 and 64
+      {12, 16, 12, 64, false}, {12, 16, 12, 64, true}, {12, 17, 12, 64, false}, {12, 32, 12, 64, true},
+      {12, 33, 12, 64, true}, {12, 33, 12, 72, false}, {12, 50, 12, 64, false}, {12, 50, 12, 40, true},
+      {12, 77, 12, 64, true}, {12, 77, 12, 64, false}};
   for (bool causal : {false, true}) {
     for (int64_t T : {1, 3, 17, 50, 64, 65, 197, 257, 577}) v.push_back({2, T, T >= 257 ? 16 : 12, 64, causal});
     v.push_back({1, 1024, 1, 64, causal});  // the longest sequence of the old CUDA tests

@@ -1,5 +1,5 @@
 // The CUDA emulator's engine (see tests/emu/simt.h): fibers and the block scheduler, device
-// memory, streams with graph capture, events, the runtime calls and cuBLASLt's matmul.
+// memory, streams with graph capture, events, the runtime calls, ldmatrix and cuBLASLt's matmul.
 #undef _FORTIFY_SOURCE  // longjmp between fiber stacks is what fibers are; the checked one refuses
 #include <setjmp.h>
 #include <sys/mman.h>
@@ -20,6 +20,7 @@
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <emu_ldmatrix.h>
 
 #include "core/base.h"
 
@@ -326,6 +327,48 @@ void emu::check_device_pointer(const void* p, const char* what) {
   if (p && !find_alloc(p, 0))
     clip::fail("CUDA emulator: %s (%p) is not device memory: it comes from neither cudaMalloc nor cudaMallocHost",
                what, p);
+}
+
+// ---- ldmatrix (tests/emu/include/emu_ldmatrix.h) ------------------------------------------
+
+namespace {
+struct LdmatrixIn {
+  const void* row;
+  int count, trans;
+};
+struct LdmatrixOut {
+  uint32_t r[4];
+};
+void ldmatrix_combine(const LdmatrixIn* in, LdmatrixOut* out, unsigned) {
+  const int count = in[0].count, trans = in[0].trans;
+  uint16_t m[4][8][8];  // [matrix][row][column]
+  for (int l = 0; l < 32; l++)
+    if (in[l].count != count || in[l].trans != trans)
+      emu::kernel_error("ldmatrix: lane %d asks for x%d%s while lane 0 asks for x%d%s", l, in[l].count,
+                        in[l].trans ? ".trans" : "", count, trans ? ".trans" : "");
+  for (int l = 0; l < 8 * count; l++) {
+    const void* p = in[l].row;
+    if ((uintptr_t)p % 16) emu::kernel_error("ldmatrix: lane %d's row address %p is not 16-byte aligned", l, p);
+    if (find_alloc(p, 16))
+      emu::kernel_error("ldmatrix: lane %d's row address %p is device memory, not shared memory", l, p);
+    std::memcpy(m[l / 8][l % 8], p, 16);
+  }
+  for (int l = 0; l < 32; l++) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < count; i++) {
+      const uint16_t lo = trans ? m[i][2 * t][g] : m[i][g][2 * t];
+      const uint16_t hi = trans ? m[i][2 * t + 1][g] : m[i][g][2 * t + 1];
+      out[l].r[i] = (uint32_t)lo | (uint32_t)hi << 16;
+    }
+  }
+}
+}  // namespace
+
+void emu::ldmatrix(uint32_t* regs, int count, bool trans, const void* row) {
+  if (count != 1 && count != 2 && count != 4) kernel_error("ldmatrix: .x%d does not exist (x1, x2, x4)", count);
+  const LdmatrixOut o = collective<LdmatrixIn, LdmatrixOut, ldmatrix_combine>(
+      trans ? "ldmatrix.trans" : "ldmatrix", 0xffffffffu, LdmatrixIn{row, count, trans ? 1 : 0});
+  for (int i = 0; i < count; i++) regs[i] = o.r[i];
 }
 
 namespace {

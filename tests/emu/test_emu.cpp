@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <emu_cp_async.h>
+#include <emu_ldmatrix.h>
 #include <mma.h>
 
 #include "kernels/cuda_common.cuh"
@@ -108,6 +109,70 @@ TEST(Emulator, MmaUsesThePtxFragmentLayout) {
       for (int k = 0; k < 16; k++) s += af[r * 16 + k] * bf[k * 8 + n];
       EXPECT_NEAR(d[r * 8 + n], s, 1e-4) << r << "," << n;
     }
+}
+
+// One warp loads 8x8 matrices of 16-bit values from a shared tile [32][16] (value 1000 + row *
+// 16 + column; rows 16 halves apart) through ldmatrix .x1, .x2, .x4, plain and .trans. Lane
+// 8 i + r gives the address of row r of matrix i: rows 8 i .. 8 i + 7, columns 8 (i % 2) ..
+// (matrix 1 starts at row 8, column 8). Lanes past 8 x count give null, which is never read.
+__global__ void ldmatrix_all(uint32_t* out) {
+  __shared__ __align__(16) uint16_t tile[32][16];
+  const int lane = threadIdx.x;
+  for (int i = lane; i < 32 * 16; i += 32) tile[i / 16][i % 16] = (uint16_t)(1000 + i);
+  __syncwarp();
+  const int i = lane / 8, r = lane % 8;
+  const void* row = &tile[8 * i + r][8 * (i % 2)];
+  int k = 0;
+  for (int count : {1, 2, 4})
+    for (bool trans : {false, true}) {
+      uint32_t regs[4] = {0, 0, 0, 0};
+      emu::ldmatrix(regs, count, trans, lane < 8 * count ? row : nullptr);
+      for (int j = 0; j < 4; j++) out[(k * 32 + lane) * 4 + j] = regs[j];
+      k++;
+    }
+}
+
+// The PTX ISA's fragment of ldmatrix (g = lane / 4, t = lane % 4): register i holds elements
+// (g, 2t) and (g, 2t + 1) of matrix i, low half first; with .trans (2t, g) and (2t + 1, g).
+TEST(Emulator, LdmatrixUsesThePtxFragmentLayout) {
+  Dev<uint32_t> out(6 * 32 * 4);
+  launch(ldmatrix_all, dim3(1), dim3(32), 0, nullptr, out.p);
+  const auto o = out.get();
+  auto element = [](int i, int r, int c) { return (uint32_t)(1000 + (8 * i + r) * 16 + 8 * (i % 2) + c); };
+  int k = 0;
+  for (int count : {1, 2, 4})
+    for (bool trans : {false, true}) {
+      for (int lane = 0; lane < 32; lane++) {
+        const int g = lane / 4, t = lane % 4;
+        for (int i = 0; i < 4; i++) {
+          const uint32_t lo = trans ? element(i, 2 * t, g) : element(i, g, 2 * t);
+          const uint32_t hi = trans ? element(i, 2 * t + 1, g) : element(i, g, 2 * t + 1);
+          const uint32_t want = i < count ? lo | hi << 16 : 0u;
+          EXPECT_EQ(o[(size_t)(k * 32 + lane) * 4 + i], want)
+              << "x" << count << (trans ? ".trans" : "") << " lane " << lane << " reg " << i;
+        }
+      }
+      k++;
+    }
+}
+
+__global__ void ldmatrix_bad(const uint16_t* global, int what) {
+  __shared__ __align__(16) uint16_t tile[8][16];
+  uint32_t r[4];
+  const int lane = threadIdx.x;
+  if (what == 0) emu::ldmatrix(r, 1, false, &tile[lane % 8][1]);      // 2-byte aligned rows
+  if (what == 1) emu::ldmatrix(r, 2, false, global + 8 * lane);       // global memory
+  if (what == 2) emu::ldmatrix(r, lane == 3 ? 2 : 4, false, &tile[lane % 8][0]);  // counts differ
+}
+
+TEST(Emulator, LdmatrixChecksItsAddresses) {
+  Dev<uint16_t> g(32 * 8);
+  std::string e = error_of([&] { launch(ldmatrix_bad, dim3(1), dim3(32), 0, nullptr, (const uint16_t*)g.p, 0); });
+  EXPECT_TRUE(has_all(e, {"ldmatrix", "not 16-byte aligned"})) << e;
+  e = error_of([&] { launch(ldmatrix_bad, dim3(1), dim3(32), 0, nullptr, (const uint16_t*)g.p, 1); });
+  EXPECT_TRUE(has_all(e, {"ldmatrix", "device memory, not shared memory"})) << e;
+  e = error_of([&] { launch(ldmatrix_bad, dim3(1), dim3(32), 0, nullptr, (const uint16_t*)g.p, 2); });
+  EXPECT_TRUE(has_all(e, {"ldmatrix", "lane 3 asks for x2"})) << e;
 }
 
 __global__ void wmma_one(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b) {
