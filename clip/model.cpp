@@ -101,6 +101,10 @@ class ModelImpl final : public Model {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::map<std::string, Tensor> prepared_;    // canonical name (+ ".T" for transposed) -> tensor
   std::vector<Buffer> storage_;               // owns prepared_ data
+  // B zeros (i32, on the model's device) per batch size: the class token's row of each image,
+  // a constant of the vision graphs rather than an input copied in on every run.
+  mutable std::map<int64_t, Buffer> class_rows_;
+  Tensor class_rows(int64_t B) const;
   std::vector<DerivedTensor> derived_;        // the family's derived tensors (clip/family.h), f32; the CPU reads them in place
   std::shared_ptr<CudaContext> cuda_;  // engine/graph.h make_cuda_context
   std::unique_ptr<CpuContext> cpu_;  // linear weights packed once for the CPU backend
@@ -264,6 +268,17 @@ void ModelImpl::prepare_weights() {
   for (const auto& it : items) prepared_[it.name] = Tensor(base + it.off, dt, it.shape, opts_.device);
 }
 
+Tensor ModelImpl::class_rows(int64_t B) const {
+  auto it = class_rows_.find(B);
+  if (it == class_rows_.end()) {
+    const std::vector<int32_t> zeros((size_t)B, 0);
+    Buffer b(zeros.size() * sizeof(int32_t), opts_.device);
+    copy_bytes(b.data(), opts_.device, zeros.data(), Device::cpu, zeros.size() * sizeof(int32_t));
+    it = class_rows_.emplace(B, std::move(b)).first;
+  }
+  return Tensor(it->second.data(), DType::i32, {B}, opts_.device);
+}
+
 Tensor ModelImpl::w(const std::string& name) const {
   auto it = prepared_.find(name);
   CLIP_CHECK(it != prepared_.end(), "%s: missing tensor %s", weights_.path.c_str(), name.c_str());
@@ -286,7 +301,7 @@ Graph ModelImpl::build_vision(int64_t B, bool rgb8, bool staged) const {
     px = g.input("pixels", DType::f32, {B, 3, R, R});
     if (graph_dtype() != DType::f32) px = g.cast(px, graph_dtype());
   }
-  Value row = g.input("class_index", DType::i32, {B});
+  Value row = g.weight("class_index", class_rows(B));
   Stages stages;
   g.output(vision_family(c.vision_family).build(g, px, row, c, W, staged ? &stages : nullptr));
   for (auto& [name, v] : stages) g.output(v);
@@ -480,10 +495,9 @@ HostTensor ModelImpl::encode_texts(const std::vector<std::string>& texts) {
 
 HostTensor ModelImpl::encode_image_chunk(const void* data, bool rgb8, int64_t B) {
   int64_t R = weights_.config.image_resolution;
-  std::vector<int32_t> zeros((size_t)B, 0);  // the class token is row 0
   Executor& ex = executor(rgb8 ? "vision_rgb8" : "vision", B, 0);
   Tensor in = rgb8 ? Tensor((void*)data, DType::u8, {B, R, R, 3}) : Tensor((void*)data, DType::f32, {B, 3, R, R});
-  auto out = ex.run({in, Tensor(zeros.data(), DType::i32, {B})});
+  auto out = ex.run({in});
   device_seconds_ += ex.last_device_seconds();
   return out[0];
 }
@@ -493,9 +507,8 @@ std::vector<std::pair<std::string, HostTensor>> ModelImpl::encode_pixels_staged(
              "staged image outputs are for ResNet towers; this model is a %s",
              vision_family_name(weights_.config.vision_family));
   const int64_t R = weights_.config.image_resolution;
-  std::vector<int32_t> zeros((size_t)B, 0);
   Executor& ex = executor("vision_staged", B, 0);
-  std::vector<HostTensor> out = ex.run({Tensor((void*)pixels, DType::f32, {B, 3, R, R}), Tensor(zeros.data(), DType::i32, {B})});
+  std::vector<HostTensor> out = ex.run({Tensor((void*)pixels, DType::f32, {B, 3, R, R})});
   std::vector<std::pair<std::string, HostTensor>> named = {{"embedding", out[0]}};
   const char* names[] = {"stem", "layer1", "layer2", "layer3", "layer4"};
   for (size_t i = 1; i < out.size() && i <= 5; i++) named.push_back({names[i - 1], out[i]});
