@@ -197,7 +197,8 @@ def main():
             print(f"{t:6s} {B:5d}  {o:9.4f} ({B / o:6.1f}/s {fl / o / 1e9 / peak:4.0%})  "
                   f"{h:9.4f} ({B / h:6.1f}/s {fl / h / 1e9 / peak:4.0%})  {h / o:5.2f}x")
     meta = {"arch": args.arch, "threads": args.threads, "torch": torch.__version__,
-            "transformers": transformers.__version__, "cpu": record["peak"]["device"], "cpu_isa": record["cpu"],
+            "transformers": transformers.__version__,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": record["peak"]["device"], "cpu_isa": record["cpu"],
             "peak_gflops": peak, "check": {"image_min_cos": image_cos, "text_min_cos": text_cos},
             "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
     with open(args.out, "w") as f:
