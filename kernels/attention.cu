@@ -68,6 +68,7 @@
 #include "kernels/cuda_common.cuh"
 #include "kernels/kernels.h"
 #include "kernels/limits.h"
+#include "kernels/mma.cuh"
 #ifdef CLIP_CUDA_EMU
 #include <emu_ldmatrix.h>
 #endif
@@ -89,35 +90,6 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, f
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
-template <typename T>
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0,
-                                         uint32_t b1);
-template <>
-__device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4], uint32_t b0,
-                                                 uint32_t b1) {
-#ifdef CLIP_CUDA_EMU  // the CPU emulator (tests/emu) runs the same fragments
-  emu::mma_m16n8k16<__half>(c, a, b0, b1);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-template <>
-__device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4],
-                                                        uint32_t b0, uint32_t b1) {
-#ifdef CLIP_CUDA_EMU  // the CPU emulator (tests/emu) runs the same fragments
-  emu::mma_m16n8k16<__nv_bfloat16>(c, a, b0, b1);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
 
 // The 16 bytes at p, or zeros where !ok (p must then still be readable: the load is not
 // branched around, so the unrolled iterations of a staging loop overlap their loads).
